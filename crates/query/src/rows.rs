@@ -1,0 +1,129 @@
+//! The rows botmeter writes, one struct per table of `schemas/clickhouse/`. Field order is the
+//! table's column order: the writer sends RowBinary, which is positional.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+/// Outcome of attributing a traffic event.
+pub mod status {
+    /// Resolved to an owner (possibly with flags).
+    pub const ATTRIBUTED: &str = "attributed";
+    /// A link of the chain was missing; `unattributed_reason` names it.
+    pub const UNATTRIBUTED: &str = "unattributed";
+}
+
+/// One traffic event with its attribution: a row of `usage_events`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// `ev_…`
+    pub event_id: String,
+    /// `http_request_complete.v0` or `tcp_connection_closed.v0`.
+    pub event_type: String,
+    /// Usage time, whole seconds (UTC).
+    pub event_time: u32,
+    /// Usage time, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// `ac_…`
+    pub account_id: String,
+    /// [`status::ATTRIBUTED`] or [`status::UNATTRIBUTED`].
+    pub status: String,
+    /// Which link was missing, empty when attributed.
+    pub unattributed_reason: String,
+    /// Anomaly flags on attributed usage.
+    pub flags: Vec<String>,
+    /// Owner (`usr_…`/`bot_…`), empty when unattributed.
+    pub owner_id: String,
+    /// `user` / `bot_user`, empty when unattributed.
+    pub owner_kind: String,
+    /// The credential behind the session.
+    pub credential_id: String,
+    /// `authtoken` / `ssh_key` / `api_key`.
+    pub credential_kind: String,
+    /// Agent session (`ts_…`).
+    pub session_id: String,
+    /// Endpoint (`ep_…`).
+    pub endpoint_id: String,
+    /// Hostname the traffic arrived on.
+    pub hostname: String,
+    /// Port, 0 when none.
+    pub port: u16,
+    /// Bytes that arrived at the endpoint (connections only).
+    pub bytes_in: u64,
+    /// Bytes that left the endpoint (connections only).
+    pub bytes_out: u64,
+    /// 1 for an HTTP request event.
+    pub http_requests: u32,
+    /// 1 for a TCP connection event.
+    pub tcp_connections: u32,
+    /// HTTP status code, 0 for connections.
+    pub status_code: u16,
+    /// HTTP request body bytes (never added to connection bytes).
+    pub request_body_bytes: u64,
+    /// HTTP response body bytes (never added to connection bytes).
+    pub response_body_bytes: u64,
+    /// Source topic.
+    pub kafka_topic: String,
+    /// Source partition.
+    pub kafka_partition: i32,
+    /// Source offset.
+    pub kafka_offset: i64,
+    /// When botmeter wrote it (seconds).
+    pub ingested_at: u32,
+}
+
+/// One control-plane event: a row of `control_events`, the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct ControlRow {
+    /// `ev_…`
+    pub event_id: String,
+    /// As sent.
+    pub event_type: String,
+    /// Event time, whole seconds.
+    pub event_time: u32,
+    /// Event time, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// `ac_…`
+    pub account_id: String,
+    /// Who acted.
+    pub principal_id: String,
+    /// The principal's email or bot name.
+    pub principal_subject: String,
+    /// The API key the principal used.
+    pub principal_credential_id: String,
+    /// The object's id (credential, bot user, endpoint, session…).
+    pub object_id: String,
+    /// The owner the object names (credentials), else empty.
+    pub owner_id: String,
+    /// The object as JSON, without any credential token.
+    pub object: String,
+    /// Source topic.
+    pub kafka_topic: String,
+    /// Source partition.
+    pub kafka_partition: i32,
+    /// Source offset.
+    pub kafka_offset: i64,
+    /// When botmeter wrote it (seconds).
+    pub ingested_at: u32,
+}
+
+/// A message that could not be decoded or validated: a row of `dead_letters`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// Source topic.
+    pub kafka_topic: String,
+    /// Source partition.
+    pub kafka_partition: i32,
+    /// Source offset.
+    pub kafka_offset: i64,
+    /// Reason class (`malformed_json`, `missing_field`, `invalid_field`, …).
+    pub reason_kind: String,
+    /// The full reason, naming event, field and value.
+    pub reason: String,
+    /// The original bytes.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Size of the original message.
+    pub payload_bytes: u64,
+    /// When botmeter received it (seconds).
+    pub received_at: u32,
+}
