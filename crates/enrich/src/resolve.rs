@@ -1,0 +1,260 @@
+//! The as-of join: traffic at time *t* → endpoint (by id, or by hostname/port at *t*) → agent
+//! session → credential → owner, with the anomaly flags of what should not have happened, or the
+//! missing link when the chain breaks. Never drops an event: every call returns a [`Resolution`].
+
+use chrono::{DateTime, Utc};
+use model::{BindRule, CredentialKind, OwnerKind};
+
+use crate::state::{EndpointInterval, OwnershipState};
+
+/// An anomaly on attributed usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flag {
+    /// The credential had been deleted (revoked) before the event.
+    CredentialDeleted,
+    /// The owning bot user was deactivated at the event's time.
+    OwnerInactive,
+    /// The owning bot user had been deleted before the event.
+    OwnerDeleted,
+    /// The endpoint's hostname, address or labels were not allowed by the credential's bind rules.
+    AclViolation,
+    /// The endpoint names a principal other than the credential's owner.
+    PrincipalMismatch,
+}
+
+impl Flag {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CredentialDeleted => "credential_deleted",
+            Self::OwnerInactive => "owner_inactive",
+            Self::OwnerDeleted => "owner_deleted",
+            Self::AclViolation => "acl_violation",
+            Self::PrincipalMismatch => "principal_mismatch",
+        }
+    }
+}
+
+/// Which link of the chain was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnattributedReason {
+    /// No endpoint had this hostname (and port) at the event's time.
+    NoEndpoint,
+    /// The endpoint names no session, or a session never seen.
+    UnknownSession,
+    /// The session's credential was never seen.
+    UnknownCredential,
+    /// The credential's owner is a bot user never seen.
+    UnknownOwner,
+}
+
+impl UnattributedReason {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoEndpoint => "no_endpoint",
+            Self::UnknownSession => "unknown_session",
+            Self::UnknownCredential => "unknown_credential",
+            Self::UnknownOwner => "unknown_owner",
+        }
+    }
+}
+
+/// The outcome of resolving one traffic event. Ids are filled as far as the chain got.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolution {
+    /// The endpoint found.
+    pub endpoint_id: Option<String>,
+    /// The agent session found.
+    pub session_id: Option<String>,
+    /// The credential found.
+    pub credential_id: Option<String>,
+    /// Its kind.
+    pub credential_kind: Option<CredentialKind>,
+    /// The owner, when attributed.
+    pub owner_id: Option<String>,
+    /// The owner's kind.
+    pub owner_kind: Option<OwnerKind>,
+    /// Anomalies, sorted.
+    pub flags: Vec<Flag>,
+    /// Set when the chain broke.
+    pub unattributed: Option<UnattributedReason>,
+}
+
+impl Resolution {
+    fn missing(mut self, reason: UnattributedReason) -> Self {
+        self.unattributed = Some(reason);
+        self
+    }
+}
+
+impl OwnershipState {
+    /// Resolves traffic on `hostname`/`port` (or on the endpoint it names) at time `t`.
+    pub fn resolve(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: DateTime<Utc>) -> Resolution {
+        let mut resolution = Resolution::default();
+        let Some(endpoint) = self.find_endpoint(hostname, port, endpoint_id, t) else {
+            return resolution.missing(UnattributedReason::NoEndpoint);
+        };
+        resolution.endpoint_id = Some(endpoint.endpoint_id.clone());
+        let Some(session_id) = endpoint.session_id.as_deref() else {
+            return resolution.missing(UnattributedReason::UnknownSession);
+        };
+        resolution.session_id = Some(session_id.to_owned());
+        let Some(session) = self.sessions.get(session_id) else {
+            return resolution.missing(UnattributedReason::UnknownSession);
+        };
+        resolution.credential_id = Some(session.credential_id.clone());
+        let Some(credential) = self.credentials.get(&session.credential_id) else {
+            return resolution.missing(UnattributedReason::UnknownCredential);
+        };
+        resolution.credential_kind = Some(credential.kind);
+        let owner_kind = OwnerKind::of(&credential.owner_id);
+        let bot = self.bots.get(&credential.owner_id);
+        if owner_kind != Some(OwnerKind::User) && bot.is_none() {
+            return resolution.missing(UnattributedReason::UnknownOwner);
+        }
+        resolution.owner_id = Some(credential.owner_id.clone());
+        resolution.owner_kind = owner_kind;
+
+        let mut flags = Vec::new();
+        if credential.deleted_at.is_some_and(|deleted| deleted <= t) {
+            flags.push(Flag::CredentialDeleted);
+        }
+        if let Some(bot) = bot {
+            if bot.deleted_at.is_some_and(|deleted| deleted <= t) {
+                flags.push(Flag::OwnerDeleted);
+            } else if !bot.active_at(t) {
+                flags.push(Flag::OwnerInactive);
+            }
+        }
+        let bind_host = self.endpoint_hosts.get(&endpoint.endpoint_id).map_or(hostname, String::as_str);
+        if !BindRule::permits(credential.rules_at(t), bind_host, endpoint.port, &endpoint.labels) {
+            flags.push(Flag::AclViolation);
+        }
+        if endpoint.principal_id.as_deref().is_some_and(|p| p != credential.owner_id) {
+            flags.push(Flag::PrincipalMismatch);
+        }
+        flags.sort();
+        resolution.flags = flags;
+        resolution
+    }
+
+    fn find_endpoint(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: DateTime<Utc>) -> Option<&EndpointInterval> {
+        if let Some(id) = endpoint_id.filter(|id| !id.is_empty()) {
+            let host = self.endpoint_hosts.get(id)?;
+            return self.endpoints_by_host.get(host)?.iter().find(|i| i.endpoint_id == id);
+        }
+        let intervals = self.endpoints_by_host.get(hostname).or_else(|| {
+            let lower = hostname.to_ascii_lowercase();
+            (lower != hostname).then(|| self.endpoints_by_host.get(&lower)).flatten()
+        })?;
+        // Latest-starting interval that covers t and agrees on the port (when both name one).
+        intervals
+            .iter()
+            .rev()
+            .filter(|i| i.start <= t)
+            .find(|i| i.covers(t) && !matches!((port, i.port), (Some(a), Some(b)) if a != b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::decode;
+
+    fn event(json: serde_json::Value) -> model::Event {
+        decode(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn control(event_type: &str, at: &str, object: serde_json::Value) -> model::Event {
+        event(serde_json::json!({"event_id": format!("ev_{at}_{event_type}"), "event_type": event_type, "event_timestamp": at, "object": object}))
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn fleet() -> OwnershipState {
+        let mut state = OwnershipState::new();
+        for e in [
+            control("bot_user_created.v0", "2024-01-01T00:00:00Z", serde_json::json!({"id": "bot_a", "name": "ci", "active": true})),
+            control("tunnel_credential_created.v0", "2024-01-01T00:01:00Z", serde_json::json!({"id": "cr_a", "owner_id": "bot_a", "acl": ["bind:*.example.com"]})),
+            control("agent_session_start.v0", "2024-01-01T00:02:00Z", serde_json::json!({"session": {"id": "ts_a"}, "credential": {"id": "cr_a"}})),
+            control("endpoint_created.v0", "2024-01-01T00:03:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com", "tunnel_session": {"id": "ts_a"}, "principal": {"id": "bot_a"}})),
+        ] {
+            assert_eq!(state.apply(&e), crate::ApplyOutcome::Applied);
+        }
+        state
+    }
+
+    #[test]
+    fn resolves_the_whole_chain() {
+        let state = fleet();
+        let r = state.resolve("api.example.com", None, None, t("2024-01-01T01:00:00Z"));
+        assert_eq!(r.owner_id.as_deref(), Some("bot_a"));
+        assert_eq!(r.owner_kind, Some(OwnerKind::BotUser));
+        assert_eq!(r.credential_id.as_deref(), Some("cr_a"));
+        assert_eq!(r.session_id.as_deref(), Some("ts_a"));
+        assert_eq!(r.endpoint_id.as_deref(), Some("ep_a"));
+        assert!(r.flags.is_empty(), "{:?}", r.flags);
+        assert_eq!(r.unattributed, None);
+    }
+
+    #[test]
+    fn before_the_endpoint_existed_there_is_no_endpoint() {
+        let state = fleet();
+        let r = state.resolve("api.example.com", None, None, t("2024-01-01T00:02:59Z"));
+        assert_eq!(r.unattributed, Some(UnattributedReason::NoEndpoint));
+        let r = state.resolve("other.example.com", None, None, t("2024-01-01T01:00:00Z"));
+        assert_eq!(r.unattributed, Some(UnattributedReason::NoEndpoint));
+    }
+
+    #[test]
+    fn flags_follow_the_time_of_the_event() {
+        let mut state = fleet();
+        state.apply(&control("bot_user_updated.v0", "2024-01-01T02:00:00Z", serde_json::json!({"id": "bot_a", "active": false})));
+        state.apply(&control("tunnel_credential_deleted.v0", "2024-01-01T03:00:00Z", serde_json::json!({"id": "cr_a", "owner_id": "bot_a"})));
+        assert!(state.resolve("api.example.com", None, None, t("2024-01-01T01:00:00Z")).flags.is_empty());
+        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T02:30:00Z")).flags, vec![Flag::OwnerInactive]);
+        assert_eq!(
+            state.resolve("api.example.com", None, None, t("2024-01-01T03:30:00Z")).flags,
+            vec![Flag::CredentialDeleted, Flag::OwnerInactive]
+        );
+    }
+
+    #[test]
+    fn owner_never_changes() {
+        let mut state = fleet();
+        let outcome = state.apply(&control("tunnel_credential_updated.v0", "2024-01-01T02:00:00Z", serde_json::json!({"id": "cr_a", "owner_id": "usr_b"})));
+        assert!(matches!(outcome, crate::ApplyOutcome::OwnerChangeRejected { .. }));
+        let r = state.resolve("api.example.com", None, None, t("2024-01-01T03:00:00Z"));
+        assert_eq!(r.owner_id.as_deref(), Some("bot_a"));
+    }
+
+    #[test]
+    fn hostname_reuse_resolves_by_interval() {
+        let mut state = fleet();
+        for e in [
+            control("endpoint_deleted.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com"})),
+            control("tunnel_credential_created.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "cr_u", "owner_id": "usr_u"})),
+            control("agent_session_start.v0", "2024-01-01T04:00:00Z", serde_json::json!({"session": {"id": "ts_u"}, "credential": {"id": "cr_u"}})),
+            control("endpoint_created.v0", "2024-01-01T05:00:00Z", serde_json::json!({"id": "ep_u", "host": "api.example.com", "tunnel_session": {"id": "ts_u"}})),
+        ] {
+            state.apply(&e);
+        }
+        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T03:59:59Z")).owner_id.as_deref(), Some("bot_a"));
+        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T04:30:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
+        assert_eq!(state.resolve("API.example.com", None, None, t("2024-01-01T05:00:00Z")).owner_id.as_deref(), Some("usr_u"));
+    }
+
+    #[test]
+    fn acl_violation_and_missing_links() {
+        let mut state = fleet();
+        state.apply(&control("endpoint_created.v0", "2024-01-01T00:04:00Z", serde_json::json!({"id": "ep_x", "host": "evil.io", "tunnel_session": {"id": "ts_a"}})));
+        state.apply(&control("endpoint_created.v0", "2024-01-01T00:04:00Z", serde_json::json!({"id": "ep_y", "host": "orphan.io", "tunnel_session": {"id": "ts_none"}})));
+        assert_eq!(state.resolve("evil.io", None, None, t("2024-01-01T01:00:00Z")).flags, vec![Flag::AclViolation]);
+        assert_eq!(state.resolve("orphan.io", None, None, t("2024-01-01T01:00:00Z")).unattributed, Some(UnattributedReason::UnknownSession));
+        // By endpoint id, whatever the hostname says.
+        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T01:00:00Z")).owner_id.as_deref(), Some("bot_a"));
+    }
+}
