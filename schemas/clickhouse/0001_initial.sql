@@ -1,7 +1,10 @@
 -- botmeter schema v1: attributed usage, the control-plane audit log, dead letters.
 -- Runs on ClickHouse 18.16 and on current ClickHouse: no TTL, no DateTime64, no LowCardinality here.
 -- Times: `*_time` columns are DateTime('UTC') for partitioning and bucketing; `*_time_us` keep the
--- exact microsecond used by the as-of join. Statements are separated by lines holding only `;`.
+-- exact microsecond used by the as-of join. `usage_events` also holds one row per dead letter
+-- (status 'dead_letter'), written in the same insert as the batch's other rows, so that the stored
+-- Kafka positions cover every message; `dead_letters` (written first, idempotent by position)
+-- keeps the original bytes and the reason. Statements are separated by lines holding only `;`.
 
 CREATE TABLE IF NOT EXISTS usage_events
 (
@@ -70,6 +73,6 @@ CREATE TABLE IF NOT EXISTS dead_letters
     payload_bytes   UInt64,
     received_at     DateTime('UTC')
 )
-ENGINE = MergeTree
+ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (kafka_topic, kafka_partition, kafka_offset)

@@ -1,1 +1,5 @@
-//! placeholder
+//! The `botmeter` binary's library side: the command-line interface, the pipeline that wires
+//! ingest → enrich → query together, and the fleet simulator. It holds no domain logic of its own.
+
+pub mod cli;
+pub mod pipeline;

@@ -1,1 +1,23 @@
-fn main() {}
+//! `botmeter`: attributes ngrok usage to the bot user or user owning the credential behind it.
+//! See `botmeter --help`.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = botmeter::cli::Cli::parse();
+    botmeter::cli::init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(botmeter::cli::execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

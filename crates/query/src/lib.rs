@@ -1,4 +1,19 @@
 //! botmeter's ClickHouse side: the schema migrations, the row writer, and the HTTP API that
 //! answers reports from the tables.
+//!
+//! Every client is built by [`ClickHouseConfig::client`], with row validation off: ClickHouse 18.16
+//! has no `RowBinaryWithNamesAndTypes`, so rows travel as plain `RowBinary`, positional, and the
+//! struct field order in [`rows`] must equal the table's column order (a real-service test guards it).
 
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod migrate;
 pub mod rows;
+pub mod writer;
+
+pub use api::{router, serve, AppState};
+pub use config::ClickHouseConfig;
+pub use error::{Error, Result};
+pub use migrate::{migrate, server_version, MigrationReport};
+pub use writer::Writer;

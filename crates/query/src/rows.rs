@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// Outcome of attributing a traffic event.
 pub mod status {
+    /// The message could not be decoded; `unattributed_reason` holds the reason class and
+    /// `dead_letters` the bytes.
+    pub const DEAD_LETTER: &str = "dead_letter";
     /// Resolved to an owner (possibly with flags).
     pub const ATTRIBUTED: &str = "attributed";
     /// A link of the chain was missing; `unattributed_reason` names it.

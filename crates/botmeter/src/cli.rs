@@ -1,0 +1,282 @@
+//! The command line: `migrate`, `run`, `serve` and `simulate`, every flag also readable from a
+//! `BOTMETER_*` environment variable. Configuration is validated before any IO.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ingest::KafkaConfig;
+use query::ClickHouseConfig;
+use tracing::info;
+
+use crate::pipeline::{self, RunSettings, RunStats};
+
+/// Attributes ngrok usage (bandwidth, requests, connections) to the bot user or user that owns the
+/// credential behind it, as of the event's time, and answers reports on it.
+///
+/// Typical use: `botmeter migrate`, then `botmeter run` (Kafka → ClickHouse) beside
+/// `botmeter serve` (HTTP API). `botmeter simulate` publishes a seeded fleet with a ground truth.
+#[derive(Debug, Parser)]
+#[command(name = "botmeter", version, propagate_version = true)]
+pub struct Cli {
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging flags.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "BOTMETER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `botmeter=debug,info` (tracing's EnvFilter syntax).
+    #[arg(long, env = "BOTMETER_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database and apply pending schema migrations (also done by `run` at start-up).
+    Migrate {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    },
+    /// Consume the control and traffic topics, attribute traffic, and write it to ClickHouse.
+    Run(RunArgs),
+    /// Serve the HTTP API (usage reports) from ClickHouse.
+    Serve {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+        /// Address to listen on.
+        #[arg(long, env = "BOTMETER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+/// Where ClickHouse is.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL.
+    #[arg(long = "clickhouse-url", env = "BOTMETER_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    pub url: String,
+    /// Database holding botmeter's tables.
+    #[arg(long = "clickhouse-database", env = "BOTMETER_CLICKHOUSE_DATABASE", default_value = "botmeter")]
+    pub database: String,
+    /// ClickHouse user.
+    #[arg(long = "clickhouse-user", env = "BOTMETER_CLICKHOUSE_USER", default_value = "default")]
+    pub user: String,
+    /// ClickHouse password (prefer the environment variable).
+    #[arg(long = "clickhouse-password", env = "BOTMETER_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    pub password: String,
+}
+
+impl ClickHouseArgs {
+    /// The validated ClickHouse configuration.
+    pub fn config(&self) -> anyhow::Result<ClickHouseConfig> {
+        let config = ClickHouseConfig {
+            url: self.url.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            ..ClickHouseConfig::default()
+        };
+        config.validate().context("invalid ClickHouse settings")?;
+        Ok(config)
+    }
+}
+
+/// Where Kafka is and which topics to use.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(long = "kafka-brokers", env = "BOTMETER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Control-plane topic.
+    #[arg(long, env = "BOTMETER_CONTROL_TOPIC", default_value = model::topics::CONTROL)]
+    pub control_topic: String,
+    /// Traffic topic.
+    #[arg(long, env = "BOTMETER_TRAFFIC_TOPIC", default_value = model::topics::TRAFFIC)]
+    pub traffic_topic: String,
+    /// Dead-letter topic.
+    #[arg(long, env = "BOTMETER_DEAD_LETTER_TOPIC", default_value = model::topics::DEAD_LETTER)]
+    pub dead_letter_topic: String,
+}
+
+/// Flags of `botmeter run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of the traffic readers; instances in one group share the partitions.
+    #[arg(long, env = "BOTMETER_GROUP_ID", default_value = "botmeter")]
+    pub group_id: String,
+    /// Consumer-group session timeout (ms). tansu needs at least 6000.
+    #[arg(long, env = "BOTMETER_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub session_timeout_ms: u32,
+    /// Max time between polls (ms); tansu's JoinGroup waits this long on every (re)join.
+    #[arg(long, env = "BOTMETER_MAX_POLL_INTERVAL_MS", default_value_t = 6000)]
+    pub max_poll_interval_ms: u32,
+    /// Largest traffic batch written in one insert, in messages.
+    #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = 20_000)]
+    pub batch_max_rows: usize,
+    /// Longest a batch waits to fill, in milliseconds.
+    #[arg(long, env = "BOTMETER_BATCH_MAX_WAIT_MS", default_value_t = 250)]
+    pub batch_max_wait_ms: u64,
+    /// Create missing topics with this many traffic partitions (control and dead letters get 1).
+    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
+    pub traffic_partitions: i32,
+    /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
+    #[arg(long, env = "BOTMETER_RUN_FOR_SECS", default_value_t = 0)]
+    pub run_for_secs: u64,
+}
+
+impl RunArgs {
+    fn kafka_config(&self) -> anyhow::Result<KafkaConfig> {
+        let config = KafkaConfig {
+            brokers: self.kafka.brokers.clone(),
+            group_id: self.group_id.clone(),
+            control_topic: self.kafka.control_topic.clone(),
+            traffic_topic: self.kafka.traffic_topic.clone(),
+            dead_letter_topic: self.kafka.dead_letter_topic.clone(),
+            session_timeout_ms: self.session_timeout_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+        };
+        config.validate().context("invalid Kafka settings")?;
+        Ok(config)
+    }
+
+    fn settings(&self) -> anyhow::Result<RunSettings> {
+        anyhow::ensure!(self.batch_max_rows > 0, "--batch-max-rows must be at least 1, got 0");
+        anyhow::ensure!(self.traffic_partitions > 0, "--traffic-partitions must be at least 1, got {}", self.traffic_partitions);
+        Ok(RunSettings { batch_max_rows: self.batch_max_rows, batch_max_wait_ms: self.batch_max_wait_ms, ..RunSettings::default() })
+    }
+}
+
+/// Installs the tracing subscriber.
+pub fn init_logging(args: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
+        eprintln!("warning: invalid --log filter {:?} ({e}); using info", args.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one command.
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Migrate { clickhouse } => {
+            let config = clickhouse.config()?;
+            let report = query::migrate(&config).await.context("failed to migrate")?;
+            println!("ClickHouse {} database {:?}: server {}", config.url, config.database, report.server_version);
+            for m in &report.applied {
+                println!("  applied {:04}_{} ({} statements)", m.version, m.name, m.statements);
+            }
+            println!("  {} already applied, {} applied now", report.already_applied.len(), report.applied.len());
+        }
+        Command::Serve { clickhouse, listen } => {
+            let config = clickhouse.config()?;
+            let state = query::AppState::new(&config).context("failed to build the API state")?;
+            println!("botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)");
+            query::serve(listen, state, shutdown_signal()).await.context("the HTTP API failed")?;
+        }
+        Command::Run(args) => run(args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let clickhouse = args.clickhouse.config()?;
+    let kafka = args.kafka_config()?;
+    let settings = args.settings()?;
+    let report = query::migrate(&clickhouse).await.context("failed to migrate ClickHouse at start-up")?;
+    info!(applied = report.applied.len(), "schema up to date");
+    ingest::admin::ensure_topics(
+        &kafka.brokers,
+        &[(&kafka.control_topic, 1), (&kafka.traffic_topic, args.traffic_partitions), (&kafka.dead_letter_topic, 1)],
+    )
+    .await
+    .context("failed to create the topics")?;
+    let writer = query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(RunStats::default());
+    {
+        let stop = stop.clone();
+        let run_for = args.run_for_secs;
+        tokio::spawn(async move {
+            if run_for > 0 {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = tokio::time::sleep(Duration::from_secs(run_for)) => {}
+                }
+            } else {
+                shutdown_signal().await;
+            }
+            info!("stopping: finishing the batch in flight");
+            stop.store(true, Ordering::SeqCst);
+            // A second signal exits at once.
+            shutdown_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
+    let (stop_run, stats_run) = (stop.clone(), stats.clone());
+    tokio::task::spawn_blocking(move || pipeline::run(kafka, writer, settings, stop_run, stats_run))
+        .await
+        .context("the pipeline panicked")??;
+    let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    info!(
+        traffic_in = s(&stats.traffic_in),
+        control_in = s(&stats.control_in),
+        attributed = s(&stats.attributed),
+        unattributed = s(&stats.unattributed),
+        dead_letters = s(&stats.dead_letters),
+        "pipeline stopped"
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,507 @@
+//! `botmeter run`: the pipeline that joins the crates. Two threads poll Kafka:
+//!
+//! - the **control** reader applies every control-plane event to the shared
+//!   [`OwnershipState`] and writes it to the audit log (`control_events`);
+//! - the **traffic** reader cuts batches, waits until the control plane has been read up to the
+//!   high watermark seen *after* the batch was polled (so a credential or session published before
+//!   its traffic is always known), resolves each event as of its time, and writes the batch with its
+//!   Kafka positions in one insert. Only then are offsets committed to Kafka (for lag tools; the
+//!   resume point is ClickHouse's).
+//!
+//! ClickHouse writes are retried with backoff; nothing is acknowledged before it is durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use enrich::OwnershipState;
+use ingest::{DeadLetter, DeadLetterProducer, KafkaConfig};
+use model::{Event, EventBody};
+use query::rows::{status, ControlRow, DeadLetterRow, UsageRow};
+use query::Writer;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tracing::{debug, info, warn};
+
+/// Tuning of `botmeter run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Largest traffic batch, in messages.
+    pub batch_max_rows: usize,
+    /// Longest a batch waits to fill, in milliseconds.
+    pub batch_max_wait_ms: u64,
+    /// Longest pause between ClickHouse retries, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000 }
+    }
+}
+
+/// Counters of a run, shared with the HTTP side and the final report.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Traffic messages consumed.
+    pub traffic_in: AtomicU64,
+    /// Control messages consumed.
+    pub control_in: AtomicU64,
+    /// Traffic rows attributed.
+    pub attributed: AtomicU64,
+    /// Traffic rows unattributed.
+    pub unattributed: AtomicU64,
+    /// Messages dead-lettered (both topics).
+    pub dead_letters: AtomicU64,
+    /// Credential events that tried to change an owner.
+    pub owner_change_attempts: AtomicU64,
+    /// Failed ClickHouse writes (each retried).
+    pub write_errors: AtomicU64,
+}
+
+/// How far the control reader got: next offset to read per partition.
+#[derive(Debug, Default)]
+struct ControlProgress {
+    next: Mutex<HashMap<i32, i64>>,
+    changed: Condvar,
+}
+
+/// Runs until `stop` is set, then flushes and returns.
+pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<AtomicBool>, stats: Arc<RunStats>) -> anyhow::Result<()> {
+    let handle = Handle::current();
+    let state = Arc::new(RwLock::new(OwnershipState::new()));
+    let progress = Arc::new(ControlProgress::default());
+    let dead_letters = Arc::new(DeadLetterProducer::new(&kafka)?);
+
+    let stored_control = retry_blocking(&handle, &stop, "read control positions", || writer.positions(&kafka.control_topic))?
+        .unwrap_or_default();
+    // The state is rebuilt by reading the control topic from its beginning; rows already in the
+    // audit log (offset ≤ stored) are applied but not written again.
+    let (control_consumer, control_partitions) = ingest::control_consumer(&kafka, &HashMap::new())?;
+    info!(partitions = ?control_partitions, stored = ?stored_control, "control reader assigned");
+
+    let control_thread = {
+        let (state, progress, writer, stop, stats, handle, dead_letters, topic) = (
+            state.clone(), progress.clone(), writer.clone(), stop.clone(), stats.clone(), handle.clone(),
+            dead_letters.clone(), kafka.control_topic.clone(),
+        );
+        let max_backoff = Duration::from_millis(settings.max_backoff_ms);
+        std::thread::Builder::new().name("control".into()).spawn(move || {
+            control_loop(ControlLoop { consumer: control_consumer, topic, stored: stored_control, state, progress, writer, dead_letters, stop, stats, handle, max_backoff })
+        })?
+    };
+
+    let positions: ingest::PositionsFn = {
+        let (writer, handle, stop) = (writer.clone(), handle.clone(), stop.clone());
+        Arc::new(move |topic: &str| {
+            retry_blocking(&handle, &stop, "read traffic positions", || writer.positions(topic))
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
+    };
+    let traffic_consumer = ingest::traffic_consumer(&kafka, positions)?;
+    let result = traffic_loop(TrafficLoop {
+        consumer: traffic_consumer,
+        control_topic: kafka.control_topic.clone(),
+        control_partitions,
+        state,
+        progress,
+        writer,
+        dead_letters,
+        stop: stop.clone(),
+        stats,
+        handle,
+        settings,
+    });
+    stop.store(true, Ordering::SeqCst);
+    let control_result = control_thread.join().map_err(|_| anyhow::anyhow!("control reader panicked"))?;
+    result.and(control_result)
+}
+
+struct ControlLoop {
+    consumer: BaseConsumer,
+    topic: String,
+    stored: HashMap<i32, i64>,
+    state: Arc<RwLock<OwnershipState>>,
+    progress: Arc<ControlProgress>,
+    writer: Writer,
+    dead_letters: Arc<DeadLetterProducer>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<RunStats>,
+    handle: Handle,
+    max_backoff: Duration,
+}
+
+fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let mut rows = Vec::new();
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while rows.len() + letters.len() < 5_000 {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let Some(message) = ctx.consumer.poll(timeout) else { break };
+            let message = message.with_context(|| format!("poll {}", ctx.topic))?;
+            let (partition, offset) = (message.partition(), message.offset());
+            ctx.stats.control_in.fetch_add(1, Ordering::Relaxed);
+            let already_stored = ctx.stored.get(&partition).is_some_and(|&last| offset <= last);
+            match decode(&message) {
+                Ok(event) if event.kind().is_traffic() => {
+                    letters.push(wrong_topic(&message, &event, "a traffic event on the control topic"));
+                }
+                Ok(event) => {
+                    let outcome = ctx.state.write().expect("state lock").apply(&event);
+                    if let enrich::ApplyOutcome::OwnerChangeRejected { credential_id, owner_id, attempted_owner_id } = &outcome {
+                        ctx.stats.owner_change_attempts.fetch_add(1, Ordering::Relaxed);
+                        warn!(event_id = %event.event_id, credential_id, owner_id, attempted_owner_id, "credential owner change ignored");
+                    }
+                    if !already_stored {
+                        rows.push(control_row(&event, &message));
+                    }
+                }
+                Err(letter) => letters.push(letter),
+            }
+        }
+        if !letters.is_empty() || !rows.is_empty() {
+            write_dead_letters(&ctx.handle, &ctx.writer, &ctx.dead_letters, &letters, &ctx.stop, &ctx.stats, ctx.max_backoff)?;
+            if !rows.is_empty() {
+                let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write control events", ctx.max_backoff, &ctx.stats, || {
+                    ctx.writer.insert_control(&rows)
+                })?;
+                if written.is_none() {
+                    break; // stopping before the write landed: it is re-read on the next start
+                }
+            }
+        }
+        // The application position is one past the last message poll returned, for every
+        // partition (whether or not it had messages): that is how far the state is applied.
+        if let Ok(assignment) = ctx.consumer.position() {
+            let mut next = ctx.progress.next.lock().expect("progress lock");
+            for element in assignment.elements_for_topic(&ctx.topic) {
+                if let Offset::Offset(offset) = element.offset() {
+                    next.insert(element.partition(), offset);
+                }
+            }
+            ctx.progress.changed.notify_all();
+        }
+    }
+    Ok(())
+}
+
+struct TrafficLoop<C: ConsumerContext> {
+    consumer: BaseConsumer<C>,
+    control_topic: String,
+    control_partitions: Vec<i32>,
+    state: Arc<RwLock<OwnershipState>>,
+    progress: Arc<ControlProgress>,
+    writer: Writer,
+    dead_letters: Arc<DeadLetterProducer>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<RunStats>,
+    handle: Handle,
+    settings: RunSettings,
+}
+
+fn traffic_loop<C: ConsumerContext>(ctx: TrafficLoop<C>) -> anyhow::Result<()> {
+    let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let mut events: Vec<(Event, i32, i64)> = Vec::new();
+        let mut letters = Vec::new();
+        let mut topic = String::new();
+        let mut commit: HashMap<i32, i64> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_millis(ctx.settings.batch_max_wait_ms);
+        while events.len() + letters.len() < ctx.settings.batch_max_rows && !ctx.stop.load(Ordering::SeqCst) {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if timeout.is_zero() && (events.len() + letters.len()) > 0 {
+                break;
+            }
+            let Some(message) = ctx.consumer.poll(timeout.max(Duration::from_millis(1))) else {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            };
+            let message = message.context("poll the traffic topic")?;
+            ctx.stats.traffic_in.fetch_add(1, Ordering::Relaxed);
+            if topic.is_empty() {
+                topic = message.topic().to_owned();
+            }
+            commit.insert(message.partition(), message.offset() + 1);
+            match decode(&message) {
+                Ok(event) if event.kind().is_traffic() => events.push((event, message.partition(), message.offset())),
+                Ok(event) => letters.push(wrong_topic(&message, &event, "a control-plane event on the traffic topic")),
+                Err(letter) => letters.push(letter),
+            }
+        }
+        if events.is_empty() && letters.is_empty() {
+            continue;
+        }
+        if !wait_for_control(&ctx) {
+            break; // stopping: the batch was not written and will be re-read
+        }
+        let now = Utc::now().timestamp() as u32;
+        let mut rows = Vec::with_capacity(events.len() + letters.len());
+        {
+            let state = ctx.state.read().expect("state lock");
+            for (event, partition, offset) in &events {
+                let row = usage_row(&state, event, &topic, *partition, *offset, now);
+                let counter = if row.status == status::ATTRIBUTED { &ctx.stats.attributed } else { &ctx.stats.unattributed };
+                counter.fetch_add(1, Ordering::Relaxed);
+                rows.push(row);
+            }
+        }
+        rows.extend(letters.iter().map(|l| dead_letter_usage_row(l, now)));
+        write_dead_letters(&ctx.handle, &ctx.writer, &ctx.dead_letters, &letters, &ctx.stop, &ctx.stats, max_backoff)?;
+        let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write usage rows", max_backoff, &ctx.stats, || ctx.writer.insert_usage(&rows))?;
+        if written.is_none() {
+            break;
+        }
+        debug!(rows = rows.len(), "traffic batch written");
+        // Informative only (lag tools): the resume point is what ClickHouse holds.
+        let mut tpl = TopicPartitionList::new();
+        for (partition, next) in commit {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+        }
+        if let Err(e) = ctx.consumer.commit(&tpl, CommitMode::Async) {
+            debug!(error = %e, "offset commit failed (informative only)");
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until the control reader has read every control partition up to the high watermark
+/// taken now. Returns `false` when stopping.
+fn wait_for_control<C: ConsumerContext>(ctx: &TrafficLoop<C>) -> bool {
+    let highs = loop {
+        match ingest::high_watermarks(&ctx.consumer, &ctx.control_topic, &ctx.control_partitions) {
+            Ok(highs) => break highs,
+            Err(e) => {
+                warn!(error = %e, "cannot read control high watermarks; retrying");
+                if ctx.stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let started = Instant::now();
+    let mut next = ctx.progress.next.lock().expect("progress lock");
+    loop {
+        let behind: Vec<_> = highs.iter().filter(|(p, high)| next.get(p).copied().unwrap_or(0) < **high).collect();
+        if behind.is_empty() {
+            return true;
+        }
+        if ctx.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            warn!(?behind, "traffic waits for the control plane to be read");
+        }
+        next = ctx.progress.changed.wait_timeout(next, Duration::from_millis(500)).expect("progress lock").0;
+    }
+}
+
+fn decode(message: &BorrowedMessage<'_>) -> Result<Event, DeadLetter> {
+    let payload = message.payload().unwrap_or_default();
+    model::decode(payload).map_err(|e| DeadLetter {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        reason_kind: e.kind().to_owned(),
+        reason: e.to_string(),
+        payload: payload.to_vec(),
+    })
+}
+
+fn wrong_topic(message: &BorrowedMessage<'_>, event: &Event, what: &str) -> DeadLetter {
+    DeadLetter {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        reason_kind: "wrong_topic".into(),
+        reason: format!("event {} ({}): {what}", event.event_id, event.event_type),
+        payload: message.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+fn seconds(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp()).unwrap_or(0)
+}
+
+fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32, offset: i64, now: u32) -> UsageRow {
+    let t = event.usage_time();
+    let (conn, endpoint_id, http) = match &event.body {
+        EventBody::Http(http) => (&http.conn, http.endpoint_id.as_deref(), Some(http)),
+        EventBody::Tcp(tcp) => (&tcp.conn, tcp.endpoint_id.as_deref(), None),
+        _ => unreachable!("only traffic events reach usage_row"),
+    };
+    let resolution = state.resolve(&conn.server_name, conn.server_port, endpoint_id, t);
+    let is_tcp = http.is_none();
+    UsageRow {
+        event_id: event.event_id.clone(),
+        event_type: event.event_type.clone(),
+        event_time: seconds(t),
+        event_time_us: t.timestamp_micros(),
+        account_id: event.account_id.clone(),
+        status: if resolution.unattributed.is_some() { status::UNATTRIBUTED } else { status::ATTRIBUTED }.to_owned(),
+        unattributed_reason: resolution.unattributed.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        flags: resolution.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+        owner_id: resolution.owner_id.clone().unwrap_or_default(),
+        owner_kind: resolution.owner_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        credential_id: resolution.credential_id.clone().unwrap_or_default(),
+        credential_kind: resolution.credential_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        session_id: resolution.session_id.clone().unwrap_or_default(),
+        endpoint_id: resolution.endpoint_id.clone().unwrap_or_default(),
+        hostname: conn.server_name.to_ascii_lowercase(),
+        port: conn.server_port.unwrap_or(0),
+        bytes_in: if is_tcp { conn.bytes_in } else { 0 },
+        bytes_out: if is_tcp { conn.bytes_out } else { 0 },
+        http_requests: u32::from(!is_tcp),
+        tcp_connections: u32::from(is_tcp),
+        status_code: http.map_or(0, |h| h.status_code),
+        request_body_bytes: http.map_or(0, |h| h.request_body_length),
+        response_body_bytes: http.map_or(0, |h| h.response_body_length),
+        kafka_topic: topic.to_owned(),
+        kafka_partition: partition,
+        kafka_offset: offset,
+        ingested_at: now,
+    }
+}
+
+fn dead_letter_usage_row(letter: &DeadLetter, now: u32) -> UsageRow {
+    UsageRow {
+        event_id: String::new(),
+        event_type: String::new(),
+        event_time: now,
+        event_time_us: i64::from(now) * 1_000_000,
+        account_id: String::new(),
+        status: status::DEAD_LETTER.to_owned(),
+        unattributed_reason: letter.reason_kind.clone(),
+        flags: Vec::new(),
+        owner_id: String::new(),
+        owner_kind: String::new(),
+        credential_id: String::new(),
+        credential_kind: String::new(),
+        session_id: String::new(),
+        endpoint_id: String::new(),
+        hostname: String::new(),
+        port: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        http_requests: 0,
+        tcp_connections: 0,
+        status_code: 0,
+        request_body_bytes: 0,
+        response_body_bytes: 0,
+        kafka_topic: letter.topic.clone(),
+        kafka_partition: letter.partition,
+        kafka_offset: letter.offset,
+        ingested_at: now,
+    }
+}
+
+fn control_row(event: &Event, message: &BorrowedMessage<'_>) -> ControlRow {
+    let principal = event.principal.clone().unwrap_or_default();
+    let object = event.object.as_ref();
+    let object_id = match &event.body {
+        EventBody::AgentSession { session, .. } => session.session.id.clone(),
+        _ => object.and_then(|o| o.get("id")).and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+    };
+    let owner_id = match &event.body {
+        EventBody::Credential { credential, .. } => credential.owner_id.clone(),
+        EventBody::BotUser { bot_user, .. } => bot_user.id.clone(),
+        EventBody::Endpoint { endpoint, .. } => endpoint.principal.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    ControlRow {
+        event_id: event.event_id.clone(),
+        event_type: event.event_type.clone(),
+        event_time: seconds(event.event_timestamp),
+        event_time_us: event.event_timestamp.timestamp_micros(),
+        account_id: event.account_id.clone(),
+        principal_id: principal.id,
+        principal_subject: principal.subject.unwrap_or_default(),
+        principal_credential_id: principal.credential.map(|c| c.id).unwrap_or_default(),
+        object_id,
+        owner_id,
+        object: object.map(|o| o.to_string()).unwrap_or_default(),
+        kafka_topic: message.topic().to_owned(),
+        kafka_partition: message.partition(),
+        kafka_offset: message.offset(),
+        ingested_at: Utc::now().timestamp() as u32,
+    }
+}
+
+fn write_dead_letters(
+    handle: &Handle,
+    writer: &Writer,
+    producer: &DeadLetterProducer,
+    letters: &[DeadLetter],
+    stop: &AtomicBool,
+    stats: &RunStats,
+    max_backoff: Duration,
+) -> anyhow::Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now().timestamp() as u32;
+    for letter in letters {
+        warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset, reason = %letter.reason, "dead letter");
+        producer.send(letter)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let rows: Vec<DeadLetterRow> = letters
+        .iter()
+        .map(|l| DeadLetterRow {
+            kafka_topic: l.topic.clone(),
+            kafka_partition: l.partition,
+            kafka_offset: l.offset,
+            reason_kind: l.reason_kind.clone(),
+            reason: l.reason.clone(),
+            payload_bytes: l.payload.len() as u64,
+            payload: l.payload.clone(),
+            received_at: now,
+        })
+        .collect();
+    if retry_blocking_with(handle, stop, "write dead letters", max_backoff, stats, || writer.insert_dead_letters(&rows))?.is_some() {
+        stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn retry_blocking<T, F, Fut>(handle: &Handle, stop: &AtomicBool, what: &str, f: F) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = query::Result<T>>,
+{
+    retry_blocking_with(handle, stop, what, Duration::from_secs(5), &RunStats::default(), f)
+}
+
+/// Runs an async ClickHouse call from a polling thread, retrying with exponential backoff until
+/// it succeeds (`Some`) or `stop` is set (`None`).
+fn retry_blocking_with<T, F, Fut>(handle: &Handle, stop: &AtomicBool, what: &str, max_backoff: Duration, stats: &RunStats, mut f: F) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = query::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match handle.block_on(f()) {
+            Ok(value) => return Ok(Some(value)),
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "failed to {what}; retrying");
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The ground truth of a simulated fleet: what botmeter must report once it has read every event.
+//! Usage is counted per owner and per owner per UTC hour at the event's usage time, which is how
+//! botmeter buckets ([`botmeter_model::Event::usage_time`]): `conn.end_ts` for TCP connections,
+//! `event_timestamp` for HTTP requests. Only connections carry bytes; HTTP body sizes are never
+//! added to them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+use model::OwnerKind;
+use serde::{Deserialize, Serialize};
+
+/// Usage metrics for one owner, in total or in one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Sum of `conn.bytes_in` over `tcp_connection_closed.v0`.
+    pub bytes_in: u64,
+    /// Sum of `conn.bytes_out` over `tcp_connection_closed.v0`.
+    pub bytes_out: u64,
+    /// Count of `http_request_complete.v0`.
+    pub http_requests: u64,
+    /// Count of `tcp_connection_closed.v0`.
+    pub tcp_connections: u64,
+}
+
+impl Usage {
+    /// Adds another usage to this one.
+    pub fn add(&mut self, other: &Usage) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.http_requests += other.http_requests;
+        self.tcp_connections += other.tcp_connections;
+    }
+
+    /// One closed TCP connection.
+    pub fn tcp(bytes_in: u64, bytes_out: u64) -> Self {
+        Self { bytes_in, bytes_out, tcp_connections: 1, ..Self::default() }
+    }
+
+    /// One HTTP request.
+    pub fn http() -> Self {
+        Self { http_requests: 1, ..Self::default() }
+    }
+}
+
+/// Everything known about one owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerTruth {
+    /// `user` or `bot_user`.
+    pub owner_kind: OwnerKind,
+    /// Traffic attributed to the owner over the whole window.
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// Generic audit events (`domain_created.v0`, …) whose principal is this owner.
+    pub audit_events: u64,
+    /// Credentials owned (all three kinds).
+    pub credentials: u64,
+    /// Agent sessions started with the owner's credentials.
+    pub agent_sessions: u64,
+    /// Endpoints served by those sessions.
+    pub endpoints: u64,
+}
+
+/// How many of each thing the fleet has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Users (`usr_…`).
+    pub users: u64,
+    /// Bot users (`bot_…`).
+    pub bot_users: u64,
+    /// Credentials of all kinds.
+    pub credentials: u64,
+    /// Agent sessions.
+    pub agent_sessions: u64,
+    /// Endpoints.
+    pub endpoints: u64,
+    /// Generic audit events.
+    pub audit_events: u64,
+}
+
+/// What botmeter must report for a fleet. Written as JSON next to a published fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroundTruth {
+    /// The seed the fleet was generated from.
+    pub seed: u64,
+    /// The account every event carries (`ac_…`).
+    pub account_id: String,
+    /// Start of the window.
+    pub window_start: DateTime<Utc>,
+    /// End of the window (exclusive): every event's time is before it.
+    pub window_end: DateTime<Utc>,
+    /// Control plus traffic events.
+    pub total_events: u64,
+    /// Events for the control topic.
+    pub control_events: u64,
+    /// Events for the traffic topic.
+    pub traffic_events: u64,
+    /// Entity counts.
+    pub inventory: Inventory,
+    /// Usage over all owners.
+    pub totals: Usage,
+    /// Per owner id, every owner (with zeros when it had no traffic).
+    pub owners: BTreeMap<String, OwnerTruth>,
+    /// Per owner id, per UTC hour start (`2026-01-01T05:00:00Z`), only hours with usage.
+    pub hourly: BTreeMap<String, BTreeMap<String, Usage>>,
+}
+
+/// The UTC hour an instant falls in, as its RFC 3339 start: `2026-01-01T05:00:00Z`.
+pub fn hour_bucket(t: DateTime<Utc>) -> String {
+    let hour = t
+        .with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_minute(0))
+        .expect("truncating to the hour is always valid in UTC");
+    hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl GroundTruth {
+    pub(crate) fn record_usage(&mut self, owner: &str, at: DateTime<Utc>, usage: &Usage) {
+        self.totals.add(usage);
+        self.owners.get_mut(owner).expect("owner registered before its usage").usage.add(usage);
+        self.hourly.entry(owner.to_owned()).or_default().entry(hour_bucket(at)).or_default().add(usage);
+    }
+
+    /// Pretty JSON, the form written to a ground-truth file.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("ground truth serializes")
+    }
+}

@@ -1,0 +1,33 @@
+//! Topic set-up: creates botmeter's topics when they are missing, so a fresh broker works.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// Creates each `(topic, partitions)` that does not exist yet; existing topics are left alone.
+pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(Error::kafka("create the admin client"))?;
+    let new_topics: Vec<NewTopic<'_>> =
+        topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&new_topics, &options).await.map_err(Error::kafka("create topics"))?;
+    for result in results {
+        match result {
+            Ok(topic) => info!(topic, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Kafka { context: format!("create topic {topic}"), source: rdkafka::error::KafkaError::AdminOp(code) })
+            }
+        }
+    }
+    Ok(())
+}

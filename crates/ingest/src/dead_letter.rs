@@ -1,0 +1,75 @@
+//! Dead letters: a message that cannot be decoded or validated is republished, with its original
+//! bytes, to the dead-letter topic, its reason and source position in the headers, and recorded in
+//! ClickHouse by the caller. A bad message never stalls its partition.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// One message that ends here instead of in a usage row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Reason class, the metric label (`malformed_json`, `missing_field`, `invalid_field`, …).
+    pub reason_kind: String,
+    /// Full reason naming the event, field and value.
+    pub reason: String,
+    /// The original bytes (empty for a message without a payload).
+    pub payload: Vec<u8>,
+}
+
+/// Publishes dead letters.
+pub struct DeadLetterProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+}
+
+impl std::fmt::Debug for DeadLetterProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterProducer").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl DeadLetterProducer {
+    /// A producer to the configured dead-letter topic.
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("acks", "all")
+            .set("message.max.bytes", "10000000")
+            .create()
+            .map_err(Error::kafka("create the dead-letter producer"))?;
+        Ok(Self { producer, topic: config.dead_letter_topic.clone() })
+    }
+
+    /// Queues one dead letter; [`Self::flush`] makes it durable.
+    pub fn send(&self, letter: &DeadLetter) -> Result<()> {
+        let partition = letter.partition.to_string();
+        let offset = letter.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "botmeter.reason", value: Some(letter.reason.as_str()) })
+            .insert(Header { key: "botmeter.reason_kind", value: Some(letter.reason_kind.as_str()) })
+            .insert(Header { key: "botmeter.source_topic", value: Some(letter.topic.as_str()) })
+            .insert(Header { key: "botmeter.source_partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "botmeter.source_offset", value: Some(offset.as_str()) });
+        let key = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
+        self.producer
+            .send(BaseRecord::to(&self.topic).key(&key).payload(&letter.payload).headers(headers))
+            .map_err(|(e, _)| Error::Kafka { context: format!("queue dead letter {key}"), source: e })
+    }
+
+    /// Waits until every queued dead letter is acknowledged.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer.flush(timeout).map_err(Error::kafka("flush dead letters"))
+    }
+}

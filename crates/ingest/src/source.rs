@@ -1,0 +1,151 @@
+//! The two readers. The control topic is broadcast: every instance assigns itself all of its
+//! partitions and reads them in full. The traffic topic is sharded by a consumer group; on each
+//! assignment the reader starts every partition right after the last offset that is durable in
+//! ClickHouse (supplied by [`PositionsFn`]), never from Kafka's committed offsets, so that a crash
+//! between a write and a commit neither loses nor repeats a row.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// Last durable offset per partition of a topic (inclusive: the next message to read is `+ 1`).
+/// Called from the consumer's rebalance callback, on the polling thread: it may block.
+pub type PositionsFn = Arc<dyn Fn(&str) -> HashMap<i32, i64> + Send + Sync>;
+
+/// Consumer context of the traffic reader: positions partitions from ClickHouse on assignment.
+pub struct TrafficContext {
+    topic: String,
+    positions: PositionsFn,
+    assigned: Mutex<BTreeSet<i32>>,
+}
+
+impl std::fmt::Debug for TrafficContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficContext").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl TrafficContext {
+    /// The partitions this instance holds now.
+    pub fn assigned(&self) -> BTreeSet<i32> {
+        self.assigned.lock().expect("assigned lock").clone()
+    }
+}
+
+impl ClientContext for TrafficContext {}
+
+impl ConsumerContext for TrafficContext {
+    fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = (self.positions)(&self.topic);
+                let mut assigned = self.assigned.lock().expect("assigned lock");
+                assigned.clear();
+                for mut elem in tpl.elements_for_topic(&self.topic) {
+                    let partition = elem.partition();
+                    // Stored offsets are inclusive (the last row written); resume one past it.
+                    let offset = positions.get(&partition).map_or(Offset::Beginning, |last| Offset::Offset(last + 1));
+                    if let Err(e) = elem.set_offset(offset) {
+                        warn!(partition, error = %e, "cannot set the resume offset");
+                    }
+                    assigned.insert(partition);
+                }
+                info!(topic = %self.topic, partitions = ?*assigned, resume = ?positions, "traffic partitions assigned");
+                if let Err(e) = base_consumer.assign(tpl) {
+                    warn!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(topic = %self.topic, "traffic partitions revoked");
+                self.assigned.lock().expect("assigned lock").clear();
+                if let Err(e) = base_consumer.unassign() {
+                    warn!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance error");
+                self.assigned.lock().expect("assigned lock").clear();
+                let _ = base_consumer.unassign();
+            }
+        }
+    }
+}
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string());
+    client
+}
+
+/// The traffic reader, subscribed to the traffic topic in the consumer group.
+pub fn traffic_consumer(config: &KafkaConfig, positions: PositionsFn) -> Result<BaseConsumer<TrafficContext>> {
+    let context = TrafficContext { topic: config.traffic_topic.clone(), positions, assigned: Mutex::default() };
+    let consumer: BaseConsumer<TrafficContext> = base_config(config)
+        .set("group.id", &config.group_id)
+        .create_with_context(context)
+        .map_err(Error::kafka("create the traffic consumer"))?;
+    consumer.subscribe(&[&config.traffic_topic]).map_err(Error::kafka(format!("subscribe to {}", config.traffic_topic)))?;
+    Ok(consumer)
+}
+
+/// The control reader: all partitions of the control topic, each from the given start offset
+/// (absent: the beginning). Returns the consumer and the partitions it reads.
+pub fn control_consumer(config: &KafkaConfig, start: &HashMap<i32, i64>) -> Result<(BaseConsumer, Vec<i32>)> {
+    let consumer: BaseConsumer<DefaultConsumerContext> = base_config(config)
+        // No group membership: assign() only. A group id is still required by librdkafka.
+        .set("group.id", format!("{}-control", config.group_id))
+        .create()
+        .map_err(Error::kafka("create the control consumer"))?;
+    let partitions = partitions_of(&consumer, &config.control_topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for &partition in &partitions {
+        let offset = start.get(&partition).map_or(Offset::Beginning, |&next| Offset::Offset(next));
+        tpl.add_partition_offset(&config.control_topic, partition, offset)
+            .map_err(Error::kafka(format!("position {}/{partition}", config.control_topic)))?;
+    }
+    consumer.assign(&tpl).map_err(Error::kafka(format!("assign {}", config.control_topic)))?;
+    Ok((consumer, partitions))
+}
+
+/// Partition ids of a topic, from the broker's metadata.
+pub fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(Error::kafka(format!("fetch metadata of {topic}")))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(Error::Config { setting: "topic", reason: format!("{topic:?} does not exist or has no partitions") });
+    }
+    Ok(partitions)
+}
+
+/// High watermarks (the offset the next message will get) of every given partition.
+pub fn high_watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partitions: &[i32]) -> KafkaResult<HashMap<i32, i64>> {
+    partitions
+        .iter()
+        .map(|&p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| (p, high)))
+        .collect()
+}

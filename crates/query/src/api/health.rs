@@ -1,0 +1,54 @@
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: ClickHouse answers a
+//! `SELECT 1` in the configured database, within the query deadline).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::error::with_deadline;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    with_deadline(
+        "check readiness with SELECT 1",
+        state.query_timeout,
+        state.client.query("SELECT 1").execute(),
+    )
+    .await?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn healthz_is_ok_without_clickhouse() {
+        let (status, _, body) = call(unreachable_state(), "GET", "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "ok");
+    }
+
+    #[tokio::test]
+    async fn readyz_is_a_json_503_when_clickhouse_is_down() {
+        let (status, content_type, body) = call(unreachable_state(), "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(content_type.starts_with("application/json"));
+        assert_eq!(body["error"]["code"], "unavailable");
+        // Internals (addresses, client errors) stay in the log.
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("127.0.0.1") && !message.contains("error"), "{message}");
+    }
+}

@@ -1,0 +1,279 @@
+//! How botmeter reaches ClickHouse: what the user sets, checked purely by [`ClickHouseConfig::validate`]
+//! before anything touches the network, then turned into a client by [`ClickHouseConfig::client`].
+//!
+//! Every client this crate builds has row validation off (`RowBinary`, not
+//! `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 does not know). Inserts are LZ4-compressed
+//! ([`ClickHouseConfig::insert_client`]); reads are not ([`ClickHouseConfig::client`]): ClickHouse
+//! 18.16 answers `compress=1` with an empty body (its compressed response buffer is finalized after
+//! the response is sent), and what botmeter reads back is small (report buckets, positions).
+
+use std::fmt;
+use std::time::Duration;
+
+use clickhouse::{Client, Compression};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The ClickHouse connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface of the server, e.g. `http://127.0.0.1:8123`. Plain `http` only: this build's
+    /// client has no TLS, so put a TLS-terminating proxy in front for `https`.
+    pub url: String,
+    /// Database holding botmeter's tables; `botmeter migrate` creates it when missing. Letters,
+    /// digits and `_`, not starting with a digit.
+    pub database: String,
+    /// User to authenticate as.
+    pub user: String,
+    /// That user's password; empty for none. Never logged.
+    pub password: String,
+    /// Deadline for one read (a report query, the readiness check), in milliseconds.
+    pub query_timeout_ms: u64,
+    /// Deadline for ClickHouse to acknowledge one insert once its rows are sent, in milliseconds.
+    pub insert_timeout_ms: u64,
+    /// Deadline for one schema statement (a migration step), in milliseconds.
+    pub ddl_timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".to_owned(),
+            database: "botmeter".to_owned(),
+            user: "default".to_owned(),
+            password: String::new(),
+            query_timeout_ms: 10_000,
+            insert_timeout_ms: 30_000,
+            ddl_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("query_timeout_ms", &self.query_timeout_ms)
+            .field("insert_timeout_ms", &self.insert_timeout_ms)
+            .field("ddl_timeout_ms", &self.ddl_timeout_ms)
+            .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// Checks every field without any IO.
+    pub fn validate(&self) -> Result<()> {
+        validate_url(&self.url)?;
+        validate_identifier(&self.database).map_err(|message| Error::Config {
+            field: "database",
+            message,
+        })?;
+        if self.user.is_empty() {
+            return Err(Error::Config {
+                field: "user",
+                message: "must not be empty (ClickHouse's default user is \"default\")".to_owned(),
+            });
+        }
+        for (field, value) in [
+            ("query_timeout_ms", self.query_timeout_ms),
+            ("insert_timeout_ms", self.insert_timeout_ms),
+            ("ddl_timeout_ms", self.ddl_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(Error::Config {
+                    field,
+                    message: "must be greater than 0, found 0".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates, then builds the client for queries and schema statements on [`Self::database`]:
+    /// responses uncompressed (see the module docs). Builds only: no request is sent.
+    pub fn client(&self) -> Result<Client> {
+        self.validate()?;
+        Ok(self.server_client().with_database(&self.database))
+    }
+
+    /// Validates, then builds the client for inserts into [`Self::database`]: request bodies
+    /// LZ4-compressed. Use it for inserts only; its queries would ask for compressed responses.
+    pub fn insert_client(&self) -> Result<Client> {
+        Ok(self.client()?.with_compression(Compression::Lz4))
+    }
+
+    /// A client with no database selected, for statements that must run before the database
+    /// exists (`CREATE DATABASE`, `SELECT version()`). Call after [`Self::validate`].
+    pub(crate) fn server_client(&self) -> Client {
+        Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_compression(Compression::None)
+            // `RowBinaryWithNamesAndTypes` does not exist on ClickHouse 18.16.
+            .with_validation(false)
+    }
+
+    /// [`Self::query_timeout_ms`] as a duration.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+
+    /// [`Self::insert_timeout_ms`] as a duration.
+    pub fn insert_timeout(&self) -> Duration {
+        Duration::from_millis(self.insert_timeout_ms)
+    }
+
+    /// [`Self::ddl_timeout_ms`] as a duration.
+    pub fn ddl_timeout(&self) -> Duration {
+        Duration::from_millis(self.ddl_timeout_ms)
+    }
+}
+
+fn validate_url(raw: &str) -> Result<()> {
+    let invalid = |message: String| Error::Config {
+        field: "url",
+        message,
+    };
+    let url = url::Url::parse(raw)
+        .map_err(|e| invalid(format!("expected an http URL, found {raw:?} ({e})")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(format!(
+                "https is not supported by this build (its ClickHouse client has no TLS); \
+                 use http, through a TLS-terminating proxy if needed, found {raw:?}"
+            )))
+        }
+        other => {
+            return Err(invalid(format!(
+                "expected an http URL, found scheme {other:?} in {raw:?}"
+            )))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("expected a host, found {raw:?}")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        // The client replaces the query string with its own settings: refuse rather than drop it.
+        return Err(invalid(format!(
+            "expected no query string or fragment, found {raw:?}"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "credentials in the URL are not used; set user and password instead".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// ClickHouse identifiers that need no quoting: `[A-Za-z_][A-Za-z0-9_]*`, at most 64 bytes.
+pub(crate) fn validate_identifier(name: &str) -> std::result::Result<(), String> {
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.len() <= 64
+        }
+        None => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected an identifier (letters, digits and _, not starting with a digit, \
+             at most 64 characters), found {name:?}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&mut ClickHouseConfig)) -> ClickHouseConfig {
+        let mut config = ClickHouseConfig::default();
+        edit(&mut config);
+        config
+    }
+
+    fn field_of(result: Result<()>) -> &'static str {
+        match result {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, found {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_is_valid() {
+        ClickHouseConfig::default().validate().unwrap();
+        ClickHouseConfig::default().client().unwrap();
+        ClickHouseConfig::default().insert_client().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for url in [
+            "",
+            "127.0.0.1:8123",
+            "ftp://host",
+            "https://host:8443",
+            "http://host?x=1",
+            "http://u:p@host",
+        ] {
+            let result = with(|c| c.url = url.to_owned()).validate();
+            assert_eq!(field_of(result), "url", "url {url:?}");
+        }
+        with(|c| c.url = "http://clickhouse.internal:8123/".to_owned())
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_database_names() {
+        for db in ["", "1abc", "a-b", "a b", "db;drop", "`x`", &"x".repeat(65)] {
+            let result = with(|c| c.database = db.to_owned()).validate();
+            assert_eq!(field_of(result), "database", "database {db:?}");
+        }
+        for db in ["botmeter", "_x", "botmeter_test_1"] {
+            with(|c| c.database = db.to_owned()).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn rejects_zero_timeouts_and_empty_user() {
+        assert_eq!(field_of(with(|c| c.query_timeout_ms = 0).validate()), "query_timeout_ms");
+        assert_eq!(field_of(with(|c| c.user.clear()).validate()), "user");
+    }
+
+    #[test]
+    fn message_names_field_and_value() {
+        let err = with(|c| c.database = "a-b".to_owned()).validate().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("field database") && text.contains("\"a-b\""), "{text}");
+    }
+
+    #[test]
+    fn denies_unknown_fields_and_defaults_the_rest() {
+        let config: ClickHouseConfig =
+            serde_json::from_str(r#"{"url": "http://ch:8123", "database": "bm"}"#).unwrap();
+        assert_eq!(config.user, "default");
+        assert_eq!(config.database, "bm");
+        let err = serde_json::from_str::<ClickHouseConfig>(r#"{"databse": "bm"}"#).unwrap_err();
+        assert!(err.to_string().contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let config = with(|c| c.password = "hunter2".to_owned());
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
+    }
+}

@@ -1,0 +1,400 @@
+//! Versioned schema migrations, built into the binary from `schemas/clickhouse/NNNN_name.sql`.
+//!
+//! [`migrate`] creates the database when missing, keeps a `schema_migrations` table of what it has
+//! applied (version, name, SHA-256 of the file, time), and applies every newer file in version order,
+//! one statement at a time (statements are separated by lines holding only `;`), recording a file once
+//! all its statements succeeded. Guarantees:
+//! - idempotent: a second run applies nothing;
+//! - an applied migration whose file changed since is refused, naming its version, before anything
+//!   else is applied;
+//! - a file that failed half-way is applied again from its first statement on the next run, so every
+//!   statement must be safe to repeat (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, …).
+//!
+//! Run it from one process at a time (`botmeter migrate`, or start-up of a single instance): two
+//! concurrent runs may both apply a pending file, which the rule above makes harmless but records twice.
+
+use std::collections::BTreeMap;
+
+use clickhouse::sql::Identifier;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::ClickHouseConfig;
+use crate::error::{with_deadline, Error, Result};
+
+/// The migration files, by file name. Adding a file under `schemas/clickhouse/` means adding it here;
+/// a unit test fails when the two disagree.
+const EMBEDDED: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    include_str!("../../../schemas/clickhouse/0001_initial.sql"),
+)];
+
+/// Where applied migrations are recorded, inside the configured database.
+pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+
+const CREATE_MIGRATIONS_TABLE: &str = include_str!("../sql/schema_migrations.sql");
+
+/// One embedded migration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// From the file name's leading number.
+    pub version: u32,
+    /// From the file name, between the number and `.sql`.
+    pub name: &'static str,
+    /// The file's text.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// Lowercase hex SHA-256 of the file's bytes: what `schema_migrations` records.
+    pub fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The file's statements, in order, without the blank or comment-only pieces.
+    pub fn statements(&self) -> Vec<&'static str> {
+        split_statements(self.sql)
+    }
+}
+
+/// What one [`migrate`] run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationReport {
+    /// The database migrated.
+    pub database: String,
+    /// `SELECT version()` of the server.
+    pub server_version: String,
+    /// Migrations this run applied, in order.
+    pub applied: Vec<AppliedMigration>,
+    /// Versions that were already applied before this run.
+    pub already_applied: Vec<u32>,
+}
+
+/// A migration applied by this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedMigration {
+    /// Its version.
+    pub version: u32,
+    /// Its name.
+    pub name: String,
+    /// How many statements it ran.
+    pub statements: usize,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct MigrationRecord {
+    version: u32,
+    name: String,
+    checksum: String,
+    applied_at: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct RecordedMigration {
+    version: u32,
+    name: String,
+    checksum: String,
+}
+
+/// The embedded migrations, sorted by version.
+pub fn migrations() -> Result<Vec<Migration>> {
+    let mut out = Vec::with_capacity(EMBEDDED.len());
+    for (file, sql) in EMBEDDED {
+        let (version, name) = parse_file_name(file)?;
+        out.push(Migration { version, name, sql });
+    }
+    out.sort_by_key(|m| m.version);
+    for pair in out.windows(2) {
+        if pair[0].version == pair[1].version {
+            return Err(Error::MigrationFile {
+                file: format!("{:04}_{}.sql", pair[1].version, pair[1].name),
+                message: format!(
+                    "version {} is also used by {:04}_{}.sql",
+                    pair[1].version, pair[0].version, pair[0].name
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Asks the server its version; also the readable connectivity check (works before the database
+/// exists).
+pub async fn server_version(config: &ClickHouseConfig) -> Result<String> {
+    config.validate()?;
+    with_deadline(
+        format!("ask {} for its version", config.url),
+        config.query_timeout(),
+        config
+            .server_client()
+            .query("SELECT version()")
+            .fetch_one::<String>(),
+    )
+    .await
+}
+
+/// Creates the database if needed and applies every pending migration; see the module docs.
+pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
+    config.validate()?;
+    let migrations = migrations()?;
+    let server_version = server_version(config).await?;
+    let ddl_timeout = config.ddl_timeout();
+
+    with_deadline(
+        format!("create database {}", config.database),
+        ddl_timeout,
+        config
+            .server_client()
+            .query("CREATE DATABASE IF NOT EXISTS ?")
+            .bind(Identifier(&config.database))
+            .execute(),
+    )
+    .await?;
+
+    let client = config.client()?;
+    with_deadline(
+        format!("create table {MIGRATIONS_TABLE}"),
+        ddl_timeout,
+        client.query(CREATE_MIGRATIONS_TABLE).execute(),
+    )
+    .await?;
+
+    let recorded = with_deadline(
+        format!("read {MIGRATIONS_TABLE}"),
+        config.query_timeout(),
+        client
+            .query("SELECT ?fields FROM schema_migrations ORDER BY version")
+            .fetch_all::<RecordedMigration>(),
+    )
+    .await?;
+    // A concurrent run may have recorded a version twice; any of its rows must match.
+    let mut applied: BTreeMap<u32, Vec<RecordedMigration>> = BTreeMap::new();
+    for row in recorded {
+        applied.entry(row.version).or_default().push(row);
+    }
+
+    // Check every applied file before applying anything: an edited history stops the run whole.
+    for migration in &migrations {
+        let Some(rows) = applied.get(&migration.version) else {
+            continue;
+        };
+        let embedded = migration.checksum();
+        if let Some(row) = rows.iter().find(|row| row.checksum != embedded) {
+            return Err(Error::MigrationChanged {
+                version: migration.version,
+                name: migration.name.to_owned(),
+                recorded: row.checksum.clone(),
+                embedded,
+            });
+        }
+    }
+    for (version, rows) in &applied {
+        if !migrations.iter().any(|m| m.version == *version) {
+            warn!(
+                version,
+                name = %rows[0].name,
+                "database has a migration this binary does not know (is a newer botmeter running?)"
+            );
+        }
+    }
+
+    let mut report = MigrationReport {
+        database: config.database.clone(),
+        server_version,
+        applied: Vec::new(),
+        already_applied: Vec::new(),
+    };
+    for migration in &migrations {
+        if applied.contains_key(&migration.version) {
+            report.already_applied.push(migration.version);
+            continue;
+        }
+        let statements = migration.statements();
+        for (index, statement) in statements.iter().enumerate() {
+            let action = format!(
+                "apply migration {:04} ({}), statement {} of {}",
+                migration.version,
+                migration.name,
+                index + 1,
+                statements.len()
+            );
+            // The client treats `?` as a bind placeholder; `??` is a literal `?`.
+            let sql = statement.replace('?', "??");
+            with_deadline(action, ddl_timeout, client.query(&sql).execute()).await?;
+        }
+        let record = MigrationRecord {
+            version: migration.version,
+            name: migration.name.to_owned(),
+            checksum: migration.checksum(),
+            applied_at: now_secs(),
+        };
+        let action = format!("record migration {:04} ({})", migration.version, migration.name);
+        with_deadline(action, ddl_timeout, async {
+            let mut insert = client.insert::<MigrationRecord>(MIGRATIONS_TABLE).await?;
+            insert.write(&record).await?;
+            insert.end().await
+        })
+        .await?;
+        info!(
+            database = %config.database,
+            version = migration.version,
+            name = migration.name,
+            statements = statements.len(),
+            "migration applied"
+        );
+        report.applied.push(AppliedMigration {
+            version: migration.version,
+            name: migration.name.to_owned(),
+            statements: statements.len(),
+        });
+    }
+    Ok(report)
+}
+
+fn now_secs() -> u32 {
+    u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
+}
+
+/// `0001_initial.sql` → `(1, "initial")`.
+fn parse_file_name(file: &'static str) -> Result<(u32, &'static str)> {
+    let bad = |message: &str| Error::MigrationFile {
+        file: file.to_owned(),
+        message: message.to_owned(),
+    };
+    let stem = file
+        .strip_suffix(".sql")
+        .ok_or_else(|| bad("expected a name ending in .sql"))?;
+    let (number, name) = stem
+        .split_once('_')
+        .ok_or_else(|| bad("expected NNNN_name.sql"))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("expected NNNN_name.sql with NNNN a version number"));
+    }
+    let version: u32 = number
+        .parse()
+        .map_err(|_| bad("version number out of range"))?;
+    if version == 0 {
+        return Err(bad("versions start at 1"));
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(bad("expected a name of lowercase letters, digits and _"));
+    }
+    Ok((version, name))
+}
+
+/// Splits on lines holding only `;` and drops pieces that hold nothing but whitespace and `--`
+/// comments.
+fn split_statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in sql.split_inclusive('\n') {
+        if line.trim() == ";" {
+            out.push(&sql[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    out.push(&sql[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|piece| {
+            piece
+                .lines()
+                .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_file_is_embedded_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = migrations()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(embedded, on_disk, "add new schema files to EMBEDDED in migrate.rs");
+        for (file, sql) in EMBEDDED {
+            let on_disk = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            assert_eq!(*sql, on_disk, "{file}");
+        }
+    }
+
+    #[test]
+    fn initial_migration_has_three_tables() {
+        let initial = migrations().unwrap()[0];
+        assert_eq!((initial.version, initial.name), (1, "initial"));
+        let statements = initial.statements();
+        assert_eq!(statements.len(), 3);
+        for (statement, table) in statements.iter().zip(["usage_events", "control_events", "dead_letters"]) {
+            assert!(
+                statement.contains(&format!("CREATE TABLE IF NOT EXISTS {table}")),
+                "{statement}"
+            );
+            assert!(!statement.trim_end().ends_with(';'), "{statement}");
+        }
+    }
+
+    #[test]
+    fn splits_on_lines_holding_only_a_semicolon() {
+        let sql = "-- header\n\nCREATE TABLE a (x UInt8) ENGINE = Memory\n;\n  ;  \nSELECT 'a;b'\n;\n-- trailing comment\n";
+        assert_eq!(
+            split_statements(sql),
+            ["-- header\n\nCREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 'a;b'"]
+        );
+        assert_eq!(split_statements("SELECT 1"), ["SELECT 1"]);
+        assert!(split_statements("").is_empty());
+    }
+
+    #[test]
+    fn parses_file_names() {
+        assert_eq!(parse_file_name("0001_initial.sql").unwrap(), (1, "initial"));
+        assert_eq!(parse_file_name("0012_add_rollups.sql").unwrap(), (12, "add_rollups"));
+        for bad in ["initial.sql", "0001_initial.txt", "x001_a.sql", "0000_a.sql", "0002_.sql", "0002_Bad.sql"] {
+            assert!(parse_file_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checksum_is_sha256_hex() {
+        let m = Migration {
+            version: 1,
+            name: "x",
+            sql: "abc",
+        };
+        assert_eq!(
+            m.checksum(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn changed_checksum_error_names_the_version() {
+        let err = Error::MigrationChanged {
+            version: 1,
+            name: "initial".to_owned(),
+            recorded: "aa".to_owned(),
+            embedded: "bb".to_owned(),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("migration 0001 (initial): checksum changed"), "{text}");
+    }
+}
