@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(content_type.starts_with("application/json"));
         assert_eq!(body["error"]["code"], "not_found");
-        assert!(body["error"]["message"].as_str().unwrap().contains("/v2/nothing"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v2/nothing"));
     }
 
     #[tokio::test]

@@ -57,7 +57,14 @@ impl fmt::Debug for ClickHouseConfig {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("user", &self.user)
-            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("query_timeout_ms", &self.query_timeout_ms)
             .field("insert_timeout_ms", &self.insert_timeout_ms)
             .field("ddl_timeout_ms", &self.ddl_timeout_ms)
@@ -249,15 +256,23 @@ mod tests {
 
     #[test]
     fn rejects_zero_timeouts_and_empty_user() {
-        assert_eq!(field_of(with(|c| c.query_timeout_ms = 0).validate()), "query_timeout_ms");
+        assert_eq!(
+            field_of(with(|c| c.query_timeout_ms = 0).validate()),
+            "query_timeout_ms"
+        );
         assert_eq!(field_of(with(|c| c.user.clear()).validate()), "user");
     }
 
     #[test]
     fn message_names_field_and_value() {
-        let err = with(|c| c.database = "a-b".to_owned()).validate().unwrap_err();
+        let err = with(|c| c.database = "a-b".to_owned())
+            .validate()
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("field database") && text.contains("\"a-b\""), "{text}");
+        assert!(
+            text.contains("field database") && text.contains("\"a-b\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -274,6 +289,9 @@ mod tests {
     fn debug_redacts_the_password() {
         let config = with(|c| c.password = "hunter2".to_owned());
         let text = format!("{config:?}");
-        assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

@@ -231,7 +231,10 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             checksum: migration.checksum(),
             applied_at: now_secs(),
         };
-        let action = format!("record migration {:04} ({})", migration.version, migration.name);
+        let action = format!(
+            "record migration {:04} ({})",
+            migration.version, migration.name
+        );
         with_deadline(action, ddl_timeout, async {
             let mut insert = client.insert::<MigrationRecord>(MIGRATIONS_TABLE).await?;
             insert.write(&record).await?;
@@ -331,7 +334,10 @@ mod tests {
             .iter()
             .map(|m| format!("{:04}_{}.sql", m.version, m.name))
             .collect();
-        assert_eq!(embedded, on_disk, "add new schema files to EMBEDDED in migrate.rs");
+        assert_eq!(
+            embedded, on_disk,
+            "add new schema files to EMBEDDED in migrate.rs"
+        );
         for (file, sql) in EMBEDDED {
             let on_disk = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             assert_eq!(*sql, on_disk, "{file}");
@@ -344,7 +350,11 @@ mod tests {
         assert_eq!((initial.version, initial.name), (1, "initial"));
         let statements = initial.statements();
         assert_eq!(statements.len(), 3);
-        for (statement, table) in statements.iter().zip(["usage_events", "control_events", "dead_letters"]) {
+        for (statement, table) in
+            statements
+                .iter()
+                .zip(["usage_events", "control_events", "dead_letters"])
+        {
             assert!(
                 statement.contains(&format!("CREATE TABLE IF NOT EXISTS {table}")),
                 "{statement}"
@@ -358,7 +368,10 @@ mod tests {
         let sql = "-- header\n\nCREATE TABLE a (x UInt8) ENGINE = Memory\n;\n  ;  \nSELECT 'a;b'\n;\n-- trailing comment\n";
         assert_eq!(
             split_statements(sql),
-            ["-- header\n\nCREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 'a;b'"]
+            [
+                "-- header\n\nCREATE TABLE a (x UInt8) ENGINE = Memory",
+                "SELECT 'a;b'"
+            ]
         );
         assert_eq!(split_statements("SELECT 1"), ["SELECT 1"]);
         assert!(split_statements("").is_empty());
@@ -367,8 +380,18 @@ mod tests {
     #[test]
     fn parses_file_names() {
         assert_eq!(parse_file_name("0001_initial.sql").unwrap(), (1, "initial"));
-        assert_eq!(parse_file_name("0012_add_rollups.sql").unwrap(), (12, "add_rollups"));
-        for bad in ["initial.sql", "0001_initial.txt", "x001_a.sql", "0000_a.sql", "0002_.sql", "0002_Bad.sql"] {
+        assert_eq!(
+            parse_file_name("0012_add_rollups.sql").unwrap(),
+            (12, "add_rollups")
+        );
+        for bad in [
+            "initial.sql",
+            "0001_initial.txt",
+            "x001_a.sql",
+            "0000_a.sql",
+            "0002_.sql",
+            "0002_Bad.sql",
+        ] {
             assert!(parse_file_name(bad).is_err(), "{bad}");
         }
     }
@@ -395,6 +418,9 @@ mod tests {
             embedded: "bb".to_owned(),
         };
         let text = err.to_string();
-        assert!(text.starts_with("migration 0001 (initial): checksum changed"), "{text}");
+        assert!(
+            text.starts_with("migration 0001 (initial): checksum changed"),
+            "{text}"
+        );
     }
 }

@@ -67,7 +67,6 @@ impl Writer {
         })
     }
 
-
     /// Inserts attributed and unattributed usage in one `INSERT`.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
         self.insert(USAGE_TABLE, rows).await
@@ -140,7 +139,10 @@ mod tests {
     fn positions_sql_binds_the_topic_once_per_table() {
         assert_eq!(POSITIONS_SQL.matches('?').count(), 3);
         for table in [USAGE_TABLE, CONTROL_TABLE, DEAD_LETTER_TABLE] {
-            assert!(POSITIONS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")), "{table}");
+            assert!(
+                POSITIONS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")),
+                "{table}"
+            );
         }
     }
 

@@ -185,7 +185,12 @@ async fn migrations_apply_once_and_refuse_edited_history() {
         .unwrap();
     assert_eq!(
         tables,
-        ["control_events", "dead_letters", "schema_migrations", "usage_events"]
+        [
+            "control_events",
+            "dead_letters",
+            "schema_migrations",
+            "usage_events"
+        ]
     );
 
     let recorded = db
@@ -197,7 +202,10 @@ async fn migrations_apply_once_and_refuse_edited_history() {
     assert_eq!(recorded.len(), 1);
     let expected_checksum = botmeter_query::migrate::migrations().unwrap()[0].checksum();
     assert_eq!(recorded[0].checksum, expected_checksum);
-    assert_eq!((recorded[0].version, recorded[0].name.as_str()), (1, "initial"));
+    assert_eq!(
+        (recorded[0].version, recorded[0].name.as_str()),
+        (1, "initial")
+    );
 
     // Record version 1 with another checksum, as if the file had been edited after applying it.
     let mut insert = db
@@ -220,7 +228,10 @@ async fn migrations_apply_once_and_refuse_edited_history() {
         matches!(err, Error::MigrationChanged { version: 1, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().starts_with("migration 0001 (initial)"), "{err}");
+    assert!(
+        err.to_string().starts_with("migration 0001 (initial)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -245,9 +256,18 @@ async fn rows_round_trip_field_by_field() {
     let payload: &[u8] = &[0xff, 0x00, 0xfe, b'{', 0x80, b'\n'];
     let dead = dead_letter("traffic", 2, 13, payload);
 
-    writer.insert_usage(std::slice::from_ref(&usage)).await.unwrap();
-    writer.insert_control(std::slice::from_ref(&control)).await.unwrap();
-    writer.insert_dead_letters(std::slice::from_ref(&dead)).await.unwrap();
+    writer
+        .insert_usage(std::slice::from_ref(&usage))
+        .await
+        .unwrap();
+    writer
+        .insert_control(std::slice::from_ref(&control))
+        .await
+        .unwrap();
+    writer
+        .insert_dead_letters(std::slice::from_ref(&dead))
+        .await
+        .unwrap();
     // Empty batches send nothing and succeed.
     writer.insert_usage(&[]).await.unwrap();
 
@@ -307,7 +327,10 @@ async fn rows_round_trip_field_by_field() {
         .unwrap();
     assert_eq!(text.event_time, "2024-05-01 10:15:00");
     assert_eq!(text.flags, "['credential_deleted','acl_denied']");
-    assert_eq!((text.port, text.bytes_in, text.kafka_offset), (20002, 1_234_567_890_123, 77));
+    assert_eq!(
+        (text.port, text.bytes_in, text.kafka_offset),
+        (20002, 1_234_567_890_123, 77)
+    );
 
     let got = client
         .query("SELECT ?fields FROM control_events")
@@ -365,13 +388,25 @@ async fn writer_works_again_after_a_failed_insert() {
     let row = usage_row("ev_1", "2024-05-01T10:00:00Z", "bot_a", 1);
 
     // No database yet: the insert fails, cleanly.
-    let err = writer.insert_usage(std::slice::from_ref(&row)).await.unwrap_err();
+    let err = writer
+        .insert_usage(std::slice::from_ref(&row))
+        .await
+        .unwrap_err();
     assert!(err.is_clickhouse(), "{err:?}");
-    assert!(err.to_string().contains("insert 1 rows into usage_events"), "{err}");
+    assert!(
+        err.to_string().contains("insert 1 rows into usage_events"),
+        "{err}"
+    );
 
     migrate(&db.config).await.unwrap();
-    writer.insert_usage(std::slice::from_ref(&row)).await.unwrap();
-    writer.insert_usage(std::slice::from_ref(&row)).await.unwrap();
+    writer
+        .insert_usage(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    writer
+        .insert_usage(std::slice::from_ref(&row))
+        .await
+        .unwrap();
     let count = db
         .client()
         .query("SELECT count() FROM usage_events")
@@ -389,7 +424,12 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     assert_eq!(writer.positions("traffic").await.unwrap(), HashMap::new());
 
     let at = |offset: i64, partition: i32| {
-        let mut row = usage_row(&format!("ev_{offset}"), "2024-05-01T10:00:00Z", "bot_a", offset);
+        let mut row = usage_row(
+            &format!("ev_{offset}"),
+            "2024-05-01T10:00:00Z",
+            "bot_a",
+            offset,
+        );
         row.kafka_partition = partition;
         row
     };
@@ -424,7 +464,10 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     );
     assert_eq!(writer.positions("nothing").await.unwrap(), HashMap::new());
     // A topic name is a bound value, never SQL.
-    assert_eq!(writer.positions("x' OR 1=1 --").await.unwrap(), HashMap::new());
+    assert_eq!(
+        writer.positions("x' OR 1=1 --").await.unwrap(),
+        HashMap::new()
+    );
 }
 
 #[tokio::test]
@@ -516,7 +559,10 @@ async fn usage_endpoint_returns_exact_hourly_sums() {
     // A whole day by date; an owner with nothing gets empty buckets, not an error.
     for (uri, buckets) in [
         ("/v1/owners/bot_a/usage?from=2024-05-01&to=2024-05-02", 4),
-        ("/v1/owners/bot_nobody/usage?from=2024-05-01&to=2024-05-02", 0),
+        (
+            "/v1/owners/bot_nobody/usage?from=2024-05-01&to=2024-05-02",
+            0,
+        ),
     ] {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
         let response = router(state.clone()).oneshot(request).await.unwrap();
@@ -528,7 +574,10 @@ async fn usage_endpoint_returns_exact_hourly_sums() {
         assert_eq!(report.buckets.len(), buckets, "{uri}: {report:?}");
     }
 
-    let request = Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .uri("/readyz")
+        .body(Body::empty())
+        .unwrap();
     let response = router(state).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -538,7 +587,10 @@ async fn readyz_is_503_until_the_database_exists() {
     let db = TestDb::new("readyz").await;
     let state = AppState::new(&db.config).unwrap();
     let ready = |state: AppState| async move {
-        let request = Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/readyz")
+            .body(Body::empty())
+            .unwrap();
         router(state).oneshot(request).await.unwrap().status()
     };
     assert_eq!(ready(state.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
@@ -553,5 +605,8 @@ async fn server_version_answers() {
         ..ClickHouseConfig::default()
     };
     let version = botmeter_query::server_version(&config).await.unwrap();
-    assert!(version.chars().next().unwrap().is_ascii_digit(), "{version}");
+    assert!(
+        version.chars().next().unwrap().is_ascii_digit(),
+        "{version}"
+    );
 }

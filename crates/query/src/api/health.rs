@@ -49,6 +49,9 @@ mod tests {
         assert_eq!(body["error"]["code"], "unavailable");
         // Internals (addresses, client errors) stay in the log.
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(!message.contains("127.0.0.1") && !message.contains("error"), "{message}");
+        assert!(
+            !message.contains("127.0.0.1") && !message.contains("error"),
+            "{message}"
+        );
     }
 }

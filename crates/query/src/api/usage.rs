@@ -138,7 +138,9 @@ fn report(request: UsageRequest, rows: Vec<HourRow>) -> UsageReport {
             totals.bytes_in = totals.bytes_in.saturating_add(row.sum_bytes_in);
             totals.bytes_out = totals.bytes_out.saturating_add(row.sum_bytes_out);
             totals.http_requests = totals.http_requests.saturating_add(row.sum_http_requests);
-            totals.tcp_connections = totals.tcp_connections.saturating_add(row.sum_tcp_connections);
+            totals.tcp_connections = totals
+                .tcp_connections
+                .saturating_add(row.sum_tcp_connections);
             UsageBucket {
                 start: rfc3339(row.hour_start),
                 bytes_in: row.sum_bytes_in,
@@ -257,9 +259,7 @@ fn missing(parameter: &'static str) -> ApiError {
     ApiError::bad(
         "missing_parameter",
         parameter,
-        format!(
-            "missing query parameter {parameter} (an RFC 3339 time or a YYYY-MM-DD date)"
-        ),
+        format!("missing query parameter {parameter} (an RFC 3339 time or a YYYY-MM-DD date)"),
     )
 }
 
@@ -344,8 +344,11 @@ mod tests {
 
     #[test]
     fn parses_dates_and_rfc3339_times() {
-        let request =
-            parse_request("bot_1", Some("from=2024-05-01&to=2024-05-01T12:30:00%2B02:00")).unwrap();
+        let request = parse_request(
+            "bot_1",
+            Some("from=2024-05-01&to=2024-05-01T12:30:00%2B02:00"),
+        )
+        .unwrap();
         assert_eq!(
             request,
             UsageRequest {
@@ -355,15 +358,28 @@ mod tests {
             }
         );
         // Fractions are dropped: event_time has whole seconds.
-        let request =
-            parse_request("usr_1", Some("to=2024-05-02T00:00:00.999Z&from=2024-05-01T00:00:00.5Z"))
-                .unwrap();
-        assert_eq!((request.from, request.to), (secs("2024-05-01T00:00:00Z"), secs("2024-05-02T00:00:00Z")));
+        let request = parse_request(
+            "usr_1",
+            Some("to=2024-05-02T00:00:00.999Z&from=2024-05-01T00:00:00.5Z"),
+        )
+        .unwrap();
+        assert_eq!(
+            (request.from, request.to),
+            (secs("2024-05-01T00:00:00Z"), secs("2024-05-02T00:00:00Z"))
+        );
     }
 
     #[test]
     fn parse_time_is_strict() {
-        for value in ["2024-5-01", "2024-05-1", "2024-02-30", "20240501", "2024-05-01T10:00:00", "now", ""] {
+        for value in [
+            "2024-5-01",
+            "2024-05-1",
+            "2024-02-30",
+            "20240501",
+            "2024-05-01T10:00:00",
+            "now",
+            "",
+        ] {
             assert_eq!(parse_time(value), None, "{value:?}");
         }
         assert_eq!(
@@ -375,14 +391,27 @@ mod tests {
     #[test]
     fn missing_and_unknown_parameters() {
         let (code, parameter, _) = bad("bot_1", "to=2024-05-02");
-        assert_eq!((code.as_str(), parameter.as_str()), ("missing_parameter", "from"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("missing_parameter", "from")
+        );
         let (code, parameter, _) = bad("bot_1", "from=2024-05-01");
-        assert_eq!((code.as_str(), parameter.as_str()), ("missing_parameter", "to"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("missing_parameter", "to")
+        );
         let (code, parameter, message) = bad("bot_1", "from=2024-05-01&to=2024-05-02&form=x");
-        assert_eq!((code.as_str(), parameter.as_str()), ("unknown_parameter", "form"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("unknown_parameter", "form")
+        );
         assert!(message.contains("\"form\""), "{message}");
-        let (code, parameter, message) = bad("bot_1", "from=2024-05-01&from=2024-05-02&to=2024-05-03");
-        assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "from"));
+        let (code, parameter, message) =
+            bad("bot_1", "from=2024-05-01&from=2024-05-02&to=2024-05-03");
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("invalid_parameter", "from")
+        );
         assert!(message.contains("more than once"), "{message}");
         assert!(parse_request("bot_1", None).is_err());
     }
@@ -390,8 +419,14 @@ mod tests {
     #[test]
     fn invalid_values_name_parameter_and_value() {
         let (code, parameter, message) = bad("bot_1", "from=yesterday&to=2024-05-02");
-        assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "from"));
-        assert!(message.contains("query parameter from") && message.contains("\"yesterday\""), "{message}");
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("invalid_parameter", "from")
+        );
+        assert!(
+            message.contains("query parameter from") && message.contains("\"yesterday\""),
+            "{message}"
+        );
 
         // An unencoded + arrives as a space.
         let (_, parameter, message) = bad("bot_1", "from=2024-05-01&to=2024-05-01T12:00:00+02:00");
@@ -409,7 +444,10 @@ mod tests {
     fn range_must_be_ordered_and_bounded() {
         let (code, parameter, message) = bad("bot_1", "from=2024-05-02&to=2024-05-01");
         assert_eq!((code.as_str(), parameter.as_str()), ("invalid_range", "to"));
-        assert!(message.contains("\"2024-05-01\"") && message.contains("\"2024-05-02\""), "{message}");
+        assert!(
+            message.contains("\"2024-05-01\"") && message.contains("\"2024-05-02\""),
+            "{message}"
+        );
         let (code, _, _) = bad("bot_1", "from=2024-05-01&to=2024-05-01");
         assert_eq!(code, "invalid_range");
 
@@ -422,9 +460,19 @@ mod tests {
 
     #[test]
     fn owner_id_is_checked() {
-        for owner in ["", "usr 1", "usr_1'; DROP TABLE x", "usr_ü", &"a".repeat(129)] {
+        for owner in [
+            "",
+            "usr 1",
+            "usr_1'; DROP TABLE x",
+            "usr_ü",
+            &"a".repeat(129),
+        ] {
             let (code, parameter, _) = bad(owner, "from=2024-05-01&to=2024-05-02");
-            assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "owner_id"), "{owner:?}");
+            assert_eq!(
+                (code.as_str(), parameter.as_str()),
+                ("invalid_parameter", "owner_id"),
+                "{owner:?}"
+            );
         }
         parse_request("bot_2Mk-x_9", Some("from=2024-05-01&to=2024-05-02")).unwrap();
     }
@@ -458,7 +506,10 @@ mod tests {
         };
         let report = report(
             request,
-            vec![row("2024-05-01T10:00:00Z", 1), row("2024-05-01T11:00:00Z", 10)],
+            vec![
+                row("2024-05-01T10:00:00Z", 1),
+                row("2024-05-01T11:00:00Z", 10),
+            ],
         );
         assert_eq!(report.from, "2024-05-01T00:00:00Z");
         assert_eq!(report.to, "2024-05-02T00:00:00Z");
@@ -483,9 +534,18 @@ mod tests {
             ("/v1/owners/bot_1/usage", "from"),
             ("/v1/owners/bot_1/usage?from=2024-05-01", "to"),
             ("/v1/owners/bot_1/usage?from=bad&to=2024-05-02", "\"bad\""),
-            ("/v1/owners/bot_1/usage?from=2024-05-03&to=2024-05-02", "to must be after from"),
-            ("/v1/owners/bot%201/usage?from=2024-05-01&to=2024-05-02", "\"bot 1\""),
-            ("/v1/owners/%FF/usage?from=2024-05-01&to=2024-05-02", "owner_id"),
+            (
+                "/v1/owners/bot_1/usage?from=2024-05-03&to=2024-05-02",
+                "to must be after from",
+            ),
+            (
+                "/v1/owners/bot%201/usage?from=2024-05-01&to=2024-05-02",
+                "\"bot 1\"",
+            ),
+            (
+                "/v1/owners/%FF/usage?from=2024-05-01&to=2024-05-02",
+                "owner_id",
+            ),
         ];
         for (uri, needle) in cases {
             let (status, content_type, body) = call(unreachable_state(), "GET", uri).await;
@@ -493,7 +553,13 @@ mod tests {
             assert!(content_type.starts_with("application/json"), "{uri}");
             let message = body["error"]["message"].as_str().unwrap();
             assert!(message.contains(needle), "{uri}: {message}");
-            assert!(body["error"]["code"].as_str().unwrap().ends_with("_parameter") || body["error"]["code"] == "invalid_range");
+            assert!(
+                body["error"]["code"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("_parameter")
+                    || body["error"]["code"] == "invalid_range"
+            );
         }
     }
 
