@@ -209,12 +209,52 @@ struct Head<'a> {
     event_type: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     event_timestamp: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    account_id: Option<String>,
-    #[serde(default)]
-    principal: Option<Principal>,
+    #[serde(default, borrow)]
+    account_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    principal: Option<&'a RawValue>,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
+}
+
+/// Keys whose values are secrets in some ngrok resource (credential tokens, event-destination
+/// keys): removed, at any depth, from every object botmeter keeps (invariant 4).
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "api_key",
+    "client_secret",
+    "aws_secret_access_key",
+    "secret_access_key",
+    "password",
+    "private_key",
+];
+
+fn scrub_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|key, _| !SECRET_KEYS.contains(&key.as_str()));
+            map.values_mut().for_each(scrub_secrets);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_secrets),
+        _ => {}
+    }
+}
+
+/// `null`/absent, or a JSON object: serde would otherwise fill a struct from an array by position.
+fn require_object(raw: Option<&RawValue>, field: &str) -> Result<()> {
+    match raw.map(|r| r.get().trim_start().as_bytes().first().copied()) {
+        None | Some(Some(b'{')) => Ok(()),
+        Some(_) if raw.is_some_and(|r| r.get().trim() == "null") => Ok(()),
+        Some(_) => Err(DecodeError::new(field, format!("expected a JSON object, found {}", truncate(raw.map_or("", RawValue::get))))),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < s.len() { format!("{}…", &s[..end]) } else { s.to_owned() }
 }
 
 /// Decodes one payload. Errors name the event, the field and the value.
@@ -242,36 +282,52 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
             tag(DecodeError::new("event_timestamp", format!("expected an RFC 3339 timestamp, found {raw:?} ({e})")))
         })?,
     };
+    let account_id = match head.account_id.map(RawValue::get) {
+        None | Some("null") => String::new(),
+        Some(raw) => serde_json::from_str::<String>(raw)
+            .map_err(|_| tag(DecodeError::new("account_id", format!("expected a string, found {}", truncate(raw)))))?,
+    };
+    require_object(head.principal, "principal").map_err(tag)?;
+    let principal = match head.principal.map(RawValue::get) {
+        None | Some("null") => None,
+        Some(raw) => Some(typed_at::<Principal>(raw, "principal").map_err(tag)?),
+    };
+    require_object(head.object, "object").map_err(tag)?;
     let kind = EventType::parse(&event_type);
-    let object_json = head.object.map(RawValue::get).unwrap_or("{}");
-    let body = decode_body(kind, object_json, head.principal.as_ref()).map_err(tag)?;
+    let object_json = match head.object.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(raw) => raw,
+    };
+    let body = decode_body(kind, object_json, principal.as_ref()).map_err(tag)?;
     let object = if kind.is_traffic() {
         None
     } else {
         let mut value: serde_json::Value = serde_json::from_str(object_json)
             .map_err(|e| tag(DecodeError::new("object", format!("not valid JSON: {e}"))))?;
-        if let Some(map) = value.as_object_mut() {
-            // The API returns a credential's token once; botmeter never keeps it (invariant 4).
-            map.remove("token");
-        }
+        // The API returns a credential's token once; botmeter never keeps it (invariant 4).
+        scrub_secrets(&mut value);
         Some(value)
     };
     Ok(Event {
         event_id,
         event_type,
         event_timestamp,
-        account_id: head.account_id.unwrap_or_default(),
-        principal: head.principal,
+        account_id,
+        principal,
         body,
         object,
     })
 }
 
 fn typed<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T> {
+    typed_at(json, "object")
+}
+
+fn typed_at<'a, T: Deserialize<'a>>(json: &'a str, root: &str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() { "object".to_owned() } else { format!("object.{path}") };
+        let field = if path == "." || path.is_empty() { root.to_owned() } else { format!("{root}.{path}") };
         DecodeError::new(field, e.into_inner().to_string())
     })
 }
@@ -382,6 +438,34 @@ mod tests {
         let err = decode(payload).unwrap_err();
         assert_eq!(err.field, "object.acl");
         assert!(err.reason.contains("bind:bad host"), "{err}");
+    }
+
+    #[test]
+    fn bad_principal_or_account_names_the_field_and_keeps_the_event_id() {
+        let err = decode(br#"{"event_id":"ev_1","event_type":"domain_created.v0","event_timestamp":"2022-02-23T23:51:14Z","principal":{"credential":"ak_1"}}"#).unwrap_err();
+        assert_eq!(err.event_id.as_deref(), Some("ev_1"));
+        assert_eq!(err.field, "principal.credential");
+        let err = decode(br#"{"event_id":"ev_1","event_type":"domain_created.v0","event_timestamp":"2022-02-23T23:51:14Z","account_id":5}"#).unwrap_err();
+        assert_eq!(err.field, "account_id");
+        assert_eq!(err.kind(), "invalid_field");
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        let err = decode(br#"{"event_id":"ev_1","event_type":"api_key_created.v0","event_timestamp":"2022-02-23T23:51:14Z","object":["ak_1","","",null,"usr_1"]}"#).unwrap_err();
+        assert_eq!(err.field, "object");
+        let err = decode(br#"{"event_id":"ev_1","event_type":"domain_created.v0","event_timestamp":"2022-02-23T23:51:14Z","object":"x"}"#).unwrap_err();
+        assert_eq!(err.field, "object");
+        let err = decode(br#"{"event_id":"ev_1","event_type":"domain_created.v0","event_timestamp":"2022-02-23T23:51:14Z","principal":[]}"#).unwrap_err();
+        assert_eq!(err.field, "principal");
+    }
+
+    #[test]
+    fn nested_secrets_are_scrubbed() {
+        let event = decode(br#"{"event_id":"ev_1","event_type":"event_destination_created.v0","event_timestamp":"2022-02-23T23:51:14Z","object":{"id":"ed_1","target":{"datadog":{"api_key":"dd-secret"},"azure_logs_ingestion":{"client_secret":"az-secret"}}}}"#).unwrap();
+        let kept = event.object.unwrap().to_string();
+        assert!(!kept.contains("secret\"") && !kept.contains("dd-secret") && !kept.contains("az-secret"), "{kept}");
+        assert!(kept.contains("ed_1"));
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub struct BotUser {
     /// Human-readable name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
-    /// Whether the bot may authenticate; a deactivated bot's usage is flagged.
-    #[serde(default = "default_true")]
+    /// Whether the bot may authenticate; a deactivated bot's usage is flagged. Absent or `null`
+    /// reads as active.
+    #[serde(default = "default_true", deserialize_with = "null_as_true")]
     pub active: bool,
     /// When the bot user was created.
     #[serde(default, deserialize_with = "opt_timestamp")]
@@ -355,6 +356,10 @@ impl From<RawHttpComplete> for HttpRequestComplete {
 
 fn default_true() -> bool {
     true
+}
+
+fn null_as_true<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(true))
 }
 
 /// `null` reads as the type's default (ngrok sends `null` for absent optional values).
