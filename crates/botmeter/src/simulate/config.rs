@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Upper bound on endpoints in one fleet: TCP endpoints need unique `N.tcp.ngrok.io:PORT`
 /// addresses (9 hosts × 20,000 ports), and the whole fleet is held in memory.
 pub(crate) const MAX_ENDPOINTS: u64 = 100_000;
-/// Upper bound on traffic events: the fleet is held in memory (about 450 bytes per event).
-pub(crate) const MAX_TRAFFIC_EVENTS: usize = 20_000_000;
+/// Upper bound on traffic events: the fleet is held in memory (about 550 bytes per event, so
+/// some 5.5 GB at the bound; generating a million takes a few seconds in a release build).
+pub(crate) const MAX_TRAFFIC_EVENTS: usize = 10_000_000;
 /// Upper bound on users and on bot users.
 pub(crate) const MAX_OWNERS_PER_KIND: usize = 100_000;
 /// Upper bound on credentials per owner per kind, sessions per credential, endpoints per session.
