@@ -38,6 +38,7 @@ scripts/services.sh up
 eval "$(scripts/services.sh env)"
 
 say "building botmeter (release)"
+scripts/build-deps.sh
 cargo build --release --quiet --bin botmeter
 BIN=$ROOT/target/release/botmeter
 

@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Local services for botmeter's integration tests: ClickHouse and a Kafka-compatible broker (tansu).
+#
+#   scripts/services.sh [up]    start whatever is not already reachable, wait until it answers
+#   scripts/services.sh down    stop what this script started (by pid file)
+#   scripts/services.sh status  say what is reachable; exit 1 if anything is not
+#   scripts/services.sh env     print `export` lines for the tests: eval "$(scripts/services.sh env)"
+#
+# up, down and status take optional service names (clickhouse, kafka); the default is both.
+#
+# Everything the services write lives under the repository's git-ignored `.services/`. Addresses are
+# loopback only and come from BOTMETER_CLICKHOUSE_HTTP_PORT (8123), BOTMETER_CLICKHOUSE_TCP_PORT (9000)
+# and BOTMETER_KAFKA_PORT (9092). Runs unattended (CI runs it as root on a fresh Debian 12): it installs
+# ClickHouse with apt-get and builds tansu with cargo when they are missing.
+set -euo pipefail
+
+readonly HOST=127.0.0.1
+readonly CH_HTTP_PORT=${BOTMETER_CLICKHOUSE_HTTP_PORT:-8123}
+readonly CH_TCP_PORT=${BOTMETER_CLICKHOUSE_TCP_PORT:-9000}
+readonly KAFKA_PORT=${BOTMETER_KAFKA_PORT:-9092}
+readonly TIMEOUT_S=${BOTMETER_SERVICES_TIMEOUT_S:-60}
+
+# tansu's default build has no storage engine: `memory://` fails with FeatureNotEnabled and other
+# URLs give a "null" broker that drops what it is sent. In-memory storage needs `dynostore`.
+readonly TANSU_VERSION=0.6.0
+readonly TANSU_FEATURES=dynostore
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+readonly ROOT
+readonly SVC_DIR=$ROOT/.services
+readonly CH_DIR=$SVC_DIR/clickhouse
+readonly CH_PID=$CH_DIR/clickhouse-server.pid
+readonly CH_LOG=$CH_DIR/log/clickhouse-server.log
+readonly CH_ERR_LOG=$CH_DIR/log/clickhouse-server.err.log
+readonly TANSU_PID=$SVC_DIR/tansu.pid
+readonly TANSU_LOG=$SVC_DIR/tansu.log
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+for port in "$CH_HTTP_PORT" "$CH_TCP_PORT" "$KAFKA_PORT" "$TIMEOUT_S"; do
+    [[ $port =~ ^[0-9]+$ ]] || die "expected a number, found \"$port\" (check the BOTMETER_* variables)"
+done
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+apt_install() {
+    log "installing $* with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# The pid in a pid file, if that process is still alive.
+live_pid() {
+    local file=$1 pid
+    [[ -s $file ]] || return 1
+    pid=$(<"$file")
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    printf '%s\n' "$pid"
+}
+
+# Stops the process in a pid file (if its command line still mentions `program`): TERM, up to 30s,
+# then KILL.
+stop_pidfile() {
+    local name=$1 file=$2 program=$3 pid
+    if ! pid=$(live_pid "$file"); then
+        log "$name: not running (no live pid in ${file#"$ROOT"/})"
+        rm -f "$file"
+        return 0
+    fi
+    if ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$program"; then
+        log "$name: pid $pid is not $program any more, leaving it alone"
+        rm -f "$file"
+        return 0
+    fi
+    log "$name: stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$file"; return 0; }
+        sleep 0.5
+    done
+    log "$name: pid $pid still running after 30s, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$file"
+}
+
+# Calls a readiness check every half second until it succeeds, the service's pid file shows it has
+# exited, or TIMEOUT_S passes. A check that returns 2 has found something wrong that waiting will
+# not fix.
+wait_until() {
+    local name=$1 check=$2 pidfile=$3 logfile=$4 started=$SECONDS rc
+    while :; do
+        rc=0
+        "$check" || rc=$?
+        ((rc != 0)) || return 0
+        ((rc != 2)) || die "$name: not usable, see the message above"
+        # ClickHouse writes its pid file a moment after --daemon returns, so allow it 5s.
+        if ! live_pid "$pidfile" >/dev/null && ((SECONDS - started >= 5)); then
+            log "$name: exited; last lines of $logfile:"
+            tail -n 20 "$logfile" >&2 2>/dev/null || true
+            die "$name did not start, see $logfile"
+        fi
+        if ((SECONDS - started >= TIMEOUT_S)); then
+            log "$name: not reachable after ${TIMEOUT_S}s; last lines of $logfile:"
+            tail -n 20 "$logfile" >&2 2>/dev/null || true
+            die "$name did not start, see $logfile"
+        fi
+        sleep 0.5
+    done
+}
+
+# --- ClickHouse --------------------------------------------------------------------------------
+
+clickhouse_reachable() {
+    [[ $(curl -s --max-time 2 "http://$HOST:$CH_HTTP_PORT/ping" 2>/dev/null) == Ok. ]]
+}
+
+write_clickhouse_config() {
+    mkdir -p "$CH_DIR"/{data,tmp,log,user_files,format_schemas}
+    # ClickHouse 18.16 (Debian's package). No interserver_http_port: without it the server opens no
+    # replication port, so it cannot clash with anything. listen_host only on loopback.
+    cat >"$CH_DIR/config.xml" <<EOF
+<?xml version="1.0"?>
+<!-- Generated by scripts/services.sh; edits are overwritten on the next \`up\`. -->
+<yandex>
+    <logger>
+        <level>information</level>
+        <log>$CH_LOG</log>
+        <errorlog>$CH_ERR_LOG</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>$HOST</listen_host>
+    <http_port>$CH_HTTP_PORT</http_port>
+    <tcp_port>$CH_TCP_PORT</tcp_port>
+    <path>$CH_DIR/data/</path>
+    <tmp_path>$CH_DIR/tmp/</tmp_path>
+    <user_files_path>$CH_DIR/user_files/</user_files_path>
+    <format_schema_path>$CH_DIR/format_schemas/</format_schema_path>
+    <users_config>$CH_DIR/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+EOF
+    # One user, `default`, no password, reachable from loopback only.
+    cat >"$CH_DIR/users.xml" <<'EOF'
+<?xml version="1.0"?>
+<!-- Generated by scripts/services.sh; edits are overwritten on the next `up`. -->
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks>
+                <ip>127.0.0.1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries>
+                <errors>0</errors>
+                <result_rows>0</result_rows>
+                <read_rows>0</read_rows>
+                <execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+EOF
+}
+
+clickhouse_up() {
+    if clickhouse_reachable; then
+        log "clickhouse: already reachable at http://$HOST:$CH_HTTP_PORT"
+        return 0
+    fi
+    if ! live_pid "$CH_PID" >/dev/null; then
+        local missing=()
+        [[ -x /usr/sbin/clickhouse-server ]] || missing+=(clickhouse-server)
+        command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
+        command -v curl >/dev/null || missing+=(curl ca-certificates)
+        if ((${#missing[@]} > 0)); then
+            apt_install "${missing[@]}"
+            # Where policy-rc.d allows it, the package starts the system-wide server (all
+            # interfaces, /var/lib/clickhouse); stop it so it does not hold our ports.
+            as_root invoke-rc.d clickhouse-server stop >/dev/null 2>&1 || true
+        fi
+
+        write_clickhouse_config
+        rm -f "$CH_PID"
+        log "clickhouse: starting on $HOST:$CH_HTTP_PORT (http) and $HOST:$CH_TCP_PORT (native), log $CH_LOG"
+        # --daemon forks, detaches and points stdio at /dev/null; errors go to the log files.
+        # Runs as the invoking user (root in CI): 18.16 has no check against running as root.
+        /usr/sbin/clickhouse-server --config-file="$CH_DIR/config.xml" --pid-file="$CH_PID" --daemon ||
+            die "clickhouse-server failed to start, see $CH_ERR_LOG"
+    else
+        log "clickhouse: pid $(<"$CH_PID") is running but not answering yet, waiting"
+    fi
+    wait_until clickhouse clickhouse_reachable "$CH_PID" "$CH_ERR_LOG"
+    log "clickhouse: ready ($(curl -s "http://$HOST:$CH_HTTP_PORT/" --data-binary 'SELECT version()'))"
+}
+
+# --- Kafka (tansu) -----------------------------------------------------------------------------
+
+# Sends a Kafka Metadata v0 request (api_key 3, correlation id "bmtr", client id "botmeter", all
+# topics) and prints the first advertised broker as host:port. Fails if nothing answers in 5s.
+kafka_metadata() {
+    # shellcheck disable=SC2016 # the inner script expands its own variables
+    timeout 5 bash -c '
+        set -euo pipefail
+        exec 3<>"/dev/tcp/$1/$2"
+        printf "\x00\x00\x00\x16\x00\x03\x00\x00bmtr\x00\x08botmeter\x00\x00\x00\x00" >&3
+        # dd reads the length prefix byte by byte; head could read past it and lose the rest.
+        size=$(dd bs=1 count=4 status=none <&3 | od -An -tu4 --endian=big | tr -d " ")
+        [[ $size =~ ^[0-9]+$ ]] && ((size >= 22)) || exit 1
+        read -r -a b < <(head -c "$size" <&3 | od -An -v -tu1 | tr "\n" " " && echo)
+        ((${#b[@]} == size)) || exit 1
+        # correlation id, then brokers: [node_id int32, host string (int16 length), port int32]
+        [[ "${b[*]:0:4}" == "98 109 116 114" ]] || exit 1
+        ((b[4] + b[5] + b[6] + b[7] > 0)) || exit 1
+        len=$((b[12] * 256 + b[13]))
+        host=$(printf "%b" "$(printf "\\\\x%02x" "${b[@]:14:len}")")
+        i=$((14 + len))
+        printf "%s:%d\n" "$host" $(((b[i] << 24) + (b[i + 1] << 16) + (b[i + 2] << 8) + b[i + 3]))
+    ' _ "$HOST" "$KAFKA_PORT" 2>/dev/null
+}
+
+kafka_reachable() {
+    local advertised
+    advertised=$(kafka_metadata) || return 1
+    [[ $advertised == "$HOST:$KAFKA_PORT" ]] && return 0
+    # Something answers, but it sends clients elsewhere.
+    log "kafka: the broker on $HOST:$KAFKA_PORT advertises $advertised, expected $HOST:$KAFKA_PORT"
+    return 2
+}
+
+# A tansu binary is usable if it is version $TANSU_VERSION and was built with a storage engine.
+tansu_usable() {
+    local bin=$1
+    [[ -x $bin ]] || return 1
+    [[ $("$bin" --version 2>/dev/null) == "tansu $TANSU_VERSION" ]] || return 1
+    "$bin" --help 2>/dev/null | grep -q "^Storage engines:.*\b$TANSU_FEATURES\b"
+}
+
+# Prints the tansu binary to use: $BOTMETER_TANSU_BIN if set (kafka_up has checked it), else the
+# first usable one on PATH or in cargo's bin directory.
+find_tansu() {
+    if [[ -n ${BOTMETER_TANSU_BIN:-} ]]; then
+        printf '%s\n' "$BOTMETER_TANSU_BIN"
+        return 0
+    fi
+    local candidate
+    for candidate in "$(command -v tansu || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+        if [[ -n $candidate ]] && tansu_usable "$candidate"; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+        if [[ -x $candidate ]]; then
+            log "kafka: ignoring $candidate (not tansu $TANSU_VERSION built with --features $TANSU_FEATURES)"
+        fi
+    done
+    return 1
+}
+
+install_tansu() {
+    command -v cargo >/dev/null || die "cargo is needed to build tansu (install Rust with rustup)"
+    command -v cc >/dev/null || apt_install gcc g++ make libc6-dev
+    log "kafka: building tansu $TANSU_VERSION with cargo install; this takes about 25 minutes"
+    cargo install --locked "tansu@$TANSU_VERSION" --features "$TANSU_FEATURES" >&2 ||
+        die "cargo install tansu@$TANSU_VERSION failed"
+}
+
+kafka_up() {
+    local rc=0
+    kafka_reachable || rc=$?
+    if ((rc == 0)); then
+        log "kafka: already reachable at $HOST:$KAFKA_PORT"
+        return 0
+    fi
+    ((rc != 2)) || die "kafka: stop the broker on $HOST:$KAFKA_PORT or choose another BOTMETER_KAFKA_PORT"
+    if ! live_pid "$TANSU_PID" >/dev/null; then
+        local bin
+        if [[ -n ${BOTMETER_TANSU_BIN:-} ]] && ! tansu_usable "$BOTMETER_TANSU_BIN"; then
+            die "BOTMETER_TANSU_BIN=$BOTMETER_TANSU_BIN is not tansu $TANSU_VERSION built with --features $TANSU_FEATURES"
+        fi
+        if ! bin=$(find_tansu); then
+            install_tansu
+            bin=$(find_tansu) || die "cargo install finished but no usable tansu binary was found"
+        fi
+        mkdir -p "$SVC_DIR"
+        rm -f "$TANSU_PID"
+        log "kafka: starting $bin on $HOST:$KAFKA_PORT (memory storage), log $TANSU_LOG"
+        # tansu loads a .env from its working directory or any parent, so run it from /. Flags win
+        # over its environment variables (LISTENER_URL, STORAGE_ENGINE, ...).
+        (
+            cd /
+            exec setsid "$bin" broker \
+                --listener-url "tcp://$HOST:$KAFKA_PORT" \
+                --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
+                --storage-engine memory://tansu/ \
+                --cluster-id botmeter \
+                --silent \
+                </dev/null >>"$TANSU_LOG" 2>&1
+        ) &
+        echo $! >"$TANSU_PID"
+    else
+        log "kafka: pid $(<"$TANSU_PID") is running but not answering yet, waiting"
+    fi
+    wait_until kafka kafka_reachable "$TANSU_PID" "$TANSU_LOG"
+    log "kafka: ready"
+}
+
+# --- commands ----------------------------------------------------------------------------------
+
+cmd_up() {
+    local started=$SECONDS service
+    for service in "$@"; do "${service}_up"; done
+    log "up in $((SECONDS - started))s"
+}
+
+cmd_down() {
+    local service
+    for service in "$@"; do
+        case $service in
+        clickhouse) stop_pidfile clickhouse "$CH_PID" clickhouse-server ;;
+        kafka) stop_pidfile kafka "$TANSU_PID" tansu ;;
+        esac
+    done
+}
+
+cmd_status() {
+    local ok=0 pid service
+    for service in "$@"; do
+        case $service in
+        clickhouse)
+            if clickhouse_reachable; then
+                pid=$(live_pid "$CH_PID" | sed 's/^/pid /' || true)
+                echo "clickhouse: reachable at http://$HOST:$CH_HTTP_PORT, native $HOST:$CH_TCP_PORT (${pid:-not started by this script})"
+            else
+                echo "clickhouse: not reachable at http://$HOST:$CH_HTTP_PORT"
+                ok=1
+            fi
+            ;;
+        kafka)
+            if kafka_reachable; then
+                pid=$(live_pid "$TANSU_PID" | sed 's/^/pid /' || true)
+                echo "kafka: reachable at $HOST:$KAFKA_PORT (${pid:-not started by this script})"
+            else
+                echo "kafka: not reachable at $HOST:$KAFKA_PORT"
+                ok=1
+            fi
+            ;;
+        esac
+    done
+    return "$ok"
+}
+
+cmd_env() {
+    echo "export BOTMETER_CLICKHOUSE_URL=http://$HOST:$CH_HTTP_PORT"
+    echo "export BOTMETER_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
+}
+
+main() {
+    local command=${1:-up} service
+    (($# == 0)) || shift
+    local services=("$@")
+    ((${#services[@]} > 0)) || services=(clickhouse kafka)
+    for service in "${services[@]}"; do
+        [[ $service == clickhouse || $service == kafka ]] ||
+            die "unknown service \"$service\"; expected clickhouse or kafka"
+    done
+
+    case $command in
+    up) cmd_up "${services[@]}" ;;
+    down) cmd_down "${services[@]}" ;;
+    status) cmd_status "${services[@]}" ;;
+    env) cmd_env ;;
+    *) die "unknown command \"$command\"; expected up, down, status or env" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: start ClickHouse and Kafka (tansu), install the Python
+# test packages, then run the Rust tests and tests/python. Runs every suite even if one fails, and
+# exits non-zero if any did. CI runs it through .ci/run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+failed=()
+
+# A suite that fails is recorded, not fatal, so the next one still runs.
+suite() {
+    local name=$1 started=$SECONDS rc=0
+    shift
+    if [[ $(type -t "$1") == function ]]; then log "$name"; else log "$name: $*"; fi
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        log "$name: ok ($((SECONDS - started))s)"
+    else
+        log "$name: FAILED with exit code $rc ($((SECONDS - started))s)"
+        failed+=("$name")
+    fi
+}
+
+# Without services nothing meaningful can run; stop here.
+scripts/services.sh up || { log "services did not start, see the messages above"; exit 1; }
+
+# Debian's own python3 refuses pip installs outside a venv (PEP 668) unless told otherwise; the
+# pyenv Python of these machines ignores the variable. CI runs as root, hence the second one.
+export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    log "no pip for python3, installing python3-pip with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
+fi
+log "installing Python test packages from scripts/requirements-test.txt"
+python3 -m pip install -q -r scripts/requirements-test.txt
+
+eval "$(scripts/services.sh env)"
+log "BOTMETER_CLICKHOUSE_URL=$BOTMETER_CLICKHOUSE_URL BOTMETER_KAFKA_BROKERS=$BOTMETER_KAFKA_BROKERS"
+
+if [[ -f Cargo.toml ]]; then
+    scripts/build-deps.sh
+    if cargo nextest --version >/dev/null 2>&1; then
+        # A workspace without tests yet is not a failure (nextest's default is to fail on it).
+        suite rust cargo nextest run --workspace --no-fail-fast --no-tests=warn
+    else
+        suite rust cargo test --workspace --no-fail-fast
+    fi
+else
+    log "rust: no Cargo.toml, skipped"
+fi
+
+python_tests() {
+    local rc=0
+    log "python: python3 -m pytest -q tests/python"
+    python3 -m pytest -q tests/python || rc=$?
+    return "$rc"
+}
+if [[ -n $(find tests/python -name 'test_*.py' -o -name '*_test.py' 2>/dev/null | head -n 1) ]]; then
+    suite python python_tests
+else
+    log "python: no test files in tests/python, skipped"
+fi
+
+if ((${#failed[@]} > 0)); then
+    log "failed: ${failed[*]}"
+    exit 1
+fi
+log "all suites passed"
