@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use botmeter::simulate::{generate, publish, FleetConfig};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::{free_port, TestEnv};
 
@@ -82,9 +81,11 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     assert!(lines[0].starts_with(&format!("{}\tinvalid_field\t", env.control_topic)) && lines[0].contains("field object.acl") && lines[0].contains("bind:bad host"), "{}", lines[0]);
     assert!(lines[1].contains("event ev_bad_bytes (tcp_connection_closed.v0): field object.conn.bytes_out") && lines[1].contains("-5"), "{}", lines[1]);
     assert!(lines[2].starts_with(&format!("{}\tmalformed_json\t", env.traffic_topic)), "{}", lines[2]);
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &env.brokers).set("group.id", "it-watermarks").create().unwrap();
-    let (_, dead_letter_high) = consumer.fetch_watermarks(&env.dead_letter_topic, 0, Duration::from_secs(10)).unwrap();
-    assert_eq!(dead_letter_high, 3, "three messages on the dead-letter topic");
+    let on_topic = support::read_topic(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
+    assert_eq!(on_topic.len(), 3, "three messages on the dead-letter topic");
+    assert!(on_topic.iter().any(|(payload, headers)| payload.as_slice() == b"\xffnot json at all"
+        && headers.iter().any(|(k, v)| k == "botmeter.reason_kind" && v == "malformed_json")
+        && headers.iter().any(|(k, v)| k == "botmeter.source_topic" && *v == env.traffic_topic)));
 
     // No credential token reaches ClickHouse.
     let tokens = env

@@ -167,3 +167,34 @@ impl Drop for BotmeterProcess {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Every message of partition 0 of `topic`, with its headers, read from the beginning until
+/// nothing new arrives for `quiet` (fetch-based, not watermark-based: tansu's high watermark is
+/// the start of the last record batch).
+pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "it-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let headers = message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push((message.payload().unwrap_or_default().to_vec(), headers));
+            last = Instant::now();
+        }
+    }
+    out
+}

@@ -139,12 +139,20 @@ pub struct RunArgs {
     /// Max time between polls (ms); tansu's JoinGroup waits this long on every (re)join.
     #[arg(long, env = "BOTMETER_MAX_POLL_INTERVAL_MS", default_value_t = 6000)]
     pub max_poll_interval_ms: u32,
+    /// On resume, re-read this many messages before the stored position (skipping what is
+    /// stored): tansu drops the rest of a record batch when a fetch starts inside it. 0 for Kafka.
+    #[arg(long, env = "BOTMETER_RESUME_REWIND_MESSAGES", default_value_t = 10_000)]
+    pub resume_rewind_messages: i64,
     /// Largest traffic batch written in one insert, in messages.
     #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = 20_000)]
     pub batch_max_rows: usize,
     /// Longest a batch waits to fill, in milliseconds.
     #[arg(long, env = "BOTMETER_BATCH_MAX_WAIT_MS", default_value_t = 250)]
     pub batch_max_wait_ms: u64,
+    /// How late (ms) a control event may be published after traffic that depends on it: traffic
+    /// this recent waits for the control plane even when its topic is read to the end.
+    #[arg(long, env = "BOTMETER_CONTROL_LATENESS_MS", default_value_t = 1_000)]
+    pub control_lateness_ms: u64,
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
     #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
     pub traffic_partitions: i32,
@@ -163,6 +171,7 @@ impl RunArgs {
             dead_letter_topic: self.kafka.dead_letter_topic.clone(),
             session_timeout_ms: self.session_timeout_ms,
             max_poll_interval_ms: self.max_poll_interval_ms,
+            resume_rewind_messages: self.resume_rewind_messages,
         };
         config.validate().context("invalid Kafka settings")?;
         Ok(config)
@@ -171,7 +180,12 @@ impl RunArgs {
     fn settings(&self) -> anyhow::Result<RunSettings> {
         anyhow::ensure!(self.batch_max_rows > 0, "--batch-max-rows must be at least 1, got 0");
         anyhow::ensure!(self.traffic_partitions > 0, "--traffic-partitions must be at least 1, got {}", self.traffic_partitions);
-        Ok(RunSettings { batch_max_rows: self.batch_max_rows, batch_max_wait_ms: self.batch_max_wait_ms, ..RunSettings::default() })
+        Ok(RunSettings {
+            batch_max_rows: self.batch_max_rows,
+            batch_max_wait_ms: self.batch_max_wait_ms,
+            control_lateness_ms: self.control_lateness_ms,
+            ..RunSettings::default()
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use ingest::{DeadLetter, DeadLetterProducer, KafkaConfig};
 use model::{Event, EventBody};
 use query::rows::{status, ControlRow, DeadLetterRow, UsageRow};
 use query::Writer;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -37,11 +37,14 @@ pub struct RunSettings {
     pub batch_max_wait_ms: u64,
     /// Longest pause between ClickHouse retries, in milliseconds.
     pub max_backoff_ms: u64,
+    /// How long after a traffic event's time a control event it depends on may still be
+    /// published: once the control topic is read to its end, traffic younger than this waits.
+    pub control_lateness_ms: u64,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000 }
+        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000, control_lateness_ms: 1_000 }
     }
 }
 
@@ -64,25 +67,39 @@ pub struct RunStats {
     pub write_errors: AtomicU64,
 }
 
-/// How far the control reader got: next offset to read per partition.
+/// How far the control reader got, per control partition: the next offset to read and the
+/// latest event time applied (microseconds).
+#[derive(Debug, Default)]
+struct ControlWatermark {
+    next: HashMap<i32, i64>,
+    max_time_us: HashMap<i32, i64>,
+}
+
 #[derive(Debug, Default)]
 struct ControlProgress {
-    next: Mutex<HashMap<i32, i64>>,
+    watermark: Mutex<ControlWatermark>,
     changed: Condvar,
 }
 
 /// Runs until `stop` is set, then flushes and returns.
 pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<AtomicBool>, stats: Arc<RunStats>) -> anyhow::Result<()> {
     let handle = Handle::current();
-    let state = Arc::new(RwLock::new(OwnershipState::new()));
-    let progress = Arc::new(ControlProgress::default());
     let dead_letters = Arc::new(DeadLetterProducer::new(&kafka)?);
 
+    // The state is rebuilt from the audit log in ClickHouse, not by replaying the topic; the
+    // control reader resumes after the stored positions.
     let stored_control = retry_blocking(&handle, &stop, "read control positions", || writer.positions(&kafka.control_topic))?
         .unwrap_or_default();
-    // The state is rebuilt by reading the control topic from its beginning; rows already in the
-    // audit log (offset ≤ stored) are applied but not written again.
-    let (control_consumer, control_partitions) = ingest::control_consumer(&kafka, &HashMap::new())?;
+    let history = retry_blocking(&handle, &stop, "read the control-event history", || writer.control_history(&kafka.control_topic))?
+        .unwrap_or_default();
+    let (state, watermark) = rebuild_state(&history);
+    info!(events = history.len(), stats = ?state.stats(), "ownership state rebuilt from ClickHouse");
+    drop(history);
+    let state = Arc::new(RwLock::new(state));
+    let progress = Arc::new(ControlProgress { watermark: Mutex::new(watermark), changed: Condvar::new() });
+    let start: HashMap<i32, i64> =
+        stored_control.iter().map(|(&partition, &last)| (partition, (last + 1 - kafka.resume_rewind_messages).max(0))).collect();
+    let (control_consumer, control_partitions) = ingest::control_consumer(&kafka, &start)?;
     info!(partitions = ?control_partitions, stored = ?stored_control, "control reader assigned");
 
     let control_thread = {
@@ -124,6 +141,24 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
     result.and(control_result)
 }
 
+/// Rebuilds the ownership state from the audit log, in the order the events were consumed, and
+/// the latest event time per control partition.
+fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlWatermark) {
+    let mut state = OwnershipState::new();
+    let mut watermark = ControlWatermark::default();
+    for row in history {
+        match query::rows::decode_control_row(row) {
+            Ok(event) => {
+                state.apply(&event);
+                let max = watermark.max_time_us.entry(row.kafka_partition).or_insert(row.event_time_us);
+                *max = (*max).max(row.event_time_us);
+            }
+            Err(e) => warn!(event_id = %row.event_id, error = %e, "stored control event no longer decodes; skipped"),
+        }
+    }
+    (state, watermark)
+}
+
 struct ControlLoop {
     consumer: BaseConsumer,
     topic: String,
@@ -138,8 +173,32 @@ struct ControlLoop {
     max_backoff: Duration,
 }
 
+/// Applies a control event to the state; returns its anomalies (for the audit log).
+fn apply_control(state: &RwLock<OwnershipState>, event: &Event, stats: &RunStats) -> Vec<String> {
+    let mut state = state.write().expect("state lock");
+    let mut anomalies = Vec::new();
+    if let enrich::ApplyOutcome::OwnerChangeRejected { credential_id, owner_id, attempted_owner_id } = state.apply(event) {
+        stats.owner_change_attempts.fetch_add(1, Ordering::Relaxed);
+        warn!(event_id = %event.event_id, credential_id, owner_id, attempted_owner_id, "credential owner change ignored");
+        anomalies.push("owner_change_rejected".to_owned());
+    }
+    // An audit event's principal must own the API key it acted with.
+    if let Some(principal) = &event.principal {
+        if let Some(key) = principal.credential.as_ref().filter(|k| !k.id.is_empty()) {
+            if let Some((owner, _)) = state.credential_owner(&key.id) {
+                if owner != principal.id {
+                    warn!(event_id = %event.event_id, api_key = %key.id, owner, principal = %principal.id, "principal acted with an API key it does not own");
+                    anomalies.push("api_key_owner_mismatch".to_owned());
+                }
+            }
+        }
+    }
+    anomalies
+}
+
 fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
     while !ctx.stop.load(Ordering::SeqCst) {
+        let mut max_time: HashMap<i32, i64> = HashMap::new();
         let mut rows = Vec::new();
         let mut letters = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -148,21 +207,20 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
             let Some(message) = ctx.consumer.poll(timeout) else { break };
             let message = message.with_context(|| format!("poll {}", ctx.topic))?;
             let (partition, offset) = (message.partition(), message.offset());
+            if ctx.stored.get(&partition).is_some_and(|&last| offset <= last) {
+                continue; // in the audit log and in the rebuilt state already (resume rewind)
+            }
             ctx.stats.control_in.fetch_add(1, Ordering::Relaxed);
-            let already_stored = ctx.stored.get(&partition).is_some_and(|&last| offset <= last);
             match decode(&message) {
                 Ok(event) if event.kind().is_traffic() => {
                     letters.push(wrong_topic(&message, &event, "a traffic event on the control topic"));
                 }
                 Ok(event) => {
-                    let outcome = ctx.state.write().expect("state lock").apply(&event);
-                    if let enrich::ApplyOutcome::OwnerChangeRejected { credential_id, owner_id, attempted_owner_id } = &outcome {
-                        ctx.stats.owner_change_attempts.fetch_add(1, Ordering::Relaxed);
-                        warn!(event_id = %event.event_id, credential_id, owner_id, attempted_owner_id, "credential owner change ignored");
-                    }
-                    if !already_stored {
-                        rows.push(control_row(&event, &message));
-                    }
+                    let anomalies = apply_control(&ctx.state, &event, &ctx.stats);
+                    rows.push(control_row(&event, &message, anomalies));
+                    let time = event.event_timestamp.timestamp_micros();
+                    let max = max_time.entry(partition).or_insert(time);
+                    *max = (*max).max(time);
                 }
                 Err(letter) => letters.push(letter),
             }
@@ -181,11 +239,15 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
         // The application position is one past the last message poll returned, for every
         // partition (whether or not it had messages): that is how far the state is applied.
         if let Ok(assignment) = ctx.consumer.position() {
-            let mut next = ctx.progress.next.lock().expect("progress lock");
+            let mut watermark = ctx.progress.watermark.lock().expect("progress lock");
             for element in assignment.elements_for_topic(&ctx.topic) {
                 if let Offset::Offset(offset) = element.offset() {
-                    next.insert(element.partition(), offset);
+                    watermark.next.insert(element.partition(), offset);
                 }
+            }
+            for (partition, time) in max_time {
+                let max = watermark.max_time_us.entry(partition).or_insert(time);
+                *max = (*max).max(time);
             }
             ctx.progress.changed.notify_all();
         }
@@ -193,8 +255,8 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct TrafficLoop<C: ConsumerContext> {
-    consumer: BaseConsumer<C>,
+struct TrafficLoop {
+    consumer: BaseConsumer<ingest::TrafficContext>,
     control_topic: String,
     control_partitions: Vec<i32>,
     state: Arc<RwLock<OwnershipState>>,
@@ -207,7 +269,7 @@ struct TrafficLoop<C: ConsumerContext> {
     settings: RunSettings,
 }
 
-fn traffic_loop<C: ConsumerContext>(ctx: TrafficLoop<C>) -> anyhow::Result<()> {
+fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
     while !ctx.stop.load(Ordering::SeqCst) {
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
@@ -227,6 +289,9 @@ fn traffic_loop<C: ConsumerContext>(ctx: TrafficLoop<C>) -> anyhow::Result<()> {
                 continue;
             };
             let message = message.context("poll the traffic topic")?;
+            if ctx.consumer.context().already_stored(message.partition(), message.offset()) {
+                continue; // re-read by the resume rewind; its row is durable
+            }
             ctx.stats.traffic_in.fetch_add(1, Ordering::Relaxed);
             if topic.is_empty() {
                 topic = message.topic().to_owned();
@@ -241,7 +306,8 @@ fn traffic_loop<C: ConsumerContext>(ctx: TrafficLoop<C>) -> anyhow::Result<()> {
         if events.is_empty() && letters.is_empty() {
             continue;
         }
-        if !wait_for_control(&ctx) {
+        let t_max = events.iter().map(|(event, _, _)| event.usage_time().timestamp_micros()).max().unwrap_or(i64::MIN);
+        if !wait_for_control(&ctx, t_max) {
             break; // stopping: the batch was not written and will be re-read
         }
         let now = Utc::now().timestamp() as u32;
@@ -274,35 +340,49 @@ fn traffic_loop<C: ConsumerContext>(ctx: TrafficLoop<C>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks until the control reader has read every control partition up to the high watermark
-/// taken now. Returns `false` when stopping.
-fn wait_for_control<C: ConsumerContext>(ctx: &TrafficLoop<C>) -> bool {
-    let highs = loop {
-        match ingest::high_watermarks(&ctx.consumer, &ctx.control_topic, &ctx.control_partitions) {
-            Ok(highs) => break highs,
+/// Blocks until the control plane has been read past `t_us` (the latest usage time in the batch):
+/// each control partition has applied an event at or after `t_us`, or it is read to the end (its
+/// high watermark, fetched after the batch was polled) and `t_us` is older than the allowed
+/// lateness, so a control event published a little after its traffic is still waited for.
+/// Returns `false` when stopping.
+fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
+    let lateness_us = i64::try_from(ctx.settings.control_lateness_ms).unwrap_or(i64::MAX / 2).saturating_mul(1000);
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let highs = match ingest::high_watermarks(&ctx.consumer, &ctx.control_topic, &ctx.control_partitions) {
+            Ok(highs) => highs,
             Err(e) => {
                 warn!(error = %e, "cannot read control high watermarks; retrying");
-                if ctx.stop.load(Ordering::SeqCst) {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(200));
+                HashMap::new()
             }
+        };
+        let fetched = Instant::now();
+        let mut watermark = ctx.progress.watermark.lock().expect("progress lock");
+        while fetched.elapsed() < Duration::from_millis(200) {
+            let now_us = Utc::now().timestamp_micros();
+            let behind: Vec<i32> = ctx
+                .control_partitions
+                .iter()
+                .copied()
+                .filter(|p| {
+                    let past_t = watermark.max_time_us.get(p).is_some_and(|&max| max >= t_us);
+                    let at_end = highs.get(p).is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high);
+                    !(past_t || (at_end && now_us.saturating_sub(lateness_us) >= t_us))
+                })
+                .collect();
+            if behind.is_empty() {
+                return true;
+            }
+            if ctx.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if !warned && started.elapsed() > Duration::from_secs(5) {
+                warn!(?behind, "traffic waits for the control plane to be read past its time");
+                warned = true;
+            }
+            watermark = ctx.progress.changed.wait_timeout(watermark, Duration::from_millis(20)).expect("progress lock").0;
         }
-    };
-    let started = Instant::now();
-    let mut next = ctx.progress.next.lock().expect("progress lock");
-    loop {
-        let behind: Vec<_> = highs.iter().filter(|(p, high)| next.get(p).copied().unwrap_or(0) < **high).collect();
-        if behind.is_empty() {
-            return true;
-        }
-        if ctx.stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            warn!(?behind, "traffic waits for the control plane to be read");
-        }
-        next = ctx.progress.changed.wait_timeout(next, Duration::from_millis(500)).expect("progress lock").0;
     }
 }
 
@@ -370,6 +450,7 @@ fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32,
         kafka_partition: partition,
         kafka_offset: offset,
         ingested_at: now,
+        sign: 1,
     }
 }
 
@@ -402,10 +483,11 @@ fn dead_letter_usage_row(letter: &DeadLetter, now: u32) -> UsageRow {
         kafka_partition: letter.partition,
         kafka_offset: letter.offset,
         ingested_at: now,
+        sign: 1,
     }
 }
 
-fn control_row(event: &Event, message: &BorrowedMessage<'_>) -> ControlRow {
+fn control_row(event: &Event, message: &BorrowedMessage<'_>, anomalies: Vec<String>) -> ControlRow {
     let principal = event.principal.clone().unwrap_or_default();
     let object = event.object.as_ref();
     let object_id = match &event.body {
@@ -434,6 +516,7 @@ fn control_row(event: &Event, message: &BorrowedMessage<'_>) -> ControlRow {
         kafka_partition: message.partition(),
         kafka_offset: message.offset(),
         ingested_at: Utc::now().timestamp() as u32,
+        anomalies,
     }
 }
 

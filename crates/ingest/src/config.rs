@@ -23,6 +23,10 @@ pub struct KafkaConfig {
     /// Max time between polls before the group evicts a consumer. tansu's JoinGroup waits this
     /// long, so it is also how long a (re)join takes there.
     pub max_poll_interval_ms: u32,
+    /// On resume, start this many messages before the stored position and skip what is stored.
+    /// Needed with brokers that drop the rest of a record batch when a fetch starts inside it
+    /// (tansu 0.6); at least the producers' `batch.num.messages`. 0 is right for Apache Kafka.
+    pub resume_rewind_messages: i64,
 }
 
 impl Default for KafkaConfig {
@@ -35,6 +39,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: model::topics::DEAD_LETTER.into(),
             session_timeout_ms: 6000,
             max_poll_interval_ms: 6000,
+            resume_rewind_messages: 10_000,
         }
     }
 }
@@ -67,6 +72,9 @@ impl KafkaConfig {
         }
         if self.group_id.trim().is_empty() {
             return bad("group_id", "is empty".into());
+        }
+        if self.resume_rewind_messages < 0 {
+            return bad("resume_rewind_messages", format!("{} is negative", self.resume_rewind_messages));
         }
         if self.session_timeout_ms < 1000 {
             return bad("session_timeout_ms", format!("{} is below 1000", self.session_timeout_ms));

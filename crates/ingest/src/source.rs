@@ -24,10 +24,18 @@ use crate::error::{Error, Result};
 pub type PositionsFn = Arc<dyn Fn(&str) -> HashMap<i32, i64> + Send + Sync>;
 
 /// Consumer context of the traffic reader: positions partitions from ClickHouse on assignment.
+///
+/// Each partition is started `rewind` messages before its resume point and the messages up to the
+/// stored position are skipped by the reader ([`TrafficContext::already_stored`]): some brokers
+/// (tansu 0.6) skip the rest of a record batch when a fetch starts inside it, so starting exactly
+/// at the resume point could lose the messages after it in that batch. `rewind` must be at least
+/// the producers' largest batch in records (librdkafka's `batch.num.messages`, 10000 by default).
 pub struct TrafficContext {
     topic: String,
     positions: PositionsFn,
+    rewind: i64,
     assigned: Mutex<BTreeSet<i32>>,
+    stored: Mutex<HashMap<i32, i64>>,
 }
 
 impl std::fmt::Debug for TrafficContext {
@@ -41,6 +49,19 @@ impl TrafficContext {
     pub fn assigned(&self) -> BTreeSet<i32> {
         self.assigned.lock().expect("assigned lock").clone()
     }
+
+    /// Whether this message's row is already durable (it was re-read because of the rewind).
+    pub fn already_stored(&self, partition: i32, offset: i64) -> bool {
+        self.stored.lock().expect("stored lock").get(&partition).is_some_and(|&last| offset <= last)
+    }
+}
+
+/// Where to start reading a partition whose last durable offset is `last` (inclusive).
+fn start_offset(last: Option<i64>, rewind: i64) -> Offset {
+    match last {
+        None => Offset::Beginning,
+        Some(last) => Offset::Offset((last + 1 - rewind).max(0)),
+    }
 }
 
 impl ClientContext for TrafficContext {}
@@ -52,10 +73,12 @@ impl ConsumerContext for TrafficContext {
                 let positions = (self.positions)(&self.topic);
                 let mut assigned = self.assigned.lock().expect("assigned lock");
                 assigned.clear();
+                positions.clone_into(&mut self.stored.lock().expect("stored lock"));
                 for mut elem in tpl.elements_for_topic(&self.topic) {
                     let partition = elem.partition();
-                    // Stored offsets are inclusive (the last row written); resume one past it.
-                    let offset = positions.get(&partition).map_or(Offset::Beginning, |last| Offset::Offset(last + 1));
+                    // Stored offsets are inclusive (the last row written); resume one past it,
+                    // rewound (see the type's doc) and filtered by `already_stored`.
+                    let offset = start_offset(positions.get(&partition).copied(), self.rewind);
                     if let Err(e) = elem.set_offset(offset) {
                         warn!(partition, error = %e, "cannot set the resume offset");
                     }
@@ -97,7 +120,13 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
 
 /// The traffic reader, subscribed to the traffic topic in the consumer group.
 pub fn traffic_consumer(config: &KafkaConfig, positions: PositionsFn) -> Result<BaseConsumer<TrafficContext>> {
-    let context = TrafficContext { topic: config.traffic_topic.clone(), positions, assigned: Mutex::default() };
+    let context = TrafficContext {
+        topic: config.traffic_topic.clone(),
+        positions,
+        rewind: config.resume_rewind_messages,
+        assigned: Mutex::default(),
+        stored: Mutex::default(),
+    };
     let consumer: BaseConsumer<TrafficContext> = base_config(config)
         .set("group.id", &config.group_id)
         .create_with_context(context)
@@ -148,4 +177,17 @@ pub fn high_watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &s
         .iter()
         .map(|&p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| (p, high)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_starts_after_the_stored_offset_rewound_but_never_before_zero() {
+        assert_eq!(start_offset(None, 100), Offset::Beginning);
+        assert_eq!(start_offset(Some(41), 0), Offset::Offset(42));
+        assert_eq!(start_offset(Some(41), 10), Offset::Offset(32));
+        assert_eq!(start_offset(Some(5), 10_000), Offset::Offset(0));
+    }
 }

@@ -26,10 +26,11 @@ use crate::error::{with_deadline, Error, Result};
 
 /// The migration files, by file name. Adding a file under `schemas/clickhouse/` means adding it here;
 /// a unit test fails when the two disagree.
-const EMBEDDED: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../../../schemas/clickhouse/0001_initial.sql"),
-)];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("0001_initial.sql", include_str!("../../../schemas/clickhouse/0001_initial.sql")),
+    ("0002_usage_sign.sql", include_str!("../../../schemas/clickhouse/0002_usage_sign.sql")),
+    ("0003_control_anomalies.sql", include_str!("../../../schemas/clickhouse/0003_control_anomalies.sql")),
+];
 
 /// Where applied migrations are recorded, inside the configured database.
 pub const MIGRATIONS_TABLE: &str = "schema_migrations";

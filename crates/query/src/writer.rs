@@ -82,6 +82,20 @@ impl Writer {
         self.insert(DEAD_LETTER_TABLE, rows).await
     }
 
+    /// Every stored control event of `topic`, in the order it was consumed (partition, offset):
+    /// what the ownership state is rebuilt from at start-up.
+    pub async fn control_history(&self, topic: &str) -> Result<Vec<ControlRow>> {
+        with_deadline(
+            format!("read the control-event history of topic {topic:?}"),
+            self.query_timeout.max(Duration::from_secs(300)),
+            self.client
+                .query("SELECT ?fields FROM control_events WHERE kafka_topic = ? ORDER BY kafka_partition, kafka_offset")
+                .bind(topic)
+                .fetch_all::<ControlRow>(),
+        )
+        .await
+    }
+
     /// The highest offset stored per partition of `topic`, across usage, control events and dead
     /// letters. Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.

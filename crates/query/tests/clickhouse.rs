@@ -115,6 +115,7 @@ fn usage_row(event_id: &str, time: &str, owner_id: &str, offset: i64) -> UsageRo
         kafka_partition: 0,
         kafka_offset: offset,
         ingested_at: event_time + 5,
+        sign: 1,
     }
 }
 
@@ -135,6 +136,7 @@ fn control_row(offset: i64) -> ControlRow {
         kafka_partition: 0,
         kafka_offset: offset,
         ingested_at: secs("2024-05-01T09:00:02Z"),
+        anomalies: vec!["api_key_owner_mismatch".to_owned()],
     }
 }
 
@@ -167,14 +169,14 @@ async fn migrations_apply_once_and_refuse_edited_history() {
     assert_eq!(first.database, db.config.database);
     assert!(!first.server_version.is_empty());
     let versions: Vec<u32> = first.applied.iter().map(|m| m.version).collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(first.applied[0].name, "initial");
     assert_eq!(first.applied[0].statements, 3);
     assert!(first.already_applied.is_empty());
 
     let second = migrate(&db.config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.already_applied, [1]);
+    assert_eq!(second.already_applied, [1, 2, 3]);
 
     let tables = db
         .client()
@@ -195,11 +197,11 @@ async fn migrations_apply_once_and_refuse_edited_history() {
 
     let recorded = db
         .client()
-        .query("SELECT ?fields FROM schema_migrations")
+        .query("SELECT ?fields FROM schema_migrations ORDER BY version")
         .fetch_all::<MigrationRecord>()
         .await
         .unwrap();
-    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded.len(), 3);
     let expected_checksum = botmeter_query::migrate::migrations().unwrap()[0].checksum();
     assert_eq!(recorded[0].checksum, expected_checksum);
     assert_eq!(
@@ -270,6 +272,9 @@ async fn rows_round_trip_field_by_field() {
         .unwrap();
     // Empty batches send nothing and succeed.
     writer.insert_usage(&[]).await.unwrap();
+    // The control history reads back exactly what was written (the state is rebuilt from it).
+    assert_eq!(writer.control_history(&control.kafka_topic).await.unwrap(), vec![control.clone()]);
+    assert!(writer.control_history("another-topic").await.unwrap().is_empty());
 
     let client = db.client();
     let got = client
@@ -296,6 +301,7 @@ async fn rows_round_trip_field_by_field() {
     assert_eq!(got.hostname, usage.hostname);
     assert_eq!(got.port, usage.port);
     assert_eq!(got.bytes_in, usage.bytes_in);
+    assert_eq!(got.sign, usage.sign);
     assert_eq!(got.bytes_out, usage.bytes_out);
     assert_eq!(got.http_requests, usage.http_requests);
     assert_eq!(got.tcp_connections, usage.tcp_connections);
@@ -508,6 +514,13 @@ async fn usage_endpoint_returns_exact_hourly_sums() {
             tcp("ev_b", "2024-05-01T10:10:00Z", "bot_b", 9_000, 9_000),
             tcp("ev_early", "2024-05-01T09:59:59Z", "bot_a", 8_000, 8_000),
             tcp("ev_late", "2024-05-01T12:00:00Z", "bot_a", 8_000, 8_000),
+            // A restated row and its cancelling copy (sign -1) net to nothing.
+            tcp("ev_restated", "2024-05-01T10:40:00Z", "bot_a", 5_000, 5_000),
+            {
+                let mut cancel = tcp("ev_restated", "2024-05-01T10:40:00Z", "bot_a", 5_000, 5_000);
+                cancel.sign = -1;
+                cancel
+            },
         ])
         .await
         .unwrap();
