@@ -61,6 +61,24 @@ pub enum Command {
     },
     /// Consume the control and traffic topics, attribute traffic, and write it to ClickHouse.
     Run(RunArgs),
+    /// Re-resolve unattributed usage in a time window once the missing control events have
+    /// arrived, without double counting (restated rows are cancelled, not rewritten).
+    Reattribute {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+        /// The control topic whose audit log the ownership state is rebuilt from.
+        #[arg(long, env = "BOTMETER_CONTROL_TOPIC", default_value = model::topics::CONTROL)]
+        control_topic: String,
+        /// Start of the window (inclusive, RFC 3339), by usage time.
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the window (exclusive, RFC 3339).
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
     Simulate(SimulateArgs),
@@ -280,7 +298,11 @@ pub fn init_logging(args: &LogArgs) {
         eprintln!("warning: invalid --log filter {:?} ({e}); using info", args.log);
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -307,6 +329,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => run(args).await?,
         Command::Simulate(args) => simulate(args).await?,
+        Command::Reattribute { clickhouse, control_topic, from, to, no_progress } => {
+            let config = clickhouse.config()?;
+            anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
+            let writer = query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
+            let report = crate::reattribute::reattribute(&writer, &control_topic, from, to, !no_progress).await?;
+            println!(
+                "{} unattributed rows in [{from}, {to}): {} now attributed, {} with another reason, still unattributed: {:?}",
+                report.candidates, report.attributed, report.reason_changed, report.still_unattributed
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

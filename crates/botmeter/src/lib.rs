@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod pipeline;
+pub mod reattribute;
 pub mod simulate;

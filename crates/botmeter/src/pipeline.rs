@@ -70,7 +70,7 @@ pub struct RunStats {
 /// How far the control reader got, per control partition: the next offset to read and the
 /// latest event time applied (microseconds).
 #[derive(Debug, Default)]
-struct ControlWatermark {
+pub(crate) struct ControlWatermark {
     next: HashMap<i32, i64>,
     max_time_us: HashMap<i32, i64>,
 }
@@ -143,7 +143,7 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
 
 /// Rebuilds the ownership state from the audit log, in the order the events were consumed, and
 /// the latest event time per control partition.
-fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlWatermark) {
+pub(crate) fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlWatermark) {
     let mut state = OwnershipState::new();
     let mut watermark = ControlWatermark::default();
     for row in history {
@@ -422,21 +422,23 @@ fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32,
     };
     let resolution = state.resolve(&conn.server_name, conn.server_port, endpoint_id, t);
     let is_tcp = http.is_none();
-    UsageRow {
+    let mut row = UsageRow {
         event_id: event.event_id.clone(),
         event_type: event.event_type.clone(),
         event_time: seconds(t),
         event_time_us: t.timestamp_micros(),
         account_id: event.account_id.clone(),
-        status: if resolution.unattributed.is_some() { status::UNATTRIBUTED } else { status::ATTRIBUTED }.to_owned(),
-        unattributed_reason: resolution.unattributed.map(|r| r.as_str().to_owned()).unwrap_or_default(),
-        flags: resolution.flags.iter().map(|f| f.as_str().to_owned()).collect(),
-        owner_id: resolution.owner_id.clone().unwrap_or_default(),
-        owner_kind: resolution.owner_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
-        credential_id: resolution.credential_id.clone().unwrap_or_default(),
-        credential_kind: resolution.credential_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
-        session_id: resolution.session_id.clone().unwrap_or_default(),
-        endpoint_id: resolution.endpoint_id.clone().unwrap_or_default(),
+        status: String::new(),
+        unattributed_reason: String::new(),
+        flags: Vec::new(),
+        owner_id: String::new(),
+        owner_kind: String::new(),
+        credential_id: String::new(),
+        credential_kind: String::new(),
+        session_id: String::new(),
+        // The endpoint the event names (Traffic Policy log action), kept even when unknown so
+        // that `reattribute` can look it up again.
+        endpoint_id: endpoint_id.unwrap_or_default().to_owned(),
         hostname: conn.server_name.to_ascii_lowercase(),
         port: conn.server_port.unwrap_or(0),
         bytes_in: if is_tcp { conn.bytes_in } else { 0 },
@@ -451,6 +453,23 @@ fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32,
         kafka_offset: offset,
         ingested_at: now,
         sign: 1,
+    };
+    set_attribution(&mut row, &resolution);
+    row
+}
+
+/// Writes a resolution's outcome into a usage row (status, reason, flags and the chain's ids).
+pub(crate) fn set_attribution(row: &mut UsageRow, resolution: &enrich::Resolution) {
+    row.status = if resolution.unattributed.is_some() { status::UNATTRIBUTED } else { status::ATTRIBUTED }.to_owned();
+    row.unattributed_reason = resolution.unattributed.map(|r| r.as_str().to_owned()).unwrap_or_default();
+    row.flags = resolution.flags.iter().map(|f| f.as_str().to_owned()).collect();
+    row.owner_id = resolution.owner_id.clone().unwrap_or_default();
+    row.owner_kind = resolution.owner_kind.map(|k| k.as_str().to_owned()).unwrap_or_default();
+    row.credential_id = resolution.credential_id.clone().unwrap_or_default();
+    row.credential_kind = resolution.credential_kind.map(|k| k.as_str().to_owned()).unwrap_or_default();
+    row.session_id = resolution.session_id.clone().unwrap_or_default();
+    if let Some(endpoint_id) = &resolution.endpoint_id {
+        row.endpoint_id.clone_from(endpoint_id);
     }
 }
 

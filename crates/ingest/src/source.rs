@@ -113,6 +113,8 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
+        // Low latency from publish to attribution: do not let the broker hold a fetch long.
+        .set("fetch.wait.max.ms", "100")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string());
     client

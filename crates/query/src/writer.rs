@@ -96,6 +96,25 @@ impl Writer {
         .await
     }
 
+    /// Every `unattributed` usage row (both signs: originals and the copies cancelling restated
+    /// ones) with `event_time` in `[from, to)` (Unix seconds), for `botmeter reattribute`.
+    pub async fn unattributed_rows(&self, from: u32, to: u32) -> Result<Vec<UsageRow>> {
+        with_deadline(
+            format!("read unattributed usage in [{from}, {to})"),
+            self.query_timeout.max(Duration::from_secs(300)),
+            self.client
+                .query(
+                    "SELECT ?fields FROM usage_events WHERE status = 'unattributed' \
+                     AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
+                     ORDER BY kafka_topic, kafka_partition, kafka_offset",
+                )
+                .bind(from)
+                .bind(to)
+                .fetch_all::<UsageRow>(),
+        )
+        .await
+    }
+
     /// The highest offset stored per partition of `topic`, across usage, control events and dead
     /// letters. Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.

@@ -1,0 +1,243 @@
+//! How much memory the ownership state takes for a fleet of live agent sessions and endpoints, and
+//! how fast the as-of join runs on it.
+//!
+//! Builds an [`OwnershipState`] from real decoded events (`model::decode` on JSON bytes, as the
+//! control loop does): N/100 bot users, N/10 credentials, N agent sessions and N endpoints with
+//! ngrok-style ids (`ts_2…`, `ep_2…`, `cr_2…`, 30 bytes) and hostnames (`<adj>-<noun>-<n>.ngrok.app`),
+//! reads the process's resident memory (`VmRSS`, `VmHWM` from `/proc/self/status`) before and
+//! after, then times `resolve` on random live hostnames. Prints a table; asserts no timing.
+//!
+//! ```text
+//! cargo bench -p botmeter-enrich --bench state_memory            # N = 1_000_000
+//! cargo bench -p botmeter-enrich --bench state_memory -- 200000  # or STATE_MEMORY_N=200000
+//! ```
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
+use botmeter_enrich::OwnershipState;
+
+const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "proud", "silly", "witty"];
+const NOUNS: &[&str] = &["otter", "falcon", "badger", "heron", "lynx", "marmot", "newt", "panda", "quokka", "raven", "tapir", "walrus"];
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// SplitMix64: deterministic, dependency-free randomness.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// An ngrok-style id: prefix + 27 base62 characters (a KSUID), e.g. `ts_2Xf…`, derived from
+/// `(kind, i)` so that the bench can rebuild any id without keeping it.
+fn id(prefix: &str, kind: u64, i: usize) -> String {
+    let mut rng = Rng(kind.wrapping_mul(0x1000_0000_0001) ^ i as u64);
+    let mut s = String::with_capacity(prefix.len() + 27);
+    s.push_str(prefix);
+    s.push_str("2X");
+    for _ in 0..25 {
+        s.push(char::from(BASE62[rng.below(BASE62.len())]));
+    }
+    s
+}
+
+fn hostname(i: usize) -> String {
+    let mut rng = Rng(0xB0B ^ i as u64);
+    format!("{}-{}-{i}.ngrok.app", ADJECTIVES[rng.below(ADJECTIVES.len())], NOUNS[rng.below(NOUNS.len())])
+}
+
+fn owner(n_bots: usize, c: usize) -> String {
+    // One credential in five belongs to a person, the rest to bot users.
+    if c % 5 == 0 {
+        id("usr_", 5, c % n_bots.max(1))
+    } else {
+        id("bot_", 1, c % n_bots.max(1))
+    }
+}
+
+struct Fleet {
+    sessions: usize,
+    credentials: usize,
+    bots: usize,
+    base: DateTime<Utc>,
+}
+
+impl Fleet {
+    fn at(&self, ms: usize) -> String {
+        (self.base + Duration::milliseconds(ms as i64)).to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    fn credential_of(&self, s: usize) -> usize {
+        s % self.credentials
+    }
+
+    fn bot_event(&self, b: usize) -> String {
+        let at = self.at(b);
+        format!(
+            r#"{{"event_id":"ev_b{b}","event_type":"bot_user_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","name":"ci-bot-{b}","active":true,"created_at":"{at}"}}}}"#,
+            id("bot_", 1, b)
+        )
+    }
+
+    fn credential_event(&self, c: usize) -> String {
+        let at = self.at(self.bots + c);
+        // Half the credentials restrict binds to ngrok.app subdomains, half allow everything.
+        let acl = if c % 2 == 0 { r#"["bind:*.ngrok.app"]"# } else { "[]" };
+        format!(
+            r#"{{"event_id":"ev_c{c}","event_type":"tunnel_credential_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","description":"agent {c}","metadata":"","created_at":"{at}","owner_id":"{}","acl":{acl},"token":"secret"}}}}"#,
+            id("cr_", 2, c),
+            owner(self.bots, c)
+        )
+    }
+
+    fn session_event(&self, s: usize) -> String {
+        let at = self.at(self.bots + self.credentials + 2 * s);
+        format!(
+            r#"{{"event_id":"ev_s{s}","event_type":"agent_session_start.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"session":{{"id":"{}","uri":""}},"credential":{{"id":"{}","uri":""}},"agent_ip":"203.0.113.7","region":"us","started_at":"{at}"}}}}"#,
+            id("ts_", 3, s),
+            id("cr_", 2, self.credential_of(s))
+        )
+    }
+
+    fn endpoint_event(&self, s: usize) -> String {
+        let at = self.at(self.bots + self.credentials + 2 * s + 1);
+        // One endpoint in fifty is labeled.
+        let labels = if s % 50 == 0 { format!(r#","labels":{{"app":"svc-{}"}}"#, s % 7) } else { String::new() };
+        format!(
+            r#"{{"event_id":"ev_e{s}","event_type":"endpoint_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","url":"https://{}","proto":"https","tunnel_session":{{"id":"{}"}},"principal":{{"id":"{}"}},"created_at":"{at}"{labels}}}}}"#,
+            id("ep_", 4, s),
+            hostname(s),
+            id("ts_", 3, s),
+            owner(self.bots, self.credential_of(s))
+        )
+    }
+
+    /// After every event of the fleet.
+    fn now(&self) -> DateTime<Utc> {
+        self.base + Duration::milliseconds((self.bots + self.credentials + 2 * self.sessions + 1) as i64)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss_kb: u64,
+    hwm_kb: u64,
+}
+
+fn memory() -> Memory {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Memory { rss_kb: field("VmRSS:"), hwm_kb: field("VmHWM:") }
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn apply(state: &mut OwnershipState, json: &str) {
+    let event = model::decode(json.as_bytes()).expect("bench events decode");
+    black_box(state.apply(&event));
+}
+
+fn size_from_args() -> usize {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .or_else(|| std::env::var("STATE_MEMORY_N").ok())
+        .map(|s| s.replace('_', "").parse().expect("N must be a number"))
+        .unwrap_or(1_000_000)
+}
+
+fn main() {
+    let n = size_from_args().max(10);
+    let fleet = Fleet {
+        sessions: n,
+        credentials: (n / 10).max(1),
+        bots: (n / 100).max(1),
+        base: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
+    };
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |name: &str, value: String| {
+        println!("{name:<44} {value}");
+        rows.push((name.to_owned(), value));
+    };
+
+    let before = memory();
+    let mut state = OwnershipState::new();
+    let started = Instant::now();
+    for b in 0..fleet.bots {
+        apply(&mut state, &fleet.bot_event(b));
+    }
+    for c in 0..fleet.credentials {
+        apply(&mut state, &fleet.credential_event(c));
+    }
+    for s in 0..fleet.sessions {
+        apply(&mut state, &fleet.session_event(s));
+        apply(&mut state, &fleet.endpoint_event(s));
+    }
+    let build = started.elapsed();
+    let events = fleet.bots + fleet.credentials + 2 * fleet.sessions;
+    let after = memory();
+    let stats = state.stats();
+
+    row("sessions / endpoints / credentials / bots", format!("{} / {} / {} / {}", stats.sessions, stats.endpoints, stats.credentials, stats.bot_users));
+    row("RSS before (MiB)", format!("{:.1}", mb(before.rss_kb)));
+    row("RSS after build (MiB)", format!("{:.1}", mb(after.rss_kb)));
+    row("peak RSS, VmHWM (MiB)", format!("{:.1}", mb(after.hwm_kb)));
+    let state_bytes = (after.rss_kb.saturating_sub(before.rss_kb)) * 1024;
+    row("state RSS, after - before (MiB)", format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)));
+    row("bytes per session + endpoint (RSS delta / N)", format!("{:.0}", state_bytes as f64 / n as f64));
+    row("decode + apply (events/s)", format!("{:.0}", events as f64 / build.as_secs_f64()));
+
+    // Resolve on random live hostnames at a time when all are live.
+    let queries = n.min(1_000_000);
+    let mut rng = Rng(42);
+    let hosts: Vec<String> = (0..queries).map(|_| hostname(rng.below(n))).collect();
+    let endpoint_ids: Vec<String> = (0..queries / 4).map(|_| id("ep_", 4, rng.below(n))).collect();
+    let misses: Vec<String> = (0..queries / 4).map(|i| format!("gone-{i}.ngrok.app")).collect();
+    let now = fleet.now();
+    let mut time_resolves = |name: &str, run: &mut dyn FnMut() -> (usize, usize)| {
+        let started = Instant::now();
+        let (count, attributed) = run();
+        let elapsed = started.elapsed();
+        let ns = elapsed.as_nanos() as f64 / count as f64;
+        row(&format!("resolve {name} (ns/resolve)"), format!("{ns:.0}  ({:.2} M/s, {attributed}/{count} attributed)", 1e3 / ns));
+    };
+    time_resolves("by hostname", &mut || {
+        let attributed = hosts.iter().filter(|h| black_box(state.resolve(h, None, None, now)).unattributed.is_none()).count();
+        (hosts.len(), attributed)
+    });
+    time_resolves("by endpoint id", &mut || {
+        let attributed = endpoint_ids.iter().filter(|e| black_box(state.resolve("", None, Some(e), now)).unattributed.is_none()).count();
+        (endpoint_ids.len(), attributed)
+    });
+    time_resolves("unknown hostname", &mut || {
+        let attributed = misses.iter().filter(|h| black_box(state.resolve(h, Some(443), None, now)).unattributed.is_none()).count();
+        (misses.len(), attributed)
+    });
+
+    println!();
+    println!("| measure (N = {n}) | value |");
+    println!("| --- | --- |");
+    for (name, value) in &rows {
+        println!("| {name} | {value} |");
+    }
+}
