@@ -65,6 +65,8 @@ pub struct RunStats {
     pub owner_change_attempts: AtomicU64,
     /// Failed ClickHouse writes (each retried).
     pub write_errors: AtomicU64,
+    /// ClickHouse writes are failing now: traffic partitions are paused (readiness reports it).
+    pub degraded: AtomicBool,
 }
 
 /// How far the control reader got, per control partition: the next offset to read and the
@@ -225,15 +227,23 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
                 Err(letter) => letters.push(letter),
             }
         }
-        if !letters.is_empty() || !rows.is_empty() {
-            write_dead_letters(&ctx.handle, &ctx.writer, &ctx.dead_letters, &letters, &ctx.stop, &ctx.stats, ctx.max_backoff)?;
-            if !rows.is_empty() {
-                let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write control events", ctx.max_backoff, &ctx.stats, || {
-                    ctx.writer.insert_control(&rows)
-                })?;
-                if written.is_none() {
-                    break; // stopping before the write landed: it is re-read on the next start
-                }
+        if !letters.is_empty() {
+            publish_dead_letters(&ctx.dead_letters, &letters)?;
+            let dead_rows = dead_letter_rows(&letters);
+            let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write dead letters", ctx.max_backoff, &ctx.stats, || {
+                ctx.writer.insert_dead_letters(&dead_rows)
+            })?;
+            if written.is_none() {
+                break;
+            }
+            ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        }
+        for run in contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time)) {
+            let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write control events", ctx.max_backoff, &ctx.stats, || {
+                ctx.writer.insert_control(&run)
+            })?;
+            if written.is_none() {
+                return Ok(()); // stopping before the write landed: it is re-read on the next start
             }
         }
         // The application position is one past the last message poll returned, for every
@@ -270,8 +280,8 @@ struct TrafficLoop {
 }
 
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
-    let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
     while !ctx.stop.load(Ordering::SeqCst) {
+        let generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
         let mut letters = Vec::new();
         let mut topic = String::new();
@@ -306,6 +316,12 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         if events.is_empty() && letters.is_empty() {
             continue;
         }
+        if ctx.consumer.context().generation() != generation {
+            // A rebalance happened while the batch filled: its partitions may be elsewhere now.
+            // The new assignment re-reads from ClickHouse's positions, so nothing is lost.
+            info!(dropped = events.len() + letters.len(), "batch dropped after a rebalance");
+            continue;
+        }
         let t_max = events.iter().map(|(event, _, _)| event.usage_time().timestamp_micros()).max().unwrap_or(i64::MIN);
         if !wait_for_control(&ctx, t_max) {
             break; // stopping: the batch was not written and will be re-read
@@ -314,20 +330,36 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
             let state = ctx.state.read().expect("state lock");
-            for (event, partition, offset) in &events {
-                let row = usage_row(&state, event, &topic, *partition, *offset, now);
-                let counter = if row.status == status::ATTRIBUTED { &ctx.stats.attributed } else { &ctx.stats.unattributed };
-                counter.fetch_add(1, Ordering::Relaxed);
-                rows.push(row);
-            }
+            rows.extend(events.iter().map(|(event, partition, offset)| usage_row(&state, event, &topic, *partition, *offset, now)));
         }
         rows.extend(letters.iter().map(|l| dead_letter_usage_row(l, now)));
-        write_dead_letters(&ctx.handle, &ctx.writer, &ctx.dead_letters, &letters, &ctx.stop, &ctx.stats, max_backoff)?;
-        let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write usage rows", max_backoff, &ctx.stats, || ctx.writer.insert_usage(&rows))?;
-        if written.is_none() {
-            break;
+        let (attributed, unattributed) = rows.iter().fold((0, 0), |(a, u), row| match row.status.as_str() {
+            status::ATTRIBUTED => (a + 1, u),
+            status::UNATTRIBUTED => (a, u + 1),
+            _ => (a, u),
+        });
+        if !letters.is_empty() {
+            publish_dead_letters(&ctx.dead_letters, &letters)?;
+            let dead_rows = dead_letter_rows(&letters);
+            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), |rows| ctx.writer.insert_dead_letters(rows))? {
+                Written::All => {}
+                Written::Stopped => break,
+                Written::Rebalanced => continue,
+            }
         }
-        debug!(rows = rows.len(), "traffic batch written");
+        let runs = contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time));
+        match write_holding(&ctx, generation, &runs, |rows| ctx.writer.insert_usage(rows))? {
+            Written::All => {}
+            Written::Stopped => break,
+            Written::Rebalanced => {
+                info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
+                continue;
+            }
+        }
+        ctx.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
+        ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
+        ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        debug!(rows = events.len() + letters.len(), inserts = runs.len(), "traffic batch written");
         // Informative only (lag tools): the resume point is what ClickHouse holds.
         let mut tpl = TopicPartitionList::new();
         for (partition, next) in commit {
@@ -335,6 +367,122 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         }
         if let Err(e) = ctx.consumer.commit(&tpl, CommitMode::Async) {
             debug!(error = %e, "offset commit failed (informative only)");
+        }
+    }
+    Ok(())
+}
+
+/// How a batch's writes ended.
+enum Written {
+    /// Every insert is durable.
+    All,
+    /// Stopping before everything was written; the rest is re-read on the next start.
+    Stopped,
+    /// The partitions moved while ClickHouse was down; the new owner resumes from ClickHouse.
+    Rebalanced,
+}
+
+/// Splits rows into the inserts that keep the stored positions exact: per Kafka partition, in
+/// offset order, maximal runs whose `event_time` falls in one month (one table partition, so each
+/// insert is atomic). Runs are written in order, so a crash between two of them leaves every
+/// stored offset of a partition below its stored maximum durable: no gap to skip on resume.
+pub(crate) fn contiguous_runs<R>(rows: Vec<R>, key: impl Fn(&R) -> (i32, i64, u32)) -> Vec<Vec<R>> {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<R>> = std::collections::BTreeMap::new();
+    for row in rows {
+        by_partition.entry(key(&row).0).or_default().push(row);
+    }
+    let mut runs = Vec::new();
+    for (_, mut rows) in by_partition {
+        rows.sort_by_key(|row| key(row).1);
+        let mut run: Vec<R> = Vec::new();
+        let mut month = None;
+        for row in rows {
+            let row_month = month_of(key(&row).2);
+            if month.is_some_and(|m| m != row_month) {
+                runs.push(std::mem::take(&mut run));
+            }
+            month = Some(row_month);
+            run.push(row);
+        }
+        if !run.is_empty() {
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// `YYYYMM` (UTC) of a Unix time: the tables' partition key.
+pub(crate) fn month_of(unix_seconds: u32) -> u32 {
+    use chrono::Datelike as _;
+    let t = DateTime::from_timestamp(i64::from(unix_seconds), 0).unwrap_or_default();
+    t.year().unsigned_abs() * 100 + t.month()
+}
+
+/// Writes `runs` in order, retrying each with backoff while ClickHouse fails. Meanwhile the
+/// traffic partitions are paused and the consumer keeps polling, so it stays in its group and
+/// fetches nothing (memory stays bounded by the batch); when the writes land it resumes each
+/// partition right after what is durable. If a rebalance moves the partitions during the outage,
+/// the batch is abandoned.
+fn write_holding<'a, R, F, Fut>(ctx: &TrafficLoop, generation: u64, runs: &'a [Vec<R>], insert: F) -> anyhow::Result<Written>
+where
+    F: Fn(&'a [R]) -> Fut,
+    Fut: std::future::Future<Output = query::Result<()>>,
+{
+    let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
+    let mut paused: Option<TopicPartitionList> = None;
+    let mut backoff = Duration::from_millis(100);
+    for run in runs.iter().filter(|run| !run.is_empty()) {
+        loop {
+            let error = match ctx.handle.block_on(insert(run)) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            ctx.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.degraded.store(true, Ordering::SeqCst);
+            warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "clickhouse write failed; partitions paused, retrying");
+            if paused.is_none() {
+                let assignment = ctx.consumer.assignment().context("read the assignment")?;
+                ctx.consumer.pause(&assignment).context("pause the traffic partitions")?;
+                paused = Some(assignment);
+            }
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if ctx.stop.load(Ordering::SeqCst) {
+                    return Ok(Written::Stopped);
+                }
+                // Paused: serves heartbeats and rebalances, returns no messages of ours.
+                if let Some(Ok(message)) = ctx.consumer.poll(Duration::from_millis(100)) {
+                    debug!(partition = message.partition(), offset = message.offset(), "message while paused; it is re-read on resume");
+                }
+            }
+            if ctx.consumer.context().generation() != generation {
+                ctx.stats.degraded.store(false, Ordering::SeqCst);
+                return Ok(Written::Rebalanced);
+            }
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+    if let Some(assignment) = paused {
+        resume_after_pause(ctx, &assignment)?;
+        ctx.stats.degraded.store(false, Ordering::SeqCst);
+        info!("clickhouse writes recovered; partitions resumed");
+    }
+    Ok(Written::All)
+}
+
+/// Resumes paused partitions from what is durable: one past the last message handed to the
+/// batch, rewound and filtered like a fresh assignment (see `ingest::TrafficContext`).
+fn resume_after_pause(ctx: &TrafficLoop, assignment: &TopicPartitionList) -> anyhow::Result<()> {
+    let positions = ctx.consumer.position().context("read positions")?;
+    ctx.consumer.resume(assignment).context("resume the traffic partitions")?;
+    for element in positions.elements() {
+        if let Offset::Offset(next) = element.offset() {
+            let context = ctx.consumer.context();
+            context.mark_stored(element.partition(), next - 1);
+            let start = ingest::start_offset(Some(next - 1), context.rewind());
+            if let Err(e) = ctx.consumer.seek(element.topic(), element.partition(), start, Duration::from_secs(10)) {
+                warn!(partition = element.partition(), error = %e, "seek after resume failed");
+            }
         }
     }
     Ok(())
@@ -539,25 +687,18 @@ fn control_row(event: &Event, message: &BorrowedMessage<'_>, anomalies: Vec<Stri
     }
 }
 
-fn write_dead_letters(
-    handle: &Handle,
-    writer: &Writer,
-    producer: &DeadLetterProducer,
-    letters: &[DeadLetter],
-    stop: &AtomicBool,
-    stats: &RunStats,
-    max_backoff: Duration,
-) -> anyhow::Result<()> {
-    if letters.is_empty() {
-        return Ok(());
-    }
-    let now = Utc::now().timestamp() as u32;
+fn publish_dead_letters(producer: &DeadLetterProducer, letters: &[DeadLetter]) -> anyhow::Result<()> {
     for letter in letters {
         warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset, reason = %letter.reason, "dead letter");
         producer.send(letter)?;
     }
     producer.flush(Duration::from_secs(30))?;
-    let rows: Vec<DeadLetterRow> = letters
+    Ok(())
+}
+
+fn dead_letter_rows(letters: &[DeadLetter]) -> Vec<DeadLetterRow> {
+    let now = Utc::now().timestamp() as u32;
+    letters
         .iter()
         .map(|l| DeadLetterRow {
             kafka_topic: l.topic.clone(),
@@ -569,11 +710,7 @@ fn write_dead_letters(
             payload: l.payload.clone(),
             received_at: now,
         })
-        .collect();
-    if retry_blocking_with(handle, stop, "write dead letters", max_backoff, stats, || writer.insert_dead_letters(&rows))?.is_some() {
-        stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
-    }
-    Ok(())
+        .collect()
 }
 
 fn retry_blocking<T, F, Fut>(handle: &Handle, stop: &AtomicBool, what: &str, f: F) -> anyhow::Result<Option<T>>
@@ -605,5 +742,27 @@ where
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_is_the_partition_key() {
+        assert_eq!(month_of(1_767_225_600), 202601);
+        assert_eq!(month_of(1_767_225_599), 202512);
+    }
+
+    #[test]
+    fn runs_are_per_partition_in_offset_order_and_split_at_month_changes() {
+        let dec = 1_767_225_599; // 2025-12-31T23:59:59Z
+        let jan = 1_767_225_600; // 2026-01-01T00:00:00Z
+        // (partition, offset, time)
+        let rows = vec![(1, 11, jan), (0, 3, dec), (0, 1, dec), (1, 10, jan), (0, 2, jan), (0, 4, dec)];
+        let runs = contiguous_runs(rows, |r| *r);
+        let offsets: Vec<Vec<(i32, i64)>> = runs.iter().map(|run| run.iter().map(|r| (r.0, r.1)).collect()).collect();
+        assert_eq!(offsets, vec![vec![(0, 1)], vec![(0, 2)], vec![(0, 3), (0, 4)], vec![(1, 10), (1, 11)]]);
     }
 }

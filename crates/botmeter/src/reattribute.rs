@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use query::rows::UsageRow;
 use query::Writer;
 
-use crate::pipeline::{rebuild_state, set_attribution};
+use crate::pipeline::{month_of, rebuild_state, set_attribution};
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,12 +108,6 @@ fn current_rows(rows: Vec<UsageRow>) -> Vec<UsageRow> {
     current
 }
 
-/// `YYYYMM` of a Unix time, the table's partition key.
-fn month_of(event_time: u32) -> u32 {
-    let t = DateTime::from_timestamp(i64::from(event_time), 0).unwrap_or_default();
-    u32::try_from(t.format("%Y%m").to_string().parse::<i64>().unwrap_or(0)).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,9 +153,4 @@ mod tests {
         assert!(current.iter().all(|r| r.sign == 1));
     }
 
-    #[test]
-    fn month_is_the_partition_key() {
-        assert_eq!(month_of(1_767_225_600), 202601);
-        assert_eq!(month_of(1_767_225_599), 202512);
-    }
 }

@@ -60,7 +60,7 @@ fn hostname(i: usize) -> String {
 
 fn owner(n_bots: usize, c: usize) -> String {
     // One credential in five belongs to a person, the rest to bot users.
-    if c % 5 == 0 {
+    if c.is_multiple_of(5) {
         id("usr_", 5, c % n_bots.max(1))
     } else {
         id("bot_", 1, c % n_bots.max(1))
@@ -94,7 +94,7 @@ impl Fleet {
     fn credential_event(&self, c: usize) -> String {
         let at = self.at(self.bots + c);
         // Half the credentials restrict binds to ngrok.app subdomains, half allow everything.
-        let acl = if c % 2 == 0 { r#"["bind:*.ngrok.app"]"# } else { "[]" };
+        let acl = if c.is_multiple_of(2) { r#"["bind:*.ngrok.app"]"# } else { "[]" };
         format!(
             r#"{{"event_id":"ev_c{c}","event_type":"tunnel_credential_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","description":"agent {c}","metadata":"","created_at":"{at}","owner_id":"{}","acl":{acl},"token":"secret"}}}}"#,
             id("cr_", 2, c),
@@ -114,7 +114,7 @@ impl Fleet {
     fn endpoint_event(&self, s: usize) -> String {
         let at = self.at(self.bots + self.credentials + 2 * s + 1);
         // One endpoint in fifty is labeled.
-        let labels = if s % 50 == 0 { format!(r#","labels":{{"app":"svc-{}"}}"#, s % 7) } else { String::new() };
+        let labels = if s.is_multiple_of(50) { format!(r#","labels":{{"app":"svc-{}"}}"#, s % 7) } else { String::new() };
         format!(
             r#"{{"event_id":"ev_e{s}","event_type":"endpoint_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","url":"https://{}","proto":"https","tunnel_session":{{"id":"{}"}},"principal":{{"id":"{}"}},"created_at":"{at}"{labels}}}}}"#,
             id("ep_", 4, s),
@@ -205,6 +205,7 @@ fn main() {
     let state_bytes = (after.rss_kb.saturating_sub(before.rss_kb)) * 1024;
     row("state RSS, after - before (MiB)", format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)));
     row("bytes per session + endpoint (RSS delta / N)", format!("{:.0}", state_bytes as f64 / n as f64));
+    row("state heap estimate, heap_bytes() (MiB)", format!("{:.1}", state.heap_bytes() as f64 / (1024.0 * 1024.0)));
     row("decode + apply (events/s)", format!("{:.0}", events as f64 / build.as_secs_f64()));
 
     // Resolve on random live hostnames at a time when all are live.

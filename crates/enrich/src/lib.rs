@@ -6,8 +6,11 @@
 //! credentials are revoked and bots are deactivated: a traffic event is judged by the world as it
 //! was when it happened, whatever order the control events arrived in.
 
+mod evict;
+mod intern;
 mod resolve;
 mod state;
 
+pub use evict::{Evicted, EvictionConfig};
 pub use resolve::{Flag, Resolution, UnattributedReason};
 pub use state::{ApplyOutcome, OwnershipState, StateStats};

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use model::{BindRule, CredentialKind, OwnerKind};
 
-use crate::state::{EndpointInterval, OwnershipState};
+use crate::state::{micros, EndpointInterval, Micros, OwnershipState};
 
 /// An anomaly on attributed usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,69 +90,74 @@ impl Resolution {
 
 impl OwnershipState {
     /// Resolves traffic on `hostname`/`port` (or on the endpoint it names) at time `t`.
+    ///
+    /// Allocates only the ids it returns (and the flags, when there are any). Times compare at
+    /// microsecond precision. An endpoint or session evicted by [`OwnershipState::evict_ended`]
+    /// is no longer found: see there for the grace period that bounds how late traffic may be.
     pub fn resolve(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: DateTime<Utc>) -> Resolution {
+        let t = micros(t);
         let mut resolution = Resolution::default();
         let Some(endpoint) = self.find_endpoint(hostname, port, endpoint_id, t) else {
             return resolution.missing(UnattributedReason::NoEndpoint);
         };
-        resolution.endpoint_id = Some(endpoint.endpoint_id.clone());
-        let Some(session_id) = endpoint.session_id.as_deref() else {
+        resolution.endpoint_id = Some(self.endpoints.name(endpoint.endpoint).to_owned());
+        let Some(session_sym) = endpoint.session else {
             return resolution.missing(UnattributedReason::UnknownSession);
         };
-        resolution.session_id = Some(session_id.to_owned());
-        let Some(session) = self.sessions.get(session_id) else {
+        resolution.session_id = Some(self.sessions.name(session_sym).to_owned());
+        let Some(credential_sym) = self.sessions.value(session_sym).credential else {
             return resolution.missing(UnattributedReason::UnknownSession);
         };
-        resolution.credential_id = Some(session.credential_id.clone());
-        let Some(credential) = self.credentials.get(&session.credential_id) else {
+        resolution.credential_id = Some(self.credentials.name(credential_sym).to_owned());
+        let Some(credential) = self.credentials.value(credential_sym) else {
             return resolution.missing(UnattributedReason::UnknownCredential);
         };
         resolution.credential_kind = Some(credential.kind);
-        let owner_kind = OwnerKind::of(&credential.owner_id);
-        let bot = self.bots.get(&credential.owner_id);
+        let owner_id = self.owners.name(credential.owner);
+        let owner_kind = OwnerKind::of(owner_id);
+        let bot = self.owners.value(credential.owner).as_ref();
         if owner_kind != Some(OwnerKind::User) && bot.is_none() {
             return resolution.missing(UnattributedReason::UnknownOwner);
         }
-        resolution.owner_id = Some(credential.owner_id.clone());
+        resolution.owner_id = Some(owner_id.to_owned());
         resolution.owner_kind = owner_kind;
 
-        let mut flags = Vec::new();
-        if credential.deleted_at.is_some_and(|deleted| deleted <= t) {
+        let flags = &mut resolution.flags;
+        if credential.deleted_at <= t {
             flags.push(Flag::CredentialDeleted);
         }
         if let Some(bot) = bot {
-            if bot.deleted_at.is_some_and(|deleted| deleted <= t) {
+            if bot.deleted_at <= t {
                 flags.push(Flag::OwnerDeleted);
             } else if !bot.active_at(t) {
                 flags.push(Flag::OwnerInactive);
             }
         }
-        let bind_host = self.endpoint_hosts.get(&endpoint.endpoint_id).map_or(hostname, String::as_str);
-        if !BindRule::permits(credential.rules_at(t), bind_host, endpoint.port, &endpoint.labels) {
+        let bind_host = self.hosts.name(endpoint.host);
+        if !BindRule::permits(credential.rules_at(t), bind_host, endpoint.port, endpoint.labels()) {
             flags.push(Flag::AclViolation);
         }
-        if endpoint.principal_id.as_deref().is_some_and(|p| p != credential.owner_id) {
+        if endpoint.principal.is_some_and(|p| p != credential.owner) {
             flags.push(Flag::PrincipalMismatch);
         }
         flags.sort();
-        resolution.flags = flags;
         resolution
     }
 
-    fn find_endpoint(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: DateTime<Utc>) -> Option<&EndpointInterval> {
+    fn find_endpoint(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: Micros) -> Option<&EndpointInterval> {
         if let Some(id) = endpoint_id.filter(|id| !id.is_empty()) {
-            let host = self.endpoint_hosts.get(id)?;
-            return self.endpoints_by_host.get(host)?.iter().find(|i| i.endpoint_id == id);
+            let sym = self.endpoints.get(id)?;
+            return (*self.endpoints.value(sym)).map(|i| self.interval(i));
         }
-        let intervals = self.endpoints_by_host.get(hostname).or_else(|| {
-            let lower = hostname.to_ascii_lowercase();
-            (lower != hostname).then(|| self.endpoints_by_host.get(&lower)).flatten()
-        })?;
+        let host = match self.hosts.get(hostname) {
+            Some(host) => host,
+            None if hostname.bytes().any(|b| b.is_ascii_uppercase()) => self.hosts.get(&hostname.to_ascii_lowercase())?,
+            None => return None,
+        };
         // Latest-starting interval that covers t and agrees on the port (when both name one).
-        intervals
-            .iter()
-            .rev()
-            .filter(|i| i.start <= t)
+        self.host_intervals(host)
+            .map(|i| self.interval(i))
+            .skip_while(|i| i.start > t)
             .find(|i| i.covers(t) && !matches!((port, i.port), (Some(a), Some(b)) if a != b))
     }
 }

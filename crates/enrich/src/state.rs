@@ -1,7 +1,14 @@
 //! The ownership state: owners, credentials, agent sessions and endpoints, each with the times
 //! they were valid. Control events may arrive in any order; intervals are kept sorted.
+//!
+//! Layout, chosen for millions of live sessions and endpoints: every id and hostname is interned
+//! once in a [`SymbolTable`] and referred to by a 4-byte symbol; times are `i64` microseconds since
+//! the Unix epoch (so they compare at microsecond precision); labels and ACLs are boxed and only
+//! allocated when present. Endpoint intervals live in one slab, chained per hostname from the
+//! latest start to the earliest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 use model::{
@@ -9,22 +16,46 @@ use model::{
     SessionAction,
 };
 
-pub(crate) type Time = DateTime<Utc>;
+use crate::intern::{Sym, SymbolTable};
 
-/// A bot user's history. Users have no lifecycle events; they are known from credentials.
+/// Microseconds since the Unix epoch.
+pub(crate) type Micros = i64;
+
+/// An end that has not happened (a live session or endpoint, a credential not deleted).
+pub(crate) const NEVER: Micros = Micros::MAX;
+/// A start that was never reported.
+pub(crate) const UNKNOWN: Micros = Micros::MIN;
+
+pub(crate) fn micros(t: DateTime<Utc>) -> Micros {
+    t.timestamp_micros()
+}
+
+pub(crate) type Labels = BTreeMap<String, String>;
+
+/// The labels of an endpoint without any.
+pub(crate) static NO_LABELS: Labels = BTreeMap::new();
+
+/// A user or bot user id. Bot users have a history; users have no lifecycle events (they are known
+/// from credentials), nor do principals that never appear as a bot user: their value is `None`.
+pub(crate) type OwnerSlot = Option<BotState>;
+/// A credential id; `None` while it is only named by a session.
+pub(crate) type CredentialSlot = Option<CredentialState>;
+
+/// A bot user's history.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BotState {
-    pub(crate) name: String,
-    pub(crate) created_at: Option<Time>,
+    pub(crate) name: Box<str>,
+    pub(crate) created_at: Option<Micros>,
     /// `(since, active)`, sorted by time.
-    pub(crate) active_history: Vec<(Time, bool)>,
-    pub(crate) deleted_at: Option<Time>,
+    pub(crate) active_history: Vec<(Micros, bool)>,
+    /// [`NEVER`] unless deleted.
+    pub(crate) deleted_at: Micros,
 }
 
 impl BotState {
-    pub(crate) fn active_at(&self, t: Time) -> bool {
+    pub(crate) fn active_at(&self, t: Micros) -> bool {
         match self.active_history.partition_point(|(since, _)| *since <= t) {
-            0 => self.active_history.first().map_or(true, |(_, active)| *active),
+            0 => self.active_history.first().is_none_or(|(_, active)| *active),
             i => self.active_history[i - 1].1,
         }
     }
@@ -33,43 +64,84 @@ impl BotState {
 #[derive(Debug, Clone)]
 pub(crate) struct CredentialState {
     pub(crate) kind: CredentialKind,
-    pub(crate) owner_id: String,
-    pub(crate) created_at: Option<Time>,
-    pub(crate) deleted_at: Option<Time>,
+    pub(crate) owner: Sym<OwnerSlot>,
+    pub(crate) created_at: Option<Micros>,
+    /// [`NEVER`] unless deleted.
+    pub(crate) deleted_at: Micros,
     /// `(since, rules)`, sorted by time: ACLs can be updated.
-    pub(crate) acl_history: Vec<(Time, Vec<BindRule>)>,
+    pub(crate) acl_history: Vec<(Micros, Box<[BindRule]>)>,
 }
 
 impl CredentialState {
-    pub(crate) fn rules_at(&self, t: Time) -> &[BindRule] {
+    pub(crate) fn rules_at(&self, t: Micros) -> &[BindRule] {
         match self.acl_history.partition_point(|(since, _)| *since <= t) {
-            0 => self.acl_history.first().map_or(&[], |(_, rules)| rules.as_slice()),
+            0 => self.acl_history.first().map_or(&[], |(_, rules)| rules),
             i => &self.acl_history[i - 1].1,
         }
     }
 }
 
+/// An agent session id. `credential` is `None` while the session is only named by an endpoint
+/// (never seen itself, or evicted while the endpoint stays).
 #[derive(Debug, Clone)]
 pub(crate) struct SessionState {
-    pub(crate) credential_id: String,
-    pub(crate) started_at: Option<Time>,
-    pub(crate) stopped_at: Option<Time>,
+    pub(crate) credential: Option<Sym<CredentialSlot>>,
+    /// [`UNKNOWN`] until reported.
+    pub(crate) started_at: Micros,
+    /// [`NEVER`] while live.
+    pub(crate) stopped_at: Micros,
 }
 
+impl Default for SessionState {
+    fn default() -> Self {
+        Self { credential: None, started_at: UNKNOWN, stopped_at: NEVER }
+    }
+}
+
+/// An index into the interval slab; `Option<IntervalIdx>` is 4 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IntervalIdx(NonZeroU32);
+
+impl IntervalIdx {
+    pub(crate) fn new(i: usize) -> Self {
+        let i = u32::try_from(i + 1).ok().and_then(NonZeroU32::new).expect("more than 2^32 - 1 endpoint intervals");
+        Self(i)
+    }
+
+    pub(crate) fn get(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+/// An endpoint id: its interval on the hostname it was last seen with.
+pub(crate) type EndpointSlot = Option<IntervalIdx>;
+/// A hostname: the first of its intervals, which are chained by latest start first.
+pub(crate) type HostSlot = Option<IntervalIdx>;
+
+/// One endpoint on one hostname, from `start` until `end`.
 #[derive(Debug, Clone)]
 pub(crate) struct EndpointInterval {
-    pub(crate) endpoint_id: String,
+    pub(crate) endpoint: Sym<EndpointSlot>,
+    pub(crate) host: Sym<HostSlot>,
+    pub(crate) session: Option<Sym<SessionState>>,
+    pub(crate) principal: Option<Sym<OwnerSlot>>,
     pub(crate) port: Option<u16>,
-    pub(crate) session_id: Option<String>,
-    pub(crate) principal_id: Option<String>,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) start: Time,
-    pub(crate) end: Option<Time>,
+    /// The next interval on the same host (an earlier or equal start).
+    pub(crate) next: Option<IntervalIdx>,
+    pub(crate) start: Micros,
+    /// [`NEVER`] while live.
+    pub(crate) end: Micros,
+    /// Only allocated when the endpoint has labels.
+    pub(crate) labels: Option<Box<Labels>>,
 }
 
 impl EndpointInterval {
-    pub(crate) fn covers(&self, t: Time) -> bool {
-        self.start <= t && self.end.map_or(true, |end| t < end)
+    pub(crate) fn covers(&self, t: Micros) -> bool {
+        self.start <= t && t < self.end
+    }
+
+    pub(crate) fn labels(&self) -> &Labels {
+        self.labels.as_deref().unwrap_or(&NO_LABELS)
     }
 }
 
@@ -107,13 +179,15 @@ pub struct StateStats {
 /// Everything needed to resolve traffic to an owner as of a time.
 #[derive(Debug, Default)]
 pub struct OwnershipState {
-    pub(crate) bots: HashMap<String, BotState>,
-    pub(crate) credentials: HashMap<String, CredentialState>,
-    pub(crate) sessions: HashMap<String, SessionState>,
-    /// Hostname (lowercase) → intervals sorted by start.
-    pub(crate) endpoints_by_host: HashMap<String, Vec<EndpointInterval>>,
-    /// Endpoint id → hostname, to find an endpoint named by id.
-    pub(crate) endpoint_hosts: HashMap<String, String>,
+    pub(crate) owners: SymbolTable<OwnerSlot>,
+    pub(crate) credentials: SymbolTable<CredentialSlot>,
+    pub(crate) sessions: SymbolTable<SessionState>,
+    pub(crate) endpoints: SymbolTable<EndpointSlot>,
+    pub(crate) hosts: SymbolTable<HostSlot>,
+    /// Endpoint intervals; `None` slots are free and listed in `free_intervals`.
+    pub(crate) intervals: Vec<Option<EndpointInterval>>,
+    pub(crate) free_intervals: Vec<IntervalIdx>,
+    pub(crate) counts: StateStats,
 }
 
 impl OwnershipState {
@@ -124,45 +198,72 @@ impl OwnershipState {
 
     /// Sizes, for metrics.
     pub fn stats(&self) -> StateStats {
-        StateStats {
-            bot_users: self.bots.len(),
-            credentials: self.credentials.len(),
-            sessions: self.sessions.len(),
-            endpoints: self.endpoints_by_host.values().map(Vec::len).sum(),
-        }
+        self.counts
+    }
+
+    /// Bytes the state holds on the heap: an estimate (it counts capacity, not the allocator's
+    /// overhead), for metrics and memory checks.
+    pub fn heap_bytes(&self) -> usize {
+        let credentials: usize = self
+            .credentials
+            .iter()
+            .filter_map(|(_, c)| c.as_ref())
+            .map(|c| {
+                c.acl_history.capacity() * std::mem::size_of::<(Micros, Box<[BindRule]>)>()
+                    + c.acl_history.iter().map(|(_, rules)| std::mem::size_of_val::<[BindRule]>(rules)).sum::<usize>()
+            })
+            .sum();
+        let bots: usize = self.owners.iter().filter_map(|(_, b)| b.as_ref()).map(|b| b.name.len() + b.active_history.capacity() * 16).sum();
+        let labels = self.intervals.iter().flatten().filter(|i| i.labels.is_some()).count() * 64;
+        self.owners.heap_bytes()
+            + self.credentials.heap_bytes()
+            + self.sessions.heap_bytes()
+            + self.endpoints.heap_bytes()
+            + self.hosts.heap_bytes()
+            + self.intervals.capacity() * std::mem::size_of::<Option<EndpointInterval>>()
+            + self.free_intervals.capacity() * std::mem::size_of::<IntervalIdx>()
+            + credentials
+            + bots
+            + labels
     }
 
     /// Applies one control-plane event. Traffic and generic audit events are ignored.
     pub fn apply(&mut self, event: &Event) -> ApplyOutcome {
-        let at = event.event_timestamp;
+        let at = micros(event.event_timestamp);
         match &event.body {
             EventBody::BotUser { action, bot_user } => {
-                let bot = self.bots.entry(bot_user.id.clone()).or_default();
-                if !bot_user.name.is_empty() {
-                    bot.name.clone_from(&bot_user.name);
+                let sym = self.owners.intern(&bot_user.id);
+                let slot = self.owners.value_mut(sym);
+                if slot.is_none() {
+                    self.counts.bot_users += 1;
                 }
+                let bot = slot.get_or_insert_with(|| BotState { deleted_at: NEVER, ..BotState::default() });
+                if !bot_user.name.is_empty() {
+                    bot.name = bot_user.name.as_str().into();
+                }
+                let created = bot_user.created_at.map_or(at, micros);
                 match action {
                     CredentialAction::Created => {
-                        bot.created_at = Some(bot_user.created_at.unwrap_or(at));
-                        insert_sorted(&mut bot.active_history, (bot_user.created_at.unwrap_or(at), bot_user.active));
+                        bot.created_at = Some(created);
+                        insert_sorted(&mut bot.active_history, (created, bot_user.active));
                     }
                     CredentialAction::Updated => insert_sorted(&mut bot.active_history, (at, bot_user.active)),
-                    CredentialAction::Deleted => {
-                        bot.deleted_at = Some(bot.deleted_at.map_or(at, |d| d.min(at)));
-                    }
+                    CredentialAction::Deleted => bot.deleted_at = bot.deleted_at.min(at),
                 }
                 ApplyOutcome::Applied
             }
             EventBody::Credential { kind, action, credential } => {
+                let created_at = credential.created_at.map(micros);
                 let since = match action {
-                    CredentialAction::Created => credential.created_at.unwrap_or(at),
+                    CredentialAction::Created => created_at.unwrap_or(at),
                     _ => at,
                 };
-                match self.credentials.get_mut(&credential.id) {
-                    Some(existing) if existing.owner_id != credential.owner_id => {
+                let sym = self.credentials.intern(&credential.id);
+                match self.credentials.value_mut(sym) {
+                    Some(existing) if self.owners.name(existing.owner) != credential.owner_id => {
                         return ApplyOutcome::OwnerChangeRejected {
                             credential_id: credential.id.clone(),
-                            owner_id: existing.owner_id.clone(),
+                            owner_id: self.owners.name(existing.owner).to_owned(),
                             attempted_owner_id: credential.owner_id.clone(),
                         };
                     }
@@ -171,83 +272,86 @@ impl OwnershipState {
                             existing.created_at = Some(since);
                         }
                         if *action == CredentialAction::Deleted {
-                            existing.deleted_at = Some(existing.deleted_at.map_or(at, |d| d.min(at)));
+                            existing.deleted_at = existing.deleted_at.min(at);
                         } else {
-                            insert_sorted(&mut existing.acl_history, (since, credential.bind_rules.clone()));
+                            insert_sorted(&mut existing.acl_history, (since, credential.bind_rules.as_slice().into()));
                         }
                     }
-                    None => {
-                        let deleted = *action == CredentialAction::Deleted;
-                        self.credentials.insert(
-                            credential.id.clone(),
-                            CredentialState {
-                                kind: *kind,
-                                owner_id: credential.owner_id.clone(),
-                                created_at: credential.created_at,
-                                deleted_at: deleted.then_some(at),
-                                acl_history: vec![(credential.created_at.unwrap_or(since), credential.bind_rules.clone())],
-                            },
-                        );
+                    slot @ None => {
+                        let owner = self.owners.intern(&credential.owner_id);
+                        *slot = Some(CredentialState {
+                            kind: *kind,
+                            owner,
+                            created_at,
+                            deleted_at: if *action == CredentialAction::Deleted { at } else { NEVER },
+                            acl_history: vec![(created_at.unwrap_or(since), credential.bind_rules.as_slice().into())],
+                        });
+                        self.counts.credentials += 1;
                     }
                 }
                 ApplyOutcome::Applied
             }
             EventBody::AgentSession { action, session } => {
-                let entry = self.sessions.entry(session.session.id.clone()).or_insert_with(|| SessionState {
-                    credential_id: session.credential.id.clone(),
-                    started_at: None,
-                    stopped_at: None,
-                });
-                entry.credential_id.clone_from(&session.credential.id);
+                let credential = self.credentials.intern(&session.credential.id);
+                let sym = self.sessions.intern(&session.session.id);
+                let entry = self.sessions.value_mut(sym);
+                if entry.credential.is_none() {
+                    // New, or so far only named by an endpoint.
+                    self.counts.sessions += 1;
+                    *entry = SessionState::default();
+                }
+                entry.credential = Some(credential);
                 if let Some(started) = session.started_at {
-                    entry.started_at = Some(started);
+                    entry.started_at = micros(started);
                 }
                 match action {
                     SessionAction::Start => {
-                        entry.started_at.get_or_insert(at);
+                        if entry.started_at == UNKNOWN {
+                            entry.started_at = at;
+                        }
                     }
-                    SessionAction::Stop => entry.stopped_at = Some(session.stopped_at.unwrap_or(at)),
+                    SessionAction::Stop => entry.stopped_at = session.stopped_at.map_or(at, micros),
                 }
                 ApplyOutcome::Applied
             }
             EventBody::Endpoint { action, endpoint } => {
                 let Some(hostname) = endpoint.hostname() else { return ApplyOutcome::Ignored };
-                let intervals = self.endpoints_by_host.entry(hostname.clone()).or_default();
-                let existing = intervals.iter_mut().find(|i| i.endpoint_id == endpoint.id);
-                match (action, existing) {
-                    (EndpointAction::Created, Some(interval)) => {
-                        interval.start = endpoint.created_at.unwrap_or(at);
+                let host = self.hosts.intern(&hostname);
+                let id = self.endpoints.intern(&endpoint.id);
+                let start = endpoint.created_at.map_or(at, micros);
+                let existing = self.host_intervals(host).find(|&i| self.interval(i).endpoint == id);
+                let idx = match (action, existing) {
+                    (EndpointAction::Created, Some(i)) => {
+                        // Re-chained so that the host's intervals stay sorted by start.
+                        self.unlink(i);
+                        self.interval_mut(i).start = start;
+                        self.link(i);
+                        i
                     }
-                    (EndpointAction::Created, None) => {
+                    (EndpointAction::Deleted, Some(i)) => {
+                        self.interval_mut(i).end = at;
+                        i
+                    }
+                    (action, None) => {
+                        // A deletion seen before its creation keeps the end; the start comes later.
+                        let end = if *action == EndpointAction::Deleted { at } else { NEVER };
                         let interval = EndpointInterval {
-                            endpoint_id: endpoint.id.clone(),
+                            endpoint: id,
+                            host,
+                            session: endpoint.session_id().map(|s| self.sessions.intern(s)),
+                            principal: endpoint.principal.as_ref().map(|p| p.id.as_str()).filter(|p| !p.is_empty()).map(|p| self.owners.intern(p)),
                             port: endpoint.port_number(),
-                            session_id: endpoint.session_id().map(str::to_owned),
-                            principal_id: endpoint.principal.as_ref().map(|p| p.id.clone()).filter(|id| !id.is_empty()),
-                            labels: endpoint.labels.clone(),
-                            start: endpoint.created_at.unwrap_or(at),
-                            end: None,
+                            next: None,
+                            start,
+                            end,
+                            labels: (!endpoint.labels.is_empty()).then(|| Box::new(endpoint.labels.clone())),
                         };
-                        let pos = intervals.partition_point(|i| i.start <= interval.start);
-                        intervals.insert(pos, interval);
+                        let i = self.alloc_interval(interval);
+                        self.link(i);
+                        i
                     }
-                    (EndpointAction::Deleted, Some(interval)) => interval.end = Some(at),
-                    (EndpointAction::Deleted, None) => {
-                        // A deletion seen before its creation: keep the end, the start comes later.
-                        let interval = EndpointInterval {
-                            endpoint_id: endpoint.id.clone(),
-                            port: endpoint.port_number(),
-                            session_id: endpoint.session_id().map(str::to_owned),
-                            principal_id: endpoint.principal.as_ref().map(|p| p.id.clone()).filter(|id| !id.is_empty()),
-                            labels: endpoint.labels.clone(),
-                            start: endpoint.created_at.unwrap_or(at),
-                            end: Some(at),
-                        };
-                        let pos = intervals.partition_point(|i| i.start <= interval.start);
-                        intervals.insert(pos, interval);
-                    }
-                }
-                self.endpoint_hosts.insert(endpoint.id.clone(), hostname);
+                };
+                *self.endpoints.value_mut(id) = Some(idx);
                 ApplyOutcome::Applied
             }
             EventBody::Http(_) | EventBody::Tcp(_) | EventBody::Audit => ApplyOutcome::Ignored,
@@ -256,17 +360,83 @@ impl OwnershipState {
 
     /// The display name of a bot user, if known.
     pub fn owner_name(&self, owner_id: &str) -> Option<&str> {
-        self.bots.get(owner_id).map(|b| b.name.as_str()).filter(|n| !n.is_empty())
+        let sym = self.owners.get(owner_id)?;
+        self.owners.value(sym).as_ref().map(|b| &*b.name).filter(|n| !n.is_empty())
     }
 
     /// The owner of a credential, if known.
     pub fn credential_owner(&self, credential_id: &str) -> Option<(&str, OwnerKind)> {
-        let credential = self.credentials.get(credential_id)?;
-        Some((credential.owner_id.as_str(), OwnerKind::of(&credential.owner_id)?))
+        let credential = self.credentials.value(self.credentials.get(credential_id)?).as_ref()?;
+        let owner_id = self.owners.name(credential.owner);
+        Some((owner_id, OwnerKind::of(owner_id)?))
+    }
+
+    pub(crate) fn interval(&self, i: IntervalIdx) -> &EndpointInterval {
+        self.intervals[i.get()].as_ref().expect("a linked interval is live")
+    }
+
+    pub(crate) fn interval_mut(&mut self, i: IntervalIdx) -> &mut EndpointInterval {
+        self.intervals[i.get()].as_mut().expect("a linked interval is live")
+    }
+
+    /// A host's intervals, latest start first.
+    pub(crate) fn host_intervals(&self, host: Sym<HostSlot>) -> impl Iterator<Item = IntervalIdx> + '_ {
+        std::iter::successors(*self.hosts.value(host), |&i| self.interval(i).next)
+    }
+
+    fn alloc_interval(&mut self, interval: EndpointInterval) -> IntervalIdx {
+        self.counts.endpoints += 1;
+        match self.free_intervals.pop() {
+            Some(i) => {
+                self.intervals[i.get()] = Some(interval);
+                i
+            }
+            None => {
+                self.intervals.push(Some(interval));
+                IntervalIdx::new(self.intervals.len() - 1)
+            }
+        }
+    }
+
+    pub(crate) fn free_interval(&mut self, i: IntervalIdx) {
+        self.intervals[i.get()] = None;
+        self.free_intervals.push(i);
+        self.counts.endpoints -= 1;
+    }
+
+    /// Puts an unlinked interval in its host's chain: before every interval that starts at the
+    /// same time or earlier, so the latest-applied of equal starts is found first.
+    fn link(&mut self, i: IntervalIdx) {
+        let (host, start) = (self.interval(i).host, self.interval(i).start);
+        let mut prev = None;
+        let mut cursor = *self.hosts.value(host);
+        while let Some(c) = cursor {
+            if self.interval(c).start <= start {
+                break;
+            }
+            prev = Some(c);
+            cursor = self.interval(c).next;
+        }
+        self.interval_mut(i).next = cursor;
+        match prev {
+            None => *self.hosts.value_mut(host) = Some(i),
+            Some(p) => self.interval_mut(p).next = Some(i),
+        }
+    }
+
+    /// Takes an interval out of its host's chain (the slot stays allocated).
+    pub(crate) fn unlink(&mut self, i: IntervalIdx) {
+        let host = self.interval(i).host;
+        let next = self.interval_mut(i).next.take();
+        let prev = self.host_intervals(host).take_while(|&c| c != i).last();
+        match prev {
+            None => *self.hosts.value_mut(host) = next,
+            Some(p) => self.interval_mut(p).next = next,
+        }
     }
 }
 
-fn insert_sorted<T>(history: &mut Vec<(Time, T)>, entry: (Time, T)) {
+fn insert_sorted<T>(history: &mut Vec<(Micros, T)>, entry: (Micros, T)) {
     let pos = history.partition_point(|(since, _)| *since <= entry.0);
     history.insert(pos, entry);
 }

@@ -36,6 +36,7 @@ pub struct TrafficContext {
     rewind: i64,
     assigned: Mutex<BTreeSet<i32>>,
     stored: Mutex<HashMap<i32, i64>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TrafficContext {
@@ -50,6 +51,22 @@ impl TrafficContext {
         self.assigned.lock().expect("assigned lock").clone()
     }
 
+    /// Counts rebalances: a batch polled under one generation must not be written after the
+    /// partitions moved (another instance resumes them from ClickHouse).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many messages a resume rewinds (see the type's doc).
+    pub fn rewind(&self) -> i64 {
+        self.rewind
+    }
+
+    /// Records that `partition` is durable up to `last` (inclusive), before re-positioning it.
+    pub fn mark_stored(&self, partition: i32, last: i64) {
+        self.stored.lock().expect("stored lock").insert(partition, last);
+    }
+
     /// Whether this message's row is already durable (it was re-read because of the rewind).
     pub fn already_stored(&self, partition: i32, offset: i64) -> bool {
         self.stored.lock().expect("stored lock").get(&partition).is_some_and(|&last| offset <= last)
@@ -57,7 +74,7 @@ impl TrafficContext {
 }
 
 /// Where to start reading a partition whose last durable offset is `last` (inclusive).
-fn start_offset(last: Option<i64>, rewind: i64) -> Offset {
+pub fn start_offset(last: Option<i64>, rewind: i64) -> Offset {
     match last {
         None => Offset::Beginning,
         Some(last) => Offset::Offset((last + 1 - rewind).max(0)),
@@ -68,6 +85,7 @@ impl ClientContext for TrafficContext {}
 
 impl ConsumerContext for TrafficContext {
     fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = (self.positions)(&self.topic);
@@ -128,6 +146,7 @@ pub fn traffic_consumer(config: &KafkaConfig, positions: PositionsFn) -> Result<
         rewind: config.resume_rewind_messages,
         assigned: Mutex::default(),
         stored: Mutex::default(),
+        generation: std::sync::atomic::AtomicU64::new(0),
     };
     let consumer: BaseConsumer<TrafficContext> = base_config(config)
         .set("group.id", &config.group_id)
