@@ -79,6 +79,10 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Check that every consumed Kafka message ends in exactly one net row in ClickHouse, per
+    /// partition of the traffic and control topics; exits 1 on a mismatch.
+    #[command(long_about = crate::reconcile::LONG_ABOUT)]
+    Reconcile(crate::reconcile::ReconcileArgs),
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
     Simulate(SimulateArgs),
@@ -329,6 +333,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => run(args).await?,
         Command::Simulate(args) => simulate(args).await?,
+        Command::Reconcile(args) => return crate::reconcile::execute(args).await,
         Command::Reattribute { clickhouse, control_topic, from, to, no_progress } => {
             let config = clickhouse.config()?;
             anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");

@@ -51,7 +51,7 @@ impl Default for RunSettings {
 /// Counters of a run, shared with the HTTP side and the final report.
 #[derive(Debug, Default)]
 pub struct RunStats {
-    /// Traffic messages consumed.
+    /// Traffic messages consumed and written (rows, dead letters included).
     pub traffic_in: AtomicU64,
     /// Control messages consumed.
     pub control_in: AtomicU64,
@@ -281,7 +281,7 @@ struct TrafficLoop {
 
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     while !ctx.stop.load(Ordering::SeqCst) {
-        let generation = ctx.consumer.context().generation();
+        let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
         let mut letters = Vec::new();
         let mut topic = String::new();
@@ -299,10 +299,22 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 continue;
             };
             let message = message.context("poll the traffic topic")?;
+            let now_generation = ctx.consumer.context().generation();
+            if now_generation != generation {
+                // A rebalance ran inside this poll. Messages collected before it may belong to
+                // partitions now elsewhere; the new assignment re-reads from ClickHouse's
+                // positions, so they are dropped here, not lost.
+                if !events.is_empty() || !letters.is_empty() {
+                    info!(dropped = events.len() + letters.len(), "batch dropped after a rebalance");
+                }
+                events.clear();
+                letters.clear();
+                commit.clear();
+                generation = now_generation;
+            }
             if ctx.consumer.context().already_stored(message.partition(), message.offset()) {
                 continue; // re-read by the resume rewind; its row is durable
             }
-            ctx.stats.traffic_in.fetch_add(1, Ordering::Relaxed);
             if topic.is_empty() {
                 topic = message.topic().to_owned();
             }
@@ -317,8 +329,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             continue;
         }
         if ctx.consumer.context().generation() != generation {
-            // A rebalance happened while the batch filled: its partitions may be elsewhere now.
-            // The new assignment re-reads from ClickHouse's positions, so nothing is lost.
+            // A rebalance ran in the last (empty) poll: same as above.
             info!(dropped = events.len() + letters.len(), "batch dropped after a rebalance");
             continue;
         }
@@ -356,6 +367,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 continue;
             }
         }
+        ctx.stats.traffic_in.fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
         ctx.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
         ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
         ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);

@@ -322,10 +322,13 @@ impl OwnershipState {
                 let existing = self.host_intervals(host).find(|&i| self.interval(i).endpoint == id);
                 let idx = match (action, existing) {
                     (EndpointAction::Created, Some(i)) => {
-                        // Re-chained so that the host's intervals stay sorted by start.
-                        self.unlink(i);
-                        self.interval_mut(i).start = start;
-                        self.link(i);
+                        // A deletion seen first guessed the start: re-chained if the guess was
+                        // wrong, so that the host's intervals stay sorted by start.
+                        if self.interval(i).start != start {
+                            self.unlink(i);
+                            self.interval_mut(i).start = start;
+                            self.link(i);
+                        }
                         i
                     }
                     (EndpointAction::Deleted, Some(i)) => {

@@ -164,6 +164,131 @@ impl Writer {
     }
 }
 
+/// Per-partition reconciliation of a traffic topic (see the file's header).
+const RECONCILE_TRAFFIC_SQL: &str = include_str!("../sql/reconcile_traffic.sql");
+/// Per-partition reconciliation of a control topic (see the file's header).
+const RECONCILE_CONTROL_SQL: &str = include_str!("../sql/reconcile_control.sql");
+/// Every stored offset of one partition, ascending.
+const RECONCILE_OFFSETS_SQL: &str = include_str!("../sql/reconcile_offsets.sql");
+
+/// Which tables hold the net rows of a topic's messages, for [`Writer::reconcile_positions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicRole {
+    /// One net row per message in `usage_events` (the sum of `sign` at its position); a dead
+    /// letter also has a `dead_letters` row, which adds no net row.
+    Traffic,
+    /// One row per message: in `control_events`, or in `dead_letters` when it could not be decoded.
+    Control,
+}
+
+/// What botmeter stores for one partition of a topic, from [`Writer::reconcile_positions`].
+/// Offsets are inclusive (the stored messages themselves). Field order is the SQL's column order.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct StoredPartition {
+    /// The Kafka partition.
+    pub partition_id: i32,
+    /// Distinct offsets with at least one row in any of the topic's tables.
+    pub stored_positions: u64,
+    /// The lowest stored offset.
+    pub min_offset: i64,
+    /// The highest stored offset.
+    pub max_offset: i64,
+    /// Positions whose rows net to more than one (counted twice), over every row.
+    pub duplicate_positions: u64,
+    /// Positions stored but netting to less than one (a cancelled row without its replacement, a
+    /// traffic dead letter without its usage row), over every row.
+    pub lost_positions: u64,
+    /// Up to 20 of those positions with their net row count, `(offset, net)`, ascending: an
+    /// arbitrary sample when there are more.
+    pub bad_sample: Vec<(i64, i64)>,
+    /// Net `attributed` usage rows in the window (traffic only).
+    pub window_attributed: i64,
+    /// Net `unattributed` usage rows in the window (traffic only).
+    pub window_unattributed: i64,
+    /// `control_events` rows in the window (control only).
+    pub window_control_events: i64,
+    /// Dead letters in the window: net `dead_letter` usage rows (traffic, by `event_time`, the time
+    /// botmeter received them) or `dead_letters` positions (control, by `received_at`).
+    pub window_dead_letters: i64,
+}
+
+impl Writer {
+    /// What botmeter stores for every partition of `topic` that has any row: positions, their
+    /// net row counts (duplicates, lost) over every row, and net rows by outcome with `event_time`
+    /// in `[from_secs, to_secs)` (Unix seconds; `0, i64::MAX` for every row). For
+    /// `botmeter reconcile`; scans the topic's rows in full, so it gets a long deadline.
+    pub async fn reconcile_positions(&self, topic: &str, role: TopicRole, from_secs: i64, to_secs: i64) -> Result<Vec<StoredPartition>> {
+        let query = match role {
+            TopicRole::Traffic => self.client.query(RECONCILE_TRAFFIC_SQL).bind(from_secs).bind(to_secs).bind(topic).bind(topic),
+            TopicRole::Control => self
+                .client
+                .query(RECONCILE_CONTROL_SQL)
+                .bind(from_secs)
+                .bind(to_secs)
+                .bind(topic)
+                .bind(from_secs)
+                .bind(to_secs)
+                .bind(topic),
+        };
+        with_deadline(
+            format!("reconcile the stored positions of topic {topic:?}"),
+            self.query_timeout.max(Duration::from_secs(300)),
+            query.fetch_all::<StoredPartition>(),
+        )
+        .await
+    }
+
+    /// Calls `visit` with every offset of `partition` of `topic` stored in any table, ascending,
+    /// each once, until it returns [`std::ops::ControlFlow::Break`]. Streams: memory stays flat
+    /// whatever the partition holds.
+    pub async fn for_each_stored_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut visit: impl FnMut(i64) -> std::ops::ControlFlow<()> + Send,
+    ) -> Result<()> {
+        let client = &self.client;
+        with_deadline(
+            format!("read the stored offsets of {topic}/{partition}"),
+            self.query_timeout.max(Duration::from_secs(300)),
+            async move {
+                let mut cursor = client
+                    .query(RECONCILE_OFFSETS_SQL)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(topic)
+                    .bind(partition)
+                    .fetch::<i64>()?;
+                while let Some(offset) = cursor.next().await? {
+                    if visit(offset).is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod reconcile_sql_tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_sql_placeholders_match_the_binds() {
+        // Comments must not hold a `?`: the client would take it for a placeholder.
+        assert_eq!(RECONCILE_TRAFFIC_SQL.matches('?').count(), 4);
+        assert_eq!(RECONCILE_CONTROL_SQL.matches('?').count(), 6);
+        assert_eq!(RECONCILE_OFFSETS_SQL.matches('?').count(), 6);
+        for table in [USAGE_TABLE, CONTROL_TABLE, DEAD_LETTER_TABLE] {
+            assert!(RECONCILE_OFFSETS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")), "{table}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
