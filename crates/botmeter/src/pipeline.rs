@@ -546,8 +546,32 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
     }
 }
 
+/// Largest payload decoded; larger messages are dead-lettered unread (a poison pill must not
+/// stall or bloat the pipeline).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 fn decode(message: &BorrowedMessage<'_>) -> Result<Event, DeadLetter> {
     let payload = message.payload().unwrap_or_default();
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(DeadLetter {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason_kind: "oversized".into(),
+            reason: format!("message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", payload.len()),
+            payload: payload.to_vec(),
+        });
+    }
+    if message.payload().is_none() {
+        return Err(DeadLetter {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason_kind: "empty".into(),
+            reason: "message has no payload (a tombstone?)".into(),
+            payload: Vec::new(),
+        });
+    }
     model::decode(payload).map_err(|e| DeadLetter {
         topic: message.topic().to_owned(),
         partition: message.partition(),
