@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 DEMO_DIR=$ROOT/.services/demo
 mkdir -p "$DEMO_DIR"
-say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
+say() { printf 'demo: %s\n' "$*" >&2; }
 
 stop_demo() {
     for name in run serve; do
@@ -83,10 +83,10 @@ truth = json.load(open(sys.argv[1]))
 base = sys.argv[2]
 start, end = truth["window_start"], truth["window_end"]
 rows, mismatches = [], 0
-for owner_id, owner in sorted(truth["owners"].items(), key=lambda kv: -kv[1]["usage"]["bytes_out"]):
+for owner_id, owner in sorted(truth["owners"].items(), key=lambda kv: -kv[1]["bytes_out"]):
     url = f"{base}/v1/owners/{owner_id}/usage?from={start}&to={end}"
     api = json.load(urllib.request.urlopen(url))["totals"]
-    want = owner["usage"]
+    want = owner
     ok = all(api[k] == want[k] for k in ("bytes_in", "bytes_out", "http_requests", "tcp_connections"))
     mismatches += not ok
     rows.append((owner_id, owner["owner_kind"], api["bytes_in"], api["bytes_out"], api["http_requests"], api["tcp_connections"], "yes" if ok else "NO"))
