@@ -46,7 +46,8 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     )
     .await;
 
-    let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100", "--ops-listen", &ops]);
     let traffic_rows = truth.traffic_events + 2;
     env.wait_for_count(
         &format!("SELECT count() FROM {}.usage_events", env.database),
@@ -87,6 +88,33 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         && headers.iter().any(|(k, v)| k == "botmeter.reason_kind" && v == "malformed_json")
         && headers.iter().any(|(k, v)| k == "botmeter.source_topic" && *v == env.traffic_topic)));
 
+    // The operations endpoint: ready, and counters that match what was sent.
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("http://{ops}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = http.get(format!("http://{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    let counter = |line_start: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let sent_tcp = truth.totals.tcp_connections;
+    let sent_http = truth.totals.http_requests;
+    assert_eq!(counter("botmeter_events_total{topic=\"traffic\",kind=\"tcp_connection\"}"), sent_tcp, "{metrics}");
+    assert_eq!(counter("botmeter_events_total{topic=\"traffic\",kind=\"http_request\"}"), sent_http, "{metrics}");
+    assert_eq!(counter("botmeter_dead_letters_total{reason=\"malformed_json\""), 1, "{metrics}");
+    let control_events: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("botmeter_events_total{topic=\"control\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    assert_eq!(control_events, truth.control_events);
+    assert!(metrics.contains("botmeter_batch_write_seconds_bucket"), "{metrics}");
+
     // No credential token reaches ClickHouse.
     let tokens = env
         .clickhouse_u64(&format!("SELECT count() FROM {}.control_events WHERE position(object, '{}') > 0", env.database, botmeter::simulate::TOKEN_MARKER))
@@ -97,7 +125,6 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut serve = env.spawn("serve", &["serve", "--listen", &listen]);
-    let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..100 {
         serve.assert_running();

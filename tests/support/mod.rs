@@ -56,7 +56,9 @@ impl TestEnv {
             .env("BOTMETER_TRAFFIC_TOPIC", &self.traffic_topic)
             .env("BOTMETER_DEAD_LETTER_TOPIC", &self.dead_letter_topic)
             .env("BOTMETER_GROUP_ID", &self.group_id)
-            .env("BOTMETER_LOG", "info");
+            .env("BOTMETER_LOG", "info")
+            // Tests run many pipelines at once: each gets its own operations port.
+            .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0");
         command
     }
 
@@ -197,4 +199,277 @@ pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<(Vec<u8>, 
         }
     }
     out
+}
+
+// --- Helpers of the delivery and dead-letter tests ----------------------------------------------
+
+impl BotmeterProcess {
+    /// Sends SIGKILL (`kill -9 <pid>`: no flush, no clean-up) and reaps the process.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Whether the process is still running (false once it exited or was killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Every line of the log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), `None` once the process is gone.
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// A private ClickHouse server (same binary and settings as `scripts/services.sh` generates, on
+/// free loopback ports, its data under `CARGO_TARGET_TMPDIR`), for tests that stop and restart it
+/// without disturbing the shared one. Killed on drop.
+pub struct ClickHouseServer {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    starts: u32,
+}
+
+impl ClickHouseServer {
+    /// Writes the config and starts the server; returns once it answers `/ping`.
+    pub fn start(name: &str) -> Self {
+        let unique = format!(
+            "clickhouse_{name}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique);
+        for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let (http_port, tcp_port) = loop {
+            let (a, b) = (free_port(), free_port());
+            if a != b {
+                break (a, b);
+            }
+        };
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>information</level>
+        <log>{d}/log/clickhouse-server.log</log>
+        <errorlog>{d}/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <path>{d}/data/</path>
+    <tmp_path>{d}/tmp/</tmp_path>
+    <user_files_path>{d}/user_files/</user_files_path>
+    <format_schema_path>{d}/format_schemas/</format_schema_path>
+    <users_config>{d}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.xml"),
+            r#"<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#,
+        )
+        .unwrap();
+        let mut server = Self { child: None, dir, http_port, tcp_port, starts: 0 };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], self.http_port).into(), Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.ends_with("Ok.\n")
+    }
+
+    fn port_open(&self) -> bool {
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], self.http_port).into(), Duration::from_millis(200)).is_ok()
+    }
+
+    /// Starts the server (again) on the same data directory and ports; returns once it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.starts += 1;
+        let out = std::fs::File::create(self.dir.join(format!("log/stdout-{}.log", self.starts))).unwrap();
+        let child = Command::new("/usr/sbin/clickhouse-server")
+            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start clickhouse-server (is ClickHouse installed? scripts/services.sh installs it)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !self.ping() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("private clickhouse-server exited with {status}; see {}", self.dir.join("log").display());
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "private clickhouse-server did not answer within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then waits until the process has exited and its port is closed.
+    pub fn stop(&mut self, timeout: Duration) {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        while self.port_open() {
+            assert!(started.elapsed() < timeout + Duration::from_secs(10), "port {} still open after the server stopped", self.http_port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        }
+    }
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// `None` for a message without a payload (a tombstone).
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl TopicMessage {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every message of every partition of `topic`, from the beginning until nothing new arrives for
+/// `quiet` (fetch-based, not watermark-based), with fetch limits large enough for messages over
+/// 1 MiB.
+pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "it-reader")
+        .set("enable.auto.commit", "false")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let headers = message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push(TopicMessage {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            last = Instant::now();
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    out
+}
+
+/// Deletes topics, best effort (frees the broker's memory after a large test).
+pub async fn delete_topics(brokers: &str, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let Ok(admin) = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).create::<AdminClient<rdkafka::client::DefaultClientContext>>()
+    else {
+        return;
+    };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let _ = admin.delete_topics(topics, &options).await;
 }

@@ -178,6 +178,9 @@ pub struct RunArgs {
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
     #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
     pub traffic_partitions: i32,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address.
+    #[arg(long, env = "BOTMETER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub ops_listen: SocketAddr,
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, env = "BOTMETER_RUN_FOR_SECS", default_value_t = 0)]
     pub run_for_secs: u64,
@@ -269,6 +272,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         traffic_events: args.traffic_events,
         start: args.start,
         duration_hours: args.duration_hours,
+        ..FleetConfig::default()
     };
     config.validate().context("invalid fleet")?;
     anyhow::ensure!(args.rate != Some(0), "--rate must be at least 1 message per second, got 0");
@@ -363,6 +367,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let writer = query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(RunStats::default());
+    let prometheus = crate::ops::install_recorder().context("failed to install the metrics recorder")?;
+    {
+        let (stats, addr) = (stats.clone(), args.ops_listen);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to listen on --ops-listen {addr}"))?;
+        tokio::spawn(async move {
+            info!(%addr, "operations endpoint listening (/metrics, /healthz, /readyz)");
+            if let Err(e) = axum::serve(listener, crate::ops::router(stats, prometheus)).await {
+                tracing::error!(error = %e, "operations endpoint failed");
+            }
+        });
+    }
     {
         let stop = stop.clone();
         let run_for = args.run_for_secs;

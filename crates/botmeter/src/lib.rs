@@ -2,6 +2,7 @@
 //! ingest → enrich → query together, and the fleet simulator. It holds no domain logic of its own.
 
 pub mod cli;
+pub mod ops;
 pub mod pipeline;
 pub mod reattribute;
 pub mod reconcile;

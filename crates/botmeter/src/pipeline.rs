@@ -67,6 +67,8 @@ pub struct RunStats {
     pub write_errors: AtomicU64,
     /// ClickHouse writes are failing now: traffic partitions are paused (readiness reports it).
     pub degraded: AtomicBool,
+    /// The state is rebuilt and the readers run.
+    pub started: AtomicBool,
 }
 
 /// How far the control reader got, per control partition: the next offset to read and the
@@ -125,6 +127,7 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
         })
     };
     let traffic_consumer = ingest::traffic_consumer(&kafka, positions)?;
+    stats.started.store(true, Ordering::SeqCst);
     let result = traffic_loop(TrafficLoop {
         consumer: traffic_consumer,
         control_topic: kafka.control_topic.clone(),
@@ -175,6 +178,17 @@ struct ControlLoop {
     max_backoff: Duration,
 }
 
+fn control_kind(event: &Event) -> &'static str {
+    match &event.body {
+        EventBody::Credential { .. } => "credential",
+        EventBody::BotUser { .. } => "bot_user",
+        EventBody::Endpoint { .. } => "endpoint",
+        EventBody::AgentSession { .. } => "agent_session",
+        EventBody::Http(_) | EventBody::Tcp(_) => "traffic",
+        EventBody::Audit => "audit",
+    }
+}
+
 /// Applies a control event to the state; returns its anomalies (for the audit log).
 fn apply_control(state: &RwLock<OwnershipState>, event: &Event, stats: &RunStats) -> Vec<String> {
     let mut state = state.write().expect("state lock");
@@ -218,6 +232,7 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
                     letters.push(wrong_topic(&message, &event, "a traffic event on the control topic"));
                 }
                 Ok(event) => {
+                    metrics::counter!(crate::ops::names::EVENTS, "topic" => "control", "kind" => control_kind(&event)).increment(1);
                     let anomalies = apply_control(&ctx.state, &event, &ctx.stats);
                     rows.push(control_row(&event, &message, anomalies));
                     let time = event.event_timestamp.timestamp_micros();
@@ -358,6 +373,8 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 Written::Rebalanced => continue,
             }
         }
+        let rows_summary = summarize(&rows);
+        let write_started = Instant::now();
         let runs = contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time));
         match write_holding(&ctx, generation, &runs, |rows| ctx.writer.insert_usage(rows))? {
             Written::All => {}
@@ -367,6 +384,9 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 continue;
             }
         }
+        metrics::histogram!(crate::ops::names::BATCH_SECONDS).record(write_started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::ops::names::BATCH_ROWS).record((events.len() + letters.len()) as f64);
+        record_traffic_metrics(&rows_summary);
         ctx.stats.traffic_in.fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
         ctx.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
         ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
@@ -450,6 +470,7 @@ where
                 Err(e) => e,
             };
             ctx.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::ops::names::CLICKHOUSE_ERRORS).increment(1);
             ctx.stats.degraded.store(true, Ordering::SeqCst);
             warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "clickhouse write failed; partitions paused, retrying");
             if paused.is_none() {
@@ -723,8 +744,49 @@ fn control_row(event: &Event, message: &BorrowedMessage<'_>, anomalies: Vec<Stri
     }
 }
 
+/// Counts of one written batch, by metric label.
+#[derive(Debug, Default)]
+struct BatchSummary {
+    by_event: HashMap<&'static str, u64>,
+    unattributed: HashMap<String, u64>,
+    flagged: HashMap<String, u64>,
+}
+
+fn summarize(rows: &[UsageRow]) -> BatchSummary {
+    let mut summary = BatchSummary::default();
+    for row in rows {
+        let kind = match row.event_type.as_str() {
+            "http_request_complete.v0" => "http_request",
+            "tcp_connection_closed.v0" => "tcp_connection",
+            _ => "dead_letter",
+        };
+        *summary.by_event.entry(kind).or_default() += 1;
+        if row.status == status::UNATTRIBUTED {
+            *summary.unattributed.entry(row.unattributed_reason.clone()).or_default() += 1;
+        }
+        for flag in &row.flags {
+            *summary.flagged.entry(flag.clone()).or_default() += 1;
+        }
+    }
+    summary
+}
+
+fn record_traffic_metrics(summary: &BatchSummary) {
+    use crate::ops::names;
+    for (&kind, &n) in &summary.by_event {
+        metrics::counter!(names::EVENTS, "topic" => "traffic", "kind" => kind).increment(n);
+    }
+    for (reason, &n) in &summary.unattributed {
+        metrics::counter!(names::UNATTRIBUTED, "reason" => reason.clone()).increment(n);
+    }
+    for (flag, &n) in &summary.flagged {
+        metrics::counter!(names::FLAGGED, "flag" => flag.clone()).increment(n);
+    }
+}
+
 fn publish_dead_letters(producer: &DeadLetterProducer, letters: &[DeadLetter]) -> anyhow::Result<()> {
     for letter in letters {
+        metrics::counter!(crate::ops::names::DEAD_LETTERS, "reason" => letter.reason_kind.clone(), "topic" => letter.topic.clone()).increment(1);
         warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset, reason = %letter.reason, "dead letter");
         producer.send(letter)?;
     }

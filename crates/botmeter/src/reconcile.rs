@@ -32,7 +32,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::cli::{ClickHouseArgs, KafkaArgs};
 
@@ -337,6 +337,7 @@ fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Resu
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .with_context(|| format!("failed to read the watermarks of {topic} partition {partition}"))?;
+            debug!(topic, partition, low, high, "watermarks");
             sides.insert(partition, KafkaPartition { low, end: high.max(low) });
             if high > low {
                 tpl.add_partition_offset(topic, partition, Offset::Offset((high - 1).max(low)))
@@ -372,7 +373,7 @@ fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Resu
     for (topic, partition) in &pending {
         warn!(topic, partition, "no message arrived from the last batch; its end is the high watermark");
     }
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, "kafka ends read");
+    debug!(elapsed_ms = started.elapsed().as_millis() as u64, ends = ?out, "kafka ends read");
     Ok(out)
 }
 
@@ -414,7 +415,7 @@ fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, r
         header.extend_from_slice(outcomes);
         header.extend_from_slice(&["duplicates", "lost", "gaps", "not consumed", "status"]);
         let mut rows = Vec::new();
-        let mut totals = vec![0_i64; 4 + outcomes.len()];
+        let mut totals = vec![0_i64; 6 + outcomes.len()];
         for p in &report.partitions {
             let f = &p.findings;
             let messages = p.kafka.map_or(0, |k| k.end - k.low);
@@ -445,7 +446,8 @@ fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, r
         let ok = report.partitions.iter().all(|p| !p.findings.is_mismatch(expect_caught_up));
         let mut total = vec!["total".to_owned(), "-".to_owned()];
         total.extend(totals.iter().map(i64::to_string));
-        total.push(if ok { "ok" } else { "MISMATCH" }.to_owned());
+        let behind = report.partitions.iter().any(|p| p.findings.not_consumed > 0);
+        total.push(if !ok { "MISMATCH" } else if behind { "behind" } else { "ok" }.to_owned());
         rows.push(total);
         out.push_str(&table(&header, &rows));
     }

@@ -1,6 +1,7 @@
 //! What a simulated fleet looks like: how many owners, credentials, sessions, endpoints and
-//! traffic events, over which window, from which seed. [`FleetConfig::validate`] checks it purely,
-//! before anything is generated, and names the field and the value it rejects.
+//! traffic events, over which window, from which seed, and which anomalies ([`Scenarios`]) it
+//! contains. [`FleetConfig::validate`] checks it purely, before anything is generated, and names
+//! the field and the value it rejects.
 
 use std::fmt;
 
@@ -19,6 +20,11 @@ pub(crate) const MAX_OWNERS_PER_KIND: usize = 100_000;
 pub(crate) const MAX_FAN_OUT: usize = 1_000;
 /// Upper bound on the window: one leap year.
 pub(crate) const MAX_DURATION_HOURS: u32 = 24 * 366;
+/// Upper bound on each scenario count and on `late_control`.
+pub(crate) const MAX_SCENARIOS: usize = 1_000;
+/// Fleets with at most this many traffic events record the expected outcome of every event in
+/// the ground truth unless `record_events` says otherwise (about 200 bytes of memory per event).
+pub const RECORD_EVENTS_UP_TO: usize = 200_000;
 
 /// The shape of a simulated ngrok account.
 ///
@@ -26,6 +32,9 @@ pub(crate) const MAX_DURATION_HOURS: u32 = 24 * 366;
 /// (authtoken, SSH key, API key). Every authtoken and SSH key starts `sessions_per_credential`
 /// agent sessions (API keys start none), and every session serves `endpoints_per_session`
 /// endpoints. `traffic_events` HTTP requests and TCP connections are spread over those endpoints.
+///
+/// [`FleetConfig::default()`] is a clean fleet: every traffic event attributes, with no flag.
+/// [`FleetConfig::with_anomalies()`] adds one or two of every [`Scenarios`] kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
@@ -45,9 +54,101 @@ pub struct FleetConfig {
     pub traffic_events: usize,
     /// Start of the window (truncated to whole milliseconds, the precision of every timestamp).
     pub start: DateTime<Utc>,
-    /// Length of the window in hours. Control events fall in its first tenth, traffic anywhere
-    /// after the endpoint it uses came up.
+    /// Length of the window in hours. Control events fall in its first tenth (the anomalies'
+    /// lifecycle events later), traffic anywhere after the endpoint it uses came up.
     pub duration_hours: u32,
+    /// Anomalies to add (rotated, deleted and deactivated credentials and bot users, reused
+    /// hostnames, ACL violations, unknown links). None by default.
+    pub scenarios: Scenarios,
+    /// Late chains: this many extra credential → agent session → endpoint chains, each created a
+    /// few milliseconds before its first traffic, whose control events are in
+    /// [`Fleet::late_control`](super::Fleet::late_control), published after the traffic. Their
+    /// traffic still attributes (botmeter waits for the control plane, with an allowed
+    /// lateness); that only holds when the event times are close to the time of publishing,
+    /// so 0 by default (see [`late_control_scenario`](super::late_control_scenario)).
+    pub late_control: usize,
+    /// Whether the ground truth lists the expected outcome of every traffic event
+    /// ([`GroundTruth::events`](super::GroundTruth::events)). Unset: only for fleets of at most
+    /// [`RECORD_EVENTS_UP_TO`] traffic events.
+    pub record_events: Option<bool>,
+}
+
+/// Anomalies in a fleet, each a count of occurrences. A count larger than the fleet can host
+/// (it needs bot users, authtokens with several sessions, untouched owners…) is clamped:
+/// scenarios pick disjoint credentials and bot users where they can. Every kind gets traffic in
+/// each of its phases (before and after a deletion, inside a deactivation, in a hostname's gap).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenarios {
+    /// Authtokens rotated: a new authtoken is created for the same owner, all but one of the old
+    /// one's agent sessions move to it (their endpoints come back on the same addresses), and
+    /// the old one is deleted (`tunnel_credential_deleted.v0`) while one session still runs on
+    /// it: that session's later traffic is flagged `credential_deleted`.
+    pub rotations: usize,
+    /// Bot users deactivated mid-window (`bot_user_updated.v0`, `active: false`); every other
+    /// one is reactivated later. Usage while inactive is flagged `owner_inactive`.
+    pub bot_deactivations: usize,
+    /// Bot users deleted mid-window (`bot_user_deleted.v0`, and the `*_deleted.v0` of each of
+    /// their credentials, which deleting a bot revokes). Their endpoints keep serving; that
+    /// usage is flagged `owner_deleted` and `credential_deleted`.
+    pub bot_deletions: usize,
+    /// Hostnames reused: an HTTPS endpoint of one owner is deleted (`endpoint_deleted.v0`) and,
+    /// after a gap, an endpoint of another owner comes up on the same hostname. Traffic goes to
+    /// the first before, to the second after, and is unattributed `no_endpoint` in the gap.
+    pub hostname_reuses: usize,
+    /// Endpoints whose hostname their credential's bind rules do not allow: `acl_violation`.
+    pub acl_violations: usize,
+    /// Endpoints naming a principal other than their credential's owner: `principal_mismatch`.
+    pub principal_mismatches: usize,
+    /// Addresses no endpoint ever had (HTTPS hostnames and TCP addresses, alternately) that
+    /// still get traffic: unattributed `no_endpoint`.
+    pub unknown_hostnames: usize,
+    /// Endpoints naming an agent session never announced: unattributed `unknown_session`.
+    pub unknown_sessions: usize,
+    /// Agent sessions (each with an endpoint) naming a credential never announced: unattributed
+    /// `unknown_credential`.
+    pub unknown_credentials: usize,
+    /// Credentials (each with a session and an endpoint) owned by a bot user never announced:
+    /// unattributed `unknown_owner`.
+    pub unknown_owners: usize,
+}
+
+impl Scenarios {
+    /// One or two of every kind: what [`FleetConfig::with_anomalies`] uses.
+    pub fn standard() -> Self {
+        Self {
+            rotations: 2,
+            bot_deactivations: 2,
+            bot_deletions: 1,
+            hostname_reuses: 2,
+            acl_violations: 2,
+            principal_mismatches: 1,
+            unknown_hostnames: 2,
+            unknown_sessions: 1,
+            unknown_credentials: 1,
+            unknown_owners: 1,
+        }
+    }
+
+    /// No anomaly at all.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn counts(&self) -> [(&'static str, usize); 10] {
+        [
+            ("scenarios.rotations", self.rotations),
+            ("scenarios.bot_deactivations", self.bot_deactivations),
+            ("scenarios.bot_deletions", self.bot_deletions),
+            ("scenarios.hostname_reuses", self.hostname_reuses),
+            ("scenarios.acl_violations", self.acl_violations),
+            ("scenarios.principal_mismatches", self.principal_mismatches),
+            ("scenarios.unknown_hostnames", self.unknown_hostnames),
+            ("scenarios.unknown_sessions", self.unknown_sessions),
+            ("scenarios.unknown_credentials", self.unknown_credentials),
+            ("scenarios.unknown_owners", self.unknown_owners),
+        ]
+    }
 }
 
 impl Default for FleetConfig {
@@ -62,6 +163,9 @@ impl Default for FleetConfig {
             traffic_events: 1_000,
             start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a valid date"),
             duration_hours: 6,
+            scenarios: Scenarios::default(),
+            late_control: 0,
+            record_events: None,
         }
     }
 }
@@ -86,6 +190,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl FleetConfig {
+    /// The default fleet with [`Scenarios::standard`] anomalies (and no late control).
+    pub fn with_anomalies() -> Self {
+        Self { scenarios: Scenarios::standard(), ..Self::default() }
+    }
+
+    /// Whether the ground truth lists every traffic event's expected outcome.
+    pub fn records_events(&self) -> bool {
+        self.record_events.unwrap_or(self.traffic_events <= RECORD_EVENTS_UP_TO)
+    }
+
     /// Owners: users plus bot users.
     pub fn owners(&self) -> usize {
         self.users + self.bot_users
@@ -152,6 +266,11 @@ impl FleetConfig {
         }
         if !(1..=MAX_DURATION_HOURS).contains(&self.duration_hours) {
             return Err(err("duration_hours", &self.duration_hours, format!("expected 1..={MAX_DURATION_HOURS}")));
+        }
+        for (field, value) in self.scenarios.counts().into_iter().chain([("late_control", self.late_control)]) {
+            if value > MAX_SCENARIOS {
+                return Err(err(field, &value, format!("at most {MAX_SCENARIOS}")));
+            }
         }
         if !(1970..=9000).contains(&self.start.year()) {
             return Err(err("start", &self.start.to_rfc3339(), "expected a year between 1970 and 9000".into()));

@@ -49,7 +49,7 @@ impl Ref {
     }
 }
 
-/// `bot_user_*.v0` object: ngrok's Bot User resource.
+/// `bot_user_{created,updated,deleted}.v0` object: ngrok's Bot User resource.
 #[derive(Debug, Serialize)]
 pub(crate) struct BotUserObject<'a> {
     pub(crate) id: &'a str,
@@ -79,7 +79,7 @@ pub(crate) struct CredentialObject<'a> {
     pub(crate) owner_id: &'a str,
 }
 
-/// `agent_session_start.v0` object.
+/// `agent_session_start.v0` / `agent_session_stop.v0` object.
 #[derive(Debug, Serialize)]
 pub(crate) struct AgentSessionObject<'a> {
     pub(crate) session: Ref,
@@ -94,9 +94,12 @@ pub(crate) struct AgentSessionObject<'a> {
     pub(crate) arch: &'a str,
     pub(crate) transport: &'a str,
     pub(crate) started_at: String,
+    /// `agent_session_stop.v0` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stopped_at: Option<String>,
 }
 
-/// `endpoint_created.v0` object: ngrok's Endpoint resource.
+/// `endpoint_created.v0` / `endpoint_deleted.v0` object: ngrok's Endpoint resource.
 #[derive(Debug, Serialize)]
 pub(crate) struct EndpointObject<'a> {
     pub(crate) id: &'a str,

@@ -3,24 +3,34 @@
 //! traffic — with the ground truth botmeter must report for it, and a Kafka publisher.
 //!
 //! ```text
-//! FleetConfig ─generate()─► Fleet { control, traffic, truth }
-//!                                    │        │        └─► ground truth JSON (compare with reports)
-//!                                    └────────┴─publish()─► control topic, then traffic topic
+//! FleetConfig ─generate()─► Fleet { control, traffic, late_control, truth }
+//!                                    │        │          │           └─► ground truth JSON
+//!                                    └────────┴──────────┴─publish()─► control topic, then
+//!                                                                     traffic, then late control
 //! ```
 //!
 //! The same [`FleetConfig`] (seed included) always yields byte-identical messages, so a failing
 //! end-to-end run can be replayed exactly. Every message decodes with [`model::decode`].
+//!
+//! [`FleetConfig::default()`] is a clean fleet: every traffic event attributes, unflagged.
+//! [`Scenarios`] add the anomalies botmeter must flag or leave unattributed (rotated and revoked
+//! credentials, deactivated and deleted bot users, reused hostnames, ACL violations, principal
+//! mismatches, unknown hostnames, sessions, credentials and owners), and
+//! [`FleetConfig::late_control`] chains whose control events arrive after their traffic; the
+//! ground truth names every traffic event's owner and flags, or its unattributed reason.
 
 mod config;
 mod encode;
 mod generate;
 mod publish;
+mod scenarios;
 mod truth;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{ConfigError, FleetConfig};
+pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use publish::{publish, PublishReport};
-pub use truth::{hour_bucket, GroundTruth, Inventory, OwnerTruth, Usage};
+pub use scenarios::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
+pub use truth::{hour_bucket, ExpectedEvent, GroundTruth, Inventory, OwnerTruth, Usage};

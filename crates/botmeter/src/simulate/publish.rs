@@ -1,6 +1,7 @@
 //! Publishing a fleet to Kafka: the control events first, all acknowledged before the first
 //! traffic event is sent (so a consumer's control-plane watermark can never trail the traffic it
-//! must resolve), then the traffic. Each message's Kafka timestamp is its event time. Optional
+//! must resolve), then the traffic, then the late control events, if any (those do arrive after
+//! the traffic that needs them). Each message's Kafka timestamp is its event time. Optional
 //! pacing to a fixed rate, an optional progress bar, and a flush at the end; the first failed
 //! delivery stops the run with the topic, message index and key in the error.
 
@@ -32,6 +33,8 @@ pub struct PublishReport {
     pub control_messages: u64,
     /// Messages acknowledged on the traffic topic.
     pub traffic_messages: u64,
+    /// Late control messages acknowledged on the control topic, after the traffic.
+    pub late_control_messages: u64,
     /// Payload bytes sent (keys excluded).
     pub payload_bytes: u64,
     /// Wall time from the first send to the end of the flush.
@@ -41,8 +44,9 @@ pub struct PublishReport {
 }
 
 /// Publishes `fleet.control` to `control_topic`, waits until all of it is acknowledged, then
-/// publishes `fleet.traffic` to `traffic_topic`. `rate_per_sec` paces both (messages per second);
-/// `progress` draws a progress bar on stderr.
+/// publishes `fleet.traffic` to `traffic_topic`, then `fleet.late_control` to `control_topic`.
+/// `rate_per_sec` paces all of them (messages per second); `progress` draws a progress bar on
+/// stderr.
 pub async fn publish(
     fleet: &Fleet,
     brokers: &str,
@@ -68,7 +72,7 @@ pub async fn publish(
     // has timed out.
     check_connectivity(&producer, brokers, CONNECT_TIMEOUT).await?;
 
-    let total = (fleet.control.len() + fleet.traffic.len()) as u64;
+    let total = (fleet.control.len() + fleet.traffic.len() + fleet.late_control.len()) as u64;
     let bar = if progress {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -92,6 +96,12 @@ pub async fn publish(
     send_all(&producer, traffic_topic, &fleet.traffic, &mut pacer, &bar)
         .await
         .with_context(|| format!("failed to publish the traffic events to {traffic_topic} on {brokers}"))?;
+    if !fleet.late_control.is_empty() {
+        bar.set_message("late");
+        send_all(&producer, control_topic, &fleet.late_control, &mut pacer, &bar)
+            .await
+            .with_context(|| format!("failed to publish the late control events to {control_topic} on {brokers}"))?;
+    }
 
     // Every delivery is already acknowledged; flush is a formality, but it blocks, so not here.
     let flusher = producer.clone();
@@ -102,10 +112,12 @@ pub async fn publish(
     bar.finish_with_message("done");
 
     let elapsed = started.elapsed();
-    let payload_bytes = fleet.control.iter().chain(&fleet.traffic).map(|m| m.payload.len() as u64).sum();
+    let payload_bytes =
+        fleet.control.iter().chain(&fleet.traffic).chain(&fleet.late_control).map(|m| m.payload.len() as u64).sum();
     Ok(PublishReport {
         control_messages: fleet.control.len() as u64,
         traffic_messages: fleet.traffic.len() as u64,
+        late_control_messages: fleet.late_control.len() as u64,
         payload_bytes,
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         messages_per_sec: if elapsed.is_zero() { 0.0 } else { total as f64 / elapsed.as_secs_f64() },

@@ -1,10 +1,13 @@
 //! The simulator's guarantees, checked by decoding what it generates with botmeter's own decoder
-//! and recounting independently of the generator's bookkeeping.
+//! and recounting independently of the generator's bookkeeping: a clean fleet against its own
+//! control events, and every fleet against botmeter's resolver (`enrich::OwnershipState`), event
+//! by event.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use model::{decode, BindRule, CredentialKind, Event, EventBody, OwnerKind};
+use chrono::{DateTime, TimeZone, Utc};
+use enrich::{ApplyOutcome, OwnershipState};
+use model::{decode, BindRule, CredentialKind, EndpointAction, Event, EventBody, OwnerKind};
 
 use super::*;
 
@@ -293,11 +296,14 @@ fn ground_truth_json_has_the_documented_shape() {
         "totals",
         "owners",
         "hourly",
+        "unattributed",
+        "events",
     ] {
         assert!(json.get(field).is_some(), "no {field}");
     }
     let (owner, entry) = json["owners"].as_object().unwrap().iter().next().unwrap();
-    for field in ["owner_kind", "bytes_in", "bytes_out", "http_requests", "tcp_connections", "audit_events"] {
+    let fields = ["owner_kind", "bytes_in", "bytes_out", "http_requests", "tcp_connections", "audit_events", "flagged"];
+    for field in fields {
         assert!(entry.get(field).is_some(), "owner entry has no {field}");
     }
     assert!(["user", "bot_user"].contains(&entry["owner_kind"].as_str().unwrap()));
@@ -334,6 +340,12 @@ fn validate_names_the_field_and_the_value() {
         (FleetConfig { users: 1000, endpoints_per_session: 100, ..config() }, "endpoints_per_session", "100"),
         (FleetConfig { traffic_events: 50_000_000, ..config() }, "traffic_events", "50000000"),
         (FleetConfig { duration_hours: 0, ..config() }, "duration_hours", "0"),
+        (
+            FleetConfig { scenarios: Scenarios { rotations: 5000, ..Scenarios::default() }, ..config() },
+            "scenarios.rotations",
+            "5000",
+        ),
+        (FleetConfig { late_control: 1001, ..config() }, "late_control", "1001"),
     ];
     for (cfg, field, value) in cases {
         let err = cfg.validate().unwrap_err();
@@ -354,4 +366,413 @@ fn the_config_reads_from_json_with_defaults_and_rejects_unknown_fields() {
     let cfg: FleetConfig = serde_json::from_str(r#"{"seed": 7, "bot_users": 10}"#).unwrap();
     assert_eq!(cfg, FleetConfig { seed: 7, bot_users: 10, ..FleetConfig::default() });
     assert!(serde_json::from_str::<FleetConfig>(r#"{"sead": 7}"#).is_err());
+    let cfg: FleetConfig =
+        serde_json::from_str(r#"{"scenarios": {"rotations": 3}, "late_control": 2, "record_events": false}"#).unwrap();
+    let scenarios = Scenarios { rotations: 3, ..Scenarios::default() };
+    assert_eq!(cfg, FleetConfig { scenarios, late_control: 2, record_events: Some(false), ..FleetConfig::default() });
+    assert!(serde_json::from_str::<FleetConfig>(r#"{"scenarios": {"rotation": 3}}"#).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anomalies, late control, and the resolver.
+
+/// A traffic event's time and the owner it attributes to.
+type TimedOwner = (DateTime<Utc>, Option<String>);
+
+fn anomalies() -> FleetConfig {
+    FleetConfig { traffic_events: 6_000, late_control: 2, ..FleetConfig::with_anomalies() }
+}
+
+/// A larger fleet with several of everything, over more than a day.
+fn many_anomalies() -> FleetConfig {
+    FleetConfig {
+        seed: 7,
+        users: 4,
+        bot_users: 9,
+        credentials_per_owner: 2,
+        sessions_per_credential: 3,
+        endpoints_per_session: 2,
+        traffic_events: 15_000,
+        duration_hours: 30,
+        scenarios: Scenarios {
+            rotations: 3,
+            bot_deactivations: 3,
+            bot_deletions: 2,
+            hostname_reuses: 3,
+            acl_violations: 4,
+            principal_mismatches: 2,
+            unknown_hostnames: 3,
+            unknown_sessions: 2,
+            unknown_credentials: 2,
+            unknown_owners: 2,
+        },
+        late_control: 3,
+        ..FleetConfig::default()
+    }
+}
+
+/// The usage a decoded traffic event carries.
+fn usage_of(event: &Event) -> Usage {
+    match &event.body {
+        EventBody::Tcp(tcp) => {
+            Usage { bytes_in: tcp.conn.bytes_in, bytes_out: tcp.conn.bytes_out, http_requests: 0, tcp_connections: 1 }
+        }
+        EventBody::Http(_) => Usage { http_requests: 1, ..Usage::default() },
+        other => panic!("unexpected traffic {other:?}"),
+    }
+}
+
+/// What botmeter's resolver concludes about each traffic event: every control event (the late
+/// ones too when `with_late`) applied in time order, each traffic event resolved as of its usage
+/// time, exactly as the pipeline calls it.
+fn resolve_all(fleet: &Fleet, with_late: bool) -> Vec<(Event, ExpectedEvent)> {
+    let mut state = OwnershipState::new();
+    let mut control = decoded(&fleet.control);
+    if with_late {
+        control.extend(decoded(&fleet.late_control));
+    }
+    control.sort_by_key(|e| e.event_timestamp);
+    for event in &control {
+        let outcome = state.apply(event);
+        assert!(matches!(outcome, ApplyOutcome::Applied | ApplyOutcome::Ignored), "{}: {outcome:?}", event.event_id);
+    }
+    decoded(&fleet.traffic)
+        .into_iter()
+        .map(|event| {
+            let (conn, endpoint_id) = match &event.body {
+                EventBody::Tcp(tcp) => (&tcp.conn, tcp.endpoint_id.as_deref()),
+                EventBody::Http(http) => (&http.conn, http.endpoint_id.as_deref()),
+                other => panic!("unexpected traffic {other:?}"),
+            };
+            let resolution = state.resolve(&conn.server_name, conn.server_port, endpoint_id, event.usage_time());
+            let outcome = ExpectedEvent {
+                owner_id: resolution.owner_id.clone(),
+                unattributed_reason: resolution.unattributed.map(|r| r.as_str().to_owned()),
+                flags: resolution.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+                usage: usage_of(&event),
+            };
+            (event, outcome)
+        })
+        .collect()
+}
+
+/// Asserts that the resolver agrees with the truth on every event and that the truth's sums are
+/// the sums of the resolver's outcomes. Returns how many events carry each flag and reason.
+fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
+    let truth = &fleet.truth;
+    assert_eq!(truth.events.len(), fleet.traffic.len(), "every event is recorded");
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut totals = Usage::default();
+    let mut owners: BTreeMap<String, Usage> = BTreeMap::new();
+    let mut flagged: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
+    let mut hourly: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
+    let mut unattributed: BTreeMap<String, Usage> = BTreeMap::new();
+    for (event, resolved) in resolve_all(fleet, true) {
+        let expected =
+            truth.events.get(&event.event_id).unwrap_or_else(|| panic!("{} not in the truth", event.event_id));
+        let conn = match &event.body {
+            EventBody::Tcp(tcp) => &tcp.conn,
+            EventBody::Http(http) => &http.conn,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            &resolved,
+            expected,
+            "event {} ({}) on {}:{:?} at {}: the resolver (left) and the truth (right) disagree",
+            event.event_id,
+            event.event_type,
+            conn.server_name,
+            conn.server_port,
+            event.usage_time()
+        );
+        assert!(resolved.owner_id.is_some() != resolved.unattributed_reason.is_some());
+        totals.add(&resolved.usage);
+        match (&resolved.owner_id, &resolved.unattributed_reason) {
+            (Some(owner), None) => {
+                owners.entry(owner.clone()).or_default().add(&resolved.usage);
+                hourly
+                    .entry(owner.clone())
+                    .or_default()
+                    .entry(hour(event.usage_time()))
+                    .or_default()
+                    .add(&resolved.usage);
+                for flag in &resolved.flags {
+                    flagged.entry(owner.clone()).or_default().entry(flag.clone()).or_default().add(&resolved.usage);
+                    *counts.entry(flag.clone()).or_default() += 1;
+                }
+            }
+            (None, Some(reason)) => {
+                assert!(resolved.flags.is_empty());
+                unattributed.entry(reason.clone()).or_default().add(&resolved.usage);
+                *counts.entry(reason.clone()).or_default() += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(truth.totals, totals, "totals are all traffic");
+    assert_eq!(truth.unattributed, unattributed);
+    assert_eq!(truth.hourly, hourly);
+    for (owner, entry) in &truth.owners {
+        assert_eq!(entry.usage, owners.remove(owner).unwrap_or_default(), "owner {owner}");
+        assert_eq!(entry.flagged, flagged.remove(owner).unwrap_or_default(), "owner {owner}");
+    }
+    assert!(owners.is_empty(), "usage attributed to owners the truth does not list: {owners:?}");
+    let mut sum = Usage::default();
+    truth.owners.values().for_each(|o| sum.add(&o.usage));
+    truth.unattributed.values().for_each(|u| sum.add(u));
+    assert_eq!(sum, truth.totals, "owners plus unattributed make the totals");
+    counts
+}
+
+#[test]
+fn the_resolver_agrees_with_the_truth_on_every_event() {
+    for cfg in [
+        anomalies(),
+        many_anomalies(),
+        FleetConfig { bot_users: 0, users: 5, ..anomalies() },
+        FleetConfig { users: 0, bot_users: 6, ..anomalies() },
+        FleetConfig { sessions_per_credential: 1, endpoints_per_session: 1, ..anomalies() },
+        FleetConfig { traffic_events: 40, ..anomalies() },
+        FleetConfig { duration_hours: 1, seed: 3, ..anomalies() },
+        config(),
+    ] {
+        let fleet = generate(&cfg);
+        let counts = assert_resolver_agrees(&fleet);
+        if cfg.scenarios.is_none() {
+            assert!(counts.is_empty(), "a clean fleet has no flag and no unattributed event: {counts:?}");
+        }
+    }
+}
+
+#[test]
+fn every_scenario_occurs() {
+    for cfg in [FleetConfig::with_anomalies(), anomalies(), many_anomalies()] {
+        let fleet = generate(&cfg);
+        let counts = assert_resolver_agrees(&fleet);
+        for kind in [
+            "credential_deleted",
+            "owner_inactive",
+            "owner_deleted",
+            "acl_violation",
+            "principal_mismatch",
+            "no_endpoint",
+            "unknown_session",
+            "unknown_credential",
+            "unknown_owner",
+        ] {
+            assert!(counts.get(kind).copied().unwrap_or(0) > 0, "seed {}: no {kind} in {counts:?}", cfg.seed);
+        }
+        let types: HashSet<String> = decoded(&fleet.control).into_iter().map(|e| e.event_type).collect();
+        for expected in [
+            "bot_user_updated.v0",
+            "bot_user_deleted.v0",
+            "tunnel_credential_deleted.v0",
+            "ssh_public_key_deleted.v0",
+            "api_key_deleted.v0",
+            "agent_session_stop.v0",
+            "endpoint_deleted.v0",
+        ] {
+            assert!(types.contains(expected), "no {expected} in {types:?}");
+        }
+
+        let events = decoded(&fleet.traffic);
+        let outcome = |e: &Event| &fleet.truth.events[&e.event_id];
+        let flags_of = |e: &Event| outcome(e).flags.iter().map(String::as_str).collect::<Vec<_>>();
+        // A rotation's straggler: the deleted credential and nothing else.
+        assert!(events.iter().any(|e| flags_of(e) == ["credential_deleted"]), "no rotation straggler");
+        // A deleted bot user: its revoked credential and itself.
+        assert!(events.iter().any(|e| flags_of(e) == ["credential_deleted", "owner_deleted"]), "no deleted bot");
+        // A reactivated bot user: inactive, then unflagged again.
+        let mut first_inactive: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        let mut last_unflagged: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        for event in &events {
+            let Some(owner) = outcome(event).owner_id.as_deref() else { continue };
+            let t = event.usage_time();
+            if flags_of(event) == ["owner_inactive"] {
+                first_inactive.entry(owner).and_modify(|f| *f = (*f).min(t)).or_insert(t);
+            } else if flags_of(event).is_empty() {
+                last_unflagged.entry(owner).and_modify(|l| *l = (*l).max(t)).or_insert(t);
+            }
+        }
+        let reactivated =
+            first_inactive.iter().any(|(owner, inactive)| last_unflagged.get(owner).is_some_and(|l| l > inactive));
+        assert!(reactivated, "no reactivated bot user");
+        // A reused hostname: two owners, and no endpoint in between.
+        let mut by_host: BTreeMap<String, Vec<TimedOwner>> = BTreeMap::new();
+        for event in &events {
+            let host = match &event.body {
+                EventBody::Tcp(tcp) => format!("{}:{:?}", tcp.conn.server_name, tcp.conn.server_port),
+                EventBody::Http(http) => format!("{}:{:?}", http.conn.server_name, http.conn.server_port),
+                _ => unreachable!(),
+            };
+            by_host.entry(host).or_default().push((event.usage_time(), outcome(event).owner_id.clone()));
+        }
+        // Owner A, then no endpoint, then owner B, in time order.
+        let reused = by_host.values_mut().any(|history| {
+            history.sort();
+            let owners: Vec<&Option<String>> = history.iter().map(|(_, owner)| owner).collect();
+            let Some(gap) = owners.iter().position(|o| o.is_none()) else { return false };
+            let before = owners[..gap].iter().rev().find_map(|o| o.as_ref());
+            let after = owners[gap..].iter().find_map(|o| o.as_ref());
+            matches!((before, after), (Some(a), Some(b)) if a != b)
+        });
+        assert!(reused, "no hostname reused by another owner after a gap");
+    }
+}
+
+#[test]
+fn anomaly_fleets_are_deterministic_and_decode_in_order_within_the_window() {
+    let cfg = anomalies();
+    let fleet = generate(&cfg);
+    assert_eq!(fleet, generate(&cfg));
+    assert_eq!(fleet.truth.to_json_pretty(), generate(&cfg).truth.to_json_pretty());
+    assert_ne!(fleet.truth, generate(&FleetConfig { seed: 43, ..cfg.clone() }).truth);
+
+    let mut ids = HashSet::new();
+    let mut created = HashMap::<&str, u64>::new();
+    for (name, messages) in [("control", &fleet.control), ("late", &fleet.late_control), ("traffic", &fleet.traffic)] {
+        assert!(messages.windows(2).all(|w| w[0].event_time <= w[1].event_time), "{name} is in time order");
+        for (message, event) in messages.iter().zip(decoded(messages)) {
+            assert_eq!(event.kind().is_traffic(), name == "traffic", "{} on the {name} topic", event.event_type);
+            assert_eq!(event.event_timestamp, message.event_time);
+            assert_eq!(event.account_id, fleet.truth.account_id);
+            assert!(message.event_time >= fleet.truth.window_start && message.event_time < fleet.truth.window_end);
+            assert!(ids.insert(event.event_id.clone()), "event id {} repeated", event.event_id);
+            let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            let has_token = raw["object"].get("token").is_some();
+            let expects_token =
+                matches!(event.event_type.as_str(), "tunnel_credential_created.v0" | "api_key_created.v0");
+            assert_eq!(has_token, expects_token, "{}", event.event_type);
+            let kind = match event.event_type.as_str() {
+                "bot_user_created.v0" => "bot_users",
+                "tunnel_credential_created.v0" | "ssh_public_key_created.v0" | "api_key_created.v0" => "credentials",
+                "agent_session_start.v0" => "agent_sessions",
+                "endpoint_created.v0" => "endpoints",
+                _ => continue,
+            };
+            *created.entry(kind).or_default() += 1;
+        }
+    }
+    let inventory = fleet.truth.inventory;
+    assert_eq!(created["bot_users"], inventory.bot_users);
+    assert_eq!(created["credentials"], inventory.credentials);
+    assert_eq!(created["agent_sessions"], inventory.agent_sessions);
+    assert_eq!(created["endpoints"], inventory.endpoints);
+    assert_eq!(fleet.truth.control_events, (fleet.control.len() + fleet.late_control.len()) as u64);
+    assert_eq!(fleet.truth.total_events, fleet.truth.control_events + fleet.truth.traffic_events);
+}
+
+#[test]
+fn late_control_is_what_attributes_the_late_chains() {
+    let cfg = FleetConfig { late_control: 3, ..anomalies() };
+    let fleet = generate(&cfg);
+    let late = decoded(&fleet.late_control);
+    let types: Vec<&str> = late.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types.len(), 9, "a credential, a session and an endpoint per late chain: {types:?}");
+    for expected in ["tunnel_credential_created.v0", "agent_session_start.v0", "endpoint_created.v0"] {
+        assert_eq!(types.iter().filter(|t| **t == expected).count(), 3, "{expected} in {types:?}");
+    }
+    // Each late endpoint gets its first traffic a few milliseconds after it came up.
+    let traffic = decoded(&fleet.traffic);
+    for event in &late {
+        let EventBody::Endpoint { action: EndpointAction::Created, endpoint } = &event.body else { continue };
+        let host = endpoint.hostname().unwrap();
+        let first = traffic
+            .iter()
+            .filter(|t| {
+                matches!(&t.body, EventBody::Http(h) if h.conn.server_name == host)
+                    || matches!(&t.body, EventBody::Tcp(c) if c.conn.server_name == host)
+            })
+            .map(Event::usage_time)
+            .min()
+            .expect("traffic on a late endpoint");
+        let lead_ms = (first - event.event_timestamp).num_milliseconds();
+        assert!((2..=5).contains(&lead_ms), "{host}: first traffic {lead_ms} ms after the endpoint");
+    }
+    // With the late events the resolver agrees with the truth; without them, exactly the late
+    // chains' traffic fails to attribute.
+    assert_resolver_agrees(&fleet);
+    let mut missed = 0;
+    for ((event, without), (_, with)) in resolve_all(&fleet, false).into_iter().zip(resolve_all(&fleet, true)) {
+        if without != with {
+            assert_eq!(without.unattributed_reason.as_deref(), Some("no_endpoint"), "{}", event.event_id);
+            assert!(with.owner_id.is_some() && with.flags.is_empty(), "{}", event.event_id);
+            missed += 1;
+        }
+    }
+    assert!(missed >= 9, "the late chains' traffic needs their control events ({missed})");
+}
+
+#[test]
+fn the_late_control_scenario_attributes_everything_once_its_control_arrives() {
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + chrono::Duration::microseconds(123_456);
+    let fleet = late_control_scenario(now, 5);
+    assert_eq!(fleet, late_control_scenario(now, 5));
+    assert!(fleet.control.is_empty(), "every control event is late");
+    let types: Vec<String> = decoded(&fleet.late_control).into_iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        ["bot_user_created.v0", "tunnel_credential_created.v0", "agent_session_start.v0", "endpoint_created.v0"]
+    );
+    assert_eq!(fleet.traffic.len(), LATE_SCENARIO_TRAFFIC_EVENTS);
+    let last_control = fleet.late_control.last().unwrap().event_time;
+    for message in &fleet.traffic {
+        let ahead_ms = (message.event_time - last_control).num_milliseconds();
+        assert!((3..=30).contains(&ahead_ms), "traffic {ahead_ms} ms after the endpoint");
+        assert!(message.event_time < now && now - message.event_time < chrono::Duration::milliseconds(50));
+    }
+    let truth = &fleet.truth;
+    let bot = truth.owners.keys().next().unwrap().clone();
+    assert_eq!(truth.owners.len(), 1);
+    assert!(truth.events.values().all(|e| e.owner_id.as_ref() == Some(&bot) && e.flags.is_empty()));
+    assert_eq!(truth.owners[&bot].usage, truth.totals);
+    assert_resolver_agrees(&fleet);
+    assert!(resolve_all(&fleet, false).iter().all(|(_, r)| r.unattributed_reason.as_deref() == Some("no_endpoint")));
+}
+
+#[test]
+fn the_default_fleet_is_clean_and_anomalies_are_opt_in() {
+    assert!(FleetConfig::default().scenarios.is_none());
+    assert_eq!(FleetConfig::default().late_control, 0);
+    assert_eq!(
+        FleetConfig::with_anomalies(),
+        FleetConfig { scenarios: Scenarios::standard(), ..FleetConfig::default() }
+    );
+    let fleet = generate(&FleetConfig::default());
+    assert!(fleet.late_control.is_empty());
+    assert!(fleet.truth.unattributed.is_empty());
+    assert!(fleet.truth.owners.values().all(|o| o.flagged.is_empty()));
+    assert!(fleet.truth.events.values().all(|e| e.owner_id.is_some() && e.flags.is_empty()));
+    let types: HashSet<String> = decoded(&fleet.control).into_iter().map(|e| e.event_type).collect();
+    assert!(types.iter().all(|t| t.ends_with("_created.v0") || t == "agent_session_start.v0"), "{types:?}");
+}
+
+#[test]
+fn events_are_recorded_as_configured() {
+    let small = FleetConfig { traffic_events: 100, ..FleetConfig::with_anomalies() };
+    assert_eq!(generate(&small).truth.events.len(), 100);
+    assert!(generate(&FleetConfig { record_events: Some(false), ..small.clone() }).truth.events.is_empty());
+    assert!(!FleetConfig { traffic_events: RECORD_EVENTS_UP_TO + 1, ..small.clone() }.records_events());
+    assert!(
+        FleetConfig { traffic_events: RECORD_EVENTS_UP_TO + 1, record_events: Some(true), ..small }.records_events()
+    );
+}
+
+#[test]
+fn expected_events_have_the_documented_json_shape() {
+    let truth = generate(&anomalies()).truth;
+    let json: serde_json::Value = serde_json::from_str(&truth.to_json_pretty()).unwrap();
+    let events = json["events"].as_object().unwrap();
+    assert_eq!(events.len() as u64, truth.traffic_events);
+    let fields =
+        ["owner_id", "unattributed_reason", "flags", "bytes_in", "bytes_out", "http_requests", "tcp_connections"];
+    for event in events.values() {
+        let keys: HashSet<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, fields.into_iter().collect(), "{event}");
+    }
+    let flagged = json["owners"].as_object().unwrap().values().find(|o| !o["flagged"].as_object().unwrap().is_empty());
+    assert_eq!(flagged.unwrap()["flagged"].as_object().unwrap().values().next().unwrap().as_object().unwrap().len(), 4);
+    assert!(json["unattributed"]["no_endpoint"]["http_requests"].is_u64());
+    let back: GroundTruth = serde_json::from_value(json).unwrap();
+    assert_eq!(back, truth);
 }

@@ -1,8 +1,14 @@
 //! The ground truth of a simulated fleet: what botmeter must report once it has read every event.
 //! Usage is counted per owner and per owner per UTC hour at the event's usage time, which is how
-//! botmeter buckets ([`botmeter_model::Event::usage_time`]): `conn.end_ts` for TCP connections,
+//! botmeter buckets ([`model::Event::usage_time`]): `conn.end_ts` for TCP connections,
 //! `event_timestamp` for HTTP requests. Only connections carry bytes; HTTP body sizes are never
 //! added to them.
+//!
+//! Every traffic event either attributes to an owner (possibly with flags: `credential_deleted`,
+//! `owner_inactive`, `owner_deleted`, `acl_violation`, `principal_mismatch`, in that order) or is
+//! unattributed with the missing link (`no_endpoint`, `unknown_session`, `unknown_credential`,
+//! `unknown_owner`). Owners' usage and hours count attributed usage only, flagged included;
+//! [`GroundTruth::unattributed`] holds the rest, and [`GroundTruth::totals`] is all of it.
 
 use std::collections::BTreeMap;
 
@@ -48,17 +54,39 @@ impl Usage {
 pub struct OwnerTruth {
     /// `user` or `bot_user`.
     pub owner_kind: OwnerKind,
-    /// Traffic attributed to the owner over the whole window.
+    /// Traffic attributed to the owner over the whole window, flagged usage included.
     #[serde(flatten)]
     pub usage: Usage,
+    /// Per flag (`credential_deleted`, `owner_inactive`, `owner_deleted`, `acl_violation`,
+    /// `principal_mismatch`), the part of `usage` carrying it; an event with two flags counts
+    /// under both. Only flags that occurred.
+    #[serde(default)]
+    pub flagged: BTreeMap<String, Usage>,
     /// Generic audit events (`domain_created.v0`, …) whose principal is this owner.
     pub audit_events: u64,
-    /// Credentials owned (all three kinds).
+    /// Credentials owned (all three kinds), as announced by `*_created.v0`.
     pub credentials: u64,
-    /// Agent sessions started with the owner's credentials.
+    /// Agent sessions started with the owner's announced credentials.
     pub agent_sessions: u64,
-    /// Endpoints served by those sessions.
+    /// Endpoints served by those sessions (each `endpoint_created.v0`; an endpoint that came back
+    /// on the same address after a rotation counts again).
     pub endpoints: u64,
+}
+
+/// What botmeter must conclude about one traffic event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExpectedEvent {
+    /// The owner it attributes to; `None` when unattributed.
+    pub owner_id: Option<String>,
+    /// Why it is unattributed (`no_endpoint`, `unknown_session`, `unknown_credential`,
+    /// `unknown_owner`); `None` when attributed.
+    pub unattributed_reason: Option<String>,
+    /// Flags of attributed usage, in botmeter's order: `credential_deleted`, `owner_inactive`,
+    /// `owner_deleted`, `acl_violation`, `principal_mismatch`. Empty when unattributed.
+    pub flags: Vec<String>,
+    /// Its metrics.
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// How many of each thing the fleet has.
@@ -95,14 +123,23 @@ pub struct GroundTruth {
     pub control_events: u64,
     /// Events for the traffic topic.
     pub traffic_events: u64,
-    /// Entity counts.
+    /// Entity counts, of what the control events announce.
     pub inventory: Inventory,
-    /// Usage over all owners.
+    /// Usage of all traffic, attributed or not.
     pub totals: Usage,
-    /// Per owner id, every owner (with zeros when it had no traffic).
+    /// Per announced owner id, every owner (with zeros when it had no traffic); attributed usage.
     pub owners: BTreeMap<String, OwnerTruth>,
-    /// Per owner id, per UTC hour start (`2026-01-01T05:00:00Z`), only hours with usage.
+    /// Per owner id, per UTC hour start (`2026-01-01T05:00:00Z`), only hours with attributed usage.
     pub hourly: BTreeMap<String, BTreeMap<String, Usage>>,
+    /// Per unattributed reason (`no_endpoint`, …), the usage no owner gets. Only reasons that
+    /// occurred.
+    #[serde(default)]
+    pub unattributed: BTreeMap<String, Usage>,
+    /// Per traffic `event_id`, what botmeter must conclude about it. Empty when not recorded
+    /// ([`FleetConfig::record_events`](super::FleetConfig::record_events); by default recorded for
+    /// fleets of at most 200,000 traffic events).
+    #[serde(default)]
+    pub events: BTreeMap<String, ExpectedEvent>,
 }
 
 /// The UTC hour an instant falls in, as its RFC 3339 start: `2026-01-01T05:00:00Z`.
@@ -116,10 +153,26 @@ pub fn hour_bucket(t: DateTime<Utc>) -> String {
 }
 
 impl GroundTruth {
-    pub(crate) fn record_usage(&mut self, owner: &str, at: DateTime<Utc>, usage: &Usage) {
-        self.totals.add(usage);
-        self.owners.get_mut(owner).expect("owner registered before its usage").usage.add(usage);
-        self.hourly.entry(owner.to_owned()).or_default().entry(hour_bucket(at)).or_default().add(usage);
+    /// Counts one traffic event: on its owner (and each flag) when attributed, on its reason when
+    /// not, always in the totals; and lists it when `record` is set.
+    pub(crate) fn record(&mut self, event_id: &str, at: DateTime<Utc>, outcome: ExpectedEvent, record: bool) {
+        let usage = outcome.usage;
+        self.totals.add(&usage);
+        match (&outcome.owner_id, &outcome.unattributed_reason) {
+            (Some(owner), None) => {
+                let entry = self.owners.get_mut(owner).expect("owner registered before its usage");
+                entry.usage.add(&usage);
+                for flag in &outcome.flags {
+                    entry.flagged.entry(flag.clone()).or_default().add(&usage);
+                }
+                self.hourly.entry(owner.clone()).or_default().entry(hour_bucket(at)).or_default().add(&usage);
+            }
+            (None, Some(reason)) => self.unattributed.entry(reason.clone()).or_default().add(&usage),
+            other => unreachable!("an event is either attributed or unattributed, not {other:?}"),
+        }
+        if record {
+            self.events.insert(event_id.to_owned(), outcome);
+        }
     }
 
     /// Pretty JSON, the form written to a ground-truth file.

@@ -1,0 +1,76 @@
+//! The operations endpoint of `botmeter run`: Prometheus `/metrics`, `/healthz` (the process is
+//! up) and `/readyz` (200 while the pipeline writes; 503 with the reason while ClickHouse writes
+//! fail and the partitions are paused, or before the pipeline has started).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::pipeline::RunStats;
+
+/// Metric names, one per question an operator asks.
+pub mod names {
+    /// Messages consumed and written, by topic kind and event kind.
+    pub const EVENTS: &str = "botmeter_events_total";
+    /// Dead letters, by reason.
+    pub const DEAD_LETTERS: &str = "botmeter_dead_letters_total";
+    /// Unattributed traffic events, by reason.
+    pub const UNATTRIBUTED: &str = "botmeter_unattributed_total";
+    /// Attributed traffic events with a flag, by flag.
+    pub const FLAGGED: &str = "botmeter_flagged_total";
+    /// Rows per traffic batch.
+    pub const BATCH_ROWS: &str = "botmeter_batch_rows";
+    /// Seconds to write one traffic batch (all its inserts).
+    pub const BATCH_SECONDS: &str = "botmeter_batch_write_seconds";
+    /// Failed ClickHouse writes (each retried).
+    pub const CLICKHOUSE_ERRORS: &str = "botmeter_clickhouse_errors_total";
+    /// Messages behind the end of each traffic partition.
+    pub const LAG: &str = "botmeter_consumer_lag";
+    /// 1 while ClickHouse writes fail and partitions are paused.
+    pub const DEGRADED: &str = "botmeter_degraded";
+}
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+#[derive(Clone)]
+struct OpsState {
+    stats: Arc<RunStats>,
+    prometheus: PrometheusHandle,
+}
+
+/// The operations router.
+pub fn router(stats: Arc<RunStats>, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(OpsState { stats, prometheus })
+}
+
+async fn metrics_text(State(state): State<OpsState>) -> impl IntoResponse {
+    metrics::gauge!(names::DEGRADED).set(if state.stats.degraded.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+}
+
+async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
+    let (status, reason) = if state.stats.degraded.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "clickhouse writes are failing; traffic partitions are paused and retried")
+    } else if !state.stats.started.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting: rebuilding the ownership state")
+    } else {
+        (StatusCode::OK, "ready")
+    };
+    (status, Json(serde_json::json!({ "status": if status == StatusCode::OK { "ready" } else { "degraded" }, "reason": reason })))
+}
