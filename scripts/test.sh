@@ -43,6 +43,12 @@ log "BOTMETER_CLICKHOUSE_URL=$BOTMETER_CLICKHOUSE_URL BOTMETER_KAFKA_BROKERS=$BO
 
 if [[ -f Cargo.toml ]]; then
     scripts/build-deps.sh
+    # tests/python/test_compose.py validates docker-compose.yml with Debian's engine-less v1 client.
+    if ! command -v docker-compose >/dev/null; then
+        log "installing docker-compose with apt-get (validates docker-compose.yml; no engine needed)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >/dev/null \
+            || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
+    fi
     if cargo nextest --version >/dev/null 2>&1; then
         # A workspace without tests yet is not a failure (nextest's default is to fail on it).
         suite rust cargo nextest run --workspace --no-fail-fast --no-tests=warn
