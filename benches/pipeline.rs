@@ -1,0 +1,143 @@
+//! End-to-end throughput harness (not a timed test): publishes a simulated fleet to fresh topics,
+//! measures the bare ClickHouse bulk insert of the same number of usage rows, then runs the
+//! release `botmeter run` over the backlog and reports events/s, the pipeline's own CPU time per
+//! event (utime + stime of the process, rdkafka included) and the ratio to the bare insert.
+//!
+//! Run: `scripts/services.sh up && cargo bench --bench pipeline` (BOTMETER_BENCH_EVENTS sets the
+//! fleet size, default 1,000,000). Results go to BENCHMARKS.md by hand, with the machine.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use botmeter::simulate::{generate, publish, FleetConfig};
+use query::rows::{status, UsageRow};
+use query::{ClickHouseConfig, Writer};
+
+fn clickhouse(url: &str, sql: &str) -> String {
+    let output = Command::new("curl").args(["-sS", "--fail", url, "--data-binary", sql]).output().expect("curl");
+    assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+fn row(i: u64) -> UsageRow {
+    let t = 1_767_225_600 + (i % 21_600) as u32;
+    UsageRow {
+        event_id: format!("ev_bench{i:020}"),
+        event_type: "tcp_connection_closed.v0".into(),
+        event_time: t,
+        event_time_us: i64::from(t) * 1_000_000,
+        account_id: "ac_bench".into(),
+        status: status::ATTRIBUTED.into(),
+        unattributed_reason: String::new(),
+        flags: Vec::new(),
+        owner_id: format!("bot_bench{:022}", i % 8),
+        owner_kind: "bot_user".into(),
+        credential_id: format!("cr_bench{:022}", i % 32),
+        credential_kind: "authtoken".into(),
+        session_id: format!("ts_bench{:022}", i % 64),
+        endpoint_id: format!("ep_bench{:022}", i % 128),
+        hostname: format!("bench-{}.ngrok.app", i % 128),
+        port: 443,
+        bytes_in: i % 10_000,
+        bytes_out: i % 1_000_000,
+        http_requests: 0,
+        tcp_connections: 1,
+        status_code: 0,
+        request_body_bytes: 0,
+        response_body_bytes: 0,
+        kafka_topic: "bench".into(),
+        kafka_partition: (i % 4) as i32,
+        kafka_offset: (i / 4) as i64,
+        ingested_at: t,
+        sign: 1,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::var("BOTMETER_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let url = std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    let brokers = std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let run_id = std::process::id();
+    let database = format!("botmeter_bench_{run_id}");
+    let (control, traffic, dead) = (format!("bench.{run_id}.control"), format!("bench.{run_id}.traffic"), format!("bench.{run_id}.dead-letter"));
+
+    // 1. Bare bulk insert of the same number of rows (the ceiling botmeter is compared with).
+    let config = ClickHouseConfig { url: url.clone(), database: format!("{database}_bare"), ..ClickHouseConfig::default() };
+    query::migrate(&config).await.expect("migrate the bare database");
+    let writer = Writer::new(&config).unwrap();
+    let rows: Vec<UsageRow> = (0..events as u64).map(row).collect();
+    let started = Instant::now();
+    for chunk in rows.chunks(20_000) {
+        writer.insert_usage(chunk).await.unwrap();
+    }
+    let bare = started.elapsed();
+    drop(rows);
+    clickhouse(&url, &format!("DROP DATABASE {database}_bare"));
+
+    // 2. The pipeline over a published backlog.
+    let fleet = generate(&FleetConfig { seed: 5, traffic_events: events, bot_users: 8, users: 4, ..FleetConfig::default() });
+    ingest::admin::ensure_topics(&brokers, &[(&control, 1), (&traffic, 4), (&dead, 1)]).await.unwrap();
+    let published = publish(&fleet, &brokers, &control, &traffic, None, false).await.unwrap();
+    drop(fleet);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_botmeter"))
+        .args(["run", "--ops-listen", "127.0.0.1:0"])
+        .env("BOTMETER_CLICKHOUSE_URL", &url)
+        .env("BOTMETER_CLICKHOUSE_DATABASE", &database)
+        .env("BOTMETER_KAFKA_BROKERS", &brokers)
+        .env("BOTMETER_CONTROL_TOPIC", &control)
+        .env("BOTMETER_TRAFFIC_TOPIC", &traffic)
+        .env("BOTMETER_DEAD_LETTER_TOPIC", &dead)
+        .env("BOTMETER_GROUP_ID", format!("bench-{run_id}"))
+        .env("BOTMETER_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn botmeter run");
+    let pid = child.id();
+    let count = || clickhouse(&url, &format!("SELECT count() FROM {database}.usage_events")).trim().parse::<usize>().unwrap_or(0);
+    let wait_started = Instant::now();
+    let (mut first_at, mut cpu_at_first) = (None, 0.0);
+    loop {
+        let n = if wait_started.elapsed() > Duration::from_secs(1) || first_at.is_some() { count() } else { 0 };
+        if n > 0 && first_at.is_none() {
+            first_at = Some((Instant::now(), n));
+            cpu_at_first = cpu_seconds(pid);
+        }
+        if n >= events {
+            break;
+        }
+        assert!(wait_started.elapsed() < Duration::from_secs(1800), "timed out at {n} rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (first, first_rows) = first_at.unwrap();
+    let elapsed = first.elapsed();
+    let cpu = cpu_seconds(pid) - cpu_at_first;
+    let peak = rss_mb(pid);
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = child.wait();
+    clickhouse(&url, &format!("DROP DATABASE {database}"));
+
+    let measured = (events - first_rows) as f64;
+    let pipeline_rate = measured / elapsed.as_secs_f64();
+    let bare_rate = events as f64 / bare.as_secs_f64();
+    println!("events                       {events}");
+    println!("publish                      {:.0} msg/s", published.messages_per_sec);
+    println!("bare ClickHouse insert       {bare_rate:.0} rows/s ({:.2} s)", bare.as_secs_f64());
+    println!("pipeline end to end          {pipeline_rate:.0} events/s ({measured} events in {:.2} s, after the first batch)", elapsed.as_secs_f64());
+    println!("ratio to bare insert         {:.2}", pipeline_rate / bare_rate);
+    println!("pipeline CPU per event       {:.2} µs", cpu * 1e6 / measured);
+    println!("pipeline peak RSS            {peak:.0} MB");
+}
