@@ -47,9 +47,13 @@ stored, net rows by outcome (traffic: attributed, unattributed, dead letters, ea
 row), lost (positions netting to less than one), gaps (offsets missing below the highest stored
 one) and messages not consumed yet.
 
-Exits 1 on any mismatch: duplicates, lost positions, gaps, messages that expired from Kafka before
-they were stored, or stored offsets beyond Kafka's end. Lag (messages not consumed yet) is reported
-but is a mismatch only with --expect-caught-up. Exits 0 when everything agrees.
+Columns: `kafka offsets` is low watermark..end (the end exclusive: the offset the next message
+will get), `messages` how many Kafka holds, `stored` the distinct offsets ClickHouse holds rows for.
+
+Exits 0 when everything agrees, 1 on any mismatch: duplicates, lost positions, gaps, messages that
+expired from Kafka before they were stored, or stored offsets beyond Kafka's end. Lag (messages not
+consumed yet) is reported but is a mismatch only with --expect-caught-up. Exits 2 when it cannot
+check (ClickHouse or Kafka unreachable, a missing topic or database, bad flags).
 
 --from/--to restrict only the outcome counts, to rows with event_time in [from, to) (dead letters,
 which have no readable event time, by the time botmeter received them). The duplicate, lost and gap
@@ -249,8 +253,19 @@ const TAIL_FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(10);
 /// Longest the tail read may take in all (a topic still being written keeps delivering).
 const TAIL_MAX: Duration = Duration::from_secs(60);
 
-/// Runs `botmeter reconcile`: prints the report, and exits 1 on a mismatch.
+/// Runs `botmeter reconcile`: prints the report; exits 1 on a mismatch and 2 when it cannot check,
+/// so that a script can tell "wrong" from "unknown".
 pub async fn execute(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    match check(args).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let clickhouse = args.clickhouse.config()?;
     let kafka_config = ingest::KafkaConfig {
         brokers: args.kafka.brokers.clone(),
@@ -499,7 +514,7 @@ fn describe(topic: &str, p: &PartitionReport, expect_caught_up: bool) -> Vec<Str
             .iter()
             .map(|&(first, last)| if first == last { format!("offset {first}") } else { format!("offsets {first}..={last}") })
             .collect();
-        let more = if (p.gap_ranges.len() as u64) < f.gaps && p.gap_ranges.len() >= GAP_RANGES_SHOWN { ", …" } else { "" };
+        let more = if p.gap_ranges.len() >= GAP_RANGES_SHOWN { ", … (the first ranges only)" } else { "" };
         lines.push(format!("{at}: {} offset(s) missing (gaps, no row at all): {}{more}", f.gaps, ranges.join(", ")));
     }
     if f.expired > 0 {

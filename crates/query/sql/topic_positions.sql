@@ -1,5 +1,9 @@
--- The highest Kafka offset stored per partition of one topic, over every table that records one.
--- Placeholders, in order: the topic three times (String), one per table.
+-- The highest Kafka offset stored per partition of one topic: where `botmeter run` resumes.
+-- Placeholders, in order: the topic twice (String), one per table.
+-- Only the tables written in the same insert as a batch's positions count: usage_events (every
+-- traffic message, dead letters included, as one row) and control_events. `dead_letters` is
+-- written before them and idempotent (ReplacingMergeTree by position), so it must not move a
+-- position: a crash between the two writes would otherwise skip the batch's other rows.
 -- Read verbatim by the writer (include_str! in crates/query/src/writer.rs) and by
 -- tests/python/test_migrations_chdb.py. Each inner query aggregates its table before the union, so
 -- only one row per partition and table crosses it.
@@ -11,9 +15,6 @@ FROM
     UNION ALL
     SELECT kafka_partition, max(kafka_offset) AS max_offset
     FROM control_events WHERE kafka_topic = ? GROUP BY kafka_partition
-    UNION ALL
-    SELECT kafka_partition, max(kafka_offset) AS max_offset
-    FROM dead_letters WHERE kafka_topic = ? GROUP BY kafka_partition
 )
 GROUP BY kafka_partition
 ORDER BY kafka_partition

@@ -115,8 +115,8 @@ impl Writer {
         .await
     }
 
-    /// The highest offset stored per partition of `topic`, across usage, control events and dead
-    /// letters. Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
+    /// The highest offset stored per partition of `topic`, across usage and control events (dead
+    /// letters never move a position; see `sql/topic_positions.sql`). Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.
     pub async fn positions(&self, topic: &str) -> Result<HashMap<i32, i64>> {
         let rows = with_deadline(
@@ -124,7 +124,6 @@ impl Writer {
             self.query_timeout,
             self.client
                 .query(POSITIONS_SQL)
-                .bind(topic)
                 .bind(topic)
                 .bind(topic)
                 .fetch_all::<PositionRow>(),
@@ -217,9 +216,21 @@ impl Writer {
     /// net row counts (duplicates, lost) over every row, and net rows by outcome with `event_time`
     /// in `[from_secs, to_secs)` (Unix seconds; `0, i64::MAX` for every row). For
     /// `botmeter reconcile`; scans the topic's rows in full, so it gets a long deadline.
-    pub async fn reconcile_positions(&self, topic: &str, role: TopicRole, from_secs: i64, to_secs: i64) -> Result<Vec<StoredPartition>> {
+    pub async fn reconcile_positions(
+        &self,
+        topic: &str,
+        role: TopicRole,
+        from_secs: i64,
+        to_secs: i64,
+    ) -> Result<Vec<StoredPartition>> {
         let query = match role {
-            TopicRole::Traffic => self.client.query(RECONCILE_TRAFFIC_SQL).bind(from_secs).bind(to_secs).bind(topic).bind(topic),
+            TopicRole::Traffic => self
+                .client
+                .query(RECONCILE_TRAFFIC_SQL)
+                .bind(from_secs)
+                .bind(to_secs)
+                .bind(topic)
+                .bind(topic),
             TopicRole::Control => self
                 .client
                 .query(RECONCILE_CONTROL_SQL)
@@ -284,7 +295,10 @@ mod reconcile_sql_tests {
         assert_eq!(RECONCILE_CONTROL_SQL.matches('?').count(), 6);
         assert_eq!(RECONCILE_OFFSETS_SQL.matches('?').count(), 6);
         for table in [USAGE_TABLE, CONTROL_TABLE, DEAD_LETTER_TABLE] {
-            assert!(RECONCILE_OFFSETS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")), "{table}");
+            assert!(
+                RECONCILE_OFFSETS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")),
+                "{table}"
+            );
         }
     }
 }
@@ -295,8 +309,9 @@ mod tests {
 
     #[test]
     fn positions_sql_binds_the_topic_once_per_table() {
-        assert_eq!(POSITIONS_SQL.matches('?').count(), 3);
-        for table in [USAGE_TABLE, CONTROL_TABLE, DEAD_LETTER_TABLE] {
+        assert_eq!(POSITIONS_SQL.matches('?').count(), 2);
+        assert!(!POSITIONS_SQL.contains(&format!("FROM {DEAD_LETTER_TABLE}")), "dead letters never move a position");
+        for table in [USAGE_TABLE, CONTROL_TABLE] {
             assert!(
                 POSITIONS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")),
                 "{table}"
