@@ -93,6 +93,17 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, env = "BOTMETER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Plan quotas and unit prices for /v1/overage (TOML, or JSON when it ends in .json).
+        #[arg(long, env = "BOTMETER_PLAN")]
+        plan: Option<std::path::PathBuf>,
+        /// API keys (SHA-256 digests with roles admin, reader, customer:<id>; TOML or .json).
+        /// Without it the API is open to anyone who can reach it.
+        #[arg(long, env = "BOTMETER_API_KEYS_FILE")]
+        api_keys_file: Option<std::path::PathBuf>,
+        /// Key of bot users' and credentials' JSON metadata whose value names a customer
+        /// (/v1/customers/<value>/report); customers are bot user ids only without it.
+        #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]
+        customer_metadata_key: Option<String>,
     },
 }
 
@@ -329,9 +340,20 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("  {} already applied, {} applied now", report.already_applied.len(), report.applied.len());
         }
-        Command::Serve { clickhouse, listen } => {
+        Command::Serve { clickhouse, listen, plan, api_keys_file, customer_metadata_key } => {
             let config = clickhouse.config()?;
-            let state = query::AppState::new(&config).context("failed to build the API state")?;
+            let mut state = query::AppState::new(&config).context("failed to build the API state")?;
+            if let Some(path) = plan {
+                state = state.with_plan(query::api::Plan::load(&path).context("invalid --plan")?);
+            }
+            if let Some(path) = api_keys_file {
+                let keys = query::api::ApiKeys::load(&path).context("invalid --api-keys-file")?;
+                info!(keys = keys.len(), "api keys loaded");
+                state = state.with_api_keys(keys);
+            }
+            if let Some(key) = customer_metadata_key {
+                state = state.with_customer_metadata_key(&key).map_err(anyhow::Error::msg).context("invalid --customer-metadata-key")?;
+            }
             println!("botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)");
             query::serve(listen, state, shutdown_signal()).await.context("the HTTP API failed")?;
         }

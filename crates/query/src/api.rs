@@ -1,54 +1,147 @@
-//! The HTTP API: reports answered from ClickHouse, plus liveness and readiness.
+//! The HTTP API: reports answered from ClickHouse, plus liveness, readiness and the OpenAPI
+//! description ([`ROUTES`] lists every route).
 //!
-//! Each resource module has its own `router()`, merged by [`router`]. Every failure goes through
-//! [`ApiError`], so every response that is not a report is a JSON body
+//! Each resource module has its own `router()`, merged by [`router`]; [`auth`] establishes who is
+//! asking (API keys and roles, or open when none are configured) before any handler runs. Every
+//! failure goes through [`ApiError`], so every response that is not a report is a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`: bad input is a 400 naming the parameter and its
-//! value, an unknown route a 404, a ClickHouse failure a 503 (logged; its text never reaches the
-//! client). Nothing a client sends can produce a 500. Every value reaches SQL as a bound parameter.
+//! value, a missing or unknown key a 401, a route outside the key's role a 403, an unknown route or
+//! thing a 404, a ClickHouse failure a 503 (logged; its text never reaches the client). Nothing a
+//! client sends can produce a 500. Every value reaches SQL as a bound parameter; the one value that
+//! SQL needs as a constant, the time zone, is bound as a literal only after it was found in the tz
+//! database, in that database's own spelling.
 
+mod anomalies;
+mod audit;
+mod auth;
+mod catalog;
+mod customer_render;
+mod customers;
 mod error;
 mod health;
+mod openapi;
+mod overage;
+mod owners;
+mod params;
+mod plan;
+mod report;
+mod settings;
+mod top;
 mod usage;
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, Uri};
 use axum::Router;
 use clickhouse::Client;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 
+pub use anomalies::{AnomalyReport, MAX_CONTROL_ANOMALIES, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage};
+pub use audit::{AuditEvent, MAX_AUDIT_EVENTS, AuditReport, CredentialAudit};
+pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
+pub use catalog::CredentialCounts;
+pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
-pub use usage::{parse_time, UsageBucket, UsageMetrics, UsageReport, MAX_RANGE_DAYS};
+pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
+pub use overage::{CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share};
+pub use owners::{Owner, OwnerList};
+pub use params::{parse_time, MAX_RANGE_DAYS};
+pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
+pub use settings::{Format as SettingsFormat, SettingsError};
+pub use top::{TopOwner, TopReport, MAX_TOP_LIMIT};
+pub use usage::{UsageBucket, UsageGroup, UsageMetrics, UsageReport};
+
+/// Every route: method and path, as the router and the OpenAPI description name them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/v1/owners"),
+    ("GET", "/v1/owners/{owner_id}/usage"),
+    ("GET", "/v1/usage/top"),
+    ("GET", "/v1/anomalies"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/overage"),
+    ("GET", "/v1/customers/{customer_id}/report"),
+];
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     client: Client,
     query_timeout: Duration,
+    api_keys: ApiKeys,
+    plan: Option<Arc<Plan>>,
+    customer_metadata_key: Arc<str>,
 }
 
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppState")
             .field("query_timeout", &self.query_timeout)
+            .field("api_keys", &self.api_keys)
+            .field("plan", &self.plan.as_ref().map(|p| p.name.as_str()))
+            .field("customer_metadata_key", &self.customer_metadata_key)
             .finish_non_exhaustive()
     }
 }
 
 impl AppState {
-    /// State reading the configured database (validates the config; no IO).
+    /// State reading the configured database (validates the config; no IO). Open (no API keys),
+    /// no plan, customers by bot user id only, until the `with_*` methods say otherwise.
     pub fn new(config: &ClickHouseConfig) -> Result<Self> {
         Ok(Self {
             client: config.client()?,
             query_timeout: config.query_timeout(),
+            api_keys: ApiKeys::default(),
+            plan: None,
+            customer_metadata_key: Arc::from(""),
         })
+    }
+
+    /// Requires these API keys (an empty set leaves the API open).
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Prices overage with this plan (`/v1/overage` answers 404 without one).
+    pub fn with_plan(mut self, plan: Plan) -> Self {
+        self.plan = Some(Arc::new(plan));
+        self
+    }
+
+    /// Also finds customers by this key of bot users' and credentials' JSON metadata. The key is
+    /// letters, digits, `_`, `-` and `.`, at most 64 characters.
+    pub fn with_customer_metadata_key(mut self, key: &str) -> std::result::Result<Self, String> {
+        let valid = !key.is_empty()
+            && key.len() <= 64
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid {
+            return Err(format!(
+                "customer metadata key: expected letters, digits, _, - and . (at most 64), found {key:?}"
+            ));
+        }
+        self.customer_metadata_key = Arc::from(key);
+        Ok(self)
+    }
+
+    /// The customer metadata key, empty when none.
+    pub(crate) fn metadata_key(&self) -> &str {
+        &self.customer_metadata_key
+    }
+
+    /// Whether API keys are required.
+    pub fn is_open(&self) -> bool {
+        self.api_keys.is_empty()
     }
 }
 
@@ -56,9 +149,17 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(usage::router())
+        .merge(owners::router())
+        .merge(top::router())
+        .merge(anomalies::router())
+        .merge(audit::router())
+        .merge(overage::router())
+        .merge(customers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }
 
@@ -83,6 +184,9 @@ pub async fn serve_listener(
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if state.is_open() {
+        warn!(%addr, "no API keys configured (--api-keys-file): the API is open to anyone who can reach it");
+    }
     info!(%addr, "http api listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -127,13 +231,29 @@ pub(crate) mod test_support {
         method: &str,
         uri: &str,
     ) -> (StatusCode, String, serde_json::Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::empty())
-            .unwrap();
+        let (status, content_type, body, _) = call_with(state, method, uri, None).await;
+        (status, content_type, body)
+    }
+
+    /// Like [`call`], with an `Authorization` header; also returns `WWW-Authenticate`.
+    pub(crate) async fn call_with(
+        state: AppState,
+        method: &str,
+        uri: &str,
+        authorization: Option<&str>,
+    ) -> (StatusCode, String, serde_json::Value, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let request = request.body(Body::empty()).unwrap();
         let response = router(state).oneshot(request).await.unwrap();
         let status = response.status();
+        let www = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         let content_type = response
             .headers()
             .get("content-type")
@@ -147,7 +267,7 @@ pub(crate) mod test_support {
         } else {
             serde_json::Value::String(String::from_utf8(body.to_vec()).unwrap())
         };
-        (status, content_type, json)
+        (status, content_type, json, www)
     }
 }
 
@@ -166,6 +286,34 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("/v2/nothing"));
+    }
+
+    #[tokio::test]
+    async fn every_route_is_in_the_openapi_description_and_answers() {
+        use utoipa::OpenApi as _;
+        let spec = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        let paths = spec["paths"].as_object().unwrap();
+        for (method, path) in super::ROUTES {
+            let operation = &paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not in the OpenAPI description"))[method.to_lowercase()];
+            assert!(operation.is_object(), "{method} {path} is not in the OpenAPI description");
+            assert!(operation["responses"]["200"].is_object(), "{method} {path}: no 200");
+            // The router has the route: whatever it answers, it is not the unknown-route 404.
+            let uri = path.replace("{owner_id}", "bot_1").replace("{customer_id}", "acme");
+            let (_, _, body) = call(unreachable_state(), method, &uri).await;
+            assert!(
+                !body["error"]["message"].as_str().unwrap_or_default().starts_with("no route"),
+                "{method} {uri}: {body}"
+            );
+        }
+        assert_eq!(paths.len(), super::ROUTES.len(), "the description names a route the router lacks");
+        // The spec is served.
+        let (status, content_type, served) = call(unreachable_state(), "GET", "/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("application/json"));
+        assert_eq!(served, spec);
+        assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
     }
 
     #[tokio::test]

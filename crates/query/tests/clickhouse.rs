@@ -443,7 +443,7 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
         .insert_usage(&[at(5, 0), at(9, 0), at(4, 1), at(20, 2)])
         .await
         .unwrap();
-    // Dead letters move partition 0 past the usage rows; partition 3 has only a dead letter.
+    // Dead letters never move a position (they are written before the batch's rows).
     writer
         .insert_dead_letters(&[
             dead_letter("traffic", 0, 12, b"x"),
@@ -462,7 +462,7 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
 
     assert_eq!(
         writer.positions("traffic").await.unwrap(),
-        HashMap::from([(0, 12), (1, 4), (2, 20), (3, 0)])
+        HashMap::from([(0, 9), (1, 4), (2, 20)])
     );
     assert_eq!(
         writer.positions("control").await.unwrap(),
@@ -537,6 +537,17 @@ async fn usage_endpoint_returns_exact_hourly_sums() {
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let report: UsageReport = serde_json::from_slice(&body).unwrap();
+    let metrics = |bytes_in, bytes_out, http_requests, tcp_connections| UsageMetrics {
+        bytes_in,
+        bytes_out,
+        http_requests,
+        tcp_connections,
+        // One endpoint (ep_1) in each hour with outgoing bytes; no agent sessions in this test.
+        endpoints: 1,
+        active_endpoint_hours: 1,
+        agent_sessions: Some(0),
+        session_hours: Some(0.0),
+    };
     assert_eq!(
         report,
         UsageReport {
@@ -544,30 +555,30 @@ async fn usage_endpoint_returns_exact_hourly_sums() {
             from: "2024-05-01T10:00:00Z".to_owned(),
             to: "2024-05-01T12:00:00Z".to_owned(),
             granularity: "hour".to_owned(),
+            timezone: "UTC".to_owned(),
+            group_by: None,
             buckets: vec![
                 UsageBucket {
                     start: "2024-05-01T10:00:00Z".to_owned(),
-                    bytes_in: 300,
-                    bytes_out: 3_000,
-                    http_requests: 1,
-                    tcp_connections: 2,
+                    metrics: metrics(300, 3_000, 1, 2),
                 },
                 UsageBucket {
                     start: "2024-05-01T11:00:00Z".to_owned(),
-                    bytes_in: 40,
-                    bytes_out: 50,
-                    http_requests: 2,
-                    tcp_connections: 1,
+                    metrics: metrics(40, 50, 2, 1),
                 },
             ],
+            session_only_buckets: Vec::new(),
             totals: UsageMetrics {
-                bytes_in: 340,
-                bytes_out: 3_050,
-                http_requests: 3,
-                tcp_connections: 3,
+                active_endpoint_hours: 2,
+                ..metrics(340, 3_050, 3, 3)
             },
+            groups: None,
         }
     );
+    // The four original metrics keep their names and places in the JSON.
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["buckets"][0]["bytes_in"], 300);
+    assert_eq!(json["totals"]["tcp_connections"], 3);
 
     // A whole day by date; an owner with nothing gets empty buckets, not an error.
     for (uri, buckets) in [

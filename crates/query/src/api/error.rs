@@ -33,6 +33,26 @@ pub enum ApiError {
         /// The path asked for.
         path: String,
     },
+    /// No API key, or one that is not configured: 401.
+    Unauthorized {
+        /// What was wrong with the `Authorization` header (never the key itself).
+        message: String,
+    },
+    /// The key is valid but its role may not use this route: 403.
+    Forbidden {
+        /// Which role, and what it may use instead.
+        message: String,
+    },
+    /// The route exists but the thing asked for does not (or is not visible to this key): 404.
+    Missing {
+        /// What was asked for, e.g. `customer "acme"`.
+        what: String,
+    },
+    /// The route needs configuration this server was started without (e.g. `--plan`): 404.
+    NotConfigured {
+        /// What is missing and how to provide it.
+        message: String,
+    },
     /// ClickHouse failed, refused or was too slow: 503.
     Unavailable(crate::Error),
 }
@@ -55,8 +75,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::Missing { .. } | Self::NotConfigured { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -65,8 +89,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadParameter { code, .. } => code,
-            Self::NotFound { .. } => "not_found",
+            Self::NotFound { .. } | Self::Missing { .. } => "not_found",
+            Self::NotConfigured { .. } => "not_configured",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -76,6 +103,10 @@ impl ApiError {
         match self {
             Self::BadParameter { message, .. } => message.clone(),
             Self::NotFound { path } => format!("no route for path {path:?}"),
+            Self::Missing { what } => format!("no {what}"),
+            Self::Unauthorized { message }
+            | Self::Forbidden { message }
+            | Self::NotConfigured { message } => message.clone(),
             Self::MethodNotAllowed { method, path } => {
                 format!("method {method} is not allowed on path {path:?}")
             }
@@ -103,6 +134,12 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code(), "message": self.public_message() }
         });
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"botmeter\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

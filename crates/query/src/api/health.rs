@@ -15,11 +15,20 @@ pub(super) fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz() -> &'static str {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness: ClickHouse answers `SELECT 1` within the query deadline.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "ready", content_type = "application/json"),
+        (status = 503, description = "ClickHouse is unavailable", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     with_deadline(
         "check readiness with SELECT 1",
         state.query_timeout,

@@ -1,43 +1,46 @@
-//! `GET /v1/owners/{owner_id}/usage?from=…&to=…`: one owner's attributed usage per hour.
+//! `GET /v1/owners/{owner_id}/usage?from=…&to=…[&granularity=hour|day|month][&timezone=…]
+//! [&group_by=credential|endpoint]`: one owner's attributed usage per bucket.
 //!
-//! - `from` (inclusive) and `to` (exclusive) are RFC 3339 times (`2024-05-01T10:00:00Z`,
-//!   `2024-05-01T12:00:00%2B02:00`: a `+` in a URL must be sent as `%2B`) or dates (`2024-05-01`,
-//!   meaning 00:00 UTC that day, so `from=2024-05-01&to=2024-05-02` is that whole day). Both are taken
-//!   to the whole second, the resolution of `event_time`; `from < to`, at most [`MAX_RANGE_DAYS`] days
-//!   apart, within ClickHouse's `DateTime` (1970 to 2106).
-//! - Only rows with `status = 'attributed'` for that `owner_id` count. Buckets are the hours
-//!   (`toStartOfHour(event_time)`, UTC) holding at least one such row, in order; hours without usage
-//!   are omitted. `totals` is the sum of the buckets.
-//! - The SQL is `crates/query/sql/owner_usage_hourly.sql`, shared with the Python test that runs it on
-//!   current ClickHouse; every value is bound, never spliced into the text.
+//! - `from` (inclusive) and `to` (exclusive): see [`super::params`]; at most
+//!   [`MAX_RANGE_DAYS`](super::MAX_RANGE_DAYS) days.
+//! - Buckets are the local hours (default), days or months of `timezone` (an IANA name, default
+//!   UTC) holding attributed traffic, in order; others are omitted (as before sessions were
+//!   reported, so existing clients see the same list). Buckets with agent sessions but no traffic
+//!   are in `session_only_buckets`: the two lists together cover every bucket with usage, and
+//!   `totals` covers both. Each bucket has the four traffic
+//!   metrics (`bytes_in`, `bytes_out`, `http_requests`, `tcp_connections`, summed times `sign`),
+//!   `endpoints` (distinct endpoints with usage), `active_endpoint_hours` (endpoint-hours with
+//!   outgoing bytes, hours of `timezone`), `agent_sessions` (sessions running in the bucket) and
+//!   `session_hours` (their time within the bucket and the range). `totals` covers the range:
+//!   endpoints and sessions are counted once however many buckets they span.
+//! - `group_by` adds `groups`: the same per credential (with its sessions) or per endpoint
+//!   (without sessions, which serve several endpoints).
+//! - The SQL is `crates/query/sql/usage_buckets.sql` and `agent_sessions.sql` (see
+//!   [`super::report`]), every value bound.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
-use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use clickhouse::Row;
+use axum::{Extension, Json, Router};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::auth::Access;
+use super::params::{check_id, rfc3339, Choice, QueryParams, TimeRange};
+use super::report::{self, GroupBy, Granularity, Scope, SeriesSpec};
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
-use crate::rows::status;
 
-/// Longest range one request may ask for.
-pub const MAX_RANGE_DAYS: i64 = 366;
+pub use super::report::{UsageBucket, UsageGroup, UsageMetrics};
 
-/// Four placeholders: owner_id, status, from and to (Unix seconds).
-const OWNER_USAGE_HOURLY_SQL: &str = include_str!("../../sql/owner_usage_hourly.sql");
-
-const GRANULARITY: &str = "hour";
-const MAX_OWNER_ID_LEN: usize = 128;
+const PARAMETERS: &[&str] = &["from", "to", "granularity", "timezone", "group_by"];
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/owners/{owner_id}/usage", get(owner_usage))
 }
 
 /// The response of the usage endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageReport {
     /// The owner asked for.
     pub owner_id: String,
@@ -45,64 +48,65 @@ pub struct UsageReport {
     pub from: String,
     /// End of the range (exclusive), RFC 3339 UTC.
     pub to: String,
-    /// Always `hour`.
+    /// `hour`, `day` or `month`.
     pub granularity: String,
-    /// One per hour with usage, in order.
+    /// The IANA time zone of the buckets.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// `credential` or `endpoint` when grouped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// One per bucket with attributed traffic, in order (with that bucket's sessions too).
     pub buckets: Vec<UsageBucket>,
-    /// Sum of the buckets.
+    /// One per bucket with agent sessions but no traffic, in order.
+    #[serde(default)]
+    pub session_only_buckets: Vec<UsageBucket>,
+    /// Over the whole range.
     pub totals: UsageMetrics,
+    /// Per credential or endpoint, when `group_by` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<UsageGroup>>,
 }
 
-/// One hour of usage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageBucket {
-    /// Start of the hour, RFC 3339 UTC.
-    pub start: String,
-    /// Bytes that arrived at the owner's endpoints (connection events).
-    pub bytes_in: u64,
-    /// Bytes that left the owner's endpoints (connection events).
-    pub bytes_out: u64,
-    /// HTTP requests.
-    pub http_requests: u64,
-    /// TCP connections.
-    pub tcp_connections: u64,
-}
-
-/// Sums over a range.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageMetrics {
-    /// Bytes that arrived at the owner's endpoints (connection events).
-    pub bytes_in: u64,
-    /// Bytes that left the owner's endpoints (connection events).
-    pub bytes_out: u64,
-    /// HTTP requests.
-    pub http_requests: u64,
-    /// TCP connections.
-    pub tcp_connections: u64,
-}
-
-/// One row of `owner_usage_hourly.sql`, positional.
-#[derive(Debug, Row, Deserialize)]
-struct HourRow {
-    hour_start: u32,
-    sum_bytes_in: u64,
-    sum_bytes_out: u64,
-    sum_http_requests: u64,
-    sum_tcp_connections: u64,
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 /// A checked request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct UsageRequest {
-    owner_id: String,
-    /// Unix seconds, inclusive.
-    from: u32,
-    /// Unix seconds, exclusive.
-    to: u32,
+pub(super) struct UsageRequest {
+    pub(super) owner_id: String,
+    pub(super) range: TimeRange,
+    pub(super) granularity: Granularity,
+    pub(super) tz: Tz,
+    pub(super) group_by: Option<GroupBy>,
 }
 
-async fn owner_usage(
+/// Attributed usage of one owner per bucket.
+#[utoipa::path(
+    get,
+    path = "/v1/owners/{owner_id}/usage",
+    tag = "usage",
+    params(
+        ("owner_id" = String, Path, description = "The owner: `usr_…` or `bot_…`"),
+        ("from" = String, Query, description = "Start, inclusive: RFC 3339 or YYYY-MM-DD (00:00 UTC)"),
+        ("to" = String, Query, description = "End, exclusive: RFC 3339 or YYYY-MM-DD; at most 366 days after from"),
+        ("granularity" = Option<String>, Query, description = "`hour` (default), `day` or `month`"),
+        ("timezone" = Option<String>, Query, description = "IANA time zone of the buckets, default UTC"),
+        ("group_by" = Option<String>, Query, description = "`credential` or `endpoint`"),
+    ),
+    responses(
+        (status = 200, description = "Usage per bucket", body = UsageReport),
+        (status = 400, description = "A bad parameter, named in the message", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = super::openapi::ErrorBody),
+        (status = 404, description = "Not visible to this customer key", body = super::openapi::ErrorBody),
+        (status = 503, description = "ClickHouse is unavailable", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
+pub(super) async fn owner_usage(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     owner_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<UsageReport>, ApiError> {
@@ -114,218 +118,53 @@ async fn owner_usage(
         )
     })?;
     let request = parse_request(&owner_id, query.as_deref())?;
-    let rows = with_deadline(
-        format!("read hourly usage of owner {:?}", request.owner_id),
-        state.query_timeout,
-        state
-            .client
-            .query(OWNER_USAGE_HOURLY_SQL)
-            .bind(request.owner_id.as_str())
-            .bind(status::ATTRIBUTED)
-            .bind(request.from)
-            .bind(request.to)
-            .fetch_all::<HourRow>(),
-    )
-    .await?;
-    Ok(Json(report(request, rows)))
-}
-
-fn report(request: UsageRequest, rows: Vec<HourRow>) -> UsageReport {
-    let mut totals = UsageMetrics::default();
-    let buckets = rows
-        .into_iter()
-        .map(|row| {
-            totals.bytes_in = totals.bytes_in.saturating_add(row.sum_bytes_in);
-            totals.bytes_out = totals.bytes_out.saturating_add(row.sum_bytes_out);
-            totals.http_requests = totals.http_requests.saturating_add(row.sum_http_requests);
-            totals.tcp_connections = totals
-                .tcp_connections
-                .saturating_add(row.sum_tcp_connections);
-            UsageBucket {
-                start: rfc3339(row.hour_start),
-                bytes_in: row.sum_bytes_in,
-                bytes_out: row.sum_bytes_out,
-                http_requests: row.sum_http_requests,
-                tcp_connections: row.sum_tcp_connections,
-            }
-        })
-        .collect();
-    UsageReport {
+    access.check_owner(&state, &request.owner_id).await?;
+    let spec = SeriesSpec {
+        scope: Scope::owner(&request.owner_id),
+        range: request.range,
+        tz: request.tz,
+        granularity: request.granularity,
+        group_by: request.group_by,
+    };
+    let series = report::series(&state, &spec).await?;
+    Ok(Json(UsageReport {
         owner_id: request.owner_id,
-        from: rfc3339(request.from),
-        to: rfc3339(request.to),
-        granularity: GRANULARITY.to_owned(),
-        buckets,
-        totals,
-    }
-}
-
-fn rfc3339(secs: u32) -> String {
-    DateTime::<Utc>::from_timestamp(i64::from(secs), 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
+        from: rfc3339(request.range.from),
+        to: rfc3339(request.range.to),
+        granularity: request.granularity.name().to_owned(),
+        timezone: request.tz.name().to_owned(),
+        group_by: request.group_by.map(|g| g.name().to_owned()),
+        buckets: series.buckets,
+        session_only_buckets: series.session_only,
+        totals: series.totals,
+        groups: series.groups,
+    }))
 }
 
 /// Checks the path and query parameters, in a fixed order so that the error is predictable.
-fn parse_request(owner_id: &str, query: Option<&str>) -> Result<UsageRequest, ApiError> {
-    check_owner_id(owner_id)?;
-
-    let mut from = None;
-    let mut to = None;
-    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let slot = match name.as_ref() {
-            "from" => &mut from,
-            "to" => &mut to,
-            other => {
-                return Err(ApiError::bad(
-                    "unknown_parameter",
-                    other,
-                    format!(
-                        "unknown query parameter {} (expected from and to)",
-                        quote(other)
-                    ),
-                ))
-            }
-        };
-        if slot.is_some() {
-            return Err(ApiError::bad(
-                "invalid_parameter",
-                name.as_ref(),
-                format!(
-                    "query parameter {name} given more than once (again as {})",
-                    quote(&value)
-                ),
-            ));
-        }
-        *slot = Some(value.into_owned());
-    }
-    let from_raw = from.ok_or_else(|| missing("from"))?;
-    let to_raw = to.ok_or_else(|| missing("to"))?;
-    let from = parse_bound("from", &from_raw)?;
-    let to = parse_bound("to", &to_raw)?;
-
-    if from >= to {
-        return Err(ApiError::bad(
-            "invalid_range",
-            "to",
-            format!(
-                "query parameter to must be after from ({}), found {}",
-                quote(&from_raw),
-                quote(&to_raw)
-            ),
-        ));
-    }
-    if i64::from(to - from) > MAX_RANGE_DAYS * 86_400 {
-        return Err(ApiError::bad(
-            "invalid_range",
-            "to",
-            format!(
-                "query parameter to must be at most {MAX_RANGE_DAYS} days after from ({}), \
-                 found {}",
-                quote(&from_raw),
-                quote(&to_raw)
-            ),
-        ));
-    }
+pub(super) fn parse_request(owner_id: &str, query: Option<&str>) -> Result<UsageRequest, ApiError> {
+    check_id("path parameter", "owner_id", owner_id)?;
+    let params = QueryParams::parse(query, PARAMETERS)?;
+    let range = params.range()?;
+    let granularity = params.choice("granularity")?.unwrap_or(Granularity::Hour);
+    let tz = params.timezone()?;
+    let group_by = params.choice("group_by")?;
     Ok(UsageRequest {
         owner_id: owner_id.to_owned(),
-        from,
-        to,
+        range,
+        granularity,
+        tz,
+        group_by,
     })
-}
-
-fn check_owner_id(owner_id: &str) -> Result<(), ApiError> {
-    let valid = !owner_id.is_empty()
-        && owner_id.len() <= MAX_OWNER_ID_LEN
-        && owner_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad(
-            "invalid_parameter",
-            "owner_id",
-            format!(
-                "path parameter owner_id: expected an owner id such as usr_… or bot_… \
-                 (letters, digits, _ and -, at most {MAX_OWNER_ID_LEN} characters), found {}",
-                quote(owner_id)
-            ),
-        ))
-    }
-}
-
-fn missing(parameter: &'static str) -> ApiError {
-    ApiError::bad(
-        "missing_parameter",
-        parameter,
-        format!("missing query parameter {parameter} (an RFC 3339 time or a YYYY-MM-DD date)"),
-    )
-}
-
-/// A range bound as Unix seconds within ClickHouse's `DateTime`.
-fn parse_bound(parameter: &'static str, value: &str) -> Result<u32, ApiError> {
-    let Some(time) = parse_time(value) else {
-        let hint = if value.contains(' ') {
-            " (a + in a URL means a space: send it as %2B)"
-        } else {
-            ""
-        };
-        return Err(ApiError::bad(
-            "invalid_parameter",
-            parameter,
-            format!(
-                "query parameter {parameter}: expected an RFC 3339 time or a YYYY-MM-DD date, \
-                 found {}{hint}",
-                quote(value)
-            ),
-        ));
-    };
-    u32::try_from(time.timestamp()).map_err(|_| {
-        ApiError::bad(
-            "invalid_parameter",
-            parameter,
-            format!(
-                "query parameter {parameter}: expected a time between 1970-01-01T00:00:00Z and \
-                 2106-02-07T06:28:15Z, found {}",
-                quote(value)
-            ),
-        )
-    })
-}
-
-/// An RFC 3339 time, or a `YYYY-MM-DD` date meaning 00:00 UTC that day. Fractions of a second are
-/// kept here and dropped by the caller.
-pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    if value.len() == 10 {
-        let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
-        // `%m`/`%d` also accept one digit; the length check plus this keeps the form exact.
-        if date.format("%Y-%m-%d").to_string() != value {
-            return None;
-        }
-        return Some(date.and_hms_opt(0, 0, 0)?.and_utc());
-    }
-    DateTime::parse_from_rfc3339(value)
-        .ok()
-        .map(|time| time.with_timezone(&Utc))
-}
-
-/// A value for an error message: quoted, escaped, and cut when long.
-fn quote(value: &str) -> String {
-    const MAX_CHARS: usize = 100;
-    if value.chars().count() <= MAX_CHARS {
-        format!("{value:?}")
-    } else {
-        let cut: String = value.chars().take(MAX_CHARS).collect();
-        format!("{cut:?}… ({} bytes)", value.len())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
     use super::*;
+    use crate::api::params::parse_time;
     use axum::http::StatusCode;
+    use chrono::DateTime;
 
     fn bad(owner: &str, query: &str) -> (String, String, String) {
         match parse_request(owner, Some(query)) {
@@ -353,8 +192,13 @@ mod tests {
             request,
             UsageRequest {
                 owner_id: "bot_1".to_owned(),
-                from: secs("2024-05-01T00:00:00Z"),
-                to: secs("2024-05-01T10:30:00Z"),
+                range: TimeRange {
+                    from: secs("2024-05-01T00:00:00Z"),
+                    to: secs("2024-05-01T10:30:00Z"),
+                },
+                granularity: Granularity::Hour,
+                tz: Tz::UTC,
+                group_by: None,
             }
         );
         // Fractions are dropped: event_time has whole seconds.
@@ -364,8 +208,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (request.from, request.to),
+            (request.range.from, request.range.to),
             (secs("2024-05-01T00:00:00Z"), secs("2024-05-02T00:00:00Z"))
+        );
+        let request = parse_request(
+            "usr_1",
+            Some("from=2024-05-01&to=2024-06-01&granularity=day&timezone=Europe/Berlin&group_by=endpoint"),
+        )
+        .unwrap();
+        assert_eq!(
+            (request.granularity, request.tz, request.group_by),
+            (Granularity::Day, Tz::Europe__Berlin, Some(GroupBy::Endpoint))
         );
     }
 
@@ -438,6 +291,17 @@ mod tests {
         assert!(message.contains("1970-01-01T00:00:00Z"), "{message}");
         let (_, parameter, _) = bad("bot_1", "from=2106-01-01&to=2106-12-31");
         assert_eq!(parameter, "to");
+
+        for (query, parameter, value) in [
+            ("granularity=week", "granularity", "\"week\""),
+            ("timezone=Mars/Olympus", "timezone", "\"Mars/Olympus\""),
+            ("timezone=utc", "timezone", "\"utc\""),
+            ("group_by=owner", "group_by", "\"owner\""),
+        ] {
+            let (code, got, message) = bad("bot_1", &format!("from=2024-05-01&to=2024-05-02&{query}"));
+            assert_eq!((code.as_str(), got.as_str()), ("invalid_parameter", parameter));
+            assert!(message.contains(value), "{message}");
+        }
     }
 
     #[test]
@@ -486,46 +350,44 @@ mod tests {
     }
 
     #[test]
-    fn sql_has_four_placeholders() {
-        assert_eq!(OWNER_USAGE_HOURLY_SQL.matches('?').count(), 4);
-    }
-
-    #[test]
-    fn report_sums_buckets() {
-        let request = UsageRequest {
+    fn report_json_keeps_the_old_fields() {
+        let report = UsageReport {
             owner_id: "bot_1".to_owned(),
-            from: secs("2024-05-01T00:00:00Z"),
-            to: secs("2024-05-02T00:00:00Z"),
+            from: "2024-05-01T00:00:00Z".to_owned(),
+            to: "2024-05-02T00:00:00Z".to_owned(),
+            granularity: "hour".to_owned(),
+            timezone: "UTC".to_owned(),
+            group_by: None,
+            buckets: vec![UsageBucket {
+                start: "2024-05-01T10:00:00Z".to_owned(),
+                metrics: UsageMetrics {
+                    bytes_out: 2,
+                    agent_sessions: Some(1),
+                    session_hours: Some(0.5),
+                    ..UsageMetrics::default()
+                },
+            }],
+            session_only_buckets: Vec::new(),
+            totals: UsageMetrics::default(),
+            groups: None,
         };
-        let row = |hour: &str, n: u64| HourRow {
-            hour_start: secs(hour),
-            sum_bytes_in: n,
-            sum_bytes_out: 2 * n,
-            sum_http_requests: 3 * n,
-            sum_tcp_connections: 4 * n,
-        };
-        let report = report(
-            request,
-            vec![
-                row("2024-05-01T10:00:00Z", 1),
-                row("2024-05-01T11:00:00Z", 10),
-            ],
-        );
-        assert_eq!(report.from, "2024-05-01T00:00:00Z");
-        assert_eq!(report.to, "2024-05-02T00:00:00Z");
-        assert_eq!(report.buckets[1].start, "2024-05-01T11:00:00Z");
-        assert_eq!(
-            report.totals,
-            UsageMetrics {
-                bytes_in: 11,
-                bytes_out: 22,
-                http_requests: 33,
-                tcp_connections: 44
-            }
-        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["granularity"], "hour");
+        assert_eq!(json["buckets"][0]["start"], "2024-05-01T10:00:00Z");
         assert_eq!(json["buckets"][0]["bytes_out"], 2);
+        assert_eq!(json["buckets"][0]["session_hours"], 0.5);
+        for field in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
+            assert_eq!(json["totals"][field], 0, "{field}");
+        }
+        assert!(json.get("groups").is_none());
+        // An old client's body (four metrics per bucket) still reads.
+        let old: UsageReport = serde_json::from_str(
+            r#"{"owner_id":"b","from":"f","to":"t","granularity":"hour","buckets":[{"start":"s",
+            "bytes_in":1,"bytes_out":2,"http_requests":3,"tcp_connections":4}],
+            "totals":{"bytes_in":1,"bytes_out":2,"http_requests":3,"tcp_connections":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.buckets[0].metrics.tcp_connections, 4);
     }
 
     #[tokio::test]
@@ -545,6 +407,10 @@ mod tests {
             (
                 "/v1/owners/%FF/usage?from=2024-05-01&to=2024-05-02",
                 "owner_id",
+            ),
+            (
+                "/v1/owners/bot_1/usage?from=2024-05-01&to=2024-05-02&timezone=Europe%2FAtlantis",
+                "\"Europe/Atlantis\"",
             ),
         ];
         for (uri, needle) in cases {

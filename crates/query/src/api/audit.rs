@@ -1,0 +1,339 @@
+//! `GET /v1/audit?owner_id=…|credential_id=…[&from=…&to=…]`: the audit trail of an owner or a
+//! credential (admin keys only). Without `from`/`to`, all of history.
+//!
+//! For an owner (`usr_…`/`bot_…`):
+//! - `lifecycle`: events of the bot user itself and of every credential it owns (created, updated,
+//!   deactivated, deleted), and rejected attempts to change a credential's owner to or from it
+//!   (anomaly `owner_change_rejected`);
+//! - `credentials`: each of its credentials with its first and last attributed use;
+//! - `actions`: the audit events it is the principal of, with the API key used
+//!   (`principal_credential_id`) and any anomaly (`api_key_owner_mismatch`).
+//!
+//! For a credential: its lifecycle, its first and last use, and the actions made with it as API
+//! key. At most [`MAX_AUDIT_EVENTS`] events; `truncated` says when there were more.
+
+use axum::extract::{RawQuery, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Access;
+use super::catalog::{self, CredentialFilter};
+use super::params::{rfc3339, rfc3339_us, QueryParams, TimeRange};
+use super::{ApiError, AppState};
+use crate::error::with_deadline;
+use crate::rows::status;
+
+/// Placeholders: ids four times, from, to, limit.
+pub(super) const AUDIT_EVENTS_SQL: &str = include_str!("../../sql/audit_events.sql");
+/// Placeholders: credential ids, status, from, to.
+pub(super) const CREDENTIAL_USE_SQL: &str = include_str!("../../sql/credential_use.sql");
+
+/// Most events one answer lists.
+pub const MAX_AUDIT_EVENTS: u32 = 10_000;
+
+const ALL_TIME: TimeRange = TimeRange { from: 0, to: u32::MAX };
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(audit))
+}
+
+/// The response of `/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditReport {
+    /// The owner asked for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    /// The credential asked for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    /// Start of the range, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End of the range, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Lifecycle events of the bot user and its credentials (or of the credential), oldest first.
+    pub lifecycle: Vec<AuditEvent>,
+    /// The credentials concerned, with their first and last use.
+    pub credentials: Vec<CredentialAudit>,
+    /// Audit events the owner acted as principal in (or made with the credential as API key).
+    pub actions: Vec<AuditEvent>,
+    /// Whether events were cut at the limit.
+    pub truncated: bool,
+}
+
+/// One control-plane event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// The event id.
+    pub event_id: String,
+    /// Its type, e.g. `tunnel_credential_deleted.v0`.
+    pub event_type: String,
+    /// `created`, `updated`, `deactivated`, `deleted`, `owner_change_rejected`, `session_start`,
+    /// `session_stop`, or `action` for any other audit event.
+    pub action: String,
+    /// RFC 3339 UTC, to the microsecond.
+    pub time: String,
+    /// Who acted.
+    pub principal_id: String,
+    /// The principal's email or name.
+    pub principal_subject: String,
+    /// The API key the principal used.
+    pub principal_credential_id: String,
+    /// The object the event is about.
+    pub object_id: String,
+    /// The owner the event named.
+    pub owner_id: String,
+    /// Anomalies of the event.
+    pub anomalies: Vec<String>,
+}
+
+/// A credential's identity and use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialAudit {
+    /// The credential.
+    pub credential_id: String,
+    /// `authtoken`, `ssh_key` or `api_key`.
+    pub kind: String,
+    /// Its owner.
+    pub owner_id: String,
+    /// When it first appeared (created), RFC 3339.
+    pub created_at: String,
+    /// When it was deleted, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// Its first attributed use in the range, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_used_at: Option<String>,
+    /// Its last attributed use in the range, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// Net traffic events attributed to it in the range.
+    pub events: i64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EventRow {
+    event_id: String,
+    event_type: String,
+    time_us: i64,
+    principal_id: String,
+    principal_subject: String,
+    principal_credential_id: String,
+    object_id: String,
+    owner_id: String,
+    active: String,
+    anomalies: Vec<String>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct UseRow {
+    credential_id: String,
+    first_us: i64,
+    last_us: i64,
+    events: i64,
+}
+
+/// What a control event did to its object.
+fn action_of(row: &EventRow) -> &'static str {
+    if row.anomalies.iter().any(|a| a == "owner_change_rejected") {
+        return "owner_change_rejected";
+    }
+    let t = row.event_type.as_str();
+    let lifecycle = ["tunnel_credential_", "ssh_public_key_", "api_key_", "bot_user_"]
+        .iter()
+        .any(|prefix| t.starts_with(prefix));
+    match t {
+        "agent_session_start.v0" => "session_start",
+        "agent_session_stop.v0" => "session_stop",
+        _ if lifecycle && t.ends_with("_created.v0") => "created",
+        _ if lifecycle && t.ends_with("_deleted.v0") => "deleted",
+        "bot_user_updated.v0" if row.active == "false" => "deactivated",
+        _ if lifecycle && t.ends_with("_updated.v0") => "updated",
+        _ => "action",
+    }
+}
+
+/// The audit trail of an owner or a credential.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(
+        ("owner_id" = Option<String>, Query, description = "An owner (exactly one of owner_id and credential_id)"),
+        ("credential_id" = Option<String>, Query, description = "A credential"),
+        ("from" = Option<String>, Query, description = "Start (with to); all of history without"),
+        ("to" = Option<String>, Query, description = "End (with from)"),
+    ),
+    responses(
+        (status = 200, body = AuditReport),
+        (status = 400, body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::openapi::ErrorBody),
+        (status = 503, body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
+pub(super) async fn audit(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AuditReport>, ApiError> {
+    access.require_admin()?;
+    let params = QueryParams::parse(query.as_deref(), &["owner_id", "credential_id", "from", "to"])?;
+    let owner_id = params.id("owner_id")?;
+    let credential_id = params.id("credential_id")?;
+    let range = params.optional_range()?;
+    let subject = match (&owner_id, &credential_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "invalid_parameter",
+                "credential_id",
+                "query parameters owner_id and credential_id: give one, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad(
+                "missing_parameter",
+                "owner_id",
+                "missing query parameter owner_id or credential_id",
+            ))
+        }
+        (Some(id), None) | (None, Some(id)) => id.clone(),
+    };
+    let one = std::slice::from_ref(&subject);
+    let credentials = if owner_id.is_some() {
+        catalog::credentials(
+            &state,
+            CredentialFilter {
+                owners: one,
+                ..CredentialFilter::default()
+            },
+        )
+        .await?
+    } else {
+        catalog::credentials(
+            &state,
+            CredentialFilter {
+                credentials: one,
+                ..CredentialFilter::default()
+            },
+        )
+        .await?
+    };
+    let credential_ids: Vec<String> = credentials.iter().map(|c| c.credential_id.clone()).collect();
+    // Lifecycle ids: the subject and its credentials; principal ids: the owner; API key: the credential.
+    let mut objects = credential_ids.clone();
+    objects.push(subject.clone());
+    let (owners, principals, api_keys) = if owner_id.is_some() {
+        (one.to_vec(), one.to_vec(), Vec::new())
+    } else {
+        (Vec::new(), Vec::new(), one.to_vec())
+    };
+    let window = range.unwrap_or(ALL_TIME);
+    let (events, uses) = tokio::try_join!(
+        with_deadline(
+            format!("read the audit trail of {subject:?}"),
+            state.query_timeout,
+            state
+                .client
+                .query(AUDIT_EVENTS_SQL)
+                .bind(&objects)
+                .bind(&owners)
+                .bind(&principals)
+                .bind(&api_keys)
+                .bind(window.from)
+                .bind(window.to)
+                .bind(MAX_AUDIT_EVENTS + 1)
+                .fetch_all::<EventRow>(),
+        ),
+        with_deadline(
+            format!("read the credential use of {subject:?}"),
+            state.query_timeout,
+            state
+                .client
+                .query(CREDENTIAL_USE_SQL)
+                .bind(&credential_ids)
+                .bind(status::ATTRIBUTED)
+                .bind(window.from)
+                .bind(window.to)
+                .fetch_all::<UseRow>(),
+        ),
+    )?;
+    let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
+    let mut lifecycle = Vec::new();
+    let mut actions = Vec::new();
+    for row in events.into_iter().take(MAX_AUDIT_EVENTS as usize) {
+        let action = action_of(&row);
+        let is_object = objects.contains(&row.object_id) || owners.contains(&row.owner_id);
+        let event = AuditEvent {
+            action: action.to_owned(),
+            event_id: row.event_id,
+            event_type: row.event_type,
+            time: rfc3339_us(row.time_us),
+            principal_id: row.principal_id,
+            principal_subject: row.principal_subject,
+            principal_credential_id: row.principal_credential_id,
+            object_id: row.object_id,
+            owner_id: row.owner_id,
+            anomalies: row.anomalies,
+        };
+        let by_subject = principals.contains(&event.principal_id) || api_keys.contains(&event.principal_credential_id);
+        if is_object && action != "action" {
+            lifecycle.push(event);
+        } else if by_subject {
+            actions.push(event);
+        } else {
+            lifecycle.push(event);
+        }
+    }
+    let credentials = credentials
+        .into_iter()
+        .map(|c| {
+            let used = uses.iter().find(|u| u.credential_id == c.credential_id);
+            CredentialAudit {
+                created_at: rfc3339_us(c.created_us),
+                deleted_at: (c.deleted_us > 0).then(|| rfc3339_us(c.deleted_us)),
+                first_used_at: used.map(|u| rfc3339_us(u.first_us)),
+                last_used_at: used.map(|u| rfc3339_us(u.last_us)),
+                events: used.map_or(0, |u| u.events),
+                credential_id: c.credential_id,
+                kind: c.kind,
+                owner_id: c.owner_id,
+            }
+        })
+        .collect();
+    Ok(Json(AuditReport {
+        owner_id,
+        credential_id,
+        from: range.map(|r| rfc3339(r.from)),
+        to: range.map(|r| rfc3339(r.to)),
+        lifecycle,
+        credentials,
+        actions,
+        truncated,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn exactly_one_subject() {
+        for (uri, parameter) in [
+            ("/v1/audit", "owner_id"),
+            ("/v1/audit?owner_id=bot_1&credential_id=cr_1", "credential_id"),
+            ("/v1/audit?owner_id=bot%201", "owner_id"),
+            ("/v1/audit?owner_id=bot_1&from=2024-05-01", "to"),
+        ] {
+            let (status, _, body) = call(unreachable_state(), "GET", uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert!(body["error"]["message"].as_str().unwrap().contains(parameter), "{uri}: {body}");
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! API keys and roles.
+//!
+//! Keys come from a file (`botmeter serve --api-keys-file keys.toml`) that holds only their SHA-256
+//! digests, never the keys:
+//!
+//! ```toml
+//! [[keys]]
+//! name = "grafana"            # shown in logs; never the key
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! role = "reader"             # admin | reader | customer:<customer id>
+//! ```
+//!
+//! A request sends `Authorization: Bearer <key>`; the key's digest is compared with every stored
+//! digest in constant time (`subtle`). Roles:
+//! - `admin`: every route;
+//! - `reader`: every report, not the audit trail (`/v1/audit`, which shows who did what with
+//!   which API key);
+//! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`) and the usage of the
+//!   bot users that belong to it (`/v1/owners/<bot>/usage`); another customer or owner answers 404
+//!   (its existence is not confirmed), any other route 403.
+//!
+//! With no keys configured the API is open (every route, as admin), and `serve` logs a warning.
+//! `/healthz`, `/readyz` and `/openapi.json` never need a key.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::debug;
+
+use super::params::check_id;
+use super::settings::{self, Format, SettingsError};
+use super::{ApiError, AppState};
+
+/// Paths that never need a key.
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// The keys file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    /// The keys; an empty list leaves the API open.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+/// One key of the keys file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// A name for logs (who holds the key); unique in the file.
+    pub name: String,
+    /// The key's SHA-256 digest, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// `admin`, `reader`, or `customer:<customer id>`.
+    pub role: String,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Every report but the audit trail.
+    Reader,
+    /// One customer's report and usage.
+    Customer(String),
+}
+
+impl Role {
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "admin" => Some(Self::Admin),
+            "reader" => Some(Self::Reader),
+            _ => {
+                let id = value.strip_prefix("customer:")?;
+                check_id("role", "customer", id).ok()?;
+                Some(Self::Customer(id.to_owned()))
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct StoredKey {
+    name: String,
+    digest: [u8; 32],
+    role: Role,
+}
+
+/// The configured keys, validated; cheap to clone.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    keys: Arc<Vec<StoredKey>>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and roles only: digests are not secrets, but nothing needs them in a log.
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| (&k.name, &k.role)))
+            .finish()
+    }
+}
+
+impl ApiKeys {
+    /// Reads and validates a keys file (TOML, or JSON for `*.json`).
+    pub fn load(path: &std::path::Path) -> Result<Self, SettingsError> {
+        let file: ApiKeysFile = settings::read(path)?;
+        Self::validate(path, file)
+    }
+
+    /// Parses and validates keys from text (no IO).
+    pub fn parse(path: &std::path::Path, text: &str, format: Format) -> Result<Self, SettingsError> {
+        let file: ApiKeysFile = settings::parse(path, text, format)?;
+        Self::validate(path, file)
+    }
+
+    /// Checks every entry.
+    pub fn validate(path: &std::path::Path, file: ApiKeysFile) -> Result<Self, SettingsError> {
+        let invalid = |i: usize, field: &str, message: String| SettingsError::Invalid {
+            path: path.to_owned(),
+            field: format!("keys[{i}].{field}"),
+            message,
+        };
+        let mut keys = Vec::with_capacity(file.keys.len());
+        for (i, entry) in file.keys.into_iter().enumerate() {
+            if entry.name.trim().is_empty() {
+                return Err(invalid(i, "name", "must not be empty".to_owned()));
+            }
+            if keys.iter().any(|k: &StoredKey| k.name == entry.name) {
+                return Err(invalid(i, "name", format!("{:?} is used twice", entry.name)));
+            }
+            let digest = hex::decode(&entry.sha256)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        i,
+                        "sha256",
+                        format!(
+                            "expected 64 hex digits (the SHA-256 of the key, not the key), found {} characters",
+                            entry.sha256.len()
+                        ),
+                    )
+                })?;
+            let role = Role::parse(&entry.role).ok_or_else(|| {
+                invalid(
+                    i,
+                    "role",
+                    format!(
+                        "expected admin, reader or customer:<id> (letters, digits, _, - and .), found {:?}",
+                        entry.role
+                    ),
+                )
+            })?;
+            keys.push(StoredKey {
+                name: entry.name,
+                digest,
+                role,
+            });
+        }
+        Ok(Self {
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// No keys: the API is open.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The key whose digest matches `presented`'s, compared with every stored digest in constant
+    /// time.
+    fn find(&self, presented: &str) -> Option<&StoredKey> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in self.keys.iter() {
+            if bool::from(key.digest.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+}
+
+/// Who is asking, as established by [`authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No keys are configured: everything is allowed.
+    Open,
+    /// A configured key.
+    Key {
+        /// The key's name.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+}
+
+impl Access {
+    fn customer(&self) -> Option<&str> {
+        match self {
+            Self::Key {
+                role: Role::Customer(id),
+                ..
+            } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Account-wide reports: admin and reader.
+    pub(super) fn require_reader(&self) -> Result<(), ApiError> {
+        match self.customer() {
+            None => Ok(()),
+            Some(id) => Err(ApiError::Forbidden {
+                message: format!(
+                    "this key is scoped to customer {id:?}: it may read /v1/customers/{id}/report \
+                     and the usage of that customer's bot users only"
+                ),
+            }),
+        }
+    }
+
+    /// The audit trail: admin only.
+    pub(super) fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Open
+            | Self::Key {
+                role: Role::Admin, ..
+            } => Ok(()),
+            Self::Key { role, .. } => Err(ApiError::Forbidden {
+                message: format!("this route needs an admin key; this key's role is {}", role_name(role)),
+            }),
+        }
+    }
+
+    /// A customer's report: any account-wide key, or that customer's key (404 for another
+    /// customer: its existence is not confirmed).
+    pub(super) fn check_customer(&self, customer_id: &str) -> Result<(), ApiError> {
+        match self.customer() {
+            Some(own) if own != customer_id => Err(ApiError::Missing {
+                what: format!("customer {customer_id:?}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// An owner's usage: any account-wide key, or a customer key when the owner is one of that
+    /// customer's bot users (else 404).
+    pub(super) async fn check_owner(&self, state: &AppState, owner_id: &str) -> Result<(), ApiError> {
+        let Some(customer) = self.customer() else {
+            return Ok(());
+        };
+        let resolved = super::customers::resolve(state, customer).await?;
+        if resolved.bot_ids().any(|bot| bot == owner_id) {
+            Ok(())
+        } else {
+            Err(ApiError::Missing {
+                what: format!("owner {owner_id:?}"),
+            })
+        }
+    }
+}
+
+fn role_name(role: &Role) -> String {
+    match role {
+        Role::Admin => "admin".to_owned(),
+        Role::Reader => "reader".to_owned(),
+        Role::Customer(id) => format!("customer:{id}"),
+    }
+}
+
+/// Middleware: establishes [`Access`] for every request, or answers 401.
+pub(super) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let access = if state.api_keys.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
+        Access::Open
+    } else {
+        match bearer(&request) {
+            Err(message) => return ApiError::Unauthorized { message }.into_response(),
+            Ok(presented) => match state.api_keys.find(presented) {
+                Some(key) => {
+                    debug!(key = %key.name, path = %request.uri().path(), "authenticated");
+                    Access::Key {
+                        name: key.name.clone(),
+                        role: key.role.clone(),
+                    }
+                }
+                None => {
+                    return ApiError::Unauthorized {
+                        message: "the API key is not valid".to_owned(),
+                    }
+                    .into_response()
+                }
+            },
+        }
+    };
+    request.extensions_mut().insert(access);
+    next.run(request).await
+}
+
+/// The key of `Authorization: Bearer <key>`.
+fn bearer(request: &Request) -> Result<&str, String> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| "missing Authorization header: send Authorization: Bearer <API key>".to_owned())?;
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?;
+    let (scheme, key) = value
+        .split_once(' ')
+        .ok_or_else(|| "expected Authorization: Bearer <API key>".to_owned())?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(format!("expected the Bearer scheme, found {scheme:?}"));
+    }
+    let key = key.trim();
+    if key.is_empty() {
+        return Err("expected Authorization: Bearer <API key>, found an empty key".to_owned());
+    }
+    Ok(key)
+}
+
+/// The SHA-256 digest of a key, as the keys file stores it.
+pub fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use axum::http::StatusCode;
+    use std::path::Path;
+
+    fn keys(text: &str) -> Result<ApiKeys, SettingsError> {
+        ApiKeys::parse(Path::new("keys.toml"), text, Format::Toml)
+    }
+
+    fn file() -> String {
+        format!(
+            "[[keys]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n\
+             [[keys]]\nname = \"grafana\"\nsha256 = \"{}\"\nrole = \"reader\"\n\
+             [[keys]]\nname = \"acme\"\nsha256 = \"{}\"\nrole = \"customer:acme\"\n",
+            key_digest("admin-key"),
+            key_digest("reader-key"),
+            key_digest("acme-key"),
+        )
+    }
+
+    #[test]
+    fn keys_file_is_validated() {
+        let parsed = keys(&file()).unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed.find("reader-key").unwrap().role, Role::Reader);
+        assert_eq!(
+            parsed.find("acme-key").unwrap().role,
+            Role::Customer("acme".to_owned())
+        );
+        assert!(parsed.find("reader-key ").is_none());
+        assert!(parsed.find("").is_none());
+        // The digest of the key is not the key.
+        assert!(parsed.find(&key_digest("admin-key")).is_none());
+
+        for (text, field) in [
+            ("[[keys]]\nname = \"\"\nsha256 = \"00\"\nrole = \"admin\"", "keys[0].name"),
+            ("[[keys]]\nname = \"a\"\nsha256 = \"admin-key\"\nrole = \"admin\"", "keys[0].sha256"),
+        ] {
+            match keys(text) {
+                Err(SettingsError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let bad_role = format!("[[keys]]\nname = \"a\"\nsha256 = \"{}\"\nrole = \"root\"", key_digest("x"));
+        let err = keys(&bad_role).unwrap_err().to_string();
+        assert!(err.contains("keys[0].role") && err.contains("\"root\""), "{err}");
+        let bad_customer = bad_role.replace("\"root\"", "\"customer:a b\"");
+        assert!(keys(&bad_customer).is_err());
+        let twice = format!("{}{}", file(), file());
+        assert!(keys(&twice).unwrap_err().to_string().contains("used twice"));
+        let unknown = "[[keys]]\nname = \"a\"\nkey = \"plain\"\n";
+        assert!(matches!(keys(unknown), Err(SettingsError::Parse { .. })));
+        let json = ApiKeys::parse(
+            Path::new("keys.json"),
+            &format!(r#"{{"keys":[{{"name":"a","sha256":"{}","role":"admin"}}]}}"#, key_digest("k")),
+            Format::Json,
+        )
+        .unwrap();
+        assert_eq!(json.len(), 1);
+        // Debug never shows digests.
+        assert!(!format!("{parsed:?}").contains(&key_digest("admin-key")));
+    }
+
+    fn with_keys() -> AppState {
+        unreachable_state().with_api_keys(keys(&file()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn missing_or_wrong_keys_are_401() {
+        let uri = "/v1/owners/bot_1/usage?from=2024-05-01&to=2024-05-02";
+        for header in [None, Some("Bearer nope"), Some("Basic YWRtaW4="), Some("Bearer "), Some("admin-key")] {
+            let (status, content_type, body, www) = call_with(with_keys(), "GET", uri, header).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{header:?}: {body}");
+            assert!(content_type.starts_with("application/json"));
+            assert_eq!(body["error"]["code"], "unauthorized");
+            assert!(www.starts_with("Bearer"), "{www}");
+        }
+        // Health and the spec stay open.
+        for path in ["/healthz", "/openapi.json"] {
+            let (status, _, _, _) = call_with(with_keys(), "GET", path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn roles_limit_routes() {
+        let usage = "/v1/owners/bot_1/usage?from=2024-05-01&to=2024-05-02";
+        // A valid key gets past authentication: ClickHouse is down, so 503.
+        for key in ["admin-key", "reader-key"] {
+            let (status, _, body, _) =
+                call_with(with_keys(), "GET", usage, Some(&format!("Bearer {key}"))).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{key}: {body}");
+        }
+        let (status, _, body, _) =
+            call_with(with_keys(), "GET", "/v1/audit?owner_id=bot_1", Some("bearer reader-key")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("admin"));
+
+        let acme = Some("Bearer acme-key");
+        for uri in [
+            "/v1/owners?from=2024-05-01&to=2024-05-02",
+            "/v1/usage/top?from=2024-05-01&to=2024-05-02",
+            "/v1/anomalies?from=2024-05-01&to=2024-05-02",
+            "/v1/audit?owner_id=bot_1",
+            "/v1/overage?month=2024-05",
+        ] {
+            let (status, _, body, _) = call_with(with_keys(), "GET", uri, acme).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+        let (status, _, body, _) =
+            call_with(with_keys(), "GET", "/v1/customers/globex/report?month=2024-05", acme).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        // Its own report gets past the check (and meets the ClickHouse that is down).
+        let (status, _, _, _) =
+            call_with(with_keys(), "GET", "/v1/customers/acme/report?month=2024-05", acme).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn without_keys_the_api_is_open() {
+        let (status, _, _, _) = call_with(
+            unreachable_state(),
+            "GET",
+            "/v1/audit?owner_id=bot_1",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,675 @@
+//! The usage engine behind the owner, customer and overage reports: attributed usage of a
+//! [`Scope`] (owners and/or credentials) per time bucket in a time zone, optionally per credential
+//! or endpoint, with agent sessions and session-hours.
+//!
+//! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign`.
+//! - Sessions come from `crates/query/sql/agent_sessions.sql` (the audit log); a session lasts from
+//!   its start to its stop, or to the end of the range (and never past now) when it has not
+//!   stopped. Its overlap with each bucket, clipped to the range, is its session-hours there; a
+//!   session counts in every bucket it overlaps, and once in the totals.
+//! - Bucket boundaries are the ones ClickHouse computes for the same zone (`toStartOfHour`,
+//!   `toStartOfDay`, `toStartOfMonth` of `toTimeZone(event_time, tz)`); this module computes the
+//!   same starts for sessions, so both line up (a test runs both on the real server).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::params::{rfc3339_in, Choice, TimeRange};
+use super::{ApiError, AppState};
+use crate::error::with_deadline;
+use crate::rows::status;
+
+/// Placeholders: tz, granularity, group, owners, credentials, status, from, to.
+pub(super) const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
+/// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
+pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
+/// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
+pub(super) const AGENT_SESSIONS_SQL: &str = include_str!("../../sql/agent_sessions.sql");
+
+const MICROS_PER_HOUR: f64 = 3_600_000_000.0;
+
+/// How long a bucket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Granularity {
+    /// A local hour.
+    Hour,
+    /// A local day.
+    Day,
+    /// A local calendar month.
+    Month,
+}
+
+impl Choice for Granularity {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("hour", Self::Hour),
+        ("day", Self::Day),
+        ("month", Self::Month),
+    ];
+}
+
+/// What a report may be split by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GroupBy {
+    /// Per credential.
+    Credential,
+    /// Per endpoint.
+    Endpoint,
+}
+
+impl Choice for GroupBy {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("credential", Self::Credential), ("endpoint", Self::Endpoint)];
+}
+
+/// Whose usage: rows whose owner or credential is listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Scope {
+    /// Owner ids.
+    pub(super) owners: Vec<String>,
+    /// Credential ids.
+    pub(super) credentials: Vec<String>,
+}
+
+impl Scope {
+    /// One owner.
+    pub(super) fn owner(owner_id: &str) -> Self {
+        Self {
+            owners: vec![owner_id.to_owned()],
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// Sums over a bucket or a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageMetrics {
+    /// Bytes that arrived at the endpoints (connection events).
+    pub bytes_in: u64,
+    /// Bytes that left the endpoints (connection events): ngrok's "data transfer out".
+    pub bytes_out: u64,
+    /// HTTP requests.
+    pub http_requests: u64,
+    /// TCP connections.
+    pub tcp_connections: u64,
+    /// Distinct endpoints with usage.
+    #[serde(default)]
+    pub endpoints: u64,
+    /// Endpoint-hours with outgoing bytes (an endpoint active in an hour of the report's time
+    /// zone counts once for that hour), which is how ngrok bills endpoints.
+    #[serde(default)]
+    pub active_endpoint_hours: u64,
+    /// Agent sessions running at some time in the bucket. Absent per endpoint (a session serves
+    /// several endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_sessions: Option<u64>,
+    /// Hours of agent sessions within the bucket. Absent per endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_hours: Option<f64>,
+}
+
+/// One bucket of usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageBucket {
+    /// Start of the bucket, RFC 3339 (in the report's time zone: `Z` for UTC, else its offset).
+    pub start: String,
+    /// The sums.
+    #[serde(flatten)]
+    pub metrics: UsageMetrics,
+}
+
+/// Usage of one credential or endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageGroup {
+    /// The credential or endpoint id.
+    pub key: String,
+    /// Its buckets with traffic, in order.
+    pub buckets: Vec<UsageBucket>,
+    /// Its buckets with agent sessions but no traffic, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub session_only_buckets: Vec<UsageBucket>,
+    /// Its sums over the range.
+    pub totals: UsageMetrics,
+}
+
+/// A report asked for.
+#[derive(Debug, Clone)]
+pub(super) struct SeriesSpec {
+    pub(super) scope: Scope,
+    pub(super) range: TimeRange,
+    pub(super) tz: Tz,
+    pub(super) granularity: Granularity,
+    pub(super) group_by: Option<GroupBy>,
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Series {
+    /// Buckets with traffic (what the usage report always listed), with their session figures.
+    pub(super) buckets: Vec<UsageBucket>,
+    /// Buckets with sessions and no traffic.
+    pub(super) session_only: Vec<UsageBucket>,
+    pub(super) totals: UsageMetrics,
+    pub(super) groups: Option<Vec<UsageGroup>>,
+    /// The sessions counted, clipped to the range.
+    pub(super) sessions: Vec<Session>,
+}
+
+/// One row of `usage_buckets.sql`, positional.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub(super) struct BucketRow {
+    pub(super) bucket_start: u32,
+    pub(super) group_key: String,
+    pub(super) sum_bytes_in: u64,
+    pub(super) sum_bytes_out: u64,
+    pub(super) sum_http_requests: u64,
+    pub(super) sum_tcp_connections: u64,
+    pub(super) endpoints: u64,
+    pub(super) active_endpoint_hours: u64,
+}
+
+impl BucketRow {
+    pub(super) fn metrics(&self) -> UsageMetrics {
+        UsageMetrics {
+            bytes_in: self.sum_bytes_in,
+            bytes_out: self.sum_bytes_out,
+            http_requests: self.sum_http_requests,
+            tcp_connections: self.sum_tcp_connections,
+            endpoints: self.endpoints,
+            active_endpoint_hours: self.active_endpoint_hours,
+            agent_sessions: None,
+            session_hours: None,
+        }
+    }
+}
+
+/// One row of `agent_sessions.sql`, positional.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub(super) struct SessionRow {
+    pub(super) session_id: String,
+    pub(super) credential_id: String,
+    pub(super) owner_id: String,
+    pub(super) starts: u64,
+    pub(super) start_us: i64,
+    pub(super) stops: u64,
+    pub(super) stop_us: i64,
+    pub(super) started_at: String,
+}
+
+/// A session clipped to a range: `[start_us, end_us)`, non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Session {
+    pub(super) id: String,
+    pub(super) credential_id: String,
+    pub(super) owner_id: String,
+    pub(super) start_us: i64,
+    pub(super) end_us: i64,
+}
+
+impl Session {
+    /// Its length in microseconds.
+    pub(super) fn micros(&self) -> i64 {
+        self.end_us - self.start_us
+    }
+}
+
+/// Which sessions to read.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SessionScope<'a> {
+    /// Every owner's.
+    All,
+    /// Those of these owners or credentials.
+    Of(&'a Scope),
+}
+
+/// Runs `usage_buckets.sql`.
+pub(super) async fn fetch_buckets(
+    state: &AppState,
+    scope: &Scope,
+    range: TimeRange,
+    tz: Tz,
+    granularity: Option<Granularity>,
+    group: Option<&str>,
+) -> Result<Vec<BucketRow>, ApiError> {
+    let granularity = granularity.map_or("all", |g| g.name());
+    let group = group.unwrap_or("");
+    with_deadline(
+        format!("read usage per {granularity} of {scope:?}"),
+        state.query_timeout,
+        state
+            .client
+            .query(USAGE_BUCKETS_SQL)
+            .bind(tz.name())
+            .bind(granularity)
+            .bind(group)
+            .bind(&scope.owners)
+            .bind(&scope.credentials)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .fetch_all::<BucketRow>(),
+    )
+    .await
+    .map_err(|err| timezone_error(err, tz))
+}
+
+/// Runs `agent_sessions.sql` and clips the sessions to `range` and to now.
+pub(super) async fn fetch_sessions(
+    state: &AppState,
+    scope: SessionScope<'_>,
+    range: TimeRange,
+) -> Result<Vec<Session>, ApiError> {
+    let empty = Scope::default();
+    let (all, listed) = match scope {
+        SessionScope::All => (1_u8, &empty),
+        SessionScope::Of(scope) => (0_u8, scope),
+    };
+    let rows = with_deadline(
+        format!("read agent sessions of {listed:?}"),
+        state.query_timeout,
+        state
+            .client
+            .query(AGENT_SESSIONS_SQL)
+            .bind(range.to)
+            .bind(all)
+            .bind(&listed.owners)
+            .bind(&listed.credentials)
+            .bind(range.start_us())
+            .fetch_all::<SessionRow>(),
+    )
+    .await?;
+    Ok(clip_sessions(rows, range, Utc::now().timestamp_micros()))
+}
+
+/// A ClickHouse that does not know a zone chrono-tz knows (an older tz database) is the client's
+/// problem to hear about, not a 503.
+fn timezone_error(err: crate::Error, tz: Tz) -> ApiError {
+    if let crate::Error::ClickHouse { source, .. } = &err {
+        let text = source.to_string();
+        if text.contains("time zone") || text.contains("timezone") {
+            return ApiError::bad(
+                "invalid_parameter",
+                "timezone",
+                format!(
+                    "query parameter timezone: {:?} is not known to the usage store's time zone \
+                     database; use another name for the same zone",
+                    tz.name()
+                ),
+            );
+        }
+    }
+    ApiError::from(err)
+}
+
+/// Sessions as `[start, stop or min(to, now))` ∩ `[from, to)`; empty ones and those whose start is
+/// unknown (a stop without start and without `started_at`) are dropped.
+pub(super) fn clip_sessions(rows: Vec<SessionRow>, range: TimeRange, now_us: i64) -> Vec<Session> {
+    let to_us = range.end_us().min(now_us.max(range.start_us()));
+    rows.into_iter()
+        .filter_map(|row| {
+            let start = if row.starts > 0 {
+                row.start_us
+            } else {
+                DateTime::parse_from_rfc3339(&row.started_at)
+                    .ok()?
+                    .timestamp_micros()
+            };
+            let stop = if row.stops > 0 { row.stop_us } else { to_us };
+            let (start_us, end_us) = (start.max(range.start_us()), stop.min(to_us));
+            (start_us < end_us).then_some(Session {
+                id: row.session_id,
+                credential_id: row.credential_id,
+                owner_id: row.owner_id,
+                start_us,
+                end_us,
+            })
+        })
+        .collect()
+}
+
+/// Start (Unix seconds) of the bucket holding `t`, as ClickHouse computes it for `tz`.
+pub(super) fn bucket_start(t: i64, granularity: Granularity, tz: Tz) -> i64 {
+    let utc = DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default();
+    match granularity {
+        Granularity::Hour => {
+            let offset = i64::from(tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc());
+            t - (t + offset).rem_euclid(3600)
+        }
+        Granularity::Day => local_midnight(utc.with_timezone(&tz).date_naive(), tz),
+        Granularity::Month => {
+            let date = utc.with_timezone(&tz).date_naive();
+            local_midnight(date.with_day(1).unwrap_or(date), tz)
+        }
+    }
+}
+
+/// Start of the bucket after the one starting at `start`.
+pub(super) fn next_bucket(start: i64, granularity: Granularity, tz: Tz) -> i64 {
+    let next = match granularity {
+        Granularity::Hour => start + 3600,
+        Granularity::Day => {
+            let local = DateTime::<Utc>::from_timestamp(start, 0)
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .date_naive();
+            local_midnight(local.succ_opt().unwrap_or(local), tz)
+        }
+        Granularity::Month => {
+            let local = DateTime::<Utc>::from_timestamp(start, 0)
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .date_naive();
+            let (year, month) = if local.month() == 12 {
+                (local.year() + 1, 1)
+            } else {
+                (local.year(), local.month() + 1)
+            };
+            local_midnight(NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(local), tz)
+        }
+    };
+    // Never stall, whatever a zone's rules do.
+    next.max(start + 1)
+}
+
+/// 00:00 local on `date`, or the first local time that exists that day (a DST jump at midnight).
+fn local_midnight(date: NaiveDate, tz: Tz) -> i64 {
+    let midnight: NaiveDateTime = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    (0..=3)
+        .find_map(|hours| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(hours)))
+                .earliest()
+        })
+        .map_or_else(|| midnight.and_utc().timestamp(), |t| t.timestamp())
+}
+
+/// Per bucket start: the sessions overlapping it and their microseconds within it.
+pub(super) fn session_buckets<'a>(
+    sessions: impl IntoIterator<Item = &'a Session>,
+    granularity: Granularity,
+    tz: Tz,
+) -> BTreeMap<u32, (u64, i64)> {
+    let mut out: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+    for session in sessions {
+        let end = session.end_us.div_euclid(1_000_000) + i64::from(session.end_us.rem_euclid(1_000_000) > 0);
+        let mut start = bucket_start(session.start_us.div_euclid(1_000_000), granularity, tz);
+        while start < end {
+            let next = next_bucket(start, granularity, tz);
+            let overlap = session.end_us.min(next * 1_000_000) - session.start_us.max(start * 1_000_000);
+            if overlap > 0 {
+                let slot = out.entry(u32::try_from(start).unwrap_or(0)).or_default();
+                slot.0 += 1;
+                slot.1 += overlap;
+            }
+            start = next;
+        }
+    }
+    out
+}
+
+fn hours(micros: i64) -> f64 {
+    micros as f64 / MICROS_PER_HOUR
+}
+
+/// Runs the report: buckets and totals (and per group when asked), sessions, all concurrently.
+pub(super) async fn series(state: &AppState, spec: &SeriesSpec) -> Result<Series, ApiError> {
+    let SeriesSpec {
+        scope,
+        range,
+        tz,
+        granularity,
+        group_by,
+    } = spec;
+    let (buckets, totals, grouped, grouped_totals, sessions) = tokio::try_join!(
+        fetch_buckets(state, scope, *range, *tz, Some(*granularity), None),
+        fetch_buckets(state, scope, *range, *tz, None, None),
+        async {
+            match group_by {
+                Some(g) => fetch_buckets(state, scope, *range, *tz, Some(*granularity), Some(g.name())).await,
+                None => Ok(Vec::new()),
+            }
+        },
+        async {
+            match group_by {
+                Some(g) => fetch_buckets(state, scope, *range, *tz, None, Some(g.name())).await,
+                None => Ok(Vec::new()),
+            }
+        },
+        fetch_sessions(state, SessionScope::Of(scope), *range),
+    )?;
+    Ok(assemble(spec, buckets, totals, grouped, grouped_totals, sessions))
+}
+
+/// Merges the SQL rows and the sessions (pure, so unit-tested without ClickHouse).
+pub(super) fn assemble(
+    spec: &SeriesSpec,
+    buckets: Vec<BucketRow>,
+    totals: Vec<BucketRow>,
+    grouped: Vec<BucketRow>,
+    grouped_totals: Vec<BucketRow>,
+    sessions: Vec<Session>,
+) -> Series {
+    let (tz, granularity) = (spec.tz, spec.granularity);
+    let with_sessions = |traffic: Vec<&BucketRow>, sessions: &[&Session]| {
+        let per_bucket = session_buckets(sessions.iter().copied(), granularity, tz);
+        let mut merged: BTreeMap<u32, (bool, UsageMetrics)> = BTreeMap::new();
+        for row in traffic {
+            merged.insert(row.bucket_start, (true, row.metrics()));
+        }
+        for (start, (count, micros)) in per_bucket {
+            let slot = &mut merged.entry(start).or_default().1;
+            slot.agent_sessions = Some(count);
+            slot.session_hours = Some(hours(micros));
+        }
+        let (mut with_traffic, mut session_only) = (Vec::new(), Vec::new());
+        for (start, (has_traffic, mut metrics)) in merged {
+            metrics.agent_sessions.get_or_insert(0);
+            metrics.session_hours.get_or_insert(0.0);
+            let bucket = UsageBucket {
+                start: rfc3339_in(start, tz),
+                metrics,
+            };
+            if has_traffic {
+                with_traffic.push(bucket);
+            } else {
+                session_only.push(bucket);
+            }
+        }
+        (with_traffic, session_only)
+    };
+    let session_totals = |traffic: Option<&BucketRow>, sessions: &[&Session]| {
+        let mut metrics = traffic.map(BucketRow::metrics).unwrap_or_default();
+        let distinct: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        metrics.agent_sessions = Some(distinct.len() as u64);
+        metrics.session_hours = Some(hours(sessions.iter().map(|s| s.micros()).sum()));
+        metrics
+    };
+
+    let all: Vec<&Session> = sessions.iter().collect();
+    let (series_buckets, session_only) = with_sessions(buckets.iter().collect(), &all);
+    let series_totals = session_totals(totals.first(), &all);
+
+    let groups = spec.group_by.map(|group_by| {
+        let mut keys: BTreeSet<&str> = grouped.iter().map(|r| r.group_key.as_str()).collect();
+        if group_by == GroupBy::Credential {
+            keys.extend(sessions.iter().map(|s| s.credential_id.as_str()));
+        }
+        keys.into_iter()
+            .map(|key| {
+                let traffic: Vec<&BucketRow> = grouped.iter().filter(|r| r.group_key == key).collect();
+                let total = grouped_totals.iter().find(|r| r.group_key == key);
+                match group_by {
+                    GroupBy::Credential => {
+                        let mine: Vec<&Session> =
+                            sessions.iter().filter(|s| s.credential_id == key).collect();
+                        let (buckets, session_only_buckets) = with_sessions(traffic, &mine);
+                        UsageGroup {
+                            key: key.to_owned(),
+                            buckets,
+                            session_only_buckets,
+                            totals: session_totals(total, &mine),
+                        }
+                    }
+                    GroupBy::Endpoint => UsageGroup {
+                        key: key.to_owned(),
+                        buckets: traffic
+                            .into_iter()
+                            .map(|row| UsageBucket {
+                                start: rfc3339_in(row.bucket_start, tz),
+                                metrics: row.metrics(),
+                            })
+                            .collect(),
+                        session_only_buckets: Vec::new(),
+                        totals: total.map(BucketRow::metrics).unwrap_or_default(),
+                    },
+                }
+            })
+            .collect()
+    });
+    Series {
+        buckets: series_buckets,
+        session_only,
+        totals: series_totals,
+        groups,
+        sessions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp()
+    }
+
+    fn us(rfc3339: &str) -> i64 {
+        secs(rfc3339) * 1_000_000
+    }
+
+    #[test]
+    fn every_report_sql_has_as_many_placeholders_as_its_binds() {
+        use crate::api::{anomalies, audit, catalog, top};
+        for (name, sql, binds) in [
+            ("usage_buckets", USAGE_BUCKETS_SQL, 8),
+            ("agent_sessions", AGENT_SESSIONS_SQL, 5),
+            ("credentials_catalog", catalog::CREDENTIALS_SQL, 5),
+            ("bot_users_catalog", catalog::BOT_USERS_SQL, 4),
+            ("principals", catalog::PRINCIPALS_SQL, 0),
+            ("owner_totals", top::OWNER_TOTALS_SQL, 5),
+            ("flagged_usage", anomalies::FLAGGED_SQL, 3),
+            ("unresolved_usage", anomalies::UNRESOLVED_SQL, 3),
+            ("control_anomalies", anomalies::CONTROL_ANOMALIES_SQL, 3),
+            ("audit_events", audit::AUDIT_EVENTS_SQL, 7),
+            ("credential_use", audit::CREDENTIAL_USE_SQL, 4),
+        ] {
+            // A `?` in a comment would be a placeholder too: the client binds by position.
+            assert_eq!(sql.matches('?').count(), binds, "{name}.sql");
+        }
+    }
+
+    #[test]
+    fn bucket_starts_follow_the_zone() {
+        let t = secs("2024-05-01T09:10:00Z");
+        let kolkata = Tz::Asia__Kolkata;
+        assert_eq!(bucket_start(t, Granularity::Hour, Tz::UTC), secs("2024-05-01T09:00:00Z"));
+        assert_eq!(bucket_start(t, Granularity::Hour, kolkata), secs("2024-05-01T08:30:00Z"));
+        assert_eq!(bucket_start(t, Granularity::Hour, Tz::Asia__Kathmandu), secs("2024-05-01T08:15:00Z"));
+        assert_eq!(bucket_start(t, Granularity::Day, kolkata), secs("2024-04-30T18:30:00Z"));
+        assert_eq!(bucket_start(t, Granularity::Month, kolkata), secs("2024-04-30T18:30:00Z"));
+        assert_eq!(
+            bucket_start(t, Granularity::Day, Tz::America__New_York),
+            secs("2024-05-01T04:00:00Z")
+        );
+        // Days across a DST change are 23 or 25 hours long.
+        let march = bucket_start(secs("2024-03-10T12:00:00Z"), Granularity::Day, Tz::America__New_York);
+        assert_eq!(march, secs("2024-03-10T05:00:00Z"));
+        assert_eq!(next_bucket(march, Granularity::Day, Tz::America__New_York), secs("2024-03-11T04:00:00Z"));
+        assert_eq!(
+            next_bucket(secs("2024-12-01T00:00:00Z"), Granularity::Month, Tz::UTC),
+            secs("2025-01-01T00:00:00Z")
+        );
+    }
+
+    fn row(session_id: &str, start: Option<&str>, stop: Option<&str>, started_at: &str) -> SessionRow {
+        SessionRow {
+            session_id: session_id.to_owned(),
+            credential_id: "cr_1".to_owned(),
+            owner_id: "bot_a".to_owned(),
+            starts: u64::from(start.is_some()),
+            start_us: start.map_or(0, us),
+            stops: u64::from(stop.is_some()),
+            stop_us: stop.map_or(0, us),
+            started_at: started_at.to_owned(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_clipped_to_the_range_and_now() {
+        let range = TimeRange {
+            from: secs("2024-05-01T00:00:00Z") as u32,
+            to: secs("2024-05-02T00:00:00Z") as u32,
+        };
+        let far_future = us("2030-01-01T00:00:00Z");
+        let sessions = clip_sessions(
+            vec![
+                row("before", Some("2024-04-30T23:00:00Z"), Some("2024-05-01T00:30:00Z"), ""),
+                row("open", Some("2024-05-01T23:00:00Z"), None, ""),
+                row("stop_only", None, Some("2024-05-01T12:00:00Z"), "2024-05-01T11:00:00.5Z"),
+                row("unknown_start", None, Some("2024-05-01T12:00:00Z"), ""),
+                row("gone", Some("2024-04-01T00:00:00Z"), Some("2024-04-01T01:00:00Z"), ""),
+            ],
+            range,
+            far_future,
+        );
+        let spans: Vec<(&str, i64, i64)> = sessions
+            .iter()
+            .map(|s| (s.id.as_str(), s.start_us, s.end_us))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("before", us("2024-05-01T00:00:00Z"), us("2024-05-01T00:30:00Z")),
+                ("open", us("2024-05-01T23:00:00Z"), us("2024-05-02T00:00:00Z")),
+                ("stop_only", us("2024-05-01T11:00:00Z") + 500_000, us("2024-05-01T12:00:00Z")),
+            ]
+        );
+        // An open session stops at now when the range reaches into the future.
+        let now = us("2024-05-01T23:30:00Z");
+        let open = clip_sessions(vec![row("open", Some("2024-05-01T23:00:00Z"), None, "")], range, now);
+        assert_eq!(open[0].end_us, now);
+    }
+
+    #[test]
+    fn session_hours_split_across_buckets() {
+        let session = Session {
+            id: "ts_1".to_owned(),
+            credential_id: "cr_1".to_owned(),
+            owner_id: "bot_a".to_owned(),
+            start_us: us("2024-05-01T09:15:00Z"),
+            end_us: us("2024-05-01T10:45:00Z"),
+        };
+        let utc = session_buckets([&session], Granularity::Hour, Tz::UTC);
+        assert_eq!(
+            utc,
+            BTreeMap::from([
+                (secs("2024-05-01T09:00:00Z") as u32, (1, 2_700_000_000)),
+                (secs("2024-05-01T10:00:00Z") as u32, (1, 2_700_000_000)),
+            ])
+        );
+        let kolkata = session_buckets([&session], Granularity::Hour, Tz::Asia__Kolkata);
+        assert_eq!(
+            kolkata,
+            BTreeMap::from([
+                (secs("2024-05-01T08:30:00Z") as u32, (1, 900_000_000)),
+                (secs("2024-05-01T09:30:00Z") as u32, (1, 3_600_000_000)),
+                (secs("2024-05-01T10:30:00Z") as u32, (1, 900_000_000)),
+            ])
+        );
+        let days = session_buckets([&session], Granularity::Day, Tz::UTC);
+        assert_eq!(days.values().collect::<Vec<_>>(), [&(1, 5_400_000_000)]);
+    }
+}

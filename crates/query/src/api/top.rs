@@ -1,0 +1,198 @@
+//! `GET /v1/usage/top?metric=…&from=…&to=…&limit=…`: the owners that used the most of one metric
+//! (`bytes_out` by default; `bytes_in`, `http_requests`, `tcp_connections`,
+//! `active_endpoint_hours`), `limit` of them (1 to 1000, default 10), ties by owner id. Active
+//! endpoint hours here are UTC hours. SQL: `crates/query/sql/owner_totals.sql`.
+
+use axum::extract::{RawQuery, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Access;
+use super::params::{rfc3339, Choice, QueryParams, TimeRange};
+use super::report::UsageMetrics;
+use super::{ApiError, AppState};
+use crate::error::with_deadline;
+use crate::rows::status;
+
+/// Placeholders: metric, status, from, to, limit.
+pub(super) const OWNER_TOTALS_SQL: &str = include_str!("../../sql/owner_totals.sql");
+
+/// Most owners one request may ask for.
+pub const MAX_TOP_LIMIT: u32 = 1000;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/usage/top", get(top))
+}
+
+/// A metric owners can be ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RankMetric {
+    BytesIn,
+    BytesOut,
+    HttpRequests,
+    TcpConnections,
+    ActiveEndpointHours,
+}
+
+impl Choice for RankMetric {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("bytes_out", Self::BytesOut),
+        ("bytes_in", Self::BytesIn),
+        ("http_requests", Self::HttpRequests),
+        ("tcp_connections", Self::TcpConnections),
+        ("active_endpoint_hours", Self::ActiveEndpointHours),
+    ];
+}
+
+/// One row of `owner_totals.sql`.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub(super) struct OwnerTotalsRow {
+    pub(super) owner_id: String,
+    pub(super) owner_kind: String,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) http_requests: u64,
+    pub(super) tcp_connections: u64,
+    pub(super) endpoints: u64,
+    pub(super) active_endpoint_hours: u64,
+}
+
+impl OwnerTotalsRow {
+    pub(super) fn metrics(&self) -> UsageMetrics {
+        UsageMetrics {
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            http_requests: self.http_requests,
+            tcp_connections: self.tcp_connections,
+            endpoints: self.endpoints,
+            active_endpoint_hours: self.active_endpoint_hours,
+            agent_sessions: None,
+            session_hours: None,
+        }
+    }
+}
+
+/// Usage per owner over `range`, ranked.
+pub(super) async fn owner_totals(
+    state: &AppState,
+    range: TimeRange,
+    metric: RankMetric,
+    limit: u32,
+) -> Result<Vec<OwnerTotalsRow>, ApiError> {
+    Ok(with_deadline(
+        "read usage per owner",
+        state.query_timeout,
+        state
+            .client
+            .query(OWNER_TOTALS_SQL)
+            .bind(metric.name())
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(limit)
+            .fetch_all::<OwnerTotalsRow>(),
+    )
+    .await?)
+}
+
+/// The response of `/v1/usage/top`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopReport {
+    /// The ranking metric.
+    pub metric: String,
+    /// Start of the range (inclusive), RFC 3339 UTC.
+    pub from: String,
+    /// End of the range (exclusive), RFC 3339 UTC.
+    pub to: String,
+    /// The owners, largest first.
+    pub owners: Vec<TopOwner>,
+}
+
+/// One ranked owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopOwner {
+    /// 1 for the largest.
+    pub rank: u32,
+    /// `usr_…` or `bot_…`.
+    pub owner_id: String,
+    /// `user` or `bot_user`.
+    pub owner_kind: String,
+    /// Its usage over the range.
+    pub usage: UsageMetrics,
+}
+
+/// The owners that used the most.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/top",
+    tag = "usage",
+    params(
+        ("metric" = Option<String>, Query, description = "bytes_out (default), bytes_in, http_requests, tcp_connections or active_endpoint_hours"),
+        ("from" = String, Query, description = "Start, inclusive: RFC 3339 or YYYY-MM-DD"),
+        ("to" = String, Query, description = "End, exclusive; at most 366 days after from"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 10"),
+    ),
+    responses(
+        (status = 200, body = TopReport),
+        (status = 400, body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 503, body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
+pub(super) async fn top(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<TopReport>, ApiError> {
+    access.require_reader()?;
+    let params = QueryParams::parse(query.as_deref(), &["metric", "from", "to", "limit"])?;
+    let metric = params.choice("metric")?.unwrap_or(RankMetric::BytesOut);
+    let range = params.range()?;
+    let limit = params.integer("limit", 1, MAX_TOP_LIMIT, 10)?;
+    let rows = owner_totals(&state, range, metric, limit).await?;
+    Ok(Json(TopReport {
+        metric: metric.name().to_owned(),
+        from: rfc3339(range.from),
+        to: rfc3339(range.to),
+        owners: rows
+            .into_iter()
+            .zip(1..)
+            .map(|(row, rank)| TopOwner {
+                rank,
+                usage: row.metrics(),
+                owner_id: row.owner_id,
+                owner_kind: row.owner_kind,
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn bad_parameters_are_400() {
+        for (uri, parameter) in [
+            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=0", "limit"),
+            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=1001", "limit"),
+            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=abc", "limit"),
+            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&metric=bytes", "metric"),
+            ("/v1/usage/top?to=2024-05-02", "from"),
+            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&top=3", "top"),
+        ] {
+            let (status, _, body) = call(unreachable_state(), "GET", uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert!(
+                body["error"]["message"].as_str().unwrap().contains(parameter),
+                "{uri}: {body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,368 @@
+"""The report SQL of the HTTP API on current ClickHouse, in process (chDB).
+
+crates/query/tests/reports.rs runs the same files, with the same rows and the same expected numbers,
+against the ClickHouse 18.16 server; this runs them on the ClickHouse that chDB embeds, so every
+report query is known to work on both. The SQL is not copied: the files are the ones the Rust crate
+embeds with include_str!, and their `?` placeholders are replaced in order by quoted literals, as the
+Rust client binds them.
+"""
+
+import pytest
+
+from test_migrations_chdb import db, literal, read_sql  # noqa: F401  (db is a fixture)
+
+CREDENTIAL_TYPES = {
+    "authtoken": "tunnel_credential",
+    "ssh_key": "ssh_public_key",
+    "api_key": "api_key",
+}
+
+
+def bind(sql, *values):
+    """Replaces each `?` in order, as clickhouse::Query::bind does: strings quoted, lists as arrays."""
+    parts = sql.split("?")
+    assert len(parts) == len(values) + 1, f"{len(parts) - 1} placeholders, {len(values)} values"
+    out = [parts[0]]
+    for value, part in zip(values, parts[1:]):
+        if isinstance(value, (list, tuple)):
+            out.append("[" + ",".join(literal(v) for v in value) + "]")
+        else:
+            out.append(literal(value))
+        out.append(part)
+    return "".join(out)
+
+
+def ts(text):
+    """Unix seconds of `YYYY-MM-DD HH:MM:SS` UTC."""
+    from datetime import datetime, timezone
+
+    return int(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+
+
+def usage(event_id, time, endpoint, credential, owner="bot_a", sign=1, status="attributed", **metrics):
+    row = {
+        "event_id": event_id,
+        "event_type": "tcp_connection_closed.v0",
+        "event_time": time,
+        "event_time_us": ts(time) * 1_000_000,
+        "status": status,
+        "owner_id": owner,
+        "owner_kind": "bot_user",
+        "credential_id": credential,
+        "endpoint_id": endpoint,
+        "hostname": "app.example.com",
+        "kafka_topic": "traffic",
+        "sign": sign,
+    }
+    row.update(metrics)
+    return row
+
+
+def control(event_id, event_type, time, object_id, obj, owner_id="", anomalies=(), principal="", api_key=""):
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "event_time": time,
+        "event_time_us": ts(time) * 1_000_000,
+        "principal_id": principal,
+        "principal_credential_id": api_key,
+        "object_id": object_id,
+        "owner_id": owner_id,
+        "object": obj,
+        "kafka_topic": "control",
+        "anomalies": list(anomalies),
+    }
+
+
+def credential(event_id, kind, action, time, cred_id, owner, anomalies=(), metadata=""):
+    import json
+
+    obj = json.dumps({"id": cred_id, "owner_id": owner, "metadata": metadata}, sort_keys=True, separators=(",", ":"))
+    return control(
+        event_id, f"{CREDENTIAL_TYPES[kind]}_{action}.v0", time, cred_id, obj, owner, anomalies, principal="usr_admin"
+    )
+
+
+def session(event_id, action, time, session_id, cred_id, started_at=None, stopped_at=None):
+    import json
+
+    obj = json.dumps(
+        {
+            "session": {"id": session_id, "uri": ""},
+            "credential": {"id": cred_id, "uri": ""},
+            "started_at": started_at,
+            "stopped_at": stopped_at,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return control(event_id, f"agent_session_{action}.v0", time, session_id, obj)
+
+
+# The fleet of crates/query/tests/reports.rs, row for row.
+USAGE = [
+    usage("ev_1", "2024-05-01 09:10:00", "ep_1", "cr_1", bytes_in=100, bytes_out=1000, tcp_connections=1),
+    usage("ev_2", "2024-05-01 09:40:00", "ep_1", "cr_1", bytes_in=200, bytes_out=2000, tcp_connections=1),
+    usage("ev_3", "2024-05-01 10:05:00", "ep_2", "cr_2", bytes_in=10, bytes_out=0, tcp_connections=1),
+    usage("ev_4", "2024-05-01 10:20:00", "ep_2", "cr_2", http_requests=1, event_type="http_request_complete.v0"),
+    usage("ev_5", "2024-05-01 10:50:00", "ep_1", "cr_1", bytes_in=1, bytes_out=5, tcp_connections=1),
+    usage("ev_6", "2024-05-02 00:30:00", "ep_2", "cr_2", bytes_in=7, bytes_out=70, tcp_connections=1, flags=["owner_inactive"]),
+    # A restated row and its cancelling copy: nothing, not even an endpoint.
+    usage("ev_r", "2024-05-01 09:20:00", "ep_3", "cr_1", bytes_in=5000, bytes_out=5000, tcp_connections=1),
+    usage("ev_r", "2024-05-01 09:20:00", "ep_3", "cr_1", sign=-1, bytes_in=5000, bytes_out=5000, tcp_connections=1),
+    # Not counted for bot_a: another owner, unattributed, outside the range.
+    usage("ev_b", "2024-05-01 09:10:00", "ep_9", "cr_x", owner="bot_b", bytes_in=9, bytes_out=9, tcp_connections=1,
+          flags=["acl_violation", "owner_inactive"]),
+    usage("ev_u", "2024-05-01 09:10:00", "", "", owner="", status="unattributed", bytes_out=9, tcp_connections=1,
+          unattributed_reason="no_endpoint", hostname="ghost.example.com"),
+    usage("ev_u2", "2024-05-01 09:11:00", "", "", owner="", status="unattributed", http_requests=1,
+          unattributed_reason="unknown_session", hostname="app.example.com"),
+    # Restated: no longer counts as unattributed.
+    usage("ev_u3", "2024-05-01 09:12:00", "", "", owner="", status="unattributed", bytes_out=50, tcp_connections=1,
+          unattributed_reason="no_endpoint", hostname="late.example.com"),
+    usage("ev_u3", "2024-05-01 09:12:00", "", "", owner="", status="unattributed", bytes_out=50, tcp_connections=1,
+          unattributed_reason="no_endpoint", hostname="late.example.com", sign=-1),
+    usage("ev_d", "2024-05-01 09:13:00", "", "", owner="", status="dead_letter", unattributed_reason="malformed_json",
+          event_type=""),
+    usage("ev_o", "2024-05-03 00:00:00", "ep_1", "cr_1", bytes_in=9, bytes_out=9, tcp_connections=1),
+]
+
+def bot_user(event_id, action, time, bot_id, name, active=True, metadata=None):
+    import json
+
+    obj = {"id": bot_id, "name": name, "active": active}
+    if metadata is not None:
+        obj["metadata"] = metadata
+    obj = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return control(event_id, f"bot_user_{action}.v0", time, bot_id, obj, bot_id, principal="usr_admin")
+
+
+CONTROL = [
+    bot_user("ev_b1", "created", "2024-03-01 00:00:00", "bot_a", "payments-ci", metadata='{"customer":"acme"}'),
+    bot_user("ev_b2", "updated", "2024-05-01 12:00:00", "bot_a", "payments-ci-2", active=False,
+             metadata='{"customer":"acme"}'),
+    bot_user("ev_b3", "created", "2024-03-02 00:00:00", "bot_b", "search"),
+    bot_user("ev_b4", "deleted", "2024-05-02 00:00:00", "bot_b", ""),
+    credential("ev_c1", "authtoken", "created", "2024-04-01 00:00:00", "cr_1", "bot_a"),
+    credential("ev_c2", "ssh_key", "created", "2024-04-01 00:00:00", "cr_2", "bot_a"),
+    credential("ev_c3", "api_key", "created", "2024-04-01 00:00:00", "ak_1", "bot_a"),
+    credential("ev_c3x", "api_key", "deleted", "2024-05-02 00:00:00", "ak_1", "bot_a"),
+    credential("ev_cx", "authtoken", "created", "2024-04-01 00:00:00", "cr_x", "bot_b", metadata='{"customer":"acme"}'),
+    # The owner's own actions through the ngrok API, one with a key it does not own.
+    control("ev_a1", "domain_created.v0", "2024-05-01 10:00:00", "rd_1", '{"id":"rd_1"}', principal="bot_a",
+            api_key="ak_1"),
+    control("ev_a2", "domain_deleted.v0", "2024-05-01 11:00:00", "rd_1", '{"id":"rd_1"}', principal="bot_a",
+            api_key="ak_9", anomalies=["api_key_owner_mismatch"]),
+    # An attempt to move cr_1 to bot_b: recorded, never an owner.
+    credential("ev_c4", "authtoken", "updated", "2024-05-01 08:00:00", "cr_1", "bot_b", anomalies=["owner_change_rejected"]),
+    session("ev_s1", "start", "2024-05-01 09:15:00", "ts_1", "cr_1"),
+    session("ev_s1x", "stop", "2024-05-01 10:45:00", "ts_1", "cr_1"),
+    session("ev_s2", "start", "2024-05-01 23:30:00", "ts_2", "cr_2"),
+    session("ev_s2x", "stop", "2024-05-02 01:00:00", "ts_2", "cr_2"),
+    # Still open at `to`.
+    session("ev_s3", "start", "2024-05-02 23:00:00", "ts_3", "cr_1"),
+    # Started before `from`.
+    session("ev_s4", "start", "2024-04-30 23:00:00", "ts_old", "cr_1"),
+    session("ev_s4x", "stop", "2024-05-01 00:30:00", "ts_old", "cr_1"),
+    # Only its stop is known: the start comes from started_at.
+    session("ev_s5x", "stop", "2024-05-01 12:00:00", "ts_stoponly", "cr_2", started_at="2024-05-01T11:00:00Z"),
+    # Stopped before `from`; another owner; started after `to`.
+    session("ev_s6", "start", "2024-04-20 00:00:00", "ts_gone", "cr_1"),
+    session("ev_s6x", "stop", "2024-04-20 01:00:00", "ts_gone", "cr_1"),
+    session("ev_s7", "start", "2024-05-01 09:00:00", "ts_b", "cr_x"),
+    session("ev_s8", "start", "2024-05-03 00:00:00", "ts_late", "cr_1"),
+]
+
+FROM = ts("2024-05-01 00:00:00")
+TO = ts("2024-05-03 00:00:00")
+
+
+@pytest.fixture()
+def fleet(db):  # noqa: F811
+    db.insert("usage_events", USAGE)
+    db.insert("control_events", CONTROL)
+    return db
+
+
+def buckets(db, tz, granularity, group="", owners=("bot_a",), credentials=()):
+    sql = bind(
+        read_sql("usage_buckets.sql"), tz, granularity, group, list(owners), list(credentials), "attributed", FROM, TO
+    )
+    types, rows = db.rows(sql)
+    assert types == ["UInt32", "String"] + ["UInt64"] * 6
+    return rows
+
+
+def test_usage_hourly_utc(fleet):
+    assert buckets(fleet, "UTC", "hour") == [
+        [ts("2024-05-01 09:00:00"), "", 300, 3000, 0, 2, 1, 1],
+        [ts("2024-05-01 10:00:00"), "", 11, 5, 1, 2, 2, 1],
+        [ts("2024-05-02 00:00:00"), "", 7, 70, 0, 1, 1, 1],
+    ]
+    assert buckets(fleet, "UTC", "all") == [[0, "", 318, 3075, 1, 5, 2, 3]]
+
+
+def test_usage_in_a_half_hour_zone(fleet):
+    # Asia/Kolkata is UTC+05:30: local hours start at :30 UTC, so ep_1 is active in three of them.
+    assert buckets(fleet, "Asia/Kolkata", "hour") == [
+        [ts("2024-05-01 08:30:00"), "", 100, 1000, 0, 1, 1, 1],
+        [ts("2024-05-01 09:30:00"), "", 210, 2000, 1, 2, 2, 1],
+        [ts("2024-05-01 10:30:00"), "", 1, 5, 0, 1, 1, 1],
+        [ts("2024-05-02 00:30:00"), "", 7, 70, 0, 1, 1, 1],
+    ]
+    assert buckets(fleet, "Asia/Kolkata", "day") == [
+        [ts("2024-04-30 18:30:00"), "", 311, 3005, 1, 4, 2, 3],
+        [ts("2024-05-01 18:30:00"), "", 7, 70, 0, 1, 1, 1],
+    ]
+    assert buckets(fleet, "Asia/Kolkata", "month") == [[ts("2024-04-30 18:30:00"), "", 318, 3075, 1, 5, 2, 4]]
+    assert buckets(fleet, "America/New_York", "day") == [
+        [ts("2024-05-01 04:00:00"), "", 318, 3075, 1, 5, 2, 3],
+    ]
+
+
+def test_usage_grouped(fleet):
+    assert buckets(fleet, "UTC", "all", "credential") == [
+        [0, "cr_1", 301, 3005, 0, 3, 1, 2],
+        [0, "cr_2", 17, 70, 1, 2, 1, 1],
+    ]
+    assert buckets(fleet, "UTC", "day", "endpoint") == [
+        [ts("2024-05-01 00:00:00"), "ep_1", 301, 3005, 0, 3, 1, 2],
+        [ts("2024-05-01 00:00:00"), "ep_2", 10, 0, 1, 1, 1, 0],
+        [ts("2024-05-02 00:00:00"), "ep_2", 7, 70, 0, 1, 1, 1],
+    ]
+    # (credential, endpoint) pairs, for the overage drill-down; ep_3's restated pair nets to nothing.
+    assert buckets(fleet, "UTC", "all", "credential_endpoint") == [
+        [0, "cr_1 ep_1", 301, 3005, 0, 3, 1, 2],
+        [0, "cr_2 ep_2", 17, 70, 1, 2, 1, 1],
+    ]
+    # By credential list instead of owner (a customer's credentials).
+    assert buckets(fleet, "UTC", "all", owners=(), credentials=("cr_2", "cr_x")) == [[0, "", 26, 79, 1, 3, 2, 2]]
+    assert buckets(fleet, "UTC", "all", owners=()) == []
+    # Bound strings are values, never SQL.
+    assert buckets(fleet, "UTC", "all", owners=("bot_a' OR 1=1 --",)) == []
+
+
+def sessions(db, all_owners=0, owners=("bot_a",), credentials=()):
+    sql = bind(read_sql("agent_sessions.sql"), TO, all_owners, list(owners), list(credentials), FROM * 1_000_000)
+    types, rows = db.rows(sql)
+    assert types == ["String", "String", "String", "UInt64", "Int64", "UInt64", "Int64", "String"]
+    return rows
+
+
+def test_agent_sessions(fleet):
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    assert sessions(fleet) == [
+        ["ts_1", "cr_1", "bot_a", 1, us("2024-05-01 09:15:00"), 1, us("2024-05-01 10:45:00"), ""],
+        ["ts_2", "cr_2", "bot_a", 1, us("2024-05-01 23:30:00"), 1, us("2024-05-02 01:00:00"), ""],
+        ["ts_3", "cr_1", "bot_a", 1, us("2024-05-02 23:00:00"), 0, 0, ""],
+        ["ts_old", "cr_1", "bot_a", 1, us("2024-04-30 23:00:00"), 1, us("2024-05-01 00:30:00"), ""],
+        ["ts_stoponly", "cr_2", "bot_a", 0, 0, 1, us("2024-05-01 12:00:00"), "2024-05-01T11:00:00Z"],
+    ]
+    everyone = sessions(fleet, all_owners=1, owners=())
+    assert [(row[0], row[2]) for row in everyone] == [
+        ("ts_1", "bot_a"),
+        ("ts_2", "bot_a"),
+        ("ts_3", "bot_a"),
+        ("ts_b", "bot_b"),
+        ("ts_old", "bot_a"),
+        ("ts_stoponly", "bot_a"),
+    ]
+    assert [row[0] for row in sessions(fleet, owners=(), credentials=("cr_2",))] == ["ts_2", "ts_stoponly"]
+    assert sessions(fleet, owners=("bot_a' OR 1=1 --",)) == []
+
+
+def catalog(db, name, *values):
+    return db.rows(bind(read_sql(name), *values))
+
+
+def test_credentials_catalog(fleet):
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    types, rows = catalog(fleet, "credentials_catalog.sql", "customer", 1, [], [], "")
+    assert types == ["String"] * 5 + ["Int64", "Int64"]
+    assert rows == [
+        ["ak_1", "api_key", "bot_a", "", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00")],
+        ["cr_1", "authtoken", "bot_a", "", "", us("2024-04-01 00:00:00"), 0],
+        ["cr_2", "ssh_key", "bot_a", "", "", us("2024-04-01 00:00:00"), 0],
+        ["cr_x", "authtoken", "bot_b", "", "acme", us("2024-04-01 00:00:00"), 0],
+    ]
+    # A customer's credentials: its bots' and those whose metadata names it.
+    _, rows = catalog(fleet, "credentials_catalog.sql", "customer", 0, ["bot_a"], [], "acme")
+    assert [r[0] for r in rows] == ["ak_1", "cr_1", "cr_2", "cr_x"]
+    _, rows = catalog(fleet, "credentials_catalog.sql", "", 0, [], ["cr_2"], "")
+    assert [r[0] for r in rows] == ["cr_2"]
+    _, rows = catalog(fleet, "credentials_catalog.sql", "customer", 0, [], [], "acme' OR 1=1 --")
+    assert rows == []
+
+
+def test_bot_users_catalog(fleet):
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    types, rows = catalog(fleet, "bot_users_catalog.sql", "customer", 1, [], "")
+    assert types == ["String", "String", "UInt8", "UInt8", "String", "Int64", "Int64"]
+    assert rows == [
+        ["bot_a", "payments-ci-2", 0, 0, "acme", us("2024-03-01 00:00:00"), 0],
+        ["bot_b", "search", 0, 1, "", us("2024-03-02 00:00:00"), us("2024-05-02 00:00:00")],
+    ]
+    _, rows = catalog(fleet, "bot_users_catalog.sql", "customer", 0, [], "acme")
+    assert [r[0] for r in rows] == ["bot_a"]
+    _, rows = catalog(fleet, "bot_users_catalog.sql", "", 0, ["bot_b"], "acme")
+    assert [r[0] for r in rows] == ["bot_b"]
+
+
+def test_principals(fleet):
+    types, rows = catalog(fleet, "principals.sql")
+    assert types == ["String", "String"]
+    assert rows == [["bot_a", ""], ["bot_b", ""], ["usr_admin", ""]]
+
+
+def test_owner_totals(fleet):
+    sql = read_sql("owner_totals.sql")
+    types, rows = fleet.rows(bind(sql, "bytes_in", "attributed", FROM, TO, 10))
+    assert types == ["String", "String"] + ["UInt64"] * 6
+    assert rows == [
+        ["bot_a", "bot_user", 318, 3075, 1, 5, 2, 3],
+        ["bot_b", "bot_user", 9, 9, 0, 1, 1, 1],
+    ]
+    _, rows = fleet.rows(bind(sql, "active_endpoint_hours", "attributed", FROM, TO, 1))
+    assert [r[0] for r in rows] == ["bot_a"]
+    # Ties rank by owner id.
+    _, rows = fleet.rows(bind(sql, "http_requests", "attributed", FROM, TO, 5))
+    assert [r[0] for r in rows] == ["bot_a", "bot_b"]
+
+
+def test_anomalies(fleet):
+    types, rows = fleet.rows(bind(read_sql("flagged_usage.sql"), "attributed", FROM, TO))
+    assert types == ["String", "String", "Int64"] + ["UInt64"] * 4
+    assert rows == [
+        ["acl_violation", "bot_b", 1, 9, 9, 0, 1],
+        ["owner_inactive", "bot_a", 1, 7, 70, 0, 1],
+        ["owner_inactive", "bot_b", 1, 9, 9, 0, 1],
+    ]
+    types, rows = fleet.rows(bind(read_sql("unresolved_usage.sql"), "unattributed", FROM, TO))
+    assert types == ["String", "String", "UInt16", "Int64"] + ["UInt64"] * 4
+    assert rows == [
+        ["no_endpoint", "ghost.example.com", 0, 1, 0, 9, 0, 1],
+        ["unknown_session", "", 0, 1, 0, 0, 1, 0],
+    ]
+    _, rows = fleet.rows(bind(read_sql("unresolved_usage.sql"), "dead_letter", FROM, TO))
+    assert rows == [["malformed_json", "", 0, 1, 0, 0, 0, 0]]
+    types, rows = fleet.rows(bind(read_sql("control_anomalies.sql"), FROM, TO, 100))
+    assert [r[0] for r in rows] == ["ev_a2", "ev_c4"]
+    assert rows[0][3:] == ["api_key_owner_mismatch", "bot_a", "ak_9", "rd_1", ""]
+    assert rows[1][3:] == ["owner_change_rejected", "usr_admin", "", "cr_1", "bot_b"]
+
+
+def test_audit(fleet):
+    sql = read_sql("audit_events.sql")
+    ids = ["bot_a", "cr_1", "cr_2", "ak_1"]
+    types, rows = fleet.rows(bind(sql, ids, ids, ids, ids, 0, 4294967295, 1000))
+    assert types[:3] == ["String", "String", "Int64"] and types[-1] == "Array(String)"
+    assert [r[0] for r in rows] == ["ev_b1", "ev_c1", "ev_c2", "ev_c3", "ev_c4", "ev_a1", "ev_a2", "ev_b2", "ev_c3x"]
+    _, rows = fleet.rows(bind(sql, ["ak_1"], ["ak_1"], ["ak_1"], ["ak_1"], FROM, TO, 1000))
+    assert [r[0] for r in rows] == ["ev_a1", "ev_c3x"]
+    types, rows = fleet.rows(bind(read_sql("credential_use.sql"), ["cr_1", "cr_2", "ak_1"], "attributed", 0, 4294967295))
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    assert types == ["String", "Int64", "Int64", "Int64"]
+    assert rows == [
+        ["cr_1", us("2024-05-01 09:10:00"), us("2024-05-03 00:00:00"), 4],
+        ["cr_2", us("2024-05-01 10:05:00"), us("2024-05-02 00:30:00"), 3],
+    ]
