@@ -7,7 +7,7 @@ copied: the tests read the very files the Rust crate embeds with include_str!:
 - schemas/clickhouse/NNNN_name.sql, split as crates/query/src/migrate.rs splits them (lines holding
   only `;`), in version order;
 - crates/query/sql/schema_migrations.sql, the migrations table;
-- crates/query/sql/owner_usage_hourly.sql and topic_positions.sql, whose `?` placeholders the Rust
+- crates/query/sql/topic_positions.sql, whose `?` placeholders the Rust
   client binds; here they are replaced, in order, by quoted literals.
 
 Needs the `chdb-core` package (`pip install chdb-core`, imported as `chdb`).
@@ -156,41 +156,6 @@ def usage(event_id, time, owner_id, status="attributed", **metrics):
     }
     row.update(metrics)
     return row
-
-
-def test_owner_usage_hourly_sums(db):
-    db.insert(
-        "usage_events",
-        [
-            usage("ev_1", "2024-05-01 10:00:00", "bot_a", bytes_in=100, bytes_out=1000, tcp_connections=1),
-            usage("ev_2", "2024-05-01 10:59:59", "bot_a", bytes_in=200, bytes_out=2000, tcp_connections=1),
-            usage("ev_3", "2024-05-01 10:20:00", "bot_a", http_requests=1, request_body_bytes=10**6),
-            usage("ev_4", "2024-05-01 11:30:00", "bot_a", bytes_in=40, bytes_out=50, tcp_connections=1),
-            # None of these count: unattributed, another owner, before from, at to (exclusive).
-            usage("ev_u", "2024-05-01 10:30:00", "bot_a", status="unattributed", bytes_in=7000),
-            usage("ev_b", "2024-05-01 10:10:00", "bot_b", bytes_in=9000),
-            usage("ev_e", "2024-05-01 09:59:59", "bot_a", bytes_in=8000),
-            usage("ev_l", "2024-05-01 12:00:00", "bot_a", bytes_in=8000),
-        ],
-    )
-    hour_10 = 1714557600  # 2024-05-01T10:00:00Z
-    hour_11 = hour_10 + 3600
-    hour_12 = hour_11 + 3600
-    types, rows = db.rows(
-        bind(read_sql("owner_usage_hourly.sql"), "bot_a", "attributed", hour_10, hour_12)
-    )
-    # The Rust reader decodes RowBinary positionally with exactly these types.
-    assert types == ["UInt32", "UInt64", "UInt64", "UInt64", "UInt64"]
-    assert rows == [
-        [hour_10, 300, 3000, 1, 2],
-        [hour_11, 40, 50, 0, 1],
-    ]
-
-    # Bound strings are values, never SQL.
-    _, rows = db.rows(
-        bind(read_sql("owner_usage_hourly.sql"), "bot_a' OR 1=1 --", "attributed", 0, hour_12)
-    )
-    assert rows == []
 
 
 def test_topic_positions(db):
