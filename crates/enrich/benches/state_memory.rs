@@ -5,7 +5,10 @@
 //! control loop does): N/100 bot users, N/10 credentials, N agent sessions and N endpoints with
 //! ngrok-style ids (`ts_2…`, `ep_2…`, `cr_2…`, 30 bytes) and hostnames (`<adj>-<noun>-<n>.ngrok.app`),
 //! reads the process's resident memory (`VmRSS`, `VmHWM` from `/proc/self/status`) before and
-//! after, then times `resolve` on random live hostnames. Prints a table; asserts no timing.
+//! after, then times `resolve` on random live hostnames (and on hot ones, endpoint ids and unknown
+//! hostnames). Then churn: 1% and then half of the sessions stop and their endpoints go away,
+//! `evict_ended` is timed once the grace has passed, and as many new ones are added, with the RSS
+//! after each step. Prints a table; asserts no timing.
 //!
 //! ```text
 //! cargo bench -p botmeter-enrich --bench state_memory            # N = 1_000_000
@@ -16,7 +19,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
-use botmeter_enrich::OwnershipState;
+use botmeter_enrich::{OwnershipState, Resolution};
 
 const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "proud", "silly", "witty"];
 const NOUNS: &[&str] = &["otter", "falcon", "badger", "heron", "lynx", "marmot", "newt", "panda", "quokka", "raven", "tapir", "walrus"];
@@ -124,6 +127,23 @@ impl Fleet {
         )
     }
 
+    /// Session `s` stops and its endpoint goes away at `at`.
+    fn end_events(&self, s: usize, at: DateTime<Utc>) -> [String; 2] {
+        let at = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        [
+            format!(
+                r#"{{"event_id":"ev_x{s}","event_type":"endpoint_deleted.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","url":"https://{}","proto":"https"}}}}"#,
+                id("ep_", 4, s),
+                hostname(s)
+            ),
+            format!(
+                r#"{{"event_id":"ev_y{s}","event_type":"agent_session_stop.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"session":{{"id":"{}"}},"credential":{{"id":"{}"}},"stopped_at":"{at}"}}}}"#,
+                id("ts_", 3, s),
+                id("cr_", 2, self.credential_of(s))
+            ),
+        ]
+    }
+
     /// After every event of the fleet.
     fn now(&self) -> DateTime<Utc> {
         self.base + Duration::milliseconds((self.bots + self.credentials + 2 * self.sessions + 1) as i64)
@@ -166,6 +186,59 @@ fn size_from_args() -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// Query names back to back in one allocation, so that the bench's own data neither fragments
+/// the heap nor stays resident once dropped.
+#[derive(Debug, Default)]
+struct Names {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn push(&mut self, name: &str) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ends.iter().scan(0, |start, &end| Some(&self.text[std::mem::replace(start, end)..end]))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn row(&mut self, name: &str, value: String) {
+        println!("{name:<46} {value}");
+        self.0.push((name.to_owned(), value));
+    }
+
+    /// Times `resolve` over every name, `PASSES` times; counts the attributed ones so that nothing
+    /// is optimized away.
+    fn time_resolves(&mut self, what: &str, names: &Names, resolve: impl Fn(&str) -> Resolution) {
+        const PASSES: usize = 4;
+        let started = Instant::now();
+        let mut attributed = 0;
+        for _ in 0..PASSES {
+            attributed += names.iter().filter(|name| black_box(resolve(name)).unattributed.is_none()).count();
+        }
+        let count = PASSES * names.ends.len();
+        let ns = started.elapsed().as_nanos() as f64 / count as f64;
+        self.row(&format!("resolve {what} (ns/resolve)"), format!("{ns:.0}  ({:.2} M/s, {attributed}/{count} attributed)", 1e3 / ns));
+    }
+
+    fn memory(&mut self, what: &str, state: &OwnershipState) -> Memory {
+        let m = memory();
+        let stats = state.stats();
+        self.row(
+            &format!("RSS {what} (MiB)"),
+            format!("{:.1}  ({} sessions / {} endpoints, heap_bytes() {:.1} MiB)", mb(m.rss_kb), stats.sessions, stats.endpoints, state.heap_bytes() as f64 / (1024.0 * 1024.0)),
+        );
+        m
+    }
+}
+
 fn main() {
     let n = size_from_args().max(10);
     let fleet = Fleet {
@@ -174,12 +247,9 @@ fn main() {
         bots: (n / 100).max(1),
         base: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
     };
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut row = |name: &str, value: String| {
-        println!("{name:<44} {value}");
-        rows.push((name.to_owned(), value));
-    };
+    let mut table = Table::default();
 
+    // Build: bots, credentials, then each session with its endpoint.
     let before = memory();
     let mut state = OwnershipState::new();
     let started = Instant::now();
@@ -197,48 +267,77 @@ fn main() {
     let events = fleet.bots + fleet.credentials + 2 * fleet.sessions;
     let after = memory();
     let stats = state.stats();
+    table.row("sessions / endpoints / credentials / bots", format!("{} / {} / {} / {}", stats.sessions, stats.endpoints, stats.credentials, stats.bot_users));
+    table.row("RSS before (MiB)", format!("{:.1}", mb(before.rss_kb)));
+    table.row("RSS after build (MiB)", format!("{:.1}", mb(after.rss_kb)));
+    table.row("peak RSS during build, VmHWM (MiB)", format!("{:.1}", mb(after.hwm_kb)));
+    let state_bytes = after.rss_kb.saturating_sub(before.rss_kb) * 1024;
+    table.row("state RSS, after - before (MiB)", format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)));
+    table.row("bytes per session + endpoint (RSS delta / N)", format!("{:.0}", state_bytes as f64 / n as f64));
+    table.row("state heap estimate, heap_bytes() (MiB)", format!("{:.1}", state.heap_bytes() as f64 / (1024.0 * 1024.0)));
+    table.row("decode + apply (events/s)", format!("{:.0}", events as f64 / build.as_secs_f64()));
 
-    row("sessions / endpoints / credentials / bots", format!("{} / {} / {} / {}", stats.sessions, stats.endpoints, stats.credentials, stats.bot_users));
-    row("RSS before (MiB)", format!("{:.1}", mb(before.rss_kb)));
-    row("RSS after build (MiB)", format!("{:.1}", mb(after.rss_kb)));
-    row("peak RSS, VmHWM (MiB)", format!("{:.1}", mb(after.hwm_kb)));
-    let state_bytes = (after.rss_kb.saturating_sub(before.rss_kb)) * 1024;
-    row("state RSS, after - before (MiB)", format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)));
-    row("bytes per session + endpoint (RSS delta / N)", format!("{:.0}", state_bytes as f64 / n as f64));
-    row("state heap estimate, heap_bytes() (MiB)", format!("{:.1}", state.heap_bytes() as f64 / (1024.0 * 1024.0)));
-    row("decode + apply (events/s)", format!("{:.0}", events as f64 / build.as_secs_f64()));
-
-    // Resolve on random live hostnames at a time when all are live.
-    let queries = n.min(1_000_000);
+    // Resolve on random live hostnames (and endpoint ids, and unknown hostnames) at a time when
+    // every endpoint is live. A quarter of a million queries, each run four times: enough to time,
+    // small beside the state.
+    let queries = n.min(250_000);
     let mut rng = Rng(42);
-    let hosts: Vec<String> = (0..queries).map(|_| hostname(rng.below(n))).collect();
-    let endpoint_ids: Vec<String> = (0..queries / 4).map(|_| id("ep_", 4, rng.below(n))).collect();
-    let misses: Vec<String> = (0..queries / 4).map(|i| format!("gone-{i}.ngrok.app")).collect();
+    let mut hosts = Names::default();
+    let mut endpoint_ids = Names::default();
+    let mut misses = Names::default();
+    let mut hot = Names::default();
+    for i in 0..queries {
+        hosts.push(&hostname(rng.below(n)));
+        hot.push(&hostname(rng.below(1000.min(n))));
+        if i % 4 == 0 {
+            endpoint_ids.push(&id("ep_", 4, rng.below(n)));
+            misses.push(&format!("gone-{i}.ngrok.app"));
+        }
+    }
     let now = fleet.now();
-    let mut time_resolves = |name: &str, run: &mut dyn FnMut() -> (usize, usize)| {
+    table.time_resolves("by hostname", &hosts, |h| state.resolve(h, None, None, now));
+    table.time_resolves("by hostname, 1000 hot ones", &hot, |h| state.resolve(h, None, None, now));
+    table.time_resolves("by endpoint id", &endpoint_ids, |e| state.resolve("", None, Some(e), now));
+    table.time_resolves("unknown hostname", &misses, |h| state.resolve(h, Some(443), None, now));
+    drop((hosts, hot, endpoint_ids, misses));
+
+    // Churn: 1% of the sessions stop and their endpoints go away, then half; once the grace has
+    // passed they are evicted, and as many new ones take their place.
+    let grace = std::time::Duration::from_secs(3600);
+    let grace_chrono = Duration::from_std(grace).expect("grace fits");
+    let started = Instant::now();
+    let noop = state.evict_ended(now, grace);
+    table.row("evict_ended, nothing ended (ms)", format!("{:.1}  ({} evicted)", started.elapsed().as_secs_f64() * 1e3, noop.total()));
+    let mut clock = now;
+    for (what, ended) in [("1% ended", (1..n).step_by(100).collect::<Vec<_>>()), ("half ended", (0..n).step_by(2).collect())] {
+        clock += Duration::seconds(1);
+        for &s in &ended {
+            for json in fleet.end_events(s, clock) {
+                apply(&mut state, &json);
+            }
+        }
+        clock += grace_chrono + Duration::seconds(1);
         let started = Instant::now();
-        let (count, attributed) = run();
-        let elapsed = started.elapsed();
-        let ns = elapsed.as_nanos() as f64 / count as f64;
-        row(&format!("resolve {name} (ns/resolve)"), format!("{ns:.0}  ({:.2} M/s, {attributed}/{count} attributed)", 1e3 / ns));
-    };
-    time_resolves("by hostname", &mut || {
-        let attributed = hosts.iter().filter(|h| black_box(state.resolve(h, None, None, now)).unattributed.is_none()).count();
-        (hosts.len(), attributed)
-    });
-    time_resolves("by endpoint id", &mut || {
-        let attributed = endpoint_ids.iter().filter(|e| black_box(state.resolve("", None, Some(e), now)).unattributed.is_none()).count();
-        (endpoint_ids.len(), attributed)
-    });
-    time_resolves("unknown hostname", &mut || {
-        let attributed = misses.iter().filter(|h| black_box(state.resolve(h, Some(443), None, now)).unattributed.is_none()).count();
-        (misses.len(), attributed)
-    });
+        let evicted = state.evict_ended(clock, grace);
+        table.row(
+            &format!("evict_ended, {what} (ms)"),
+            format!("{:.1}  ({} sessions + {} endpoints, {} names freed)", started.elapsed().as_secs_f64() * 1e3, evicted.sessions, evicted.endpoints, evicted.names),
+        );
+    }
+    table.memory("after eviction", &state);
+    let refill = Fleet { base: clock, ..fleet };
+    let evicted = n - state.stats().sessions;
+    for s in n..n + evicted {
+        apply(&mut state, &refill.session_event(s));
+        apply(&mut state, &refill.endpoint_event(s));
+    }
+    let end = table.memory("after as many new ones", &state);
+    table.row("peak RSS over the run, VmHWM (MiB)", format!("{:.1}", mb(end.hwm_kb)));
 
     println!();
     println!("| measure (N = {n}) | value |");
     println!("| --- | --- |");
-    for (name, value) in &rows {
+    for (name, value) in &table.0 {
         println!("| {name} | {value} |");
     }
 }

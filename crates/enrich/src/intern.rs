@@ -1,11 +1,16 @@
-//! Symbol tables: each distinct name (session id, hostname, …) is stored once, in one string
+//! Symbol tables: each distinct name (session id, hostname, …) is stored once, in a string
 //! arena, and named everywhere else by a 4-byte [`Sym`]. A table also holds one value per name,
 //! in a dense vector indexed by the symbol, so a lookup by symbol is an array access.
 //!
 //! Guarantees: a symbol names the same string and value until it is removed; a removed symbol's
 //! slot is reused by a later name, so callers must drop every copy of a symbol before removing it
-//! (the state does this with a mark-and-sweep, see `OwnershipState::evict_ended`). The bytes of
-//! removed names are reclaimed by compacting the arena once they outweigh the live ones.
+//! (the state does this with a mark-and-sweep, see `OwnershipState::evict_ended`).
+//!
+//! The arena is a list of fixed-size chunks rather than one growing string: growing never copies
+//! what is there nor leaves a large freed buffer behind, and the bytes of removed names are
+//! reclaimed chunk by chunk (a chunk more than half dead has its live names moved to the newest
+//! chunk and is freed), so the arena stays under twice its live bytes plus one chunk, and churn
+//! reuses same-sized blocks instead of fragmenting the heap.
 //!
 //! Memory per name: its bytes, an 8-byte span and the value in the dense vector, and a 4-byte
 //! entry plus a control byte in the hash index (at a load factor between 7/16 and 7/8).
@@ -66,10 +71,120 @@ impl<T> fmt::Debug for Sym<T> {
     }
 }
 
+/// Bytes per arena chunk; a name this long or longer gets a chunk of its own.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// A position in the arena: the chunk in the high bits, the offset in it in the low ones.
+const OFFSET_BITS: u32 = 16;
+const MAX_CHUNKS: usize = 1 << (32 - OFFSET_BITS);
+
+#[derive(Debug, Default)]
+struct Chunk {
+    text: String,
+    /// Bytes of removed names.
+    dead: usize,
+}
+
+/// Names in fixed-size chunks, see the module documentation.
+#[derive(Debug, Default)]
+struct Arena {
+    chunks: Vec<Chunk>,
+    /// The chunk names are appended to.
+    tail: Option<usize>,
+    /// Chunks holding nothing (and no memory), reused before new ones.
+    free: Vec<usize>,
+}
+
+fn chunk_of(pos: u32) -> usize {
+    (pos >> OFFSET_BITS) as usize
+}
+
+impl Arena {
+    fn get(&self, pos: u32, len: u32) -> &str {
+        if len == 0 {
+            return "";
+        }
+        let offset = (pos & ((1 << OFFSET_BITS) - 1)) as usize;
+        &self.chunks[chunk_of(pos)].text[offset..offset + len as usize]
+    }
+
+    /// Stores a name, returns its position. The empty name takes no room.
+    fn push(&mut self, name: &str) -> u32 {
+        if name.is_empty() {
+            return 0;
+        }
+        let c = if name.len() >= CHUNK_BYTES {
+            self.take_chunk(name.len())
+        } else {
+            match self.tail {
+                // Strictly less, so that every offset fits in OFFSET_BITS.
+                Some(t) if self.chunks[t].text.len() + name.len() < CHUNK_BYTES => t,
+                _ => {
+                    let t = self.take_chunk(CHUNK_BYTES);
+                    self.tail = Some(t);
+                    t
+                }
+            }
+        };
+        let text = &mut self.chunks[c].text;
+        let offset = text.len();
+        text.push_str(name);
+        ((c as u32) << OFFSET_BITS) | offset as u32
+    }
+
+    fn take_chunk(&mut self, capacity: usize) -> usize {
+        let c = self.free.pop().unwrap_or_else(|| {
+            assert!(self.chunks.len() < MAX_CHUNKS, "symbol table arena is full ({MAX_CHUNKS} chunks)");
+            self.chunks.push(Chunk::default());
+            self.chunks.len() - 1
+        });
+        self.chunks[c] = Chunk { text: String::with_capacity(capacity), dead: 0 };
+        c
+    }
+
+    /// Marks a name's bytes dead; a chunk left with no live name is freed (or, for the chunk
+    /// being appended to, emptied).
+    fn release(&mut self, pos: u32, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let c = chunk_of(pos);
+        let chunk = &mut self.chunks[c];
+        chunk.dead += len as usize;
+        if chunk.dead == chunk.text.len() {
+            if self.tail == Some(c) {
+                chunk.text.clear();
+                chunk.dead = 0;
+            } else {
+                self.free_chunk(c);
+            }
+        }
+    }
+
+    fn free_chunk(&mut self, c: usize) {
+        self.chunks[c] = Chunk::default();
+        self.free.push(c);
+    }
+
+    /// Chunks other than the tail with more dead bytes than live ones.
+    fn sparse(&self) -> Vec<bool> {
+        self.chunks.iter().enumerate().map(|(c, chunk)| self.tail != Some(c) && chunk.dead * 2 > chunk.text.len()).collect()
+    }
+
+    fn live_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.text.len() - c.dead).sum()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.text.capacity()).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.free.capacity() * std::mem::size_of::<usize>()
+    }
+}
+
 /// Where a slot's name lies in the arena. `len == FREE` marks a free slot.
 #[derive(Debug, Clone)]
 struct Slot<T> {
-    start: u32,
+    pos: u32,
     len: u32,
     value: T,
 }
@@ -78,34 +193,36 @@ const FREE: u32 = u32::MAX;
 
 /// Interned names with one value each, see the module documentation.
 pub(crate) struct SymbolTable<T> {
-    /// Every live name, back to back; removed names stay as dead bytes until compaction.
-    arena: String,
+    arena: Arena,
     slots: Vec<Slot<T>>,
     /// Slot indexes, hashed by their name.
     index: HashTable<u32>,
     hasher: RandomState,
     /// Free slot indexes, reused before the vector grows.
     free: Vec<u32>,
-    dead_bytes: usize,
 }
 
 impl<T> fmt::Debug for SymbolTable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SymbolTable").field("len", &self.len()).field("arena_bytes", &self.arena.len()).field("dead_bytes", &self.dead_bytes).finish()
+        f.debug_struct("SymbolTable")
+            .field("len", &self.len())
+            .field("live_bytes", &self.arena.live_bytes())
+            .field("chunks", &(self.arena.chunks.len() - self.arena.free.len()))
+            .finish()
     }
 }
 
 impl<T> Default for SymbolTable<T> {
     fn default() -> Self {
-        Self { arena: String::new(), slots: Vec::new(), index: HashTable::new(), hasher: RandomState::new(), free: Vec::new(), dead_bytes: 0 }
+        Self { arena: Arena::default(), slots: Vec::new(), index: HashTable::new(), hasher: RandomState::new(), free: Vec::new() }
     }
 }
 
 /// The name of slot `i`; a free function so that it can borrow the arena and slots while the
 /// index is borrowed mutably.
-fn name_of<'a, T>(arena: &'a str, slots: &[Slot<T>], i: u32) -> &'a str {
+fn name_of<'a, T>(arena: &'a Arena, slots: &[Slot<T>], i: u32) -> &'a str {
     let slot = &slots[i as usize];
-    &arena[slot.start as usize..slot.start as usize + slot.len as usize]
+    arena.get(slot.pos, slot.len)
 }
 
 impl<T> SymbolTable<T> {
@@ -138,6 +255,12 @@ impl<T> SymbolTable<T> {
         &mut self.slots[sym.index()].value
     }
 
+    /// Whether a symbol names a live entry (not removed).
+    #[cfg(test)]
+    pub(crate) fn is_live(&self, sym: Sym<T>) -> bool {
+        self.slots.get(sym.index()).is_some_and(|slot| slot.len != FREE)
+    }
+
     /// Live symbols with their values, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Sym<T>, &T)> + '_ {
         self.slots.iter().enumerate().filter(|(_, slot)| slot.len != FREE).map(|(i, slot)| (Sym::new(i as u32), &slot.value))
@@ -145,25 +268,32 @@ impl<T> SymbolTable<T> {
 
     /// Bytes allocated by the table itself (arena, slots, index, free list), not by its values.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.arena.capacity()
+        self.arena.heap_bytes()
             + self.slots.capacity() * std::mem::size_of::<Slot<T>>()
             + self.index.allocation_size()
             + self.free.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Rewrites the arena without the dead bytes once they outweigh the live ones (and are worth
-    /// a copy), and gives back index memory once it is mostly empty. Symbols do not change.
-    fn compact_if_sparse(&mut self) {
-        let live_bytes = self.arena.len() - self.dead_bytes;
-        if self.dead_bytes > live_bytes && self.dead_bytes > 64 * 1024 {
-            let mut arena = String::with_capacity(live_bytes);
-            for slot in self.slots.iter_mut().filter(|slot| slot.len != FREE) {
-                let (start, end) = (slot.start as usize, slot.start as usize + slot.len as usize);
-                slot.start = arena.len() as u32;
-                arena.push_str(&self.arena[start..end]);
+    /// Moves the live names out of the arena's sparse chunks, freeing each as it empties, and
+    /// gives back index memory once it is mostly empty. Symbols do not change.
+    fn compact(&mut self) {
+        let sparse = self.arena.sparse();
+        if sparse.contains(&true) {
+            // In arena order, so that each chunk empties (and is freed, ready to be reused as the
+            // next new chunk) before the next one is touched.
+            let mut moves: Vec<(u32, u32)> = (self.slots.iter().enumerate())
+                .filter(|(_, slot)| slot.len != FREE && slot.len != 0 && sparse[chunk_of(slot.pos)])
+                .map(|(i, slot)| (slot.pos, i as u32))
+                .collect();
+            moves.sort_unstable();
+            let mut name = String::new();
+            for (pos, i) in moves {
+                let len = self.slots[i as usize].len;
+                name.clear();
+                name.push_str(self.arena.get(pos, len));
+                self.arena.release(pos, len);
+                self.slots[i as usize].pos = self.arena.push(&name);
             }
-            self.arena = arena;
-            self.dead_bytes = 0;
         }
         if self.index.capacity() > 4 * self.index.len().max(1024) {
             let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
@@ -179,12 +309,9 @@ impl<T: Default> SymbolTable<T> {
         if let Some(&i) = self.index.find(hash, |&i| name_of(&self.arena, &self.slots, i) == name) {
             return Sym::new(i);
         }
-        let start = u32::try_from(self.arena.len()).ok().filter(|start| start.checked_add(name.len() as u32).is_some_and(|end| end < FREE));
-        let (Some(start), Ok(len)) = (start, u32::try_from(name.len())) else {
-            panic!("symbol table arena is full (4 GiB of names)");
-        };
-        self.arena.push_str(name);
-        let slot = Slot { start, len, value: T::default() };
+        let len = u32::try_from(name.len()).ok().filter(|&len| len != FREE).expect("a name shorter than 4 GiB");
+        let pos = self.arena.push(name);
+        let slot = Slot { pos, len, value: T::default() };
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = slot;
@@ -217,13 +344,13 @@ impl<T: Default> SymbolTable<T> {
                 Err(_) => unreachable!("a live slot is in the index"),
             }
             let slot = &mut self.slots[i];
-            self.dead_bytes += slot.len as usize;
-            *slot = Slot { start: 0, len: FREE, value: T::default() };
+            self.arena.release(slot.pos, slot.len);
+            *slot = Slot { pos: 0, len: FREE, value: T::default() };
             self.free.push(i as u32);
             removed += 1;
         }
         if removed > 0 {
-            self.compact_if_sparse();
+            self.compact();
         }
         removed
     }
@@ -273,10 +400,10 @@ mod tests {
         for (i, sym) in syms.iter().enumerate() {
             *table.value_mut(*sym) = i as u32;
         }
-        let before = table.arena.len();
+        let before = table.arena.heap_bytes();
         table.retain(|sym, _| sym.index() % 4 == 0);
-        assert!(table.arena.len() < before / 2, "arena compacted: {} of {before}", table.arena.len());
-        assert_eq!(table.dead_bytes, 0);
+        assert!(table.arena.heap_bytes() < before / 2, "arena compacted: {} of {before}", table.arena.heap_bytes());
+        assert_eq!(table.arena.live_bytes(), 5_000 * 30);
         for (i, (name, sym)) in names.iter().zip(&syms).enumerate() {
             if i % 4 == 0 {
                 assert_eq!(table.get(name), Some(*sym));
@@ -287,5 +414,45 @@ mod tests {
             }
         }
         assert_eq!(table.len(), 5_000);
+    }
+
+    #[test]
+    fn empty_and_very_long_names() {
+        let mut table = SymbolTable::<()>::default();
+        let long = "x".repeat(CHUNK_BYTES + 10);
+        let (empty, big, small) = (table.intern(""), table.intern(&long), table.intern("ts_1"));
+        assert_eq!((table.name(empty), table.name(big), table.name(small)), ("", long.as_str(), "ts_1"));
+        assert_eq!(table.get(&long), Some(big));
+        let chunk_bytes = |table: &SymbolTable<()>| table.arena.chunks.iter().map(|c| c.text.capacity()).sum::<usize>();
+        assert_eq!(chunk_bytes(&table), long.len() + CHUNK_BYTES);
+        table.retain(|sym, _| sym != big);
+        assert_eq!(chunk_bytes(&table), CHUNK_BYTES, "the long name's chunk is freed");
+        assert_eq!((table.name(empty), table.name(small)), ("", "ts_1"));
+    }
+
+    #[test]
+    fn churn_keeps_the_arena_under_twice_the_live_bytes() {
+        let mut table = SymbolTable::<u32>::default();
+        let mut live: Vec<(String, Sym<u32>)> = Vec::new();
+        for round in 0..40u32 {
+            for i in 0..5_000 {
+                let name = format!("ts_2X{round:05}{i:020}");
+                let sym = table.intern(&name);
+                *table.value_mut(sym) = round;
+                live.push((name, sym));
+            }
+            // Remove a scattered third, as eviction does.
+            let removed: Vec<bool> = live.iter().enumerate().map(|(k, _)| (k + round as usize).is_multiple_of(3)).collect();
+            let gone: std::collections::HashSet<usize> = live.iter().zip(&removed).filter(|(_, r)| **r).map(|((_, sym), _)| sym.index()).collect();
+            table.retain(|sym, _| !gone.contains(&sym.index()));
+            live = live.into_iter().zip(removed).filter(|(_, r)| !r).map(|(entry, _)| entry).collect();
+            let arena = table.arena.chunks.iter().map(|c| c.text.capacity()).sum::<usize>();
+            assert!(arena <= 2 * table.arena.live_bytes() + 2 * CHUNK_BYTES, "round {round}: {arena} bytes for {} live", table.arena.live_bytes());
+        }
+        assert_eq!(table.len(), live.len());
+        for (name, sym) in &live {
+            assert_eq!(table.get(name), Some(*sym));
+            assert_eq!(table.name(*sym), name);
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! once in a [`SymbolTable`] and referred to by a 4-byte symbol; times are `i64` microseconds since
 //! the Unix epoch (so they compare at microsecond precision); labels and ACLs are boxed and only
 //! allocated when present. Endpoint intervals live in one slab, chained per hostname from the
-//! latest start to the earliest.
+//! latest start to the earliest. What ended long ago is removed by `evict.rs`.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -42,7 +42,7 @@ pub(crate) type OwnerSlot = Option<BotState>;
 pub(crate) type CredentialSlot = Option<CredentialState>;
 
 /// A bot user's history.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct BotState {
     pub(crate) name: Box<str>,
     pub(crate) created_at: Option<Micros>,
@@ -50,6 +50,12 @@ pub(crate) struct BotState {
     pub(crate) active_history: Vec<(Micros, bool)>,
     /// [`NEVER`] unless deleted.
     pub(crate) deleted_at: Micros,
+}
+
+impl Default for BotState {
+    fn default() -> Self {
+        Self { name: Box::default(), created_at: None, active_history: Vec::new(), deleted_at: NEVER }
+    }
 }
 
 impl BotState {
@@ -237,7 +243,7 @@ impl OwnershipState {
                 if slot.is_none() {
                     self.counts.bot_users += 1;
                 }
-                let bot = slot.get_or_insert_with(|| BotState { deleted_at: NEVER, ..BotState::default() });
+                let bot = slot.get_or_insert_with(BotState::default);
                 if !bot_user.name.is_empty() {
                     bot.name = bot_user.name.as_str().into();
                 }
@@ -436,6 +442,57 @@ impl OwnershipState {
             None => *self.hosts.value_mut(host) = next,
             Some(p) => self.interval_mut(p).next = next,
         }
+    }
+}
+
+#[cfg(test)]
+impl OwnershipState {
+    /// Panics unless every symbol held is live, every interval is chained once under its host in
+    /// start order, the free list matches the free slots and the counts match the tables.
+    pub(crate) fn check_invariants(&self) {
+        let mut chained = vec![false; self.intervals.len()];
+        for (host, head) in self.hosts.iter() {
+            assert!(head.is_some(), "host {} has no interval", self.hosts.name(host));
+            let mut last_start = Micros::MAX;
+            for i in self.host_intervals(host) {
+                let interval = self.interval(i);
+                assert!(!std::mem::replace(&mut chained[i.get()], true), "interval chained twice");
+                assert_eq!(interval.host, host);
+                assert!(interval.start <= last_start, "chain of {} not sorted", self.hosts.name(host));
+                last_start = interval.start;
+            }
+        }
+        let mut live = 0;
+        for (k, interval) in self.intervals.iter().enumerate() {
+            let Some(interval) = interval else {
+                assert!(self.free_intervals.contains(&IntervalIdx::new(k)), "free slot {k} not listed");
+                continue;
+            };
+            live += 1;
+            assert!(chained[k], "interval {k} not chained");
+            assert!(self.endpoints.is_live(interval.endpoint) && self.hosts.is_live(interval.host));
+            assert!(interval.session.is_none_or(|s| self.sessions.is_live(s)), "interval names a freed session");
+            assert!(interval.principal.is_none_or(|p| self.owners.is_live(p)), "interval names a freed owner");
+        }
+        assert_eq!(live + self.free_intervals.len(), self.intervals.len());
+        for (endpoint, slot) in self.endpoints.iter() {
+            if let Some(i) = *slot {
+                assert_eq!(self.interval(i).endpoint, endpoint);
+            }
+        }
+        for (_, session) in self.sessions.iter() {
+            assert!(session.credential.is_none_or(|c| self.credentials.is_live(c)), "session names a freed credential");
+        }
+        for (_, credential) in self.credentials.iter() {
+            assert!(credential.as_ref().is_none_or(|c| self.owners.is_live(c.owner)), "credential names a freed owner");
+        }
+        let counts = StateStats {
+            bot_users: self.owners.iter().filter(|(_, b)| b.is_some()).count(),
+            credentials: self.credentials.iter().filter(|(_, c)| c.is_some()).count(),
+            sessions: self.sessions.iter().filter(|(_, s)| s.credential.is_some()).count(),
+            endpoints: live,
+        };
+        assert_eq!(self.counts, counts);
     }
 }
 
