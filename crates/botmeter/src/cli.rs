@@ -186,6 +186,10 @@ pub struct RunArgs {
     /// this recent waits for the control plane even when its topic is read to the end.
     #[arg(long, env = "BOTMETER_CONTROL_LATENESS_MS", default_value_t = 1_000)]
     pub control_lateness_ms: u64,
+    /// Keep ended sessions and endpoints this long (ms, by traffic time) before evicting them from
+    /// memory; traffic arriving later than that on them is unattributed.
+    #[arg(long, env = "BOTMETER_EVICTION_GRACE_MS", default_value_t = 3_600_000)]
+    pub eviction_grace_ms: u64,
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
     #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
     pub traffic_partitions: i32,
@@ -220,6 +224,7 @@ impl RunArgs {
             batch_max_rows: self.batch_max_rows,
             batch_max_wait_ms: self.batch_max_wait_ms,
             control_lateness_ms: self.control_lateness_ms,
+            eviction_grace_ms: self.eviction_grace_ms,
             ..RunSettings::default()
         })
     }

@@ -34,6 +34,10 @@ pub mod names {
     pub const LAG: &str = "botmeter_consumer_lag";
     /// 1 while ClickHouse writes fail and partitions are paused.
     pub const DEGRADED: &str = "botmeter_degraded";
+    /// Ended sessions, endpoints and names evicted from the ownership state.
+    pub const EVICTED: &str = "botmeter_state_evicted_total";
+    /// Entries in the ownership state, by kind.
+    pub const STATE_ENTRIES: &str = "botmeter_state_entries";
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.

@@ -40,11 +40,14 @@ pub struct RunSettings {
     /// How long after a traffic event's time a control event it depends on may still be
     /// published: once the control topic is read to its end, traffic younger than this waits.
     pub control_lateness_ms: u64,
+    /// Ended sessions and endpoints are evicted from memory this long (by traffic time) after
+    /// their end; later traffic on them is unattributed. Must exceed how late traffic arrives.
+    pub eviction_grace_ms: u64,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000, control_lateness_ms: 1_000 }
+        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000, control_lateness_ms: 1_000, eviction_grace_ms: 3_600_000 }
     }
 }
 
@@ -295,6 +298,7 @@ struct TrafficLoop {
 }
 
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
+    let mut last_eviction = Instant::now();
     while !ctx.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
@@ -392,6 +396,22 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
         ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
         debug!(rows = events.len() + letters.len(), inserts = runs.len(), "traffic batch written");
+        if last_eviction.elapsed() >= Duration::from_secs(60) {
+            // By traffic time, not the wall clock: a backlog being caught up on still needs
+            // what ended long ago. The batch's earliest event is a safe "now".
+            if let Some(t_min) = events.iter().map(|(event, _, _)| event.usage_time()).min() {
+                let grace = Duration::from_millis(ctx.settings.eviction_grace_ms);
+                let mut state = ctx.state.write().expect("state lock");
+                let evicted = state.evict_ended(t_min, grace);
+                let stats = state.stats();
+                drop(state);
+                metrics::counter!(crate::ops::names::EVICTED).increment(evicted.total() as u64);
+                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "sessions").set(stats.sessions as f64);
+                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "endpoints").set(stats.endpoints as f64);
+                debug!(evicted = evicted.total(), "ended sessions and endpoints evicted");
+            }
+            last_eviction = Instant::now();
+        }
         // Informative only (lag tools): the resume point is what ClickHouse holds.
         let mut tpl = TopicPartitionList::new();
         for (partition, next) in commit {

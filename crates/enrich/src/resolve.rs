@@ -146,8 +146,9 @@ impl OwnershipState {
 
     fn find_endpoint(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: Micros) -> Option<&EndpointInterval> {
         if let Some(id) = endpoint_id.filter(|id| !id.is_empty()) {
+            // Named by id (Traffic Policy log action): still only while the endpoint exists.
             let sym = self.endpoints.get(id)?;
-            return (*self.endpoints.value(sym)).map(|i| self.interval(i));
+            return (*self.endpoints.value(sym)).map(|i| self.interval(i)).filter(|i| i.covers(t));
         }
         let host = match self.hosts.get(hostname) {
             Some(host) => host,
@@ -190,6 +191,25 @@ mod tests {
             assert_eq!(state.apply(&e), crate::ApplyOutcome::Applied);
         }
         state
+    }
+
+    #[test]
+    fn an_endpoint_named_by_id_resolves_only_while_it_exists() {
+        let mut state = fleet();
+        state.apply(&control("endpoint_deleted.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com"})));
+        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T03:00:00Z")).owner_id.as_deref(), Some("bot_a"));
+        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T05:00:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
+        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T00:00:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
+    }
+
+    #[test]
+    fn a_deletion_seen_before_its_creation_still_gets_the_session() {
+        let mut state = fleet();
+        state.apply(&control("endpoint_deleted.v0", "2024-01-01T06:00:00Z", serde_json::json!({"id": "ep_late", "host": "late.example.com"})));
+        state.apply(&control("endpoint_created.v0", "2024-01-01T05:00:00Z", serde_json::json!({"id": "ep_late", "host": "late.example.com", "tunnel_session": {"id": "ts_a"}})));
+        let r = state.resolve("late.example.com", None, None, t("2024-01-01T05:30:00Z"));
+        assert_eq!(r.owner_id.as_deref(), Some("bot_a"), "{r:?}");
+        assert_eq!(state.resolve("late.example.com", None, None, t("2024-01-01T06:30:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
     }
 
     #[test]

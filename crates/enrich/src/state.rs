@@ -335,6 +335,25 @@ impl OwnershipState {
                             self.interval_mut(i).start = start;
                             self.link(i);
                         }
+                        // The creation carries the full resource; a deletion seen first may not
+                        // have named the session, principal, port or labels.
+                        let session = endpoint.session_id().map(|s| self.sessions.intern(s));
+                        let principal = endpoint.principal.as_ref().map(|p| p.id.as_str()).filter(|p| !p.is_empty()).map(|p| self.owners.intern(p));
+                        let port = endpoint.port_number();
+                        let labels = (!endpoint.labels.is_empty()).then(|| Box::new(endpoint.labels.clone()));
+                        let interval = self.interval_mut(i);
+                        if interval.session.is_none() {
+                            interval.session = session;
+                        }
+                        if interval.principal.is_none() {
+                            interval.principal = principal;
+                        }
+                        if interval.port.is_none() {
+                            interval.port = port;
+                        }
+                        if interval.labels.is_none() {
+                            interval.labels = labels;
+                        }
                         i
                     }
                     (EndpointAction::Deleted, Some(i)) => {
