@@ -49,6 +49,12 @@ if [[ -f Cargo.toml ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >/dev/null \
             || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
     fi
+    # tests/report_html.rs renders the HTML customer report in Debian's headless Chromium.
+    if [[ ! -x /usr/bin/chromium ]]; then
+        log "installing chromium with apt-get (renders the HTML customer report in tests/report_html.rs)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+            || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+    fi
     if cargo nextest --version >/dev/null 2>&1; then
         # A workspace without tests yet is not a failure (nextest's default is to fail on it).
         suite rust cargo nextest run --workspace --no-fail-fast --no-tests=warn

@@ -5,9 +5,12 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::params::{Choice, ID_PATTERN, MAX_ID_LEN, MONTH_PATTERN, TIME_PATTERN};
 use super::AppState;
 
 /// Every error answer: `{"error": {"code": …, "message": …}}`.
@@ -48,6 +51,66 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Gives every path and query parameter the schema of what its parser accepts, by name, so that
+/// the handlers' annotations need only say `String` and a client (or schemathesis) generating
+/// values from the description sends values the API takes: `pattern`s for ids, months and times,
+/// `enum`s for the fixed choices and time zones (from the same tables the parsers read), bounds
+/// for `limit`. What a parameter schema cannot say (`from` before `to` and at most 366 days apart;
+/// exactly one of `owner_id` and `credential_id`) stays in the descriptions and answers 400.
+struct ParameterSchemas;
+
+/// The schema of a parameter named `name`, `None` for a name this does not know.
+fn parameter_schema(name: &str) -> Option<Schema> {
+    fn choices<T: Choice>() -> Vec<&'static str> {
+        T::ALL.iter().map(|(spelling, _)| *spelling).collect()
+    }
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let schema = match name {
+        "owner_id" | "credential_id" | "customer_id" => string()
+            .pattern(Some(ID_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(MAX_ID_LEN)),
+        "from" | "to" => string().pattern(Some(TIME_PATTERN)),
+        "month" => string().pattern(Some(MONTH_PATTERN)),
+        "granularity" => string().enum_values(Some(choices::<super::report::Granularity>())),
+        "group_by" => string().enum_values(Some(choices::<super::report::GroupBy>())),
+        "metric" => string().enum_values(Some(choices::<super::top::RankMetric>())),
+        "format" => string().enum_values(Some(choices::<super::customers::Format>())),
+        "timezone" => string().enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))),
+        "limit" => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(1))
+            .maximum(Some(super::top::MAX_TOP_LIMIT)),
+        _ => return None,
+    };
+    Some(Schema::Object(schema.build()))
+}
+
+impl Modify for ParameterSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let Some(schema) = parameter_schema(&parameter.name) {
+                        parameter.schema = Some(RefOr::T(schema));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The API description.
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -68,7 +131,7 @@ impl Modify for BearerAuth {
         super::customers::customer_report,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ParameterSchemas),
     tags(
         (name = "usage", description = "Attributed usage per owner and the top owners"),
         (name = "owners", description = "Users and bot users"),
@@ -94,4 +157,37 @@ pub(super) fn router() -> Router<AppState> {
 )]
 pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_has_the_schema_of_its_parser() {
+        let spec = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let name = parameter["name"].as_str().unwrap();
+                    assert!(
+                        parameter_schema(name).is_some(),
+                        "{method} {path}: parameter {name} has no schema in parameter_schema"
+                    );
+                    let schema = &parameter["schema"];
+                    assert!(
+                        schema.get("pattern").is_some() || schema.get("enum").is_some() || schema["type"] == "integer",
+                        "{method} {path}: {name}: {schema}"
+                    );
+                }
+            }
+        }
+        // Every zone the description lists is one the parser takes.
+        let Some(Schema::Object(zones)) = parameter_schema("timezone") else { panic!("timezone") };
+        let zones = zones.enum_values.unwrap();
+        assert!(zones.len() > 300);
+        for zone in zones {
+            super::super::params::parse_timezone(zone.as_str().unwrap()).unwrap();
+        }
+    }
 }

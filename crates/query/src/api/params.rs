@@ -24,6 +24,29 @@ pub const MAX_RANGE_DAYS: i64 = 366;
 /// Longest id accepted in a path or query parameter.
 pub(super) const MAX_ID_LEN: usize = 128;
 
+/// What [`check_id`] accepts, as an OpenAPI `pattern` (with `minLength` 1 and `maxLength`
+/// [`MAX_ID_LEN`]).
+pub(super) const ID_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
+
+/// What [`QueryParams::month`] accepts, as an OpenAPI `pattern`: 1970-01 to 2106-01.
+pub(super) const MONTH_PATTERN: &str = "^((19[7-9][0-9]|20[0-9]{2}|210[0-5])-(0[1-9]|1[0-2])|2106-01)$";
+
+/// `from` and `to` as an OpenAPI `pattern`: a date (1970 to 2105; February 29 is accepted but not
+/// described), or an RFC 3339 time with `T`, whole seconds or up to 9 digits of fraction, and `Z`
+/// or an offset (1971 to 2105, so that no offset takes it before 1970). A little narrower than what
+/// [`parse_time`] accepts, never wider: a request matching it is never refused for its form (the
+/// order of `from` and `to` and the range limit are checked on top).
+pub(super) const TIME_PATTERN: &str = concat!(
+    "^(",
+    "(19[7-9][0-9]|20[0-9]{2}|210[0-5])",
+    "-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)",
+    "|",
+    "(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-5])",
+    "-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)",
+    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])",
+    ")$"
+);
+
 /// A checked `[from, to)` in Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TimeRange {
