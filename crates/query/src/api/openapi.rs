@@ -176,14 +176,18 @@ mod tests {
                     );
                     let schema = &parameter["schema"];
                     assert!(
-                        schema.get("pattern").is_some() || schema.get("enum").is_some() || schema["type"] == "integer",
+                        schema.get("pattern").is_some()
+                            || schema.get("enum").is_some()
+                            || schema["type"] == "integer",
                         "{method} {path}: {name}: {schema}"
                     );
                 }
             }
         }
         // Every zone the description lists is one the parser takes.
-        let Some(Schema::Object(zones)) = parameter_schema("timezone") else { panic!("timezone") };
+        let Some(Schema::Object(zones)) = parameter_schema("timezone") else {
+            panic!("timezone")
+        };
         let zones = zones.enum_values.unwrap();
         assert!(zones.len() > 300);
         for zone in zones {

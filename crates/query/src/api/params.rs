@@ -29,7 +29,8 @@ pub(super) const MAX_ID_LEN: usize = 128;
 pub(super) const ID_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
 
 /// What [`QueryParams::month`] accepts, as an OpenAPI `pattern`: 1970-01 to 2106-01.
-pub(super) const MONTH_PATTERN: &str = "^((19[7-9][0-9]|20[0-9]{2}|210[0-5])-(0[1-9]|1[0-2])|2106-01)$";
+pub(super) const MONTH_PATTERN: &str =
+    "^((19[7-9][0-9]|20[0-9]{2}|210[0-5])-(0[1-9]|1[0-2])|2106-01)$";
 
 /// `from` and `to` as an OpenAPI `pattern`: a date (1970 to 2105; February 29 is accepted but not
 /// described), or an RFC 3339 time with `T`, whole seconds or up to 9 digits of fraction, and `Z`
