@@ -170,8 +170,9 @@ pub(super) fn html(report: &CustomerReport, month: Month) -> String {
         page,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:64rem}}\
-         table{{border-collapse:collapse;margin:1rem 0}}td,th{{border-bottom:1px solid #ddd;padding:.3rem .7rem;text-align:left}}\
+         <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:76rem}}h1{{font-size:1.6rem}}\
+         table{{border-collapse:collapse;margin:1rem 0;font-size:.85rem;max-width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.25rem .5rem;text-align:left}}\
+         code{{word-break:break-all}}\
          td.n{{text-align:right;font-variant-numeric:tabular-nums}}.muted{{color:#777}}</style></head><body>\n\
          <h1>{title}</h1>\n<p class=\"muted\">{from} to {to} (UTC). Bot users: {bots}.</p>\n",
         title = escape(&title),
