@@ -297,8 +297,22 @@ struct TrafficLoop {
     settings: RunSettings,
 }
 
+/// Publishes `botmeter_consumer_lag{partition}`: messages between each assigned partition's
+/// position and its end (the broker's high watermark; approximate on tansu, whose high watermark
+/// is the start of the last record batch).
+fn record_lag(consumer: &BaseConsumer<ingest::TrafficContext>) {
+    let Ok(positions) = consumer.position() else { return };
+    for element in positions.elements() {
+        let Offset::Offset(position) = element.offset() else { continue };
+        if let Ok((_, high)) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_millis(500)) {
+            metrics::gauge!(crate::ops::names::LAG, "partition" => element.partition().to_string()).set((high - position).max(0) as f64);
+        }
+    }
+}
+
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     let mut last_eviction = Instant::now();
+    let mut last_lag = Instant::now();
     while !ctx.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
@@ -396,6 +410,10 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
         ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
         debug!(rows = events.len() + letters.len(), inserts = runs.len(), "traffic batch written");
+        if last_lag.elapsed() >= Duration::from_secs(5) {
+            record_lag(&ctx.consumer);
+            last_lag = Instant::now();
+        }
         if last_eviction.elapsed() >= Duration::from_secs(60) {
             // By traffic time, not the wall clock: a backlog being caught up on still needs
             // what ended long ago. The batch's earliest event is a safe "now".
