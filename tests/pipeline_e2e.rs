@@ -8,18 +8,7 @@ mod support;
 use std::time::Duration;
 
 use botmeter::simulate::{generate, publish, FleetConfig};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::{free_port, TestEnv};
-
-async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    producer
-        .send(FutureRecord::<(), [u8]>::to(topic).payload(payload), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce a raw message");
-}
+use support::{free_port, send_raw, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_fleet_is_attributed_end_to_end() {

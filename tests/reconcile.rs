@@ -11,18 +11,7 @@ use std::time::Duration;
 
 use botmeter::simulate::{generate, publish, FleetConfig, SimMessage};
 use chrono::{DateTime, Utc};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::TestEnv;
-
-async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    producer
-        .send(FutureRecord::<(), [u8]>::to(topic).payload(payload), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce a raw message");
-}
+use support::{send_raw, TestEnv};
 
 /// Runs `botmeter reconcile <args>` to completion.
 fn reconcile(env: &TestEnv, args: &[&str]) -> (Option<i32>, String) {

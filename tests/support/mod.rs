@@ -473,3 +473,14 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) {
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
     let _ = admin.delete_topics(topics, &options).await;
 }
+
+/// Publishes one raw message (any bytes) and waits for the broker's acknowledgement.
+pub async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    producer
+        .send(FutureRecord::<(), [u8]>::to(topic).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce a raw message");
+}

@@ -109,14 +109,12 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
     let (control_consumer, control_partitions) = ingest::control_consumer(&kafka, &start)?;
     info!(partitions = ?control_partitions, stored = ?stored_control, "control reader assigned");
 
+    let shared = Shared { state, progress, writer: writer.clone(), dead_letters, stop: stop.clone(), stats: stats.clone(), handle: handle.clone() };
     let control_thread = {
-        let (state, progress, writer, stop, stats, handle, dead_letters, topic) = (
-            state.clone(), progress.clone(), writer.clone(), stop.clone(), stats.clone(), handle.clone(),
-            dead_letters.clone(), kafka.control_topic.clone(),
-        );
+        let (shared, topic) = (shared.clone(), kafka.control_topic.clone());
         let max_backoff = Duration::from_millis(settings.max_backoff_ms);
         std::thread::Builder::new().name("control".into()).spawn(move || {
-            control_loop(ControlLoop { consumer: control_consumer, topic, stored: stored_control, state, progress, writer, dead_letters, stop, stats, handle, max_backoff })
+            control_loop(ControlLoop { consumer: control_consumer, topic, stored: stored_control, shared, max_backoff })
         })?
     };
 
@@ -135,13 +133,7 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
         consumer: traffic_consumer,
         control_topic: kafka.control_topic.clone(),
         control_partitions,
-        state,
-        progress,
-        writer,
-        dead_letters,
-        stop: stop.clone(),
-        stats,
-        handle,
+        shared,
         settings,
     });
     stop.store(true, Ordering::SeqCst);
@@ -167,10 +159,9 @@ pub(crate) fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlW
     (state, watermark)
 }
 
-struct ControlLoop {
-    consumer: BaseConsumer,
-    topic: String,
-    stored: HashMap<i32, i64>,
+/// What both readers share.
+#[derive(Clone)]
+struct Shared {
     state: Arc<RwLock<OwnershipState>>,
     progress: Arc<ControlProgress>,
     writer: Writer,
@@ -178,6 +169,13 @@ struct ControlLoop {
     stop: Arc<AtomicBool>,
     stats: Arc<RunStats>,
     handle: Handle,
+}
+
+struct ControlLoop {
+    consumer: BaseConsumer,
+    topic: String,
+    stored: HashMap<i32, i64>,
+    shared: Shared,
     max_backoff: Duration,
 }
 
@@ -216,7 +214,7 @@ fn apply_control(state: &RwLock<OwnershipState>, event: &Event, stats: &RunStats
 }
 
 fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
-    while !ctx.stop.load(Ordering::SeqCst) {
+    while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut max_time: HashMap<i32, i64> = HashMap::new();
         let mut rows = Vec::new();
         let mut letters = Vec::new();
@@ -229,14 +227,14 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
             if ctx.stored.get(&partition).is_some_and(|&last| offset <= last) {
                 continue; // in the audit log and in the rebuilt state already (resume rewind)
             }
-            ctx.stats.control_in.fetch_add(1, Ordering::Relaxed);
+            ctx.shared.stats.control_in.fetch_add(1, Ordering::Relaxed);
             match decode(&message) {
                 Ok(event) if event.kind().is_traffic() => {
                     letters.push(wrong_topic(&message, &event, "a traffic event on the control topic"));
                 }
                 Ok(event) => {
                     metrics::counter!(crate::ops::names::EVENTS, "topic" => "control", "kind" => control_kind(&event)).increment(1);
-                    let anomalies = apply_control(&ctx.state, &event, &ctx.stats);
+                    let anomalies = apply_control(&ctx.shared.state, &event, &ctx.shared.stats);
                     rows.push(control_row(&event, &message, anomalies));
                     let time = event.event_timestamp.timestamp_micros();
                     let max = max_time.entry(partition).or_insert(time);
@@ -246,19 +244,19 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
             }
         }
         if !letters.is_empty() {
-            publish_dead_letters(&ctx.dead_letters, &letters)?;
+            publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
-            let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write dead letters", ctx.max_backoff, &ctx.stats, || {
-                ctx.writer.insert_dead_letters(&dead_rows)
+            let written = retry_blocking_with(&ctx.shared.handle, &ctx.shared.stop, "write dead letters", ctx.max_backoff, &ctx.shared.stats, || {
+                ctx.shared.writer.insert_dead_letters(&dead_rows)
             })?;
             if written.is_none() {
                 break;
             }
-            ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+            ctx.shared.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
         }
         for run in contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time)) {
-            let written = retry_blocking_with(&ctx.handle, &ctx.stop, "write control events", ctx.max_backoff, &ctx.stats, || {
-                ctx.writer.insert_control(&run)
+            let written = retry_blocking_with(&ctx.shared.handle, &ctx.shared.stop, "write control events", ctx.max_backoff, &ctx.shared.stats, || {
+                ctx.shared.writer.insert_control(&run)
             })?;
             if written.is_none() {
                 return Ok(()); // stopping before the write landed: it is re-read on the next start
@@ -267,7 +265,7 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
         // The application position is one past the last message poll returned, for every
         // partition (whether or not it had messages): that is how far the state is applied.
         if let Ok(assignment) = ctx.consumer.position() {
-            let mut watermark = ctx.progress.watermark.lock().expect("progress lock");
+            let mut watermark = ctx.shared.progress.watermark.lock().expect("progress lock");
             for element in assignment.elements_for_topic(&ctx.topic) {
                 if let Offset::Offset(offset) = element.offset() {
                     watermark.next.insert(element.partition(), offset);
@@ -277,7 +275,7 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
                 let max = watermark.max_time_us.entry(partition).or_insert(time);
                 *max = (*max).max(time);
             }
-            ctx.progress.changed.notify_all();
+            ctx.shared.progress.changed.notify_all();
         }
     }
     Ok(())
@@ -287,13 +285,7 @@ struct TrafficLoop {
     consumer: BaseConsumer<ingest::TrafficContext>,
     control_topic: String,
     control_partitions: Vec<i32>,
-    state: Arc<RwLock<OwnershipState>>,
-    progress: Arc<ControlProgress>,
-    writer: Writer,
-    dead_letters: Arc<DeadLetterProducer>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<RunStats>,
-    handle: Handle,
+    shared: Shared,
     settings: RunSettings,
 }
 
@@ -313,14 +305,14 @@ fn record_lag(consumer: &BaseConsumer<ingest::TrafficContext>) {
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     let mut last_eviction = Instant::now();
     let mut last_lag = Instant::now();
-    while !ctx.stop.load(Ordering::SeqCst) {
+    while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
         let mut letters = Vec::new();
         let mut topic = String::new();
         let mut commit: HashMap<i32, i64> = HashMap::new();
         let deadline = Instant::now() + Duration::from_millis(ctx.settings.batch_max_wait_ms);
-        while events.len() + letters.len() < ctx.settings.batch_max_rows && !ctx.stop.load(Ordering::SeqCst) {
+        while events.len() + letters.len() < ctx.settings.batch_max_rows && !ctx.shared.stop.load(Ordering::SeqCst) {
             let timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() && (events.len() + letters.len()) > 0 {
                 break;
@@ -373,7 +365,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let now = Utc::now().timestamp() as u32;
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
-            let state = ctx.state.read().expect("state lock");
+            let state = ctx.shared.state.read().expect("state lock");
             rows.extend(events.iter().map(|(event, partition, offset)| usage_row(&state, event, &topic, *partition, *offset, now)));
         }
         rows.extend(letters.iter().map(|l| dead_letter_usage_row(l, now)));
@@ -383,9 +375,9 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             _ => (a, u),
         });
         if !letters.is_empty() {
-            publish_dead_letters(&ctx.dead_letters, &letters)?;
+            publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
-            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), |rows| ctx.writer.insert_dead_letters(rows))? {
+            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), |rows| ctx.shared.writer.insert_dead_letters(rows))? {
                 Written::All => {}
                 Written::Stopped => break,
                 Written::Rebalanced => continue,
@@ -394,7 +386,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let rows_summary = summarize(&rows);
         let write_started = Instant::now();
         let runs = contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time));
-        match write_holding(&ctx, generation, &runs, |rows| ctx.writer.insert_usage(rows))? {
+        match write_holding(&ctx, generation, &runs, |rows| ctx.shared.writer.insert_usage(rows))? {
             Written::All => {}
             Written::Stopped => break,
             Written::Rebalanced => {
@@ -405,10 +397,10 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         metrics::histogram!(crate::ops::names::BATCH_SECONDS).record(write_started.elapsed().as_secs_f64());
         metrics::histogram!(crate::ops::names::BATCH_ROWS).record((events.len() + letters.len()) as f64);
         record_traffic_metrics(&rows_summary);
-        ctx.stats.traffic_in.fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
-        ctx.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
-        ctx.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
-        ctx.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        ctx.shared.stats.traffic_in.fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
+        ctx.shared.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
+        ctx.shared.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
+        ctx.shared.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
         debug!(rows = events.len() + letters.len(), inserts = runs.len(), "traffic batch written");
         if last_lag.elapsed() >= Duration::from_secs(5) {
             record_lag(&ctx.consumer);
@@ -419,7 +411,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             // what ended long ago. The batch's earliest event is a safe "now".
             if let Some(t_min) = events.iter().map(|(event, _, _)| event.usage_time()).min() {
                 let grace = Duration::from_millis(ctx.settings.eviction_grace_ms);
-                let mut state = ctx.state.write().expect("state lock");
+                let mut state = ctx.shared.state.write().expect("state lock");
                 let evicted = state.evict_ended(t_min, grace);
                 let stats = state.stats();
                 drop(state);
@@ -503,13 +495,13 @@ where
     let mut backoff = Duration::from_millis(100);
     for run in runs.iter().filter(|run| !run.is_empty()) {
         loop {
-            let error = match ctx.handle.block_on(insert(run)) {
+            let error = match ctx.shared.handle.block_on(insert(run)) {
                 Ok(()) => break,
                 Err(e) => e,
             };
-            ctx.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.shared.stats.write_errors.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::ops::names::CLICKHOUSE_ERRORS).increment(1);
-            ctx.stats.degraded.store(true, Ordering::SeqCst);
+            ctx.shared.stats.degraded.store(true, Ordering::SeqCst);
             warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "clickhouse write failed; partitions paused, retrying");
             if paused.is_none() {
                 let assignment = ctx.consumer.assignment().context("read the assignment")?;
@@ -518,7 +510,7 @@ where
             }
             let until = Instant::now() + backoff;
             while Instant::now() < until {
-                if ctx.stop.load(Ordering::SeqCst) {
+                if ctx.shared.stop.load(Ordering::SeqCst) {
                     return Ok(Written::Stopped);
                 }
                 // Paused: serves heartbeats and rebalances, returns no messages of ours.
@@ -527,7 +519,7 @@ where
                 }
             }
             if ctx.consumer.context().generation() != generation {
-                ctx.stats.degraded.store(false, Ordering::SeqCst);
+                ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
                 return Ok(Written::Rebalanced);
             }
             backoff = (backoff * 2).min(max_backoff);
@@ -535,7 +527,7 @@ where
     }
     if let Some(assignment) = paused {
         resume_after_pause(ctx, &assignment)?;
-        ctx.stats.degraded.store(false, Ordering::SeqCst);
+        ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
         info!("clickhouse writes recovered; partitions resumed");
     }
     Ok(Written::All)
@@ -577,7 +569,7 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
             }
         };
         let fetched = Instant::now();
-        let mut watermark = ctx.progress.watermark.lock().expect("progress lock");
+        let mut watermark = ctx.shared.progress.watermark.lock().expect("progress lock");
         while fetched.elapsed() < Duration::from_millis(200) {
             let now_us = Utc::now().timestamp_micros();
             let behind: Vec<i32> = ctx
@@ -593,14 +585,14 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
             if behind.is_empty() {
                 return true;
             }
-            if ctx.stop.load(Ordering::SeqCst) {
+            if ctx.shared.stop.load(Ordering::SeqCst) {
                 return false;
             }
             if !warned && started.elapsed() > Duration::from_secs(5) {
                 warn!(?behind, "traffic waits for the control plane to be read past its time");
                 warned = true;
             }
-            watermark = ctx.progress.changed.wait_timeout(watermark, Duration::from_millis(20)).expect("progress lock").0;
+            watermark = ctx.shared.progress.changed.wait_timeout(watermark, Duration::from_millis(20)).expect("progress lock").0;
         }
     }
 }
