@@ -484,3 +484,29 @@ pub async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
         .map_err(|(e, _)| e)
         .expect("produce a raw message");
 }
+
+impl ClickHouseServer {
+    /// SIGTERM; if the server is still running after `grace`, SIGKILL (as a service manager's stop
+    /// timeout would). ClickHouse 18.16 keeps serving requests on open keep-alive connections
+    /// after SIGTERM until they go idle, so under a steady writer a graceful stop can take longer
+    /// than the writer needs to finish. Returns once the process is gone and its port closed;
+    /// `true` if it had to be killed.
+    pub fn stop_within(&mut self, grace: Duration) -> bool {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let started = Instant::now();
+        let mut killed = false;
+        while child.try_wait().unwrap().is_none() {
+            if !killed && started.elapsed() > grace {
+                Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+                killed = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while self.port_open() {
+            assert!(started.elapsed() < grace + Duration::from_secs(30), "port {} still open after the server stopped", self.http_port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        killed
+    }
+}

@@ -214,6 +214,8 @@ fn apply_control(state: &RwLock<OwnershipState>, event: &Event, stats: &RunStats
 }
 
 fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
+    // Highest offset applied per partition: starts at what the audit log holds.
+    let mut seen = ctx.stored.clone();
     while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut max_time: HashMap<i32, i64> = HashMap::new();
         let mut rows = Vec::new();
@@ -224,9 +226,10 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
             let Some(message) = ctx.consumer.poll(timeout) else { break };
             let message = message.with_context(|| format!("poll {}", ctx.topic))?;
             let (partition, offset) = (message.partition(), message.offset());
-            if ctx.stored.get(&partition).is_some_and(|&last| offset <= last) {
-                continue; // in the audit log and in the rebuilt state already (resume rewind)
+            if seen.get(&partition).is_some_and(|&last| offset <= last) {
+                continue; // in the audit log and the rebuilt state already (resume rewind), or redelivered
             }
+            seen.insert(partition, offset);
             ctx.shared.stats.control_in.fetch_add(1, Ordering::Relaxed);
             match decode(&message) {
                 Ok(event) if event.kind().is_traffic() => {
@@ -338,8 +341,12 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 generation = now_generation;
             }
             if ctx.consumer.context().already_stored(message.partition(), message.offset()) {
-                continue; // re-read by the resume rewind; its row is durable
+                continue; // re-read by the resume rewind, or redelivered: already handled
             }
+            // tansu may deliver offsets again after a seek into a record batch: remember the
+            // highest offset handed to a batch so a repeat is never written twice. (A dropped
+            // batch is re-read after the rebalance, which resets this from ClickHouse.)
+            ctx.consumer.context().mark_stored(message.partition(), message.offset());
             if topic.is_empty() {
                 topic = message.topic().to_owned();
             }
@@ -613,13 +620,13 @@ fn decode(message: &BorrowedMessage<'_>) -> Result<Event, DeadLetter> {
             payload: payload.to_vec(),
         });
     }
-    if message.payload().is_none() {
+    if payload.is_empty() {
         return Err(DeadLetter {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
             reason_kind: "empty".into(),
-            reason: "message has no payload (a tombstone?)".into(),
+            reason: "message has an empty or no payload (a tombstone?)".into(),
             payload: Vec::new(),
         });
     }

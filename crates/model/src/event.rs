@@ -259,6 +259,18 @@ fn truncate(s: &str) -> String {
 
 /// Decodes one payload. Errors name the event, the field and the value.
 pub fn decode(payload: &[u8]) -> Result<Event> {
+    // serde reads a struct from a JSON array by position: an envelope must be an object.
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => {
+            let reason = match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+                Ok(_) => "not an ngrok event envelope: expected a JSON object".to_owned(),
+                Err(e) => format!("not valid JSON: {e}"),
+            };
+            return Err(DecodeError::new("<payload>", reason));
+        }
+        None => return Err(DecodeError::new("<payload>", "not valid JSON: empty payload")),
+    }
     let head: Head<'_> = serde_json::from_slice(payload).map_err(|e| {
         let reason = if e.is_data() {
             format!("not an ngrok event envelope: {e}")
@@ -448,6 +460,13 @@ mod tests {
         let err = decode(br#"{"event_id":"ev_1","event_type":"domain_created.v0","event_timestamp":"2022-02-23T23:51:14Z","account_id":5}"#).unwrap_err();
         assert_eq!(err.field, "account_id");
         assert_eq!(err.kind(), "invalid_field");
+    }
+
+    #[test]
+    fn an_array_shaped_like_an_envelope_is_not_an_event() {
+        let err = decode(br#"["ev_array","tcp_connection_closed.v0","2022-02-23T23:51:14Z",null,null,{"conn":{"bytes_out":5}}]"#).unwrap_err();
+        assert_eq!(err.field, "<payload>");
+        assert_eq!(err.kind(), "malformed_json");
     }
 
     #[test]

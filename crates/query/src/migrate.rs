@@ -100,6 +100,13 @@ struct RecordedMigration {
     checksum: String,
 }
 
+/// Whether a statement (after its comment lines) adds a column.
+fn is_add_column(statement: &str) -> bool {
+    let code: String = statement.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" ");
+    let code = code.to_ascii_uppercase();
+    code.trim_start().starts_with("ALTER TABLE") && code.contains("ADD COLUMN")
+}
+
 /// The embedded migrations, sorted by version.
 pub fn migrations() -> Result<Vec<Migration>> {
     let mut out = Vec::with_capacity(EMBEDDED.len());
@@ -224,7 +231,16 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             );
             // The client treats `?` as a bind placeholder; `??` is a literal `?`.
             let sql = statement.replace('?', "??");
-            with_deadline(action, ddl_timeout, client.query(&sql).execute()).await?;
+            match with_deadline(action, ddl_timeout, client.query(&sql).execute()).await {
+                Ok(()) => {}
+                // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that exists already
+                // means this statement ran before (another instance migrating at the same time,
+                // or a crash before the migration was recorded). Treat it as applied.
+                Err(e) if is_add_column(statement) && e.to_string().contains("already exists") => {
+                    info!(version = migration.version, name = migration.name, "column already exists; statement counted as applied");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let record = MigrationRecord {
             version: migration.version,
@@ -320,6 +336,13 @@ fn split_statements(sql: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_add_column_statements_tolerate_an_existing_column() {
+        assert!(is_add_column("-- why\nALTER TABLE usage_events ADD COLUMN sign Int8 DEFAULT 1"));
+        assert!(!is_add_column("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Memory"));
+        assert!(!is_add_column("-- ALTER TABLE x ADD COLUMN y\nDROP TABLE z"));
+    }
 
     #[test]
     fn every_schema_file_is_embedded_in_order() {
