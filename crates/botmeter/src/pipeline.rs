@@ -384,7 +384,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         if !letters.is_empty() {
             publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
-            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), |rows| ctx.shared.writer.insert_dead_letters(rows))? {
+            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), None, |rows| ctx.shared.writer.insert_dead_letters(rows))? {
                 Written::All => {}
                 Written::Stopped => break,
                 Written::Rebalanced => continue,
@@ -393,7 +393,10 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let rows_summary = summarize(&rows);
         let write_started = Instant::now();
         let runs = contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time));
-        match write_holding(&ctx, generation, &runs, |rows| ctx.shared.writer.insert_usage(rows))? {
+        fn usage_position(row: &UsageRow) -> (&str, i32, i64) {
+            (row.kafka_topic.as_str(), row.kafka_partition, row.kafka_offset)
+        }
+        match write_holding(&ctx, generation, &runs, Some(&usage_position as &dyn Fn(&UsageRow) -> (&str, i32, i64)), |rows| ctx.shared.writer.insert_usage(rows))? {
             Written::All => {}
             Written::Stopped => break,
             Written::Rebalanced => {
@@ -492,7 +495,16 @@ pub(crate) fn month_of(unix_seconds: u32) -> u32 {
 /// fetches nothing (memory stays bounded by the batch); when the writes land it resumes each
 /// partition right after what is durable. If a rebalance moves the partitions during the outage,
 /// the batch is abandoned.
-fn write_holding<'a, R, F, Fut>(ctx: &TrafficLoop, generation: u64, runs: &'a [Vec<R>], insert: F) -> anyhow::Result<Written>
+/// `position`, when given, names a row's (topic, partition, offset): before retrying a failed
+/// insert, the rows ClickHouse already holds are dropped from it, in case the failure came after
+/// the insert landed (a lost response). Without it the rows must be idempotent (dead letters).
+fn write_holding<'a, R, F, Fut>(
+    ctx: &TrafficLoop,
+    generation: u64,
+    runs: &'a [Vec<R>],
+    position: Option<&dyn Fn(&R) -> (&str, i32, i64)>,
+    insert: F,
+) -> anyhow::Result<Written>
 where
     F: Fn(&'a [R]) -> Fut,
     Fut: std::future::Future<Output = query::Result<()>>,
@@ -501,6 +513,7 @@ where
     let mut paused: Option<TopicPartitionList> = None;
     let mut backoff = Duration::from_millis(100);
     for run in runs.iter().filter(|run| !run.is_empty()) {
+        let mut run: &'a [R] = run;
         loop {
             let error = match ctx.shared.handle.block_on(insert(run)) {
                 Ok(()) => break,
@@ -528,6 +541,22 @@ where
             if ctx.consumer.context().generation() != generation {
                 ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
                 return Ok(Written::Rebalanced);
+            }
+            if let (Some(position), Some(first)) = (position, run.first()) {
+                // A run is one partition in offset order: what is stored is a prefix of it.
+                let (topic, partition, _) = position(first);
+                if let Ok(stored) = ctx.shared.handle.block_on(ctx.shared.writer.positions(topic)) {
+                    if let Some(&last) = stored.get(&partition) {
+                        let durable = run.partition_point(|row| position(row).2 <= last);
+                        if durable > 0 {
+                            info!(partition, rows = durable, "part of a failed insert had landed; not written again");
+                        }
+                        run = &run[durable..];
+                        if run.is_empty() {
+                            break;
+                        }
+                    }
+                }
             }
             backoff = (backoff * 2).min(max_backoff);
         }
