@@ -9,77 +9,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use botmeter_query::api::{router, AppState, UsageBucket, UsageMetrics, UsageReport};
 use botmeter_query::rows::{status, ControlRow, DeadLetterRow, UsageRow};
-use botmeter_query::{migrate, ClickHouseConfig, Error, Writer};
+use botmeter_query::{migrate, ClickHouseConfig, Error};
 use chrono::DateTime;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
-fn clickhouse_url() -> String {
-    std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned())
-}
+mod common;
 
-fn server_client() -> clickhouse::Client {
-    clickhouse::Client::default()
-        .with_url(clickhouse_url())
-        .with_validation(false)
-}
-
-/// A database for one test; dropped when this goes out of scope, panics included.
-struct TestDb {
-    config: ClickHouseConfig,
-}
-
-impl TestDb {
-    async fn new(name: &str) -> Self {
-        let config = ClickHouseConfig {
-            url: clickhouse_url(),
-            database: format!("botmeter_test_{name}_{}", std::process::id()),
-            ..ClickHouseConfig::default()
-        };
-        drop_database(&config.database).await;
-        Self { config }
-    }
-
-    async fn migrated(name: &str) -> Self {
-        let db = Self::new(name).await;
-        migrate(&db.config).await.expect("migrate");
-        db
-    }
-
-    fn client(&self) -> clickhouse::Client {
-        self.config.client().unwrap()
-    }
-
-    fn writer(&self) -> Writer {
-        Writer::new(&self.config).unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // No async drop: run the DROP on a runtime of its own, off the test's runtime thread.
-        let database = self.config.database.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drop_database(&database));
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-async fn drop_database(database: &str) {
-    server_client()
-        .query("DROP DATABASE IF EXISTS ?")
-        .bind(clickhouse::sql::Identifier(database))
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("drop database {database} at {}: {e}", clickhouse_url()));
-}
+use common::{clickhouse_url, TestDb};
 
 fn secs(rfc3339: &str) -> u32 {
     u32::try_from(DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp()).unwrap()

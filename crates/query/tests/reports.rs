@@ -12,64 +12,21 @@ use botmeter_query::api::{
     key_digest, router, ApiKeys, AppState, Plan, SettingsFormat, UsageMetrics, UsageReport,
 };
 use botmeter_query::rows::{status, ControlRow, UsageRow};
-use botmeter_query::{migrate, ClickHouseConfig, Writer};
 use chrono::DateTime;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-fn clickhouse_url() -> String {
-    std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned())
-}
+mod common;
 
-/// A database for one test; dropped when this goes out of scope, panics included.
-struct TestDb {
-    config: ClickHouseConfig,
-}
+use common::TestDb;
 
-impl TestDb {
-    async fn with_fleet(name: &str) -> Self {
-        let config = ClickHouseConfig {
-            url: clickhouse_url(),
-            database: format!("botmeter_test_reports_{name}_{}", std::process::id()),
-            ..ClickHouseConfig::default()
-        };
-        drop_database(&config.database).await;
-        migrate(&config).await.expect("migrate");
-        let writer = Writer::new(&config).unwrap();
-        writer.insert_usage(&usage_rows()).await.unwrap();
-        writer.insert_control(&control_rows()).await.unwrap();
-        Self { config }
-    }
-
-    fn state(&self) -> AppState {
-        AppState::new(&self.config).unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let database = self.config.database.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drop_database(&database));
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-async fn drop_database(database: &str) {
-    clickhouse::Client::default()
-        .with_url(clickhouse_url())
-        .with_validation(false)
-        .query("DROP DATABASE IF EXISTS ?")
-        .bind(clickhouse::sql::Identifier(database))
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("drop database {database} at {}: {e}", clickhouse_url()));
+/// A migrated database holding this file's rows.
+async fn db_with_fleet(name: &str) -> TestDb {
+    let db = TestDb::migrated(&format!("reports_{name}")).await;
+    let writer = db.writer();
+    writer.insert_usage(&usage_rows()).await.unwrap();
+    writer.insert_control(&control_rows()).await.unwrap();
+    db
 }
 
 fn secs(time: &str) -> u32 {
@@ -311,7 +268,7 @@ const RANGE: &str = "from=2024-05-01&to=2024-05-03";
 
 #[tokio::test]
 async fn owner_usage_hourly_with_sessions_across_hour_boundaries() {
-    let db = TestDb::with_fleet("hourly").await;
+    let db = db_with_fleet("hourly").await;
     let report: UsageReport =
         serde_json::from_value(get_json(&db.state(), &format!("/v1/owners/bot_a/usage?{RANGE}")).await).unwrap();
     assert_eq!(
@@ -341,7 +298,7 @@ async fn owner_usage_hourly_with_sessions_across_hour_boundaries() {
 
 #[tokio::test]
 async fn owner_usage_in_a_half_hour_time_zone() {
-    let db = TestDb::with_fleet("kolkata").await;
+    let db = db_with_fleet("kolkata").await;
     let uri = format!("/v1/owners/bot_a/usage?{RANGE}&timezone=Asia/Kolkata");
     let report: UsageReport = serde_json::from_value(get_json(&db.state(), &uri).await).unwrap();
     assert_eq!(
@@ -385,7 +342,7 @@ async fn owner_usage_in_a_half_hour_time_zone() {
 
 #[tokio::test]
 async fn owner_usage_grouped_by_credential_and_endpoint() {
-    let db = TestDb::with_fleet("grouped").await;
+    let db = db_with_fleet("grouped").await;
     let uri = format!("/v1/owners/bot_a/usage?{RANGE}&granularity=day&group_by=credential");
     let report: UsageReport = serde_json::from_value(get_json(&db.state(), &uri).await).unwrap();
     let groups = report.groups.unwrap();
@@ -411,7 +368,7 @@ async fn owner_usage_grouped_by_credential_and_endpoint() {
 
 #[tokio::test]
 async fn owners_top_anomalies_and_audit() {
-    let db = TestDb::with_fleet("lists").await;
+    let db = db_with_fleet("lists").await;
     let state = db.state();
     let owners = get_json(&state, &format!("/v1/owners?{RANGE}")).await;
     let owners = owners["owners"].as_array().unwrap();
@@ -518,7 +475,7 @@ fn close(a: &Value, b: f64) -> bool {
 
 #[tokio::test]
 async fn overage_shares_and_drill_down() {
-    let db = TestDb::with_fleet("overage").await;
+    let db = db_with_fleet("overage").await;
     let state = db.state().with_plan(plan());
     let report = get_json(&state, "/v1/overage?month=2024-05").await;
     let metrics = report["metrics"].as_array().unwrap();
@@ -576,7 +533,7 @@ fn keys() -> ApiKeys {
 
 #[tokio::test]
 async fn customer_report_in_json_csv_and_html_behind_keys() {
-    let db = TestDb::with_fleet("customers").await;
+    let db = db_with_fleet("customers").await;
     let state = db
         .state()
         .with_customer_metadata_key("customer")
@@ -645,7 +602,7 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
 
 #[tokio::test]
 async fn bad_input_never_reaches_clickhouse_as_sql() {
-    let db = TestDb::with_fleet("injection").await;
+    let db = db_with_fleet("injection").await;
     let state = db.state();
     for uri in [
         "/v1/owners/bot_a%27%20OR%201=1/usage?from=2024-05-01&to=2024-05-03",
