@@ -14,22 +14,41 @@ use query::rows::{status, UsageRow};
 use query::{ClickHouseConfig, Writer};
 
 fn clickhouse(url: &str, sql: &str) -> String {
-    let output = Command::new("curl").args(["-sS", "--fail", url, "--data-binary", sql]).output().expect("curl");
-    assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", url, "--data-binary", sql])
+        .output()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn row(i: u64) -> UsageRow {
@@ -68,16 +87,31 @@ fn row(i: u64) -> UsageRow {
 
 #[tokio::main]
 async fn main() {
-    let events: usize = std::env::var("BOTMETER_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let url = std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let brokers = std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let events: usize = std::env::var("BOTMETER_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let url =
+        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    let brokers =
+        std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let run_id = std::process::id();
     let database = format!("botmeter_bench_{run_id}");
-    let (control, traffic, dead) = (format!("bench.{run_id}.control"), format!("bench.{run_id}.traffic"), format!("bench.{run_id}.dead-letter"));
+    let (control, traffic, dead) = (
+        format!("bench.{run_id}.control"),
+        format!("bench.{run_id}.traffic"),
+        format!("bench.{run_id}.dead-letter"),
+    );
 
     // 1. Bare bulk insert of the same number of rows (the ceiling botmeter is compared with).
-    let config = ClickHouseConfig { url: url.clone(), database: format!("{database}_bare"), ..ClickHouseConfig::default() };
-    query::migrate(&config).await.expect("migrate the bare database");
+    let config = ClickHouseConfig {
+        url: url.clone(),
+        database: format!("{database}_bare"),
+        ..ClickHouseConfig::default()
+    };
+    query::migrate(&config)
+        .await
+        .expect("migrate the bare database");
     let writer = Writer::new(&config).unwrap();
     let rows: Vec<UsageRow> = (0..events as u64).map(row).collect();
     let started = Instant::now();
@@ -89,9 +123,19 @@ async fn main() {
     clickhouse(&url, &format!("DROP DATABASE {database}_bare"));
 
     // 2. The pipeline over a published backlog.
-    let fleet = generate(&FleetConfig { seed: 5, traffic_events: events, bot_users: 8, users: 4, ..FleetConfig::default() });
-    ingest::admin::ensure_topics(&brokers, &[(&control, 1), (&traffic, 4), (&dead, 1)]).await.unwrap();
-    let published = publish(&fleet, &brokers, &control, &traffic, None, false).await.unwrap();
+    let fleet = generate(&FleetConfig {
+        seed: 5,
+        traffic_events: events,
+        bot_users: 8,
+        users: 4,
+        ..FleetConfig::default()
+    });
+    ingest::admin::ensure_topics(&brokers, &[(&control, 1), (&traffic, 4), (&dead, 1)])
+        .await
+        .unwrap();
+    let published = publish(&fleet, &brokers, &control, &traffic, None, false)
+        .await
+        .unwrap();
     drop(fleet);
     let mut child = Command::new(env!("CARGO_BIN_EXE_botmeter"))
         .args(["run", "--ops-listen", "127.0.0.1:0"])
@@ -107,11 +151,23 @@ async fn main() {
         .spawn()
         .expect("spawn botmeter run");
     let pid = child.id();
-    let count = || clickhouse(&url, &format!("SELECT count() FROM {database}.usage_events")).trim().parse::<usize>().unwrap_or(0);
+    let count = || {
+        clickhouse(
+            &url,
+            &format!("SELECT count() FROM {database}.usage_events"),
+        )
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
     let wait_started = Instant::now();
     let (mut first_at, mut cpu_at_first) = (None, 0.0);
     loop {
-        let n = if wait_started.elapsed() > Duration::from_secs(1) || first_at.is_some() { count() } else { 0 };
+        let n = if wait_started.elapsed() > Duration::from_secs(1) || first_at.is_some() {
+            count()
+        } else {
+            0
+        };
         if n > 0 && first_at.is_none() {
             first_at = Some((Instant::now(), n));
             cpu_at_first = cpu_seconds(pid);
@@ -119,14 +175,19 @@ async fn main() {
         if n >= events {
             break;
         }
-        assert!(wait_started.elapsed() < Duration::from_secs(1800), "timed out at {n} rows");
+        assert!(
+            wait_started.elapsed() < Duration::from_secs(1800),
+            "timed out at {n} rows"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (first, first_rows) = first_at.unwrap();
     let elapsed = first.elapsed();
     let cpu = cpu_seconds(pid) - cpu_at_first;
     let peak = rss_mb(pid);
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
     clickhouse(&url, &format!("DROP DATABASE {database}"));
 
@@ -134,10 +195,22 @@ async fn main() {
     let pipeline_rate = measured / elapsed.as_secs_f64();
     let bare_rate = events as f64 / bare.as_secs_f64();
     println!("events                       {events}");
-    println!("publish                      {:.0} msg/s", published.messages_per_sec);
-    println!("bare ClickHouse insert       {bare_rate:.0} rows/s ({:.2} s)", bare.as_secs_f64());
+    println!(
+        "publish                      {:.0} msg/s",
+        published.messages_per_sec
+    );
+    println!(
+        "bare ClickHouse insert       {bare_rate:.0} rows/s ({:.2} s)",
+        bare.as_secs_f64()
+    );
     println!("pipeline end to end          {pipeline_rate:.0} events/s ({measured} events in {:.2} s, after the first batch)", elapsed.as_secs_f64());
-    println!("ratio to bare insert         {:.2}", pipeline_rate / bare_rate);
-    println!("pipeline CPU per event       {:.2} µs", cpu * 1e6 / measured);
+    println!(
+        "ratio to bare insert         {:.2}",
+        pipeline_rate / bare_rate
+    );
+    println!(
+        "pipeline CPU per event       {:.2} µs",
+        cpu * 1e6 / measured
+    );
     println!("pipeline peak RSS            {peak:.0} MB");
 }

@@ -59,7 +59,10 @@ const GLOBEX_DATA: Customer = Customer {
 };
 
 fn us(time: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(&format!("{}Z", time.replace(' ', "T"))).unwrap().timestamp() * 1_000_000
+    chrono::DateTime::parse_from_rfc3339(&format!("{}Z", time.replace(' ', "T")))
+        .unwrap()
+        .timestamp()
+        * 1_000_000
 }
 
 fn usage_rows(c: &Customer) -> Vec<Value> {
@@ -80,7 +83,14 @@ fn usage_rows(c: &Customer) -> Vec<Value> {
 }
 
 /// A control-plane event made by `usr_admin` without an API key.
-fn control_row(event_id: String, event_type: &str, time: &str, object_id: &str, owner: &str, object: Value) -> Value {
+fn control_row(
+    event_id: String,
+    event_type: &str,
+    time: &str,
+    object_id: &str,
+    owner: &str,
+    object: Value,
+) -> Value {
     json!({
         "event_id": event_id, "event_type": event_type, "event_time": time, "event_time_us": us(time),
         "account_id": "ac_1", "principal_id": "usr_admin", "principal_credential_id": "",
@@ -121,7 +131,14 @@ fn control_rows(c: &Customer) -> Vec<Value> {
         credential("api_key", c.api_key),
         // The bot acting through the ngrok API with its key: in its audit trail.
         acted_by(
-            control_row(format!("ev_act_{}", c.id), "domain_created.v0", "2024-05-02 09:00:00", "rd_1", "", json!({"id": "rd_1"})),
+            control_row(
+                format!("ev_act_{}", c.id),
+                "domain_created.v0",
+                "2024-05-02 09:00:00",
+                "rd_1",
+                "",
+                json!({"id": "rd_1"}),
+            ),
             c.bot,
             c.api_key,
         ),
@@ -138,12 +155,23 @@ fn control_rows(c: &Customer) -> Vec<Value> {
 
 /// What of `c` must never reach another customer's key: values that are not in any URL.
 fn secrets(c: &Customer) -> Vec<String> {
-    vec![c.bot_name.to_owned(), c.credential.to_owned(), c.api_key.to_owned(), c.hostname.to_owned(), c.bytes_out.to_string()]
+    vec![
+        c.bot_name.to_owned(),
+        c.credential.to_owned(),
+        c.api_key.to_owned(),
+        c.hostname.to_owned(),
+        c.bytes_out.to_string(),
+    ]
 }
 
 async fn insert(env: &TestEnv, table: &str, rows: &[Value]) {
     let body: Vec<String> = rows.iter().map(Value::to_string).collect();
-    env.clickhouse(&format!("INSERT INTO {}.{table} FORMAT JSONEachRow\n{}", env.database, body.join("\n"))).await;
+    env.clickhouse(&format!(
+        "INSERT INTO {}.{table} FORMAT JSONEachRow\n{}",
+        env.database,
+        body.join("\n")
+    ))
+    .await;
 }
 
 struct Server {
@@ -167,14 +195,26 @@ impl Answer {
     /// A JSON error with this status and code, naming nothing of `hidden`.
     fn assert_error(&self, status: u16, codes: &[&str], hidden: &[String], what: &str) {
         assert_eq!(self.status, status, "{what}: {}", self.body);
-        assert!(self.content_type.starts_with("application/json"), "{what}: {}", self.content_type);
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "{what}: {}",
+            self.content_type
+        );
         let body = self.json();
         let code = body["error"]["code"].as_str().unwrap_or_default();
         assert!(codes.contains(&code), "{what}: code {code}: {body}");
         assert!(body["error"]["message"].is_string(), "{what}: {body}");
-        assert_eq!(body.as_object().unwrap().len(), 1, "{what}: an error carries nothing else: {body}");
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            1,
+            "{what}: an error carries nothing else: {body}"
+        );
         for secret in hidden {
-            assert!(!self.body.contains(secret.as_str()), "{what}: leaks {secret:?}: {}", self.body);
+            assert!(
+                !self.body.contains(secret.as_str()),
+                "{what}: leaks {secret:?}: {}",
+                self.body
+            );
         }
     }
 }
@@ -185,12 +225,25 @@ impl Server {
         if let Some(key) = key {
             request = request.header("authorization", format!("Bearer {key}"));
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
-        let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
         let content_type = header("content-type").unwrap_or_default();
         let www_authenticate = header("www-authenticate");
         let status = response.status().as_u16();
-        Answer { status, content_type, www_authenticate, body: response.text().await.unwrap() }
+        Answer {
+            status,
+            content_type,
+            www_authenticate,
+            body: response.text().await.unwrap(),
+        }
     }
 }
 
@@ -213,18 +266,27 @@ fn request_for(path: &str, operation: &Value, c: &Customer) -> String {
         };
         match parameter["in"].as_str().unwrap() {
             "path" => {
-                let value = value.unwrap_or_else(|| panic!("{path}: no value for path parameter {name}: add one to request_for"));
+                let value = value.unwrap_or_else(|| {
+                    panic!("{path}: no value for path parameter {name}: add one to request_for")
+                });
                 url = url.replace(&format!("{{{name}}}"), value);
             }
             "query" => match value {
-                Some(value) if required || name == "owner_id" => query.push(format!("{name}={value}")),
-                None if required => panic!("{path}: no value for required query parameter {name}: add one to request_for"),
+                Some(value) if required || name == "owner_id" => {
+                    query.push(format!("{name}={value}"))
+                }
+                None if required => panic!(
+                    "{path}: no value for required query parameter {name}: add one to request_for"
+                ),
                 _ => {}
             },
             other => panic!("{path}: parameter {name} in {other}: not handled here"),
         }
     }
-    assert!(!url.contains('{'), "{url}: a path parameter without a value");
+    assert!(
+        !url.contains('{'),
+        "{url}: a path parameter without a value"
+    );
     if query.is_empty() {
         url
     } else {
@@ -239,11 +301,21 @@ fn is_customer_route(path: &str) -> bool {
 }
 
 async fn start(env: &TestEnv) -> Server {
-    let keys = [(ADMIN, "admin"), (READER, "reader"), (ACME, "customer:acme"), (GLOBEX, "customer:globex")]
-        .iter()
-        .enumerate()
-        .map(|(i, (key, role))| format!("[[keys]]\nname = \"key{i}\"\nsha256 = \"{}\"\nrole = \"{role}\"\n", query::api::key_digest(key)))
-        .collect::<String>();
+    let keys = [
+        (ADMIN, "admin"),
+        (READER, "reader"),
+        (ACME, "customer:acme"),
+        (GLOBEX, "customer:globex"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (key, role))| {
+        format!(
+            "[[keys]]\nname = \"key{i}\"\nsha256 = \"{}\"\nrole = \"{role}\"\n",
+            query::api::key_digest(key)
+        )
+    })
+    .collect::<String>();
     let keys_file = env.log_dir.join("keys.toml");
     std::fs::write(&keys_file, keys).unwrap();
     let plan_file = env.log_dir.join("plan.toml");
@@ -269,7 +341,11 @@ async fn start(env: &TestEnv) -> Server {
         process.assert_running();
         if let Ok(response) = http.get(format!("http://{listen}/readyz")).send().await {
             if response.status() == 200 {
-                return Server { base: format!("http://{listen}"), http, _process: process };
+                return Server {
+                    base: format!("http://{listen}"),
+                    http,
+                    _process: process,
+                };
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -280,11 +356,18 @@ async fn start(env: &TestEnv) -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_keeps_customers_apart() {
     let env = TestEnv::new("api_access");
-    let status = env.command(&["migrate"]).output().expect("run botmeter migrate");
-    assert!(status.status.success(), "migrate: {}", String::from_utf8_lossy(&status.stderr));
+    let status = env
+        .command(&["migrate"])
+        .output()
+        .expect("run botmeter migrate");
+    assert!(
+        status.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     for c in [&ACME_DATA, &GLOBEX_DATA] {
         insert(&env, "usage_events", &usage_rows(c)).await;
-        insert(&env, "control_events", &control_rows(c)).await;
+        insert(&env, "control_events_log", &control_rows(c)).await;
     }
     let server = start(&env).await;
 
@@ -293,15 +376,24 @@ async fn every_route_keeps_customers_apart() {
     let mut operations = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            assert_eq!(method, "get", "{method} {path}: only GET is checked here; extend this test");
+            assert_eq!(
+                method, "get",
+                "{method} {path}: only GET is checked here; extend this test"
+            );
             operations.push((path.clone(), operation.clone()));
         }
     }
     let mut listed: Vec<String> = operations.iter().map(|(p, _)| p.clone()).collect();
-    let mut routes: Vec<String> = query::api::ROUTES.iter().map(|(_, p)| (*p).to_owned()).collect();
+    let mut routes: Vec<String> = query::api::ROUTES
+        .iter()
+        .map(|(_, p)| (*p).to_owned())
+        .collect();
     listed.sort();
     routes.sort();
-    assert_eq!(listed, routes, "the description and the router's routes differ");
+    assert_eq!(
+        listed, routes,
+        "the description and the router's routes differ"
+    );
     assert!(operations.len() >= 10, "{operations:?}");
 
     let mut checked = 0;
@@ -316,7 +408,11 @@ async fn every_route_keeps_customers_apart() {
                 assert_eq!(answer.status, 200, "{own} with {key:?}: {}", answer.body);
                 if path != "/openapi.json" {
                     for secret in secrets(&ACME_DATA).iter().chain(&secrets(&GLOBEX_DATA)) {
-                        assert!(!answer.body.contains(secret.as_str()), "{own}: {}", answer.body);
+                        assert!(
+                            !answer.body.contains(secret.as_str()),
+                            "{own}: {}",
+                            answer.body
+                        );
                     }
                 }
             }
@@ -325,13 +421,35 @@ async fn every_route_keeps_customers_apart() {
         checked += 1;
 
         // No key, a wrong key, another scheme: 401 JSON with a Bearer challenge, no data.
-        let everything: Vec<String> = secrets(&ACME_DATA).into_iter().chain(secrets(&GLOBEX_DATA)).collect();
+        let everything: Vec<String> = secrets(&ACME_DATA)
+            .into_iter()
+            .chain(secrets(&GLOBEX_DATA))
+            .collect();
         for key in [None, Some("wrong-key"), Some(&format!("{ADMIN}x")[..])] {
             let answer = server.get(&own, key).await;
-            answer.assert_error(401, &["unauthorized"], &everything, &format!("{own} with {key:?}"));
-            assert!(answer.www_authenticate.as_deref().unwrap_or_default().starts_with("Bearer"), "{own}: {:?}", answer.www_authenticate);
+            answer.assert_error(
+                401,
+                &["unauthorized"],
+                &everything,
+                &format!("{own} with {key:?}"),
+            );
+            assert!(
+                answer
+                    .www_authenticate
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("Bearer"),
+                "{own}: {:?}",
+                answer.www_authenticate
+            );
         }
-        let basic = server.http.get(format!("{}{own}", server.base)).header("authorization", format!("Basic {ADMIN}")).send().await.unwrap();
+        let basic = server
+            .http
+            .get(format!("{}{own}", server.base))
+            .header("authorization", format!("Basic {ADMIN}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(basic.status(), 401, "{own} with Basic");
 
         // Admin: everything. Reader: everything but the audit trail.
@@ -340,7 +458,12 @@ async fn every_route_keeps_customers_apart() {
             assert_eq!(answer.status, 200, "admin {target}: {}", answer.body);
             let answer = server.get(target, Some(READER)).await;
             if path == "/v1/audit" {
-                answer.assert_error(403, &["forbidden"], &everything, &format!("reader {target}"));
+                answer.assert_error(
+                    403,
+                    &["forbidden"],
+                    &everything,
+                    &format!("reader {target}"),
+                );
             } else {
                 assert_eq!(answer.status, 200, "reader {target}: {}", answer.body);
             }
@@ -348,44 +471,111 @@ async fn every_route_keeps_customers_apart() {
 
         // A customer key: the other customer's report and bot users are 404 (their existence is not
         // confirmed), account-wide routes 403, and nothing of the other customer in any answer.
-        for (key, mine, theirs) in [(ACME, &ACME_DATA, &GLOBEX_DATA), (GLOBEX, &GLOBEX_DATA, &ACME_DATA)] {
+        for (key, mine, theirs) in [
+            (ACME, &ACME_DATA, &GLOBEX_DATA),
+            (GLOBEX, &GLOBEX_DATA, &ACME_DATA),
+        ] {
             let hidden = secrets(theirs);
-            let (own, other) = (request_for(path, operation, mine), request_for(path, operation, theirs));
+            let (own, other) = (
+                request_for(path, operation, mine),
+                request_for(path, operation, theirs),
+            );
             let answer = server.get(&other, Some(key)).await;
             if is_customer_route(path) {
-                answer.assert_error(404, &["not_found"], &hidden, &format!("{} key on {other}", mine.id));
+                answer.assert_error(
+                    404,
+                    &["not_found"],
+                    &hidden,
+                    &format!("{} key on {other}", mine.id),
+                );
                 let answer = server.get(&own, Some(key)).await;
-                assert_eq!(answer.status, 200, "{} key on {own}: {}", mine.id, answer.body);
+                assert_eq!(
+                    answer.status, 200,
+                    "{} key on {own}: {}",
+                    mine.id, answer.body
+                );
                 for secret in &hidden {
-                    assert!(!answer.body.contains(secret.as_str()), "{own} with the {} key leaks {secret}: {}", mine.id, answer.body);
+                    assert!(
+                        !answer.body.contains(secret.as_str()),
+                        "{own} with the {} key leaks {secret}: {}",
+                        mine.id,
+                        answer.body
+                    );
                 }
-                assert!(answer.body.contains(&mine.bytes_out.to_string()), "{own}: {}", answer.body);
+                assert!(
+                    answer.body.contains(&mine.bytes_out.to_string()),
+                    "{own}: {}",
+                    answer.body
+                );
             } else {
-                answer.assert_error(403, &["forbidden"], &hidden, &format!("{} key on {other}", mine.id));
+                answer.assert_error(
+                    403,
+                    &["forbidden"],
+                    &hidden,
+                    &format!("{} key on {other}", mine.id),
+                );
                 let answer = server.get(&own, Some(key)).await;
-                answer.assert_error(403, &["forbidden"], &hidden, &format!("{} key on {own}", mine.id));
+                answer.assert_error(
+                    403,
+                    &["forbidden"],
+                    &hidden,
+                    &format!("{} key on {own}", mine.id),
+                );
             }
         }
     }
     assert!(checked >= 7, "only {checked} keyed routes");
 
     // The customer's own report in every format, and its bot's usage, with its numbers only.
-    let report = server.get("/v1/customers/acme/report?month=2024-05", Some(ACME)).await.json();
+    let report = server
+        .get("/v1/customers/acme/report?month=2024-05", Some(ACME))
+        .await
+        .json();
     assert_eq!(report["customer_id"], "acme");
     assert_eq!(report["bot_users"][0]["id"], ACME_DATA.bot);
     assert_eq!(report["totals"]["bytes_out"], 2 * ACME_DATA.bytes_out);
-    let ids: Vec<&str> = report["credentials"].as_array().unwrap().iter().map(|c| c["credential_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = report["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [ACME_DATA.api_key, ACME_DATA.credential]);
     for format in ["csv", "html"] {
-        let answer = server.get(&format!("/v1/customers/acme/report?month=2024-05&format={format}"), Some(ACME)).await;
+        let answer = server
+            .get(
+                &format!("/v1/customers/acme/report?month=2024-05&format={format}"),
+                Some(ACME),
+            )
+            .await;
         assert_eq!(answer.status, 200, "{format}: {}", answer.body);
-        assert!(answer.content_type.starts_with(&format!("text/{format}")), "{}", answer.content_type);
-        assert!(answer.body.contains(&(2 * ACME_DATA.bytes_out).to_string()) || format == "html", "{format}: {}", answer.body);
+        assert!(
+            answer.content_type.starts_with(&format!("text/{format}")),
+            "{}",
+            answer.content_type
+        );
+        assert!(
+            answer.body.contains(&(2 * ACME_DATA.bytes_out).to_string()) || format == "html",
+            "{format}: {}",
+            answer.body
+        );
         for secret in secrets(&GLOBEX_DATA) {
-            assert!(!answer.body.contains(secret.as_str()), "{format} leaks {secret}");
+            assert!(
+                !answer.body.contains(secret.as_str()),
+                "{format} leaks {secret}"
+            );
         }
     }
-    let usage = server.get(&format!("/v1/owners/{}/usage?from=2024-05-01&to=2024-06-01&group_by=credential", ACME_DATA.bot), Some(ACME)).await.json();
+    let usage = server
+        .get(
+            &format!(
+                "/v1/owners/{}/usage?from=2024-05-01&to=2024-06-01&group_by=credential",
+                ACME_DATA.bot
+            ),
+            Some(ACME),
+        )
+        .await
+        .json();
     assert_eq!(usage["totals"]["bytes_out"], 2 * ACME_DATA.bytes_out);
     assert_eq!(usage["groups"][0]["key"], ACME_DATA.credential);
 
@@ -397,13 +587,31 @@ async fn every_route_keeps_customers_apart() {
         "/v1/customers/nobody/report?month=2024-05".to_owned(),
         "/v1/owners/usr_admin/usage?from=2024-05-01&to=2024-06-01".to_owned(),
         "/v1/owners/bot_nobody/usage?from=2024-05-01&to=2024-06-01".to_owned(),
-        format!("/v1/owners/{}/usage?from=2024-05-01&to=2024-06-01&group_by=endpoint", GLOBEX_DATA.bot),
+        format!(
+            "/v1/owners/{}/usage?from=2024-05-01&to=2024-06-01&group_by=endpoint",
+            GLOBEX_DATA.bot
+        ),
     ] {
-        server.get(&uri, Some(ACME)).await.assert_error(404, &["not_found"], &hidden, &format!("acme key on {uri}"));
+        server.get(&uri, Some(ACME)).await.assert_error(
+            404,
+            &["not_found"],
+            &hidden,
+            &format!("acme key on {uri}"),
+        );
     }
     // An unknown route is a 404 for anyone with a key, and a 401 without one.
-    server.get("/v1/customers", Some(ACME)).await.assert_error(404, &["not_found"], &hidden, "unknown route");
-    server.get("/v1/customers", None).await.assert_error(401, &["unauthorized"], &hidden, "unknown route without a key");
+    server.get("/v1/customers", Some(ACME)).await.assert_error(
+        404,
+        &["not_found"],
+        &hidden,
+        "unknown route",
+    );
+    server.get("/v1/customers", None).await.assert_error(
+        401,
+        &["unauthorized"],
+        &hidden,
+        "unknown route without a key",
+    );
 
     drop(server);
     env.drop_database().await;

@@ -28,14 +28,46 @@ struct Row {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_lands_on_the_ground_truth_owner_reason_and_flags() {
     let env = TestEnv::new("anomalies");
-    let config = FleetConfig { seed: 23, traffic_events: 20_000, ..FleetConfig::with_anomalies() };
+    let config = FleetConfig {
+        seed: 23,
+        traffic_events: 20_000,
+        ..FleetConfig::with_anomalies()
+    };
     let fleet = generate(&config);
     let truth = &fleet.truth;
-    assert_eq!(truth.events.len() as u64, truth.traffic_events, "the truth records every event");
-    ingest::admin::ensure_topics(&env.brokers, &[(&env.control_topic, 1), (&env.traffic_topic, 4), (&env.dead_letter_topic, 1)]).await.unwrap();
-    publish(&fleet, &env.brokers, &env.control_topic, &env.traffic_topic, None, false).await.unwrap();
+    assert_eq!(
+        truth.events.len() as u64,
+        truth.traffic_events,
+        "the truth records every event"
+    );
+    ingest::admin::ensure_topics(
+        &env.brokers,
+        &[
+            (&env.control_topic, 1),
+            (&env.traffic_topic, 4),
+            (&env.dead_letter_topic, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        &fleet,
+        &env.brokers,
+        &env.control_topic,
+        &env.traffic_topic,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
-    env.wait_for_count(&format!("SELECT count() FROM {}.usage_events", env.database), truth.traffic_events, Duration::from_secs(180), &mut run).await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.usage_events", env.database),
+        truth.traffic_events,
+        Duration::from_secs(180),
+        &mut run,
+    )
+    .await;
 
     let body = env
         .clickhouse(&format!(
@@ -67,35 +99,79 @@ async fn every_event_lands_on_the_ground_truth_owner_reason_and_flags() {
         let expected = &truth.events[&row.event_id];
         let got_owner = (row.status == "attributed").then(|| row.owner_id.clone());
         let got_reason = (row.status == "unattributed").then(|| row.unattributed_reason.clone());
-        if got_owner != expected.owner_id || got_reason != expected.unattributed_reason || row.flags != expected.flags {
+        if got_owner != expected.owner_id
+            || got_reason != expected.unattributed_reason
+            || row.flags != expected.flags
+        {
             mismatches.push(format!(
                 "{}: got owner {:?} reason {:?} flags {:?}, expected {:?} {:?} {:?}",
-                row.event_id, got_owner, got_reason, row.flags, expected.owner_id, expected.unattributed_reason, expected.flags
+                row.event_id,
+                got_owner,
+                got_reason,
+                row.flags,
+                expected.owner_id,
+                expected.unattributed_reason,
+                expected.flags
             ));
         }
-        let usage = Usage { bytes_in: row.bytes_in, bytes_out: row.bytes_out, http_requests: row.http_requests, tcp_connections: row.tcp_connections };
+        let usage = Usage {
+            bytes_in: row.bytes_in,
+            bytes_out: row.bytes_out,
+            http_requests: row.http_requests,
+            tcp_connections: row.tcp_connections,
+        };
         for flag in &row.flags {
-            flagged.entry((row.owner_id.clone(), flag.clone())).or_default().add(&usage);
+            flagged
+                .entry((row.owner_id.clone(), flag.clone()))
+                .or_default()
+                .add(&usage);
         }
         if let Some(reason) = got_reason {
             unattributed.entry(reason).or_default().add(&usage);
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} events differ from the ground truth, e.g.:\n{}", mismatches.len(), rows.len(), mismatches[..mismatches.len().min(10)].join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} events differ from the ground truth, e.g.:\n{}",
+        mismatches.len(),
+        rows.len(),
+        mismatches[..mismatches.len().min(10)].join("\n")
+    );
 
     // Flagged and unattributed usage: exactly the truth's, no false positives or negatives.
     let expected_flagged: BTreeMap<(String, String), Usage> = truth
         .owners
         .iter()
-        .flat_map(|(owner, o)| o.flagged.iter().map(move |(flag, usage)| ((owner.clone(), flag.clone()), usage.clone())))
+        .flat_map(|(owner, o)| {
+            o.flagged
+                .iter()
+                .map(move |(flag, usage)| ((owner.clone(), flag.clone()), usage.clone()))
+        })
         .collect();
     assert_eq!(flagged, expected_flagged);
     assert_eq!(unattributed, truth.unattributed);
-    for flag in ["credential_deleted", "owner_inactive", "owner_deleted", "acl_violation", "principal_mismatch"] {
-        assert!(flagged.keys().any(|(_, f)| f == flag), "the fleet exercises {flag}");
+    for flag in [
+        "credential_deleted",
+        "owner_inactive",
+        "owner_deleted",
+        "acl_violation",
+        "principal_mismatch",
+    ] {
+        assert!(
+            flagged.keys().any(|(_, f)| f == flag),
+            "the fleet exercises {flag}"
+        );
     }
-    for reason in ["no_endpoint", "unknown_session", "unknown_credential", "unknown_owner"] {
-        assert!(unattributed.contains_key(reason), "the fleet exercises {reason}");
+    for reason in [
+        "no_endpoint",
+        "unknown_session",
+        "unknown_credential",
+        "unknown_owner",
+    ] {
+        assert!(
+            unattributed.contains_key(reason),
+            "the fleet exercises {reason}"
+        );
     }
     assert!(run.terminate(Duration::from_secs(30)).success());
     env.drop_database().await;

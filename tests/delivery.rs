@@ -10,7 +10,8 @@
 //! truth scales with the copies.
 //!
 //! Smaller tests pin single delivery defects: a crash between a batch's dead-letter insert and
-//! its usage insert, concurrent start-up migrations, and the audit log written once per instance.
+//! its usage insert, concurrent start-up migrations, and the audit log shown once however many
+//! instances wrote it.
 
 mod support;
 
@@ -38,13 +39,26 @@ fn traffic_copy(traffic: &[SimMessage], copy: usize) -> Vec<SimMessage> {
     traffic
         .iter()
         .map(|m| {
-            let start = m.payload.windows(FIELD.len()).position(|w| w == FIELD).expect("an event_id") + FIELD.len();
-            let end = start + m.payload[start..].iter().position(|&b| b == b'"').expect("a closing quote");
+            let start = m
+                .payload
+                .windows(FIELD.len())
+                .position(|w| w == FIELD)
+                .expect("an event_id")
+                + FIELD.len();
+            let end = start
+                + m.payload[start..]
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .expect("a closing quote");
             let mut payload = Vec::with_capacity(m.payload.len() + 8);
             payload.extend_from_slice(&m.payload[..end]);
             payload.extend_from_slice(format!("-c{copy}").as_bytes());
             payload.extend_from_slice(&m.payload[end..]);
-            SimMessage { key: m.key.clone(), payload, event_time: m.event_time }
+            SimMessage {
+                key: m.key.clone(),
+                payload,
+                event_time: m.event_time,
+            }
         })
         .collect()
 }
@@ -52,30 +66,62 @@ fn traffic_copy(traffic: &[SimMessage], copy: usize) -> Vec<SimMessage> {
 /// A seeded fleet of `events` traffic events (default shape: three users, three bot users).
 fn fleet(seed: u64, events: usize) -> Fleet {
     let started = Instant::now();
-    let fleet = generate(&FleetConfig { seed, traffic_events: events, ..FleetConfig::default() });
-    eprintln!("generated {events} traffic events in {:.1?}", started.elapsed());
+    let fleet = generate(&FleetConfig {
+        seed,
+        traffic_events: events,
+        ..FleetConfig::default()
+    });
+    eprintln!(
+        "generated {events} traffic events in {:.1?}",
+        started.elapsed()
+    );
     fleet
 }
 
 async fn create_topics(env: &TestEnv, traffic_partitions: i32) {
-    ingest::admin::ensure_topics(&env.brokers, &[(&env.control_topic, 1), (&env.traffic_topic, traffic_partitions), (&env.dead_letter_topic, 1)])
-        .await
-        .unwrap();
+    ingest::admin::ensure_topics(
+        &env.brokers,
+        &[
+            (&env.control_topic, 1),
+            (&env.traffic_topic, traffic_partitions),
+            (&env.dead_letter_topic, 1),
+        ],
+    )
+    .await
+    .unwrap();
 }
 
 /// Publishes the control events once, then `copies` copies of the traffic; returns the truth.
-async fn publish_copies(env: &TestEnv, mut fleet: Fleet, copies: usize, traffic_partitions: i32) -> Expected {
+async fn publish_copies(
+    env: &TestEnv,
+    mut fleet: Fleet,
+    copies: usize,
+    traffic_partitions: i32,
+) -> Expected {
     let started = Instant::now();
     let original = std::mem::take(&mut fleet.traffic);
     for copy in 0..copies {
         fleet.traffic = traffic_copy(&original, copy);
-        publish(&fleet, &env.brokers, &env.control_topic, &env.traffic_topic, None, false).await.unwrap();
+        publish(
+            &fleet,
+            &env.brokers,
+            &env.control_topic,
+            &env.traffic_topic,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
         // The control plane is published once, with the first copy.
         fleet.control.clear();
         fleet.late_control.clear();
     }
     let traffic = fleet.truth.traffic_events * copies as u64;
-    eprintln!("published {} control and {traffic} traffic events in {:.1?}", fleet.truth.control_events, started.elapsed());
+    eprintln!(
+        "published {} control and {traffic} traffic events in {:.1?}",
+        fleet.truth.control_events,
+        started.elapsed()
+    );
     let owners = fleet
         .truth
         .owners
@@ -84,15 +130,33 @@ async fn publish_copies(env: &TestEnv, mut fleet: Fleet, copies: usize, traffic_
         .map(|(id, o)| {
             let n = copies as u64;
             let u = o.usage;
-            (id.clone(), Usage { bytes_in: u.bytes_in * n, bytes_out: u.bytes_out * n, http_requests: u.http_requests * n, tcp_connections: u.tcp_connections * n })
+            (
+                id.clone(),
+                Usage {
+                    bytes_in: u.bytes_in * n,
+                    bytes_out: u.bytes_out * n,
+                    http_requests: u.http_requests * n,
+                    tcp_connections: u.tcp_connections * n,
+                },
+            )
         })
         .collect();
-    Expected { traffic, control: fleet.truth.control_events, traffic_partitions, owners }
+    Expected {
+        traffic,
+        control: fleet.truth.control_events,
+        traffic_partitions,
+        owners,
+    }
 }
 
 /// A number from ClickHouse, or `None` while it cannot answer (down, database not created yet).
 async fn try_u64(env: &TestEnv, sql: &str) -> Option<u64> {
-    let response = reqwest::Client::new().post(&env.clickhouse_url).body(sql.to_owned()).send().await.ok()?;
+    let response = reqwest::Client::new()
+        .post(&env.clickhouse_url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .ok()?;
     if !response.status().is_success() {
         return None;
     }
@@ -104,12 +168,21 @@ fn rows_sql(env: &TestEnv) -> String {
 }
 
 fn positions_sql(env: &TestEnv) -> String {
-    format!("SELECT uniqExact(kafka_partition, kafka_offset) FROM {}.usage_events", env.database)
+    format!(
+        "SELECT uniqExact(kafka_partition, kafka_offset) FROM {}.usage_events",
+        env.database
+    )
 }
 
 /// Polls `sql` until `done(value)`, asserting that every process keeps running; panics after
 /// `timeout` with the last value and the processes' logs.
-async fn wait_until(env: &TestEnv, sql: &str, done: impl Fn(u64) -> bool, timeout: Duration, processes: &mut [&mut BotmeterProcess]) -> u64 {
+async fn wait_until(
+    env: &TestEnv,
+    sql: &str,
+    done: impl Fn(u64) -> bool,
+    timeout: Duration,
+    processes: &mut [&mut BotmeterProcess],
+) -> u64 {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -122,7 +195,10 @@ async fn wait_until(env: &TestEnv, sql: &str, done: impl Fn(u64) -> bool, timeou
         }
         if started.elapsed() > timeout {
             let logs: Vec<String> = processes.iter().map(|p| p.log_tail()).collect();
-            panic!("{sql:?} is at {last:?} after {timeout:?}\n{}", logs.join("\n"));
+            panic!(
+                "{sql:?} is at {last:?} after {timeout:?}\n{}",
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -145,12 +221,28 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
     let want: String = expected
         .owners
         .iter()
-        .map(|(id, u)| format!("{id}\t{}\t{}\t{}\t{}\n", u.bytes_in, u.bytes_out, u.http_requests, u.tcp_connections))
+        .map(|(id, u)| {
+            format!(
+                "{id}\t{}\t{}\t{}\t{}\n",
+                u.bytes_in, u.bytes_out, u.http_requests, u.tcp_connections
+            )
+        })
         .collect();
-    assert_eq!(by_owner, want, "per-owner totals (owner, bytes_in, bytes_out, http_requests, tcp_connections)");
+    assert_eq!(
+        by_owner, want,
+        "per-owner totals (owner, bytes_in, bytes_out, http_requests, tcp_connections)"
+    );
     // One row per traffic message, every one attributed (the simulated fleet is fully resolvable).
-    let by_status = env.clickhouse(&format!("SELECT status, count(), sum(sign) FROM {db}.usage_events GROUP BY status FORMAT TSV")).await;
-    assert_eq!(by_status, format!("attributed\t{0}\t{0}\n", expected.traffic), "rows by status (status, count, sum(sign))");
+    let by_status = env
+        .clickhouse(&format!(
+            "SELECT status, count(), sum(sign) FROM {db}.usage_events GROUP BY status FORMAT TSV"
+        ))
+        .await;
+    assert_eq!(
+        by_status,
+        format!("attributed\t{0}\t{0}\n", expected.traffic),
+        "rows by status (status, count, sum(sign))"
+    );
     // Every position nets to exactly one row ...
     let bad = env
         .clickhouse(&format!(
@@ -158,7 +250,10 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
              GROUP BY kafka_topic, kafka_partition, kafka_offset HAVING c != 1 OR net != 1 ORDER BY kafka_partition, kafka_offset LIMIT 20 FORMAT TSV"
         ))
         .await;
-    assert_eq!(bad, "", "positions with other than exactly one row (topic, partition, offset, rows, net)");
+    assert_eq!(
+        bad, "",
+        "positions with other than exactly one row (topic, partition, offset, rows, net)"
+    );
     // ... and the positions of every partition run from 0 without a gap.
     let per_partition = env
         .clickhouse(&format!(
@@ -171,38 +266,64 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
     for line in per_partition.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         assert_eq!(f[0], env.traffic_topic, "{line}");
-        let (distinct, min, max): (u64, i64, i64) = (f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap());
+        let (distinct, min, max): (u64, i64, i64) = (
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+        );
         assert_eq!(min, 0, "partition {} starts at offset 0: {line}", f[1]);
-        assert_eq!(distinct as i64, max - min + 1, "partition {} has no gap: {line}", f[1]);
+        assert_eq!(
+            distinct as i64,
+            max - min + 1,
+            "partition {} has no gap: {line}",
+            f[1]
+        );
         total += distinct;
         partitions += 1;
     }
-    assert_eq!(partitions, expected.traffic_partitions, "every traffic partition has rows:\n{per_partition}");
-    assert_eq!(total, expected.traffic, "positions stored = messages published");
-    // The audit log holds each control event once.
+    assert_eq!(
+        partitions, expected.traffic_partitions,
+        "every traffic partition has rows:\n{per_partition}"
+    );
+    assert_eq!(
+        total, expected.traffic,
+        "positions stored = messages published"
+    );
+    // The audit log holds each control event once, however many instances wrote it: every
+    // instance reads the whole control topic and may store a message another one stored too;
+    // the `control_events` view shows one row per position.
     let control = env
         .clickhouse(&format!("SELECT count(), uniqExact(kafka_partition, kafka_offset), min(kafka_offset), max(kafka_offset) FROM {db}.control_events FORMAT TSV"))
         .await;
-    if instances == 1 {
-        assert_eq!(control, format!("{0}\t{0}\t0\t{1}\n", expected.control, expected.control - 1), "control events (rows, positions, min, max)");
-    } else {
-        let positions: Vec<&str> = control.trim_end().split('\t').skip(1).collect();
-        let want = [expected.control.to_string(), "0".to_owned(), (expected.control - 1).to_string()];
-        assert_eq!(positions, want, "control event positions (positions, min, max); rows, positions, min, max: {control}");
-    }
-    assert_eq!(env.clickhouse_u64(&format!("SELECT count() FROM {db}.dead_letters")).await, 0, "no dead letters");
-    // `botmeter reconcile` agrees, lag included.
-    let output = env.command(&["reconcile", "--expect-caught-up"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let only_control_duplicates = instances > 1
-        && stdout.split("Mismatches:").nth(1).is_some_and(|mismatches| {
-            mismatches
-                .lines()
-                .filter(|l| l.starts_with("  "))
-                .all(|l| l.starts_with(&format!("  {} partition", env.control_topic)) && l.contains("duplicate position"))
-        });
+    assert_eq!(
+        control,
+        format!("{0}\t{0}\t0\t{1}\n", expected.control, expected.control - 1),
+        "control events (rows, positions, min, max)"
+    );
+    let stored_copies = env
+        .clickhouse_u64(&format!("SELECT count() FROM {db}.control_events_log"))
+        .await;
+    eprintln!(
+        "{instances} instance(s): {stored_copies} stored copies of {} control messages",
+        expected.control
+    );
     assert!(
-        output.status.success() || only_control_duplicates,
+        stored_copies >= expected.control && stored_copies <= expected.control * instances as u64,
+        "stored copies: {stored_copies}"
+    );
+    assert_eq!(
+        env.clickhouse_u64(&format!("SELECT count() FROM {db}.dead_letters"))
+            .await,
+        0,
+        "no dead letters"
+    );
+    // `botmeter reconcile` agrees, lag included.
+    let output = env
+        .command(&["reconcile", "--expect-caught-up"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
         "botmeter reconcile --expect-caught-up exited with {}\n{}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
@@ -212,7 +333,15 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
 
 async fn clean_up(env: &TestEnv) {
     env.drop_database().await;
-    support::delete_topics(&env.brokers, &[&env.control_topic, &env.traffic_topic, &env.dead_letter_topic]).await;
+    support::delete_topics(
+        &env.brokers,
+        &[
+            &env.control_topic,
+            &env.traffic_topic,
+            &env.dead_letter_topic,
+        ],
+    )
+    .await;
 }
 
 /// Deletes a test's topics when dropped, also when the test fails: a failed run keeps its database
@@ -224,7 +353,14 @@ struct DeleteTopicsOnDrop {
 
 impl DeleteTopicsOnDrop {
     fn new(env: &TestEnv) -> Self {
-        Self { brokers: env.brokers.clone(), topics: vec![env.control_topic.clone(), env.traffic_topic.clone(), env.dead_letter_topic.clone()] }
+        Self {
+            brokers: env.brokers.clone(),
+            topics: vec![
+                env.control_topic.clone(),
+                env.traffic_topic.clone(),
+                env.dead_letter_topic.clone(),
+            ],
+        }
     }
 }
 
@@ -233,7 +369,10 @@ impl Drop for DeleteTopicsOnDrop {
         let (brokers, topics) = (self.brokers.clone(), std::mem::take(&mut self.topics));
         // Its own runtime on its own thread: this may run inside the test's runtime, unwinding.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             runtime.block_on(support::delete_topics(&brokers, &topics));
         })
@@ -260,11 +399,21 @@ async fn sigkill_five_times_loses_and_duplicates_nothing() {
         // point of the kill's sixth of the run, then kill it a random moment later.
         let at_start = try_u64(&env, &rows_sql(&env)).await.unwrap_or(0);
         let point = expected.traffic * (kill - 1) / 6 + rng.gen_range(0..expected.traffic / 6);
-        let writing = wait_until(&env, &rows_sql(&env), |n| n > at_start && n >= point, Duration::from_secs(120), &mut [&mut run]).await;
+        let writing = wait_until(
+            &env,
+            &rows_sql(&env),
+            |n| n > at_start && n >= point,
+            Duration::from_secs(120),
+            &mut [&mut run],
+        )
+        .await;
         let delay = Duration::from_millis(rng.gen_range(0..1_500));
         tokio::time::sleep(delay).await;
         let rows = try_u64(&env, &rows_sql(&env)).await.unwrap_or(0);
-        assert!(rows < expected.traffic, "the pipeline finished before kill {kill}: make the fleet larger");
+        assert!(
+            rows < expected.traffic,
+            "the pipeline finished before kill {kill}: make the fleet larger"
+        );
         run.assert_running();
         run.kill9();
         eprintln!(
@@ -273,9 +422,20 @@ async fn sigkill_five_times_loses_and_duplicates_nothing() {
         );
         run = spawn_assigned(&env, &format!("run-{kill}")).await;
     }
-    wait_until(&env, &positions_sql(&env), |n| n >= expected.traffic, Duration::from_secs(150), &mut [&mut run]).await;
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(150),
+        &mut [&mut run],
+    )
+    .await;
     let status = run.terminate(Duration::from_secs(30));
-    assert!(status.success(), "run exited with {status}\n{}", run.log_tail());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
     assert_exactly_once(&env, &expected, 1).await;
     eprintln!("sigkill test checked in {:.1?}", started.elapsed());
     clean_up(&env).await;
@@ -301,13 +461,22 @@ impl RssSampler {
                 let started = Instant::now();
                 while !stop.load(Ordering::SeqCst) {
                     if let Some(kb) = support::proc_status_kb(pid, "VmRSS") {
-                        samples.lock().unwrap().push((started.elapsed(), phase.load(Ordering::SeqCst), kb));
+                        samples.lock().unwrap().push((
+                            started.elapsed(),
+                            phase.load(Ordering::SeqCst),
+                            kb,
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
             })
         };
-        Self { phase, samples, stop, thread: Some(thread) }
+        Self {
+            phase,
+            samples,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn set_phase(&self, phase: u8) {
@@ -340,8 +509,19 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
 
     let mut run = env.spawn("run", &["run"]);
     let sampler = RssSampler::start(run.pid());
-    let writing = wait_until(&env, &rows_sql(&env), |n| n >= 50_000, Duration::from_secs(90), &mut [&mut run]).await;
-    assert!(writing < expected.traffic / 2, "ClickHouse must go down mid-run, not at {writing} of {} rows", expected.traffic);
+    let writing = wait_until(
+        &env,
+        &rows_sql(&env),
+        |n| n >= 50_000,
+        Duration::from_secs(90),
+        &mut [&mut run],
+    )
+    .await;
+    assert!(
+        writing < expected.traffic / 2,
+        "ClickHouse must go down mid-run, not at {writing} of {} rows",
+        expected.traffic
+    );
 
     sampler.set_phase(1);
     let down_at = Instant::now();
@@ -357,27 +537,76 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
     clickhouse.restart();
     let outage = down.elapsed();
     sampler.set_phase(2);
-    let how = if killed { "SIGTERM, then SIGKILL after 3 s of serving its open connections" } else { "SIGTERM" };
+    let how = if killed {
+        "SIGTERM, then SIGKILL after 3 s of serving its open connections"
+    } else {
+        "SIGTERM"
+    };
     eprintln!("clickhouse stopped at ~{rows_at_stop} rows ({how}; {stopped_in:.1?}), down for {outage:.1?}");
 
-    wait_until(&env, &positions_sql(&env), |n| n >= expected.traffic, Duration::from_secs(120), &mut [&mut run]).await;
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(120),
+        &mut [&mut run],
+    )
+    .await;
     let hwm_kb = support::proc_status_kb(run.pid(), "VmHWM").unwrap();
     let samples = sampler.finish();
-    let peak = |keep: &dyn Fn(&(Duration, u8, u64)) -> bool| samples.iter().filter(|s| keep(s)).map(|s| s.2).max().unwrap_or(0);
-    let (before_kb, during_kb, after_kb) = (peak(&|s| s.1 == 0), peak(&|s| s.1 == 1), peak(&|s| s.1 == 2));
+    let peak = |keep: &dyn Fn(&(Duration, u8, u64)) -> bool| {
+        samples
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.2)
+            .max()
+            .unwrap_or(0)
+    };
+    let (before_kb, during_kb, after_kb) = (
+        peak(&|s| s.1 == 0),
+        peak(&|s| s.1 == 1),
+        peak(&|s| s.1 == 2),
+    );
     // The outage's second half against its first: flat if memory is bounded while paused.
     let down_samples: Vec<_> = samples.iter().filter(|s| s.1 == 1).collect();
     let (first_half_kb, second_half_kb) = (
-        down_samples[..down_samples.len() / 2].iter().map(|s| s.2).max().unwrap_or(0),
-        down_samples[down_samples.len() / 2..].iter().map(|s| s.2).max().unwrap_or(0),
+        down_samples[..down_samples.len() / 2]
+            .iter()
+            .map(|s| s.2)
+            .max()
+            .unwrap_or(0),
+        down_samples[down_samples.len() / 2..]
+            .iter()
+            .map(|s| s.2)
+            .max()
+            .unwrap_or(0),
     );
-    let series: Vec<String> = samples.iter().step_by(10).map(|(t, p, kb)| format!("{:.0}s/{p}:{}", t.as_secs_f64(), kb / 1024)).collect();
-    eprintln!("RSS series (time/phase:MB, every 2 s): {}", series.join(" "));
+    let series: Vec<String> = samples
+        .iter()
+        .step_by(10)
+        .map(|(t, p, kb)| format!("{:.0}s/{p}:{}", t.as_secs_f64(), kb / 1024))
+        .collect();
+    eprintln!(
+        "RSS series (time/phase:MB, every 2 s): {}",
+        series.join(" ")
+    );
     let log = run.log_text();
     let status = run.terminate(Duration::from_secs(30));
-    assert!(status.success(), "run exited with {status}\n{}", run.log_tail());
-    assert!(log.contains("clickhouse write failed; partitions paused"), "the outage reached the writer:\n{}", run.log_tail());
-    assert!(log.contains("clickhouse writes recovered; partitions resumed"), "the writer recovered:\n{}", run.log_tail());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
+    assert!(
+        log.contains("clickhouse write failed; partitions paused"),
+        "the outage reached the writer:\n{}",
+        run.log_tail()
+    );
+    assert!(
+        log.contains("clickhouse writes recovered; partitions resumed"),
+        "the writer recovered:\n{}",
+        run.log_tail()
+    );
     assert_exactly_once(&env, &expected, 1).await;
 
     let mb = |kb: u64| kb as f64 / 1024.0;
@@ -394,22 +623,41 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
     // While the writer is blocked in an insert (ClickHouse shutting down) the consumer does not
     // poll, and librdkafka prefetches up to its queue limit (queued.max.messages.kbytes, 64 MiB):
     // that, not the outage's length, is the margin.
-    assert!(during_kb <= before_kb + 100 * 1024, "memory grew during the outage: {:.1} MB before, {:.1} MB during", mb(before_kb), mb(during_kb));
+    assert!(
+        during_kb <= before_kb + 100 * 1024,
+        "memory grew during the outage: {:.1} MB before, {:.1} MB during",
+        mb(before_kb),
+        mb(during_kb)
+    );
     assert!(
         second_half_kb <= first_half_kb + 16 * 1024,
         "memory kept growing while ClickHouse was down: {:.1} MB in the outage's first half, {:.1} MB in its second",
         mb(first_half_kb),
         mb(second_half_kb)
     );
-    assert!(hwm_kb <= 500 * 1024, "peak RSS {:.1} MB is over 500 MB", mb(hwm_kb));
+    assert!(
+        hwm_kb <= 500 * 1024,
+        "peak RSS {:.1} MB is over 500 MB",
+        mb(hwm_kb)
+    );
     env.drop_database().await;
-    support::delete_topics(&env.brokers, &[&env.control_topic, &env.traffic_topic, &env.dead_letter_topic]).await;
+    support::delete_topics(
+        &env.brokers,
+        &[
+            &env.control_topic,
+            &env.traffic_topic,
+            &env.dead_letter_topic,
+        ],
+    )
+    .await;
 }
 
 /// The traffic partitions a process's log says it holds now (its last assignment line).
 fn assigned(process: &BotmeterProcess) -> Option<String> {
     let log = process.log_text();
-    let line = log.lines().rev().find(|l| l.contains("traffic partitions assigned") || l.contains("traffic partitions revoked"))?;
+    let line = log.lines().rev().find(|l| {
+        l.contains("traffic partitions assigned") || l.contains("traffic partitions revoked")
+    })?;
     if line.contains("revoked") {
         return Some(String::new());
     }
@@ -424,7 +672,11 @@ fn assigned(process: &BotmeterProcess) -> Option<String> {
 /// report of this test file): such an instance is killed and started again, and said so.
 async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
     for attempt in 0.. {
-        let label = if attempt == 0 { name.to_owned() } else { format!("{name}-retry{attempt}") };
+        let label = if attempt == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}-retry{attempt}")
+        };
         let mut run = env.spawn(&label, &["run"]);
         let started = Instant::now();
         let mut empty_since = None;
@@ -440,11 +692,18 @@ async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
                         break;
                     }
                 }
-                None => assert!(started.elapsed() < Duration::from_secs(60), "{label} never joined its group\n{}", run.log_tail()),
+                None => assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{label} never joined its group\n{}",
+                    run.log_tail()
+                ),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(attempt < 3, "{name}: no partitions after {attempt} restarts");
+        assert!(
+            attempt < 3,
+            "{name}: no partitions after {attempt} restarts"
+        );
     }
     unreachable!()
 }
@@ -466,7 +725,11 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
     let migrated = Instant::now();
     while !a.log_text().contains("schema up to date") {
         a.assert_running();
-        assert!(migrated.elapsed() < Duration::from_secs(60), "a never migrated\n{}", a.log_tail());
+        assert!(
+            migrated.elapsed() < Duration::from_secs(60),
+            "a never migrated\n{}",
+            a.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut b = env.spawn("run-b", &["run"]);
@@ -475,23 +738,49 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
         a.assert_running();
         b.assert_running();
         let (held_a, held_b) = (assigned(&a), assigned(&b));
-        if held_a.as_deref().is_some_and(|p| p.len() > 2) && held_b.as_deref().is_some_and(|p| p.len() > 2) {
-            eprintln!("group formed in {:.1?}: a holds {}, b holds {}", group_started.elapsed(), held_a.unwrap(), held_b.unwrap());
+        if held_a.as_deref().is_some_and(|p| p.len() > 2)
+            && held_b.as_deref().is_some_and(|p| p.len() > 2)
+        {
+            eprintln!(
+                "group formed in {:.1?}: a holds {}, b holds {}",
+                group_started.elapsed(),
+                held_a.unwrap(),
+                held_b.unwrap()
+            );
             break;
         }
-        assert!(group_started.elapsed() < Duration::from_secs(90), "the two instances never shared the partitions\n{}\n{}", a.log_tail(), b.log_tail());
+        assert!(
+            group_started.elapsed() < Duration::from_secs(90),
+            "the two instances never shared the partitions\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let expected = publish_copies(&env, fleet, 3, 4).await;
 
     let mut rng = ChaCha8Rng::seed_from_u64(0x2_1057);
     let quarter = expected.traffic / 4;
-    let writing = wait_until(&env, &rows_sql(&env), |n| n >= quarter, Duration::from_secs(90), &mut [&mut a, &mut b]).await;
+    let writing = wait_until(
+        &env,
+        &rows_sql(&env),
+        |n| n >= quarter,
+        Duration::from_secs(90),
+        &mut [&mut a, &mut b],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1_500))).await;
     let held = assigned(&a).unwrap_or_default();
-    assert!(held.len() > 2, "a holds partitions when it is killed\n{}", a.log_tail());
+    assert!(
+        held.len() > 2,
+        "a holds partitions when it is killed\n{}",
+        a.log_tail()
+    );
     let rows = try_u64(&env, &rows_sql(&env)).await.unwrap_or(0);
-    assert!(rows < expected.traffic, "the run finished before the kill: make the fleet larger");
+    assert!(
+        rows < expected.traffic,
+        "the run finished before the kill: make the fleet larger"
+    );
     a.kill9();
     let killed = Instant::now();
     eprintln!("killed a (holding {held}) at {rows} rows ({writing} when the wait ended)");
@@ -499,13 +788,27 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
     loop {
         b.assert_running();
         if assigned(&b).as_deref() == Some("{0, 1, 2, 3}") {
-            eprintln!("b took over every partition {:.1?} after the kill", killed.elapsed());
+            eprintln!(
+                "b took over every partition {:.1?} after the kill",
+                killed.elapsed()
+            );
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(90), "b never took over a's partitions\n{}", b.log_tail());
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "b never took over a's partitions\n{}",
+            b.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_until(&env, &positions_sql(&env), |n| n >= expected.traffic, Duration::from_secs(120), &mut [&mut b]).await;
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(120),
+        &mut [&mut b],
+    )
+    .await;
     let status = b.terminate(Duration::from_secs(30));
     assert!(status.success(), "b exited with {status}\n{}", b.log_tail());
     assert_exactly_once(&env, &expected, 2).await;
@@ -527,14 +830,24 @@ async fn a_crash_between_a_batchs_dead_letters_and_its_usage_rows_loses_nothing(
     let joined = Instant::now();
     while assigned(&run).is_none_or(|p| p.len() <= 2) {
         run.assert_running();
-        assert!(joined.elapsed() < Duration::from_secs(60), "never assigned\n{}", run.log_tail());
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "never assigned\n{}",
+            run.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    env.clickhouse(&format!("RENAME TABLE {db}.usage_events TO {db}.usage_events_away")).await;
+    env.clickhouse(&format!(
+        "RENAME TABLE {db}.usage_events TO {db}.usage_events_away"
+    ))
+    .await;
 
     // One batch: ten good messages, a bad one, ten good ones, in one producer batch.
-    let producer: rdkafka::producer::FutureProducer =
-        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &env.brokers).set("linger.ms", "200").create().unwrap();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "200")
+        .create()
+        .unwrap();
     let payloads: Vec<Vec<u8>> = (0..21)
         .map(|n| {
             if n == 10 {
@@ -548,31 +861,64 @@ async fn a_crash_between_a_batchs_dead_letters_and_its_usage_rows_loses_nothing(
         })
         .collect();
     let sends = payloads.iter().map(|p| {
-        producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&env.traffic_topic).partition(0).payload(p), Duration::from_secs(10))
+        producer.send(
+            rdkafka::producer::FutureRecord::<(), [u8]>::to(&env.traffic_topic)
+                .partition(0)
+                .payload(p),
+            Duration::from_secs(10),
+        )
     });
     for result in futures::future::join_all(sends).await {
         result.map_err(|(e, _)| e).expect("produce");
     }
     // The dead letter lands, the usage insert keeps failing; then the process dies.
-    wait_until(&env, &format!("SELECT count() FROM {db}.dead_letters"), |n| n == 1, Duration::from_secs(60), &mut [&mut run]).await;
+    wait_until(
+        &env,
+        &format!("SELECT count() FROM {db}.dead_letters"),
+        |n| n == 1,
+        Duration::from_secs(60),
+        &mut [&mut run],
+    )
+    .await;
     let started = Instant::now();
     while !run.log_text().contains("clickhouse write failed") {
-        assert!(started.elapsed() < Duration::from_secs(30), "the usage insert never failed\n{}", run.log_tail());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the usage insert never failed\n{}",
+            run.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     run.kill9();
-    env.clickhouse(&format!("RENAME TABLE {db}.usage_events_away TO {db}.usage_events")).await;
+    env.clickhouse(&format!(
+        "RENAME TABLE {db}.usage_events_away TO {db}.usage_events"
+    ))
+    .await;
 
     let mut run = spawn_assigned(&env, "run-2").await;
     // Wait for the last message, then a little longer for anything before it.
-    wait_until(&env, &format!("SELECT count() FROM {db}.usage_events WHERE kafka_offset = 20"), |n| n >= 1, Duration::from_secs(60), &mut [&mut run])
-        .await;
+    wait_until(
+        &env,
+        &format!("SELECT count() FROM {db}.usage_events WHERE kafka_offset = 20"),
+        |n| n >= 1,
+        Duration::from_secs(60),
+        &mut [&mut run],
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stored = env.clickhouse(&format!("SELECT kafka_offset FROM {db}.usage_events ORDER BY kafka_offset FORMAT TSV")).await;
+    let stored = env
+        .clickhouse(&format!(
+            "SELECT kafka_offset FROM {db}.usage_events ORDER BY kafka_offset FORMAT TSV"
+        ))
+        .await;
     let stored: Vec<i64> = stored.lines().map(|l| l.parse().unwrap()).collect();
     let missing: Vec<i64> = (0..21).filter(|o| !stored.contains(o)).collect();
     let log = run.log_text();
-    let resume = log.lines().find(|l| l.contains("traffic partitions assigned")).unwrap_or_default().to_owned();
+    let resume = log
+        .lines()
+        .find(|l| l.contains("traffic partitions assigned"))
+        .unwrap_or_default()
+        .to_owned();
     let status = run.terminate(Duration::from_secs(30));
     assert!(status.success(), "run exited with {status}");
     assert!(
@@ -590,12 +936,29 @@ async fn instances_starting_together_all_migrate() {
     for round in 0..3 {
         let env = TestEnv::new(&format!("migrate{round}"));
         let children: Vec<_> = (0..3)
-            .map(|_| env.command(&["migrate"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .map(|_| {
+                env.command(&["migrate"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
-        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
-        let failed: Vec<String> =
-            outputs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned()).collect();
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let failed: Vec<String> = outputs
+            .iter()
+            .filter(|o| !o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            .collect();
         env.drop_database().await;
-        assert!(failed.is_empty(), "round {round}: {} of 3 concurrent `botmeter migrate` failed:\n{}", failed.len(), failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of 3 concurrent `botmeter migrate` failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 }

@@ -13,12 +13,34 @@ use support::{free_port, send_raw, TestEnv};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_fleet_is_attributed_end_to_end() {
     let env = TestEnv::new("e2e");
-    let fleet = generate(&FleetConfig { seed: 11, bot_users: 4, users: 2, traffic_events: 3_000, ..FleetConfig::default() });
+    let fleet = generate(&FleetConfig {
+        seed: 11,
+        bot_users: 4,
+        users: 2,
+        traffic_events: 3_000,
+        ..FleetConfig::default()
+    });
     let truth = &fleet.truth;
-    ingest::admin::ensure_topics(&env.brokers, &[(&env.control_topic, 1), (&env.traffic_topic, 3), (&env.dead_letter_topic, 1)])
-        .await
-        .unwrap();
-    publish(&fleet, &env.brokers, &env.control_topic, &env.traffic_topic, None, false).await.unwrap();
+    ingest::admin::ensure_topics(
+        &env.brokers,
+        &[
+            (&env.control_topic, 1),
+            (&env.traffic_topic, 3),
+            (&env.dead_letter_topic, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        &fleet,
+        &env.brokers,
+        &env.control_topic,
+        &env.traffic_topic,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
 
     // Bad input: garbage, a negative byte count, and a credential with an unparseable ACL.
     send_raw(&env.brokers, &env.traffic_topic, b"\xffnot json at all").await;
@@ -36,7 +58,10 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     .await;
 
     let ops = format!("127.0.0.1:{}", free_port());
-    let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100", "--ops-listen", &ops]);
+    let mut run = env.spawn(
+        "run",
+        &["run", "--batch-max-wait-ms", "100", "--ops-listen", &ops],
+    );
     let traffic_rows = truth.traffic_events + 2;
     env.wait_for_count(
         &format!("SELECT count() FROM {}.usage_events", env.database),
@@ -57,7 +82,10 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     let by_status = env
         .clickhouse(&format!("SELECT status, count() FROM {}.usage_events GROUP BY status ORDER BY status FORMAT TSV", env.database))
         .await;
-    assert_eq!(by_status, format!("attributed\t{}\ndead_letter\t2\n", truth.traffic_events));
+    assert_eq!(
+        by_status,
+        format!("attributed\t{}\ndead_letter\t2\n", truth.traffic_events)
+    );
 
     // Dead letters: in ClickHouse with reason and original bytes, and on the dead-letter topic.
     let letters = env
@@ -68,20 +96,54 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         .await;
     let lines: Vec<&str> = letters.lines().collect();
     assert_eq!(lines.len(), 3, "{letters}");
-    assert!(lines[0].starts_with(&format!("{}\tinvalid_field\t", env.control_topic)) && lines[0].contains("field object.acl") && lines[0].contains("bind:bad host"), "{}", lines[0]);
-    assert!(lines[1].contains("event ev_bad_bytes (tcp_connection_closed.v0): field object.conn.bytes_out") && lines[1].contains("-5"), "{}", lines[1]);
-    assert!(lines[2].starts_with(&format!("{}\tmalformed_json\t", env.traffic_topic)), "{}", lines[2]);
-    let on_topic = support::read_topic(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
+    assert!(
+        lines[0].starts_with(&format!("{}\tinvalid_field\t", env.control_topic))
+            && lines[0].contains("field object.acl")
+            && lines[0].contains("bind:bad host"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1]
+            .contains("event ev_bad_bytes (tcp_connection_closed.v0): field object.conn.bytes_out")
+            && lines[1].contains("-5"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with(&format!("{}\tmalformed_json\t", env.traffic_topic)),
+        "{}",
+        lines[2]
+    );
+    let on_topic =
+        support::read_topic(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
     assert_eq!(on_topic.len(), 3, "three messages on the dead-letter topic");
-    assert!(on_topic.iter().any(|(payload, headers)| payload.as_slice() == b"\xffnot json at all"
-        && headers.iter().any(|(k, v)| k == "botmeter.reason_kind" && v == "malformed_json")
-        && headers.iter().any(|(k, v)| k == "botmeter.source_topic" && *v == env.traffic_topic)));
+    assert!(on_topic.iter().any(
+        |(payload, headers)| payload.as_slice() == b"\xffnot json at all"
+            && headers
+                .iter()
+                .any(|(k, v)| k == "botmeter.reason_kind" && v == "malformed_json")
+            && headers
+                .iter()
+                .any(|(k, v)| k == "botmeter.source_topic" && *v == env.traffic_topic)
+    ));
 
     // The operations endpoint: ready, and counters that match what was sent.
     let http = reqwest::Client::new();
-    let ready = http.get(format!("http://{ops}/readyz")).send().await.unwrap();
+    let ready = http
+        .get(format!("http://{ops}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = http.get(format!("http://{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let counter = |line_start: &str| -> u64 {
         metrics
             .lines()
@@ -92,9 +154,21 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     };
     let sent_tcp = truth.totals.tcp_connections;
     let sent_http = truth.totals.http_requests;
-    assert_eq!(counter("botmeter_events_total{topic=\"traffic\",kind=\"tcp_connection\"}"), sent_tcp, "{metrics}");
-    assert_eq!(counter("botmeter_events_total{topic=\"traffic\",kind=\"http_request\"}"), sent_http, "{metrics}");
-    assert_eq!(counter("botmeter_dead_letters_total{reason=\"malformed_json\""), 1, "{metrics}");
+    assert_eq!(
+        counter("botmeter_events_total{topic=\"traffic\",kind=\"tcp_connection\"}"),
+        sent_tcp,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter("botmeter_events_total{topic=\"traffic\",kind=\"http_request\"}"),
+        sent_http,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter("botmeter_dead_letters_total{reason=\"malformed_json\""),
+        1,
+        "{metrics}"
+    );
     let control_events: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("botmeter_events_total{topic=\"control\""))
@@ -102,11 +176,18 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         .map(|v| v as u64)
         .sum();
     assert_eq!(control_events, truth.control_events);
-    assert!(metrics.contains("botmeter_batch_write_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("botmeter_batch_write_seconds_bucket"),
+        "{metrics}"
+    );
 
     // No credential token reaches ClickHouse.
     let tokens = env
-        .clickhouse_u64(&format!("SELECT count() FROM {}.control_events WHERE position(object, '{}') > 0", env.database, botmeter::simulate::TOKEN_MARKER))
+        .clickhouse_u64(&format!(
+            "SELECT count() FROM {}.control_events WHERE position(object, '{}') > 0",
+            env.database,
+            botmeter::simulate::TOKEN_MARKER
+        ))
         .await;
     assert_eq!(tokens, 0);
 
@@ -117,14 +198,22 @@ async fn simulated_fleet_is_attributed_end_to_end() {
     let mut ready = false;
     for _ in 0..100 {
         serve.assert_running();
-        if http.get(format!("http://{listen}/healthz")).send().await.is_ok() {
+        if http
+            .get(format!("http://{listen}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
             ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "serve never answered\n{}", serve.log_tail());
-    let (from, to) = (truth.window_start.to_rfc3339(), truth.window_end.to_rfc3339());
+    let (from, to) = (
+        truth.window_start.to_rfc3339(),
+        truth.window_end.to_rfc3339(),
+    );
     let mut owners_with_usage = 0;
     for (owner_id, owner) in &truth.owners {
         let report: serde_json::Value = http
@@ -138,28 +227,44 @@ async fn simulated_fleet_is_attributed_end_to_end() {
             .unwrap();
         let totals = &report["totals"];
         for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
-            let want = serde_json::to_value(&owner.usage).unwrap()[metric].as_u64().unwrap();
-            assert_eq!(totals[metric].as_u64(), Some(want), "{owner_id} {metric}: {report}");
+            let want = serde_json::to_value(&owner.usage).unwrap()[metric]
+                .as_u64()
+                .unwrap();
+            assert_eq!(
+                totals[metric].as_u64(),
+                Some(want),
+                "{owner_id} {metric}: {report}"
+            );
         }
         let hourly = truth.hourly.get(owner_id).cloned().unwrap_or_default();
         let buckets = report["buckets"].as_array().unwrap();
         assert_eq!(buckets.len(), hourly.len(), "{owner_id}: hours with usage");
         for bucket in buckets {
             let start = bucket["start"].as_str().unwrap();
-            let start = chrono::DateTime::parse_from_rfc3339(start).unwrap().with_timezone(&chrono::Utc);
+            let start = chrono::DateTime::parse_from_rfc3339(start)
+                .unwrap()
+                .with_timezone(&chrono::Utc);
             let key = botmeter::simulate::hour_bucket(start);
             let want = serde_json::to_value(&hourly[&key]).unwrap();
             for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
                 assert_eq!(bucket[metric], want[metric], "{owner_id} {key} {metric}");
             }
         }
-        owners_with_usage += usize::from(owner.usage.bytes_out > 0 || owner.usage.http_requests > 0);
+        owners_with_usage +=
+            usize::from(owner.usage.bytes_out > 0 || owner.usage.http_requests > 0);
     }
-    assert!(owners_with_usage >= 4, "the fleet should spread usage over several owners");
+    assert!(
+        owners_with_usage >= 4,
+        "the fleet should spread usage over several owners"
+    );
 
     // Graceful shutdown on SIGTERM.
     let status = run.terminate(Duration::from_secs(30));
-    assert!(status.success(), "run exited with {status}\n{}", run.log_tail());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
     let status = serve.terminate(Duration::from_secs(30));
     assert!(status.success(), "serve exited with {status}");
     env.drop_database().await;

@@ -63,7 +63,9 @@ fn run_chromium(profile: &Path, args: &[String], url: &str) -> String {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if done_rx.recv_timeout(Duration::from_secs(90)).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     });
     let output = child.wait_with_output().expect("wait for chromium");
@@ -81,7 +83,10 @@ fn run_chromium(profile: &Path, args: &[String], url: &str) -> String {
 
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
-    assert!(bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR", "not a PNG");
+    assert!(
+        bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR",
+        "not a PNG"
+    );
     let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
     (be(16), be(20))
 }
@@ -101,18 +106,51 @@ async fn customer_report_renders_in_chromium() {
         ..FleetConfig::default()
     });
     let truth = &fleet.truth;
-    ingest::admin::ensure_topics(&env.brokers, &[(&env.control_topic, 1), (&env.traffic_topic, 2), (&env.dead_letter_topic, 1)])
-        .await
-        .unwrap();
-    publish(&fleet, &env.brokers, &env.control_topic, &env.traffic_topic, None, false).await.unwrap();
+    ingest::admin::ensure_topics(
+        &env.brokers,
+        &[
+            (&env.control_topic, 1),
+            (&env.traffic_topic, 2),
+            (&env.dead_letter_topic, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        &fleet,
+        &env.brokers,
+        &env.control_topic,
+        &env.traffic_topic,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     let ops = format!("127.0.0.1:{}", free_port());
-    let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100", "--ops-listen", &ops]);
-    env.wait_for_count(&format!("SELECT count() FROM {}.usage_events", env.database), truth.traffic_events, Duration::from_secs(120), &mut run)
-        .await;
-    env.wait_for_count(&format!("SELECT count() FROM {}.control_events", env.database), truth.control_events, Duration::from_secs(30), &mut run)
-        .await;
+    let mut run = env.spawn(
+        "run",
+        &["run", "--batch-max-wait-ms", "100", "--ops-listen", &ops],
+    );
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.usage_events", env.database),
+        truth.traffic_events,
+        Duration::from_secs(120),
+        &mut run,
+    )
+    .await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.control_events", env.database),
+        truth.control_events,
+        Duration::from_secs(30),
+        &mut run,
+    )
+    .await;
     let status = run.terminate(Duration::from_secs(30));
-    assert!(status.success(), "run exited with {status}\n{}", run.log_tail());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
     let pipeline = started.elapsed();
 
     // The customer: the bot user that moved the most bytes (a customer is a bot user id).
@@ -139,12 +177,20 @@ async fn customer_report_renders_in_chromium() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let report = report.unwrap_or_else(|| panic!("{report_url} never answered 200\n{}", serve.log_tail()));
-    assert_eq!(report["totals"]["bytes_out"], owner.usage.bytes_out, "{report}");
+    let report =
+        report.unwrap_or_else(|| panic!("{report_url} never answered 200\n{}", serve.log_tail()));
+    assert_eq!(
+        report["totals"]["bytes_out"], owner.usage.bytes_out,
+        "{report}"
+    );
     let bot_name = report["bot_users"][0]["name"].as_str().unwrap().to_owned();
     assert!(!bot_name.is_empty());
-    let credentials: Vec<String> =
-        report["credentials"].as_array().unwrap().iter().map(|c| c["credential_id"].as_str().unwrap().to_owned()).collect();
+    let credentials: Vec<String> = report["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(credentials.len(), 3, "one of each kind: {report}");
     let days_with_usage = report["days"].as_array().unwrap().len();
     assert!(days_with_usage >= 20, "{days_with_usage} days with usage");
@@ -153,14 +199,32 @@ async fn customer_report_renders_in_chromium() {
     let html_url = format!("{report_url}&format=html");
     let profile = env.log_dir.join("chromium-profile");
     let dom = run_chromium(&profile, &["--dump-dom".to_owned()], &html_url);
-    assert!(dom.contains(&format!("Usage of {customer} in 2026-01")), "no title naming the customer:\n{dom}");
-    assert!(dom.contains(&format!("{bot_name} <code>{customer}</code>")), "no bot user name {bot_name:?}:\n{dom}");
-    assert!(dom.contains("<svg") && dom.contains("Data transfer out per day"), "no SVG chart:\n{dom}");
-    assert_eq!(dom.matches("<rect class=\"bar\"").count(), 31, "a bar per day of January");
+    assert!(
+        dom.contains(&format!("Usage of {customer} in 2026-01")),
+        "no title naming the customer:\n{dom}"
+    );
+    assert!(
+        dom.contains(&format!("{bot_name} <code>{customer}</code>")),
+        "no bot user name {bot_name:?}:\n{dom}"
+    );
+    assert!(
+        dom.contains("<svg") && dom.contains("Data transfer out per day"),
+        "no SVG chart:\n{dom}"
+    );
+    assert_eq!(
+        dom.matches("<rect class=\"bar\"").count(),
+        31,
+        "a bar per day of January"
+    );
     assert!(dom.contains("<table id=\"totals\">"), "no totals table");
-    let table = &dom[dom.find("<table id=\"credentials\">").expect("no credentials table")..];
+    let table = &dom[dom
+        .find("<table id=\"credentials\">")
+        .expect("no credentials table")..];
     for credential in &credentials {
-        assert!(table.contains(&format!("<code>{credential}</code>")), "credential {credential} not in the table");
+        assert!(
+            table.contains(&format!("<code>{credential}</code>")),
+            "credential {credential} not in the table"
+        );
     }
 
     // The screenshot.
@@ -168,13 +232,21 @@ async fn customer_report_renders_in_chromium() {
     let _ = std::fs::remove_file(&png);
     run_chromium(
         &profile,
-        &[format!("--screenshot={}", png.display()), format!("--window-size={},{}", WINDOW.0, WINDOW.1)],
+        &[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+        ],
         &html_url,
     );
-    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
+    let bytes =
+        std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
     assert_eq!(png_size(&bytes), WINDOW, "screenshot size");
     // A blank 1280x1600 page compresses to a few kB; text, tables and 31 bars do not.
-    assert!(bytes.len() > 30_000, "screenshot of {} bytes looks empty", bytes.len());
+    assert!(
+        bytes.len() > 30_000,
+        "screenshot of {} bytes looks empty",
+        bytes.len()
+    );
     if std::env::var("BOTMETER_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::create_dir_all(&docs).unwrap();
@@ -191,5 +263,13 @@ async fn customer_report_renders_in_chromium() {
     let status = serve.terminate(Duration::from_secs(30));
     assert!(status.success(), "serve exited with {status}");
     env.drop_database().await;
-    support::delete_topics(&env.brokers, &[&env.control_topic, &env.traffic_topic, &env.dead_letter_topic]).await;
+    support::delete_topics(
+        &env.brokers,
+        &[
+            &env.control_topic,
+            &env.traffic_topic,
+            &env.dead_letter_topic,
+        ],
+    )
+    .await;
 }

@@ -35,11 +35,17 @@ struct Control {
 type Span = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 fn parse_time(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text:?}: {e}")).with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .with_timezone(&Utc)
 }
 
 fn usage_of(json: &Value) -> Usage {
-    let field = |name: &str| json[name].as_u64().unwrap_or_else(|| panic!("no {name} in {json}"));
+    let field = |name: &str| {
+        json[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+    };
     Usage {
         bytes_in: field("bytes_in"),
         bytes_out: field("bytes_out"),
@@ -49,7 +55,11 @@ fn usage_of(json: &Value) -> Usage {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    let response = http.get(url).send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = response.status();
     let body = response.text().await.unwrap();
     assert_eq!(status, 200, "{url}: {body}");
@@ -60,7 +70,12 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 async fn api_reports_agree_with_a_simulated_fleet() {
     let started = Instant::now();
     let env = TestEnv::new("reports_fleet");
-    let config = FleetConfig { users: 2, bot_users: 3, traffic_events: 3_000, ..FleetConfig::default() };
+    let config = FleetConfig {
+        users: 2,
+        bot_users: 3,
+        traffic_events: 3_000,
+        ..FleetConfig::default()
+    };
     let fleet = generate(&config);
     let truth = &fleet.truth;
     assert!(fleet.late_control.is_empty());
@@ -88,7 +103,11 @@ async fn api_reports_agree_with_a_simulated_fleet() {
             Some("tunnel_credential_created") => "authtoken",
             Some("ssh_public_key_created") => "ssh_key",
             Some("api_key_created") => "api_key",
-            Some(t) if t.ends_with("_deleted") && !t.starts_with("endpoint") && !t.starts_with("bot_user") => {
+            Some(t)
+                if t.ends_with("_deleted")
+                    && !t.starts_with("endpoint")
+                    && !t.starts_with("bot_user") =>
+            {
                 deleted.insert(c.object["id"].as_str().unwrap().to_owned());
                 continue;
             }
@@ -96,7 +115,9 @@ async fn api_reports_agree_with_a_simulated_fleet() {
         };
         let id = c.object["id"].as_str().unwrap().to_owned();
         let owner = c.object["owner_id"].as_str().unwrap().to_owned();
-        assert!(credentials.insert(id, (kind, owner, c.event_id.clone())).is_none());
+        assert!(credentials
+            .insert(id, (kind, owner, c.event_id.clone()))
+            .is_none());
     }
     assert!(deleted.is_empty(), "a clean fleet deletes nothing");
     // Per owner, credentials by kind.
@@ -124,17 +145,47 @@ async fn api_reports_agree_with_a_simulated_fleet() {
     assert_eq!(sessions.len() as u64, truth.inventory.agent_sessions);
 
     // --- The pipeline ---------------------------------------------------------------------------
-    ingest::admin::ensure_topics(&env.brokers, &[(&env.control_topic, 1), (&env.traffic_topic, 2), (&env.dead_letter_topic, 1)])
-        .await
-        .unwrap();
-    publish(&fleet, &env.brokers, &env.control_topic, &env.traffic_topic, None, false).await.unwrap();
+    ingest::admin::ensure_topics(
+        &env.brokers,
+        &[
+            (&env.control_topic, 1),
+            (&env.traffic_topic, 2),
+            (&env.dead_letter_topic, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        &fleet,
+        &env.brokers,
+        &env.control_topic,
+        &env.traffic_topic,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
-    env.wait_for_count(&format!("SELECT count() FROM {}.usage_events", env.database), truth.traffic_events, Duration::from_secs(60), &mut run)
-        .await;
-    env.wait_for_count(&format!("SELECT count() FROM {}.control_events", env.database), truth.control_events, Duration::from_secs(30), &mut run)
-        .await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.usage_events", env.database),
+        truth.traffic_events,
+        Duration::from_secs(60),
+        &mut run,
+    )
+    .await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.control_events", env.database),
+        truth.control_events,
+        Duration::from_secs(30),
+        &mut run,
+    )
+    .await;
     let status = run.terminate(Duration::from_secs(30));
-    assert!(status.success(), "run exited with {status}\n{}", run.log_tail());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
 
     let listen = format!("127.0.0.1:{}", free_port());
     let mut serve = env.spawn("serve", &["serve", "--listen", &listen]);
@@ -156,22 +207,48 @@ async fn api_reports_agree_with_a_simulated_fleet() {
     // --- /v1/owners over the whole window -------------------------------------------------------
     let (window_from, window_to) = (truth.window_start, truth.window_end);
     let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let list = get_json(&http, &format!("{base}/v1/owners?from={}&to={}", fmt(window_from), fmt(window_to))).await;
-    let listed: BTreeMap<&str, &Value> =
-        list["owners"].as_array().unwrap().iter().map(|o| (o["id"].as_str().unwrap(), o)).collect();
+    let list = get_json(
+        &http,
+        &format!(
+            "{base}/v1/owners?from={}&to={}",
+            fmt(window_from),
+            fmt(window_to)
+        ),
+    )
+    .await;
+    let listed: BTreeMap<&str, &Value> = list["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["id"].as_str().unwrap(), o))
+        .collect();
     assert_eq!(truth.owners.len(), 5);
     for (id, owner) in &truth.owners {
-        let got = listed.get(id.as_str()).unwrap_or_else(|| panic!("{id} not listed: {list}"));
+        let got = listed
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"));
         assert_eq!(got["kind"], owner.owner_kind.as_str(), "{id}: {got}");
         assert_eq!(usage_of(&got["usage"]), owner.usage, "{id}: {got}");
         let counts = by_owner.get(id.as_str()).cloned().unwrap_or_default();
         for kind in ["authtoken", "ssh_key", "api_key"] {
-            assert_eq!(got["credentials"][kind].as_u64(), Some(counts.get(kind).copied().unwrap_or(0)), "{id} {kind}: {got}");
+            assert_eq!(
+                got["credentials"][kind].as_u64(),
+                Some(counts.get(kind).copied().unwrap_or(0)),
+                "{id} {kind}: {got}"
+            );
         }
-        assert_eq!(counts.values().sum::<u64>(), owner.credentials, "{id}: the truth's credential count");
+        assert_eq!(
+            counts.values().sum::<u64>(),
+            owner.credentials,
+            "{id}: the truth's credential count"
+        );
         assert_eq!(got["deleted_credentials"], 0, "{id}: {got}");
     }
-    assert_eq!(listed.len(), truth.owners.len(), "no owner beyond the truth's: {list}");
+    assert_eq!(
+        listed.len(),
+        truth.owners.len(),
+        "no owner beyond the truth's: {list}"
+    );
 
     // --- /v1/owners/{id}/usage over ranges cutting the window ----------------------------------
     // Both end one hour before the window does (open sessions stop at `to`); the first starts with
@@ -181,11 +258,28 @@ async fn api_reports_agree_with_a_simulated_fleet() {
     let to = window_to - chrono::Duration::hours(1);
     let now = Utc::now();
     // The bot user and the user with the most bytes out.
-    let mut ranked: Vec<(&String, u64)> = truth.owners.iter().map(|(id, o)| (id, o.usage.bytes_out)).collect();
+    let mut ranked: Vec<(&String, u64)> = truth
+        .owners
+        .iter()
+        .map(|(id, o)| (id, o.usage.bytes_out))
+        .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let bot = ranked.iter().find(|(id, _)| id.starts_with("bot_")).unwrap().0;
-    let user = ranked.iter().find(|(id, _)| id.starts_with("usr_")).unwrap().0;
-    for (owner, from) in [bot, user].into_iter().flat_map(|o| [(o, window_from), (o, window_from + chrono::Duration::hours(1))]) {
+    let bot = ranked
+        .iter()
+        .find(|(id, _)| id.starts_with("bot_"))
+        .unwrap()
+        .0;
+    let user = ranked
+        .iter()
+        .find(|(id, _)| id.starts_with("usr_"))
+        .unwrap()
+        .0;
+    for (owner, from) in [bot, user].into_iter().flat_map(|o| {
+        [
+            (o, window_from),
+            (o, window_from + chrono::Duration::hours(1)),
+        ]
+    }) {
         let mut expected = Usage::default();
         for (hour, usage) in truth.hourly.get(owner).into_iter().flatten() {
             let hour = parse_time(hour);
@@ -193,7 +287,10 @@ async fn api_reports_agree_with_a_simulated_fleet() {
                 expected.add(usage);
             }
         }
-        assert!(expected.http_requests + expected.tcp_connections > 0, "{owner} has traffic in the range");
+        assert!(
+            expected.http_requests + expected.tcp_connections > 0,
+            "{owner} has traffic in the range"
+        );
         // Sessions of the owner's credentials: [start, stop or min(to, now)) ∩ [from, to).
         let end_open = to.min(now.max(from));
         let (mut count, mut micros) = (0_u64, 0_i64);
@@ -220,12 +317,22 @@ async fn api_reports_agree_with_a_simulated_fleet() {
 
         let url = format!("{base}/v1/owners/{owner}/usage?from={}&to={}&granularity=day&timezone=America/New_York", fmt(from), fmt(to));
         let report = get_json(&http, &url).await;
-        eprintln!("{owner}: {expected:?}, {count} sessions, {hours:.6} session-hours; API {}", report["totals"]);
+        eprintln!(
+            "{owner}: {expected:?}, {count} sessions, {hours:.6} session-hours; API {}",
+            report["totals"]
+        );
         let totals = &report["totals"];
         assert_eq!(usage_of(totals), expected, "{owner}: {report}");
-        assert_eq!(totals["agent_sessions"].as_u64(), Some(count), "{owner}: {report}");
+        assert_eq!(
+            totals["agent_sessions"].as_u64(),
+            Some(count),
+            "{owner}: {report}"
+        );
         let got_hours = totals["session_hours"].as_f64().unwrap();
-        assert!((got_hours - hours).abs() < 1e-6, "{owner}: session_hours {got_hours} != {hours}: {report}");
+        assert!(
+            (got_hours - hours).abs() < 1e-6,
+            "{owner}: session_hours {got_hours} != {hours}: {report}"
+        );
         // The day buckets (New York days) add up to the totals.
         let mut summed = Usage::default();
         for bucket in report["buckets"].as_array().unwrap() {
@@ -239,14 +346,21 @@ async fn api_reports_agree_with_a_simulated_fleet() {
         .iter()
         .find(|(_, (kind, owner, _))| *kind == "authtoken" && owner == bot)
         .expect("an authtoken of the bot user");
-    let url = format!("{base}/v1/audit?credential_id={credential}&from={}&to={}", fmt(window_from), fmt(window_to));
+    let url = format!(
+        "{base}/v1/audit?credential_id={credential}&from={}&to={}",
+        fmt(window_from),
+        fmt(window_to)
+    );
     let audit = get_json(&http, &url).await;
     let lifecycle = audit["lifecycle"].as_array().unwrap();
     let created = lifecycle
         .iter()
         .find(|e| e["event_id"] == created_event.as_str())
         .unwrap_or_else(|| panic!("{credential}: no created event {created_event}: {audit}"));
-    assert_eq!(created["event_type"], "tunnel_credential_created.v0", "{audit}");
+    assert_eq!(
+        created["event_type"], "tunnel_credential_created.v0",
+        "{audit}"
+    );
     assert_eq!(created["action"], "created", "{audit}");
     assert_eq!(created["object_id"], credential.as_str(), "{audit}");
     let row = env
@@ -268,12 +382,28 @@ async fn api_reports_agree_with_a_simulated_fleet() {
     assert_eq!(cred["owner_id"], owner.as_str(), "{audit}");
     let first = parse_time(cred["first_used_at"].as_str().unwrap()).timestamp_micros();
     let last = parse_time(cred["last_used_at"].as_str().unwrap()).timestamp_micros();
-    assert_eq!((first, last), (fields[0], fields[1]), "{credential}: {audit}");
-    assert_eq!(cred["events"].as_i64(), Some(fields[2]), "{credential}: {audit}");
+    assert_eq!(
+        (first, last),
+        (fields[0], fields[1]),
+        "{credential}: {audit}"
+    );
+    assert_eq!(
+        cred["events"].as_i64(),
+        Some(fields[2]),
+        "{credential}: {audit}"
+    );
 
     eprintln!("reports_fleet: {:.1}s", started.elapsed().as_secs_f64());
     let status = serve.terminate(Duration::from_secs(30));
     assert!(status.success(), "serve exited with {status}");
     env.drop_database().await;
-    support::delete_topics(&env.brokers, &[&env.control_topic, &env.traffic_topic, &env.dead_letter_topic]).await;
+    support::delete_topics(
+        &env.brokers,
+        &[
+            &env.control_topic,
+            &env.traffic_topic,
+            &env.dead_letter_topic,
+        ],
+    )
+    .await;
 }

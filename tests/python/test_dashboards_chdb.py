@@ -214,7 +214,7 @@ DEAD_LETTERS = [
 @pytest.fixture()
 def fleet(db):  # noqa: F811  (the fixture imported above)
     db.insert("usage_events", USAGE)
-    db.insert("control_events", CONTROL)
+    db.insert("control_events_log", CONTROL)
     db.insert("dead_letters", DEAD_LETTERS)
     return db
 

@@ -133,6 +133,7 @@ def test_every_migration_applies_and_creates_the_tables(db):
     )
     assert [r[0] for r in rows] == [
         "control_events",
+        "control_events_log",
         "dead_letters",
         "schema_migrations",
         "usage_events",
@@ -142,7 +143,17 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
         "AND name IN ('sign', 'anomalies') ORDER BY table"
     )
-    assert rows == [["control_events", "anomalies", "Array(String)"], ["usage_events", "sign", "Int8"]]
+    assert rows == [
+        ["control_events", "anomalies", "Array(String)"],
+        ["control_events_log", "anomalies", "Array(String)"],
+        ["usage_events", "sign", "Int8"],
+    ]
+    # The audit log is read through a view that shows each Kafka position once.
+    _, rows = db.rows(
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase() "
+        "AND name LIKE 'control_events%' ORDER BY name"
+    )
+    assert rows == [["control_events", "View"], ["control_events_log", "ReplacingMergeTree"]]
 
 
 def usage(event_id, time, owner_id, status="attributed", **metrics):
@@ -176,7 +187,7 @@ def test_topic_positions(db):
         ],
     )
     db.insert(
-        "control_events",
+        "control_events_log",
         [{"event_id": "e", "kafka_topic": "control", "kafka_partition": 0, "kafka_offset": 100}],
     )
     sql = read_sql("topic_positions.sql")

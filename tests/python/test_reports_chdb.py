@@ -180,7 +180,7 @@ TO = ts("2024-05-03 00:00:00")
 @pytest.fixture()
 def fleet(db):  # noqa: F811
     db.insert("usage_events", USAGE)
-    db.insert("control_events", CONTROL)
+    db.insert("control_events_log", CONTROL)
     return db
 
 

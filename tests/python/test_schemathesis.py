@@ -292,7 +292,7 @@ def live_api(tmp_path):
     try:
         subprocess.run([BINARY, "migrate"], env=env, check=True, capture_output=True, timeout=60)
         insert(database, "usage_events", USAGE)
-        insert(database, "control_events", CONTROL)
+        insert(database, "control_events_log", CONTROL)
         (tmp_path / "keys.toml").write_text(KEYS)
         (tmp_path / "plan.toml").write_text(PLAN)
         url = f"http://127.0.0.1:{free_port()}"

@@ -27,13 +27,19 @@ impl TestEnv {
         let unique = format!(
             "{name}_{}_{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 1_000_000_000
         );
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&unique);
         std::fs::create_dir_all(&log_dir).unwrap();
         Self {
-            clickhouse_url: std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
-            brokers: std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            clickhouse_url: std::env::var("BOTMETER_CLICKHOUSE_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
+            brokers: std::env::var("BOTMETER_KAFKA_BROKERS")
+                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
             database: format!("botmeter_it_{unique}"),
             control_topic: format!("it.{unique}.control"),
             traffic_topic: format!("it.{unique}.traffic"),
@@ -72,13 +78,22 @@ impl TestEnv {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn botmeter");
-        BotmeterProcess { child: Some(child), log }
+        BotmeterProcess {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Runs a ClickHouse query over HTTP and returns the body (TSV), panicking with the server's
     /// message on an error.
     pub async fn clickhouse(&self, sql: &str) -> String {
-        let response = self.http.post(&self.clickhouse_url).body(sql.to_owned()).send().await.expect("reach ClickHouse");
+        let response = self
+            .http
+            .post(&self.clickhouse_url)
+            .body(sql.to_owned())
+            .send()
+            .await
+            .expect("reach ClickHouse");
         let status = response.status();
         let body = response.text().await.unwrap();
         assert!(status.is_success(), "ClickHouse rejected {sql:?}: {body}");
@@ -88,18 +103,34 @@ impl TestEnv {
     /// A single number from ClickHouse.
     pub async fn clickhouse_u64(&self, sql: &str) -> u64 {
         let body = self.clickhouse(sql).await;
-        body.trim().parse().unwrap_or_else(|_| panic!("{sql:?} returned {body:?}"))
+        body.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{sql:?} returned {body:?}"))
     }
 
     /// Polls `sql` until it returns `expected`, or panics after `timeout` with the last value.
-    pub async fn wait_for_count(&self, sql: &str, expected: u64, timeout: Duration, process: &mut BotmeterProcess) {
+    pub async fn wait_for_count(
+        &self,
+        sql: &str,
+        expected: u64,
+        timeout: Duration,
+        process: &mut BotmeterProcess,
+    ) {
         let started = Instant::now();
         let mut last = 0;
         while started.elapsed() < timeout {
             process.assert_running();
             // The database may not exist yet while botmeter starts and migrates.
-            last = match self.http.post(&self.clickhouse_url).body(sql.to_owned()).send().await {
-                Ok(response) if response.status().is_success() => response.text().await.unwrap().trim().parse().unwrap_or(0),
+            last = match self
+                .http
+                .post(&self.clickhouse_url)
+                .body(sql.to_owned())
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => {
+                    response.text().await.unwrap().trim().parse().unwrap_or(0)
+                }
                 _ => 0,
             };
             if last == expected {
@@ -107,11 +138,15 @@ impl TestEnv {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("{sql:?} reached {last}, not {expected}, in {timeout:?}\n{}", process.log_tail());
+        panic!(
+            "{sql:?} reached {last}, not {expected}, in {timeout:?}\n{}",
+            process.log_tail()
+        );
     }
 
     pub async fn drop_database(&self) {
-        self.clickhouse(&format!("DROP DATABASE IF EXISTS {}", self.database)).await;
+        self.clickhouse(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .await;
     }
 }
 
@@ -125,7 +160,11 @@ impl BotmeterProcess {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- last lines of {} ---\n{}", self.log.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 
     pub fn assert_running(&mut self) {
@@ -141,7 +180,10 @@ impl BotmeterProcess {
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -149,7 +191,10 @@ impl BotmeterProcess {
             }
             if started.elapsed() > timeout {
                 let _ = child.kill();
-                panic!("botmeter did not stop within {timeout:?} of SIGTERM\n{}", self.log_tail());
+                panic!(
+                    "botmeter did not stop within {timeout:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -167,13 +212,21 @@ impl Drop for BotmeterProcess {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every message of partition 0 of `topic`, with its headers, read from the beginning until
 /// nothing new arrives for `quiet` (fetch-based, not watermark-based: tansu's high watermark is
 /// the start of the last record batch).
-pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    quiet: Duration,
+) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
@@ -183,7 +236,8 @@ pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<(Vec<u8>, 
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let mut last = Instant::now();
@@ -192,7 +246,16 @@ pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<(Vec<u8>, 
             let message = message.unwrap();
             let headers = message
                 .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push((message.payload().unwrap_or_default().to_vec(), headers));
             last = Instant::now();
@@ -207,13 +270,18 @@ impl BotmeterProcess {
     /// Sends SIGKILL (`kill -9 <pid>`: no flush, no clean-up) and reaps the process.
     pub fn kill9(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap();
         child.wait().unwrap()
     }
 
     /// Whether the process is still running (false once it exited or was killed).
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Every line of the log.
@@ -225,8 +293,15 @@ impl BotmeterProcess {
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), `None` once the process is gone.
 pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A private ClickHouse server (same binary and settings as `scripts/services.sh` generates, on
@@ -246,7 +321,11 @@ impl ClickHouseServer {
         let unique = format!(
             "clickhouse_{name}_{}_{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 1_000_000_000
         );
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique);
         for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
@@ -310,7 +389,13 @@ impl ClickHouseServer {
 "#,
         )
         .unwrap();
-        let mut server = Self { child: None, dir, http_port, tcp_port, starts: 0 };
+        let mut server = Self {
+            child: None,
+            dir,
+            http_port,
+            tcp_port,
+            starts: 0,
+        };
         server.restart();
         server
     }
@@ -325,12 +410,17 @@ impl ClickHouseServer {
 
     fn ping(&self) -> bool {
         use std::io::{Read as _, Write as _};
-        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], self.http_port).into(), Duration::from_millis(500))
-        else {
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.http_port).into(),
+            Duration::from_millis(500),
+        ) else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if stream.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        if stream
+            .write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
             return false;
         }
         let mut response = String::new();
@@ -339,14 +429,19 @@ impl ClickHouseServer {
     }
 
     fn port_open(&self) -> bool {
-        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], self.http_port).into(), Duration::from_millis(200)).is_ok()
+        std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.http_port).into(),
+            Duration::from_millis(200),
+        )
+        .is_ok()
     }
 
     /// Starts the server (again) on the same data directory and ports; returns once it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
-        let out = std::fs::File::create(self.dir.join(format!("log/stdout-{}.log", self.starts))).unwrap();
+        let out = std::fs::File::create(self.dir.join(format!("log/stdout-{}.log", self.starts)))
+            .unwrap();
         let child = Command::new("/usr/sbin/clickhouse-server")
             .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
             .current_dir(&self.dir)
@@ -359,9 +454,15 @@ impl ClickHouseServer {
         let started = Instant::now();
         while !self.ping() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("private clickhouse-server exited with {status}; see {}", self.dir.join("log").display());
+                panic!(
+                    "private clickhouse-server exited with {status}; see {}",
+                    self.dir.join("log").display()
+                );
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "private clickhouse-server did not answer within 60 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "private clickhouse-server did not answer within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -369,7 +470,10 @@ impl ClickHouseServer {
     /// SIGTERM, then waits until the process has exited and its port is closed.
     pub fn stop(&mut self, timeout: Duration) {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let started = Instant::now();
         loop {
             if child.try_wait().unwrap().is_some() {
@@ -383,7 +487,11 @@ impl ClickHouseServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         while self.port_open() {
-            assert!(started.elapsed() < timeout + Duration::from_secs(10), "port {} still open after the server stopped", self.http_port);
+            assert!(
+                started.elapsed() < timeout + Duration::from_secs(10),
+                "port {} still open after the server stopped",
+                self.http_port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -414,7 +522,10 @@ pub struct TopicMessage {
 
 impl TopicMessage {
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -432,11 +543,14 @@ pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicM
         .set("fetch.max.bytes", "67108864")
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
         }
     }
     consumer.assign(&tpl).unwrap();
@@ -447,7 +561,16 @@ pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicM
             let message = message.unwrap();
             let headers = message
                 .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push(TopicMessage {
                 partition: message.partition(),
@@ -466,20 +589,30 @@ pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicM
 /// Deletes topics, best effort (frees the broker's memory after a large test).
 pub async fn delete_topics(brokers: &str, topics: &[&str]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
-    let Ok(admin) = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).create::<AdminClient<rdkafka::client::DefaultClientContext>>()
+    let Ok(admin) = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create::<AdminClient<rdkafka::client::DefaultClientContext>>()
     else {
         return;
     };
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let _ = admin.delete_topics(topics, &options).await;
 }
 
 /// Publishes one raw message (any bytes) and waits for the broker's acknowledgement.
 pub async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
     producer
-        .send(FutureRecord::<(), [u8]>::to(topic).payload(payload), Duration::from_secs(10))
+        .send(
+            FutureRecord::<(), [u8]>::to(topic).payload(payload),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)
         .expect("produce a raw message");
@@ -493,18 +626,28 @@ impl ClickHouseServer {
     /// `true` if it had to be killed.
     pub fn stop_within(&mut self, grace: Duration) -> bool {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let started = Instant::now();
         let mut killed = false;
         while child.try_wait().unwrap().is_none() {
             if !killed && started.elapsed() > grace {
-                Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+                Command::new("kill")
+                    .args(["-KILL", &child.id().to_string()])
+                    .status()
+                    .unwrap();
                 killed = true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         while self.port_open() {
-            assert!(started.elapsed() < grace + Duration::from_secs(30), "port {} still open after the server stopped", self.http_port);
+            assert!(
+                started.elapsed() < grace + Duration::from_secs(30),
+                "port {} still open after the server stopped",
+                self.http_port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         killed

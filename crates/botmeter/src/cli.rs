@@ -111,16 +111,33 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP URL.
-    #[arg(long = "clickhouse-url", env = "BOTMETER_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long = "clickhouse-url",
+        env = "BOTMETER_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub url: String,
     /// Database holding botmeter's tables.
-    #[arg(long = "clickhouse-database", env = "BOTMETER_CLICKHOUSE_DATABASE", default_value = "botmeter")]
+    #[arg(
+        long = "clickhouse-database",
+        env = "BOTMETER_CLICKHOUSE_DATABASE",
+        default_value = "botmeter"
+    )]
     pub database: String,
     /// ClickHouse user.
-    #[arg(long = "clickhouse-user", env = "BOTMETER_CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        long = "clickhouse-user",
+        env = "BOTMETER_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub user: String,
     /// ClickHouse password (prefer the environment variable).
-    #[arg(long = "clickhouse-password", env = "BOTMETER_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long = "clickhouse-password",
+        env = "BOTMETER_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
 }
 
@@ -143,7 +160,11 @@ impl ClickHouseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
-    #[arg(long = "kafka-brokers", env = "BOTMETER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "BOTMETER_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     /// Control-plane topic.
     #[arg(long, env = "BOTMETER_CONTROL_TOPIC", default_value = model::topics::CONTROL)]
@@ -174,7 +195,11 @@ pub struct RunArgs {
     pub max_poll_interval_ms: u32,
     /// On resume, re-read this many messages before the stored position (skipping what is
     /// stored): tansu drops the rest of a record batch when a fetch starts inside it. 0 for Kafka.
-    #[arg(long, env = "BOTMETER_RESUME_REWIND_MESSAGES", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "BOTMETER_RESUME_REWIND_MESSAGES",
+        default_value_t = 10_000
+    )]
     pub resume_rewind_messages: i64,
     /// Largest traffic batch written in one insert, in messages.
     #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = 20_000)]
@@ -218,8 +243,15 @@ impl RunArgs {
     }
 
     fn settings(&self) -> anyhow::Result<RunSettings> {
-        anyhow::ensure!(self.batch_max_rows > 0, "--batch-max-rows must be at least 1, got 0");
-        anyhow::ensure!(self.traffic_partitions > 0, "--traffic-partitions must be at least 1, got {}", self.traffic_partitions);
+        anyhow::ensure!(
+            self.batch_max_rows > 0,
+            "--batch-max-rows must be at least 1, got 0"
+        );
+        anyhow::ensure!(
+            self.traffic_partitions > 0,
+            "--traffic-partitions must be at least 1, got {}",
+            self.traffic_partitions
+        );
         Ok(RunSettings {
             batch_max_rows: self.batch_max_rows,
             batch_max_wait_ms: self.batch_max_wait_ms,
@@ -291,19 +323,37 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         ..FleetConfig::default()
     };
     config.validate().context("invalid fleet")?;
-    anyhow::ensure!(args.rate != Some(0), "--rate must be at least 1 message per second, got 0");
+    anyhow::ensure!(
+        args.rate != Some(0),
+        "--rate must be at least 1 message per second, got 0"
+    );
     let fleet = generate(&config);
     ingest::admin::ensure_topics(
         &args.kafka.brokers,
-        &[(&args.kafka.control_topic, 1), (&args.kafka.traffic_topic, args.traffic_partitions), (&args.kafka.dead_letter_topic, 1)],
+        &[
+            (&args.kafka.control_topic, 1),
+            (&args.kafka.traffic_topic, args.traffic_partitions),
+            (&args.kafka.dead_letter_topic, 1),
+        ],
     )
     .await
     .context("failed to create the topics")?;
-    let report = publish(&fleet, &args.kafka.brokers, &args.kafka.control_topic, &args.kafka.traffic_topic, args.rate, !args.no_progress)
-        .await
-        .context("failed to publish the fleet")?;
-    std::fs::write(&args.truth_file, fleet.truth.to_json_pretty())
-        .with_context(|| format!("failed to write the ground truth to {}", args.truth_file.display()))?;
+    let report = publish(
+        &fleet,
+        &args.kafka.brokers,
+        &args.kafka.control_topic,
+        &args.kafka.traffic_topic,
+        args.rate,
+        !args.no_progress,
+    )
+    .await
+    .context("failed to publish the fleet")?;
+    std::fs::write(&args.truth_file, fleet.truth.to_json_pretty()).with_context(|| {
+        format!(
+            "failed to write the ground truth to {}",
+            args.truth_file.display()
+        )
+    })?;
     let truth = &fleet.truth;
     println!(
         "published {} control and {} traffic events ({:.0} msg/s) for {} owners; ground truth in {}",
@@ -319,7 +369,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 /// Installs the tracing subscriber.
 pub fn init_logging(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
-        eprintln!("warning: invalid --log filter {:?} ({e}); using info", args.log);
+        eprintln!(
+            "warning: invalid --log filter {:?} ({e}); using info",
+            args.log
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
     use std::io::IsTerminal as _;
@@ -339,15 +392,32 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { clickhouse } => {
             let config = clickhouse.config()?;
             let report = query::migrate(&config).await.context("failed to migrate")?;
-            println!("ClickHouse {} database {:?}: server {}", config.url, config.database, report.server_version);
+            println!(
+                "ClickHouse {} database {:?}: server {}",
+                config.url, config.database, report.server_version
+            );
             for m in &report.applied {
-                println!("  applied {:04}_{} ({} statements)", m.version, m.name, m.statements);
+                println!(
+                    "  applied {:04}_{} ({} statements)",
+                    m.version, m.name, m.statements
+                );
             }
-            println!("  {} already applied, {} applied now", report.already_applied.len(), report.applied.len());
+            println!(
+                "  {} already applied, {} applied now",
+                report.already_applied.len(),
+                report.applied.len()
+            );
         }
-        Command::Serve { clickhouse, listen, plan, api_keys_file, customer_metadata_key } => {
+        Command::Serve {
+            clickhouse,
+            listen,
+            plan,
+            api_keys_file,
+            customer_metadata_key,
+        } => {
             let config = clickhouse.config()?;
-            let mut state = query::AppState::new(&config).context("failed to build the API state")?;
+            let mut state =
+                query::AppState::new(&config).context("failed to build the API state")?;
             if let Some(path) = plan {
                 state = state.with_plan(query::api::Plan::load(&path).context("invalid --plan")?);
             }
@@ -357,19 +427,35 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 state = state.with_api_keys(keys);
             }
             if let Some(key) = customer_metadata_key {
-                state = state.with_customer_metadata_key(&key).map_err(anyhow::Error::msg).context("invalid --customer-metadata-key")?;
+                state = state
+                    .with_customer_metadata_key(&key)
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid --customer-metadata-key")?;
             }
-            println!("botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)");
-            query::serve(listen, state, shutdown_signal()).await.context("the HTTP API failed")?;
+            println!(
+                "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
+            );
+            query::serve(listen, state, shutdown_signal())
+                .await
+                .context("the HTTP API failed")?;
         }
         Command::Run(args) => run(args).await?,
         Command::Simulate(args) => simulate(args).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
-        Command::Reattribute { clickhouse, control_topic, from, to, no_progress } => {
+        Command::Reattribute {
+            clickhouse,
+            control_topic,
+            from,
+            to,
+            no_progress,
+        } => {
             let config = clickhouse.config()?;
             anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
-            let writer = query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
-            let report = crate::reattribute::reattribute(&writer, &control_topic, from, to, !no_progress).await?;
+            let writer =
+                query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
+            let report =
+                crate::reattribute::reattribute(&writer, &control_topic, from, to, !no_progress)
+                    .await?;
             println!(
                 "{} unattributed rows in [{from}, {to}): {} now attributed, {} with another reason, still unattributed: {:?}",
                 report.candidates, report.attributed, report.reason_changed, report.still_unattributed
@@ -383,21 +469,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let clickhouse = args.clickhouse.config()?;
     let kafka = args.kafka_config()?;
     let settings = args.settings()?;
-    let report = query::migrate(&clickhouse).await.context("failed to migrate ClickHouse at start-up")?;
+    let report = query::migrate(&clickhouse)
+        .await
+        .context("failed to migrate ClickHouse at start-up")?;
     info!(applied = report.applied.len(), "schema up to date");
     ingest::admin::ensure_topics(
         &kafka.brokers,
-        &[(&kafka.control_topic, 1), (&kafka.traffic_topic, args.traffic_partitions), (&kafka.dead_letter_topic, 1)],
+        &[
+            (&kafka.control_topic, 1),
+            (&kafka.traffic_topic, args.traffic_partitions),
+            (&kafka.dead_letter_topic, 1),
+        ],
     )
     .await
     .context("failed to create the topics")?;
-    let writer = query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
+    let writer =
+        query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(RunStats::default());
-    let prometheus = crate::ops::install_recorder().context("failed to install the metrics recorder")?;
+    let prometheus =
+        crate::ops::install_recorder().context("failed to install the metrics recorder")?;
     {
         let (stats, addr) = (stats.clone(), args.ops_listen);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to listen on --ops-listen {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on --ops-listen {addr}"))?;
         tokio::spawn(async move {
             info!(%addr, "operations endpoint listening (/metrics, /healthz, /readyz)");
             if let Err(e) = axum::serve(listener, crate::ops::router(stats, prometheus)).await {
@@ -426,9 +522,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let (stop_run, stats_run) = (stop.clone(), stats.clone());
-    tokio::task::spawn_blocking(move || pipeline::run(kafka, writer, settings, stop_run, stats_run))
-        .await
-        .context("the pipeline panicked")??;
+    tokio::task::spawn_blocking(move || {
+        pipeline::run(kafka, writer, settings, stop_run, stats_run)
+    })
+    .await
+    .context("the pipeline panicked")??;
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     info!(
         traffic_in = s(&stats.traffic_in),

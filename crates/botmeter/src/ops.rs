@@ -43,7 +43,9 @@ pub mod names {
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
         .install_recorder()?;
     Ok(handle)
 }
@@ -64,17 +66,35 @@ pub fn router(stats: Arc<RunStats>, prometheus: PrometheusHandle) -> Router {
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> impl IntoResponse {
-    metrics::gauge!(names::DEGRADED).set(if state.stats.degraded.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+    metrics::gauge!(names::DEGRADED).set(if state.stats.degraded.load(Ordering::Relaxed) {
+        1.0
+    } else {
+        0.0
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    )
 }
 
 async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     let (status, reason) = if state.stats.degraded.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "clickhouse writes are failing; traffic partitions are paused and retried")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "clickhouse writes are failing; traffic partitions are paused and retried",
+        )
     } else if !state.stats.started.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: rebuilding the ownership state")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: rebuilding the ownership state",
+        )
     } else {
         (StatusCode::OK, "ready")
     };
-    (status, Json(serde_json::json!({ "status": if status == StatusCode::OK { "ready" } else { "degraded" }, "reason": reason })))
+    (
+        status,
+        Json(
+            serde_json::json!({ "status": if status == StatusCode::OK { "ready" } else { "degraded" }, "reason": reason }),
+        ),
+    )
 }

@@ -47,7 +47,13 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { batch_max_rows: 20_000, batch_max_wait_ms: 250, max_backoff_ms: 10_000, control_lateness_ms: 1_000, eviction_grace_ms: 3_600_000 }
+        Self {
+            batch_max_rows: 20_000,
+            batch_max_wait_ms: 250,
+            max_backoff_ms: 10_000,
+            control_lateness_ms: 1_000,
+            eviction_grace_ms: 3_600_000,
+        }
     }
 }
 
@@ -89,42 +95,75 @@ struct ControlProgress {
 }
 
 /// Runs until `stop` is set, then flushes and returns.
-pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<AtomicBool>, stats: Arc<RunStats>) -> anyhow::Result<()> {
+pub fn run(
+    kafka: KafkaConfig,
+    writer: Writer,
+    settings: RunSettings,
+    stop: Arc<AtomicBool>,
+    stats: Arc<RunStats>,
+) -> anyhow::Result<()> {
     let handle = Handle::current();
     let dead_letters = Arc::new(DeadLetterProducer::new(&kafka)?);
 
     // The state is rebuilt from the audit log in ClickHouse, not by replaying the topic; the
     // control reader resumes after the stored positions.
-    let stored_control = retry_blocking(&handle, &stop, "read control positions", || writer.positions(&kafka.control_topic))?
-        .unwrap_or_default();
-    let history = retry_blocking(&handle, &stop, "read the control-event history", || writer.control_history(&kafka.control_topic))?
-        .unwrap_or_default();
+    let stored_control = retry_blocking(&handle, &stop, "read control positions", || {
+        writer.positions(&kafka.control_topic)
+    })?
+    .unwrap_or_default();
+    let history = retry_blocking(&handle, &stop, "read the control-event history", || {
+        writer.control_history(&kafka.control_topic)
+    })?
+    .unwrap_or_default();
     let (state, watermark) = rebuild_state(&history);
     info!(events = history.len(), stats = ?state.stats(), "ownership state rebuilt from ClickHouse");
     drop(history);
     let state = Arc::new(RwLock::new(state));
-    let progress = Arc::new(ControlProgress { watermark: Mutex::new(watermark), changed: Condvar::new() });
-    let start: HashMap<i32, i64> =
-        stored_control.iter().map(|(&partition, &last)| (partition, (last + 1 - kafka.resume_rewind_messages).max(0))).collect();
+    let progress = Arc::new(ControlProgress {
+        watermark: Mutex::new(watermark),
+        changed: Condvar::new(),
+    });
+    let start: HashMap<i32, i64> = stored_control
+        .iter()
+        .map(|(&partition, &last)| (partition, (last + 1 - kafka.resume_rewind_messages).max(0)))
+        .collect();
     let (control_consumer, control_partitions) = ingest::control_consumer(&kafka, &start)?;
     info!(partitions = ?control_partitions, stored = ?stored_control, "control reader assigned");
 
-    let shared = Shared { state, progress, writer: writer.clone(), dead_letters, stop: stop.clone(), stats: stats.clone(), handle: handle.clone() };
+    let shared = Shared {
+        state,
+        progress,
+        writer: writer.clone(),
+        dead_letters,
+        stop: stop.clone(),
+        stats: stats.clone(),
+        handle: handle.clone(),
+    };
     let control_thread = {
         let (shared, topic) = (shared.clone(), kafka.control_topic.clone());
         let max_backoff = Duration::from_millis(settings.max_backoff_ms);
-        std::thread::Builder::new().name("control".into()).spawn(move || {
-            control_loop(ControlLoop { consumer: control_consumer, topic, stored: stored_control, shared, max_backoff })
-        })?
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                control_loop(ControlLoop {
+                    consumer: control_consumer,
+                    topic,
+                    stored: stored_control,
+                    shared,
+                    max_backoff,
+                })
+            })?
     };
 
     let positions: ingest::PositionsFn = {
         let (writer, handle, stop) = (writer.clone(), handle.clone(), stop.clone());
         Arc::new(move |topic: &str| {
-            retry_blocking(&handle, &stop, "read traffic positions", || writer.positions(topic))
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            retry_blocking(&handle, &stop, "read traffic positions", || {
+                writer.positions(topic)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
         })
     };
     let traffic_consumer = ingest::traffic_consumer(&kafka, positions)?;
@@ -137,7 +176,9 @@ pub fn run(kafka: KafkaConfig, writer: Writer, settings: RunSettings, stop: Arc<
         settings,
     });
     stop.store(true, Ordering::SeqCst);
-    let control_result = control_thread.join().map_err(|_| anyhow::anyhow!("control reader panicked"))?;
+    let control_result = control_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("control reader panicked"))?;
     result.and(control_result)
 }
 
@@ -150,10 +191,15 @@ pub(crate) fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlW
         match query::rows::decode_control_row(row) {
             Ok(event) => {
                 state.apply(&event);
-                let max = watermark.max_time_us.entry(row.kafka_partition).or_insert(row.event_time_us);
+                let max = watermark
+                    .max_time_us
+                    .entry(row.kafka_partition)
+                    .or_insert(row.event_time_us);
                 *max = (*max).max(row.event_time_us);
             }
-            Err(e) => warn!(event_id = %row.event_id, error = %e, "stored control event no longer decodes; skipped"),
+            Err(e) => {
+                warn!(event_id = %row.event_id, error = %e, "stored control event no longer decodes; skipped")
+            }
         }
     }
     (state, watermark)
@@ -194,7 +240,12 @@ fn control_kind(event: &Event) -> &'static str {
 fn apply_control(state: &RwLock<OwnershipState>, event: &Event, stats: &RunStats) -> Vec<String> {
     let mut state = state.write().expect("state lock");
     let mut anomalies = Vec::new();
-    if let enrich::ApplyOutcome::OwnerChangeRejected { credential_id, owner_id, attempted_owner_id } = state.apply(event) {
+    if let enrich::ApplyOutcome::OwnerChangeRejected {
+        credential_id,
+        owner_id,
+        attempted_owner_id,
+    } = state.apply(event)
+    {
         stats.owner_change_attempts.fetch_add(1, Ordering::Relaxed);
         warn!(event_id = %event.event_id, credential_id, owner_id, attempted_owner_id, "credential owner change ignored");
         anomalies.push("owner_change_rejected".to_owned());
@@ -223,7 +274,9 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_millis(100);
         while rows.len() + letters.len() < 5_000 {
             let timeout = deadline.saturating_duration_since(Instant::now());
-            let Some(message) = ctx.consumer.poll(timeout) else { break };
+            let Some(message) = ctx.consumer.poll(timeout) else {
+                break;
+            };
             let message = message.with_context(|| format!("poll {}", ctx.topic))?;
             let (partition, offset) = (message.partition(), message.offset());
             if seen.get(&partition).is_some_and(|&last| offset <= last) {
@@ -233,7 +286,11 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
             ctx.shared.stats.control_in.fetch_add(1, Ordering::Relaxed);
             match decode(&message) {
                 Ok(event) if event.kind().is_traffic() => {
-                    letters.push(wrong_topic(&message, &event, "a traffic event on the control topic"));
+                    letters.push(wrong_topic(
+                        &message,
+                        &event,
+                        "a traffic event on the control topic",
+                    ));
                 }
                 Ok(event) => {
                     metrics::counter!(crate::ops::names::EVENTS, "topic" => "control", "kind" => control_kind(&event)).increment(1);
@@ -249,18 +306,33 @@ fn control_loop(ctx: ControlLoop) -> anyhow::Result<()> {
         if !letters.is_empty() {
             publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
-            let written = retry_blocking_with(&ctx.shared.handle, &ctx.shared.stop, "write dead letters", ctx.max_backoff, &ctx.shared.stats, || {
-                ctx.shared.writer.insert_dead_letters(&dead_rows)
-            })?;
+            let written = retry_blocking_with(
+                &ctx.shared.handle,
+                &ctx.shared.stop,
+                "write dead letters",
+                ctx.max_backoff,
+                &ctx.shared.stats,
+                || ctx.shared.writer.insert_dead_letters(&dead_rows),
+            )?;
             if written.is_none() {
                 break;
             }
-            ctx.shared.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+            ctx.shared
+                .stats
+                .dead_letters
+                .fetch_add(letters.len() as u64, Ordering::Relaxed);
         }
-        for run in contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time)) {
-            let written = retry_blocking_with(&ctx.shared.handle, &ctx.shared.stop, "write control events", ctx.max_backoff, &ctx.shared.stats, || {
-                ctx.shared.writer.insert_control(&run)
-            })?;
+        for run in contiguous_runs(rows, |row| {
+            (row.kafka_partition, row.kafka_offset, row.event_time)
+        }) {
+            let written = retry_blocking_with(
+                &ctx.shared.handle,
+                &ctx.shared.stop,
+                "write control events",
+                ctx.max_backoff,
+                &ctx.shared.stats,
+                || ctx.shared.writer.insert_control(&run),
+            )?;
             if written.is_none() {
                 return Ok(()); // stopping before the write landed: it is re-read on the next start
             }
@@ -296,11 +368,20 @@ struct TrafficLoop {
 /// position and its end (the broker's high watermark; approximate on tansu, whose high watermark
 /// is the start of the last record batch).
 fn record_lag(consumer: &BaseConsumer<ingest::TrafficContext>) {
-    let Ok(positions) = consumer.position() else { return };
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
     for element in positions.elements() {
-        let Offset::Offset(position) = element.offset() else { continue };
-        if let Ok((_, high)) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_millis(500)) {
-            metrics::gauge!(crate::ops::names::LAG, "partition" => element.partition().to_string()).set((high - position).max(0) as f64);
+        let Offset::Offset(position) = element.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) = consumer.fetch_watermarks(
+            element.topic(),
+            element.partition(),
+            Duration::from_millis(500),
+        ) {
+            metrics::gauge!(crate::ops::names::LAG, "partition" => element.partition().to_string())
+                .set((high - position).max(0) as f64);
         }
     }
 }
@@ -315,7 +396,9 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let mut topic = String::new();
         let mut commit: HashMap<i32, i64> = HashMap::new();
         let deadline = Instant::now() + Duration::from_millis(ctx.settings.batch_max_wait_ms);
-        while events.len() + letters.len() < ctx.settings.batch_max_rows && !ctx.shared.stop.load(Ordering::SeqCst) {
+        while events.len() + letters.len() < ctx.settings.batch_max_rows
+            && !ctx.shared.stop.load(Ordering::SeqCst)
+        {
             let timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() && (events.len() + letters.len()) > 0 {
                 break;
@@ -333,27 +416,42 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 // partitions now elsewhere; the new assignment re-reads from ClickHouse's
                 // positions, so they are dropped here, not lost.
                 if !events.is_empty() || !letters.is_empty() {
-                    info!(dropped = events.len() + letters.len(), "batch dropped after a rebalance");
+                    info!(
+                        dropped = events.len() + letters.len(),
+                        "batch dropped after a rebalance"
+                    );
                 }
                 events.clear();
                 letters.clear();
                 commit.clear();
                 generation = now_generation;
             }
-            if ctx.consumer.context().already_stored(message.partition(), message.offset()) {
+            if ctx
+                .consumer
+                .context()
+                .already_stored(message.partition(), message.offset())
+            {
                 continue; // re-read by the resume rewind, or redelivered: already handled
             }
             // tansu may deliver offsets again after a seek into a record batch: remember the
             // highest offset handed to a batch so a repeat is never written twice. (A dropped
             // batch is re-read after the rebalance, which resets this from ClickHouse.)
-            ctx.consumer.context().mark_stored(message.partition(), message.offset());
+            ctx.consumer
+                .context()
+                .mark_stored(message.partition(), message.offset());
             if topic.is_empty() {
                 topic = message.topic().to_owned();
             }
             commit.insert(message.partition(), message.offset() + 1);
             match decode(&message) {
-                Ok(event) if event.kind().is_traffic() => events.push((event, message.partition(), message.offset())),
-                Ok(event) => letters.push(wrong_topic(&message, &event, "a control-plane event on the traffic topic")),
+                Ok(event) if event.kind().is_traffic() => {
+                    events.push((event, message.partition(), message.offset()))
+                }
+                Ok(event) => letters.push(wrong_topic(
+                    &message,
+                    &event,
+                    "a control-plane event on the traffic topic",
+                )),
                 Err(letter) => letters.push(letter),
             }
         }
@@ -362,10 +460,17 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         }
         if ctx.consumer.context().generation() != generation {
             // A rebalance ran in the last (empty) poll: same as above.
-            info!(dropped = events.len() + letters.len(), "batch dropped after a rebalance");
+            info!(
+                dropped = events.len() + letters.len(),
+                "batch dropped after a rebalance"
+            );
             continue;
         }
-        let t_max = events.iter().map(|(event, _, _)| event.usage_time().timestamp_micros()).max().unwrap_or(i64::MIN);
+        let t_max = events
+            .iter()
+            .map(|(event, _, _)| event.usage_time().timestamp_micros())
+            .max()
+            .unwrap_or(i64::MIN);
         if !wait_for_control(&ctx, t_max) {
             break; // stopping: the batch was not written and will be re-read
         }
@@ -373,18 +478,28 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
             let state = ctx.shared.state.read().expect("state lock");
-            rows.extend(events.iter().map(|(event, partition, offset)| usage_row(&state, event, &topic, *partition, *offset, now)));
+            rows.extend(events.iter().map(|(event, partition, offset)| {
+                usage_row(&state, event, &topic, *partition, *offset, now)
+            }));
         }
         rows.extend(letters.iter().map(|l| dead_letter_usage_row(l, now)));
-        let (attributed, unattributed) = rows.iter().fold((0, 0), |(a, u), row| match row.status.as_str() {
-            status::ATTRIBUTED => (a + 1, u),
-            status::UNATTRIBUTED => (a, u + 1),
-            _ => (a, u),
-        });
+        let (attributed, unattributed) =
+            rows.iter()
+                .fold((0, 0), |(a, u), row| match row.status.as_str() {
+                    status::ATTRIBUTED => (a + 1, u),
+                    status::UNATTRIBUTED => (a, u + 1),
+                    _ => (a, u),
+                });
         if !letters.is_empty() {
             publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
-            match write_holding(&ctx, generation, std::slice::from_ref(&dead_rows), None, |rows| ctx.shared.writer.insert_dead_letters(rows))? {
+            match write_holding(
+                &ctx,
+                generation,
+                std::slice::from_ref(&dead_rows),
+                None,
+                |rows| ctx.shared.writer.insert_dead_letters(rows),
+            )? {
                 Written::All => {}
                 Written::Stopped => break,
                 Written::Rebalanced => continue,
@@ -392,11 +507,23 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         }
         let rows_summary = summarize(&rows);
         let write_started = Instant::now();
-        let runs = contiguous_runs(rows, |row| (row.kafka_partition, row.kafka_offset, row.event_time));
+        let runs = contiguous_runs(rows, |row| {
+            (row.kafka_partition, row.kafka_offset, row.event_time)
+        });
         fn usage_position(row: &UsageRow) -> (&str, i32, i64) {
-            (row.kafka_topic.as_str(), row.kafka_partition, row.kafka_offset)
+            (
+                row.kafka_topic.as_str(),
+                row.kafka_partition,
+                row.kafka_offset,
+            )
         }
-        match write_holding(&ctx, generation, &runs, Some(&usage_position as &dyn Fn(&UsageRow) -> (&str, i32, i64)), |rows| ctx.shared.writer.insert_usage(rows))? {
+        match write_holding(
+            &ctx,
+            generation,
+            &runs,
+            Some(&usage_position as &dyn Fn(&UsageRow) -> (&str, i32, i64)),
+            |rows| ctx.shared.writer.insert_usage(rows),
+        )? {
             Written::All => {}
             Written::Stopped => break,
             Written::Rebalanced => {
@@ -404,14 +531,32 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 continue;
             }
         }
-        metrics::histogram!(crate::ops::names::BATCH_SECONDS).record(write_started.elapsed().as_secs_f64());
-        metrics::histogram!(crate::ops::names::BATCH_ROWS).record((events.len() + letters.len()) as f64);
+        metrics::histogram!(crate::ops::names::BATCH_SECONDS)
+            .record(write_started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::ops::names::BATCH_ROWS)
+            .record((events.len() + letters.len()) as f64);
         record_traffic_metrics(&rows_summary);
-        ctx.shared.stats.traffic_in.fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
-        ctx.shared.stats.attributed.fetch_add(attributed, Ordering::Relaxed);
-        ctx.shared.stats.unattributed.fetch_add(unattributed, Ordering::Relaxed);
-        ctx.shared.stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
-        debug!(rows = events.len() + letters.len(), inserts = runs.len(), "traffic batch written");
+        ctx.shared
+            .stats
+            .traffic_in
+            .fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .attributed
+            .fetch_add(attributed, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .unattributed
+            .fetch_add(unattributed, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .dead_letters
+            .fetch_add(letters.len() as u64, Ordering::Relaxed);
+        debug!(
+            rows = events.len() + letters.len(),
+            inserts = runs.len(),
+            "traffic batch written"
+        );
         if last_lag.elapsed() >= Duration::from_secs(5) {
             record_lag(&ctx.consumer);
             last_lag = Instant::now();
@@ -426,9 +571,14 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 let stats = state.stats();
                 drop(state);
                 metrics::counter!(crate::ops::names::EVICTED).increment(evicted.total() as u64);
-                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "sessions").set(stats.sessions as f64);
-                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "endpoints").set(stats.endpoints as f64);
-                debug!(evicted = evicted.total(), "ended sessions and endpoints evicted");
+                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "sessions")
+                    .set(stats.sessions as f64);
+                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "endpoints")
+                    .set(stats.endpoints as f64);
+                debug!(
+                    evicted = evicted.total(),
+                    "ended sessions and endpoints evicted"
+                );
             }
             last_eviction = Instant::now();
         }
@@ -459,7 +609,8 @@ enum Written {
 /// insert is atomic). Runs are written in order, so a crash between two of them leaves every
 /// stored offset of a partition below its stored maximum durable: no gap to skip on resume.
 pub(crate) fn contiguous_runs<R>(rows: Vec<R>, key: impl Fn(&R) -> (i32, i64, u32)) -> Vec<Vec<R>> {
-    let mut by_partition: std::collections::BTreeMap<i32, Vec<R>> = std::collections::BTreeMap::new();
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<R>> =
+        std::collections::BTreeMap::new();
     for row in rows {
         by_partition.entry(key(&row).0).or_default().push(row);
     }
@@ -519,13 +670,18 @@ where
                 Ok(()) => break,
                 Err(e) => e,
             };
-            ctx.shared.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.shared
+                .stats
+                .write_errors
+                .fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::ops::names::CLICKHOUSE_ERRORS).increment(1);
             ctx.shared.stats.degraded.store(true, Ordering::SeqCst);
             warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "clickhouse write failed; partitions paused, retrying");
             if paused.is_none() {
                 let assignment = ctx.consumer.assignment().context("read the assignment")?;
-                ctx.consumer.pause(&assignment).context("pause the traffic partitions")?;
+                ctx.consumer
+                    .pause(&assignment)
+                    .context("pause the traffic partitions")?;
                 paused = Some(assignment);
             }
             let until = Instant::now() + backoff;
@@ -535,7 +691,11 @@ where
                 }
                 // Paused: serves heartbeats and rebalances, returns no messages of ours.
                 if let Some(Ok(message)) = ctx.consumer.poll(Duration::from_millis(100)) {
-                    debug!(partition = message.partition(), offset = message.offset(), "message while paused; it is re-read on resume");
+                    debug!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "message while paused; it is re-read on resume"
+                    );
                 }
             }
             if ctx.consumer.context().generation() != generation {
@@ -545,11 +705,19 @@ where
             if let (Some(position), Some(first)) = (position, run.first()) {
                 // A run is one partition in offset order: what is stored is a prefix of it.
                 let (topic, partition, _) = position(first);
-                if let Ok(stored) = ctx.shared.handle.block_on(ctx.shared.writer.positions(topic)) {
+                if let Ok(stored) = ctx
+                    .shared
+                    .handle
+                    .block_on(ctx.shared.writer.positions(topic))
+                {
                     if let Some(&last) = stored.get(&partition) {
                         let durable = run.partition_point(|row| position(row).2 <= last);
                         if durable > 0 {
-                            info!(partition, rows = durable, "part of a failed insert had landed; not written again");
+                            info!(
+                                partition,
+                                rows = durable,
+                                "part of a failed insert had landed; not written again"
+                            );
                         }
                         run = &run[durable..];
                         if run.is_empty() {
@@ -573,13 +741,20 @@ where
 /// batch, rewound and filtered like a fresh assignment (see `ingest::TrafficContext`).
 fn resume_after_pause(ctx: &TrafficLoop, assignment: &TopicPartitionList) -> anyhow::Result<()> {
     let positions = ctx.consumer.position().context("read positions")?;
-    ctx.consumer.resume(assignment).context("resume the traffic partitions")?;
+    ctx.consumer
+        .resume(assignment)
+        .context("resume the traffic partitions")?;
     for element in positions.elements() {
         if let Offset::Offset(next) = element.offset() {
             let context = ctx.consumer.context();
             context.mark_stored(element.partition(), next - 1);
             let start = ingest::start_offset(Some(next - 1), context.rewind());
-            if let Err(e) = ctx.consumer.seek(element.topic(), element.partition(), start, Duration::from_secs(10)) {
+            if let Err(e) = ctx.consumer.seek(
+                element.topic(),
+                element.partition(),
+                start,
+                Duration::from_secs(10),
+            ) {
                 warn!(partition = element.partition(), error = %e, "seek after resume failed");
             }
         }
@@ -593,11 +768,17 @@ fn resume_after_pause(ctx: &TrafficLoop, assignment: &TopicPartitionList) -> any
 /// lateness, so a control event published a little after its traffic is still waited for.
 /// Returns `false` when stopping.
 fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
-    let lateness_us = i64::try_from(ctx.settings.control_lateness_ms).unwrap_or(i64::MAX / 2).saturating_mul(1000);
+    let lateness_us = i64::try_from(ctx.settings.control_lateness_ms)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(1000);
     let started = Instant::now();
     let mut warned = false;
     loop {
-        let highs = match ingest::high_watermarks(&ctx.consumer, &ctx.control_topic, &ctx.control_partitions) {
+        let highs = match ingest::high_watermarks(
+            &ctx.consumer,
+            &ctx.control_topic,
+            &ctx.control_partitions,
+        ) {
             Ok(highs) => highs,
             Err(e) => {
                 warn!(error = %e, "cannot read control high watermarks; retrying");
@@ -614,7 +795,9 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
                 .copied()
                 .filter(|p| {
                     let past_t = watermark.max_time_us.get(p).is_some_and(|&max| max >= t_us);
-                    let at_end = highs.get(p).is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high);
+                    let at_end = highs
+                        .get(p)
+                        .is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high);
                     !(past_t || (at_end && now_us.saturating_sub(lateness_us) >= t_us))
                 })
                 .collect();
@@ -625,10 +808,19 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
                 return false;
             }
             if !warned && started.elapsed() > Duration::from_secs(5) {
-                warn!(?behind, "traffic waits for the control plane to be read past its time");
+                warn!(
+                    ?behind,
+                    "traffic waits for the control plane to be read past its time"
+                );
                 warned = true;
             }
-            watermark = ctx.shared.progress.changed.wait_timeout(watermark, Duration::from_millis(20)).expect("progress lock").0;
+            watermark = ctx
+                .shared
+                .progress
+                .changed
+                .wait_timeout(watermark, Duration::from_millis(20))
+                .expect("progress lock")
+                .0;
         }
     }
 }
@@ -645,7 +837,10 @@ fn decode(message: &BorrowedMessage<'_>) -> Result<Event, DeadLetter> {
             partition: message.partition(),
             offset: message.offset(),
             reason_kind: "oversized".into(),
-            reason: format!("message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", payload.len()),
+            reason: format!(
+                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                payload.len()
+            ),
             payload: payload.to_vec(),
         });
     }
@@ -684,7 +879,14 @@ fn seconds(t: DateTime<Utc>) -> u32 {
     u32::try_from(t.timestamp()).unwrap_or(0)
 }
 
-fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32, offset: i64, now: u32) -> UsageRow {
+fn usage_row(
+    state: &OwnershipState,
+    event: &Event,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    now: u32,
+) -> UsageRow {
     let t = event.usage_time();
     let (conn, endpoint_id, http) = match &event.body {
         EventBody::Http(http) => (&http.conn, http.endpoint_id.as_deref(), Some(http)),
@@ -731,13 +933,31 @@ fn usage_row(state: &OwnershipState, event: &Event, topic: &str, partition: i32,
 
 /// Writes a resolution's outcome into a usage row (status, reason, flags and the chain's ids).
 pub(crate) fn set_attribution(row: &mut UsageRow, resolution: &enrich::Resolution) {
-    row.status = if resolution.unattributed.is_some() { status::UNATTRIBUTED } else { status::ATTRIBUTED }.to_owned();
-    row.unattributed_reason = resolution.unattributed.map(|r| r.as_str().to_owned()).unwrap_or_default();
-    row.flags = resolution.flags.iter().map(|f| f.as_str().to_owned()).collect();
+    row.status = if resolution.unattributed.is_some() {
+        status::UNATTRIBUTED
+    } else {
+        status::ATTRIBUTED
+    }
+    .to_owned();
+    row.unattributed_reason = resolution
+        .unattributed
+        .map(|r| r.as_str().to_owned())
+        .unwrap_or_default();
+    row.flags = resolution
+        .flags
+        .iter()
+        .map(|f| f.as_str().to_owned())
+        .collect();
     row.owner_id = resolution.owner_id.clone().unwrap_or_default();
-    row.owner_kind = resolution.owner_kind.map(|k| k.as_str().to_owned()).unwrap_or_default();
+    row.owner_kind = resolution
+        .owner_kind
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_default();
     row.credential_id = resolution.credential_id.clone().unwrap_or_default();
-    row.credential_kind = resolution.credential_kind.map(|k| k.as_str().to_owned()).unwrap_or_default();
+    row.credential_kind = resolution
+        .credential_kind
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_default();
     row.session_id = resolution.session_id.clone().unwrap_or_default();
     if let Some(endpoint_id) = &resolution.endpoint_id {
         row.endpoint_id.clone_from(endpoint_id);
@@ -782,12 +1002,20 @@ fn control_row(event: &Event, message: &BorrowedMessage<'_>, anomalies: Vec<Stri
     let object = event.object.as_ref();
     let object_id = match &event.body {
         EventBody::AgentSession { session, .. } => session.session.id.clone(),
-        _ => object.and_then(|o| o.get("id")).and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+        _ => object
+            .and_then(|o| o.get("id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
     };
     let owner_id = match &event.body {
         EventBody::Credential { credential, .. } => credential.owner_id.clone(),
         EventBody::BotUser { bot_user, .. } => bot_user.id.clone(),
-        EventBody::Endpoint { endpoint, .. } => endpoint.principal.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+        EventBody::Endpoint { endpoint, .. } => endpoint
+            .principal
+            .as_ref()
+            .map(|p| p.id.clone())
+            .unwrap_or_default(),
         _ => String::new(),
     };
     ControlRow {
@@ -828,7 +1056,10 @@ fn summarize(rows: &[UsageRow]) -> BatchSummary {
         };
         *summary.by_event.entry(kind).or_default() += 1;
         if row.status == status::UNATTRIBUTED {
-            *summary.unattributed.entry(row.unattributed_reason.clone()).or_default() += 1;
+            *summary
+                .unattributed
+                .entry(row.unattributed_reason.clone())
+                .or_default() += 1;
         }
         for flag in &row.flags {
             *summary.flagged.entry(flag.clone()).or_default() += 1;
@@ -850,7 +1081,10 @@ fn record_traffic_metrics(summary: &BatchSummary) {
     }
 }
 
-fn publish_dead_letters(producer: &DeadLetterProducer, letters: &[DeadLetter]) -> anyhow::Result<()> {
+fn publish_dead_letters(
+    producer: &DeadLetterProducer,
+    letters: &[DeadLetter],
+) -> anyhow::Result<()> {
     for letter in letters {
         metrics::counter!(crate::ops::names::DEAD_LETTERS, "reason" => letter.reason_kind.clone(), "topic" => letter.topic.clone()).increment(1);
         warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset, reason = %letter.reason, "dead letter");
@@ -877,17 +1111,36 @@ fn dead_letter_rows(letters: &[DeadLetter]) -> Vec<DeadLetterRow> {
         .collect()
 }
 
-fn retry_blocking<T, F, Fut>(handle: &Handle, stop: &AtomicBool, what: &str, f: F) -> anyhow::Result<Option<T>>
+fn retry_blocking<T, F, Fut>(
+    handle: &Handle,
+    stop: &AtomicBool,
+    what: &str,
+    f: F,
+) -> anyhow::Result<Option<T>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = query::Result<T>>,
 {
-    retry_blocking_with(handle, stop, what, Duration::from_secs(5), &RunStats::default(), f)
+    retry_blocking_with(
+        handle,
+        stop,
+        what,
+        Duration::from_secs(5),
+        &RunStats::default(),
+        f,
+    )
 }
 
 /// Runs an async ClickHouse call from a polling thread, retrying with exponential backoff until
 /// it succeeds (`Some`) or `stop` is set (`None`).
-fn retry_blocking_with<T, F, Fut>(handle: &Handle, stop: &AtomicBool, what: &str, max_backoff: Duration, stats: &RunStats, mut f: F) -> anyhow::Result<Option<T>>
+fn retry_blocking_with<T, F, Fut>(
+    handle: &Handle,
+    stop: &AtomicBool,
+    what: &str,
+    max_backoff: Duration,
+    stats: &RunStats,
+    mut f: F,
+) -> anyhow::Result<Option<T>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = query::Result<T>>,
@@ -923,10 +1176,28 @@ mod tests {
     fn runs_are_per_partition_in_offset_order_and_split_at_month_changes() {
         let dec = 1_767_225_599; // 2025-12-31T23:59:59Z
         let jan = 1_767_225_600; // 2026-01-01T00:00:00Z
-        // (partition, offset, time)
-        let rows = vec![(1, 11, jan), (0, 3, dec), (0, 1, dec), (1, 10, jan), (0, 2, jan), (0, 4, dec)];
+                                 // (partition, offset, time)
+        let rows = vec![
+            (1, 11, jan),
+            (0, 3, dec),
+            (0, 1, dec),
+            (1, 10, jan),
+            (0, 2, jan),
+            (0, 4, dec),
+        ];
         let runs = contiguous_runs(rows, |r| *r);
-        let offsets: Vec<Vec<(i32, i64)>> = runs.iter().map(|run| run.iter().map(|r| (r.0, r.1)).collect()).collect();
-        assert_eq!(offsets, vec![vec![(0, 1)], vec![(0, 2)], vec![(0, 3), (0, 4)], vec![(1, 10), (1, 11)]]);
+        let offsets: Vec<Vec<(i32, i64)>> = runs
+            .iter()
+            .map(|run| run.iter().map(|r| (r.0, r.1)).collect())
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![
+                vec![(0, 1)],
+                vec![(0, 2)],
+                vec![(0, 3), (0, 4)],
+                vec![(1, 10), (1, 11)]
+            ]
+        );
     }
 }

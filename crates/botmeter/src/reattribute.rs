@@ -33,22 +33,46 @@ pub struct ReattributeReport {
 const PAIRS_PER_INSERT: usize = 5_000;
 
 /// Restates unattributed usage with `event_time` in `[from, to)`.
-pub async fn reattribute(writer: &Writer, control_topic: &str, from: DateTime<Utc>, to: DateTime<Utc>, progress: bool) -> anyhow::Result<ReattributeReport> {
+pub async fn reattribute(
+    writer: &Writer,
+    control_topic: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    progress: bool,
+) -> anyhow::Result<ReattributeReport> {
     anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
-    let seconds = |t: DateTime<Utc>| u32::try_from(t.timestamp()).map_err(|_| anyhow::anyhow!("{t} is outside ClickHouse's DateTime range"));
-    let history = writer.control_history(control_topic).await.context("failed to read the control-event history")?;
+    let seconds = |t: DateTime<Utc>| {
+        u32::try_from(t.timestamp())
+            .map_err(|_| anyhow::anyhow!("{t} is outside ClickHouse's DateTime range"))
+    };
+    let history = writer
+        .control_history(control_topic)
+        .await
+        .context("failed to read the control-event history")?;
     let (state, _) = rebuild_state(&history);
     drop(history);
-    let rows = writer.unattributed_rows(seconds(from)?, seconds(to)?).await.context("failed to read unattributed usage")?;
+    let rows = writer
+        .unattributed_rows(seconds(from)?, seconds(to)?)
+        .await
+        .context("failed to read unattributed usage")?;
     let current = current_rows(rows);
 
-    let bar = if progress { ProgressBar::new(current.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if progress {
+        ProgressBar::new(current.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} reattributing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} reattributing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
-    let mut report = ReattributeReport { candidates: current.len() as u64, ..ReattributeReport::default() };
+    let mut report = ReattributeReport {
+        candidates: current.len() as u64,
+        ..ReattributeReport::default()
+    };
     let now = u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX);
     // One insert per ClickHouse partition (month of event_time): an insert is atomic only
     // within one partition.
@@ -56,20 +80,29 @@ pub async fn reattribute(writer: &Writer, control_topic: &str, from: DateTime<Ut
     for original in current {
         bar.inc(1);
         let t = DateTime::from_timestamp_micros(original.event_time_us).unwrap_or_default();
-        let endpoint_hint = (!original.endpoint_id.is_empty()).then_some(original.endpoint_id.as_str());
+        let endpoint_hint =
+            (!original.endpoint_id.is_empty()).then_some(original.endpoint_id.as_str());
         let port = (original.port != 0).then_some(original.port);
         let resolution = state.resolve(&original.hostname, port, endpoint_hint, t);
         let mut restated = original.clone();
         set_attribution(&mut restated, &resolution);
-        if restated.status == original.status && restated.unattributed_reason == original.unattributed_reason {
-            *report.still_unattributed.entry(original.unattributed_reason.clone()).or_default() += 1;
+        if restated.status == original.status
+            && restated.unattributed_reason == original.unattributed_reason
+        {
+            *report
+                .still_unattributed
+                .entry(original.unattributed_reason.clone())
+                .or_default() += 1;
             continue;
         }
         if resolution.unattributed.is_none() {
             report.attributed += 1;
         } else {
             report.reason_changed += 1;
-            *report.still_unattributed.entry(restated.unattributed_reason.clone()).or_default() += 1;
+            *report
+                .still_unattributed
+                .entry(restated.unattributed_reason.clone())
+                .or_default() += 1;
         }
         restated.ingested_at = now;
         let mut cancel = original;
@@ -80,12 +113,18 @@ pub async fn reattribute(writer: &Writer, control_topic: &str, from: DateTime<Ut
         batch.push(cancel);
         batch.push(restated);
         if batch.len() >= 2 * PAIRS_PER_INSERT {
-            writer.insert_usage(batch).await.context("failed to write restated usage")?;
+            writer
+                .insert_usage(batch)
+                .await
+                .context("failed to write restated usage")?;
             batch.clear();
         }
     }
     for batch in pending.values().filter(|b| !b.is_empty()) {
-        writer.insert_usage(batch).await.context("failed to write restated usage")?;
+        writer
+            .insert_usage(batch)
+            .await
+            .context("failed to write restated usage")?;
     }
     bar.finish_and_clear();
     Ok(report)
@@ -96,15 +135,30 @@ pub async fn reattribute(writer: &Writer, control_topic: &str, from: DateTime<Ut
 fn current_rows(rows: Vec<UsageRow>) -> Vec<UsageRow> {
     let mut by_position: HashMap<(String, i32, i64), (i64, Option<UsageRow>)> = HashMap::new();
     for row in rows {
-        let entry = by_position.entry((row.kafka_topic.clone(), row.kafka_partition, row.kafka_offset)).or_default();
+        let entry = by_position
+            .entry((
+                row.kafka_topic.clone(),
+                row.kafka_partition,
+                row.kafka_offset,
+            ))
+            .or_default();
         entry.0 += i64::from(row.sign);
         if row.sign > 0 {
             entry.1 = Some(row);
         }
     }
-    let mut current: Vec<UsageRow> =
-        by_position.into_values().filter(|(net, _)| *net > 0).filter_map(|(_, row)| row).collect();
-    current.sort_by(|a, b| (&a.kafka_topic, a.kafka_partition, a.kafka_offset).cmp(&(&b.kafka_topic, b.kafka_partition, b.kafka_offset)));
+    let mut current: Vec<UsageRow> = by_position
+        .into_values()
+        .filter(|(net, _)| *net > 0)
+        .filter_map(|(_, row)| row)
+        .collect();
+    current.sort_by(|a, b| {
+        (&a.kafka_topic, a.kafka_partition, a.kafka_offset).cmp(&(
+            &b.kafka_topic,
+            b.kafka_partition,
+            b.kafka_offset,
+        ))
+    });
     current
 }
 
@@ -152,5 +206,4 @@ mod tests {
         assert_eq!(offsets, [1, 3]);
         assert!(current.iter().all(|r| r.sign == 1));
     }
-
 }

@@ -85,7 +85,11 @@ pub struct ReconcileArgs {
     /// How long to keep reading the last record batch of each partition after the last message
     /// arrived, to find the partition's true end (some brokers' high watermark is the start of
     /// the last batch), in milliseconds.
-    #[arg(long, env = "BOTMETER_RECONCILE_TAIL_QUIET_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "BOTMETER_RECONCILE_TAIL_QUIET_MS",
+        default_value_t = 1_000
+    )]
     pub tail_quiet_ms: u64,
 }
 
@@ -149,7 +153,8 @@ pub fn compare(kafka: Option<KafkaPartition>, stored: Option<&StoredPartition>) 
     // `max - min + 1` offsets; the difference, plus the offsets from the low watermark to the
     // first stored one, are the gaps.
     let lowest = kafka.map_or(stored.min_offset, |k| k.low.min(stored.min_offset));
-    findings.gaps = non_negative(stored.max_offset - lowest + 1).saturating_sub(stored.stored_positions);
+    findings.gaps =
+        non_negative(stored.max_offset - lowest + 1).saturating_sub(stored.stored_positions);
     match kafka {
         None => findings.unknown_partition = true,
         Some(kafka) => {
@@ -179,12 +184,19 @@ pub struct GapFinder {
 impl GapFinder {
     /// Collects at most `limit` ranges; `low` is Kafka's low watermark, when Kafka has the partition.
     pub fn new(low: Option<i64>, limit: usize) -> Self {
-        Self { low, next: None, limit, ranges: Vec::new() }
+        Self {
+            low,
+            next: None,
+            limit,
+            ranges: Vec::new(),
+        }
     }
 
     /// Takes the next stored offset; breaks once `limit` ranges are found.
     pub fn push(&mut self, offset: i64) -> ControlFlow<()> {
-        let next = *self.next.get_or_insert(self.low.map_or(offset, |low| low.min(offset)));
+        let next = *self
+            .next
+            .get_or_insert(self.low.map_or(offset, |low| low.min(offset)));
         if offset > next {
             self.ranges.push((next, offset - 1));
         }
@@ -229,8 +241,14 @@ pub struct TopicReport {
 }
 
 /// Joins both sides of one topic, partition by partition.
-pub fn topic_report(topic: &str, role: TopicRole, kafka: &BTreeMap<i32, KafkaPartition>, stored: Vec<StoredPartition>) -> TopicReport {
-    let mut stored: BTreeMap<i32, StoredPartition> = stored.into_iter().map(|s| (s.partition_id, s)).collect();
+pub fn topic_report(
+    topic: &str,
+    role: TopicRole,
+    kafka: &BTreeMap<i32, KafkaPartition>,
+    stored: Vec<StoredPartition>,
+) -> TopicReport {
+    let mut stored: BTreeMap<i32, StoredPartition> =
+        stored.into_iter().map(|s| (s.partition_id, s)).collect();
     let ids: BTreeSet<i32> = kafka.keys().chain(stored.keys()).copied().collect();
     let partitions = ids
         .into_iter()
@@ -238,10 +256,20 @@ pub fn topic_report(topic: &str, role: TopicRole, kafka: &BTreeMap<i32, KafkaPar
             let kafka = kafka.get(&partition).copied();
             let stored = stored.remove(&partition);
             let findings = compare(kafka, stored.as_ref());
-            PartitionReport { partition, kafka, stored, findings, gap_ranges: Vec::new() }
+            PartitionReport {
+                partition,
+                kafka,
+                stored,
+                findings,
+                gap_ranges: Vec::new(),
+            }
         })
         .collect();
-    TopicReport { topic: topic.to_owned(), role, partitions }
+    TopicReport {
+        topic: topic.to_owned(),
+        role,
+        partitions,
+    }
 }
 
 /// How many gap ranges the report names per partition.
@@ -278,11 +306,17 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     if let (Some(from), Some(to)) = (args.from, args.to) {
         anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
     }
-    anyhow::ensure!(args.tail_quiet_ms > 0, "--tail-quiet-ms must be at least 1, got 0");
+    anyhow::ensure!(
+        args.tail_quiet_ms > 0,
+        "--tail-quiet-ms must be at least 1, got 0"
+    );
     let from_secs = args.from.map_or(0, |t| t.timestamp());
     let to_secs = args.to.map_or(i64::MAX, |t| t.timestamp());
     let writer = Writer::new(&clickhouse).context("failed to build the ClickHouse client")?;
-    let topics = [(args.kafka.traffic_topic.clone(), TopicRole::Traffic), (args.kafka.control_topic.clone(), TopicRole::Control)];
+    let topics = [
+        (args.kafka.traffic_topic.clone(), TopicRole::Traffic),
+        (args.kafka.control_topic.clone(), TopicRole::Control),
+    ];
 
     // ClickHouse before Kafka: rows written meanwhile then show as lag, not as offsets past the end.
     let mut stored = Vec::new();
@@ -313,16 +347,41 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             writer
                 .for_each_stored_offset(topic, partition.partition, |offset| finder.push(offset))
                 .await
-                .with_context(|| format!("failed to read the stored offsets of {topic} partition {}", partition.partition))?;
+                .with_context(|| {
+                    format!(
+                        "failed to read the stored offsets of {topic} partition {}",
+                        partition.partition
+                    )
+                })?;
             partition.gap_ranges = finder.into_ranges();
         }
         reports.push(report);
     }
 
-    let window = Window { from: args.from, to: args.to };
-    print!("{}", render(&clickhouse.url, &clickhouse.database, &args.kafka.brokers, window, &reports, args.expect_caught_up));
-    let mismatch = reports.iter().flat_map(|r| &r.partitions).any(|p| p.findings.is_mismatch(args.expect_caught_up));
-    Ok(if mismatch { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let window = Window {
+        from: args.from,
+        to: args.to,
+    };
+    print!(
+        "{}",
+        render(
+            &clickhouse.url,
+            &clickhouse.database,
+            &args.kafka.brokers,
+            window,
+            &reports,
+            args.expect_caught_up
+        )
+    );
+    let mismatch = reports
+        .iter()
+        .flat_map(|r| &r.partitions)
+        .any(|p| p.findings.is_mismatch(args.expect_caught_up));
+    Ok(if mismatch {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Low watermark and true end of every partition of `topics`.
@@ -331,7 +390,11 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 /// batch + 1. So each non-empty partition is read from `max(low, high - 1)` (the start of its last
 /// batch there, the last message on Kafka) until nothing arrives for `quiet`, and the end is the
 /// last offset seen + 1. Only the last batch is read. No group is joined and nothing is committed.
-fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, KafkaPartition>>> {
+fn read_kafka(
+    brokers: &str,
+    topics: &[String],
+    quiet: Duration,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, KafkaPartition>>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Required by librdkafka even for assign(); never joined, nothing committed.
@@ -346,14 +409,23 @@ fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Resu
     let mut tpl = TopicPartitionList::new();
     let mut pending = BTreeSet::new();
     for topic in topics {
-        let partitions = ingest::partitions_of(&consumer, topic).with_context(|| format!("failed to list the partitions of {topic}"))?;
+        let partitions = ingest::partitions_of(&consumer, topic)
+            .with_context(|| format!("failed to list the partitions of {topic}"))?;
         let sides = out.entry(topic.clone()).or_default();
         for partition in partitions {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .with_context(|| format!("failed to read the watermarks of {topic} partition {partition}"))?;
+                .with_context(|| {
+                    format!("failed to read the watermarks of {topic} partition {partition}")
+                })?;
             debug!(topic, partition, low, high, "watermarks");
-            sides.insert(partition, KafkaPartition { low, end: high.max(low) });
+            sides.insert(
+                partition,
+                KafkaPartition {
+                    low,
+                    end: high.max(low),
+                },
+            );
             if high > low {
                 tpl.add_partition_offset(topic, partition, Offset::Offset((high - 1).max(low)))
                     .with_context(|| format!("failed to position {topic} partition {partition}"))?;
@@ -364,18 +436,26 @@ fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Resu
     if tpl.count() == 0 {
         return Ok(out);
     }
-    consumer.assign(&tpl).context("failed to assign the partitions' tails")?;
+    consumer
+        .assign(&tpl)
+        .context("failed to assign the partitions' tails")?;
     let started = Instant::now();
     let mut last_arrival = started;
     loop {
         let waited = last_arrival.elapsed();
-        if (pending.is_empty() && waited >= quiet) || waited >= TAIL_FIRST_MESSAGE_WAIT.max(quiet) || started.elapsed() >= TAIL_MAX {
+        if (pending.is_empty() && waited >= quiet)
+            || waited >= TAIL_FIRST_MESSAGE_WAIT.max(quiet)
+            || started.elapsed() >= TAIL_MAX
+        {
             break;
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let (topic, partition) = (message.topic(), message.partition());
-                if let Some(side) = out.get_mut(topic).and_then(|sides| sides.get_mut(&partition)) {
+                if let Some(side) = out
+                    .get_mut(topic)
+                    .and_then(|sides| sides.get_mut(&partition))
+                {
                     side.end = side.end.max(message.offset() + 1);
                 }
                 pending.remove(&(topic.to_owned(), partition));
@@ -386,7 +466,10 @@ fn read_kafka(brokers: &str, topics: &[String], quiet: Duration) -> anyhow::Resu
         }
     }
     for (topic, partition) in &pending {
-        warn!(topic, partition, "no message arrived from the last batch; its end is the high watermark");
+        warn!(
+            topic,
+            partition, "no message arrived from the last batch; its end is the high watermark"
+        );
     }
     debug!(elapsed_ms = started.elapsed().as_millis() as u64, ends = ?out, "kafka ends read");
     Ok(out)
@@ -401,19 +484,42 @@ struct Window {
 
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = |t: Option<DateTime<Utc>>, open: &str| t.map_or_else(|| open.to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        let at = |t: Option<DateTime<Utc>>, open: &str| {
+            t.map_or_else(
+                || open.to_owned(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            )
+        };
         match (self.from, self.to) {
             (None, None) => f.write_str("every row (no --from/--to)"),
-            (from, to) => write!(f, "rows with event_time in [{}, {})", at(from, "-inf"), at(to, "+inf")),
+            (from, to) => write!(
+                f,
+                "rows with event_time in [{}, {})",
+                at(from, "-inf"),
+                at(to, "+inf")
+            ),
         }
     }
 }
 
 /// The readable report: one table per topic, then each mismatch spelled out, then the verdict.
-fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, reports: &[TopicReport], expect_caught_up: bool) -> String {
+fn render(
+    clickhouse_url: &str,
+    database: &str,
+    brokers: &str,
+    window: Window,
+    reports: &[TopicReport],
+    expect_caught_up: bool,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Reconciling Kafka {brokers} with ClickHouse {clickhouse_url} database {database}");
-    let _ = writeln!(out, "Outcome counts: {window}. Duplicates, lost and gaps: every stored position.");
+    let _ = writeln!(
+        out,
+        "Reconciling Kafka {brokers} with ClickHouse {clickhouse_url} database {database}"
+    );
+    let _ = writeln!(
+        out,
+        "Outcome counts: {window}. Duplicates, lost and gaps: every stored position."
+    );
     let mut problems = Vec::new();
     let mut lag = 0;
     for report in reports {
@@ -451,18 +557,37 @@ fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, r
             } else {
                 "ok"
             };
-            let mut row = vec![p.partition.to_string(), p.kafka.map_or_else(|| "-".to_owned(), |k| format!("{}..{}", k.low, k.end))];
+            let mut row = vec![
+                p.partition.to_string(),
+                p.kafka
+                    .map_or_else(|| "-".to_owned(), |k| format!("{}..{}", k.low, k.end)),
+            ];
             row.extend(values.iter().map(i64::to_string));
             row.push(status.to_owned());
             rows.push(row);
             lag += f.not_consumed;
             problems.extend(describe(&report.topic, p, expect_caught_up));
         }
-        let ok = report.partitions.iter().all(|p| !p.findings.is_mismatch(expect_caught_up));
+        let ok = report
+            .partitions
+            .iter()
+            .all(|p| !p.findings.is_mismatch(expect_caught_up));
         let mut total = vec!["total".to_owned(), "-".to_owned()];
         total.extend(totals.iter().map(i64::to_string));
-        let behind = report.partitions.iter().any(|p| p.findings.not_consumed > 0);
-        total.push(if !ok { "MISMATCH" } else if behind { "behind" } else { "ok" }.to_owned());
+        let behind = report
+            .partitions
+            .iter()
+            .any(|p| p.findings.not_consumed > 0);
+        total.push(
+            if !ok {
+                "MISMATCH"
+            } else if behind {
+                "behind"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+        );
         rows.push(total);
         out.push_str(&table(&header, &rows));
     }
@@ -474,7 +599,11 @@ fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, r
         for problem in &problems {
             let _ = writeln!(out, "  {problem}");
         }
-        let _ = writeln!(out, "MISMATCH: {} problem(s) above; {lag} messages not consumed yet.", problems.len());
+        let _ = writeln!(
+            out,
+            "MISMATCH: {} problem(s) above; {lag} messages not consumed yet.",
+            problems.len()
+        );
     }
     out
 }
@@ -482,7 +611,11 @@ fn render(clickhouse_url: &str, database: &str, brokers: &str, window: Window, r
 fn outcome_values(role: TopicRole, stored: Option<&StoredPartition>) -> Vec<i64> {
     let s = |f: fn(&StoredPartition) -> i64| stored.map_or(0, f);
     match role {
-        TopicRole::Traffic => vec![s(|s| s.window_attributed), s(|s| s.window_unattributed), s(|s| s.window_dead_letters)],
+        TopicRole::Traffic => vec![
+            s(|s| s.window_attributed),
+            s(|s| s.window_unattributed),
+            s(|s| s.window_dead_letters),
+        ],
         TopicRole::Control => vec![s(|s| s.window_control_events), s(|s| s.window_dead_letters)],
     }
 }
@@ -503,32 +636,65 @@ fn describe(topic: &str, p: &PartitionReport, expect_caught_up: bool) -> Vec<Str
         shown.join(", ")
     };
     if f.duplicates > 0 {
-        lines.push(format!("{at}: {} duplicate position(s) (rows netting to more than one): {}", f.duplicates, sample(|net| net > 1)));
+        lines.push(format!(
+            "{at}: {} duplicate position(s) (rows netting to more than one): {}",
+            f.duplicates,
+            sample(|net| net > 1)
+        ));
     }
     if f.lost > 0 {
-        lines.push(format!("{at}: {} lost position(s) (stored, but rows netting to less than one): {}", f.lost, sample(|net| net < 1)));
+        lines.push(format!(
+            "{at}: {} lost position(s) (stored, but rows netting to less than one): {}",
+            f.lost,
+            sample(|net| net < 1)
+        ));
     }
     if f.gaps > 0 {
         let ranges: Vec<String> = p
             .gap_ranges
             .iter()
-            .map(|&(first, last)| if first == last { format!("offset {first}") } else { format!("offsets {first}..={last}") })
+            .map(|&(first, last)| {
+                if first == last {
+                    format!("offset {first}")
+                } else {
+                    format!("offsets {first}..={last}")
+                }
+            })
             .collect();
-        let more = if p.gap_ranges.len() >= GAP_RANGES_SHOWN { ", … (the first ranges only)" } else { "" };
-        lines.push(format!("{at}: {} offset(s) missing (gaps, no row at all): {}{more}", f.gaps, ranges.join(", ")));
+        let more = if p.gap_ranges.len() >= GAP_RANGES_SHOWN {
+            ", … (the first ranges only)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{at}: {} offset(s) missing (gaps, no row at all): {}{more}",
+            f.gaps,
+            ranges.join(", ")
+        ));
     }
     if f.expired > 0 {
-        lines.push(format!("{at}: {} message(s) left Kafka (retention) before botmeter stored them", f.expired));
+        lines.push(format!(
+            "{at}: {} message(s) left Kafka (retention) before botmeter stored them",
+            f.expired
+        ));
     }
     if f.beyond_end > 0 {
         let end = p.kafka.map_or(0, |k| k.end);
-        lines.push(format!("{at}: {} stored offset(s) at or past Kafka's end {end} (was the topic recreated?)", f.beyond_end));
+        lines.push(format!(
+            "{at}: {} stored offset(s) at or past Kafka's end {end} (was the topic recreated?)",
+            f.beyond_end
+        ));
     }
     if f.unknown_partition {
-        lines.push(format!("{at}: rows stored for a partition Kafka does not have"));
+        lines.push(format!(
+            "{at}: rows stored for a partition Kafka does not have"
+        ));
     }
     if expect_caught_up && f.not_consumed > 0 {
-        lines.push(format!("{at}: {} message(s) not consumed yet (--expect-caught-up)", f.not_consumed));
+        lines.push(format!(
+            "{at}: {} message(s) not consumed yet (--expect-caught-up)",
+            f.not_consumed
+        ));
     }
     lines
 }
@@ -599,12 +765,24 @@ mod tests {
     #[test]
     fn lag_is_reported_and_fails_only_when_caught_up_is_expected() {
         let f = compare(kafka(0, 100), Some(&stored(0, 89, 90)));
-        assert_eq!(f, Findings { not_consumed: 10, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                not_consumed: 10,
+                ..Findings::default()
+            }
+        );
         assert!(!f.is_mismatch(false));
         assert!(f.is_mismatch(true));
         // Nothing stored yet: the whole partition is lag.
         let f = compare(kafka(0, 7), None);
-        assert_eq!(f, Findings { not_consumed: 7, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                not_consumed: 7,
+                ..Findings::default()
+            }
+        );
         // An empty partition with nothing stored is fine.
         assert_eq!(compare(kafka(0, 0), None), Findings::default());
         assert_eq!(compare(None, None), Findings::default());
@@ -639,10 +817,24 @@ mod tests {
     #[test]
     fn messages_expired_before_they_were_stored() {
         let f = compare(kafka(50, 60), Some(&stored(0, 19, 20)));
-        assert_eq!(f, Findings { expired: 30, not_consumed: 10, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                expired: 30,
+                not_consumed: 10,
+                ..Findings::default()
+            }
+        );
         assert!(f.is_mismatch(false));
         let f = compare(kafka(5, 8), None);
-        assert_eq!(f, Findings { expired: 5, not_consumed: 3, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                expired: 5,
+                not_consumed: 3,
+                ..Findings::default()
+            }
+        );
     }
 
     #[test]
@@ -651,14 +843,27 @@ mod tests {
         s.duplicate_positions = 1;
         s.lost_positions = 2;
         let f = compare(kafka(0, 10), Some(&s));
-        assert_eq!(f, Findings { duplicates: 1, lost: 2, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                duplicates: 1,
+                lost: 2,
+                ..Findings::default()
+            }
+        );
         assert!(f.is_mismatch(false));
     }
 
     #[test]
     fn stored_offsets_past_the_end_or_in_an_unknown_partition() {
         let f = compare(kafka(0, 5), Some(&stored(0, 9, 10)));
-        assert_eq!(f, Findings { beyond_end: 5, ..Findings::default() });
+        assert_eq!(
+            f,
+            Findings {
+                beyond_end: 5,
+                ..Findings::default()
+            }
+        );
         assert!(f.is_mismatch(false));
         let f = compare(None, Some(&stored(0, 9, 9)));
         assert!(f.unknown_partition);
@@ -696,10 +901,19 @@ mod tests {
 
     #[test]
     fn report_joins_partitions_of_both_sides() {
-        let sides: BTreeMap<i32, KafkaPartition> = [(0, KafkaPartition { low: 0, end: 10 }), (1, KafkaPartition { low: 0, end: 0 })].into();
+        let sides: BTreeMap<i32, KafkaPartition> = [
+            (0, KafkaPartition { low: 0, end: 10 }),
+            (1, KafkaPartition { low: 0, end: 0 }),
+        ]
+        .into();
         let mut only_stored = stored(0, 4, 5);
         only_stored.partition_id = 2;
-        let report = topic_report("t", TopicRole::Traffic, &sides, vec![stored(0, 9, 10), only_stored]);
+        let report = topic_report(
+            "t",
+            TopicRole::Traffic,
+            &sides,
+            vec![stored(0, 9, 10), only_stored],
+        );
         let ids: Vec<i32> = report.partitions.iter().map(|p| p.partition).collect();
         assert_eq!(ids, vec![0, 1, 2]);
         assert!(!report.partitions[0].findings.is_mismatch(true));
@@ -709,31 +923,71 @@ mod tests {
 
     #[test]
     fn render_names_partition_offset_and_verdict() {
-        let sides: BTreeMap<i32, KafkaPartition> = [(0, KafkaPartition { low: 0, end: 10 }), (1, KafkaPartition { low: 0, end: 10 })].into();
+        let sides: BTreeMap<i32, KafkaPartition> = [
+            (0, KafkaPartition { low: 0, end: 10 }),
+            (1, KafkaPartition { low: 0, end: 10 }),
+        ]
+        .into();
         let mut dup = stored(0, 9, 10);
         dup.partition_id = 1;
         dup.duplicate_positions = 1;
         dup.bad_sample = vec![(4, 2)];
-        let mut report = topic_report("it.traffic", TopicRole::Traffic, &sides, vec![stored(0, 9, 8), dup]);
+        let mut report = topic_report(
+            "it.traffic",
+            TopicRole::Traffic,
+            &sides,
+            vec![stored(0, 9, 8), dup],
+        );
         report.partitions[0].gap_ranges = vec![(3, 4)];
-        let text = render("http://ch", "db", "k:9092", Window { from: None, to: None }, &[report], false);
-        assert!(text.contains("it.traffic partition 1: 1 duplicate position(s)"), "{text}");
+        let text = render(
+            "http://ch",
+            "db",
+            "k:9092",
+            Window {
+                from: None,
+                to: None,
+            },
+            &[report],
+            false,
+        );
+        assert!(
+            text.contains("it.traffic partition 1: 1 duplicate position(s)"),
+            "{text}"
+        );
         assert!(text.contains("offset 4 nets to 2 rows"), "{text}");
-        assert!(text.contains("it.traffic partition 0: 2 offset(s) missing (gaps, no row at all): offsets 3..=4"), "{text}");
+        assert!(
+            text.contains(
+                "it.traffic partition 0: 2 offset(s) missing (gaps, no row at all): offsets 3..=4"
+            ),
+            "{text}"
+        );
         assert!(text.lines().any(|l| l.starts_with("MISMATCH")), "{text}");
-        let total = text.lines().find(|l| l.trim_start().starts_with("total")).unwrap();
+        let total = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("total"))
+            .unwrap();
         let cells: Vec<&str> = total.split_whitespace().collect();
         // total, offsets, messages, stored, attributed, unattributed, dead letters, duplicates, lost, gaps, not consumed, status
-        assert_eq!(cells, ["total", "-", "20", "18", "18", "0", "0", "1", "0", "2", "0", "MISMATCH"], "{text}");
+        assert_eq!(
+            cells,
+            ["total", "-", "20", "18", "18", "0", "0", "1", "0", "2", "0", "MISMATCH"],
+            "{text}"
+        );
     }
 
     #[test]
     fn render_of_a_clean_run_says_ok() {
         let sides: BTreeMap<i32, KafkaPartition> = [(0, KafkaPartition { low: 0, end: 12 })].into();
         let report = topic_report("c", TopicRole::Control, &sides, vec![stored(0, 9, 10)]);
-        let window = Window { from: Some(DateTime::from_timestamp(0, 0).unwrap()), to: None };
+        let window = Window {
+            from: Some(DateTime::from_timestamp(0, 0).unwrap()),
+            to: None,
+        };
         let text = render("http://ch", "db", "k:9092", window, &[report], false);
-        assert!(text.contains("rows with event_time in [1970-01-01T00:00:00Z, +inf)"), "{text}");
+        assert!(
+            text.contains("rows with event_time in [1970-01-01T00:00:00Z, +inf)"),
+            "{text}"
+        );
         assert!(text.contains("OK: every stored position nets to exactly one row, no gaps; 2 messages not consumed yet."), "{text}");
         assert!(text.lines().any(|l| l.ends_with("behind")), "{text}");
     }

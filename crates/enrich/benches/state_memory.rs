@@ -18,11 +18,17 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use botmeter_enrich::{OwnershipState, Resolution};
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 
-const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "proud", "silly", "witty"];
-const NOUNS: &[&str] = &["otter", "falcon", "badger", "heron", "lynx", "marmot", "newt", "panda", "quokka", "raven", "tapir", "walrus"];
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "proud",
+    "silly", "witty",
+];
+const NOUNS: &[&str] = &[
+    "otter", "falcon", "badger", "heron", "lynx", "marmot", "newt", "panda", "quokka", "raven",
+    "tapir", "walrus",
+];
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// SplitMix64: deterministic, dependency-free randomness.
@@ -58,7 +64,11 @@ fn id(prefix: &str, kind: u64, i: usize) -> String {
 
 fn hostname(i: usize) -> String {
     let mut rng = Rng(0xB0B ^ i as u64);
-    format!("{}-{}-{i}.ngrok.app", ADJECTIVES[rng.below(ADJECTIVES.len())], NOUNS[rng.below(NOUNS.len())])
+    format!(
+        "{}-{}-{i}.ngrok.app",
+        ADJECTIVES[rng.below(ADJECTIVES.len())],
+        NOUNS[rng.below(NOUNS.len())]
+    )
 }
 
 fn owner(n_bots: usize, c: usize) -> String {
@@ -97,7 +107,11 @@ impl Fleet {
     fn credential_event(&self, c: usize) -> String {
         let at = self.at(self.bots + c);
         // Half the credentials restrict binds to ngrok.app subdomains, half allow everything.
-        let acl = if c.is_multiple_of(2) { r#"["bind:*.ngrok.app"]"# } else { "[]" };
+        let acl = if c.is_multiple_of(2) {
+            r#"["bind:*.ngrok.app"]"#
+        } else {
+            "[]"
+        };
         format!(
             r#"{{"event_id":"ev_c{c}","event_type":"tunnel_credential_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","description":"agent {c}","metadata":"","created_at":"{at}","owner_id":"{}","acl":{acl},"token":"secret"}}}}"#,
             id("cr_", 2, c),
@@ -117,7 +131,11 @@ impl Fleet {
     fn endpoint_event(&self, s: usize) -> String {
         let at = self.at(self.bots + self.credentials + 2 * s + 1);
         // One endpoint in fifty is labeled.
-        let labels = if s.is_multiple_of(50) { format!(r#","labels":{{"app":"svc-{}"}}"#, s % 7) } else { String::new() };
+        let labels = if s.is_multiple_of(50) {
+            format!(r#","labels":{{"app":"svc-{}"}}"#, s % 7)
+        } else {
+            String::new()
+        };
         format!(
             r#"{{"event_id":"ev_e{s}","event_type":"endpoint_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","url":"https://{}","proto":"https","tunnel_session":{{"id":"{}"}},"principal":{{"id":"{}"}},"created_at":"{at}"{labels}}}}}"#,
             id("ep_", 4, s),
@@ -146,7 +164,8 @@ impl Fleet {
 
     /// After every event of the fleet.
     fn now(&self) -> DateTime<Utc> {
-        self.base + Duration::milliseconds((self.bots + self.credentials + 2 * self.sessions + 1) as i64)
+        self.base
+            + Duration::milliseconds((self.bots + self.credentials + 2 * self.sessions + 1) as i64)
     }
 }
 
@@ -165,7 +184,10 @@ fn memory() -> Memory {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    Memory { rss_kb: field("VmRSS:"), hwm_kb: field("VmHWM:") }
+    Memory {
+        rss_kb: field("VmRSS:"),
+        hwm_kb: field("VmHWM:"),
+    }
 }
 
 fn mb(kb: u64) -> f64 {
@@ -201,7 +223,9 @@ impl Names {
     }
 
     fn iter(&self) -> impl Iterator<Item = &str> {
-        self.ends.iter().scan(0, |start, &end| Some(&self.text[std::mem::replace(start, end)..end]))
+        self.ends.iter().scan(0, |start, &end| {
+            Some(&self.text[std::mem::replace(start, end)..end])
+        })
     }
 }
 
@@ -221,11 +245,20 @@ impl Table {
         let started = Instant::now();
         let mut attributed = 0;
         for _ in 0..PASSES {
-            attributed += names.iter().filter(|name| black_box(resolve(name)).unattributed.is_none()).count();
+            attributed += names
+                .iter()
+                .filter(|name| black_box(resolve(name)).unattributed.is_none())
+                .count();
         }
         let count = PASSES * names.ends.len();
         let ns = started.elapsed().as_nanos() as f64 / count as f64;
-        self.row(&format!("resolve {what} (ns/resolve)"), format!("{ns:.0}  ({:.2} M/s, {attributed}/{count} attributed)", 1e3 / ns));
+        self.row(
+            &format!("resolve {what} (ns/resolve)"),
+            format!(
+                "{ns:.0}  ({:.2} M/s, {attributed}/{count} attributed)",
+                1e3 / ns
+            ),
+        );
     }
 
     fn memory(&mut self, what: &str, state: &OwnershipState) -> Memory {
@@ -233,7 +266,13 @@ impl Table {
         let stats = state.stats();
         self.row(
             &format!("RSS {what} (MiB)"),
-            format!("{:.1}  ({} sessions / {} endpoints, heap_bytes() {:.1} MiB)", mb(m.rss_kb), stats.sessions, stats.endpoints, state.heap_bytes() as f64 / (1024.0 * 1024.0)),
+            format!(
+                "{:.1}  ({} sessions / {} endpoints, heap_bytes() {:.1} MiB)",
+                mb(m.rss_kb),
+                stats.sessions,
+                stats.endpoints,
+                state.heap_bytes() as f64 / (1024.0 * 1024.0)
+            ),
         );
         m
     }
@@ -267,15 +306,36 @@ fn main() {
     let events = fleet.bots + fleet.credentials + 2 * fleet.sessions;
     let after = memory();
     let stats = state.stats();
-    table.row("sessions / endpoints / credentials / bots", format!("{} / {} / {} / {}", stats.sessions, stats.endpoints, stats.credentials, stats.bot_users));
+    table.row(
+        "sessions / endpoints / credentials / bots",
+        format!(
+            "{} / {} / {} / {}",
+            stats.sessions, stats.endpoints, stats.credentials, stats.bot_users
+        ),
+    );
     table.row("RSS before (MiB)", format!("{:.1}", mb(before.rss_kb)));
     table.row("RSS after build (MiB)", format!("{:.1}", mb(after.rss_kb)));
-    table.row("peak RSS during build, VmHWM (MiB)", format!("{:.1}", mb(after.hwm_kb)));
+    table.row(
+        "peak RSS during build, VmHWM (MiB)",
+        format!("{:.1}", mb(after.hwm_kb)),
+    );
     let state_bytes = after.rss_kb.saturating_sub(before.rss_kb) * 1024;
-    table.row("state RSS, after - before (MiB)", format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)));
-    table.row("bytes per session + endpoint (RSS delta / N)", format!("{:.0}", state_bytes as f64 / n as f64));
-    table.row("state heap estimate, heap_bytes() (MiB)", format!("{:.1}", state.heap_bytes() as f64 / (1024.0 * 1024.0)));
-    table.row("decode + apply (events/s)", format!("{:.0}", events as f64 / build.as_secs_f64()));
+    table.row(
+        "state RSS, after - before (MiB)",
+        format!("{:.1}", state_bytes as f64 / (1024.0 * 1024.0)),
+    );
+    table.row(
+        "bytes per session + endpoint (RSS delta / N)",
+        format!("{:.0}", state_bytes as f64 / n as f64),
+    );
+    table.row(
+        "state heap estimate, heap_bytes() (MiB)",
+        format!("{:.1}", state.heap_bytes() as f64 / (1024.0 * 1024.0)),
+    );
+    table.row(
+        "decode + apply (events/s)",
+        format!("{:.0}", events as f64 / build.as_secs_f64()),
+    );
 
     // Resolve on random live hostnames (and endpoint ids, and unknown hostnames) at a time when
     // every endpoint is live. A quarter of a million queries, each run four times: enough to time,
@@ -296,9 +356,15 @@ fn main() {
     }
     let now = fleet.now();
     table.time_resolves("by hostname", &hosts, |h| state.resolve(h, None, None, now));
-    table.time_resolves("by hostname, 1000 hot ones", &hot, |h| state.resolve(h, None, None, now));
-    table.time_resolves("by endpoint id", &endpoint_ids, |e| state.resolve("", None, Some(e), now));
-    table.time_resolves("unknown hostname", &misses, |h| state.resolve(h, Some(443), None, now));
+    table.time_resolves("by hostname, 1000 hot ones", &hot, |h| {
+        state.resolve(h, None, None, now)
+    });
+    table.time_resolves("by endpoint id", &endpoint_ids, |e| {
+        state.resolve("", None, Some(e), now)
+    });
+    table.time_resolves("unknown hostname", &misses, |h| {
+        state.resolve(h, Some(443), None, now)
+    });
     drop((hosts, hot, endpoint_ids, misses));
 
     // Churn: 1% of the sessions stop and their endpoints go away, then half; once the grace has
@@ -307,9 +373,19 @@ fn main() {
     let grace_chrono = Duration::from_std(grace).expect("grace fits");
     let started = Instant::now();
     let noop = state.evict_ended(now, grace);
-    table.row("evict_ended, nothing ended (ms)", format!("{:.1}  ({} evicted)", started.elapsed().as_secs_f64() * 1e3, noop.total()));
+    table.row(
+        "evict_ended, nothing ended (ms)",
+        format!(
+            "{:.1}  ({} evicted)",
+            started.elapsed().as_secs_f64() * 1e3,
+            noop.total()
+        ),
+    );
     let mut clock = now;
-    for (what, ended) in [("1% ended", (1..n).step_by(100).collect::<Vec<_>>()), ("half ended", (0..n).step_by(2).collect())] {
+    for (what, ended) in [
+        ("1% ended", (1..n).step_by(100).collect::<Vec<_>>()),
+        ("half ended", (0..n).step_by(2).collect()),
+    ] {
         clock += Duration::seconds(1);
         for &s in &ended {
             for json in fleet.end_events(s, clock) {
@@ -321,18 +397,30 @@ fn main() {
         let evicted = state.evict_ended(clock, grace);
         table.row(
             &format!("evict_ended, {what} (ms)"),
-            format!("{:.1}  ({} sessions + {} endpoints, {} names freed)", started.elapsed().as_secs_f64() * 1e3, evicted.sessions, evicted.endpoints, evicted.names),
+            format!(
+                "{:.1}  ({} sessions + {} endpoints, {} names freed)",
+                started.elapsed().as_secs_f64() * 1e3,
+                evicted.sessions,
+                evicted.endpoints,
+                evicted.names
+            ),
         );
     }
     table.memory("after eviction", &state);
-    let refill = Fleet { base: clock, ..fleet };
+    let refill = Fleet {
+        base: clock,
+        ..fleet
+    };
     let evicted = n - state.stats().sessions;
     for s in n..n + evicted {
         apply(&mut state, &refill.session_event(s));
         apply(&mut state, &refill.endpoint_event(s));
     }
     let end = table.memory("after as many new ones", &state);
-    table.row("peak RSS over the run, VmHWM (MiB)", format!("{:.1}", mb(end.hwm_kb)));
+    table.row(
+        "peak RSS over the run, VmHWM (MiB)",
+        format!("{:.1}", mb(end.hwm_kb)),
+    );
 
     println!();
     println!("| measure (N = {n}) | value |");

@@ -30,7 +30,9 @@ pub struct EvictionConfig {
 impl Default for EvictionConfig {
     /// One hour.
     fn default() -> Self {
-        Self { grace_ms: 60 * 60 * 1000 }
+        Self {
+            grace_ms: 60 * 60 * 1000,
+        }
     }
 }
 
@@ -87,7 +89,11 @@ impl OwnershipState {
             .filter(|(_, interval)| interval.as_ref().is_some_and(|i| i.end < cutoff))
             .map(|(k, _)| IntervalIdx::new(k))
             .collect();
-        let stopped_sessions = self.sessions.iter().filter(|(_, s)| s.credential.is_some() && s.stopped_at < cutoff).count();
+        let stopped_sessions = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.credential.is_some() && s.stopped_at < cutoff)
+            .count();
         if ended.is_empty() && stopped_sessions == 0 {
             return evicted;
         }
@@ -97,7 +103,10 @@ impl OwnershipState {
             if std::mem::replace(&mut host_done[host.index()], true) {
                 continue;
             }
-            let chain: Vec<IntervalIdx> = self.host_intervals(host).filter(|&c| self.interval(c).end >= cutoff).collect();
+            let chain: Vec<IntervalIdx> = self
+                .host_intervals(host)
+                .filter(|&c| self.interval(c).end >= cutoff)
+                .collect();
             *self.hosts.value_mut(host) = chain.first().copied();
             for pair in chain.windows(2) {
                 self.interval_mut(pair[0]).next = Some(pair[1]);
@@ -148,13 +157,17 @@ impl OwnershipState {
                 credential_marks[credential.index()] = true;
             }
         }
-        evicted.names += self.credentials.retain(|sym, credential| credential.is_some() || credential_marks[sym.index()]);
+        evicted.names += self
+            .credentials
+            .retain(|sym, credential| credential.is_some() || credential_marks[sym.index()]);
         for (_, credential) in self.credentials.iter() {
             if let Some(credential) = credential {
                 owner_marks[credential.owner.index()] = true;
             }
         }
-        evicted.names += self.owners.retain(|sym, bot| bot.is_some() || owner_marks[sym.index()]);
+        evicted.names += self
+            .owners
+            .retain(|sym, bot| bot.is_some() || owner_marks[sym.index()]);
         if self.free_intervals.len() > self.intervals.len() / 2 {
             self.shrink_intervals();
         }
@@ -196,12 +209,25 @@ mod tests {
     /// both end at `end` (session stop and endpoint deletion), or stay live.
     fn fleet(entries: &[(&str, Option<DateTime<Utc>>)]) -> OwnershipState {
         let mut state = OwnershipState::new();
-        state.apply(&control("bot_user_created.v0", at(0, 0), json!({"id": "bot_a", "name": "ci"})));
-        state.apply(&control("tunnel_credential_created.v0", at(0, 0), json!({"id": "cr_a", "owner_id": "bot_a"})));
+        state.apply(&control(
+            "bot_user_created.v0",
+            at(0, 0),
+            json!({"id": "bot_a", "name": "ci"}),
+        ));
+        state.apply(&control(
+            "tunnel_credential_created.v0",
+            at(0, 0),
+            json!({"id": "cr_a", "owner_id": "bot_a"}),
+        ));
         for (name, end) in entries {
-            let session = json!({"session": {"id": format!("ts_{name}")}, "credential": {"id": "cr_a"}});
+            let session =
+                json!({"session": {"id": format!("ts_{name}")}, "credential": {"id": "cr_a"}});
             let endpoint = json!({"id": format!("ep_{name}"), "host": format!("{name}.example.com"), "tunnel_session": {"id": format!("ts_{name}")}});
-            state.apply(&control("agent_session_start.v0", at(1, 0), session.clone()));
+            state.apply(&control(
+                "agent_session_start.v0",
+                at(1, 0),
+                session.clone(),
+            ));
             state.apply(&control("endpoint_created.v0", at(1, 0), endpoint.clone()));
             if let Some(end) = *end {
                 state.apply(&control("endpoint_deleted.v0", end, endpoint));
@@ -217,27 +243,62 @@ mod tests {
 
     #[test]
     fn ended_before_the_grace_is_evicted_inside_is_kept_and_live_is_kept() {
-        let mut state = fleet(&[("old", Some(at(10, 0))), ("recent", Some(at(11, 30))), ("live", None)]);
-        assert_eq!(owner_at(&state, "old.example.com", at(9, 59)).as_deref(), Some("bot_a"));
+        let mut state = fleet(&[
+            ("old", Some(at(10, 0))),
+            ("recent", Some(at(11, 30))),
+            ("live", None),
+        ]);
+        assert_eq!(
+            owner_at(&state, "old.example.com", at(9, 59)).as_deref(),
+            Some("bot_a")
+        );
         let evicted = state.evict_ended(at(12, 0), HOUR);
-        assert_eq!((evicted.sessions, evicted.endpoints, evicted.total()), (1, 1, 2));
+        assert_eq!(
+            (evicted.sessions, evicted.endpoints, evicted.total()),
+            (1, 1, 2)
+        );
         // ep_old, old.example.com and ts_old.
         assert_eq!(evicted.names, 3);
         assert_eq!(state.stats().sessions, 2);
         assert_eq!(state.stats().endpoints, 2);
 
         // Gone: traffic older than the grace is unattributed, by hostname and by id.
-        assert_eq!(state.resolve("old.example.com", None, None, at(9, 59)).unattributed, Some(UnattributedReason::NoEndpoint));
-        assert_eq!(state.resolve("", None, Some("ep_old"), at(9, 59)).unattributed, Some(UnattributedReason::NoEndpoint));
+        assert_eq!(
+            state
+                .resolve("old.example.com", None, None, at(9, 59))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_old"), at(9, 59))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
         assert_eq!(state.sessions.get("ts_old"), None);
         // Ended inside the grace: still resolves, with its session.
         let recent = state.resolve("recent.example.com", None, None, at(11, 29));
-        assert_eq!((recent.owner_id.as_deref(), recent.session_id.as_deref()), (Some("bot_a"), Some("ts_recent")));
-        assert_eq!(state.resolve("", None, Some("ep_recent"), at(11, 29)).owner_id.as_deref(), Some("bot_a"));
+        assert_eq!(
+            (recent.owner_id.as_deref(), recent.session_id.as_deref()),
+            (Some("bot_a"), Some("ts_recent"))
+        );
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_recent"), at(11, 29))
+                .owner_id
+                .as_deref(),
+            Some("bot_a")
+        );
         // Live: kept.
-        assert_eq!(owner_at(&state, "live.example.com", at(12, 0)).as_deref(), Some("bot_a"));
+        assert_eq!(
+            owner_at(&state, "live.example.com", at(12, 0)).as_deref(),
+            Some("bot_a")
+        );
         // Credentials and bot users are kept.
-        assert_eq!(state.credential_owner("cr_a").map(|(owner, _)| owner), Some("bot_a"));
+        assert_eq!(
+            state.credential_owner("cr_a").map(|(owner, _)| owner),
+            Some("bot_a")
+        );
         assert_eq!(state.owner_name("bot_a"), Some("ci"));
     }
 
@@ -249,22 +310,40 @@ mod tests {
         state.apply(&control("agent_session_stop.v0", at(11, 0), solo));
         assert_eq!(state.evict_ended(at(12, 0), HOUR), Evicted::default());
         assert!(state.sessions.get("ts_solo").is_some());
-        assert_eq!(owner_at(&state, "edge.example.com", at(10, 59)).as_deref(), Some("bot_a"));
+        assert_eq!(
+            owner_at(&state, "edge.example.com", at(10, 59)).as_deref(),
+            Some("bot_a")
+        );
         let evicted = state.evict_ended(at(12, 0) + chrono::Duration::microseconds(1), HOUR);
         assert_eq!(evicted.total(), 3);
         state.check_invariants();
-        assert_eq!(state.stats(), crate::StateStats { bot_users: 1, credentials: 1, sessions: 0, endpoints: 0 });
+        assert_eq!(
+            state.stats(),
+            crate::StateStats {
+                bot_users: 1,
+                credentials: 1,
+                sessions: 0,
+                endpoints: 0
+            }
+        );
     }
 
     #[test]
     fn a_stopped_session_stays_while_a_kept_endpoint_names_it() {
         let mut state = fleet(&[("lingering", None)]);
         // The stop was seen, the endpoint's deletion was not.
-        state.apply(&control("agent_session_stop.v0", at(2, 0), json!({"session": {"id": "ts_lingering"}, "credential": {"id": "cr_a"}})));
+        state.apply(&control(
+            "agent_session_stop.v0",
+            at(2, 0),
+            json!({"session": {"id": "ts_lingering"}, "credential": {"id": "cr_a"}}),
+        ));
         let before = state.resolve("lingering.example.com", None, None, at(12, 0));
         let evicted = state.evict_ended(at(12, 0), HOUR);
         assert_eq!(evicted, Evicted::default());
-        assert_eq!(state.resolve("lingering.example.com", None, None, at(12, 0)), before);
+        assert_eq!(
+            state.resolve("lingering.example.com", None, None, at(12, 0)),
+            before
+        );
         assert_eq!(before.session_id.as_deref(), Some("ts_lingering"));
         assert_eq!(state.stats().sessions, 1);
     }
@@ -277,17 +356,45 @@ mod tests {
         assert_eq!(free_sessions, 2);
         // A hostname comes back with a new endpoint and session; the old slots are reused.
         for e in [
-            control("agent_session_start.v0", at(12, 0), json!({"session": {"id": "ts_new"}, "credential": {"id": "cr_a"}})),
-            control("endpoint_created.v0", at(12, 0), json!({"id": "ep_new", "host": "a.example.com", "tunnel_session": {"id": "ts_new"}})),
+            control(
+                "agent_session_start.v0",
+                at(12, 0),
+                json!({"session": {"id": "ts_new"}, "credential": {"id": "cr_a"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                at(12, 0),
+                json!({"id": "ep_new", "host": "a.example.com", "tunnel_session": {"id": "ts_new"}}),
+            ),
         ] {
             state.apply(&e);
         }
         assert_eq!(state.sessions.slots() - state.sessions.len(), 1);
         let r = state.resolve("a.example.com", None, None, at(12, 30));
-        assert_eq!((r.endpoint_id.as_deref(), r.session_id.as_deref(), r.owner_id.as_deref()), (Some("ep_new"), Some("ts_new"), Some("bot_a")));
-        assert_eq!(state.resolve("a.example.com", None, None, at(1, 30)).unattributed, Some(UnattributedReason::NoEndpoint));
-        assert_eq!(owner_at(&state, "keep.example.com", at(12, 30)).as_deref(), Some("bot_a"));
-        assert_eq!(state.resolve("b.example.com", None, None, at(12, 30)).unattributed, Some(UnattributedReason::NoEndpoint));
+        assert_eq!(
+            (
+                r.endpoint_id.as_deref(),
+                r.session_id.as_deref(),
+                r.owner_id.as_deref()
+            ),
+            (Some("ep_new"), Some("ts_new"), Some("bot_a"))
+        );
+        assert_eq!(
+            state
+                .resolve("a.example.com", None, None, at(1, 30))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
+        assert_eq!(
+            owner_at(&state, "keep.example.com", at(12, 30)).as_deref(),
+            Some("bot_a")
+        );
+        assert_eq!(
+            state
+                .resolve("b.example.com", None, None, at(12, 30))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
     }
 
     #[test]
@@ -295,14 +402,35 @@ mod tests {
         let mut state = fleet(&[]);
         // An endpoint naming a session, credential-less principal and owner never seen otherwise.
         state.apply(&control("endpoint_created.v0", at(1, 0), json!({"id": "ep_x", "host": "x.io", "tunnel_session": {"id": "ts_ghost"}, "principal": {"id": "usr_ghost"}})));
-        state.apply(&control("endpoint_deleted.v0", at(2, 0), json!({"id": "ep_x", "host": "x.io"})));
-        state.apply(&control("agent_session_start.v0", at(1, 0), json!({"session": {"id": "ts_y"}, "credential": {"id": "cr_ghost"}})));
-        state.apply(&control("agent_session_stop.v0", at(2, 0), json!({"session": {"id": "ts_y"}, "credential": {"id": "cr_ghost"}})));
+        state.apply(&control(
+            "endpoint_deleted.v0",
+            at(2, 0),
+            json!({"id": "ep_x", "host": "x.io"}),
+        ));
+        state.apply(&control(
+            "agent_session_start.v0",
+            at(1, 0),
+            json!({"session": {"id": "ts_y"}, "credential": {"id": "cr_ghost"}}),
+        ));
+        state.apply(&control(
+            "agent_session_stop.v0",
+            at(2, 0),
+            json!({"session": {"id": "ts_y"}, "credential": {"id": "cr_ghost"}}),
+        ));
         let evicted = state.evict_ended(at(12, 0), HOUR);
         assert_eq!((evicted.sessions, evicted.endpoints), (1, 1));
         // ep_x, x.io, ts_ghost, usr_ghost, ts_y, cr_ghost.
         assert_eq!(evicted.names, 6);
-        assert_eq!((state.owners.len(), state.credentials.len(), state.sessions.len(), state.endpoints.len(), state.hosts.len()), (1, 1, 0, 0, 0));
+        assert_eq!(
+            (
+                state.owners.len(),
+                state.credentials.len(),
+                state.sessions.len(),
+                state.endpoints.len(),
+                state.hosts.len()
+            ),
+            (1, 1, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -315,26 +443,56 @@ mod tests {
         let evicted = state.evict_ended(at(12, 0), HOUR);
         assert_eq!(evicted.endpoints, 1);
         state.check_invariants();
-        assert_eq!(state.resolve("new.io", None, None, at(12, 0)).endpoint_id.as_deref(), Some("ep_m"));
+        assert_eq!(
+            state
+                .resolve("new.io", None, None, at(12, 0))
+                .endpoint_id
+                .as_deref(),
+            Some("ep_m")
+        );
         // The id pointed at the evicted interval: it is no longer found by id, and its slot is
         // safely reused.
-        assert_eq!(state.resolve("", None, Some("ep_m"), at(12, 0)).unattributed, Some(UnattributedReason::NoEndpoint));
-        state.apply(&control("endpoint_created.v0", at(12, 0), json!({"id": "ep_z", "host": "z.io"})));
-        assert_eq!(state.resolve("", None, Some("ep_m"), at(12, 0)).endpoint_id, None);
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_m"), at(12, 0))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
+        state.apply(&control(
+            "endpoint_created.v0",
+            at(12, 0),
+            json!({"id": "ep_z", "host": "z.io"}),
+        ));
+        assert_eq!(
+            state.resolve("", None, Some("ep_m"), at(12, 0)).endpoint_id,
+            None
+        );
         state.check_invariants();
     }
 
     #[test]
     fn the_config_names_the_grace_in_milliseconds() {
         assert_eq!(EvictionConfig::default().grace(), HOUR);
-        assert_eq!(EvictionConfig { grace_ms: 1_500 }.grace(), Duration::from_millis(1_500));
+        assert_eq!(
+            EvictionConfig { grace_ms: 1_500 }.grace(),
+            Duration::from_millis(1_500)
+        );
     }
 
     /// One generated session with its endpoint: `(host, start, end, port, session named)`.
     type Entry = (usize, i64, Option<i64>, Option<u16>, usize);
 
     fn entries(max: usize) -> impl Strategy<Value = Vec<Entry>> {
-        prop::collection::vec((0..4usize, 0..200i64, prop::option::of(0..200i64), prop::option::of(20000..20002u16), 0..12usize), 0..max)
+        prop::collection::vec(
+            (
+                0..4usize,
+                0..200i64,
+                prop::option::of(0..200i64),
+                prop::option::of(20000..20002u16),
+                0..12usize,
+            ),
+            0..max,
+        )
     }
 
     fn second(s: i64) -> DateTime<Utc> {
@@ -351,18 +509,38 @@ mod tests {
                 endpoint["port"] = json!(port);
             }
             let session = json!({"session": {"id": format!("ts_{prefix}{i}")}, "credential": {"id": credential}});
-            state.apply(&control("agent_session_start.v0", second(start), session.clone()));
-            state.apply(&control("endpoint_created.v0", second(start), endpoint.clone()));
+            state.apply(&control(
+                "agent_session_start.v0",
+                second(start),
+                session.clone(),
+            ));
+            state.apply(&control(
+                "endpoint_created.v0",
+                second(start),
+                endpoint.clone(),
+            ));
             if let Some(end) = end {
-                state.apply(&control("agent_session_stop.v0", second(start + end), session));
-                state.apply(&control("endpoint_deleted.v0", second(start + end), endpoint));
+                state.apply(&control(
+                    "agent_session_stop.v0",
+                    second(start + end),
+                    session,
+                ));
+                state.apply(&control(
+                    "endpoint_deleted.v0",
+                    second(start + end),
+                    endpoint,
+                ));
             }
         }
     }
 
     fn base_state() -> OwnershipState {
         let mut state = OwnershipState::new();
-        state.apply(&control("bot_user_created.v0", at(0, 0), json!({"id": "bot_a", "name": "ci"})));
+        state.apply(&control(
+            "bot_user_created.v0",
+            at(0, 0),
+            json!({"id": "bot_a", "name": "ci"}),
+        ));
         for (c, owner) in ["bot_a", "usr_b", "bot_a"].iter().enumerate() {
             state.apply(&control("tunnel_credential_created.v0", at(0, 0), json!({"id": format!("cr_{c}"), "owner_id": owner, "acl": if c == 2 { json!(["bind:h1.example.com"]) } else { json!([]) }})));
         }

@@ -33,8 +33,15 @@ pub(crate) struct Sym<T> {
 
 impl<T> Sym<T> {
     fn new(slot: u32) -> Self {
-        let slot = NonZeroU32::new(slot.checked_add(1).expect("symbol table has more than 2^32 - 1 names")).expect("slot + 1 is not zero");
-        Self { slot, table: PhantomData }
+        let slot = NonZeroU32::new(
+            slot.checked_add(1)
+                .expect("symbol table has more than 2^32 - 1 names"),
+        )
+        .expect("slot + 1 is not zero");
+        Self {
+            slot,
+            table: PhantomData,
+        }
     }
 
     /// The dense index of this symbol, for side vectors (marks) sized by [`SymbolTable::slots`].
@@ -133,11 +140,17 @@ impl Arena {
 
     fn take_chunk(&mut self, capacity: usize) -> usize {
         let c = self.free.pop().unwrap_or_else(|| {
-            assert!(self.chunks.len() < MAX_CHUNKS, "symbol table arena is full ({MAX_CHUNKS} chunks)");
+            assert!(
+                self.chunks.len() < MAX_CHUNKS,
+                "symbol table arena is full ({MAX_CHUNKS} chunks)"
+            );
             self.chunks.push(Chunk::default());
             self.chunks.len() - 1
         });
-        self.chunks[c] = Chunk { text: String::with_capacity(capacity), dead: 0 };
+        self.chunks[c] = Chunk {
+            text: String::with_capacity(capacity),
+            dead: 0,
+        };
         c
     }
 
@@ -167,7 +180,11 @@ impl Arena {
 
     /// Chunks other than the tail with more dead bytes than live ones.
     fn sparse(&self) -> Vec<bool> {
-        self.chunks.iter().enumerate().map(|(c, chunk)| self.tail != Some(c) && chunk.dead * 2 > chunk.text.len()).collect()
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(c, chunk)| self.tail != Some(c) && chunk.dead * 2 > chunk.text.len())
+            .collect()
     }
 
     fn live_bytes(&self) -> usize {
@@ -214,7 +231,13 @@ impl<T> fmt::Debug for SymbolTable<T> {
 
 impl<T> Default for SymbolTable<T> {
     fn default() -> Self {
-        Self { arena: Arena::default(), slots: Vec::new(), index: HashTable::new(), hasher: RandomState::new(), free: Vec::new() }
+        Self {
+            arena: Arena::default(),
+            slots: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+            free: Vec::new(),
+        }
     }
 }
 
@@ -239,7 +262,9 @@ impl<T> SymbolTable<T> {
     /// The symbol of `name`, if interned.
     pub(crate) fn get(&self, name: &str) -> Option<Sym<T>> {
         let hash = self.hasher.hash_one(name);
-        self.index.find(hash, |&i| name_of(&self.arena, &self.slots, i) == name).map(|&i| Sym::new(i))
+        self.index
+            .find(hash, |&i| name_of(&self.arena, &self.slots, i) == name)
+            .map(|&i| Sym::new(i))
     }
 
     /// The name a symbol stands for.
@@ -258,12 +283,18 @@ impl<T> SymbolTable<T> {
     /// Whether a symbol names a live entry (not removed).
     #[cfg(test)]
     pub(crate) fn is_live(&self, sym: Sym<T>) -> bool {
-        self.slots.get(sym.index()).is_some_and(|slot| slot.len != FREE)
+        self.slots
+            .get(sym.index())
+            .is_some_and(|slot| slot.len != FREE)
     }
 
     /// Live symbols with their values, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Sym<T>, &T)> + '_ {
-        self.slots.iter().enumerate().filter(|(_, slot)| slot.len != FREE).map(|(i, slot)| (Sym::new(i as u32), &slot.value))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.len != FREE)
+            .map(|(i, slot)| (Sym::new(i as u32), &slot.value))
     }
 
     /// Bytes allocated by the table itself (arena, slots, index, free list), not by its values.
@@ -297,7 +328,9 @@ impl<T> SymbolTable<T> {
         }
         if self.index.capacity() > 4 * self.index.len().max(1024) {
             let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-            self.index.shrink_to(self.index.len(), |&i| hasher.hash_one(name_of(arena, slots, i)));
+            self.index.shrink_to(self.index.len(), |&i| {
+                hasher.hash_one(name_of(arena, slots, i))
+            });
         }
     }
 }
@@ -306,12 +339,22 @@ impl<T: Default> SymbolTable<T> {
     /// The symbol of `name`, interning it with a default value if new.
     pub(crate) fn intern(&mut self, name: &str) -> Sym<T> {
         let hash = self.hasher.hash_one(name);
-        if let Some(&i) = self.index.find(hash, |&i| name_of(&self.arena, &self.slots, i) == name) {
+        if let Some(&i) = self
+            .index
+            .find(hash, |&i| name_of(&self.arena, &self.slots, i) == name)
+        {
             return Sym::new(i);
         }
-        let len = u32::try_from(name.len()).ok().filter(|&len| len != FREE).expect("a name shorter than 4 GiB");
+        let len = u32::try_from(name.len())
+            .ok()
+            .filter(|&len| len != FREE)
+            .expect("a name shorter than 4 GiB");
         let pos = self.arena.push(name);
-        let slot = Slot { pos, len, value: T::default() };
+        let slot = Slot {
+            pos,
+            len,
+            value: T::default(),
+        };
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = slot;
@@ -323,7 +366,8 @@ impl<T: Default> SymbolTable<T> {
             }
         };
         let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-        self.index.insert_unique(hash, i, |&j| hasher.hash_one(name_of(arena, slots, j)));
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(name_of(arena, slots, j)));
         Sym::new(i)
     }
 
@@ -336,7 +380,9 @@ impl<T: Default> SymbolTable<T> {
             if slot.len == FREE || keep(Sym::new(i as u32), &slot.value) {
                 continue;
             }
-            let hash = self.hasher.hash_one(name_of(&self.arena, &self.slots, i as u32));
+            let hash = self
+                .hasher
+                .hash_one(name_of(&self.arena, &self.slots, i as u32));
             match self.index.find_entry(hash, |&j| j as usize == i) {
                 Ok(entry) => {
                     entry.remove();
@@ -345,7 +391,11 @@ impl<T: Default> SymbolTable<T> {
             }
             let slot = &mut self.slots[i];
             self.arena.release(slot.pos, slot.len);
-            *slot = Slot { pos: 0, len: FREE, value: T::default() };
+            *slot = Slot {
+                pos: 0,
+                len: FREE,
+                value: T::default(),
+            };
             self.free.push(i as u32);
             removed += 1;
         }
@@ -389,7 +439,13 @@ mod tests {
         assert_eq!(c.index(), a.index(), "the free slot is reused");
         assert_eq!(*table.value(c), 0);
         assert_eq!(table.name(c), "c");
-        assert_eq!(table.iter().map(|(sym, _)| table.name(sym)).collect::<Vec<_>>(), ["c", "b"]);
+        assert_eq!(
+            table
+                .iter()
+                .map(|(sym, _)| table.name(sym))
+                .collect::<Vec<_>>(),
+            ["c", "b"]
+        );
     }
 
     #[test]
@@ -402,7 +458,11 @@ mod tests {
         }
         let before = table.arena.heap_bytes();
         table.retain(|sym, _| sym.index() % 4 == 0);
-        assert!(table.arena.heap_bytes() < before / 2, "arena compacted: {} of {before}", table.arena.heap_bytes());
+        assert!(
+            table.arena.heap_bytes() < before / 2,
+            "arena compacted: {} of {before}",
+            table.arena.heap_bytes()
+        );
         assert_eq!(table.arena.live_bytes(), 5_000 * 30);
         for (i, (name, sym)) in names.iter().zip(&syms).enumerate() {
             if i % 4 == 0 {
@@ -421,12 +481,26 @@ mod tests {
         let mut table = SymbolTable::<()>::default();
         let long = "x".repeat(CHUNK_BYTES + 10);
         let (empty, big, small) = (table.intern(""), table.intern(&long), table.intern("ts_1"));
-        assert_eq!((table.name(empty), table.name(big), table.name(small)), ("", long.as_str(), "ts_1"));
+        assert_eq!(
+            (table.name(empty), table.name(big), table.name(small)),
+            ("", long.as_str(), "ts_1")
+        );
         assert_eq!(table.get(&long), Some(big));
-        let chunk_bytes = |table: &SymbolTable<()>| table.arena.chunks.iter().map(|c| c.text.capacity()).sum::<usize>();
+        let chunk_bytes = |table: &SymbolTable<()>| {
+            table
+                .arena
+                .chunks
+                .iter()
+                .map(|c| c.text.capacity())
+                .sum::<usize>()
+        };
         assert_eq!(chunk_bytes(&table), long.len() + CHUNK_BYTES);
         table.retain(|sym, _| sym != big);
-        assert_eq!(chunk_bytes(&table), CHUNK_BYTES, "the long name's chunk is freed");
+        assert_eq!(
+            chunk_bytes(&table),
+            CHUNK_BYTES,
+            "the long name's chunk is freed"
+        );
         assert_eq!((table.name(empty), table.name(small)), ("", "ts_1"));
     }
 
@@ -442,12 +516,35 @@ mod tests {
                 live.push((name, sym));
             }
             // Remove a scattered third, as eviction does.
-            let removed: Vec<bool> = live.iter().enumerate().map(|(k, _)| (k + round as usize).is_multiple_of(3)).collect();
-            let gone: std::collections::HashSet<usize> = live.iter().zip(&removed).filter(|(_, r)| **r).map(|((_, sym), _)| sym.index()).collect();
+            let removed: Vec<bool> = live
+                .iter()
+                .enumerate()
+                .map(|(k, _)| (k + round as usize).is_multiple_of(3))
+                .collect();
+            let gone: std::collections::HashSet<usize> = live
+                .iter()
+                .zip(&removed)
+                .filter(|(_, r)| **r)
+                .map(|((_, sym), _)| sym.index())
+                .collect();
             table.retain(|sym, _| !gone.contains(&sym.index()));
-            live = live.into_iter().zip(removed).filter(|(_, r)| !r).map(|(entry, _)| entry).collect();
-            let arena = table.arena.chunks.iter().map(|c| c.text.capacity()).sum::<usize>();
-            assert!(arena <= 2 * table.arena.live_bytes() + 2 * CHUNK_BYTES, "round {round}: {arena} bytes for {} live", table.arena.live_bytes());
+            live = live
+                .into_iter()
+                .zip(removed)
+                .filter(|(_, r)| !r)
+                .map(|(entry, _)| entry)
+                .collect();
+            let arena = table
+                .arena
+                .chunks
+                .iter()
+                .map(|c| c.text.capacity())
+                .sum::<usize>();
+            assert!(
+                arena <= 2 * table.arena.live_bytes() + 2 * CHUNK_BYTES,
+                "round {round}: {arena} bytes for {} live",
+                table.arena.live_bytes()
+            );
         }
         assert_eq!(table.len(), live.len());
         for (name, sym) in &live {

@@ -94,7 +94,13 @@ impl OwnershipState {
     /// Allocates only the ids it returns (and the flags, when there are any). Times compare at
     /// microsecond precision. An endpoint or session evicted by [`OwnershipState::evict_ended`]
     /// is no longer found: see there for the grace period that bounds how late traffic may be.
-    pub fn resolve(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: DateTime<Utc>) -> Resolution {
+    pub fn resolve(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        endpoint_id: Option<&str>,
+        t: DateTime<Utc>,
+    ) -> Resolution {
         let t = micros(t);
         let mut resolution = Resolution::default();
         let Some(endpoint) = self.find_endpoint(hostname, port, endpoint_id, t) else {
@@ -134,7 +140,12 @@ impl OwnershipState {
             }
         }
         let bind_host = self.hosts.name(endpoint.host);
-        if !BindRule::permits(credential.rules_at(t), bind_host, endpoint.port, endpoint.labels()) {
+        if !BindRule::permits(
+            credential.rules_at(t),
+            bind_host,
+            endpoint.port,
+            endpoint.labels(),
+        ) {
             flags.push(Flag::AclViolation);
         }
         if endpoint.principal.is_some_and(|p| p != credential.owner) {
@@ -144,15 +155,25 @@ impl OwnershipState {
         resolution
     }
 
-    fn find_endpoint(&self, hostname: &str, port: Option<u16>, endpoint_id: Option<&str>, t: Micros) -> Option<&EndpointInterval> {
+    fn find_endpoint(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        endpoint_id: Option<&str>,
+        t: Micros,
+    ) -> Option<&EndpointInterval> {
         if let Some(id) = endpoint_id.filter(|id| !id.is_empty()) {
             // Named by id (Traffic Policy log action): still only while the endpoint exists.
             let sym = self.endpoints.get(id)?;
-            return (*self.endpoints.value(sym)).map(|i| self.interval(i)).filter(|i| i.covers(t));
+            return (*self.endpoints.value(sym))
+                .map(|i| self.interval(i))
+                .filter(|i| i.covers(t));
         }
         let host = match self.hosts.get(hostname) {
             Some(host) => host,
-            None if hostname.bytes().any(|b| b.is_ascii_uppercase()) => self.hosts.get(&hostname.to_ascii_lowercase())?,
+            None if hostname.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.hosts.get(&hostname.to_ascii_lowercase())?
+            }
             None => return None,
         };
         // Latest-starting interval that covers t and agrees on the port (when both name one).
@@ -173,7 +194,9 @@ mod tests {
     }
 
     fn control(event_type: &str, at: &str, object: serde_json::Value) -> model::Event {
-        event(serde_json::json!({"event_id": format!("ev_{at}_{event_type}"), "event_type": event_type, "event_timestamp": at, "object": object}))
+        event(
+            serde_json::json!({"event_id": format!("ev_{at}_{event_type}"), "event_type": event_type, "event_timestamp": at, "object": object}),
+        )
     }
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -183,10 +206,26 @@ mod tests {
     fn fleet() -> OwnershipState {
         let mut state = OwnershipState::new();
         for e in [
-            control("bot_user_created.v0", "2024-01-01T00:00:00Z", serde_json::json!({"id": "bot_a", "name": "ci", "active": true})),
-            control("tunnel_credential_created.v0", "2024-01-01T00:01:00Z", serde_json::json!({"id": "cr_a", "owner_id": "bot_a", "acl": ["bind:*.example.com"]})),
-            control("agent_session_start.v0", "2024-01-01T00:02:00Z", serde_json::json!({"session": {"id": "ts_a"}, "credential": {"id": "cr_a"}})),
-            control("endpoint_created.v0", "2024-01-01T00:03:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com", "tunnel_session": {"id": "ts_a"}, "principal": {"id": "bot_a"}})),
+            control(
+                "bot_user_created.v0",
+                "2024-01-01T00:00:00Z",
+                serde_json::json!({"id": "bot_a", "name": "ci", "active": true}),
+            ),
+            control(
+                "tunnel_credential_created.v0",
+                "2024-01-01T00:01:00Z",
+                serde_json::json!({"id": "cr_a", "owner_id": "bot_a", "acl": ["bind:*.example.com"]}),
+            ),
+            control(
+                "agent_session_start.v0",
+                "2024-01-01T00:02:00Z",
+                serde_json::json!({"session": {"id": "ts_a"}, "credential": {"id": "cr_a"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                "2024-01-01T00:03:00Z",
+                serde_json::json!({"id": "ep_a", "url": "https://api.example.com", "tunnel_session": {"id": "ts_a"}, "principal": {"id": "bot_a"}}),
+            ),
         ] {
             assert_eq!(state.apply(&e), crate::ApplyOutcome::Applied);
         }
@@ -196,20 +235,49 @@ mod tests {
     #[test]
     fn an_endpoint_named_by_id_resolves_only_while_it_exists() {
         let mut state = fleet();
-        state.apply(&control("endpoint_deleted.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com"})));
-        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T03:00:00Z")).owner_id.as_deref(), Some("bot_a"));
-        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T05:00:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
-        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T00:00:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
+        state.apply(&control(
+            "endpoint_deleted.v0",
+            "2024-01-01T04:00:00Z",
+            serde_json::json!({"id": "ep_a", "url": "https://api.example.com"}),
+        ));
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_a"), t("2024-01-01T03:00:00Z"))
+                .owner_id
+                .as_deref(),
+            Some("bot_a")
+        );
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_a"), t("2024-01-01T05:00:00Z"))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_a"), t("2024-01-01T00:00:00Z"))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
     }
 
     #[test]
     fn a_deletion_seen_before_its_creation_still_gets_the_session() {
         let mut state = fleet();
-        state.apply(&control("endpoint_deleted.v0", "2024-01-01T06:00:00Z", serde_json::json!({"id": "ep_late", "host": "late.example.com"})));
+        state.apply(&control(
+            "endpoint_deleted.v0",
+            "2024-01-01T06:00:00Z",
+            serde_json::json!({"id": "ep_late", "host": "late.example.com"}),
+        ));
         state.apply(&control("endpoint_created.v0", "2024-01-01T05:00:00Z", serde_json::json!({"id": "ep_late", "host": "late.example.com", "tunnel_session": {"id": "ts_a"}})));
         let r = state.resolve("late.example.com", None, None, t("2024-01-01T05:30:00Z"));
         assert_eq!(r.owner_id.as_deref(), Some("bot_a"), "{r:?}");
-        assert_eq!(state.resolve("late.example.com", None, None, t("2024-01-01T06:30:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
+        assert_eq!(
+            state
+                .resolve("late.example.com", None, None, t("2024-01-01T06:30:00Z"))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
     }
 
     #[test]
@@ -237,12 +305,30 @@ mod tests {
     #[test]
     fn flags_follow_the_time_of_the_event() {
         let mut state = fleet();
-        state.apply(&control("bot_user_updated.v0", "2024-01-01T02:00:00Z", serde_json::json!({"id": "bot_a", "active": false})));
-        state.apply(&control("tunnel_credential_deleted.v0", "2024-01-01T03:00:00Z", serde_json::json!({"id": "cr_a", "owner_id": "bot_a"})));
-        assert!(state.resolve("api.example.com", None, None, t("2024-01-01T01:00:00Z")).flags.is_empty());
-        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T02:30:00Z")).flags, vec![Flag::OwnerInactive]);
+        state.apply(&control(
+            "bot_user_updated.v0",
+            "2024-01-01T02:00:00Z",
+            serde_json::json!({"id": "bot_a", "active": false}),
+        ));
+        state.apply(&control(
+            "tunnel_credential_deleted.v0",
+            "2024-01-01T03:00:00Z",
+            serde_json::json!({"id": "cr_a", "owner_id": "bot_a"}),
+        ));
+        assert!(state
+            .resolve("api.example.com", None, None, t("2024-01-01T01:00:00Z"))
+            .flags
+            .is_empty());
         assert_eq!(
-            state.resolve("api.example.com", None, None, t("2024-01-01T03:30:00Z")).flags,
+            state
+                .resolve("api.example.com", None, None, t("2024-01-01T02:30:00Z"))
+                .flags,
+            vec![Flag::OwnerInactive]
+        );
+        assert_eq!(
+            state
+                .resolve("api.example.com", None, None, t("2024-01-01T03:30:00Z"))
+                .flags,
             vec![Flag::CredentialDeleted, Flag::OwnerInactive]
         );
     }
@@ -250,8 +336,15 @@ mod tests {
     #[test]
     fn owner_never_changes() {
         let mut state = fleet();
-        let outcome = state.apply(&control("tunnel_credential_updated.v0", "2024-01-01T02:00:00Z", serde_json::json!({"id": "cr_a", "owner_id": "usr_b"})));
-        assert!(matches!(outcome, crate::ApplyOutcome::OwnerChangeRejected { .. }));
+        let outcome = state.apply(&control(
+            "tunnel_credential_updated.v0",
+            "2024-01-01T02:00:00Z",
+            serde_json::json!({"id": "cr_a", "owner_id": "usr_b"}),
+        ));
+        assert!(matches!(
+            outcome,
+            crate::ApplyOutcome::OwnerChangeRejected { .. }
+        ));
         let r = state.resolve("api.example.com", None, None, t("2024-01-01T03:00:00Z"));
         assert_eq!(r.owner_id.as_deref(), Some("bot_a"));
     }
@@ -260,26 +353,79 @@ mod tests {
     fn hostname_reuse_resolves_by_interval() {
         let mut state = fleet();
         for e in [
-            control("endpoint_deleted.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "ep_a", "url": "https://api.example.com"})),
-            control("tunnel_credential_created.v0", "2024-01-01T04:00:00Z", serde_json::json!({"id": "cr_u", "owner_id": "usr_u"})),
-            control("agent_session_start.v0", "2024-01-01T04:00:00Z", serde_json::json!({"session": {"id": "ts_u"}, "credential": {"id": "cr_u"}})),
-            control("endpoint_created.v0", "2024-01-01T05:00:00Z", serde_json::json!({"id": "ep_u", "host": "api.example.com", "tunnel_session": {"id": "ts_u"}})),
+            control(
+                "endpoint_deleted.v0",
+                "2024-01-01T04:00:00Z",
+                serde_json::json!({"id": "ep_a", "url": "https://api.example.com"}),
+            ),
+            control(
+                "tunnel_credential_created.v0",
+                "2024-01-01T04:00:00Z",
+                serde_json::json!({"id": "cr_u", "owner_id": "usr_u"}),
+            ),
+            control(
+                "agent_session_start.v0",
+                "2024-01-01T04:00:00Z",
+                serde_json::json!({"session": {"id": "ts_u"}, "credential": {"id": "cr_u"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                "2024-01-01T05:00:00Z",
+                serde_json::json!({"id": "ep_u", "host": "api.example.com", "tunnel_session": {"id": "ts_u"}}),
+            ),
         ] {
             state.apply(&e);
         }
-        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T03:59:59Z")).owner_id.as_deref(), Some("bot_a"));
-        assert_eq!(state.resolve("api.example.com", None, None, t("2024-01-01T04:30:00Z")).unattributed, Some(UnattributedReason::NoEndpoint));
-        assert_eq!(state.resolve("API.example.com", None, None, t("2024-01-01T05:00:00Z")).owner_id.as_deref(), Some("usr_u"));
+        assert_eq!(
+            state
+                .resolve("api.example.com", None, None, t("2024-01-01T03:59:59Z"))
+                .owner_id
+                .as_deref(),
+            Some("bot_a")
+        );
+        assert_eq!(
+            state
+                .resolve("api.example.com", None, None, t("2024-01-01T04:30:00Z"))
+                .unattributed,
+            Some(UnattributedReason::NoEndpoint)
+        );
+        assert_eq!(
+            state
+                .resolve("API.example.com", None, None, t("2024-01-01T05:00:00Z"))
+                .owner_id
+                .as_deref(),
+            Some("usr_u")
+        );
     }
 
     #[test]
     fn acl_violation_and_missing_links() {
         let mut state = fleet();
-        state.apply(&control("endpoint_created.v0", "2024-01-01T00:04:00Z", serde_json::json!({"id": "ep_x", "host": "evil.io", "tunnel_session": {"id": "ts_a"}})));
+        state.apply(&control(
+            "endpoint_created.v0",
+            "2024-01-01T00:04:00Z",
+            serde_json::json!({"id": "ep_x", "host": "evil.io", "tunnel_session": {"id": "ts_a"}}),
+        ));
         state.apply(&control("endpoint_created.v0", "2024-01-01T00:04:00Z", serde_json::json!({"id": "ep_y", "host": "orphan.io", "tunnel_session": {"id": "ts_none"}})));
-        assert_eq!(state.resolve("evil.io", None, None, t("2024-01-01T01:00:00Z")).flags, vec![Flag::AclViolation]);
-        assert_eq!(state.resolve("orphan.io", None, None, t("2024-01-01T01:00:00Z")).unattributed, Some(UnattributedReason::UnknownSession));
+        assert_eq!(
+            state
+                .resolve("evil.io", None, None, t("2024-01-01T01:00:00Z"))
+                .flags,
+            vec![Flag::AclViolation]
+        );
+        assert_eq!(
+            state
+                .resolve("orphan.io", None, None, t("2024-01-01T01:00:00Z"))
+                .unattributed,
+            Some(UnattributedReason::UnknownSession)
+        );
         // By endpoint id, whatever the hostname says.
-        assert_eq!(state.resolve("", None, Some("ep_a"), t("2024-01-01T01:00:00Z")).owner_id.as_deref(), Some("bot_a"));
+        assert_eq!(
+            state
+                .resolve("", None, Some("ep_a"), t("2024-01-01T01:00:00Z"))
+                .owner_id
+                .as_deref(),
+            Some("bot_a")
+        );
     }
 }

@@ -54,14 +54,25 @@ pub(crate) struct BotState {
 
 impl Default for BotState {
     fn default() -> Self {
-        Self { name: Box::default(), created_at: None, active_history: Vec::new(), deleted_at: NEVER }
+        Self {
+            name: Box::default(),
+            created_at: None,
+            active_history: Vec::new(),
+            deleted_at: NEVER,
+        }
     }
 }
 
 impl BotState {
     pub(crate) fn active_at(&self, t: Micros) -> bool {
-        match self.active_history.partition_point(|(since, _)| *since <= t) {
-            0 => self.active_history.first().is_none_or(|(_, active)| *active),
+        match self
+            .active_history
+            .partition_point(|(since, _)| *since <= t)
+        {
+            0 => self
+                .active_history
+                .first()
+                .is_none_or(|(_, active)| *active),
             i => self.active_history[i - 1].1,
         }
     }
@@ -100,7 +111,11 @@ pub(crate) struct SessionState {
 
 impl Default for SessionState {
     fn default() -> Self {
-        Self { credential: None, started_at: UNKNOWN, stopped_at: NEVER }
+        Self {
+            credential: None,
+            started_at: UNKNOWN,
+            stopped_at: NEVER,
+        }
     }
 }
 
@@ -110,7 +125,10 @@ pub(crate) struct IntervalIdx(NonZeroU32);
 
 impl IntervalIdx {
     pub(crate) fn new(i: usize) -> Self {
-        let i = u32::try_from(i + 1).ok().and_then(NonZeroU32::new).expect("more than 2^32 - 1 endpoint intervals");
+        let i = u32::try_from(i + 1)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .expect("more than 2^32 - 1 endpoint intervals");
         Self(i)
     }
 
@@ -216,11 +234,25 @@ impl OwnershipState {
             .filter_map(|(_, c)| c.as_ref())
             .map(|c| {
                 c.acl_history.capacity() * std::mem::size_of::<(Micros, Box<[BindRule]>)>()
-                    + c.acl_history.iter().map(|(_, rules)| std::mem::size_of_val::<[BindRule]>(rules)).sum::<usize>()
+                    + c.acl_history
+                        .iter()
+                        .map(|(_, rules)| std::mem::size_of_val::<[BindRule]>(rules))
+                        .sum::<usize>()
             })
             .sum();
-        let bots: usize = self.owners.iter().filter_map(|(_, b)| b.as_ref()).map(|b| b.name.len() + b.active_history.capacity() * 16).sum();
-        let labels = self.intervals.iter().flatten().filter(|i| i.labels.is_some()).count() * 64;
+        let bots: usize = self
+            .owners
+            .iter()
+            .filter_map(|(_, b)| b.as_ref())
+            .map(|b| b.name.len() + b.active_history.capacity() * 16)
+            .sum();
+        let labels = self
+            .intervals
+            .iter()
+            .flatten()
+            .filter(|i| i.labels.is_some())
+            .count()
+            * 64;
         self.owners.heap_bytes()
             + self.credentials.heap_bytes()
             + self.sessions.heap_bytes()
@@ -253,12 +285,18 @@ impl OwnershipState {
                         bot.created_at = Some(created);
                         insert_sorted(&mut bot.active_history, (created, bot_user.active));
                     }
-                    CredentialAction::Updated => insert_sorted(&mut bot.active_history, (at, bot_user.active)),
+                    CredentialAction::Updated => {
+                        insert_sorted(&mut bot.active_history, (at, bot_user.active))
+                    }
                     CredentialAction::Deleted => bot.deleted_at = bot.deleted_at.min(at),
                 }
                 ApplyOutcome::Applied
             }
-            EventBody::Credential { kind, action, credential } => {
+            EventBody::Credential {
+                kind,
+                action,
+                credential,
+            } => {
                 let created_at = credential.created_at.map(micros);
                 let since = match action {
                     CredentialAction::Created => created_at.unwrap_or(at),
@@ -280,7 +318,10 @@ impl OwnershipState {
                         if *action == CredentialAction::Deleted {
                             existing.deleted_at = existing.deleted_at.min(at);
                         } else {
-                            insert_sorted(&mut existing.acl_history, (since, credential.bind_rules.as_slice().into()));
+                            insert_sorted(
+                                &mut existing.acl_history,
+                                (since, credential.bind_rules.as_slice().into()),
+                            );
                         }
                     }
                     slot @ None => {
@@ -289,8 +330,15 @@ impl OwnershipState {
                             kind: *kind,
                             owner,
                             created_at,
-                            deleted_at: if *action == CredentialAction::Deleted { at } else { NEVER },
-                            acl_history: vec![(created_at.unwrap_or(since), credential.bind_rules.as_slice().into())],
+                            deleted_at: if *action == CredentialAction::Deleted {
+                                at
+                            } else {
+                                NEVER
+                            },
+                            acl_history: vec![(
+                                created_at.unwrap_or(since),
+                                credential.bind_rules.as_slice().into(),
+                            )],
                         });
                         self.counts.credentials += 1;
                     }
@@ -321,11 +369,15 @@ impl OwnershipState {
                 ApplyOutcome::Applied
             }
             EventBody::Endpoint { action, endpoint } => {
-                let Some(hostname) = endpoint.hostname() else { return ApplyOutcome::Ignored };
+                let Some(hostname) = endpoint.hostname() else {
+                    return ApplyOutcome::Ignored;
+                };
                 let host = self.hosts.intern(&hostname);
                 let id = self.endpoints.intern(&endpoint.id);
                 let start = endpoint.created_at.map_or(at, micros);
-                let existing = self.host_intervals(host).find(|&i| self.interval(i).endpoint == id);
+                let existing = self
+                    .host_intervals(host)
+                    .find(|&i| self.interval(i).endpoint == id);
                 let idx = match (action, existing) {
                     (EndpointAction::Created, Some(i)) => {
                         // A deletion seen first guessed the start: re-chained if the guess was
@@ -338,9 +390,15 @@ impl OwnershipState {
                         // The creation carries the full resource; a deletion seen first may not
                         // have named the session, principal, port or labels.
                         let session = endpoint.session_id().map(|s| self.sessions.intern(s));
-                        let principal = endpoint.principal.as_ref().map(|p| p.id.as_str()).filter(|p| !p.is_empty()).map(|p| self.owners.intern(p));
+                        let principal = endpoint
+                            .principal
+                            .as_ref()
+                            .map(|p| p.id.as_str())
+                            .filter(|p| !p.is_empty())
+                            .map(|p| self.owners.intern(p));
                         let port = endpoint.port_number();
-                        let labels = (!endpoint.labels.is_empty()).then(|| Box::new(endpoint.labels.clone()));
+                        let labels = (!endpoint.labels.is_empty())
+                            .then(|| Box::new(endpoint.labels.clone()));
                         let interval = self.interval_mut(i);
                         if interval.session.is_none() {
                             interval.session = session;
@@ -362,17 +420,27 @@ impl OwnershipState {
                     }
                     (action, None) => {
                         // A deletion seen before its creation keeps the end; the start comes later.
-                        let end = if *action == EndpointAction::Deleted { at } else { NEVER };
+                        let end = if *action == EndpointAction::Deleted {
+                            at
+                        } else {
+                            NEVER
+                        };
                         let interval = EndpointInterval {
                             endpoint: id,
                             host,
                             session: endpoint.session_id().map(|s| self.sessions.intern(s)),
-                            principal: endpoint.principal.as_ref().map(|p| p.id.as_str()).filter(|p| !p.is_empty()).map(|p| self.owners.intern(p)),
+                            principal: endpoint
+                                .principal
+                                .as_ref()
+                                .map(|p| p.id.as_str())
+                                .filter(|p| !p.is_empty())
+                                .map(|p| self.owners.intern(p)),
                             port: endpoint.port_number(),
                             next: None,
                             start,
                             end,
-                            labels: (!endpoint.labels.is_empty()).then(|| Box::new(endpoint.labels.clone())),
+                            labels: (!endpoint.labels.is_empty())
+                                .then(|| Box::new(endpoint.labels.clone())),
                         };
                         let i = self.alloc_interval(interval);
                         self.link(i);
@@ -389,26 +457,40 @@ impl OwnershipState {
     /// The display name of a bot user, if known.
     pub fn owner_name(&self, owner_id: &str) -> Option<&str> {
         let sym = self.owners.get(owner_id)?;
-        self.owners.value(sym).as_ref().map(|b| &*b.name).filter(|n| !n.is_empty())
+        self.owners
+            .value(sym)
+            .as_ref()
+            .map(|b| &*b.name)
+            .filter(|n| !n.is_empty())
     }
 
     /// The owner of a credential, if known.
     pub fn credential_owner(&self, credential_id: &str) -> Option<(&str, OwnerKind)> {
-        let credential = self.credentials.value(self.credentials.get(credential_id)?).as_ref()?;
+        let credential = self
+            .credentials
+            .value(self.credentials.get(credential_id)?)
+            .as_ref()?;
         let owner_id = self.owners.name(credential.owner);
         Some((owner_id, OwnerKind::of(owner_id)?))
     }
 
     pub(crate) fn interval(&self, i: IntervalIdx) -> &EndpointInterval {
-        self.intervals[i.get()].as_ref().expect("a linked interval is live")
+        self.intervals[i.get()]
+            .as_ref()
+            .expect("a linked interval is live")
     }
 
     pub(crate) fn interval_mut(&mut self, i: IntervalIdx) -> &mut EndpointInterval {
-        self.intervals[i.get()].as_mut().expect("a linked interval is live")
+        self.intervals[i.get()]
+            .as_mut()
+            .expect("a linked interval is live")
     }
 
     /// A host's intervals, latest start first.
-    pub(crate) fn host_intervals(&self, host: Sym<HostSlot>) -> impl Iterator<Item = IntervalIdx> + '_ {
+    pub(crate) fn host_intervals(
+        &self,
+        host: Sym<HostSlot>,
+    ) -> impl Iterator<Item = IntervalIdx> + '_ {
         std::iter::successors(*self.hosts.value(host), |&i| self.interval(i).next)
     }
 
@@ -471,27 +553,47 @@ impl OwnershipState {
     pub(crate) fn check_invariants(&self) {
         let mut chained = vec![false; self.intervals.len()];
         for (host, head) in self.hosts.iter() {
-            assert!(head.is_some(), "host {} has no interval", self.hosts.name(host));
+            assert!(
+                head.is_some(),
+                "host {} has no interval",
+                self.hosts.name(host)
+            );
             let mut last_start = Micros::MAX;
             for i in self.host_intervals(host) {
                 let interval = self.interval(i);
-                assert!(!std::mem::replace(&mut chained[i.get()], true), "interval chained twice");
+                assert!(
+                    !std::mem::replace(&mut chained[i.get()], true),
+                    "interval chained twice"
+                );
                 assert_eq!(interval.host, host);
-                assert!(interval.start <= last_start, "chain of {} not sorted", self.hosts.name(host));
+                assert!(
+                    interval.start <= last_start,
+                    "chain of {} not sorted",
+                    self.hosts.name(host)
+                );
                 last_start = interval.start;
             }
         }
         let mut live = 0;
         for (k, interval) in self.intervals.iter().enumerate() {
             let Some(interval) = interval else {
-                assert!(self.free_intervals.contains(&IntervalIdx::new(k)), "free slot {k} not listed");
+                assert!(
+                    self.free_intervals.contains(&IntervalIdx::new(k)),
+                    "free slot {k} not listed"
+                );
                 continue;
             };
             live += 1;
             assert!(chained[k], "interval {k} not chained");
             assert!(self.endpoints.is_live(interval.endpoint) && self.hosts.is_live(interval.host));
-            assert!(interval.session.is_none_or(|s| self.sessions.is_live(s)), "interval names a freed session");
-            assert!(interval.principal.is_none_or(|p| self.owners.is_live(p)), "interval names a freed owner");
+            assert!(
+                interval.session.is_none_or(|s| self.sessions.is_live(s)),
+                "interval names a freed session"
+            );
+            assert!(
+                interval.principal.is_none_or(|p| self.owners.is_live(p)),
+                "interval names a freed owner"
+            );
         }
         assert_eq!(live + self.free_intervals.len(), self.intervals.len());
         for (endpoint, slot) in self.endpoints.iter() {
@@ -500,15 +602,29 @@ impl OwnershipState {
             }
         }
         for (_, session) in self.sessions.iter() {
-            assert!(session.credential.is_none_or(|c| self.credentials.is_live(c)), "session names a freed credential");
+            assert!(
+                session
+                    .credential
+                    .is_none_or(|c| self.credentials.is_live(c)),
+                "session names a freed credential"
+            );
         }
         for (_, credential) in self.credentials.iter() {
-            assert!(credential.as_ref().is_none_or(|c| self.owners.is_live(c.owner)), "credential names a freed owner");
+            assert!(
+                credential
+                    .as_ref()
+                    .is_none_or(|c| self.owners.is_live(c.owner)),
+                "credential names a freed owner"
+            );
         }
         let counts = StateStats {
             bot_users: self.owners.iter().filter(|(_, b)| b.is_some()).count(),
             credentials: self.credentials.iter().filter(|(_, c)| c.is_some()).count(),
-            sessions: self.sessions.iter().filter(|(_, s)| s.credential.is_some()).count(),
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.credential.is_some())
+                .count(),
             endpoints: live,
         };
         assert_eq!(self.counts, counts);

@@ -49,7 +49,10 @@ impl KafkaConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |setting, reason: String| Err(Error::Config { setting, reason });
         if self.brokers.trim().is_empty() {
-            return bad("brokers", "is empty; expected host:port[,host:port…]".into());
+            return bad(
+                "brokers",
+                "is empty; expected host:port[,host:port…]".into(),
+            );
         }
         for broker in self.brokers.split(',') {
             let broker = broker.trim();
@@ -63,26 +66,46 @@ impl KafkaConfig {
             ("traffic_topic", &self.traffic_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
         ] {
-            if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-                return bad(setting, format!("{topic:?} is not a valid topic name ([a-zA-Z0-9._-], 1..=249 chars)"));
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return bad(
+                    setting,
+                    format!("{topic:?} is not a valid topic name ([a-zA-Z0-9._-], 1..=249 chars)"),
+                );
             }
         }
         if self.control_topic == self.traffic_topic {
-            return bad("traffic_topic", format!("{:?} is also the control topic", self.traffic_topic));
+            return bad(
+                "traffic_topic",
+                format!("{:?} is also the control topic", self.traffic_topic),
+            );
         }
         if self.group_id.trim().is_empty() {
             return bad("group_id", "is empty".into());
         }
         if self.resume_rewind_messages < 0 {
-            return bad("resume_rewind_messages", format!("{} is negative", self.resume_rewind_messages));
+            return bad(
+                "resume_rewind_messages",
+                format!("{} is negative", self.resume_rewind_messages),
+            );
         }
         if self.session_timeout_ms < 1000 {
-            return bad("session_timeout_ms", format!("{} is below 1000", self.session_timeout_ms));
+            return bad(
+                "session_timeout_ms",
+                format!("{} is below 1000", self.session_timeout_ms),
+            );
         }
         if self.max_poll_interval_ms < self.session_timeout_ms {
             return bad(
                 "max_poll_interval_ms",
-                format!("{} is below session_timeout_ms ({})", self.max_poll_interval_ms, self.session_timeout_ms),
+                format!(
+                    "{} is below session_timeout_ms ({})",
+                    self.max_poll_interval_ms, self.session_timeout_ms
+                ),
             );
         }
         Ok(())
@@ -100,12 +123,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting_and_value() {
-        let config = KafkaConfig { brokers: "127.0.0.1".into(), ..KafkaConfig::default() };
+        let config = KafkaConfig {
+            brokers: "127.0.0.1".into(),
+            ..KafkaConfig::default()
+        };
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("brokers") && err.contains("127.0.0.1"), "{err}");
-        let config = KafkaConfig { traffic_topic: "bad topic".into(), ..KafkaConfig::default() };
-        assert!(config.validate().unwrap_err().to_string().contains("\"bad topic\""));
-        let config = KafkaConfig { max_poll_interval_ms: 10, ..KafkaConfig::default() };
-        assert!(config.validate().unwrap_err().to_string().contains("max_poll_interval_ms"));
+        assert!(
+            err.contains("brokers") && err.contains("127.0.0.1"),
+            "{err}"
+        );
+        let config = KafkaConfig {
+            traffic_topic: "bad topic".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("\"bad topic\""));
+        let config = KafkaConfig {
+            max_poll_interval_ms: 10,
+            ..KafkaConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_poll_interval_ms"));
     }
 }

@@ -36,7 +36,9 @@ pub struct DeadLetterProducer {
 
 impl std::fmt::Debug for DeadLetterProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterProducer").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("DeadLetterProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,7 +51,10 @@ impl DeadLetterProducer {
             .set("message.max.bytes", "10000000")
             .create()
             .map_err(Error::kafka("create the dead-letter producer"))?;
-        Ok(Self { producer, topic: config.dead_letter_topic.clone() })
+        Ok(Self {
+            producer,
+            topic: config.dead_letter_topic.clone(),
+        })
     }
 
     /// Queues one dead letter; [`Self::flush`] makes it durable.
@@ -57,19 +62,44 @@ impl DeadLetterProducer {
         let partition = letter.partition.to_string();
         let offset = letter.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "botmeter.reason", value: Some(letter.reason.as_str()) })
-            .insert(Header { key: "botmeter.reason_kind", value: Some(letter.reason_kind.as_str()) })
-            .insert(Header { key: "botmeter.source_topic", value: Some(letter.topic.as_str()) })
-            .insert(Header { key: "botmeter.source_partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "botmeter.source_offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: "botmeter.reason",
+                value: Some(letter.reason.as_str()),
+            })
+            .insert(Header {
+                key: "botmeter.reason_kind",
+                value: Some(letter.reason_kind.as_str()),
+            })
+            .insert(Header {
+                key: "botmeter.source_topic",
+                value: Some(letter.topic.as_str()),
+            })
+            .insert(Header {
+                key: "botmeter.source_partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "botmeter.source_offset",
+                value: Some(offset.as_str()),
+            });
         let key = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
         self.producer
-            .send(BaseRecord::to(&self.topic).key(&key).payload(&letter.payload).headers(headers))
-            .map_err(|(e, _)| Error::Kafka { context: format!("queue dead letter {key}"), source: e })
+            .send(
+                BaseRecord::to(&self.topic)
+                    .key(&key)
+                    .payload(&letter.payload)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| Error::Kafka {
+                context: format!("queue dead letter {key}"),
+                source: e,
+            })
     }
 
     /// Waits until every queued dead letter is acknowledged.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(Error::kafka("flush dead letters"))
+        self.producer
+            .flush(timeout)
+            .map_err(Error::kafka("flush dead letters"))
     }
 }

@@ -11,4 +11,7 @@ pub mod source;
 pub use config::KafkaConfig;
 pub use dead_letter::{DeadLetter, DeadLetterProducer};
 pub use error::{Error, Result};
-pub use source::{control_consumer, high_watermarks, partitions_of, start_offset, traffic_consumer, PositionsFn, TrafficContext};
+pub use source::{
+    control_consumer, high_watermarks, partitions_of, start_offset, traffic_consumer, PositionsFn,
+    TrafficContext,
+};

@@ -41,7 +41,9 @@ pub struct TrafficContext {
 
 impl std::fmt::Debug for TrafficContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrafficContext").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("TrafficContext")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,12 +66,19 @@ impl TrafficContext {
 
     /// Records that `partition` is durable up to `last` (inclusive), before re-positioning it.
     pub fn mark_stored(&self, partition: i32, last: i64) {
-        self.stored.lock().expect("stored lock").insert(partition, last);
+        self.stored
+            .lock()
+            .expect("stored lock")
+            .insert(partition, last);
     }
 
     /// Whether this message's row is already durable (it was re-read because of the rewind).
     pub fn already_stored(&self, partition: i32, offset: i64) -> bool {
-        self.stored.lock().expect("stored lock").get(&partition).is_some_and(|&last| offset <= last)
+        self.stored
+            .lock()
+            .expect("stored lock")
+            .get(&partition)
+            .is_some_and(|&last| offset <= last)
     }
 }
 
@@ -84,8 +93,14 @@ pub fn start_offset(last: Option<i64>, rewind: i64) -> Offset {
 impl ClientContext for TrafficContext {}
 
 impl ConsumerContext for TrafficContext {
-    fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = (self.positions)(&self.topic);
@@ -134,12 +149,18 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
         // Low latency from publish to attribution: do not let the broker hold a fetch long.
         .set("fetch.wait.max.ms", "100")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("max.poll.interval.ms", config.max_poll_interval_ms.to_string());
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        );
     client
 }
 
 /// The traffic reader, subscribed to the traffic topic in the consumer group.
-pub fn traffic_consumer(config: &KafkaConfig, positions: PositionsFn) -> Result<BaseConsumer<TrafficContext>> {
+pub fn traffic_consumer(
+    config: &KafkaConfig,
+    positions: PositionsFn,
+) -> Result<BaseConsumer<TrafficContext>> {
     let context = TrafficContext {
         topic: config.traffic_topic.clone(),
         positions,
@@ -152,13 +173,21 @@ pub fn traffic_consumer(config: &KafkaConfig, positions: PositionsFn) -> Result<
         .set("group.id", &config.group_id)
         .create_with_context(context)
         .map_err(Error::kafka("create the traffic consumer"))?;
-    consumer.subscribe(&[&config.traffic_topic]).map_err(Error::kafka(format!("subscribe to {}", config.traffic_topic)))?;
+    consumer
+        .subscribe(&[&config.traffic_topic])
+        .map_err(Error::kafka(format!(
+            "subscribe to {}",
+            config.traffic_topic
+        )))?;
     Ok(consumer)
 }
 
 /// The control reader: all partitions of the control topic, each from the given start offset
 /// (absent: the beginning). Returns the consumer and the partitions it reads.
-pub fn control_consumer(config: &KafkaConfig, start: &HashMap<i32, i64>) -> Result<(BaseConsumer, Vec<i32>)> {
+pub fn control_consumer(
+    config: &KafkaConfig,
+    start: &HashMap<i32, i64>,
+) -> Result<(BaseConsumer, Vec<i32>)> {
     let consumer: BaseConsumer<DefaultConsumerContext> = base_config(config)
         // No group membership: assign() only. A group id is still required by librdkafka.
         .set("group.id", format!("{}-control", config.group_id))
@@ -167,16 +196,26 @@ pub fn control_consumer(config: &KafkaConfig, start: &HashMap<i32, i64>) -> Resu
     let partitions = partitions_of(&consumer, &config.control_topic)?;
     let mut tpl = TopicPartitionList::new();
     for &partition in &partitions {
-        let offset = start.get(&partition).map_or(Offset::Beginning, |&next| Offset::Offset(next));
+        let offset = start
+            .get(&partition)
+            .map_or(Offset::Beginning, |&next| Offset::Offset(next));
         tpl.add_partition_offset(&config.control_topic, partition, offset)
-            .map_err(Error::kafka(format!("position {}/{partition}", config.control_topic)))?;
+            .map_err(Error::kafka(format!(
+                "position {}/{partition}",
+                config.control_topic
+            )))?;
     }
-    consumer.assign(&tpl).map_err(Error::kafka(format!("assign {}", config.control_topic)))?;
+    consumer
+        .assign(&tpl)
+        .map_err(Error::kafka(format!("assign {}", config.control_topic)))?;
     Ok((consumer, partitions))
 }
 
 /// Partition ids of a topic, from the broker's metadata.
-pub fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>> {
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(Error::kafka(format!("fetch metadata of {topic}")))?;
@@ -187,16 +226,27 @@ pub fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(Error::Config { setting: "topic", reason: format!("{topic:?} does not exist or has no partitions") });
+        return Err(Error::Config {
+            setting: "topic",
+            reason: format!("{topic:?} does not exist or has no partitions"),
+        });
     }
     Ok(partitions)
 }
 
 /// High watermarks (the offset the next message will get) of every given partition.
-pub fn high_watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partitions: &[i32]) -> KafkaResult<HashMap<i32, i64>> {
+pub fn high_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<HashMap<i32, i64>> {
     partitions
         .iter()
-        .map(|&p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| (p, high)))
+        .map(|&p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|(_, high)| (p, high))
+        })
         .collect()
 }
 

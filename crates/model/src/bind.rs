@@ -70,14 +70,17 @@ pub enum BindRule {
 impl BindRule {
     /// Parses one ACL entry.
     pub fn parse(rule: &str) -> Result<Self, BindRuleError> {
-        let err = |reason| BindRuleError { rule: rule.to_owned(), reason };
+        let err = |reason| BindRuleError {
+            rule: rule.to_owned(),
+            reason,
+        };
         let trimmed = rule.trim();
         if trimmed == "*" {
             return Ok(Self::Any);
         }
-        let body = trimmed
-            .strip_prefix("bind:")
-            .ok_or_else(|| err("expected a rule of the form bind:<domain|*.domain|host:port|key=value> or *"))?;
+        let body = trimmed.strip_prefix("bind:").ok_or_else(|| {
+            err("expected a rule of the form bind:<domain|*.domain|host:port|key=value> or *")
+        })?;
         if body.is_empty() {
             return Err(err("empty bind target"));
         }
@@ -100,15 +103,23 @@ impl BindRule {
                     Ok(LabelPattern::Exact(s.to_owned()))
                 }
             };
-            return Ok(Self::Label { key: pattern(key)?, value: pattern(value)? });
+            return Ok(Self::Label {
+                key: pattern(key)?,
+                value: pattern(value)?,
+            });
         }
         if let Some((host, port)) = body.rsplit_once(':') {
-            let port: u16 = port.parse().map_err(|_| err("port after ':' is not a number 0..=65535"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| err("port after ':' is not a number 0..=65535"))?;
             validate_hostname(host).map_err(err)?;
             if host.contains('*') {
                 return Err(err("a TCP address cannot be a wildcard"));
             }
-            return Ok(Self::Address { host: host.to_ascii_lowercase(), port });
+            return Ok(Self::Address {
+                host: host.to_ascii_lowercase(),
+                port,
+            });
         }
         if let Some(suffix) = body.strip_prefix("*.") {
             validate_hostname(suffix).map_err(err)?;
@@ -119,7 +130,9 @@ impl BindRule {
         }
         validate_hostname(body).map_err(err)?;
         if body.contains('*') {
-            return Err(err("a wildcard is only allowed as the leading label (*.example.com)"));
+            return Err(err(
+                "a wildcard is only allowed as the leading label (*.example.com)",
+            ));
         }
         Ok(Self::Domain(body.to_ascii_lowercase()))
     }
@@ -130,7 +143,12 @@ impl BindRule {
     }
 
     /// Whether this rule allows an endpoint with this hostname, port and labels.
-    pub fn matches(&self, hostname: &str, port: Option<u16>, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
         match self {
             Self::Any => true,
             Self::Domain(domain) => hostname.eq_ignore_ascii_case(domain),
@@ -141,16 +159,27 @@ impl BindRule {
                         && host.ends_with(suffix.as_str())
                         && host.as_bytes()[host.len() - suffix.len() - 1] == b'.')
             }
-            Self::Address { host, port: rule_port } => {
-                port == Some(*rule_port) && hostname.eq_ignore_ascii_case(host)
-            }
-            Self::Label { key, value } => labels.iter().any(|(k, v)| key.matches(k) && value.matches(v)),
+            Self::Address {
+                host,
+                port: rule_port,
+            } => port == Some(*rule_port) && hostname.eq_ignore_ascii_case(host),
+            Self::Label { key, value } => labels
+                .iter()
+                .any(|(k, v)| key.matches(k) && value.matches(v)),
         }
     }
 
     /// Whether a credential with these rules may bind the endpoint: an empty list permits all.
-    pub fn permits(rules: &[Self], hostname: &str, port: Option<u16>, labels: &BTreeMap<String, String>) -> bool {
-        rules.is_empty() || rules.iter().any(|rule| rule.matches(hostname, port, labels))
+    pub fn permits(
+        rules: &[Self],
+        hostname: &str,
+        port: Option<u16>,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        rules.is_empty()
+            || rules
+                .iter()
+                .any(|rule| rule.matches(hostname, port, labels))
     }
 }
 
@@ -178,7 +207,11 @@ fn validate_hostname(host: &str) -> Result<(), &'static str> {
         if label.is_empty() {
             return Err("hostname has an empty label");
         }
-        if label != "*" && !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if label != "*"
+            && !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err("hostname has a character other than letters, digits, '-', '_' and '.'");
         }
     }
@@ -197,21 +230,45 @@ mod tests {
     #[test]
     fn parses_every_documented_form() {
         assert_eq!(BindRule::parse("*").unwrap(), BindRule::Any);
-        assert_eq!(BindRule::parse("bind:Example.ngrok.io").unwrap(), BindRule::Domain("example.ngrok.io".into()));
-        assert_eq!(BindRule::parse("bind:*.example.com").unwrap(), BindRule::WildcardDomain("example.com".into()));
+        assert_eq!(
+            BindRule::parse("bind:Example.ngrok.io").unwrap(),
+            BindRule::Domain("example.ngrok.io".into())
+        );
+        assert_eq!(
+            BindRule::parse("bind:*.example.com").unwrap(),
+            BindRule::WildcardDomain("example.com".into())
+        );
         assert_eq!(
             BindRule::parse("bind:1.tcp.ngrok.io:20002").unwrap(),
-            BindRule::Address { host: "1.tcp.ngrok.io".into(), port: 20002 }
+            BindRule::Address {
+                host: "1.tcp.ngrok.io".into(),
+                port: 20002
+            }
         );
         assert_eq!(
             BindRule::parse("bind:*=example").unwrap(),
-            BindRule::Label { key: LabelPattern::Any, value: LabelPattern::Exact("example".into()) }
+            BindRule::Label {
+                key: LabelPattern::Any,
+                value: LabelPattern::Exact("example".into())
+            }
         );
     }
 
     #[test]
     fn rejects_what_cannot_be_meant() {
-        for bad in ["", "example.com", "bind:", "bind:a..b", "bind:foo.*.com", "bind:host:99999", "bind:=x", "bind:k=", "bind:k=v=w", "bind:*.*.com", "bind:a b.com"] {
+        for bad in [
+            "",
+            "example.com",
+            "bind:",
+            "bind:a..b",
+            "bind:foo.*.com",
+            "bind:host:99999",
+            "bind:=x",
+            "bind:k=",
+            "bind:k=v=w",
+            "bind:*.*.com",
+            "bind:a b.com",
+        ] {
             assert!(BindRule::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let err = BindRule::parse("bind:host:http").unwrap_err();
@@ -239,18 +296,38 @@ mod tests {
     #[test]
     fn label_rules_with_wildcards() {
         let labels: BTreeMap<_, _> = [("env".to_owned(), "prod".to_owned())].into();
-        assert!(BindRule::parse("bind:env=prod").unwrap().matches("x", None, &labels));
-        assert!(BindRule::parse("bind:*=prod").unwrap().matches("x", None, &labels));
-        assert!(BindRule::parse("bind:env=*").unwrap().matches("x", None, &labels));
-        assert!(!BindRule::parse("bind:env=dev").unwrap().matches("x", None, &labels));
-        assert!(!BindRule::parse("bind:*=*").unwrap().matches("x", None, &no_labels()));
+        assert!(BindRule::parse("bind:env=prod")
+            .unwrap()
+            .matches("x", None, &labels));
+        assert!(BindRule::parse("bind:*=prod")
+            .unwrap()
+            .matches("x", None, &labels));
+        assert!(BindRule::parse("bind:env=*")
+            .unwrap()
+            .matches("x", None, &labels));
+        assert!(!BindRule::parse("bind:env=dev")
+            .unwrap()
+            .matches("x", None, &labels));
+        assert!(!BindRule::parse("bind:*=*")
+            .unwrap()
+            .matches("x", None, &no_labels()));
     }
 
     #[test]
     fn empty_list_and_star_permit_all() {
         assert!(BindRule::permits(&[], "anything.io", Some(1), &no_labels()));
-        assert!(BindRule::permits(&[BindRule::Any], "anything.io", None, &no_labels()));
-        assert!(!BindRule::permits(&[BindRule::Domain("a.io".into())], "b.io", None, &no_labels()));
+        assert!(BindRule::permits(
+            &[BindRule::Any],
+            "anything.io",
+            None,
+            &no_labels()
+        ));
+        assert!(!BindRule::permits(
+            &[BindRule::Domain("a.io".into())],
+            "b.io",
+            None,
+            &no_labels()
+        ));
     }
 
     proptest! {

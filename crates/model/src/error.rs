@@ -20,7 +20,12 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { event_id: None, event_type: None, field: field.into(), reason: reason.into() }
+        Self {
+            event_id: None,
+            event_type: None,
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn with_event(mut self, event_id: &str, event_type: &str) -> Self {

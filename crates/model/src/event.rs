@@ -245,7 +245,13 @@ fn require_object(raw: Option<&RawValue>, field: &str) -> Result<()> {
     match raw.map(|r| r.get().trim_start().as_bytes().first().copied()) {
         None | Some(Some(b'{')) => Ok(()),
         Some(_) if raw.is_some_and(|r| r.get().trim() == "null") => Ok(()),
-        Some(_) => Err(DecodeError::new(field, format!("expected a JSON object, found {}", truncate(raw.map_or("", RawValue::get))))),
+        Some(_) => Err(DecodeError::new(
+            field,
+            format!(
+                "expected a JSON object, found {}",
+                truncate(raw.map_or("", RawValue::get))
+            ),
+        )),
     }
 }
 
@@ -254,7 +260,11 @@ fn truncate(s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    if end < s.len() { format!("{}…", &s[..end]) } else { s.to_owned() }
+    if end < s.len() {
+        format!("{}…", &s[..end])
+    } else {
+        s.to_owned()
+    }
 }
 
 /// Decodes one payload. Errors name the event, the field and the value.
@@ -269,7 +279,12 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
             };
             return Err(DecodeError::new("<payload>", reason));
         }
-        None => return Err(DecodeError::new("<payload>", "not valid JSON: empty payload")),
+        None => {
+            return Err(DecodeError::new(
+                "<payload>",
+                "not valid JSON: empty payload",
+            ))
+        }
     }
     let head: Head<'_> = serde_json::from_slice(payload).map_err(|e| {
         let reason = if e.is_data() {
@@ -283,21 +298,41 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
     let event_type = head.event_type.as_deref().unwrap_or_default().to_owned();
     let tag = |e: DecodeError| e.with_event(&event_id, &event_type);
     if event_id.is_empty() {
-        return Err(DecodeError::new("event_id", "missing field or empty string"));
+        return Err(DecodeError::new(
+            "event_id",
+            "missing field or empty string",
+        ));
     }
     if event_type.is_empty() {
-        return Err(tag(DecodeError::new("event_type", "missing field or empty string")));
+        return Err(tag(DecodeError::new(
+            "event_type",
+            "missing field or empty string",
+        )));
     }
     let event_timestamp = match head.event_timestamp.as_deref() {
-        None => return Err(tag(DecodeError::new("event_timestamp", "missing field event_timestamp"))),
-        Some(raw) => DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|e| {
-            tag(DecodeError::new("event_timestamp", format!("expected an RFC 3339 timestamp, found {raw:?} ({e})")))
-        })?,
+        None => {
+            return Err(tag(DecodeError::new(
+                "event_timestamp",
+                "missing field event_timestamp",
+            )))
+        }
+        Some(raw) => DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                tag(DecodeError::new(
+                    "event_timestamp",
+                    format!("expected an RFC 3339 timestamp, found {raw:?} ({e})"),
+                ))
+            })?,
     };
     let account_id = match head.account_id.map(RawValue::get) {
         None | Some("null") => String::new(),
-        Some(raw) => serde_json::from_str::<String>(raw)
-            .map_err(|_| tag(DecodeError::new("account_id", format!("expected a string, found {}", truncate(raw)))))?,
+        Some(raw) => serde_json::from_str::<String>(raw).map_err(|_| {
+            tag(DecodeError::new(
+                "account_id",
+                format!("expected a string, found {}", truncate(raw)),
+            ))
+        })?,
     };
     require_object(head.principal, "principal").map_err(tag)?;
     let principal = match head.principal.map(RawValue::get) {
@@ -339,7 +374,11 @@ fn typed_at<'a, T: Deserialize<'a>>(json: &'a str, root: &str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() { root.to_owned() } else { format!("{root}.{path}") };
+        let field = if path == "." || path.is_empty() {
+            root.to_owned()
+        } else {
+            format!("{root}.{path}")
+        };
         DecodeError::new(field, e.into_inner().to_string())
     })
 }
@@ -353,24 +392,39 @@ fn decode_body(kind: EventType, object: &str, principal: Option<&Principal>) -> 
                 // ngrok: "Defaults to the authenticated User or Bot".
                 match principal.map(|p| p.id.as_str()).filter(|id| !id.is_empty()) {
                     Some(id) => credential.owner_id = id.to_owned(),
-                    None => return Err(DecodeError::new("object.owner_id", "missing, and no principal to default it to")),
+                    None => {
+                        return Err(DecodeError::new(
+                            "object.owner_id",
+                            "missing, and no principal to default it to",
+                        ))
+                    }
                 }
             }
             if OwnerKind::of(&credential.owner_id).is_none() {
                 return Err(DecodeError::new(
                     "object.owner_id",
-                    format!("expected a usr_, bot_ or service_ id, found {:?}", credential.owner_id),
+                    format!(
+                        "expected a usr_, bot_ or service_ id, found {:?}",
+                        credential.owner_id
+                    ),
                 ));
             }
             credential.bind_rules = BindRule::parse_all(&credential.acl)
                 .map_err(|e| DecodeError::new("object.acl", e.to_string()))?;
-            EventBody::Credential { kind, action, credential }
+            EventBody::Credential {
+                kind,
+                action,
+                credential,
+            }
         }
         EventType::BotUser(action) => {
             let bot_user: BotUser = typed(object)?;
             require_id(&bot_user.id, "object.id")?;
             if OwnerKind::of(&bot_user.id) != Some(OwnerKind::BotUser) {
-                return Err(DecodeError::new("object.id", format!("expected a bot_ id, found {:?}", bot_user.id)));
+                return Err(DecodeError::new(
+                    "object.id",
+                    format!("expected a bot_ id, found {:?}", bot_user.id),
+                ));
             }
             EventBody::BotUser { action, bot_user }
         }
@@ -378,7 +432,10 @@ fn decode_body(kind: EventType, object: &str, principal: Option<&Principal>) -> 
             let endpoint: Endpoint = typed(object)?;
             require_id(&endpoint.id, "object.id")?;
             if endpoint.hostname().is_none() {
-                return Err(DecodeError::new("object.host", "endpoint names no host (host, hostport, url and public_url are all empty)"));
+                return Err(DecodeError::new(
+                    "object.host",
+                    "endpoint names no host (host, hostport, url and public_url are all empty)",
+                ));
             }
             EventBody::Endpoint { action, endpoint }
         }
@@ -411,7 +468,12 @@ mod tests {
         let payload = br#"{"event_id":"ev_123","event_type":"tcp_connection_closed.v0","event_timestamp":"2022-02-23T23:51:14Z","object":{"conn":{"bytes_out":"-5"}}}"#;
         let err = decode(payload).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("event ev_123 (tcp_connection_closed.v0): field object.conn.bytes_out:"), "{text}");
+        assert!(
+            text.starts_with(
+                "event ev_123 (tcp_connection_closed.v0): field object.conn.bytes_out:"
+            ),
+            "{text}"
+        );
         assert!(text.contains("-5"), "{text}");
     }
 
@@ -483,7 +545,12 @@ mod tests {
     fn nested_secrets_are_scrubbed() {
         let event = decode(br#"{"event_id":"ev_1","event_type":"event_destination_created.v0","event_timestamp":"2022-02-23T23:51:14Z","object":{"id":"ed_1","target":{"datadog":{"api_key":"dd-secret"},"azure_logs_ingestion":{"client_secret":"az-secret"}}}}"#).unwrap();
         let kept = event.object.unwrap().to_string();
-        assert!(!kept.contains("secret\"") && !kept.contains("dd-secret") && !kept.contains("az-secret"), "{kept}");
+        assert!(
+            !kept.contains("secret\"")
+                && !kept.contains("dd-secret")
+                && !kept.contains("az-secret"),
+            "{kept}"
+        );
         assert!(kept.contains("ed_1"));
     }
 

@@ -178,7 +178,10 @@ impl Endpoint {
 
     /// The session id serving this endpoint, if named.
     pub fn session_id(&self) -> Option<&str> {
-        self.tunnel_session.as_ref().map(|r| r.id.as_str()).filter(|id| !id.is_empty())
+        self.tunnel_session
+            .as_ref()
+            .map(|r| r.id.as_str())
+            .filter(|id| !id.is_empty())
     }
 }
 
@@ -261,7 +264,10 @@ impl TrafficPolicy {
     /// The `ep_` id a Traffic Policy `log` action put in its metadata, if any.
     pub(crate) fn endpoint_id(&self) -> Option<String> {
         self.logs.iter().find_map(|log| {
-            log.metadata.get("endpoint_id").and_then(|v| v.as_str()).map(str::to_owned)
+            log.metadata
+                .get("endpoint_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
         })
     }
 }
@@ -303,7 +309,10 @@ pub(crate) struct RawTcp {
 
 impl From<RawTcp> for TcpConnectionClosed {
     fn from(raw: RawTcp) -> Self {
-        Self { endpoint_id: raw.traffic_policy.endpoint_id(), conn: raw.conn }
+        Self {
+            endpoint_id: raw.traffic_policy.endpoint_id(),
+            conn: raw.conn,
+        }
     }
 }
 
@@ -381,7 +390,11 @@ where
         None | Some("") => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| serde::de::Error::custom(format!("expected an RFC 3339 timestamp, found {s:?} ({e})"))),
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "expected an RFC 3339 timestamp, found {s:?} ({e})"
+                ))
+            }),
     }
 }
 
@@ -401,9 +414,15 @@ where
     };
     match Option::<Port<'de>>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(Port::Number(n)) => u16::try_from(n).map(Some).map_err(|_| invalid(n.to_string())),
+        Some(Port::Number(n)) => u16::try_from(n)
+            .map(Some)
+            .map_err(|_| invalid(n.to_string())),
         Some(Port::Text(s)) if s.trim().is_empty() => Ok(None),
-        Some(Port::Text(s)) => s.trim().parse::<u16>().map(Some).map_err(|_| invalid(format!("{s:?}"))),
+        Some(Port::Text(s)) => s
+            .trim()
+            .parse::<u16>()
+            .map(Some)
+            .map_err(|_| invalid(format!("{s:?}"))),
     }
 }
 

@@ -25,8 +25,14 @@ use serde_json::Value;
 
 /// `PROPTEST_CASES` when set, else this property's CI default.
 fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
-    ProptestConfig { cases, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Every example, by file name, as bytes and as JSON.
@@ -37,12 +43,21 @@ static EXAMPLES: LazyLock<Vec<(String, Vec<u8>, Value)>> = LazyLock::new(|| {
         .map(|entry| {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
-            let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-            (path.file_name().unwrap().to_string_lossy().into_owned(), bytes, json)
+            let json = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                bytes,
+                json,
+            )
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 20, "expected the examples of every event type in {}", dir.display());
+    assert!(
+        out.len() >= 20,
+        "expected the examples of every event type in {}",
+        dir.display()
+    );
     out
 });
 
@@ -64,7 +79,18 @@ static KEYS: LazyLock<Vec<String>> = LazyLock::new(|| {
     for (_, _, json) in EXAMPLES.iter() {
         walk(json, &mut keys);
     }
-    keys.extend(["", "EVENT_ID", "event_id ", "__proto__", "🦀", "owner", "acl"].map(str::to_owned));
+    keys.extend(
+        [
+            "",
+            "EVENT_ID",
+            "event_id ",
+            "__proto__",
+            "🦀",
+            "owner",
+            "acl",
+        ]
+        .map(str::to_owned),
+    );
     keys.into_iter().collect()
 });
 
@@ -179,7 +205,8 @@ fn json() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(4, 24, 5, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..6).prop_map(Value::Array),
-            btree_map(key(), inner, 0..6).prop_map(|m: BTreeMap<String, Value>| Value::Object(m.into_iter().collect())),
+            btree_map(key(), inner, 0..6)
+                .prop_map(|m: BTreeMap<String, Value>| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -193,10 +220,18 @@ enum Mutation {
     /// An object loses one key, an array one element; a scalar becomes null.
     Delete { at: usize, which: usize },
     /// An object gains (or overwrites) a key, an array an element; a scalar becomes `{key: value}`.
-    Insert { at: usize, key: String, value: Value },
+    Insert {
+        at: usize,
+        key: String,
+        value: Value,
+    },
     /// The node becomes a huge string: `repeat` times `unit`. Its own, rarer edit rather than a
     /// leaf of [`json`]: huge strings dominate the run time in a debug build.
-    Huge { at: usize, unit: String, repeat: usize },
+    Huge {
+        at: usize,
+        unit: String,
+        repeat: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -239,14 +274,20 @@ fn nth_node(value: &mut Value, n: usize) -> &mut Value {
 }
 
 fn apply(doc: &mut Value, mutation: &Mutation) {
-    let (Mutation::Replace { at, .. } | Mutation::Delete { at, .. } | Mutation::Insert { at, .. } | Mutation::Huge { at, .. }) =
-        mutation;
+    let (Mutation::Replace { at, .. }
+    | Mutation::Delete { at, .. }
+    | Mutation::Insert { at, .. }
+    | Mutation::Huge { at, .. }) = mutation;
     let node = nth_node(doc, at % node_count(doc));
     match mutation {
         Mutation::Replace { with, .. } => *node = with.clone(),
         Mutation::Delete { which, .. } => match node {
             Value::Object(map) if !map.is_empty() => {
-                let key = map.keys().nth(which % map.len()).cloned().expect("in range");
+                let key = map
+                    .keys()
+                    .nth(which % map.len())
+                    .cloned()
+                    .expect("in range");
                 map.remove(&key);
             }
             Value::Array(items) if !items.is_empty() => {
@@ -275,7 +316,10 @@ enum ByteEdit {
 }
 
 fn byte_edit() -> impl Strategy<Value = ByteEdit> {
-    let byte = prop_oneof![any::<u8>(), proptest::sample::select(b"{}[]\",:-0123456789.eEtrufalsn\\ ".to_vec())];
+    let byte = prop_oneof![
+        any::<u8>(),
+        proptest::sample::select(b"{}[]\",:-0123456789.eEtrufalsn\\ ".to_vec())
+    ];
     prop_oneof![
         3 => (any::<usize>(), byte.clone()).prop_map(|(i, b)| ByteEdit::Overwrite(i, b)),
         3 => (any::<usize>(), byte).prop_map(|(i, b)| ByteEdit::Insert(i, b)),
@@ -330,13 +374,52 @@ proptest! {
 
 /// Pieces of rules, valid and not, so that random concatenations often parse.
 const RULE_PIECES: &[&str] = &[
-    "*", "*.", ".", "..", ":", "=", "-", "_", " ", "\t", "bind:", "a", "Z", "ngrok", "io", "example", "com", "1", "0", "20002",
-    "65535", "65536", "99999", "+80", "-1", "é", "\u{2003}", "\u{0}", "[::1]", "👩‍💻", "host name", "k", "v",
+    "*",
+    "*.",
+    ".",
+    "..",
+    ":",
+    "=",
+    "-",
+    "_",
+    " ",
+    "\t",
+    "bind:",
+    "a",
+    "Z",
+    "ngrok",
+    "io",
+    "example",
+    "com",
+    "1",
+    "0",
+    "20002",
+    "65535",
+    "65536",
+    "99999",
+    "+80",
+    "-1",
+    "é",
+    "\u{2003}",
+    "\u{0}",
+    "[::1]",
+    "👩‍💻",
+    "host name",
+    "k",
+    "v",
 ];
 
 fn rule_like() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![proptest::sample::select(RULE_PIECES).prop_map(str::to_owned), "[a-z0-9-]{1,10}", "\\PC{1,3}"];
-    (proptest::sample::select(&["bind:", "bind:", "bind:", "BIND:", " bind:", "", "*"][..]), vec(piece, 0..8), proptest::sample::select(&["", "", " ", "\n"][..]))
+    let piece = prop_oneof![
+        proptest::sample::select(RULE_PIECES).prop_map(str::to_owned),
+        "[a-z0-9-]{1,10}",
+        "\\PC{1,3}"
+    ];
+    (
+        proptest::sample::select(&["bind:", "bind:", "bind:", "BIND:", " bind:", "", "*"][..]),
+        vec(piece, 0..8),
+        proptest::sample::select(&["", "", " ", "\n"][..]),
+    )
         .prop_map(|(prefix, pieces, suffix)| format!("{prefix}{}{suffix}", pieces.concat()))
 }
 

@@ -16,7 +16,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use botmeter_model::{
-    decode, topics, CredentialAction, CredentialKind, EndpointAction, Event, EventBody, EventType, SessionAction,
+    decode, topics, CredentialAction, CredentialKind, EndpointAction, Event, EventBody, EventType,
+    SessionAction,
 };
 use jsonschema::{Draft, JSONSchema};
 use serde_json::{json, Value};
@@ -44,8 +45,13 @@ const CONSUMED: [&str; 18] = [
 ];
 
 /// Types ngrok does not publish: botmeter defines them in ngrok's envelope.
-const BOTMETER_OWN: [&str; 5] =
-    ["bot_user_created.v0", "bot_user_updated.v0", "bot_user_deleted.v0", "endpoint_created.v0", "endpoint_deleted.v0"];
+const BOTMETER_OWN: [&str; 5] = [
+    "bot_user_created.v0",
+    "bot_user_updated.v0",
+    "bot_user_deleted.v0",
+    "endpoint_created.v0",
+    "endpoint_deleted.v0",
+];
 
 const ENVELOPE: &str = "envelope.schema.json";
 const AUDIT: &str = "audit_event";
@@ -88,10 +94,15 @@ fn schema_files() -> BTreeMap<String, Value> {
 /// The examples, by file name.
 fn examples() -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    for entry in fs::read_dir(events_dir().join("examples")).expect("schemas/events/examples exists") {
+    for entry in
+        fs::read_dir(events_dir().join("examples")).expect("schemas/events/examples exists")
+    {
         let path = entry.unwrap().path();
         let name = file_name(&path);
-        assert!(name.ends_with(".json"), "unexpected file {name} in schemas/events/examples");
+        assert!(
+            name.ends_with(".json"),
+            "unexpected file {name} in schemas/events/examples"
+        );
         out.insert(name, read_json(&path));
     }
     out
@@ -112,10 +123,14 @@ impl Schemas {
             for (other, document) in &files {
                 // A relative `$ref: "envelope.schema.json"` in a schema without `$id` resolves
                 // against the crate's default base URI.
-                options.with_document(format!("json-schema:///{other}.schema.json"), document.clone());
+                options.with_document(
+                    format!("json-schema:///{other}.schema.json"),
+                    document.clone(),
+                );
             }
-            let validator =
-                options.compile(schema).unwrap_or_else(|e| panic!("{name}.schema.json does not compile: {e}"));
+            let validator = options
+                .compile(schema)
+                .unwrap_or_else(|e| panic!("{name}.schema.json does not compile: {e}"));
             compiled.insert(name.clone(), validator);
         }
         Self { compiled }
@@ -134,7 +149,9 @@ impl Schemas {
         let validator = &self.compiled[&name];
         match validator.validate(event) {
             Ok(()) => Vec::new(),
-            Err(errors) => errors.map(|e| format!("{name}: {} at {}", e, e.instance_path)).collect(),
+            Err(errors) => errors
+                .map(|e| format!("{name}: {} at {}", e, e.instance_path))
+                .collect(),
         }
     }
 
@@ -155,16 +172,24 @@ fn decode_value(event: &Value) -> Result<Event, botmeter_model::DecodeError> {
 fn every_consumed_type_has_a_schema_and_an_example() {
     let schemas = schema_files();
     let examples = examples();
-    let example_types: BTreeSet<String> =
-        examples.values().filter_map(|e| e["event_type"].as_str().map(str::to_owned)).collect();
+    let example_types: BTreeSet<String> = examples
+        .values()
+        .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+        .collect();
     let mut missing = Vec::new();
     for event_type in CONSUMED {
-        assert_ne!(EventType::parse(event_type), EventType::Audit, "{event_type} is not a type the decoder knows");
+        assert_ne!(
+            EventType::parse(event_type),
+            EventType::Audit,
+            "{event_type} is not a type the decoder knows"
+        );
         if !schemas.contains_key(event_type) {
             missing.push(format!("schemas/events/{event_type}.schema.json"));
         }
         if !example_types.contains(event_type) {
-            missing.push(format!("an example of {event_type} in schemas/events/examples/"));
+            missing.push(format!(
+                "an example of {event_type} in schemas/events/examples/"
+            ));
         }
     }
     for required in ["envelope", AUDIT] {
@@ -177,7 +202,9 @@ fn every_consumed_type_has_a_schema_and_an_example() {
     }
     for name in NGROK_EXAMPLES {
         if !examples.contains_key(name) {
-            missing.push(format!("ngrok's own example schemas/events/examples/{name}"));
+            missing.push(format!(
+                "ngrok's own example schemas/events/examples/{name}"
+            ));
         }
     }
     assert!(missing.is_empty(), "missing:\n  {}", missing.join("\n  "));
@@ -194,11 +221,17 @@ fn every_consumed_type_has_a_schema_and_an_example() {
 fn schemas_declare_their_type_topic_and_publisher() {
     let schemas = schema_files();
     for (name, schema) in &schemas {
-        assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#", "{name}");
+        assert_eq!(
+            schema["$schema"], "http://json-schema.org/draft-07/schema#",
+            "{name}"
+        );
         if name == "envelope" {
             continue;
         }
-        assert_eq!(schema["allOf"][0]["$ref"], ENVELOPE, "{name} must build on the envelope");
+        assert_eq!(
+            schema["allOf"][0]["$ref"], ENVELOPE,
+            "{name} must build on the envelope"
+        );
         let meta = &schema["x-botmeter"];
         if name == AUDIT {
             assert_eq!(meta["topic"], topics::CONTROL, "{name}");
@@ -215,22 +248,44 @@ fn schemas_declare_their_type_topic_and_publisher() {
             );
             continue;
         }
-        assert_eq!(schema["properties"]["event_type"]["const"], name.as_str(), "{name}: event_type const");
-        let topic = if EventType::parse(name).is_traffic() { topics::TRAFFIC } else { topics::CONTROL };
+        assert_eq!(
+            schema["properties"]["event_type"]["const"],
+            name.as_str(),
+            "{name}: event_type const"
+        );
+        let topic = if EventType::parse(name).is_traffic() {
+            topics::TRAFFIC
+        } else {
+            topics::CONTROL
+        };
         assert_eq!(meta["topic"], topic, "{name}: x-botmeter.topic");
-        let publisher = if BOTMETER_OWN.contains(&name.as_str()) { "botmeter" } else { "ngrok" };
-        assert_eq!(meta["published_by"], publisher, "{name}: x-botmeter.published_by");
+        let publisher = if BOTMETER_OWN.contains(&name.as_str()) {
+            "botmeter"
+        } else {
+            "ngrok"
+        };
+        assert_eq!(
+            meta["published_by"], publisher,
+            "{name}: x-botmeter.published_by"
+        );
     }
 }
 
 #[test]
 fn readme_lists_every_event_type() {
-    let readme = fs::read_to_string(events_dir().join("../README.md")).expect("schemas/README.md exists");
+    let readme =
+        fs::read_to_string(events_dir().join("../README.md")).expect("schemas/README.md exists");
     for event_type in CONSUMED {
-        assert!(readme.contains(&format!("`{event_type}`")), "schemas/README.md does not list `{event_type}`");
+        assert!(
+            readme.contains(&format!("`{event_type}`")),
+            "schemas/README.md does not list `{event_type}`"
+        );
     }
     for topic in [topics::CONTROL, topics::TRAFFIC, topics::DEAD_LETTER] {
-        assert!(readme.contains(topic), "schemas/README.md does not name the topic {topic}");
+        assert!(
+            readme.contains(topic),
+            "schemas/README.md does not name the topic {topic}"
+        );
     }
 }
 
@@ -243,14 +298,19 @@ fn every_example_validates_and_decodes_to_its_type() {
     let schemas = Schemas::load();
     let mut failures = Vec::new();
     for (name, example) in examples() {
-        let event_type = example["event_type"].as_str().unwrap_or_else(|| panic!("{name}: no event_type"));
+        let event_type = example["event_type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no event_type"));
         assert!(
             name == format!("{event_type}.json") || name.starts_with(&format!("{event_type}.")),
             "{name}: an example is named <event_type>[.<variant>].json (its event_type is {event_type})"
         );
         let errors = schemas.errors(&example);
         if !errors.is_empty() {
-            failures.push(format!("{name} does not validate:\n    {}", errors.join("\n    ")));
+            failures.push(format!(
+                "{name} does not validate:\n    {}",
+                errors.join("\n    ")
+            ));
         }
         match decode_value(&example) {
             Ok(event) => check_decoded(&name, &example, &event),
@@ -294,7 +354,11 @@ fn check_decoded(name: &str, example: &Value, event: &Event) {
         chrono::DateTime::parse_from_rfc3339(str_of(&example["event_timestamp"])).unwrap(),
         "{name}"
     );
-    assert_eq!(event.principal.as_ref().map(|p| p.id.as_str()), example["principal"]["id"].as_str(), "{name}");
+    assert_eq!(
+        event.principal.as_ref().map(|p| p.id.as_str()),
+        example["principal"]["id"].as_str(),
+        "{name}"
+    );
 
     let kind = EventType::parse(&event.event_type);
     if kind.is_traffic() {
@@ -304,15 +368,29 @@ fn check_decoded(name: &str, example: &Value, event: &Event) {
         if let Some(map) = expected.as_object_mut() {
             map.remove("token");
         }
-        assert_eq!(event.object.as_ref(), Some(&expected), "{name}: the raw object is kept, without its token");
+        assert_eq!(
+            event.object.as_ref(),
+            Some(&expected),
+            "{name}: the raw object is kept, without its token"
+        );
     }
     // Invariant 4: a credential token never survives decoding.
     if let Some(token) = object.get("token").and_then(Value::as_str) {
-        assert!(!format!("{event:?}").contains(token), "{name}: the token survived decoding");
+        assert!(
+            !format!("{event:?}").contains(token),
+            "{name}: the token survived decoding"
+        );
     }
 
     match (&event.body, kind) {
-        (EventBody::Credential { kind: k, action: a, credential }, EventType::Credential(kind, action)) => {
+        (
+            EventBody::Credential {
+                kind: k,
+                action: a,
+                credential,
+            },
+            EventType::Credential(kind, action),
+        ) => {
             assert_eq!((*k, *a), (kind, action), "{name}");
             let expected_kind = match event.event_type.split('_').next().unwrap() {
                 "tunnel" => CredentialKind::Authtoken,
@@ -333,16 +411,30 @@ fn check_decoded(name: &str, example: &Value, event: &Event) {
                 "" => str_of(&example["principal"]["id"]),
                 owner => owner,
             };
-            assert_eq!(credential.owner_id, owner, "{name}: owner_id (defaults to the principal)");
-            let acl: Vec<&str> = object["acl"].as_array().map(|a| a.iter().map(str_of).collect()).unwrap_or_default();
+            assert_eq!(
+                credential.owner_id, owner,
+                "{name}: owner_id (defaults to the principal)"
+            );
+            let acl: Vec<&str> = object["acl"]
+                .as_array()
+                .map(|a| a.iter().map(str_of).collect())
+                .unwrap_or_default();
             assert_eq!(credential.acl, acl, "{name}");
-            assert_eq!(credential.bind_rules.len(), acl.len(), "{name}: every ACL entry parses");
+            assert_eq!(
+                credential.bind_rules.len(),
+                acl.len(),
+                "{name}: every ACL entry parses"
+            );
         }
         (EventBody::BotUser { action, bot_user }, EventType::BotUser(a)) => {
             assert_eq!(*action, a, "{name}");
             assert_eq!(bot_user.id, str_of(&object["id"]), "{name}");
             assert_eq!(bot_user.name, str_of(&object["name"]), "{name}");
-            assert_eq!(bot_user.active, object["active"].as_bool().unwrap_or(true), "{name}");
+            assert_eq!(
+                bot_user.active,
+                object["active"].as_bool().unwrap_or(true),
+                "{name}"
+            );
         }
         (EventBody::Endpoint { action, endpoint }, EventType::Endpoint(a)) => {
             assert_eq!(*action, a, "{name}");
@@ -354,56 +446,141 @@ fn check_decoded(name: &str, example: &Value, event: &Event) {
             assert_eq!(*action, expected_action, "{name}");
             assert_eq!(endpoint.id, str_of(&object["id"]), "{name}");
             let url = str_of(&object["url"]);
-            let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap();
+            let authority = url
+                .split_once("://")
+                .map_or(url, |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap();
             let (host, port) = match authority.rsplit_once(':') {
                 Some((host, port)) => (host, port.parse::<u16>().ok()),
                 None => (authority, None),
             };
-            assert_eq!(endpoint.hostname().as_deref(), Some(host.to_ascii_lowercase().as_str()), "{name}: hostname");
-            assert_eq!(endpoint.port_number(), port_of(&object["port"]).or(port), "{name}: port");
-            assert_eq!(endpoint.session_id(), object["tunnel_session"]["id"].as_str(), "{name}");
+            assert_eq!(
+                endpoint.hostname().as_deref(),
+                Some(host.to_ascii_lowercase().as_str()),
+                "{name}: hostname"
+            );
+            assert_eq!(
+                endpoint.port_number(),
+                port_of(&object["port"]).or(port),
+                "{name}: port"
+            );
+            assert_eq!(
+                endpoint.session_id(),
+                object["tunnel_session"]["id"].as_str(),
+                "{name}"
+            );
             assert_eq!(
                 endpoint.principal.as_ref().map(|p| p.id.as_str()),
                 object["principal"]["id"].as_str(),
                 "{name}"
             );
-            let labels: BTreeMap<String, String> = serde_json::from_value(object["labels"].clone()).unwrap_or_default();
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(object["labels"].clone()).unwrap_or_default();
             assert_eq!(endpoint.labels, labels, "{name}");
         }
         (EventBody::AgentSession { action, session }, EventType::AgentSession(a)) => {
             assert_eq!(*action, a, "{name}");
-            let expected_action =
-                if event.event_type == "agent_session_start.v0" { SessionAction::Start } else { SessionAction::Stop };
+            let expected_action = if event.event_type == "agent_session_start.v0" {
+                SessionAction::Start
+            } else {
+                SessionAction::Stop
+            };
             assert_eq!(*action, expected_action, "{name}");
-            assert_eq!(session.session.id, str_of(&object["session"]["id"]), "{name}");
-            assert_eq!(session.credential.id, str_of(&object["credential"]["id"]), "{name}");
-            assert_eq!(session.stopped_at.is_some(), object["stopped_at"].is_string(), "{name}");
+            assert_eq!(
+                session.session.id,
+                str_of(&object["session"]["id"]),
+                "{name}"
+            );
+            assert_eq!(
+                session.credential.id,
+                str_of(&object["credential"]["id"]),
+                "{name}"
+            );
+            assert_eq!(
+                session.stopped_at.is_some(),
+                object["stopped_at"].is_string(),
+                "{name}"
+            );
         }
         (EventBody::Http(http), EventType::HttpRequestComplete) => {
             let conn = &object["conn"];
-            assert_eq!(http.conn.server_name, str_of(&conn["server_name"]), "{name}");
-            assert_eq!(http.conn.server_port, port_of(&conn["server_port"]), "{name}: server_port");
+            assert_eq!(
+                http.conn.server_name,
+                str_of(&conn["server_name"]),
+                "{name}"
+            );
+            assert_eq!(
+                http.conn.server_port,
+                port_of(&conn["server_port"]),
+                "{name}: server_port"
+            );
             let request = &object["http"]["request"];
             let response = &object["http"]["response"];
-            assert_eq!(http.method, str_of(&request["method"]).to_ascii_uppercase(), "{name}: method, uppercased");
-            assert_eq!(u64::from(http.status_code), u64_of(&response["status_code"]), "{name}");
-            assert_eq!(http.request_body_length, u64_of(&request["body_length"]), "{name}");
-            assert_eq!(http.response_body_length, u64_of(&response["body_length"]), "{name}");
-            assert_eq!(http.endpoint_id, logged_endpoint_id(object), "{name}: endpoint id from a log action");
+            assert_eq!(
+                http.method,
+                str_of(&request["method"]).to_ascii_uppercase(),
+                "{name}: method, uppercased"
+            );
+            assert_eq!(
+                u64::from(http.status_code),
+                u64_of(&response["status_code"]),
+                "{name}"
+            );
+            assert_eq!(
+                http.request_body_length,
+                u64_of(&request["body_length"]),
+                "{name}"
+            );
+            assert_eq!(
+                http.response_body_length,
+                u64_of(&response["body_length"]),
+                "{name}"
+            );
+            assert_eq!(
+                http.endpoint_id,
+                logged_endpoint_id(object),
+                "{name}: endpoint id from a log action"
+            );
         }
         (EventBody::Tcp(tcp), EventType::TcpConnectionClosed) => {
             let conn = &object["conn"];
             assert_eq!(tcp.conn.server_name, str_of(&conn["server_name"]), "{name}");
-            assert_eq!(tcp.conn.server_port, port_of(&conn["server_port"]), "{name}: server_port");
-            assert_eq!(tcp.conn.bytes_in, u64_of(&conn["bytes_in"]), "{name}: bytes_in");
-            assert_eq!(tcp.conn.bytes_out, u64_of(&conn["bytes_out"]), "{name}: bytes_out");
+            assert_eq!(
+                tcp.conn.server_port,
+                port_of(&conn["server_port"]),
+                "{name}: server_port"
+            );
+            assert_eq!(
+                tcp.conn.bytes_in,
+                u64_of(&conn["bytes_in"]),
+                "{name}: bytes_in"
+            );
+            assert_eq!(
+                tcp.conn.bytes_out,
+                u64_of(&conn["bytes_out"]),
+                "{name}: bytes_out"
+            );
             assert_eq!(
                 tcp.conn.end_ts.map(|t| t.to_rfc3339()),
-                conn["end_ts"].as_str().map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_rfc3339()),
+                conn["end_ts"]
+                    .as_str()
+                    .map(|t| chrono::DateTime::parse_from_rfc3339(t)
+                        .unwrap()
+                        .to_rfc3339()),
                 "{name}"
             );
-            assert_eq!(event.usage_time(), tcp.conn.end_ts.unwrap_or(event.event_timestamp), "{name}");
-            assert_eq!(tcp.endpoint_id, logged_endpoint_id(object), "{name}: endpoint id from a log action");
+            assert_eq!(
+                event.usage_time(),
+                tcp.conn.end_ts.unwrap_or(event.event_timestamp),
+                "{name}"
+            );
+            assert_eq!(
+                tcp.endpoint_id,
+                logged_endpoint_id(object),
+                "{name}: endpoint id from a log action"
+            );
         }
         (EventBody::Audit, EventType::Audit) => {}
         (body, kind) => panic!("{name}: {kind:?} decoded as {body:?}"),
@@ -422,7 +599,10 @@ fn ngrok_examples_keep_their_quirks() {
     let tcp = &examples["tcp_connection_closed.v0.json"];
     assert_eq!(tcp["object"]["conn"]["server_port"], "");
     let log = &examples["http_request_complete.v0.log-action.json"];
-    assert!(log["object"].get("conn").is_none(), "the log-action example has no conn at all");
+    assert!(
+        log["object"].get("conn").is_none(),
+        "the log-action example has no conn at all"
+    );
     let test = &examples["test.json"];
     assert!(test.get("account_id").is_none());
     match decode_value(tcp).unwrap().body {
@@ -433,7 +613,10 @@ fn ngrok_examples_keep_their_quirks() {
         other => panic!("{other:?}"),
     }
     match decode_value(log).unwrap().body {
-        EventBody::Http(http) => assert_eq!(http.endpoint_id.as_deref(), Some("ep_2bhsN2VP8W4pTkaMSrhyj0SRf8J")),
+        EventBody::Http(http) => assert_eq!(
+            http.endpoint_id.as_deref(),
+            Some("ep_2bhsN2VP8W4pTkaMSrhyj0SRf8J")
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -504,8 +687,16 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             with(tcp.clone(), "/object/conn/bytes_out", Some(json!("5"))),
             "object.conn.bytes_out",
         ),
-        ("negative bytes_out", with(tcp.clone(), "/object/conn/bytes_out", Some(json!(-5))), "object.conn.bytes_out"),
-        ("fractional bytes_in", with(tcp.clone(), "/object/conn/bytes_in", Some(json!(1.5))), "object.conn.bytes_in"),
+        (
+            "negative bytes_out",
+            with(tcp.clone(), "/object/conn/bytes_out", Some(json!(-5))),
+            "object.conn.bytes_out",
+        ),
+        (
+            "fractional bytes_in",
+            with(tcp.clone(), "/object/conn/bytes_in", Some(json!(1.5))),
+            "object.conn.bytes_in",
+        ),
         (
             "server_port out of range",
             with(tcp.clone(), "/object/conn/server_port", Some(json!(70000))),
@@ -526,15 +717,27 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             with(tcp.clone(), "/object/conn/end_ts", Some(json!("yesterday"))),
             "object.conn.end_ts",
         ),
-        ("conn null", with(tcp.clone(), "/object/conn", Some(Value::Null)), "object.conn"),
+        (
+            "conn null",
+            with(tcp.clone(), "/object/conn", Some(Value::Null)),
+            "object.conn",
+        ),
         (
             "traffic_policy.logs a string",
-            with(tcp.clone(), "/object/traffic_policy", Some(json!({"logs": "x"}))),
+            with(
+                tcp.clone(),
+                "/object/traffic_policy",
+                Some(json!({"logs": "x"})),
+            ),
             "object.traffic_policy.logs",
         ),
         (
             "status_code a string",
-            with(http.clone(), "/object/http/response/status_code", Some(json!("201"))),
+            with(
+                http.clone(),
+                "/object/http/response/status_code",
+                Some(json!("201")),
+            ),
             "object.http.response.status_code",
         ),
         (
@@ -544,35 +747,75 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
         ),
         (
             "request body_length negative",
-            with(http.clone(), "/object/http/request/body_length", Some(json!(-1))),
+            with(
+                http.clone(),
+                "/object/http/request/body_length",
+                Some(json!(-1)),
+            ),
             "object.http.request.body_length",
         ),
         (
             "owner_id an API key",
-            with(cred.clone(), "/object/owner_id", Some(json!("ak_2iQHb6BAEcn6zJ4A3DdvHyrNktB"))),
+            with(
+                cred.clone(),
+                "/object/owner_id",
+                Some(json!("ak_2iQHb6BAEcn6zJ4A3DdvHyrNktB")),
+            ),
             "object.owner_id",
         ),
-        ("owner_id an email", with(key.clone(), "/object/owner_id", Some(json!("foo@example.com"))), "object.owner_id"),
+        (
+            "owner_id an email",
+            with(
+                key.clone(),
+                "/object/owner_id",
+                Some(json!("foo@example.com")),
+            ),
+            "object.owner_id",
+        ),
         (
             "no owner_id and no principal",
-            with(with(ssh.clone(), "/object/owner_id", None), "/principal", None),
+            with(
+                with(ssh.clone(), "/object/owner_id", None),
+                "/principal",
+                None,
+            ),
             "object.owner_id",
         ),
         (
             "no owner_id and a null principal",
-            with(with(cred.clone(), "/object/owner_id", Some(json!(""))), "/principal", Some(Value::Null)),
+            with(
+                with(cred.clone(), "/object/owner_id", Some(json!(""))),
+                "/principal",
+                Some(Value::Null),
+            ),
             "object.owner_id",
         ),
         (
             "no owner_id, principal an API key",
-            with(with(cred.clone(), "/object/owner_id", Some(Value::Null)), "/principal/id", Some(json!("ak_1"))),
+            with(
+                with(cred.clone(), "/object/owner_id", Some(Value::Null)),
+                "/principal/id",
+                Some(json!("ak_1")),
+            ),
             "object.owner_id",
         ),
-        ("acl bind:bad host", with(cred.clone(), "/object/acl/1", Some(json!("bind:bad host"))), "object.acl"),
-        ("acl without bind:", with(ssh.clone(), "/object/acl/0", Some(json!("example.com"))), "object.acl"),
+        (
+            "acl bind:bad host",
+            with(cred.clone(), "/object/acl/1", Some(json!("bind:bad host"))),
+            "object.acl",
+        ),
+        (
+            "acl without bind:",
+            with(ssh.clone(), "/object/acl/0", Some(json!("example.com"))),
+            "object.acl",
+        ),
         (
             "acl port out of range",
-            with(cred.clone(), "/object/acl/2", Some(json!("bind:1.tcp.ngrok.io:99999"))),
+            with(
+                cred.clone(),
+                "/object/acl/2",
+                Some(json!("bind:1.tcp.ngrok.io:99999")),
+            ),
             "object.acl",
         ),
         (
@@ -580,22 +823,54 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             with(cred.clone(), "/object/acl/0", Some(json!("bind:foo.*.com"))),
             "object.acl",
         ),
-        ("acl two '='", with(cred.clone(), "/object/acl/3", Some(json!("bind:k=v=w"))), "object.acl"),
-        ("acl empty value", with(cred.clone(), "/object/acl/3", Some(json!("bind:team= "))), "object.acl"),
-        ("acl not a list", with(cred.clone(), "/object/acl", Some(json!("bind:x.io"))), "object.acl"),
-        ("credential id missing", with(key.clone(), "/object/id", None), "object"),
-        ("credential id empty", with(key.clone(), "/object/id", Some(json!(""))), "object.id"),
+        (
+            "acl two '='",
+            with(cred.clone(), "/object/acl/3", Some(json!("bind:k=v=w"))),
+            "object.acl",
+        ),
+        (
+            "acl empty value",
+            with(cred.clone(), "/object/acl/3", Some(json!("bind:team= "))),
+            "object.acl",
+        ),
+        (
+            "acl not a list",
+            with(cred.clone(), "/object/acl", Some(json!("bind:x.io"))),
+            "object.acl",
+        ),
+        (
+            "credential id missing",
+            with(key.clone(), "/object/id", None),
+            "object",
+        ),
+        (
+            "credential id empty",
+            with(key.clone(), "/object/id", Some(json!(""))),
+            "object.id",
+        ),
         (
             "credential created_at month 13",
-            with(key.clone(), "/object/created_at", Some(json!("2024-13-01T00:00:00Z"))),
+            with(
+                key.clone(),
+                "/object/created_at",
+                Some(json!("2024-13-01T00:00:00Z")),
+            ),
             "object.created_at",
         ),
         (
             "bot user id a user id",
-            with(bot.clone(), "/object/id", Some(json!("usr_2OtNv9qH5Nk4NuNeszZ39gBxZ4H"))),
+            with(
+                bot.clone(),
+                "/object/id",
+                Some(json!("usr_2OtNv9qH5Nk4NuNeszZ39gBxZ4H")),
+            ),
             "object.id",
         ),
-        ("bot user active a string", with(bot.clone(), "/object/active", Some(json!("false"))), "object.active"),
+        (
+            "bot user active a string",
+            with(bot.clone(), "/object/active", Some(json!("false"))),
+            "object.active",
+        ),
         (
             "endpoint naming no host",
             json!({"event_id": "ev_1", "event_type": "endpoint_created.v0", "event_timestamp": "2024-06-24T09:10:01Z", "object": {"id": "ep_1", "proto": "https"}}),
@@ -605,7 +880,11 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             "endpoint url without a host",
             with(
                 with(
-                    with(with(ep.clone(), "/object/host", None), "/object/hostport", None),
+                    with(
+                        with(ep.clone(), "/object/host", None),
+                        "/object/hostport",
+                        None,
+                    ),
                     "/object/public_url",
                     None,
                 ),
@@ -614,7 +893,11 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             ),
             "object.host",
         ),
-        ("endpoint port negative", with(ep.clone(), "/object/port", Some(json!(-1))), "object.port"),
+        (
+            "endpoint port negative",
+            with(ep.clone(), "/object/port", Some(json!(-1))),
+            "object.port",
+        ),
         (
             "endpoint label value a number",
             with(ep.clone(), "/object/labels", Some(json!({"team": 5}))),
@@ -625,26 +908,62 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             with(ep.clone(), "/object/tunnel_session/id", Some(Value::Null)),
             "object.tunnel_session.id",
         ),
-        ("agent session without credential", with(session.clone(), "/object/credential", None), "object"),
-        ("agent session id empty", with(session.clone(), "/object/session/id", Some(json!(""))), "object.session.id"),
+        (
+            "agent session without credential",
+            with(session.clone(), "/object/credential", None),
+            "object",
+        ),
+        (
+            "agent session id empty",
+            with(session.clone(), "/object/session/id", Some(json!(""))),
+            "object.session.id",
+        ),
         (
             "agent session started_at garbage",
-            with(session.clone(), "/object/started_at", Some(json!("not a time"))),
+            with(
+                session.clone(),
+                "/object/started_at",
+                Some(json!("not a time")),
+            ),
             "object.started_at",
         ),
-        ("missing event_id", with(tcp.clone(), "/event_id", None), "event_id"),
-        ("empty event_id", with(audit.clone(), "/event_id", Some(json!(""))), "event_id"),
-        ("missing event_type", with(audit.clone(), "/event_type", None), "event_type"),
-        ("missing event_timestamp", with(cred.clone(), "/event_timestamp", None), "event_timestamp"),
+        (
+            "missing event_id",
+            with(tcp.clone(), "/event_id", None),
+            "event_id",
+        ),
+        (
+            "empty event_id",
+            with(audit.clone(), "/event_id", Some(json!(""))),
+            "event_id",
+        ),
+        (
+            "missing event_type",
+            with(audit.clone(), "/event_type", None),
+            "event_type",
+        ),
+        (
+            "missing event_timestamp",
+            with(cred.clone(), "/event_timestamp", None),
+            "event_timestamp",
+        ),
         (
             "event_timestamp not RFC 3339",
             with(audit.clone(), "/event_timestamp", Some(json!("2022-02-23"))),
             "event_timestamp",
         ),
-        ("event_id a number", with(audit.clone(), "/event_id", Some(json!(42))), "<payload>"),
+        (
+            "event_id a number",
+            with(audit.clone(), "/event_id", Some(json!(42))),
+            "<payload>",
+        ),
         (
             "principal a string",
-            with(audit.clone(), "/principal", Some(json!("usr_2OtNv9qH5Nk4NuNeszZ39gBxZ4H"))),
+            with(
+                audit.clone(),
+                "/principal",
+                Some(json!("usr_2OtNv9qH5Nk4NuNeszZ39gBxZ4H")),
+            ),
             "principal",
         ),
         ("payload not an object", json!("ev_1"), "<payload>"),
@@ -654,17 +973,30 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
     let mut failures = Vec::new();
     for (what, payload, field) in &cases {
         if schemas.accepts(payload) {
-            failures.push(format!("{what}: the schema ({}) accepts it", Schemas::name_for(payload)));
+            failures.push(format!(
+                "{what}: the schema ({}) accepts it",
+                Schemas::name_for(payload)
+            ));
         }
         match decode_value(payload) {
-            Ok(event) => failures.push(format!("{what}: the decoder accepts it as {:?}", event.body)),
-            Err(e) if e.field != *field => {
-                failures.push(format!("{what}: the decoder names field {}, not {field}: {e}", e.field))
-            }
+            Ok(event) => failures.push(format!(
+                "{what}: the decoder accepts it as {:?}",
+                event.body
+            )),
+            Err(e) if e.field != *field => failures.push(format!(
+                "{what}: the decoder names field {}, not {field}: {e}",
+                e.field
+            )),
             Err(_) => {}
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases:\n  {}", failures.len(), cases.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
 }
 
 #[test]
@@ -677,40 +1009,140 @@ fn known_quirks_are_accepted_by_schema_and_decoder() {
     let session = example("agent_session_stop.v0.json");
 
     let cases: Vec<(&str, Value)> = vec![
-        ("server_port \"\"", with(tcp.clone(), "/object/conn/server_port", Some(json!("")))),
-        ("server_port a numeric string", with(tcp.clone(), "/object/conn/server_port", Some(json!("20002")))),
-        ("server_port null", with(tcp.clone(), "/object/conn/server_port", Some(Value::Null))),
-        ("server_port 0", with(tcp.clone(), "/object/conn/server_port", Some(json!(0)))),
-        ("server_port 65535", with(tcp.clone(), "/object/conn/server_port", Some(json!("65535")))),
-        ("bytes null", with(tcp.clone(), "/object/conn/bytes_in", Some(Value::Null))),
-        ("bytes huge", with(tcp.clone(), "/object/conn/bytes_out", Some(json!(u64::MAX)))),
+        (
+            "server_port \"\"",
+            with(tcp.clone(), "/object/conn/server_port", Some(json!(""))),
+        ),
+        (
+            "server_port a numeric string",
+            with(
+                tcp.clone(),
+                "/object/conn/server_port",
+                Some(json!("20002")),
+            ),
+        ),
+        (
+            "server_port null",
+            with(tcp.clone(), "/object/conn/server_port", Some(Value::Null)),
+        ),
+        (
+            "server_port 0",
+            with(tcp.clone(), "/object/conn/server_port", Some(json!(0))),
+        ),
+        (
+            "server_port 65535",
+            with(
+                tcp.clone(),
+                "/object/conn/server_port",
+                Some(json!("65535")),
+            ),
+        ),
+        (
+            "bytes null",
+            with(tcp.clone(), "/object/conn/bytes_in", Some(Value::Null)),
+        ),
+        (
+            "bytes huge",
+            with(tcp.clone(), "/object/conn/bytes_out", Some(json!(u64::MAX))),
+        ),
         ("no conn at all", with(tcp.clone(), "/object/conn", None)),
-        ("principal null on traffic", with(tcp.clone(), "/principal", Some(Value::Null))),
-        ("end_ts null", with(tcp.clone(), "/object/conn/end_ts", Some(Value::Null))),
+        (
+            "principal null on traffic",
+            with(tcp.clone(), "/principal", Some(Value::Null)),
+        ),
+        (
+            "end_ts null",
+            with(tcp.clone(), "/object/conn/end_ts", Some(Value::Null)),
+        ),
         (
             "end_ts with an offset",
-            with(tcp.clone(), "/object/conn/end_ts", Some(json!("2024-06-24T11:20:41.88213+02:00"))),
+            with(
+                tcp.clone(),
+                "/object/conn/end_ts",
+                Some(json!("2024-06-24T11:20:41.88213+02:00")),
+            ),
         ),
-        ("unknown field in conn", with(tcp.clone(), "/object/conn/l4_protocol", Some(json!({"name": "tcp"})))),
-        ("unknown top-level field", with(tcp.clone(), "/schema_version", Some(json!(2)))),
-        ("method lowercase", with(http.clone(), "/object/http/request/method", Some(json!("get")))),
-        ("method mixed case", with(http.clone(), "/object/http/request/method", Some(json!("Patch")))),
-        ("first_byte_ts null", with(http.clone(), "/object/http/request/first_byte_ts", Some(Value::Null))),
-        ("status_code null", with(http.clone(), "/object/http/response/status_code", Some(Value::Null))),
+        (
+            "unknown field in conn",
+            with(
+                tcp.clone(),
+                "/object/conn/l4_protocol",
+                Some(json!({"name": "tcp"})),
+            ),
+        ),
+        (
+            "unknown top-level field",
+            with(tcp.clone(), "/schema_version", Some(json!(2))),
+        ),
+        (
+            "method lowercase",
+            with(
+                http.clone(),
+                "/object/http/request/method",
+                Some(json!("get")),
+            ),
+        ),
+        (
+            "method mixed case",
+            with(
+                http.clone(),
+                "/object/http/request/method",
+                Some(json!("Patch")),
+            ),
+        ),
+        (
+            "first_byte_ts null",
+            with(
+                http.clone(),
+                "/object/http/request/first_byte_ts",
+                Some(Value::Null),
+            ),
+        ),
+        (
+            "status_code null",
+            with(
+                http.clone(),
+                "/object/http/response/status_code",
+                Some(Value::Null),
+            ),
+        ),
         (
             "log metadata endpoint_id not a string",
-            with(http.clone(), "/object/traffic_policy/logs/0/metadata/endpoint_id", Some(json!(7))),
+            with(
+                http.clone(),
+                "/object/traffic_policy/logs/0/metadata/endpoint_id",
+                Some(json!(7)),
+            ),
         ),
-        ("token null", with(cred.clone(), "/object/token", Some(Value::Null))),
+        (
+            "token null",
+            with(cred.clone(), "/object/token", Some(Value::Null)),
+        ),
         ("token absent", with(cred.clone(), "/object/token", None)),
-        ("owner_id absent, principal a user", with(cred.clone(), "/object/owner_id", None)),
-        ("owner_id empty, principal a user", with(cred.clone(), "/object/owner_id", Some(json!("")))),
+        (
+            "owner_id absent, principal a user",
+            with(cred.clone(), "/object/owner_id", None),
+        ),
+        (
+            "owner_id empty, principal a user",
+            with(cred.clone(), "/object/owner_id", Some(json!(""))),
+        ),
         (
             "owner_id a service user",
-            with(cred.clone(), "/object/owner_id", Some(json!("service_32ELIFubEAAGUeRtreNW6kr94Od"))),
+            with(
+                cred.clone(),
+                "/object/owner_id",
+                Some(json!("service_32ELIFubEAAGUeRtreNW6kr94Od")),
+            ),
         ),
-        ("acl [\"*\"]", with(cred.clone(), "/object/acl", Some(json!(["*"])))),
-        ("acl null", with(cred.clone(), "/object/acl", Some(Value::Null))),
+        (
+            "acl [\"*\"]",
+            with(cred.clone(), "/object/acl", Some(json!(["*"]))),
+        ),
+        (
+            "acl null",
+            with(cred.clone(), "/object/acl", Some(Value::Null)),
+        ),
         (
             "acl every documented form",
             with(
@@ -727,11 +1159,30 @@ fn known_quirks_are_accepted_by_schema_and_decoder() {
                 ])),
             ),
         ),
-        ("created_at empty", with(cred.clone(), "/object/created_at", Some(json!("")))),
-        ("description null", with(cred.clone(), "/object/description", Some(Value::Null))),
-        ("bot active absent", with(bot.clone(), "/object/active", None)),
-        ("bot id service_", with(bot.clone(), "/object/id", Some(json!("service_32ELIFubEAAGUeRtreNW6kr94Od")))),
-        ("endpoint port a string", with(ep.clone(), "/object/port", Some(json!("20002")))),
+        (
+            "created_at empty",
+            with(cred.clone(), "/object/created_at", Some(json!(""))),
+        ),
+        (
+            "description null",
+            with(cred.clone(), "/object/description", Some(Value::Null)),
+        ),
+        (
+            "bot active absent",
+            with(bot.clone(), "/object/active", None),
+        ),
+        (
+            "bot id service_",
+            with(
+                bot.clone(),
+                "/object/id",
+                Some(json!("service_32ELIFubEAAGUeRtreNW6kr94Od")),
+            ),
+        ),
+        (
+            "endpoint port a string",
+            with(ep.clone(), "/object/port", Some(json!("20002"))),
+        ),
         (
             "endpoint only a host",
             json!({"event_id": "ev_1", "event_type": "endpoint_deleted.v0", "event_timestamp": "2024-06-24T09:10:01Z", "object": {"id": "ep_1", "host": "a.example.com"}}),
@@ -744,12 +1195,22 @@ fn known_quirks_are_accepted_by_schema_and_decoder() {
             "endpoint only a public_url",
             json!({"event_id": "ev_1", "event_type": "endpoint_deleted.v0", "event_timestamp": "2024-06-24T09:10:01Z", "object": {"id": "ep_1", "public_url": "tls://a.example.com:443"}}),
         ),
-        ("endpoint labels null", with(ep.clone(), "/object/labels", Some(Value::Null))),
+        (
+            "endpoint labels null",
+            with(ep.clone(), "/object/labels", Some(Value::Null)),
+        ),
         (
             "endpoint without session or principal",
-            with(with(ep.clone(), "/object/tunnel_session", None), "/object/principal", Some(Value::Null)),
+            with(
+                with(ep.clone(), "/object/tunnel_session", None),
+                "/object/principal",
+                Some(Value::Null),
+            ),
         ),
-        ("session stopped_at null", with(session.clone(), "/object/stopped_at", Some(Value::Null))),
+        (
+            "session stopped_at null",
+            with(session.clone(), "/object/stopped_at", Some(Value::Null)),
+        ),
         (
             "session with a principal",
             with(
@@ -771,13 +1232,22 @@ fn known_quirks_are_accepted_by_schema_and_decoder() {
     for (what, payload) in &cases {
         let errors = schemas.errors(payload);
         if !errors.is_empty() {
-            failures.push(format!("{what}: the schema rejects it: {}", errors.join("; ")));
+            failures.push(format!(
+                "{what}: the schema rejects it: {}",
+                errors.join("; ")
+            ));
         }
         if let Err(e) = decode_value(payload) {
             failures.push(format!("{what}: the decoder rejects it: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases:\n  {}", failures.len(), cases.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -955,7 +1425,10 @@ fn schema_and_decoder_agree_on_mutated_examples() {
     assert!(tried > 5000, "only {tried} mutations tried");
     // Keep the list of divergences honest: a rule no mutation needs any more must go.
     for rule in [ARRAY_AS_STRUCT] {
-        assert!(divergences_seen.contains(rule), "known divergence no longer seen, remove it: {rule}");
+        assert!(
+            divergences_seen.contains(rule),
+            "known divergence no longer seen, remove it: {rule}"
+        );
     }
     assert!(
         disagreements.is_empty(),
@@ -996,14 +1469,20 @@ fn agree(payload: &Value) -> Result<(), String> {
     if schema_ok == decoded.is_ok() {
         Ok(())
     } else {
-        Err(format!("schema accepts: {schema_ok}, decoder: {:?}", decoded.map(|e| e.body)))
+        Err(format!(
+            "schema accepts: {schema_ok}, decoder: {:?}",
+            decoded.map(|e| e.body)
+        ))
     }
 }
 
 #[test]
 fn patterns_agree_with_the_parsers_on_edge_cases() {
     let long_label = "a".repeat(63);
-    let host_253 = [long_label.as_str(); 4].join(".")[..253].trim_end_matches('.').to_owned() + "b";
+    let host_253 = [long_label.as_str(); 4].join(".")[..253]
+        .trim_end_matches('.')
+        .to_owned()
+        + "b";
     let host_254 = format!("{host_253}c");
     let rules = [
         "*",
@@ -1094,8 +1573,10 @@ fn patterns_agree_with_the_parsers_on_edge_cases() {
         " https://a.io",
     ];
     let mut failures = Vec::new();
-    for rule in rules.iter().copied().chain([format!("bind:{host_253}").as_str(), format!("bind:{host_254}").as_str()])
-    {
+    for rule in rules.iter().copied().chain([
+        format!("bind:{host_253}").as_str(),
+        format!("bind:{host_254}").as_str(),
+    ]) {
         if let Err(e) = agree(&credential_with_acl(rule)) {
             failures.push(format!("acl {rule:?}: {e}"));
         }
@@ -1148,7 +1629,16 @@ mod generated {
             0..12,
         )
         .prop_map(|parts| parts.concat());
-        (prop_oneof![Just(""), Just("bind:"), Just(" bind:"), Just("*"), Just("https://")], body)
+        (
+            prop_oneof![
+                Just(""),
+                Just("bind:"),
+                Just(" bind:"),
+                Just("*"),
+                Just("https://")
+            ],
+            body,
+        )
             .prop_map(|(head, body)| format!("{head}{body}"))
     }
 

@@ -1,7 +1,9 @@
 -- The highest Kafka offset stored per partition of one topic: where `botmeter run` resumes.
 -- Placeholders, in order: the topic twice (String), one per table.
 -- Only the tables written in the same insert as a batch's positions count: usage_events (every
--- traffic message, dead letters included, as one row) and control_events. `dead_letters` is
+-- traffic message, dead letters included, as one row) and the audit log, read from its table
+-- `control_events_log` rather than the deduplicating view: copies of a message share its offset,
+-- so the maximum is the same without FINAL. `dead_letters` is
 -- written before them and idempotent (ReplacingMergeTree by position), so it must not move a
 -- position: a crash between the two writes would otherwise skip the batch's other rows.
 -- Read verbatim by the writer (include_str! in crates/query/src/writer.rs) and by
@@ -14,7 +16,7 @@ FROM
     FROM usage_events WHERE kafka_topic = ? GROUP BY kafka_partition
     UNION ALL
     SELECT kafka_partition, max(kafka_offset) AS max_offset
-    FROM control_events WHERE kafka_topic = ? GROUP BY kafka_partition
+    FROM control_events_log WHERE kafka_topic = ? GROUP BY kafka_partition
 )
 GROUP BY kafka_partition
 ORDER BY kafka_partition

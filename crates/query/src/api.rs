@@ -44,14 +44,19 @@ use tracing::{info, warn};
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 
-pub use anomalies::{AnomalyReport, MAX_CONTROL_ANOMALIES, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage};
-pub use audit::{AuditEvent, MAX_AUDIT_EVENTS, AuditReport, CredentialAudit};
+pub use anomalies::{
+    AnomalyReport, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage,
+    MAX_CONTROL_ANOMALIES,
+};
+pub use audit::{AuditEvent, AuditReport, CredentialAudit, MAX_AUDIT_EVENTS};
 pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
 pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
-pub use overage::{CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share};
+pub use overage::{
+    CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
+};
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
@@ -124,7 +129,9 @@ impl AppState {
     pub fn with_customer_metadata_key(mut self, key: &str) -> std::result::Result<Self, String> {
         let valid = !key.is_empty()
             && key.len() <= 64
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !valid {
             return Err(format!(
                 "customer metadata key: expected letters, digits, _, - and . (at most 64), found {key:?}"
@@ -159,7 +166,10 @@ pub fn router(state: AppState) -> Router {
         .merge(customers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -296,20 +306,37 @@ mod tests {
         for (method, path) in super::ROUTES {
             let operation = &paths
                 .get(*path)
-                .unwrap_or_else(|| panic!("{path} is not in the OpenAPI description"))[method.to_lowercase()];
-            assert!(operation.is_object(), "{method} {path} is not in the OpenAPI description");
-            assert!(operation["responses"]["200"].is_object(), "{method} {path}: no 200");
+                .unwrap_or_else(|| panic!("{path} is not in the OpenAPI description"))
+                [method.to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{method} {path} is not in the OpenAPI description"
+            );
+            assert!(
+                operation["responses"]["200"].is_object(),
+                "{method} {path}: no 200"
+            );
             // The router has the route: whatever it answers, it is not the unknown-route 404.
-            let uri = path.replace("{owner_id}", "bot_1").replace("{customer_id}", "acme");
+            let uri = path
+                .replace("{owner_id}", "bot_1")
+                .replace("{customer_id}", "acme");
             let (_, _, body) = call(unreachable_state(), method, &uri).await;
             assert!(
-                !body["error"]["message"].as_str().unwrap_or_default().starts_with("no route"),
+                !body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("no route"),
                 "{method} {uri}: {body}"
             );
         }
-        assert_eq!(paths.len(), super::ROUTES.len(), "the description names a route the router lacks");
+        assert_eq!(
+            paths.len(),
+            super::ROUTES.len(),
+            "the description names a route the router lacks"
+        );
         // The spec is served.
-        let (status, content_type, served) = call(unreachable_state(), "GET", "/openapi.json").await;
+        let (status, content_type, served) =
+            call(unreachable_state(), "GET", "/openapi.json").await;
         assert_eq!(status, StatusCode::OK);
         assert!(content_type.starts_with("application/json"));
         assert_eq!(served, spec);

@@ -10,8 +10,10 @@
 //! - a file that failed half-way is applied again from its first statement on the next run, so every
 //!   statement must be safe to repeat (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, …).
 //!
-//! Run it from one process at a time (`botmeter migrate`, or start-up of a single instance): two
-//! concurrent runs may both apply a pending file, which the rule above makes harmless but records twice.
+//! Concurrent runs (instances of one deployment starting together) may both apply a pending file,
+//! which the rule above makes harmless but records twice. When one run's statement fails because
+//! the other got there first (an `ALTER` of a table the other has already replaced by a view), the
+//! run waits, re-reads `schema_migrations` and skips the file once the other has recorded it.
 
 use std::collections::BTreeMap;
 
@@ -27,9 +29,26 @@ use crate::error::{with_deadline, Error, Result};
 /// The migration files, by file name. Adding a file under `schemas/clickhouse/` means adding it here;
 /// a unit test fails when the two disagree.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("0001_initial.sql", include_str!("../../../schemas/clickhouse/0001_initial.sql")),
-    ("0002_usage_sign.sql", include_str!("../../../schemas/clickhouse/0002_usage_sign.sql")),
-    ("0003_control_anomalies.sql", include_str!("../../../schemas/clickhouse/0003_control_anomalies.sql")),
+    (
+        "0001_initial.sql",
+        include_str!("../../../schemas/clickhouse/0001_initial.sql"),
+    ),
+    (
+        "0002_usage_sign.sql",
+        include_str!("../../../schemas/clickhouse/0002_usage_sign.sql"),
+    ),
+    (
+        "0003_control_anomalies.sql",
+        include_str!("../../../schemas/clickhouse/0003_control_anomalies.sql"),
+    ),
+    (
+        "0004_control_events_log.sql",
+        include_str!("../../../schemas/clickhouse/0004_control_events_log.sql"),
+    ),
+    (
+        "0005_control_events_view.sql",
+        include_str!("../../../schemas/clickhouse/0005_control_events_view.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
@@ -102,7 +121,11 @@ struct RecordedMigration {
 
 /// Whether a statement (after its comment lines) adds a column.
 fn is_add_column(statement: &str) -> bool {
-    let code: String = statement.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" ");
+    let code: String = statement
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let code = code.to_ascii_uppercase();
     code.trim_start().starts_with("ALTER TABLE") && code.contains("ADD COLUMN")
 }
@@ -170,19 +193,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
     )
     .await?;
 
-    let recorded = with_deadline(
-        format!("read {MIGRATIONS_TABLE}"),
-        config.query_timeout(),
-        client
-            .query("SELECT ?fields FROM schema_migrations ORDER BY version")
-            .fetch_all::<RecordedMigration>(),
-    )
-    .await?;
-    // A concurrent run may have recorded a version twice; any of its rows must match.
-    let mut applied: BTreeMap<u32, Vec<RecordedMigration>> = BTreeMap::new();
-    for row in recorded {
-        applied.entry(row.version).or_default().push(row);
-    }
+    let applied = read_recorded(&client, config).await?;
 
     // Check every applied file before applying anything: an edited history stops the run whole.
     for migration in &migrations {
@@ -215,7 +226,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
         applied: Vec::new(),
         already_applied: Vec::new(),
     };
-    for migration in &migrations {
+    'migrations: for migration in &migrations {
         if applied.contains_key(&migration.version) {
             report.already_applied.push(migration.version);
             continue;
@@ -231,15 +242,45 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             );
             // The client treats `?` as a bind placeholder; `??` is a literal `?`.
             let sql = statement.replace('?', "??");
-            match with_deadline(action, ddl_timeout, client.query(&sql).execute()).await {
-                Ok(()) => {}
-                // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that exists already
-                // means this statement ran before (another instance migrating at the same time,
-                // or a crash before the migration was recorded). Treat it as applied.
-                Err(e) if is_add_column(statement) && e.to_string().contains("already exists") => {
-                    info!(version = migration.version, name = migration.name, "column already exists; statement counted as applied");
+            let mut attempt = 0;
+            loop {
+                match with_deadline(action.clone(), ddl_timeout, client.query(&sql).execute()).await
+                {
+                    Ok(()) => break,
+                    // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that exists already
+                    // means this statement ran before (another instance migrating at the same time,
+                    // or a crash before the migration was recorded). Treat it as applied.
+                    Err(e)
+                        if is_add_column(statement) && e.to_string().contains("already exists") =>
+                    {
+                        info!(
+                            version = migration.version,
+                            name = migration.name,
+                            "column already exists; statement counted as applied"
+                        );
+                        break;
+                    }
+                    // Another run migrating the same database (instances starting together) can
+                    // make a statement fail by getting there first: an `ALTER` of what it has
+                    // turned into a view, a copy from a table it has dropped. Once that run records
+                    // the migration, it is applied; until then, wait and try again.
+                    Err(e) if attempt < CONCURRENT_RETRIES => {
+                        attempt += 1;
+                        warn!(version = migration.version, name = migration.name, attempt, error = %e, "migration statement failed; checking whether another run applied it");
+                        tokio::time::sleep(CONCURRENT_RETRY_WAIT * attempt).await;
+                        let now = read_recorded(&client, config).await?;
+                        if now.contains_key(&migration.version) {
+                            info!(
+                                version = migration.version,
+                                name = migration.name,
+                                "another run applied this migration"
+                            );
+                            report.already_applied.push(migration.version);
+                            continue 'migrations;
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         let record = MigrationRecord {
@@ -272,6 +313,32 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
         });
     }
     Ok(report)
+}
+
+/// How often a failed statement is tried again while another run may be migrating, and the
+/// first wait (the n-th retry waits n times as long).
+const CONCURRENT_RETRIES: u32 = 5;
+const CONCURRENT_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What `schema_migrations` records, by version. A concurrent run may have recorded a version
+/// twice; any of its rows must match.
+async fn read_recorded(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+) -> Result<BTreeMap<u32, Vec<RecordedMigration>>> {
+    let recorded = with_deadline(
+        format!("read {MIGRATIONS_TABLE}"),
+        config.query_timeout(),
+        client
+            .query("SELECT ?fields FROM schema_migrations ORDER BY version")
+            .fetch_all::<RecordedMigration>(),
+    )
+    .await?;
+    let mut applied: BTreeMap<u32, Vec<RecordedMigration>> = BTreeMap::new();
+    for row in recorded {
+        applied.entry(row.version).or_default().push(row);
+    }
+    Ok(applied)
 }
 
 fn now_secs() -> u32 {
@@ -339,9 +406,15 @@ mod tests {
 
     #[test]
     fn only_add_column_statements_tolerate_an_existing_column() {
-        assert!(is_add_column("-- why\nALTER TABLE usage_events ADD COLUMN sign Int8 DEFAULT 1"));
-        assert!(!is_add_column("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Memory"));
-        assert!(!is_add_column("-- ALTER TABLE x ADD COLUMN y\nDROP TABLE z"));
+        assert!(is_add_column(
+            "-- why\nALTER TABLE usage_events ADD COLUMN sign Int8 DEFAULT 1"
+        ));
+        assert!(!is_add_column(
+            "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Memory"
+        ));
+        assert!(!is_add_column(
+            "-- ALTER TABLE x ADD COLUMN y\nDROP TABLE z"
+        ));
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub fn decode_control_row(row: &ControlRow) -> model::Result<model::Event> {
     let timestamp = chrono::DateTime::from_timestamp_micros(row.event_time_us)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let object: serde_json::Value = serde_json::from_str(&row.object).unwrap_or(serde_json::Value::Null);
+    let object: serde_json::Value =
+        serde_json::from_str(&row.object).unwrap_or(serde_json::Value::Null);
     let mut envelope = serde_json::json!({
         "event_id": row.event_id,
         "event_type": row.event_type,
@@ -152,7 +153,8 @@ pub fn decode_control_row(row: &ControlRow) -> model::Result<model::Event> {
         "object": object,
     });
     if !row.principal_id.is_empty() {
-        let mut principal = serde_json::json!({ "id": row.principal_id, "subject": row.principal_subject });
+        let mut principal =
+            serde_json::json!({ "id": row.principal_id, "subject": row.principal_subject });
         if !row.principal_credential_id.is_empty() {
             principal["credential"] = serde_json::json!({ "id": row.principal_credential_id });
         }
@@ -189,7 +191,8 @@ mod tests {
         };
         let mut decoded = decode_control_row(&row).unwrap();
         // The principal's `source` is not stored; nothing reads it.
-        decoded.principal.as_mut().unwrap().source = original.principal.as_ref().unwrap().source.clone();
+        decoded.principal.as_mut().unwrap().source =
+            original.principal.as_ref().unwrap().source.clone();
         if let Some(c) = decoded.principal.as_mut().unwrap().credential.as_mut() {
             c.uri = None;
         }

@@ -22,8 +22,9 @@ use crate::rows::{ControlRow, DeadLetterRow, UsageRow};
 
 /// Table of [`UsageRow`].
 pub const USAGE_TABLE: &str = "usage_events";
-/// Table of [`ControlRow`].
-pub const CONTROL_TABLE: &str = "control_events";
+/// Table of [`ControlRow`]: the audit log, deduplicated by Kafka position (a ReplacingMergeTree;
+/// migration 0004). Readers use the view `control_events`, which shows each message once.
+pub const CONTROL_TABLE: &str = "control_events_log";
 /// Table of [`DeadLetterRow`].
 pub const DEAD_LETTER_TABLE: &str = "dead_letters";
 
@@ -294,7 +295,8 @@ mod reconcile_sql_tests {
         assert_eq!(RECONCILE_TRAFFIC_SQL.matches('?').count(), 4);
         assert_eq!(RECONCILE_CONTROL_SQL.matches('?').count(), 6);
         assert_eq!(RECONCILE_OFFSETS_SQL.matches('?').count(), 6);
-        for table in [USAGE_TABLE, CONTROL_TABLE, DEAD_LETTER_TABLE] {
+        // The audit log through its deduplicating view: a copy of a message is not a second row.
+        for table in [USAGE_TABLE, "control_events", DEAD_LETTER_TABLE] {
             assert!(
                 RECONCILE_OFFSETS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")),
                 "{table}"
@@ -310,7 +312,10 @@ mod tests {
     #[test]
     fn positions_sql_binds_the_topic_once_per_table() {
         assert_eq!(POSITIONS_SQL.matches('?').count(), 2);
-        assert!(!POSITIONS_SQL.contains(&format!("FROM {DEAD_LETTER_TABLE}")), "dead letters never move a position");
+        assert!(
+            !POSITIONS_SQL.contains(&format!("FROM {DEAD_LETTER_TABLE}")),
+            "dead letters never move a position"
+        );
         for table in [USAGE_TABLE, CONTROL_TABLE] {
             assert!(
                 POSITIONS_SQL.contains(&format!("FROM {table} WHERE kafka_topic = ?")),

@@ -107,14 +107,20 @@ async fn migrations_apply_once_and_refuse_edited_history() {
     assert_eq!(first.database, db.config.database);
     assert!(!first.server_version.is_empty());
     let versions: Vec<u32> = first.applied.iter().map(|m| m.version).collect();
-    assert_eq!(versions, [1, 2, 3]);
+    let embedded: Vec<u32> = botmeter_query::migrate::migrations()
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, embedded);
+    assert_eq!(versions[..5], [1, 2, 3, 4, 5]);
     assert_eq!(first.applied[0].name, "initial");
     assert_eq!(first.applied[0].statements, 3);
     assert!(first.already_applied.is_empty());
 
     let second = migrate(&db.config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.already_applied, [1, 2, 3]);
+    assert_eq!(second.already_applied, embedded);
 
     let tables = db
         .client()
@@ -127,6 +133,7 @@ async fn migrations_apply_once_and_refuse_edited_history() {
         tables,
         [
             "control_events",
+            "control_events_log",
             "dead_letters",
             "schema_migrations",
             "usage_events"
@@ -139,7 +146,7 @@ async fn migrations_apply_once_and_refuse_edited_history() {
         .fetch_all::<MigrationRecord>()
         .await
         .unwrap();
-    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded.len(), embedded.len());
     let expected_checksum = botmeter_query::migrate::migrations().unwrap()[0].checksum();
     assert_eq!(recorded[0].checksum, expected_checksum);
     assert_eq!(
@@ -211,8 +218,15 @@ async fn rows_round_trip_field_by_field() {
     // Empty batches send nothing and succeed.
     writer.insert_usage(&[]).await.unwrap();
     // The control history reads back exactly what was written (the state is rebuilt from it).
-    assert_eq!(writer.control_history(&control.kafka_topic).await.unwrap(), vec![control.clone()]);
-    assert!(writer.control_history("another-topic").await.unwrap().is_empty());
+    assert_eq!(
+        writer.control_history(&control.kafka_topic).await.unwrap(),
+        vec![control.clone()]
+    );
+    assert!(writer
+        .control_history("another-topic")
+        .await
+        .unwrap()
+        .is_empty());
 
     let client = db.client();
     let got = client
@@ -411,6 +425,104 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     assert_eq!(
         writer.positions("x' OR 1=1 --").await.unwrap(),
         HashMap::new()
+    );
+}
+
+/// Several instances (or a retried insert whose response was lost) may store one control message
+/// more than once: readers see it once, merged or not, and the state rebuilds from one copy.
+#[tokio::test]
+async fn a_control_message_stored_twice_reads_back_once() {
+    let db = TestDb::migrated("control_dedup").await;
+    let writer = db.writer();
+    let rows = [control_row(1), control_row(2)];
+    writer.insert_control(&rows).await.unwrap();
+    // A second instance writes the same messages, and one more.
+    let mut later = rows.to_vec();
+    for row in &mut later {
+        row.ingested_at += 5;
+    }
+    later.push(control_row(3));
+    writer.insert_control(&later).await.unwrap();
+
+    let count = |sql: &'static str| {
+        let client = db.client();
+        async move { client.query(sql).fetch_one::<u64>().await.unwrap() }
+    };
+    assert_eq!(
+        count("SELECT count() FROM control_events_log").await,
+        5,
+        "both copies are stored"
+    );
+    assert_eq!(
+        count("SELECT count() FROM control_events").await,
+        3,
+        "the view shows each position once"
+    );
+    let offsets: Vec<i64> = writer
+        .control_history("control")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.kafka_offset)
+        .collect();
+    assert_eq!(offsets, [1, 2, 3]);
+    // After a merge the copies are gone from the table too, and the view says the same.
+    db.client()
+        .query("OPTIMIZE TABLE control_events_log FINAL")
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(count("SELECT count() FROM control_events_log").await, 3);
+    assert_eq!(count("SELECT count() FROM control_events").await, 3);
+}
+
+/// A database migrated by an older botmeter keeps its audit log: migration 0004 copies the v1
+/// `control_events` table into `control_events_log`, and 0005 puts the view in its place.
+#[tokio::test]
+async fn migrating_a_v1_database_keeps_its_control_events() {
+    let db = TestDb::new("control_v1").await;
+    let server = common::server_client();
+    server
+        .query("CREATE DATABASE ?")
+        .bind(clickhouse::sql::Identifier(&db.config.database))
+        .execute()
+        .await
+        .unwrap();
+    let client = db.client();
+    // Schema as botmeter with migrations 0001–0003 left it (not recorded: `migrate` re-runs them,
+    // which they allow).
+    for migration in botmeter_query::migrate::migrations()
+        .unwrap()
+        .iter()
+        .filter(|m| m.version <= 3)
+    {
+        for statement in migration.statements() {
+            client
+                .query(&statement.replace('?', "??"))
+                .execute()
+                .await
+                .unwrap();
+        }
+    }
+    let mut insert = client.insert::<ControlRow>("control_events").await.unwrap();
+    for offset in [4, 5] {
+        insert.write(&control_row(offset)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let report = migrate(&db.config).await.unwrap();
+    assert!(report.applied.iter().any(|m| m.version == 5), "{report:?}");
+    let engine = client
+        .query("SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'control_events'")
+        .fetch_one::<String>()
+        .await
+        .unwrap();
+    assert_eq!(engine, "View");
+    let history = db.writer().control_history("control").await.unwrap();
+    assert_eq!(
+        history,
+        vec![control_row(4), control_row(5)],
+        "v1 rows survive field by field"
     );
 }
 

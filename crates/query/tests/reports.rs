@@ -50,14 +50,31 @@ struct Traffic {
     flags: &'static [&'static str],
 }
 
-fn usage(event_id: &str, time: &str, endpoint: &str, credential: &str, owner: &str, t: Traffic) -> UsageRow {
+fn usage(
+    event_id: &str,
+    time: &str,
+    endpoint: &str,
+    credential: &str,
+    owner: &str,
+    t: Traffic,
+) -> UsageRow {
     UsageRow {
         event_id: event_id.to_owned(),
-        event_type: if t.http { "http_request_complete.v0" } else { "tcp_connection_closed.v0" }.to_owned(),
+        event_type: if t.http {
+            "http_request_complete.v0"
+        } else {
+            "tcp_connection_closed.v0"
+        }
+        .to_owned(),
         event_time: secs(time),
         event_time_us: us(time),
         account_id: "ac_1".to_owned(),
-        status: if t.status.is_empty() { status::ATTRIBUTED } else { t.status }.to_owned(),
+        status: if t.status.is_empty() {
+            status::ATTRIBUTED
+        } else {
+            t.status
+        }
+        .to_owned(),
         unattributed_reason: t.reason.to_owned(),
         flags: t.flags.iter().map(|f| (*f).to_owned()).collect(),
         owner_id: owner.to_owned(),
@@ -66,7 +83,12 @@ fn usage(event_id: &str, time: &str, endpoint: &str, credential: &str, owner: &s
         credential_kind: "authtoken".to_owned(),
         session_id: String::new(),
         endpoint_id: endpoint.to_owned(),
-        hostname: if t.hostname.is_empty() { "app.example.com" } else { t.hostname }.to_owned(),
+        hostname: if t.hostname.is_empty() {
+            "app.example.com"
+        } else {
+            t.hostname
+        }
+        .to_owned(),
         port: 0,
         bytes_in: t.bytes_in,
         bytes_out: t.bytes_out,
@@ -85,37 +107,180 @@ fn usage(event_id: &str, time: &str, endpoint: &str, credential: &str, owner: &s
 
 /// The USAGE rows of tests/python/test_reports_chdb.py.
 fn usage_rows() -> Vec<UsageRow> {
-    let tcp = |bytes_in, bytes_out| Traffic { bytes_in, bytes_out, ..Traffic::default() };
+    let tcp = |bytes_in, bytes_out| Traffic {
+        bytes_in,
+        bytes_out,
+        ..Traffic::default()
+    };
     vec![
-        usage("ev_1", "2024-05-01 09:10:00", "ep_1", "cr_1", "bot_a", tcp(100, 1000)),
-        usage("ev_2", "2024-05-01 09:40:00", "ep_1", "cr_1", "bot_a", tcp(200, 2000)),
-        usage("ev_3", "2024-05-01 10:05:00", "ep_2", "cr_2", "bot_a", tcp(10, 0)),
-        usage("ev_4", "2024-05-01 10:20:00", "ep_2", "cr_2", "bot_a", Traffic { http: true, ..Traffic::default() }),
-        usage("ev_5", "2024-05-01 10:50:00", "ep_1", "cr_1", "bot_a", tcp(1, 5)),
-        usage("ev_6", "2024-05-02 00:30:00", "ep_2", "cr_2", "bot_a", Traffic { flags: &["owner_inactive"], ..tcp(7, 70) }),
-        usage("ev_r", "2024-05-01 09:20:00", "ep_3", "cr_1", "bot_a", tcp(5000, 5000)),
-        usage("ev_r", "2024-05-01 09:20:00", "ep_3", "cr_1", "bot_a", Traffic { sign: -1, ..tcp(5000, 5000) }),
-        usage("ev_b", "2024-05-01 09:10:00", "ep_9", "cr_x", "bot_b", Traffic { flags: &["acl_violation", "owner_inactive"], ..tcp(9, 9) }),
-        usage("ev_u", "2024-05-01 09:10:00", "", "", "", Traffic {
-            status: status::UNATTRIBUTED, reason: "no_endpoint", hostname: "ghost.example.com", ..tcp(0, 9)
-        }),
-        usage("ev_u2", "2024-05-01 09:11:00", "", "", "", Traffic {
-            status: status::UNATTRIBUTED, reason: "unknown_session", http: true, ..Traffic::default()
-        }),
-        usage("ev_u3", "2024-05-01 09:12:00", "", "", "", Traffic {
-            status: status::UNATTRIBUTED, reason: "no_endpoint", hostname: "late.example.com", ..tcp(0, 50)
-        }),
-        usage("ev_u3", "2024-05-01 09:12:00", "", "", "", Traffic {
-            status: status::UNATTRIBUTED, reason: "no_endpoint", hostname: "late.example.com", sign: -1, ..tcp(0, 50)
-        }),
-        usage("ev_d", "2024-05-01 09:13:00", "", "", "", Traffic {
-            status: status::DEAD_LETTER, reason: "malformed_json", ..Traffic::default()
-        }),
-        usage("ev_o", "2024-05-03 00:00:00", "ep_1", "cr_1", "bot_a", tcp(9, 9)),
+        usage(
+            "ev_1",
+            "2024-05-01 09:10:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            tcp(100, 1000),
+        ),
+        usage(
+            "ev_2",
+            "2024-05-01 09:40:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            tcp(200, 2000),
+        ),
+        usage(
+            "ev_3",
+            "2024-05-01 10:05:00",
+            "ep_2",
+            "cr_2",
+            "bot_a",
+            tcp(10, 0),
+        ),
+        usage(
+            "ev_4",
+            "2024-05-01 10:20:00",
+            "ep_2",
+            "cr_2",
+            "bot_a",
+            Traffic {
+                http: true,
+                ..Traffic::default()
+            },
+        ),
+        usage(
+            "ev_5",
+            "2024-05-01 10:50:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            tcp(1, 5),
+        ),
+        usage(
+            "ev_6",
+            "2024-05-02 00:30:00",
+            "ep_2",
+            "cr_2",
+            "bot_a",
+            Traffic {
+                flags: &["owner_inactive"],
+                ..tcp(7, 70)
+            },
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:20:00",
+            "ep_3",
+            "cr_1",
+            "bot_a",
+            tcp(5000, 5000),
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:20:00",
+            "ep_3",
+            "cr_1",
+            "bot_a",
+            Traffic {
+                sign: -1,
+                ..tcp(5000, 5000)
+            },
+        ),
+        usage(
+            "ev_b",
+            "2024-05-01 09:10:00",
+            "ep_9",
+            "cr_x",
+            "bot_b",
+            Traffic {
+                flags: &["acl_violation", "owner_inactive"],
+                ..tcp(9, 9)
+            },
+        ),
+        usage(
+            "ev_u",
+            "2024-05-01 09:10:00",
+            "",
+            "",
+            "",
+            Traffic {
+                status: status::UNATTRIBUTED,
+                reason: "no_endpoint",
+                hostname: "ghost.example.com",
+                ..tcp(0, 9)
+            },
+        ),
+        usage(
+            "ev_u2",
+            "2024-05-01 09:11:00",
+            "",
+            "",
+            "",
+            Traffic {
+                status: status::UNATTRIBUTED,
+                reason: "unknown_session",
+                http: true,
+                ..Traffic::default()
+            },
+        ),
+        usage(
+            "ev_u3",
+            "2024-05-01 09:12:00",
+            "",
+            "",
+            "",
+            Traffic {
+                status: status::UNATTRIBUTED,
+                reason: "no_endpoint",
+                hostname: "late.example.com",
+                ..tcp(0, 50)
+            },
+        ),
+        usage(
+            "ev_u3",
+            "2024-05-01 09:12:00",
+            "",
+            "",
+            "",
+            Traffic {
+                status: status::UNATTRIBUTED,
+                reason: "no_endpoint",
+                hostname: "late.example.com",
+                sign: -1,
+                ..tcp(0, 50)
+            },
+        ),
+        usage(
+            "ev_d",
+            "2024-05-01 09:13:00",
+            "",
+            "",
+            "",
+            Traffic {
+                status: status::DEAD_LETTER,
+                reason: "malformed_json",
+                ..Traffic::default()
+            },
+        ),
+        usage(
+            "ev_o",
+            "2024-05-03 00:00:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            tcp(9, 9),
+        ),
     ]
 }
 
-fn control(event_id: &str, event_type: &str, time: &str, object_id: &str, object: Value, owner_id: &str) -> ControlRow {
+fn control(
+    event_id: &str,
+    event_type: &str,
+    time: &str,
+    object_id: &str,
+    object: Value,
+    owner_id: &str,
+) -> ControlRow {
     ControlRow {
         event_id: event_id.to_owned(),
         event_type: event_type.to_owned(),
@@ -142,19 +307,55 @@ fn by_admin(mut row: ControlRow) -> ControlRow {
     row
 }
 
-fn credential(event_id: &str, event_type: &str, time: &str, id: &str, owner: &str, metadata: &str) -> ControlRow {
-    by_admin(control(event_id, event_type, time, id, json!({"id": id, "owner_id": owner, "metadata": metadata}), owner))
+fn credential(
+    event_id: &str,
+    event_type: &str,
+    time: &str,
+    id: &str,
+    owner: &str,
+    metadata: &str,
+) -> ControlRow {
+    by_admin(control(
+        event_id,
+        event_type,
+        time,
+        id,
+        json!({"id": id, "owner_id": owner, "metadata": metadata}),
+        owner,
+    ))
 }
 
-fn bot_user(event_id: &str, action: &str, time: &str, id: &str, name: &str, active: bool, metadata: Option<&str>) -> ControlRow {
+fn bot_user(
+    event_id: &str,
+    action: &str,
+    time: &str,
+    id: &str,
+    name: &str,
+    active: bool,
+    metadata: Option<&str>,
+) -> ControlRow {
     let mut object = json!({"id": id, "name": name, "active": active});
     if let Some(metadata) = metadata {
         object["metadata"] = json!(metadata);
     }
-    by_admin(control(event_id, &format!("bot_user_{action}.v0"), time, id, object, id))
+    by_admin(control(
+        event_id,
+        &format!("bot_user_{action}.v0"),
+        time,
+        id,
+        object,
+        id,
+    ))
 }
 
-fn session(event_id: &str, action: &str, time: &str, id: &str, credential: &str, started_at: Option<&str>) -> ControlRow {
+fn session(
+    event_id: &str,
+    action: &str,
+    time: &str,
+    id: &str,
+    credential: &str,
+    started_at: Option<&str>,
+) -> ControlRow {
     control(
         event_id,
         &format!("agent_session_{action}.v0"),
@@ -168,44 +369,220 @@ fn session(event_id: &str, action: &str, time: &str, id: &str, credential: &str,
 /// The CONTROL rows of tests/python/test_reports_chdb.py.
 fn control_rows() -> Vec<ControlRow> {
     let acme = Some(r#"{"customer":"acme"}"#);
-    let mut rejected = credential("ev_c4", "tunnel_credential_updated.v0", "2024-05-01 08:00:00", "cr_1", "bot_b", "");
+    let mut rejected = credential(
+        "ev_c4",
+        "tunnel_credential_updated.v0",
+        "2024-05-01 08:00:00",
+        "cr_1",
+        "bot_b",
+        "",
+    );
     rejected.anomalies = vec!["owner_change_rejected".to_owned()];
-    let mut action = control("ev_a1", "domain_created.v0", "2024-05-01 10:00:00", "rd_1", json!({"id": "rd_1"}), "");
+    let mut action = control(
+        "ev_a1",
+        "domain_created.v0",
+        "2024-05-01 10:00:00",
+        "rd_1",
+        json!({"id": "rd_1"}),
+        "",
+    );
     action.principal_id = "bot_a".to_owned();
     action.principal_credential_id = "ak_1".to_owned();
-    let mut mismatch = control("ev_a2", "domain_deleted.v0", "2024-05-01 11:00:00", "rd_1", json!({"id": "rd_1"}), "");
+    let mut mismatch = control(
+        "ev_a2",
+        "domain_deleted.v0",
+        "2024-05-01 11:00:00",
+        "rd_1",
+        json!({"id": "rd_1"}),
+        "",
+    );
     mismatch.principal_id = "bot_a".to_owned();
     mismatch.principal_credential_id = "ak_9".to_owned();
     mismatch.anomalies = vec!["api_key_owner_mismatch".to_owned()];
     vec![
-        bot_user("ev_b1", "created", "2024-03-01 00:00:00", "bot_a", "payments-ci", true, acme),
-        bot_user("ev_b2", "updated", "2024-05-01 12:00:00", "bot_a", "payments-ci-2", false, acme),
-        bot_user("ev_b3", "created", "2024-03-02 00:00:00", "bot_b", "search", true, None),
-        bot_user("ev_b4", "deleted", "2024-05-02 00:00:00", "bot_b", "", true, None),
-        credential("ev_c1", "tunnel_credential_created.v0", "2024-04-01 00:00:00", "cr_1", "bot_a", ""),
-        credential("ev_c2", "ssh_public_key_created.v0", "2024-04-01 00:00:00", "cr_2", "bot_a", ""),
-        credential("ev_c3", "api_key_created.v0", "2024-04-01 00:00:00", "ak_1", "bot_a", ""),
-        credential("ev_c3x", "api_key_deleted.v0", "2024-05-02 00:00:00", "ak_1", "bot_a", ""),
-        credential("ev_cx", "tunnel_credential_created.v0", "2024-04-01 00:00:00", "cr_x", "bot_b", r#"{"customer":"acme"}"#),
+        bot_user(
+            "ev_b1",
+            "created",
+            "2024-03-01 00:00:00",
+            "bot_a",
+            "payments-ci",
+            true,
+            acme,
+        ),
+        bot_user(
+            "ev_b2",
+            "updated",
+            "2024-05-01 12:00:00",
+            "bot_a",
+            "payments-ci-2",
+            false,
+            acme,
+        ),
+        bot_user(
+            "ev_b3",
+            "created",
+            "2024-03-02 00:00:00",
+            "bot_b",
+            "search",
+            true,
+            None,
+        ),
+        bot_user(
+            "ev_b4",
+            "deleted",
+            "2024-05-02 00:00:00",
+            "bot_b",
+            "",
+            true,
+            None,
+        ),
+        credential(
+            "ev_c1",
+            "tunnel_credential_created.v0",
+            "2024-04-01 00:00:00",
+            "cr_1",
+            "bot_a",
+            "",
+        ),
+        credential(
+            "ev_c2",
+            "ssh_public_key_created.v0",
+            "2024-04-01 00:00:00",
+            "cr_2",
+            "bot_a",
+            "",
+        ),
+        credential(
+            "ev_c3",
+            "api_key_created.v0",
+            "2024-04-01 00:00:00",
+            "ak_1",
+            "bot_a",
+            "",
+        ),
+        credential(
+            "ev_c3x",
+            "api_key_deleted.v0",
+            "2024-05-02 00:00:00",
+            "ak_1",
+            "bot_a",
+            "",
+        ),
+        credential(
+            "ev_cx",
+            "tunnel_credential_created.v0",
+            "2024-04-01 00:00:00",
+            "cr_x",
+            "bot_b",
+            r#"{"customer":"acme"}"#,
+        ),
         action,
         mismatch,
         rejected,
-        session("ev_s1", "start", "2024-05-01 09:15:00", "ts_1", "cr_1", None),
-        session("ev_s1x", "stop", "2024-05-01 10:45:00", "ts_1", "cr_1", None),
-        session("ev_s2", "start", "2024-05-01 23:30:00", "ts_2", "cr_2", None),
-        session("ev_s2x", "stop", "2024-05-02 01:00:00", "ts_2", "cr_2", None),
-        session("ev_s3", "start", "2024-05-02 23:00:00", "ts_3", "cr_1", None),
-        session("ev_s4", "start", "2024-04-30 23:00:00", "ts_old", "cr_1", None),
-        session("ev_s4x", "stop", "2024-05-01 00:30:00", "ts_old", "cr_1", None),
-        session("ev_s5x", "stop", "2024-05-01 12:00:00", "ts_stoponly", "cr_2", Some("2024-05-01T11:00:00Z")),
-        session("ev_s6", "start", "2024-04-20 00:00:00", "ts_gone", "cr_1", None),
-        session("ev_s6x", "stop", "2024-04-20 01:00:00", "ts_gone", "cr_1", None),
-        session("ev_s7", "start", "2024-05-01 09:00:00", "ts_b", "cr_x", None),
-        session("ev_s8", "start", "2024-05-03 00:00:00", "ts_late", "cr_1", None),
+        session(
+            "ev_s1",
+            "start",
+            "2024-05-01 09:15:00",
+            "ts_1",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s1x",
+            "stop",
+            "2024-05-01 10:45:00",
+            "ts_1",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s2",
+            "start",
+            "2024-05-01 23:30:00",
+            "ts_2",
+            "cr_2",
+            None,
+        ),
+        session(
+            "ev_s2x",
+            "stop",
+            "2024-05-02 01:00:00",
+            "ts_2",
+            "cr_2",
+            None,
+        ),
+        session(
+            "ev_s3",
+            "start",
+            "2024-05-02 23:00:00",
+            "ts_3",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s4",
+            "start",
+            "2024-04-30 23:00:00",
+            "ts_old",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s4x",
+            "stop",
+            "2024-05-01 00:30:00",
+            "ts_old",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s5x",
+            "stop",
+            "2024-05-01 12:00:00",
+            "ts_stoponly",
+            "cr_2",
+            Some("2024-05-01T11:00:00Z"),
+        ),
+        session(
+            "ev_s6",
+            "start",
+            "2024-04-20 00:00:00",
+            "ts_gone",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s6x",
+            "stop",
+            "2024-04-20 01:00:00",
+            "ts_gone",
+            "cr_1",
+            None,
+        ),
+        session(
+            "ev_s7",
+            "start",
+            "2024-05-01 09:00:00",
+            "ts_b",
+            "cr_x",
+            None,
+        ),
+        session(
+            "ev_s8",
+            "start",
+            "2024-05-03 00:00:00",
+            "ts_late",
+            "cr_1",
+            None,
+        ),
     ]
 }
 
-async fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String, Vec<u8>) {
+async fn get(
+    state: &AppState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, Vec<u8>) {
     let mut request = Request::builder().uri(uri);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -220,13 +597,20 @@ async fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCo
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
     (status, content_type, body.to_vec())
 }
 
 async fn get_json(state: &AppState, uri: &str) -> Value {
     let (status, _, body) = get(state, uri, &[]).await;
-    assert_eq!(status, StatusCode::OK, "{uri}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{uri}: {}",
+        String::from_utf8_lossy(&body)
+    );
     serde_json::from_slice(&body).unwrap()
 }
 
@@ -252,7 +636,16 @@ fn row(m: &UsageMetrics) -> Row {
 fn buckets(report: &UsageReport) -> Vec<(&str, Row)> {
     for bucket in &report.session_only_buckets {
         let m = &bucket.metrics;
-        assert_eq!((m.bytes_in, m.bytes_out, m.http_requests, m.tcp_connections, m.endpoints), (0, 0, 0, 0, 0));
+        assert_eq!(
+            (
+                m.bytes_in,
+                m.bytes_out,
+                m.http_requests,
+                m.tcp_connections,
+                m.endpoints
+            ),
+            (0, 0, 0, 0, 0)
+        );
     }
     let mut all: Vec<(&str, Row)> = report
         .buckets
@@ -269,8 +662,10 @@ const RANGE: &str = "from=2024-05-01&to=2024-05-03";
 #[tokio::test]
 async fn owner_usage_hourly_with_sessions_across_hour_boundaries() {
     let db = db_with_fleet("hourly").await;
-    let report: UsageReport =
-        serde_json::from_value(get_json(&db.state(), &format!("/v1/owners/bot_a/usage?{RANGE}")).await).unwrap();
+    let report: UsageReport = serde_json::from_value(
+        get_json(&db.state(), &format!("/v1/owners/bot_a/usage?{RANGE}")).await,
+    )
+    .unwrap();
     assert_eq!(
         buckets(&report),
         [
@@ -289,10 +684,20 @@ async fn owner_usage_hourly_with_sessions_across_hour_boundaries() {
         ]
     );
     assert_eq!(row(&report.totals), (318, 3075, 1, 5, 2, 3, 5, 5.5));
-    assert_eq!((report.granularity.as_str(), report.timezone.as_str()), ("hour", "UTC"));
+    assert_eq!(
+        (report.granularity.as_str(), report.timezone.as_str()),
+        ("hour", "UTC")
+    );
     // `buckets` still lists exactly the hours with traffic, as before sessions were reported.
     let traffic: Vec<&str> = report.buckets.iter().map(|b| b.start.as_str()).collect();
-    assert_eq!(traffic, ["2024-05-01T09:00:00Z", "2024-05-01T10:00:00Z", "2024-05-02T00:00:00Z"]);
+    assert_eq!(
+        traffic,
+        [
+            "2024-05-01T09:00:00Z",
+            "2024-05-01T10:00:00Z",
+            "2024-05-02T00:00:00Z"
+        ]
+    );
     assert_eq!(report.session_only_buckets.len(), 4);
 }
 
@@ -305,7 +710,10 @@ async fn owner_usage_in_a_half_hour_time_zone() {
         buckets(&report),
         [
             ("2024-05-01T05:00:00+05:30", (0, 0, 0, 0, 0, 0, 1, 0.5)),
-            ("2024-05-01T14:00:00+05:30", (100, 1000, 0, 1, 1, 1, 1, 0.25)),
+            (
+                "2024-05-01T14:00:00+05:30",
+                (100, 1000, 0, 1, 1, 1, 1, 0.25)
+            ),
             ("2024-05-01T15:00:00+05:30", (210, 2000, 1, 2, 2, 1, 1, 1.0)),
             ("2024-05-01T16:00:00+05:30", (1, 5, 0, 1, 1, 1, 2, 0.75)),
             ("2024-05-01T17:00:00+05:30", (0, 0, 0, 0, 0, 0, 1, 0.5)),
@@ -346,7 +754,10 @@ async fn owner_usage_grouped_by_credential_and_endpoint() {
     let uri = format!("/v1/owners/bot_a/usage?{RANGE}&granularity=day&group_by=credential");
     let report: UsageReport = serde_json::from_value(get_json(&db.state(), &uri).await).unwrap();
     let groups = report.groups.unwrap();
-    let totals: Vec<(&str, Row)> = groups.iter().map(|g| (g.key.as_str(), row(&g.totals))).collect();
+    let totals: Vec<(&str, Row)> = groups
+        .iter()
+        .map(|g| (g.key.as_str(), row(&g.totals)))
+        .collect();
     assert_eq!(
         totals,
         [
@@ -359,7 +770,13 @@ async fn owner_usage_grouped_by_credential_and_endpoint() {
     let uri = format!("/v1/owners/bot_a/usage?{RANGE}&granularity=day&group_by=endpoint");
     let json = get_json(&db.state(), &uri).await;
     let groups = json["groups"].as_array().unwrap();
-    assert_eq!(groups.iter().map(|g| g["key"].as_str().unwrap()).collect::<Vec<_>>(), ["ep_1", "ep_2"]);
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g["key"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["ep_1", "ep_2"]
+    );
     assert_eq!(groups[1]["totals"]["bytes_out"], 70);
     // A session serves several endpoints: no session figures per endpoint.
     assert!(groups[1]["totals"].get("session_hours").is_none());
@@ -377,17 +794,41 @@ async fn owners_top_anomalies_and_audit() {
     let bot_a = &owners[0];
     assert_eq!(bot_a["name"], "payments-ci-2");
     assert_eq!(bot_a["active"], false);
-    assert_eq!(bot_a["credentials"], json!({"authtoken": 1, "ssh_key": 1, "api_key": 0}));
+    assert_eq!(
+        bot_a["credentials"],
+        json!({"authtoken": 1, "ssh_key": 1, "api_key": 0})
+    );
     assert_eq!(bot_a["deleted_credentials"], 1);
     assert_eq!(bot_a["usage"]["bytes_out"], 3075);
     assert_eq!(bot_a["usage"]["active_endpoint_hours"], 3);
-    assert_eq!((owners[1]["deleted"].clone(), owners[1]["usage"]["bytes_in"].clone()), (json!(true), json!(9)));
-    assert_eq!((owners[2]["kind"].clone(), owners[2]["active"].clone()), (json!("user"), json!(true)));
-    assert!(get_json(&state, "/v1/owners").await["owners"][0].get("usage").is_none());
+    assert_eq!(
+        (
+            owners[1]["deleted"].clone(),
+            owners[1]["usage"]["bytes_in"].clone()
+        ),
+        (json!(true), json!(9))
+    );
+    assert_eq!(
+        (owners[2]["kind"].clone(), owners[2]["active"].clone()),
+        (json!("user"), json!(true))
+    );
+    assert!(get_json(&state, "/v1/owners").await["owners"][0]
+        .get("usage")
+        .is_none());
 
-    let top = get_json(&state, &format!("/v1/usage/top?{RANGE}&metric=bytes_in&limit=1")).await;
+    let top = get_json(
+        &state,
+        &format!("/v1/usage/top?{RANGE}&metric=bytes_in&limit=1"),
+    )
+    .await;
     assert_eq!(top["owners"].as_array().unwrap().len(), 1);
-    assert_eq!((top["owners"][0]["owner_id"].clone(), top["owners"][0]["usage"]["bytes_in"].clone()), (json!("bot_a"), json!(318)));
+    assert_eq!(
+        (
+            top["owners"][0]["owner_id"].clone(),
+            top["owners"][0]["usage"]["bytes_in"].clone()
+        ),
+        (json!("bot_a"), json!(318))
+    );
     let top = get_json(&state, &format!("/v1/usage/top?{RANGE}")).await;
     assert_eq!(top["metric"], "bytes_out");
     assert_eq!(top["owners"][1]["rank"], 2);
@@ -413,16 +854,32 @@ async fn owners_top_anomalies_and_audit() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["event_id"].as_str().unwrap(), a["anomaly"].as_str().unwrap()))
+        .map(|a| {
+            (
+                a["event_id"].as_str().unwrap(),
+                a["anomaly"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(control, [("ev_a2", "api_key_owner_mismatch"), ("ev_c4", "owner_change_rejected")]);
+    assert_eq!(
+        control,
+        [
+            ("ev_a2", "api_key_owner_mismatch"),
+            ("ev_c4", "owner_change_rejected")
+        ]
+    );
 
     let audit = get_json(&state, "/v1/audit?owner_id=bot_a").await;
     let lifecycle: Vec<(&str, &str)> = audit["lifecycle"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["event_id"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         lifecycle,
@@ -438,7 +895,13 @@ async fn owners_top_anomalies_and_audit() {
     );
     let actions = audit["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
-    assert_eq!((actions[0]["principal_credential_id"].clone(), actions[1]["anomalies"].clone()), (json!("ak_1"), json!(["api_key_owner_mismatch"])));
+    assert_eq!(
+        (
+            actions[0]["principal_credential_id"].clone(),
+            actions[1]["anomalies"].clone()
+        ),
+        (json!("ak_1"), json!(["api_key_owner_mismatch"]))
+    );
     assert_eq!(
         audit["credentials"],
         json!([
@@ -452,9 +915,17 @@ async fn owners_top_anomalies_and_audit() {
     );
     let audit = get_json(&state, &format!("/v1/audit?credential_id=ak_1&{RANGE}")).await;
     let ids = |key: &str| -> Vec<String> {
-        audit[key].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect()
+        audit[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
     };
-    assert_eq!((ids("lifecycle"), ids("actions")), (vec!["ev_c3x".to_owned()], vec!["ev_a1".to_owned()]));
+    assert_eq!(
+        (ids("lifecycle"), ids("actions")),
+        (vec!["ev_c3x".to_owned()], vec!["ev_a1".to_owned()])
+    );
 }
 
 fn plan() -> Plan {
@@ -482,19 +953,37 @@ async fn overage_shares_and_drill_down() {
     // May: bot_a 3084 + bot_b 9 bytes out; endpoint hours 4 + 1; open sessions run to June 1.
     let lines: Vec<(&str, f64, f64)> = metrics
         .iter()
-        .map(|m| (m["metric"].as_str().unwrap(), m["usage"].as_f64().unwrap(), m["amount"].as_f64().unwrap()))
+        .map(|m| {
+            (
+                m["metric"].as_str().unwrap(),
+                m["usage"].as_f64().unwrap(),
+                m["amount"].as_f64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         lines,
-        [("bytes_out", 3093.0, 9.3), ("active_endpoint_hours", 5.0, 1.5), ("session_hours", 2132.5, 13.25)]
+        [
+            ("bytes_out", 3093.0, 9.3),
+            ("active_endpoint_hours", 5.0, 1.5),
+            ("session_hours", 2132.5, 13.25)
+        ]
     );
     assert!(close(&report["total_amount"], 24.05));
     let owners = report["owners"].as_array().unwrap();
     assert_eq!(owners[0]["owner_id"], "bot_a");
     let bot_a = 9.3 * 3084.0 / 3093.0 + 1.5 * 4.0 / 5.0 + 13.25 * 1397.5 / 2132.5;
     let bot_b = 9.3 * 9.0 / 3093.0 + 1.5 / 5.0 + 13.25 * 735.0 / 2132.5;
-    assert!(close(&owners[0]["amount"], bot_a), "{}", owners[0]["amount"]);
-    assert!(close(&owners[1]["amount"], bot_b), "{}", owners[1]["amount"]);
+    assert!(
+        close(&owners[0]["amount"], bot_a),
+        "{}",
+        owners[0]["amount"]
+    );
+    assert!(
+        close(&owners[1]["amount"], bot_b),
+        "{}",
+        owners[1]["amount"]
+    );
     assert!(close(&owners[0]["share"]["active_endpoint_hours"], 0.8));
 
     let report = get_json(&state, "/v1/overage?month=2024-05&owner_id=bot_a").await;
@@ -508,17 +997,31 @@ async fn overage_shares_and_drill_down() {
                 c["credential_id"].as_str().unwrap(),
                 c["usage"]["bytes_out"].as_f64().unwrap(),
                 c["usage"]["session_hours"].as_f64().unwrap(),
-                c["endpoints"].as_array().unwrap().iter().map(|e| e["endpoint_id"].as_str().unwrap()).collect(),
+                c["endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["endpoint_id"].as_str().unwrap())
+                    .collect(),
             )
         })
         .collect();
     assert_eq!(
         summary,
-        [("cr_1", 3014.0, 1395.0, vec!["ep_1"]), ("cr_2", 70.0, 2.5, vec!["ep_2"])]
+        [
+            ("cr_1", 3014.0, 1395.0, vec!["ep_1"]),
+            ("cr_2", 70.0, 2.5, vec!["ep_2"])
+        ]
     );
-    let sum: f64 = credentials.iter().map(|c| c["amount"].as_f64().unwrap()).sum();
+    let sum: f64 = credentials
+        .iter()
+        .map(|c| c["amount"].as_f64().unwrap())
+        .sum();
     assert!((sum - bot_a).abs() < 1e-5, "{sum} vs {bot_a}");
-    assert_eq!(credentials[0]["endpoints"][0]["usage"]["active_endpoint_hours"], 3.0);
+    assert_eq!(
+        credentials[0]["endpoints"][0]["usage"]["active_endpoint_hours"],
+        3.0
+    );
 }
 
 fn keys() -> ApiKeys {
@@ -544,34 +1047,72 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
     let (status, _, body) = get(&state, "/v1/customers/acme/report?month=2024-05", &acme).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let report: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(report["bot_users"], json!([{"id": "bot_a", "name": "payments-ci-2", "active": false, "deleted": false}]));
+    assert_eq!(
+        report["bot_users"],
+        json!([{"id": "bot_a", "name": "payments-ci-2", "active": false, "deleted": false}])
+    );
     let credentials: Vec<(&str, i64)> = report["credentials"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["credential_id"].as_str().unwrap(), c["age_days"].as_i64().unwrap()))
+        .map(|c| {
+            (
+                c["credential_id"].as_str().unwrap(),
+                c["age_days"].as_i64().unwrap(),
+            )
+        })
         .collect();
     // bot_a's credentials and cr_x, whose metadata names acme; ages to the end of May (ak_1: to its deletion).
-    assert_eq!(credentials, [("ak_1", 31), ("cr_1", 61), ("cr_2", 61), ("cr_x", 61)]);
+    assert_eq!(
+        credentials,
+        [("ak_1", 31), ("cr_1", 61), ("cr_2", 61), ("cr_x", 61)]
+    );
     let t = &report["totals"];
     assert_eq!(
-        (t["bytes_in"].clone(), t["bytes_out"].clone(), t["tcp_connections"].clone(), t["endpoints"].clone(), t["active_endpoint_hours"].clone()),
+        (
+            t["bytes_in"].clone(),
+            t["bytes_out"].clone(),
+            t["tcp_connections"].clone(),
+            t["endpoints"].clone(),
+            t["active_endpoint_hours"].clone()
+        ),
         (json!(336), json!(3093), json!(7), json!(3), json!(5))
     );
-    assert_eq!((t["agent_sessions"].clone(), t["session_hours"].clone()), (json!(7), json!(2132.5)));
+    assert_eq!(
+        (t["agent_sessions"].clone(), t["session_hours"].clone()),
+        (json!(7), json!(2132.5))
+    );
     assert_eq!(report["days"][0]["start"], "2024-05-01T00:00:00Z");
 
-    let (status, content_type, body) =
-        get(&state, "/v1/customers/acme/report?month=2024-05", &[acme[0], ("accept", "text/csv")]).await;
+    let (status, content_type, body) = get(
+        &state,
+        "/v1/customers/acme/report?month=2024-05",
+        &[acme[0], ("accept", "text/csv")],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/csv"), "{content_type}");
     let csv = String::from_utf8(body).unwrap();
     assert_eq!(csv.lines().count(), 1 + 31 + 1);
-    assert!(csv.lines().any(|l| l.starts_with("2024-05-02,7,70,0,1,1,1,")), "{csv}");
-    assert!(csv.lines().last().unwrap().starts_with("total,336,3093,1,7,3,5,7,2132.5"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("2024-05-02,7,70,0,1,1,1,")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .last()
+            .unwrap()
+            .starts_with("total,336,3093,1,7,3,5,7,2132.5"),
+        "{csv}"
+    );
 
-    let (status, content_type, body) =
-        get(&state, "/v1/customers/acme/report?month=2024-05&format=html", &acme).await;
+    let (status, content_type, body) = get(
+        &state,
+        "/v1/customers/acme/report?month=2024-05&format=html",
+        &acme,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = String::from_utf8(body).unwrap();
@@ -582,12 +1123,23 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
     let (status, _, _) = get(&state, &format!("/v1/owners/bot_a/usage?{RANGE}"), &acme).await;
     assert_eq!(status, StatusCode::OK);
     for (uri, expected) in [
-        (format!("/v1/owners/bot_b/usage?{RANGE}"), StatusCode::NOT_FOUND),
-        ("/v1/customers/globex/report?month=2024-05".to_owned(), StatusCode::NOT_FOUND),
+        (
+            format!("/v1/owners/bot_b/usage?{RANGE}"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/customers/globex/report?month=2024-05".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
         (format!("/v1/usage/top?{RANGE}"), StatusCode::FORBIDDEN),
     ] {
         let (status, content_type, body) = get(&state, &uri, &acme).await;
-        assert_eq!(status, expected, "{uri}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            expected,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
         assert!(content_type.starts_with("application/json"));
     }
     let (status, _, _) = get(&state, "/v1/customers/acme/report?month=2024-05", &[]).await;
@@ -597,7 +1149,12 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
     let (status, _, _) = get(&state, "/v1/customers/bot_b/report?month=2024-05", &ops).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, body) = get(&state, "/v1/customers/globex/report?month=2024-05", &ops).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[tokio::test]
@@ -611,9 +1168,18 @@ async fn bad_input_never_reaches_clickhouse_as_sql() {
         "/v1/customers/acme%27/report?month=2024-05",
     ] {
         let (status, _, body) = get(&state, uri, &[]).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     // A valid id that matches nothing is an empty report, not an error.
-    let report = get_json(&state, "/v1/owners/bot_nobody/usage?from=2024-05-01&to=2024-05-03").await;
+    let report = get_json(
+        &state,
+        "/v1/owners/bot_nobody/usage?from=2024-05-01&to=2024-05-03",
+    )
+    .await;
     assert_eq!(report["buckets"], json!([]));
 }

@@ -161,7 +161,10 @@ impl Default for FleetConfig {
             sessions_per_credential: 2,
             endpoints_per_session: 2,
             traffic_events: 1_000,
-            start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a valid date"),
+            start: Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .expect("a valid date"),
             duration_hours: 6,
             scenarios: Scenarios::default(),
             late_control: 0,
@@ -183,7 +186,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid fleet config: {} = {}: {}", self.field, self.value, self.reason)
+        write!(
+            f,
+            "invalid fleet config: {} = {}: {}",
+            self.field, self.value, self.reason
+        )
     }
 }
 
@@ -192,12 +199,16 @@ impl std::error::Error for ConfigError {}
 impl FleetConfig {
     /// The default fleet with [`Scenarios::standard`] anomalies (and no late control).
     pub fn with_anomalies() -> Self {
-        Self { scenarios: Scenarios::standard(), ..Self::default() }
+        Self {
+            scenarios: Scenarios::standard(),
+            ..Self::default()
+        }
     }
 
     /// Whether the ground truth lists every traffic event's expected outcome.
     pub fn records_events(&self) -> bool {
-        self.record_events.unwrap_or(self.traffic_events <= RECORD_EVENTS_UP_TO)
+        self.record_events
+            .unwrap_or(self.traffic_events <= RECORD_EVENTS_UP_TO)
     }
 
     /// Owners: users plus bot users.
@@ -208,9 +219,15 @@ impl FleetConfig {
     /// Endpoints the fleet will have: owners × credentials_per_owner × 2 (authtokens and SSH
     /// keys) × sessions_per_credential × endpoints_per_session (saturating).
     pub fn endpoints(&self) -> u64 {
-        [self.owners(), self.credentials_per_owner, 2, self.sessions_per_credential, self.endpoints_per_session]
-            .into_iter()
-            .fold(1u64, |acc, n| acc.saturating_mul(n as u64))
+        [
+            self.owners(),
+            self.credentials_per_owner,
+            2,
+            self.sessions_per_credential,
+            self.endpoints_per_session,
+        ]
+        .into_iter()
+        .fold(1u64, |acc, n| acc.saturating_mul(n as u64))
     }
 
     /// The window's end (exclusive).
@@ -231,7 +248,11 @@ impl FleetConfig {
             }
         }
         if self.owners() == 0 {
-            return Err(err("users + bot_users", &0, "a fleet needs at least one owner".into()));
+            return Err(err(
+                "users + bot_users",
+                &0,
+                "a fleet needs at least one owner".into(),
+            ));
         }
         for (field, value) in [
             ("credentials_per_owner", self.credentials_per_owner),
@@ -265,15 +286,28 @@ impl FleetConfig {
             ));
         }
         if !(1..=MAX_DURATION_HOURS).contains(&self.duration_hours) {
-            return Err(err("duration_hours", &self.duration_hours, format!("expected 1..={MAX_DURATION_HOURS}")));
+            return Err(err(
+                "duration_hours",
+                &self.duration_hours,
+                format!("expected 1..={MAX_DURATION_HOURS}"),
+            ));
         }
-        for (field, value) in self.scenarios.counts().into_iter().chain([("late_control", self.late_control)]) {
+        for (field, value) in self
+            .scenarios
+            .counts()
+            .into_iter()
+            .chain([("late_control", self.late_control)])
+        {
             if value > MAX_SCENARIOS {
                 return Err(err(field, &value, format!("at most {MAX_SCENARIOS}")));
             }
         }
         if !(1970..=9000).contains(&self.start.year()) {
-            return Err(err("start", &self.start.to_rfc3339(), "expected a year between 1970 and 9000".into()));
+            return Err(err(
+                "start",
+                &self.start.to_rfc3339(),
+                "expected a year between 1970 and 9000".into(),
+            ));
         }
         Ok(())
     }

@@ -45,7 +45,10 @@ pub(crate) struct Ref {
 
 impl Ref {
     pub(crate) fn new(id: &str, collection: &str) -> Self {
-        Self { id: id.to_owned(), uri: format!("{API}/{collection}/{id}") }
+        Self {
+            id: id.to_owned(),
+            uri: format!("{API}/{collection}/{id}"),
+        }
     }
 }
 

@@ -88,7 +88,12 @@ pub fn generate(config: &FleetConfig) -> Fleet {
     scenario_rng.set_stream(1);
     world.add_scenarios(config, &mut scenario_rng);
     world.finalize_acls();
-    world.render(config.seed, config.traffic_events, config.records_events(), &mut rng)
+    world.render(
+        config.seed,
+        config.traffic_events,
+        config.records_events(),
+        &mut rng,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,25 +101,67 @@ pub fn generate(config: &FleetConfig) -> Fleet {
 
 const REGIONS: &[&str] = &["us", "eu", "ap", "au", "sa", "jp", "in"];
 pub(super) const ADJECTIVES: &[&str] = &[
-    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly", "keen", "lucky", "misty",
-    "noble", "odd", "proud", "quiet", "rapid", "shy", "tidy", "upbeat", "vivid", "witty", "young", "zesty",
+    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly",
+    "keen", "lucky", "misty", "noble", "odd", "proud", "quiet", "rapid", "shy", "tidy", "upbeat",
+    "vivid", "witty", "young", "zesty",
 ];
 pub(super) const NOUNS: &[&str] = &[
-    "otter", "falcon", "maple", "harbor", "comet", "badger", "cedar", "delta", "ember", "fjord", "glacier", "heron",
-    "island", "jaguar", "kestrel", "lagoon", "meadow", "nebula", "orchid", "pebble", "quartz", "raven", "summit",
-    "tundra", "willow",
+    "otter", "falcon", "maple", "harbor", "comet", "badger", "cedar", "delta", "ember", "fjord",
+    "glacier", "heron", "island", "jaguar", "kestrel", "lagoon", "meadow", "nebula", "orchid",
+    "pebble", "quartz", "raven", "summit", "tundra", "willow",
 ];
-pub(super) const BOT_PURPOSES: &[&str] =
-    &["ci", "deployer", "monitor", "webhook", "ingest", "backup", "preview", "iot-gateway", "scraper", "billing"];
-const FIRST_NAMES: &[&str] = &["ada", "bob", "chen", "dana", "eli", "fatima", "gus", "hana", "ivan", "jo"];
+pub(super) const BOT_PURPOSES: &[&str] = &[
+    "ci",
+    "deployer",
+    "monitor",
+    "webhook",
+    "ingest",
+    "backup",
+    "preview",
+    "iot-gateway",
+    "scraper",
+    "billing",
+];
+const FIRST_NAMES: &[&str] = &[
+    "ada", "bob", "chen", "dana", "eli", "fatima", "gus", "hana", "ivan", "jo",
+];
 const TEAMS: &[&str] = &["platform", "payments", "growth", "infra", "data", "mobile"];
-const OSES: &[(&str, &str)] = &[("linux", "amd64"), ("linux", "arm64"), ("darwin", "arm64"), ("windows", "amd64")];
-const AGENT_VERSIONS: &[&str] = &["ngrok/3.18.4", "ngrok/3.22.1", "ngrok-go/1.12.0", "ngrok-rust/0.15.0"];
-const HTTP_PATHS: &[&str] =
-    &["/", "/api/v1/items", "/api/v1/orders", "/health", "/webhooks/github", "/static/app.js", "/login", "/graphql"];
-const USER_AGENTS: &[&str] =
-    &["curl/8.5.0", "Mozilla/5.0", "GitHub-Hookshot/7a1b2c3", "python-requests/2.32", "Go-http-client/2.0"];
-const SERVER_IPS: &[&str] = &["3.20.27.198", "3.134.73.173", "18.158.249.75", "52.28.187.118", "13.228.71.132"];
+const OSES: &[(&str, &str)] = &[
+    ("linux", "amd64"),
+    ("linux", "arm64"),
+    ("darwin", "arm64"),
+    ("windows", "amd64"),
+];
+const AGENT_VERSIONS: &[&str] = &[
+    "ngrok/3.18.4",
+    "ngrok/3.22.1",
+    "ngrok-go/1.12.0",
+    "ngrok-rust/0.15.0",
+];
+const HTTP_PATHS: &[&str] = &[
+    "/",
+    "/api/v1/items",
+    "/api/v1/orders",
+    "/health",
+    "/webhooks/github",
+    "/static/app.js",
+    "/login",
+    "/graphql",
+];
+const USER_AGENTS: &[&str] = &[
+    "curl/8.5.0",
+    "Mozilla/5.0",
+    "GitHub-Hookshot/7a1b2c3",
+    "python-requests/2.32",
+    "Go-http-client/2.0",
+];
+const SERVER_IPS: &[&str] = &[
+    "3.20.27.198",
+    "3.134.73.173",
+    "18.158.249.75",
+    "52.28.187.118",
+    "13.228.71.132",
+];
 
 #[derive(Debug)]
 pub(super) struct Owner {
@@ -139,7 +186,11 @@ pub(super) struct Owner {
 
 impl Owner {
     pub(super) fn active_at(&self, t: DateTime<Utc>) -> bool {
-        self.active_changes.iter().take_while(|(since, _)| *since <= t).last().is_none_or(|(_, active)| *active)
+        self.active_changes
+            .iter()
+            .take_while(|(since, _)| *since <= t)
+            .last()
+            .is_none_or(|(_, active)| *active)
     }
 }
 
@@ -374,7 +425,10 @@ pub(super) fn client_ips(rng: &mut ChaCha8Rng) -> Vec<String> {
 
 impl World {
     fn plan(config: &FleetConfig, rng: &mut ChaCha8Rng) -> Self {
-        let start = config.start.duration_trunc(Duration::milliseconds(1)).unwrap_or(config.start);
+        let start = config
+            .start
+            .duration_trunc(Duration::milliseconds(1))
+            .unwrap_or(config.start);
         let end = start + Duration::hours(i64::from(config.duration_hours));
         // Control events fall in the first tenth of the window, in four causal steps.
         let step_ms = ((end - start).num_milliseconds() / 10 / 4).max(1);
@@ -385,20 +439,36 @@ impl World {
         let mut owners = Vec::with_capacity(config.owners());
         for i in 0..config.users {
             let id = ngrok_id(rng, "usr_");
-            let subject = format!("{}.{}{}@example.com", pick_str(rng, FIRST_NAMES), pick_str(rng, NOUNS), i + 1);
+            let subject = format!(
+                "{}.{}{}@example.com",
+                pick_str(rng, FIRST_NAMES),
+                pick_str(rng, NOUNS),
+                i + 1
+            );
             owners.push(Owner::new(id, OwnerKind::User, subject, start, None));
         }
         for i in 0..config.bot_users {
             let id = ngrok_id(rng, "bot_");
             let subject = format!("{}-bot-{}", pick_str(rng, BOT_PURPOSES), i + 1);
             let created_at = start + Duration::milliseconds(rng.gen_range(0..step_ms));
-            let created_by = (config.users > 0).then(|| rng.gen_range(0..config.users as u32) as usize);
-            owners.push(Owner::new(id, OwnerKind::BotUser, subject, created_at, created_by));
+            let created_by =
+                (config.users > 0).then(|| rng.gen_range(0..config.users as u32) as usize);
+            owners.push(Owner::new(
+                id,
+                OwnerKind::BotUser,
+                subject,
+                created_at,
+                created_by,
+            ));
         }
 
         let mut credentials = Vec::new();
         for (owner_index, owner) in owners.iter().enumerate() {
-            for kind in [CredentialKind::Authtoken, CredentialKind::SshKey, CredentialKind::ApiKey] {
+            for kind in [
+                CredentialKind::Authtoken,
+                CredentialKind::SshKey,
+                CredentialKind::ApiKey,
+            ] {
                 for n in 0..config.credentials_per_owner {
                     let prefix = match kind {
                         CredentialKind::Authtoken => "cr_",
@@ -412,9 +482,15 @@ impl World {
                         OwnerKind::BotUser => owner.created_by.unwrap_or(owner_index),
                     };
                     let description = match kind {
-                        CredentialKind::Authtoken => format!("agent authtoken {} for {}", n + 1, owner.subject),
-                        CredentialKind::SshKey => format!("ssh tunnel key {} for {}", n + 1, owner.subject),
-                        CredentialKind::ApiKey => format!("api key {} for {}", n + 1, owner.subject),
+                        CredentialKind::Authtoken => {
+                            format!("agent authtoken {} for {}", n + 1, owner.subject)
+                        }
+                        CredentialKind::SshKey => {
+                            format!("ssh tunnel key {} for {}", n + 1, owner.subject)
+                        }
+                        CredentialKind::ApiKey => {
+                            format!("api key {} for {}", n + 1, owner.subject)
+                        }
                     };
                     let metadata = if rng.gen_bool(0.5) {
                         format!(r#"{{"team":"{}"}}"#, pick_str(rng, TEAMS))
@@ -470,14 +546,28 @@ impl World {
             let cred = &credentials[session.credential];
             for _ in 0..config.endpoints_per_session {
                 let number = endpoints.len() + 1;
-                let scheme = if rng.gen_ratio(7, 10) { Scheme::Https } else { Scheme::Tcp };
+                let scheme = if rng.gen_ratio(7, 10) {
+                    Scheme::Https
+                } else {
+                    Scheme::Tcp
+                };
                 let (host, port) = match scheme {
-                    Scheme::Https if cred.acl_mode == AclMode::Wildcard => {
-                        (format!("{}-{number}.{}.ngrok.app", pick_str(rng, ADJECTIVES), cred.slug), 443)
-                    }
-                    Scheme::Https => {
-                        (format!("{}-{}-{number}.ngrok.app", pick_str(rng, ADJECTIVES), pick_str(rng, NOUNS)), 443)
-                    }
+                    Scheme::Https if cred.acl_mode == AclMode::Wildcard => (
+                        format!(
+                            "{}-{number}.{}.ngrok.app",
+                            pick_str(rng, ADJECTIVES),
+                            cred.slug
+                        ),
+                        443,
+                    ),
+                    Scheme::Https => (
+                        format!(
+                            "{}-{}-{number}.ngrok.app",
+                            pick_str(rng, ADJECTIVES),
+                            pick_str(rng, NOUNS)
+                        ),
+                        443,
+                    ),
                     Scheme::Tcp => fresh_tcp_address(rng, &mut tcp_addresses),
                 };
                 let weight = endpoint_weight(rng);
@@ -510,14 +600,26 @@ impl World {
             };
             for _ in 0..count {
                 let lo = cred.created_at + Duration::milliseconds(1);
-                let at = lo + Duration::milliseconds(rng.gen_range(0..(end - lo).num_milliseconds()));
-                let kind = if rng.gen_ratio(3, 5) { AuditKind::DomainCreated } else { AuditKind::IpPolicyCreated };
+                let at =
+                    lo + Duration::milliseconds(rng.gen_range(0..(end - lo).num_milliseconds()));
+                let kind = if rng.gen_ratio(3, 5) {
+                    AuditKind::DomainCreated
+                } else {
+                    AuditKind::IpPolicyCreated
+                };
                 let object_id = match kind {
                     AuditKind::DomainCreated => ngrok_id(rng, "rd_"),
                     AuditKind::IpPolicyCreated => ngrok_id(rng, "ipp_"),
                 };
                 let domain = format!("{}-{}.example.com", pick_str(rng, NOUNS), audits.len() + 1);
-                audits.push(Audit { owner: cred.owner, api_key: cred_index, at, kind, object_id, domain });
+                audits.push(Audit {
+                    owner: cred.owner,
+                    api_key: cred_index,
+                    at,
+                    kind,
+                    object_id,
+                    domain,
+                });
             }
         }
 
@@ -552,7 +654,11 @@ impl World {
                 (AclMode::Open | AclMode::Star, _) => None,
                 (AclMode::Exact, Scheme::Https) => Some(format!("bind:{}", endpoint.host)),
                 // A reused hostname outside the slug needs its own rule.
-                (AclMode::Wildcard, Scheme::Https) if endpoint.host.ends_with(&format!(".{}.ngrok.app", cred.slug)) => {
+                (AclMode::Wildcard, Scheme::Https)
+                    if endpoint
+                        .host
+                        .ends_with(&format!(".{}.ngrok.app", cred.slug)) =>
+                {
                     Some(format!("bind:*.{}.ngrok.app", cred.slug))
                 }
                 (AclMode::Wildcard, Scheme::Https) => Some(format!("bind:{}", endpoint.host)),
@@ -575,7 +681,12 @@ impl World {
             let cred = &self.credentials[self.sessions[endpoint.session].credential];
             let rules = BindRule::parse_all(&cred.acl).expect("simulated ACLs parse");
             assert!(
-                !BindRule::permits(&rules, &endpoint.host, Some(endpoint.port), &BTreeMap::new()),
+                !BindRule::permits(
+                    &rules,
+                    &endpoint.host,
+                    Some(endpoint.port),
+                    &BTreeMap::new()
+                ),
                 "ACL violation {}:{} is allowed by {:?}",
                 endpoint.host,
                 endpoint.port,
@@ -585,14 +696,25 @@ impl World {
     }
 
     /// Emits the control events and the traffic, and the ground truth they imply.
-    pub(super) fn render(self, seed: u64, traffic_events: usize, record_events: bool, rng: &mut ChaCha8Rng) -> Fleet {
+    pub(super) fn render(
+        self,
+        seed: u64,
+        traffic_events: usize,
+        record_events: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Fleet {
         let mut truth = self.empty_truth(seed);
         let (control, late_control) = self.control(rng);
         let traffic = self.traffic(traffic_events, record_events, rng, &mut truth);
         truth.control_events = (control.len() + late_control.len()) as u64;
         truth.traffic_events = traffic.len() as u64;
         truth.total_events = truth.control_events + truth.traffic_events;
-        Fleet { control, traffic, late_control, truth }
+        Fleet {
+            control,
+            traffic,
+            late_control,
+            truth,
+        }
     }
 
     fn empty_truth(&self, seed: u64) -> GroundTruth {
@@ -623,18 +745,27 @@ impl World {
             entry(cred.owner, |o| &mut o.credentials);
         }
         for session in self.sessions.iter().filter(|s| resolvable_session(s)) {
-            entry(self.credentials[session.credential].owner, |o| &mut o.agent_sessions);
+            entry(self.credentials[session.credential].owner, |o| {
+                &mut o.agent_sessions
+            });
         }
         for endpoint in &self.endpoints {
             let session = &self.sessions[endpoint.session];
             if resolvable_session(session) {
-                entry(self.credentials[session.credential].owner, |o| &mut o.endpoints);
+                entry(self.credentials[session.credential].owner, |o| {
+                    &mut o.endpoints
+                });
             }
         }
         for audit in &self.audits {
             entry(audit.owner, |o| &mut o.audit_events);
         }
-        let count = |kind| self.owners.iter().filter(|o| o.kind == kind && o.announced).count() as u64;
+        let count = |kind| {
+            self.owners
+                .iter()
+                .filter(|o| o.kind == kind && o.announced)
+                .count() as u64
+        };
         GroundTruth {
             seed,
             account_id: self.account_id.clone(),
@@ -662,8 +793,17 @@ impl World {
     /// How `owner` appears as an envelope principal.
     fn principal(&self, owner: usize, credential: Option<Ref>) -> Principal<'_> {
         let o = &self.owners[owner];
-        let source = if credential.is_some() { "API" } else { "Dashboard" };
-        Principal { id: &o.id, subject: &o.subject, source, credential }
+        let source = if credential.is_some() {
+            "API"
+        } else {
+            "Dashboard"
+        };
+        Principal {
+            id: &o.id,
+            subject: &o.subject,
+            source,
+            credential,
+        }
     }
 
     /// The principal of a bot user's lifecycle events: the user that created it, if any.
@@ -748,13 +888,21 @@ impl World {
             metadata: "",
             os: session.os.0,
             arch: session.os.1,
-            transport: if cred.kind == CredentialKind::SshKey { "ssh" } else { "ngrok/2" },
+            transport: if cred.kind == CredentialKind::SshKey {
+                "ssh"
+            } else {
+                "ngrok/2"
+            },
             started_at: ts(session.started_at),
             stopped_at: stopped_at.map(ts),
         }
     }
 
-    fn endpoint_object<'a>(&'a self, endpoint: &'a Endpoint, updated_at: DateTime<Utc>) -> encode::EndpointObject<'a> {
+    fn endpoint_object<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        updated_at: DateTime<Utc>,
+    ) -> encode::EndpointObject<'a> {
         let session = &self.sessions[endpoint.session];
         let principal = &self.owners[endpoint.principal];
         let (proto, scheme, upstream) = match endpoint.scheme {
@@ -781,7 +929,11 @@ impl World {
             tunnel_session: Ref::new(&session.id, "tunnel_sessions"),
             principal: Ref::new(
                 &principal.id,
-                if principal.kind == OwnerKind::BotUser { "bot_users" } else { "users" },
+                if principal.kind == OwnerKind::BotUser {
+                    "bot_users"
+                } else {
+                    "users"
+                },
             ),
         }
     }
@@ -789,11 +941,19 @@ impl World {
     /// The control events, and apart from them the late ones, each in time order.
     fn control(&self, rng: &mut ChaCha8Rng) -> (Vec<SimMessage>, Vec<SimMessage>) {
         let mut out = Vec::with_capacity(
-            self.owners.len() + self.credentials.len() + self.sessions.len() + self.endpoints.len() + self.audits.len(),
+            self.owners.len()
+                + self.credentials.len()
+                + self.sessions.len()
+                + self.endpoints.len()
+                + self.audits.len(),
         );
         let mut late = Vec::new();
         let mut push = |is_late: bool, key: &str, at: DateTime<Utc>, payload: Vec<u8>| {
-            let message = SimMessage { key: key.to_owned(), payload, event_time: at };
+            let message = SimMessage {
+                key: key.to_owned(),
+                payload,
+                event_time: at,
+            };
             if is_late {
                 late.push(message);
             } else {
@@ -801,11 +961,26 @@ impl World {
             }
         };
 
-        let bots = || self.owners.iter().filter(|o| o.kind == OwnerKind::BotUser && o.announced);
+        let bots = || {
+            self.owners
+                .iter()
+                .filter(|o| o.kind == OwnerKind::BotUser && o.announced)
+        };
         for owner in bots() {
             let object = Self::bot_object(owner, true);
-            let env = self.envelope(rng, "bot_user_created.v0", owner.created_at, self.bot_principal(owner), object);
-            push(owner.late, &owner.id, owner.created_at, encode::to_bytes(&env));
+            let env = self.envelope(
+                rng,
+                "bot_user_created.v0",
+                owner.created_at,
+                self.bot_principal(owner),
+                object,
+            );
+            push(
+                owner.late,
+                &owner.id,
+                owner.created_at,
+                encode::to_bytes(&env),
+            );
         }
 
         for cred in self.credentials.iter().filter(|c| c.announced) {
@@ -831,24 +1006,56 @@ impl World {
             // A bot with no user to create its keys uses the API (ngrok: owner defaults to the caller).
             let principal = self.principal(cred.created_by, None);
             let env = self.envelope(rng, event_type, cred.created_at, Some(principal), object);
-            push(cred.late, &owner.id, cred.created_at, encode::to_bytes(&env));
+            push(
+                cred.late,
+                &owner.id,
+                cred.created_at,
+                encode::to_bytes(&env),
+            );
         }
 
         // The ingress each session connected through, for its stop event too.
         let mut server_ips = vec![""; self.sessions.len()];
-        for (index, session) in self.sessions.iter().enumerate().filter(|(_, s)| s.announced) {
+        for (index, session) in self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.announced)
+        {
             let server_ip = pick_str(rng, SERVER_IPS);
             server_ips[index] = server_ip;
             let object = self.session_object(session, server_ip, None);
-            let env = self.envelope(rng, "agent_session_start.v0", session.started_at, None, object);
+            let env = self.envelope(
+                rng,
+                "agent_session_start.v0",
+                session.started_at,
+                None,
+                object,
+            );
             let key = &self.owners[self.credentials[session.credential].owner].id;
-            push(session.late, key, session.started_at, encode::to_bytes(&env));
+            push(
+                session.late,
+                key,
+                session.started_at,
+                encode::to_bytes(&env),
+            );
         }
 
         for endpoint in &self.endpoints {
             let object = self.endpoint_object(endpoint, endpoint.created_at);
-            let env = self.envelope(rng, "endpoint_created.v0", endpoint.created_at, None, object);
-            push(endpoint.late, &self.owners[endpoint.principal].id, endpoint.created_at, encode::to_bytes(&env));
+            let env = self.envelope(
+                rng,
+                "endpoint_created.v0",
+                endpoint.created_at,
+                None,
+                object,
+            );
+            push(
+                endpoint.late,
+                &self.owners[endpoint.principal].id,
+                endpoint.created_at,
+                encode::to_bytes(&env),
+            );
         }
 
         for audit in &self.audits {
@@ -864,9 +1071,18 @@ impl World {
                         metadata: "",
                         domain: &audit.domain,
                         region: "",
-                        cname_target: Some(format!("{}.cname.ngrok.app", audit.object_id.to_ascii_lowercase())),
+                        cname_target: Some(format!(
+                            "{}.cname.ngrok.app",
+                            audit.object_id.to_ascii_lowercase()
+                        )),
                     };
-                    encode::to_bytes(&self.envelope(rng, "domain_created.v0", audit.at, Some(principal), object))
+                    encode::to_bytes(&self.envelope(
+                        rng,
+                        "domain_created.v0",
+                        audit.at,
+                        Some(principal),
+                        object,
+                    ))
                 }
                 AuditKind::IpPolicyCreated => {
                     let object = encode::IpPolicyObject {
@@ -877,7 +1093,13 @@ impl World {
                         metadata: "",
                         action: "allow",
                     };
-                    encode::to_bytes(&self.envelope(rng, "ip_policy_created.v0", audit.at, Some(principal), object))
+                    encode::to_bytes(&self.envelope(
+                        rng,
+                        "ip_policy_created.v0",
+                        audit.at,
+                        Some(principal),
+                        object,
+                    ))
                 }
             };
             push(false, &self.owners[audit.owner].id, audit.at, payload);
@@ -887,12 +1109,24 @@ impl World {
         for owner in bots() {
             for &(at, active) in &owner.active_changes {
                 let object = Self::bot_object(owner, active);
-                let env = self.envelope(rng, "bot_user_updated.v0", at, self.bot_principal(owner), object);
+                let env = self.envelope(
+                    rng,
+                    "bot_user_updated.v0",
+                    at,
+                    self.bot_principal(owner),
+                    object,
+                );
                 push(false, &owner.id, at, encode::to_bytes(&env));
             }
             if let Some(at) = owner.deleted_at {
                 let object = Self::bot_object(owner, owner.active_at(at));
-                let env = self.envelope(rng, "bot_user_deleted.v0", at, self.bot_principal(owner), object);
+                let env = self.envelope(
+                    rng,
+                    "bot_user_deleted.v0",
+                    at,
+                    self.bot_principal(owner),
+                    object,
+                );
                 push(false, &owner.id, at, encode::to_bytes(&env));
             }
         }
@@ -906,10 +1140,20 @@ impl World {
                 let object = self.credential_object(cred, None, None);
                 let principal = self.principal(cred.created_by, None);
                 let env = self.envelope(rng, event_type, at, Some(principal), object);
-                push(false, &self.owners[cred.owner].id, at, encode::to_bytes(&env));
+                push(
+                    false,
+                    &self.owners[cred.owner].id,
+                    at,
+                    encode::to_bytes(&env),
+                );
             }
         }
-        for (index, session) in self.sessions.iter().enumerate().filter(|(_, s)| s.announced) {
+        for (index, session) in self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.announced)
+        {
             if let Some(at) = session.stopped_at {
                 let object = self.session_object(session, server_ips[index], Some(at));
                 let env = self.envelope(rng, "agent_session_stop.v0", at, None, object);
@@ -921,7 +1165,12 @@ impl World {
             if let Some(at) = endpoint.deleted_at {
                 let object = self.endpoint_object(endpoint, at);
                 let env = self.envelope(rng, "endpoint_deleted.v0", at, None, object);
-                push(false, &self.owners[endpoint.principal].id, at, encode::to_bytes(&env));
+                push(
+                    false,
+                    &self.owners[endpoint.principal].id,
+                    at,
+                    encode::to_bytes(&env),
+                );
             }
         }
 
@@ -949,11 +1198,19 @@ impl World {
                 let endpoint = &self.endpoints[index];
                 // Strictly after the endpoint came up, before it goes or the window ends.
                 let lo = endpoint.created_at + Duration::milliseconds(2);
-                (lo, endpoint.deleted_at.unwrap_or(self.end), endpoint.created_at)
+                (
+                    lo,
+                    endpoint.deleted_at.unwrap_or(self.end),
+                    endpoint.created_at,
+                )
             }
             Target::Unbound(index) => {
                 let unbound = &self.unbound[index];
-                (unbound.from + Duration::milliseconds(2), unbound.to, unbound.from)
+                (
+                    unbound.from + Duration::milliseconds(2),
+                    unbound.to,
+                    unbound.from,
+                )
             }
         }
     }
@@ -966,11 +1223,12 @@ impl World {
                 let endpoint = &self.endpoints[index];
                 let cred = &self.credentials[self.sessions[endpoint.session].credential];
                 let owner = &self.owners[cred.owner];
-                let mut times: Vec<DateTime<Utc>> = [endpoint.deleted_at, cred.deleted_at, owner.deleted_at]
-                    .into_iter()
-                    .flatten()
-                    .chain(owner.active_changes.iter().map(|(at, _)| *at))
-                    .collect();
+                let mut times: Vec<DateTime<Utc>> =
+                    [endpoint.deleted_at, cred.deleted_at, owner.deleted_at]
+                        .into_iter()
+                        .flatten()
+                        .chain(owner.active_changes.iter().map(|(at, _)| *at))
+                        .collect();
                 times.sort();
                 times
             }
@@ -997,7 +1255,10 @@ impl World {
         assert!(span > 2 * GUARD_MS, "no room for traffic in [{lo}, {hi})");
         loop {
             let at = lo + Duration::milliseconds(rng.gen_range(0..span));
-            if boundaries.iter().all(|b| (at - *b).num_milliseconds().abs() >= GUARD_MS) {
+            if boundaries
+                .iter()
+                .all(|b| (at - *b).num_milliseconds().abs() >= GUARD_MS)
+            {
                 return at;
             }
         }
@@ -1013,13 +1274,19 @@ impl World {
                 Probe::Phases(target) => {
                     let (lo, hi, _) = self.span(target);
                     let boundaries = self.boundaries(target);
-                    let mut cuts: Vec<DateTime<Utc>> =
-                        boundaries.iter().copied().filter(|b| *b > lo && *b < hi).collect();
+                    let mut cuts: Vec<DateTime<Utc>> = boundaries
+                        .iter()
+                        .copied()
+                        .filter(|b| *b > lo && *b < hi)
+                        .collect();
                     cuts.insert(0, lo);
                     cuts.push(hi);
                     for phase in cuts.windows(2) {
                         if (phase[1] - phase[0]).num_milliseconds() > 4 * GUARD_MS {
-                            out.push((target, Self::draw_time(rng, phase[0], phase[1], &boundaries)));
+                            out.push((
+                                target,
+                                Self::draw_time(rng, phase[0], phase[1], &boundaries),
+                            ));
                         }
                     }
                 }
@@ -1028,7 +1295,13 @@ impl World {
         out
     }
 
-    fn traffic(&self, count: usize, record: bool, rng: &mut ChaCha8Rng, truth: &mut GroundTruth) -> Vec<SimMessage> {
+    fn traffic(
+        &self,
+        count: usize,
+        record: bool,
+        rng: &mut ChaCha8Rng,
+        truth: &mut GroundTruth,
+    ) -> Vec<SimMessage> {
         let mut out = Vec::with_capacity(count);
         if count == 0 {
             return out;
@@ -1037,9 +1310,10 @@ impl World {
             .map(Target::Endpoint)
             .chain((0..self.unbound.len()).map(Target::Unbound))
             .collect();
-        let weights =
-            WeightedIndex::new(targets.iter().map(|t| self.weight(*t))).expect("validate() ensures endpoints");
-        let boundaries: Vec<Vec<DateTime<Utc>>> = targets.iter().map(|t| self.boundaries(*t)).collect();
+        let weights = WeightedIndex::new(targets.iter().map(|t| self.weight(*t)))
+            .expect("validate() ensures endpoints");
+        let boundaries: Vec<Vec<DateTime<Utc>>> =
+            targets.iter().map(|t| self.boundaries(*t)).collect();
         // Every phase of every scenario first, so that each occurs however small the fleet.
         let probes = self.probe_times(rng);
         let forced = probes.len().min(count);
@@ -1128,11 +1402,18 @@ impl World {
                     request: encode::HttpRequest {
                         body_length: request_body,
                         method,
-                        url: encode::HttpUrl { host, path: pick_str(rng, HTTP_PATHS), scheme: "https" },
+                        url: encode::HttpUrl {
+                            host,
+                            path: pick_str(rng, HTTP_PATHS),
+                            scheme: "https",
+                        },
                         user_agent: pick_str(rng, USER_AGENTS),
                         version: "HTTP/2.0",
                     },
-                    response: encode::HttpResponse { body_length: response_body, status_code },
+                    response: encode::HttpResponse {
+                        body_length: response_body,
+                        status_code,
+                    },
                 },
             };
             let env = self.envelope(rng, "http_request_complete.v0", at, None, object);
@@ -1155,10 +1436,18 @@ impl World {
             };
             // event_timestamp = conn.end_ts: a connection is reported when it closes.
             let env = self.envelope(rng, "tcp_connection_closed.v0", at, None, object);
-            (env.event_id.clone(), encode::to_bytes(&env), Usage::tcp(bytes_in, bytes_out))
+            (
+                env.event_id.clone(),
+                encode::to_bytes(&env),
+                Usage::tcp(bytes_in, bytes_out),
+            )
         };
         truth.record(&event_id, at, self.expected(target, at, usage), record);
-        SimMessage { key: address(scheme, host, port), payload, event_time: at }
+        SimMessage {
+            key: address(scheme, host, port),
+            payload,
+            event_time: at,
+        }
     }
 
     /// What botmeter must conclude about traffic on `target` at `at`: the world as of `at`,
@@ -1170,7 +1459,9 @@ impl World {
             flags: Vec::new(),
             usage,
         };
-        let Target::Endpoint(index) = target else { return unattributed("no_endpoint") };
+        let Target::Endpoint(index) = target else {
+            return unattributed("no_endpoint");
+        };
         let endpoint = &self.endpoints[index];
         let session = &self.sessions[endpoint.session];
         if !session.announced {
@@ -1199,7 +1490,12 @@ impl World {
         if endpoint.principal != cred.owner {
             flags.push("principal_mismatch".to_owned());
         }
-        ExpectedEvent { owner_id: Some(owner.id.clone()), unattributed_reason: None, flags, usage }
+        ExpectedEvent {
+            owner_id: Some(owner.id.clone()),
+            unattributed_reason: None,
+            flags,
+            usage,
+        }
     }
 }
 
@@ -1258,7 +1554,10 @@ pub(super) fn url(scheme: Scheme, host: &str, port: u16) -> String {
 }
 
 /// An unused `N.tcp.ngrok.io:PORT` (9 hosts × 20,000 ports; validate() keeps fleets well below).
-pub(super) fn fresh_tcp_address(rng: &mut ChaCha8Rng, used: &mut HashSet<(u32, u16)>) -> (String, u16) {
+pub(super) fn fresh_tcp_address(
+    rng: &mut ChaCha8Rng,
+    used: &mut HashSet<(u32, u16)>,
+) -> (String, u16) {
     loop {
         let address = (rng.gen_range(1..=9u32), rng.gen_range(10_000..30_000u16));
         if used.insert(address) {
@@ -1269,5 +1568,9 @@ pub(super) fn fresh_tcp_address(rng: &mut ChaCha8Rng, used: &mut HashSet<(u32, u
 
 /// A fresh HTTPS hostname: `<adjective>-<noun>-<number>.ngrok.app`.
 pub(super) fn https_host(rng: &mut ChaCha8Rng, number: usize) -> String {
-    format!("{}-{}-{number}.ngrok.app", pick_str(rng, ADJECTIVES), pick_str(rng, NOUNS))
+    format!(
+        "{}-{}-{number}.ngrok.app",
+        pick_str(rng, ADJECTIVES),
+        pick_str(rng, NOUNS)
+    )
 }

@@ -91,16 +91,28 @@ pub async fn publish(
     bar.set_message("control");
     send_all(&producer, control_topic, &fleet.control, &mut pacer, &bar)
         .await
-        .with_context(|| format!("failed to publish the control events to {control_topic} on {brokers}"))?;
+        .with_context(|| {
+            format!("failed to publish the control events to {control_topic} on {brokers}")
+        })?;
     bar.set_message("traffic");
     send_all(&producer, traffic_topic, &fleet.traffic, &mut pacer, &bar)
         .await
-        .with_context(|| format!("failed to publish the traffic events to {traffic_topic} on {brokers}"))?;
+        .with_context(|| {
+            format!("failed to publish the traffic events to {traffic_topic} on {brokers}")
+        })?;
     if !fleet.late_control.is_empty() {
         bar.set_message("late");
-        send_all(&producer, control_topic, &fleet.late_control, &mut pacer, &bar)
-            .await
-            .with_context(|| format!("failed to publish the late control events to {control_topic} on {brokers}"))?;
+        send_all(
+            &producer,
+            control_topic,
+            &fleet.late_control,
+            &mut pacer,
+            &bar,
+        )
+        .await
+        .with_context(|| {
+            format!("failed to publish the late control events to {control_topic} on {brokers}")
+        })?;
     }
 
     // Every delivery is already acknowledged; flush is a formality, but it blocks, so not here.
@@ -112,25 +124,40 @@ pub async fn publish(
     bar.finish_with_message("done");
 
     let elapsed = started.elapsed();
-    let payload_bytes =
-        fleet.control.iter().chain(&fleet.traffic).chain(&fleet.late_control).map(|m| m.payload.len() as u64).sum();
+    let payload_bytes = fleet
+        .control
+        .iter()
+        .chain(&fleet.traffic)
+        .chain(&fleet.late_control)
+        .map(|m| m.payload.len() as u64)
+        .sum();
     Ok(PublishReport {
         control_messages: fleet.control.len() as u64,
         traffic_messages: fleet.traffic.len() as u64,
         late_control_messages: fleet.late_control.len() as u64,
         payload_bytes,
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        messages_per_sec: if elapsed.is_zero() { 0.0 } else { total as f64 / elapsed.as_secs_f64() },
+        messages_per_sec: if elapsed.is_zero() {
+            0.0
+        } else {
+            total as f64 / elapsed.as_secs_f64()
+        },
     })
 }
 
 /// Asks the brokers for metadata, so that an unreachable cluster is one readable error.
-async fn check_connectivity(producer: &FutureProducer, brokers: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn check_connectivity(
+    producer: &FutureProducer,
+    brokers: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let probe = producer.clone();
     tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
         .await
         .context("failed to join the metadata task")?
-        .with_context(|| format!("failed to reach the Kafka brokers at {brokers} within {timeout:?}"))?;
+        .with_context(|| {
+            format!("failed to reach the Kafka brokers at {brokers} within {timeout:?}")
+        })?;
     Ok(())
 }
 
@@ -143,16 +170,22 @@ async fn send_all(
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut in_flight = FuturesUnordered::new();
-    let settle = |(index, result): (usize, Result<rdkafka::producer::future_producer::OwnedDeliveryResult, _>)| {
+    let settle = |(index, result): (
+        usize,
+        Result<rdkafka::producer::future_producer::OwnedDeliveryResult, _>,
+    )| {
         let key = &messages[index].key;
         match result {
             Ok(Ok(_)) => {
                 bar.inc(1);
                 Ok(())
             }
-            Ok(Err((err, _))) => Err(anyhow::Error::new(err)
-                .context(format!("failed to deliver message {index} (key {key}) to topic {topic}"))),
-            Err(_canceled) => bail!("the producer dropped message {index} (key {key}) for topic {topic} undelivered"),
+            Ok(Err((err, _))) => Err(anyhow::Error::new(err).context(format!(
+                "failed to deliver message {index} (key {key}) to topic {topic}"
+            ))),
+            Err(_canceled) => bail!(
+                "the producer dropped message {index} (key {key}) for topic {topic} undelivered"
+            ),
         }
     };
     for (index, message) in messages.iter().enumerate() {
@@ -208,12 +241,17 @@ struct Pacer {
 
 impl Pacer {
     fn new(rate_per_sec: Option<u64>, started: Instant) -> Self {
-        Self { rate_per_sec, started, sent: 0 }
+        Self {
+            rate_per_sec,
+            started,
+            sent: 0,
+        }
     }
 
     async fn wait(&mut self) {
         if let Some(rate) = self.rate_per_sec {
-            let due = self.started + Duration::from_nanos(self.sent.saturating_mul(1_000_000_000) / rate);
+            let due =
+                self.started + Duration::from_nanos(self.sent.saturating_mul(1_000_000_000) / rate);
             if due > Instant::now() {
                 tokio::time::sleep_until(due).await;
             }
@@ -234,28 +272,47 @@ mod tests {
             pacer.wait().await;
         }
         // Message 100 is due 100 ms after the start.
-        assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
 
         let started = Instant::now();
         let mut unpaced = Pacer::new(None, started);
         for _ in 0..100_000 {
             unpaced.wait().await;
         }
-        assert!(started.elapsed() < Duration::from_millis(100), "no rate, no waiting");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "no rate, no waiting"
+        );
     }
 
     #[tokio::test]
     async fn bad_arguments_fail_before_any_io() {
-        let fleet = super::super::generate(&super::super::FleetConfig { traffic_events: 1, ..Default::default() });
-        let err = publish(&fleet, "127.0.0.1:1", "c", "t", Some(0), false).await.unwrap_err();
+        let fleet = super::super::generate(&super::super::FleetConfig {
+            traffic_events: 1,
+            ..Default::default()
+        });
+        let err = publish(&fleet, "127.0.0.1:1", "c", "t", Some(0), false)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("rate_per_sec 0"), "{err}");
     }
 
     #[tokio::test]
     async fn an_unreachable_broker_is_a_readable_error() {
-        let producer: FutureProducer =
-            ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").create().expect("a producer");
-        let err = check_connectivity(&producer, "127.0.0.1:1", Duration::from_millis(300)).await.unwrap_err();
-        assert!(format!("{err:#}").contains("failed to reach the Kafka brokers at 127.0.0.1:1"), "{err:#}");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .expect("a producer");
+        let err = check_connectivity(&producer, "127.0.0.1:1", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("failed to reach the Kafka brokers at 127.0.0.1:1"),
+            "{err:#}"
+        );
     }
 }

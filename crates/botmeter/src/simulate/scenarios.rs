@@ -16,9 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::FleetConfig;
 use super::generate::{
-    after, client_ips, endpoint_weight, fresh_tcp_address, https_host, ngrok_id, pick, pick_str, url, AclMode,
-    Credential, Endpoint, Fleet, Owner, Probe, Scheme, Session, Target, Unbound, World, ADJECTIVES, BOT_PURPOSES,
-    NOUNS,
+    after, client_ips, endpoint_weight, fresh_tcp_address, https_host, ngrok_id, pick, pick_str,
+    url, AclMode, Credential, Endpoint, Fleet, Owner, Probe, Scheme, Session, Target, Unbound,
+    World, ADJECTIVES, BOT_PURPOSES, NOUNS,
 };
 
 /// Traffic events in a [`late_control_scenario`] fleet.
@@ -43,7 +43,8 @@ fn choose(
     touched: impl Fn(usize) -> bool,
     eligible: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    let (mut fresh, mut used): (Vec<usize>, Vec<usize>) = (0..n).filter(|&i| eligible(i)).partition(|&i| !touched(i));
+    let (mut fresh, mut used): (Vec<usize>, Vec<usize>) =
+        (0..n).filter(|&i| eligible(i)).partition(|&i| !touched(i));
     if fresh.is_empty() {
         take(rng, &mut used)
     } else {
@@ -109,7 +110,12 @@ impl World {
         }
     }
 
-    fn push_credential(&mut self, rng: &mut ChaCha8Rng, owner: usize, created_at: DateTime<Utc>) -> usize {
+    fn push_credential(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        owner: usize,
+        created_at: DateTime<Utc>,
+    ) -> usize {
         let index = self.credentials.len();
         let subject = &self.owners[owner].subject;
         self.credentials.push(Credential {
@@ -130,19 +136,38 @@ impl World {
         index
     }
 
-    fn push_session(&mut self, rng: &mut ChaCha8Rng, credential: usize, started_at: DateTime<Utc>) -> usize {
+    fn push_session(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        credential: usize,
+        started_at: DateTime<Utc>,
+    ) -> usize {
         let agent_ip = pick(rng, &self.client_ips).clone();
         let id = ngrok_id(rng, "ts_");
-        self.sessions.push(Session::new(rng, agent_ip, id, credential, started_at));
+        self.sessions
+            .push(Session::new(rng, agent_ip, id, credential, started_at));
         self.sessions.len() - 1
     }
 
     /// A new HTTPS endpoint on `session`, named after its number, with a light share of the
     /// traffic: it exists for a scenario, and anomalies should stay the exception.
-    fn push_https_endpoint(&mut self, rng: &mut ChaCha8Rng, session: usize, created_at: DateTime<Utc>) -> usize {
+    fn push_https_endpoint(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        session: usize,
+        created_at: DateTime<Utc>,
+    ) -> usize {
         let host = https_host(rng, self.endpoints.len() + 1);
         let principal = self.credentials[self.sessions[session].credential].owner;
-        let endpoint = self.push_endpoint(rng, session, principal, Scheme::Https, host, 443, created_at);
+        let endpoint = self.push_endpoint(
+            rng,
+            session,
+            principal,
+            Scheme::Https,
+            host,
+            443,
+            created_at,
+        );
         self.endpoints[endpoint].weight = rng.gen_range(1..10);
         endpoint
     }
@@ -202,25 +227,39 @@ impl World {
         }
         let mut touched_credentials: HashSet<usize> = HashSet::new();
         let mut touched_owners: HashSet<usize> = HashSet::new();
-        let announced_owners: Vec<usize> = (0..self.owners.len()).filter(|&o| self.owners[o].announced).collect();
+        let announced_owners: Vec<usize> = (0..self.owners.len())
+            .filter(|&o| self.owners[o].announced)
+            .collect();
 
         // Bot users deleted, then others deactivated (every other one reactivated later). Their
         // endpoints keep serving: that is the anomaly.
-        let mut bots: Vec<usize> =
-            announced_owners.iter().copied().filter(|&o| self.owners[o].kind == OwnerKind::BotUser).collect();
+        let mut bots: Vec<usize> = announced_owners
+            .iter()
+            .copied()
+            .filter(|&o| self.owners[o].kind == OwnerKind::BotUser)
+            .collect();
         for _ in 0..scenarios.bot_deletions {
-            let Some(bot) = take(rng, &mut bots) else { break };
+            let Some(bot) = take(rng, &mut bots) else {
+                break;
+            };
             let deleted_at = self.at_share(rng, 50, 70);
             self.owners[bot].deleted_at = Some(deleted_at);
             touched_owners.insert(bot);
             // Deleting a bot user revokes its credentials: each gets its `*_deleted.v0`.
-            for (index, cred) in self.credentials.iter_mut().enumerate().filter(|(_, c)| c.owner == bot) {
+            for (index, cred) in self
+                .credentials
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, c)| c.owner == bot)
+            {
                 cred.deleted_at = Some(deleted_at);
                 touched_credentials.insert(index);
             }
         }
         for n in 0..scenarios.bot_deactivations {
-            let Some(bot) = take(rng, &mut bots) else { break };
+            let Some(bot) = take(rng, &mut bots) else {
+                break;
+            };
             let deactivated_at = self.at_share(rng, 25, 45);
             let mut changes = vec![(deactivated_at, false)];
             if n % 2 == 0 {
@@ -228,7 +267,8 @@ impl World {
             }
             self.owners[bot].active_changes = changes;
             touched_owners.insert(bot);
-            touched_credentials.extend((0..self.credentials.len()).filter(|&c| self.credentials[c].owner == bot));
+            touched_credentials
+                .extend((0..self.credentials.len()).filter(|&c| self.credentials[c].owner == bot));
         }
         // Traffic in every phase on a few endpoints of each credential of those bot users.
         let mut probed = vec![0; self.credentials.len()];
@@ -288,13 +328,22 @@ impl World {
                     session.credential == old && session.announced && session.stopped_at.is_none()
                 })
                 .collect();
-            let Some((&straggler, movers)) = sessions.split_last() else { continue };
+            let Some((&straggler, movers)) = sessions.split_last() else {
+                continue;
+            };
             let mut served: Vec<Vec<usize>> = vec![Vec::new(); movers.len()];
             let mut left = Vec::new();
-            for (index, endpoint) in self.endpoints.iter().enumerate().filter(|(_, e)| e.deleted_at.is_none()) {
+            for (index, endpoint) in self
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.deleted_at.is_none())
+            {
                 if let Some(mover) = movers.iter().position(|&m| m == endpoint.session) {
                     served[mover].push(index);
-                } else if endpoint.session == straggler && left.len() < PROBED_ENDPOINTS_PER_CREDENTIAL {
+                } else if endpoint.session == straggler
+                    && left.len() < PROBED_ENDPOINTS_PER_CREDENTIAL
+                {
                     left.push(index);
                 }
             }
@@ -323,9 +372,18 @@ impl World {
                         let e = &self.endpoints[old_endpoint];
                         (e.principal, e.scheme, e.host.clone(), e.port, e.weight)
                     };
-                    let moved = self.push_endpoint(rng, new_session, principal, scheme, host, port, moved_at);
+                    let moved = self.push_endpoint(
+                        rng,
+                        new_session,
+                        principal,
+                        scheme,
+                        host,
+                        port,
+                        moved_at,
+                    );
                     self.endpoints[moved].weight = weight;
-                    self.probes.push(Probe::Phases(Target::Endpoint(old_endpoint)));
+                    self.probes
+                        .push(Probe::Phases(Target::Endpoint(old_endpoint)));
                     self.probes.push(Probe::Phases(Target::Endpoint(moved)));
                 }
             }
@@ -374,8 +432,15 @@ impl World {
             self.endpoints[first].deleted_at = Some(gone_at);
             let host = self.endpoints[first].host.clone();
             let second_owner = self.credentials[second_cred].owner;
-            let second =
-                self.push_endpoint(rng, second_session, second_owner, Scheme::Https, host.clone(), 443, back_at);
+            let second = self.push_endpoint(
+                rng,
+                second_session,
+                second_owner,
+                Scheme::Https,
+                host.clone(),
+                443,
+                back_at,
+            );
             let weight = rng.gen_range(1..10);
             self.unbound.push(Unbound {
                 scheme: Scheme::Https,
@@ -387,7 +452,8 @@ impl World {
                 weight,
             });
             self.probes.push(Probe::Phases(Target::Endpoint(first)));
-            self.probes.push(Probe::Phases(Target::Unbound(self.unbound.len() - 1)));
+            self.probes
+                .push(Probe::Phases(Target::Unbound(self.unbound.len() - 1)));
             self.probes.push(Probe::Phases(Target::Endpoint(second)));
         }
 
@@ -399,11 +465,18 @@ impl World {
                 rng,
                 self.credentials.len(),
                 |c| touched_credentials.contains(&c),
-                |c| self.credentials[c].kind != CredentialKind::ApiKey && self.stable(c) && live[c].is_some(),
+                |c| {
+                    self.credentials[c].kind != CredentialKind::ApiKey
+                        && self.stable(c)
+                        && live[c].is_some()
+                },
             ) else {
                 break;
             };
-            if matches!(self.credentials[cred].acl_mode, AclMode::Open | AclMode::Star) {
+            if matches!(
+                self.credentials[cred].acl_mode,
+                AclMode::Open | AclMode::Star
+            ) {
                 self.credentials[cred].acl_mode = AclMode::Exact;
             }
             touched_credentials.insert(cred);
@@ -426,7 +499,11 @@ impl World {
             };
             let cred = self.credential_of(endpoint);
             let owner = self.credentials[cred].owner;
-            let others: Vec<usize> = announced_owners.iter().copied().filter(|&o| o != owner).collect();
+            let others: Vec<usize> = announced_owners
+                .iter()
+                .copied()
+                .filter(|&o| o != owner)
+                .collect();
             if others.is_empty() {
                 break;
             }
@@ -438,24 +515,43 @@ impl World {
         // Unknown addresses: HTTPS hostnames and TCP addresses no endpoint ever had.
         for n in 0..scenarios.unknown_hostnames {
             let (scheme, host, port) = if n % 2 == 0 {
-                let host = format!("{}-{}-x{}.ngrok.app", pick_str(rng, ADJECTIVES), pick_str(rng, NOUNS), n + 1);
+                let host = format!(
+                    "{}-{}-x{}.ngrok.app",
+                    pick_str(rng, ADJECTIVES),
+                    pick_str(rng, NOUNS),
+                    n + 1
+                );
                 (Scheme::Https, host, 443)
             } else {
                 let (host, port) = fresh_tcp_address(rng, &mut self.tcp_addresses);
                 (Scheme::Tcp, host, port)
             };
             let weight = rng.gen_range(1..10);
-            self.unbound.push(Unbound { scheme, host, port, from: self.start, to: self.end, is_gap: false, weight });
-            self.probes.push(Probe::Phases(Target::Unbound(self.unbound.len() - 1)));
+            self.unbound.push(Unbound {
+                scheme,
+                host,
+                port,
+                from: self.start,
+                to: self.end,
+                is_gap: false,
+                weight,
+            });
+            self.probes
+                .push(Probe::Phases(Target::Unbound(self.unbound.len() - 1)));
         }
 
         // Broken chains: an endpoint on a session never announced; a session on a credential
         // never announced; a credential of a bot user never announced.
         let tokens: Vec<usize> = (0..self.credentials.len())
-            .filter(|&c| self.credentials[c].kind == CredentialKind::Authtoken && self.credentials[c].announced)
+            .filter(|&c| {
+                self.credentials[c].kind == CredentialKind::Authtoken
+                    && self.credentials[c].announced
+            })
             .collect();
         for _ in 0..scenarios.unknown_sessions {
-            let Some(&cred) = (!tokens.is_empty()).then(|| pick(rng, &tokens)) else { break };
+            let Some(&cred) = (!tokens.is_empty()).then(|| pick(rng, &tokens)) else {
+                break;
+            };
             let started_at = after(rng, self.credentials[cred].created_at, self.step_ms);
             let session = self.push_session(rng, cred, started_at);
             self.sessions[session].announced = false;
@@ -471,8 +567,11 @@ impl World {
             self.credentials[cred].announced = false;
             self.probes.push(Probe::Phases(Target::Endpoint(endpoint)));
         }
-        let users: Vec<usize> =
-            announced_owners.iter().copied().filter(|&o| self.owners[o].kind == OwnerKind::User).collect();
+        let users: Vec<usize> = announced_owners
+            .iter()
+            .copied()
+            .filter(|&o| self.owners[o].kind == OwnerKind::User)
+            .collect();
         for n in 0..scenarios.unknown_owners {
             let id = ngrok_id(rng, "bot_");
             let subject = format!("{}-bot-unknown-{}", pick_str(rng, BOT_PURPOSES), n + 1);
@@ -490,12 +589,24 @@ impl World {
 
         // Late chains: created milliseconds before their first traffic, published after it. Their
         // owners are untouched while there are some, and never deleted.
-        let calm: Vec<usize> = announced_owners.iter().copied().filter(|o| !touched_owners.contains(o)).collect();
-        let alive: Vec<usize> =
-            announced_owners.iter().copied().filter(|&o| self.owners[o].deleted_at.is_none()).collect();
-        let late_owners = [calm, alive, announced_owners].into_iter().find(|o| !o.is_empty()).unwrap_or_default();
+        let calm: Vec<usize> = announced_owners
+            .iter()
+            .copied()
+            .filter(|o| !touched_owners.contains(o))
+            .collect();
+        let alive: Vec<usize> = announced_owners
+            .iter()
+            .copied()
+            .filter(|&o| self.owners[o].deleted_at.is_none())
+            .collect();
+        let late_owners = [calm, alive, announced_owners]
+            .into_iter()
+            .find(|o| !o.is_empty())
+            .unwrap_or_default();
         for _ in 0..config.late_control {
-            let Some(&owner) = (!late_owners.is_empty()).then(|| pick(rng, &late_owners)) else { break };
+            let Some(&owner) = (!late_owners.is_empty()).then(|| pick(rng, &late_owners)) else {
+                break;
+            };
             // Clear of the owner's own lifecycle, should it have one.
             let lifecycle: Vec<DateTime<Utc>> = self.owners[owner]
                 .deleted_at
@@ -514,7 +625,10 @@ impl World {
             self.endpoints[endpoint].late = true;
             let up = self.endpoints[endpoint].created_at;
             for ms in 3..6 {
-                self.probes.push(Probe::At(Target::Endpoint(endpoint), up + Duration::milliseconds(ms)));
+                self.probes.push(Probe::At(
+                    Target::Endpoint(endpoint),
+                    up + Duration::milliseconds(ms),
+                ));
             }
         }
     }
@@ -553,12 +667,16 @@ pub fn late_control_scenario(now: DateTime<Utc>, seed: u64) -> Fleet {
         tcp_addresses: HashSet::new(),
     };
     // Authtoken at +1 ms, session at +2 ms, endpoint at +3 ms, traffic from +6 ms.
-    let (cred, session, endpoint) = world.push_chain(&mut rng, 0, start + Duration::milliseconds(1), 1);
+    let (cred, session, endpoint) =
+        world.push_chain(&mut rng, 0, start + Duration::milliseconds(1), 1);
     world.credentials[cred].late = true;
     world.sessions[session].late = true;
     world.endpoints[endpoint].late = true;
     for ms in 0..events {
-        world.probes.push(Probe::At(Target::Endpoint(endpoint), start + Duration::milliseconds(6 + ms)));
+        world.probes.push(Probe::At(
+            Target::Endpoint(endpoint),
+            start + Duration::milliseconds(6 + ms),
+        ));
     }
     world.render(seed, LATE_SCENARIO_TRAFFIC_EVENTS, true, &mut rng)
 }

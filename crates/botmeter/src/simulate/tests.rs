@@ -12,13 +12,19 @@ use model::{decode, BindRule, CredentialKind, EndpointAction, Event, EventBody, 
 use super::*;
 
 fn config() -> FleetConfig {
-    FleetConfig { traffic_events: 4_000, ..FleetConfig::default() }
+    FleetConfig {
+        traffic_events: 4_000,
+        ..FleetConfig::default()
+    }
 }
 
 fn decoded(messages: &[SimMessage]) -> Vec<Event> {
     messages
         .iter()
-        .map(|m| decode(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m.payload))))
+        .map(|m| {
+            decode(&m.payload)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m.payload)))
+        })
         .collect()
 }
 
@@ -43,44 +49,86 @@ fn control_of(fleet: &Fleet) -> Control {
     let mut c = Control::default();
     for (message, event) in fleet.control.iter().zip(decoded(&fleet.control)) {
         let at = event.event_timestamp;
-        assert_eq!(at, message.event_time, "event {}: event_time is the event_timestamp", event.event_id);
+        assert_eq!(
+            at, message.event_time,
+            "event {}: event_time is the event_timestamp",
+            event.event_id
+        );
         match event.body {
             EventBody::BotUser { bot_user, .. } => {
                 assert_eq!(message.key, bot_user.id);
                 assert_eq!(bot_user.created_at, Some(at));
-                assert!(c.owner_created.insert(bot_user.id, at).is_none(), "bot created twice");
+                assert!(
+                    c.owner_created.insert(bot_user.id, at).is_none(),
+                    "bot created twice"
+                );
             }
-            EventBody::Credential { kind, credential, .. } => {
-                assert_eq!(message.key, credential.owner_id, "control messages are keyed by owner");
+            EventBody::Credential {
+                kind, credential, ..
+            } => {
+                assert_eq!(
+                    message.key, credential.owner_id,
+                    "control messages are keyed by owner"
+                );
                 if credential.owner_id.starts_with("bot_") {
-                    let created =
-                        c.owner_created.get(&credential.owner_id).expect("bot user created before its credential");
+                    let created = c
+                        .owner_created
+                        .get(&credential.owner_id)
+                        .expect("bot user created before its credential");
                     assert!(*created < at);
                 } else {
-                    c.owner_created.entry(credential.owner_id.clone()).or_insert(fleet.truth.window_start);
+                    c.owner_created
+                        .entry(credential.owner_id.clone())
+                        .or_insert(fleet.truth.window_start);
                 }
                 let fresh = c
                     .credential
-                    .insert(credential.id.clone(), (credential.owner_id, kind, at, credential.bind_rules))
+                    .insert(
+                        credential.id.clone(),
+                        (credential.owner_id, kind, at, credential.bind_rules),
+                    )
                     .is_none();
                 assert!(fresh, "credential {} created twice", credential.id);
             }
             EventBody::AgentSession { session, .. } => {
-                let (owner, kind, created, _) =
-                    c.credential.get(&session.credential.id).expect("credential created before its session");
-                assert_ne!(*kind, CredentialKind::ApiKey, "API keys start no agent session");
+                let (owner, kind, created, _) = c
+                    .credential
+                    .get(&session.credential.id)
+                    .expect("credential created before its session");
+                assert_ne!(
+                    *kind,
+                    CredentialKind::ApiKey,
+                    "API keys start no agent session"
+                );
                 assert!(*created < at);
                 assert_eq!(&message.key, owner);
                 assert_eq!(session.started_at, Some(at));
-                assert!(c.session.insert(session.session.id.clone(), (session.credential.id, at)).is_none());
+                assert!(c
+                    .session
+                    .insert(session.session.id.clone(), (session.credential.id, at))
+                    .is_none());
             }
             EventBody::Endpoint { endpoint, .. } => {
-                let session_id = endpoint.session_id().expect("endpoint names its session").to_owned();
-                let (cred_id, started) = c.session.get(&session_id).expect("session started before its endpoint");
+                let session_id = endpoint
+                    .session_id()
+                    .expect("endpoint names its session")
+                    .to_owned();
+                let (cred_id, started) = c
+                    .session
+                    .get(&session_id)
+                    .expect("session started before its endpoint");
                 assert!(*started < at);
                 let (owner, _, _, rules) = &c.credential[cred_id];
-                let principal = endpoint.principal.as_ref().expect("endpoint names its principal").id.clone();
-                assert_eq!(&principal, owner, "endpoint principal is the credential's owner");
+                let principal = endpoint
+                    .principal
+                    .as_ref()
+                    .expect("endpoint names its principal")
+                    .id
+                    .clone();
+                assert_eq!(
+                    &principal, owner,
+                    "endpoint principal is the credential's owner"
+                );
                 assert_eq!(&message.key, owner);
                 let host = endpoint.hostname().expect("endpoint has a host");
                 let port = endpoint.port_number().expect("endpoint has a port");
@@ -88,13 +136,22 @@ fn control_of(fleet: &Fleet) -> Control {
                     BindRule::permits(rules, &host, Some(port), &endpoint.labels),
                     "{host}:{port} not allowed by {rules:?}"
                 );
-                let previous = c.endpoint.insert((host.clone(), port), (endpoint.id, session_id, principal, at));
-                assert!(previous.is_none(), "address {host}:{port} used by two endpoints");
+                let previous = c.endpoint.insert(
+                    (host.clone(), port),
+                    (endpoint.id, session_id, principal, at),
+                );
+                assert!(
+                    previous.is_none(),
+                    "address {host}:{port} used by two endpoints"
+                );
             }
             EventBody::Audit => {
                 let principal = event.principal.expect("audit events name their principal");
                 let key = principal.credential.expect("bots act with an API key").id;
-                let (owner, kind, created, _) = c.credential.get(&key).expect("API key created before it is used");
+                let (owner, kind, created, _) = c
+                    .credential
+                    .get(&key)
+                    .expect("API key created before it is used");
                 assert_eq!(*kind, CredentialKind::ApiKey);
                 assert_eq!(owner, &principal.id, "the API key belongs to the principal");
                 assert!(*created < at);
@@ -118,7 +175,10 @@ fn same_seed_gives_the_same_bytes() {
 #[test]
 fn a_different_seed_gives_different_bytes() {
     let a = generate(&config());
-    let b = generate(&FleetConfig { seed: 43, ..config() });
+    let b = generate(&FleetConfig {
+        seed: 43,
+        ..config()
+    });
     assert_ne!(
         a.control.iter().map(|m| &m.payload).collect::<Vec<_>>(),
         b.control.iter().map(|m| &m.payload).collect::<Vec<_>>()
@@ -135,25 +195,48 @@ fn every_message_decodes_and_times_are_ordered_within_the_window() {
     let fleet = generate(&config());
     for (name, messages) in [("control", &fleet.control), ("traffic", &fleet.traffic)] {
         let events = decoded(messages);
-        assert!(messages.windows(2).all(|w| w[0].event_time <= w[1].event_time), "{name} is in time order");
+        assert!(
+            messages
+                .windows(2)
+                .all(|w| w[0].event_time <= w[1].event_time),
+            "{name} is in time order"
+        );
         for (message, event) in messages.iter().zip(&events) {
-            assert_eq!(event.kind().is_traffic(), name == "traffic", "{} on the {name} topic", event.event_type);
+            assert_eq!(
+                event.kind().is_traffic(),
+                name == "traffic",
+                "{} on the {name} topic",
+                event.event_type
+            );
             assert_eq!(event.account_id, fleet.truth.account_id);
             assert!(event.event_id.starts_with("ev_"));
-            assert!(message.event_time >= fleet.truth.window_start && message.event_time < fleet.truth.window_end);
+            assert!(
+                message.event_time >= fleet.truth.window_start
+                    && message.event_time < fleet.truth.window_end
+            );
         }
     }
     let mut ids = HashSet::new();
-    for event in decoded(&fleet.control).into_iter().chain(decoded(&fleet.traffic)) {
-        assert!(ids.insert(event.event_id.clone()), "event id {} repeated", event.event_id);
+    for event in decoded(&fleet.control)
+        .into_iter()
+        .chain(decoded(&fleet.traffic))
+    {
+        assert!(
+            ids.insert(event.event_id.clone()),
+            "event id {} repeated",
+            event.event_id
+        );
     }
 }
 
 #[test]
 fn the_fleet_has_every_kind_of_event() {
     let fleet = generate(&config());
-    let types: HashSet<String> =
-        decoded(&fleet.control).into_iter().chain(decoded(&fleet.traffic)).map(|e| e.event_type).collect();
+    let types: HashSet<String> = decoded(&fleet.control)
+        .into_iter()
+        .chain(decoded(&fleet.traffic))
+        .map(|e| e.event_type)
+        .collect();
     for expected in [
         "bot_user_created.v0",
         "tunnel_credential_created.v0",
@@ -167,14 +250,22 @@ fn the_fleet_has_every_kind_of_event() {
     ] {
         assert!(types.contains(expected), "no {expected} in {types:?}");
     }
-    let kinds: HashSet<OwnerKind> =
-        fleet.truth.owners.values().filter(|o| o.usage.bytes_out > 0).map(|o| o.owner_kind).collect();
+    let kinds: HashSet<OwnerKind> = fleet
+        .truth
+        .owners
+        .values()
+        .filter(|o| o.usage.bytes_out > 0)
+        .map(|o| o.owner_kind)
+        .collect();
     assert_eq!(kinds.len(), 2, "users and bot users both have traffic");
     let inventory = fleet.truth.inventory;
     let cfg = config();
     assert_eq!(inventory.users, cfg.users as u64);
     assert_eq!(inventory.bot_users, cfg.bot_users as u64);
-    assert_eq!(inventory.credentials, (cfg.owners() * cfg.credentials_per_owner * 3) as u64);
+    assert_eq!(
+        inventory.credentials,
+        (cfg.owners() * cfg.credentials_per_owner * 3) as u64
+    );
     assert_eq!(inventory.endpoints, cfg.endpoints());
 }
 
@@ -186,13 +277,22 @@ fn tokens_are_sent_at_creation_and_dropped_by_the_decoder() {
         let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
         let event_type = raw["event_type"].as_str().unwrap();
         let has_token = raw["object"].get("token").is_some();
-        let expects_token = matches!(event_type, "tunnel_credential_created.v0" | "api_key_created.v0");
+        let expects_token = matches!(
+            event_type,
+            "tunnel_credential_created.v0" | "api_key_created.v0"
+        );
         assert_eq!(has_token, expects_token, "{event_type}");
         if has_token {
             with_token += 1;
-            assert!(raw["object"]["token"].as_str().unwrap().starts_with(TOKEN_MARKER));
+            assert!(raw["object"]["token"]
+                .as_str()
+                .unwrap()
+                .starts_with(TOKEN_MARKER));
             let event = decode(&message.payload).unwrap();
-            assert!(!format!("{event:?}").contains(TOKEN_MARKER), "decoded event keeps no token");
+            assert!(
+                !format!("{event:?}").contains(TOKEN_MARKER),
+                "decoded event keeps no token"
+            );
         }
     }
     assert!(with_token > 0);
@@ -223,23 +323,53 @@ fn ground_truth_equals_an_independent_recount_of_the_traffic() {
                     },
                 )
             }
-            EventBody::Http(http) => (&http.conn, Usage { http_requests: 1, ..Usage::default() }),
+            EventBody::Http(http) => (
+                &http.conn,
+                Usage {
+                    http_requests: 1,
+                    ..Usage::default()
+                },
+            ),
             other => panic!("unexpected traffic {other:?}"),
         };
-        assert_eq!(event.usage_time(), message.event_time, "event_time is the usage time");
+        assert_eq!(
+            event.usage_time(),
+            message.event_time,
+            "event_time is the usage time"
+        );
         let port = conn.server_port.expect("traffic names its port");
-        let (_, session, owner, created) =
-            control.endpoint.get(&(conn.server_name.clone(), port)).unwrap_or_else(|| {
-                panic!("traffic on {}:{port}, which no endpoint_created.v0 announced", conn.server_name)
+        let (_, session, owner, created) = control
+            .endpoint
+            .get(&(conn.server_name.clone(), port))
+            .unwrap_or_else(|| {
+                panic!(
+                    "traffic on {}:{port}, which no endpoint_created.v0 announced",
+                    conn.server_name
+                )
             });
-        assert!(*created < conn.start_ts.expect("start_ts"), "traffic starts after its endpoint came up");
+        assert!(
+            *created < conn.start_ts.expect("start_ts"),
+            "traffic starts after its endpoint came up"
+        );
         assert!(*created < event.usage_time());
         let (cred, _) = &control.session[session];
         assert_eq!(&control.credential[cred].0, owner);
-        let expected_key = if port == 443 { conn.server_name.clone() } else { format!("{}:{port}", conn.server_name) };
-        assert_eq!(message.key, expected_key, "traffic is keyed by the endpoint's address");
+        let expected_key = if port == 443 {
+            conn.server_name.clone()
+        } else {
+            format!("{}:{port}", conn.server_name)
+        };
+        assert_eq!(
+            message.key, expected_key,
+            "traffic is keyed by the endpoint's address"
+        );
         owners.entry(owner.clone()).or_default().add(&usage);
-        hourly.entry(owner.clone()).or_default().entry(hour(event.usage_time())).or_default().add(&usage);
+        hourly
+            .entry(owner.clone())
+            .or_default()
+            .entry(hour(event.usage_time()))
+            .or_default()
+            .add(&usage);
         totals.add(&usage);
     }
     let truth = &fleet.truth;
@@ -249,20 +379,37 @@ fn ground_truth_equals_an_independent_recount_of_the_traffic() {
         assert_eq!(truth.owners[owner].usage, *usage, "owner {owner}");
     }
     for (owner, entry) in &truth.owners {
-        assert_eq!(entry.usage, owners.get(owner).copied().unwrap_or_default(), "owner {owner}");
-        assert_eq!(entry.audit_events, control.audits.get(owner).copied().unwrap_or(0), "owner {owner}");
+        assert_eq!(
+            entry.usage,
+            owners.get(owner).copied().unwrap_or_default(),
+            "owner {owner}"
+        );
+        assert_eq!(
+            entry.audit_events,
+            control.audits.get(owner).copied().unwrap_or(0),
+            "owner {owner}"
+        );
         assert_eq!(Some(entry.owner_kind), OwnerKind::of(owner));
     }
     assert_eq!(truth.traffic_events, fleet.traffic.len() as u64);
     assert_eq!(truth.control_events, fleet.control.len() as u64);
-    assert_eq!(truth.total_events, truth.control_events + truth.traffic_events);
-    assert_eq!(truth.totals.http_requests + truth.totals.tcp_connections, truth.traffic_events);
+    assert_eq!(
+        truth.total_events,
+        truth.control_events + truth.traffic_events
+    );
+    assert_eq!(
+        truth.totals.http_requests + truth.totals.tcp_connections,
+        truth.traffic_events
+    );
     assert_eq!(truth.inventory.endpoints as usize, control.endpoint.len());
 }
 
 #[test]
 fn hourly_buckets_sum_to_the_owner_totals() {
-    let fleet = generate(&FleetConfig { duration_hours: 30, ..config() });
+    let fleet = generate(&FleetConfig {
+        duration_hours: 30,
+        ..config()
+    });
     let truth = &fleet.truth;
     let mut all = Usage::default();
     for (owner, entry) in &truth.owners {
@@ -270,14 +417,20 @@ fn hourly_buckets_sum_to_the_owner_totals() {
         for (bucket, usage) in truth.hourly.get(owner).into_iter().flatten() {
             assert!(bucket.ends_with(":00:00Z"), "{bucket}");
             let start: DateTime<Utc> = bucket.parse().unwrap();
-            assert!(start >= hour(truth.window_start).parse::<DateTime<Utc>>().unwrap() && start < truth.window_end);
+            assert!(
+                start >= hour(truth.window_start).parse::<DateTime<Utc>>().unwrap()
+                    && start < truth.window_end
+            );
             sum.add(usage);
         }
         assert_eq!(sum, entry.usage, "owner {owner}");
         all.add(&sum);
     }
     assert_eq!(all, truth.totals);
-    assert!(truth.hourly.values().map(BTreeMap::len).max().unwrap() > 20, "traffic spreads over the window");
+    assert!(
+        truth.hourly.values().map(BTreeMap::len).max().unwrap() > 20,
+        "traffic spreads over the window"
+    );
 }
 
 #[test]
@@ -302,12 +455,25 @@ fn ground_truth_json_has_the_documented_shape() {
         assert!(json.get(field).is_some(), "no {field}");
     }
     let (owner, entry) = json["owners"].as_object().unwrap().iter().next().unwrap();
-    let fields = ["owner_kind", "bytes_in", "bytes_out", "http_requests", "tcp_connections", "audit_events", "flagged"];
+    let fields = [
+        "owner_kind",
+        "bytes_in",
+        "bytes_out",
+        "http_requests",
+        "tcp_connections",
+        "audit_events",
+        "flagged",
+    ];
     for field in fields {
         assert!(entry.get(field).is_some(), "owner entry has no {field}");
     }
     assert!(["user", "bot_user"].contains(&entry["owner_kind"].as_str().unwrap()));
-    let (bucket, usage) = json["hourly"][owner].as_object().unwrap().iter().next().unwrap();
+    let (bucket, usage) = json["hourly"][owner]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
     assert_eq!(bucket.len(), "2026-01-01T00:00:00Z".len());
     assert_eq!(usage.as_object().unwrap().len(), 4);
     let back: GroundTruth = serde_json::from_value(json).unwrap();
@@ -317,9 +483,19 @@ fn ground_truth_json_has_the_documented_shape() {
 #[test]
 fn fleets_with_only_users_or_only_bots_and_no_traffic_generate() {
     for cfg in [
-        FleetConfig { bot_users: 0, ..config() },
-        FleetConfig { users: 0, ..config() },
-        FleetConfig { traffic_events: 0, duration_hours: 1, ..config() },
+        FleetConfig {
+            bot_users: 0,
+            ..config()
+        },
+        FleetConfig {
+            users: 0,
+            ..config()
+        },
+        FleetConfig {
+            traffic_events: 0,
+            duration_hours: 1,
+            ..config()
+        },
     ] {
         let fleet = generate(&cfg);
         let control = control_of(&fleet);
@@ -333,19 +509,83 @@ fn fleets_with_only_users_or_only_bots_and_no_traffic_generate() {
 fn validate_names_the_field_and_the_value() {
     assert_eq!(FleetConfig::default().validate(), Ok(()));
     let cases = [
-        (FleetConfig { users: 0, bot_users: 0, ..config() }, "users + bot_users", "0"),
-        (FleetConfig { credentials_per_owner: 0, ..config() }, "credentials_per_owner", "0"),
-        (FleetConfig { sessions_per_credential: 5000, ..config() }, "sessions_per_credential", "5000"),
-        (FleetConfig { endpoints_per_session: 0, ..config() }, "endpoints_per_session", "0"),
-        (FleetConfig { users: 1000, endpoints_per_session: 100, ..config() }, "endpoints_per_session", "100"),
-        (FleetConfig { traffic_events: 50_000_000, ..config() }, "traffic_events", "50000000"),
-        (FleetConfig { duration_hours: 0, ..config() }, "duration_hours", "0"),
         (
-            FleetConfig { scenarios: Scenarios { rotations: 5000, ..Scenarios::default() }, ..config() },
+            FleetConfig {
+                users: 0,
+                bot_users: 0,
+                ..config()
+            },
+            "users + bot_users",
+            "0",
+        ),
+        (
+            FleetConfig {
+                credentials_per_owner: 0,
+                ..config()
+            },
+            "credentials_per_owner",
+            "0",
+        ),
+        (
+            FleetConfig {
+                sessions_per_credential: 5000,
+                ..config()
+            },
+            "sessions_per_credential",
+            "5000",
+        ),
+        (
+            FleetConfig {
+                endpoints_per_session: 0,
+                ..config()
+            },
+            "endpoints_per_session",
+            "0",
+        ),
+        (
+            FleetConfig {
+                users: 1000,
+                endpoints_per_session: 100,
+                ..config()
+            },
+            "endpoints_per_session",
+            "100",
+        ),
+        (
+            FleetConfig {
+                traffic_events: 50_000_000,
+                ..config()
+            },
+            "traffic_events",
+            "50000000",
+        ),
+        (
+            FleetConfig {
+                duration_hours: 0,
+                ..config()
+            },
+            "duration_hours",
+            "0",
+        ),
+        (
+            FleetConfig {
+                scenarios: Scenarios {
+                    rotations: 5000,
+                    ..Scenarios::default()
+                },
+                ..config()
+            },
             "scenarios.rotations",
             "5000",
         ),
-        (FleetConfig { late_control: 1001, ..config() }, "late_control", "1001"),
+        (
+            FleetConfig {
+                late_control: 1001,
+                ..config()
+            },
+            "late_control",
+            "1001",
+        ),
     ];
     for (cfg, field, value) in cases {
         let err = cfg.validate().unwrap_err();
@@ -358,18 +598,41 @@ fn validate_names_the_field_and_the_value() {
 #[test]
 #[should_panic(expected = "duration_hours")]
 fn generate_refuses_an_invalid_config() {
-    generate(&FleetConfig { duration_hours: 0, ..config() });
+    generate(&FleetConfig {
+        duration_hours: 0,
+        ..config()
+    });
 }
 
 #[test]
 fn the_config_reads_from_json_with_defaults_and_rejects_unknown_fields() {
     let cfg: FleetConfig = serde_json::from_str(r#"{"seed": 7, "bot_users": 10}"#).unwrap();
-    assert_eq!(cfg, FleetConfig { seed: 7, bot_users: 10, ..FleetConfig::default() });
+    assert_eq!(
+        cfg,
+        FleetConfig {
+            seed: 7,
+            bot_users: 10,
+            ..FleetConfig::default()
+        }
+    );
     assert!(serde_json::from_str::<FleetConfig>(r#"{"sead": 7}"#).is_err());
-    let cfg: FleetConfig =
-        serde_json::from_str(r#"{"scenarios": {"rotations": 3}, "late_control": 2, "record_events": false}"#).unwrap();
-    let scenarios = Scenarios { rotations: 3, ..Scenarios::default() };
-    assert_eq!(cfg, FleetConfig { scenarios, late_control: 2, record_events: Some(false), ..FleetConfig::default() });
+    let cfg: FleetConfig = serde_json::from_str(
+        r#"{"scenarios": {"rotations": 3}, "late_control": 2, "record_events": false}"#,
+    )
+    .unwrap();
+    let scenarios = Scenarios {
+        rotations: 3,
+        ..Scenarios::default()
+    };
+    assert_eq!(
+        cfg,
+        FleetConfig {
+            scenarios,
+            late_control: 2,
+            record_events: Some(false),
+            ..FleetConfig::default()
+        }
+    );
     assert!(serde_json::from_str::<FleetConfig>(r#"{"scenarios": {"rotation": 3}}"#).is_err());
 }
 
@@ -380,7 +643,11 @@ fn the_config_reads_from_json_with_defaults_and_rejects_unknown_fields() {
 type TimedOwner = (DateTime<Utc>, Option<String>);
 
 fn anomalies() -> FleetConfig {
-    FleetConfig { traffic_events: 6_000, late_control: 2, ..FleetConfig::with_anomalies() }
+    FleetConfig {
+        traffic_events: 6_000,
+        late_control: 2,
+        ..FleetConfig::with_anomalies()
+    }
 }
 
 /// A larger fleet with several of everything, over more than a day.
@@ -414,10 +681,16 @@ fn many_anomalies() -> FleetConfig {
 /// The usage a decoded traffic event carries.
 fn usage_of(event: &Event) -> Usage {
     match &event.body {
-        EventBody::Tcp(tcp) => {
-            Usage { bytes_in: tcp.conn.bytes_in, bytes_out: tcp.conn.bytes_out, http_requests: 0, tcp_connections: 1 }
-        }
-        EventBody::Http(_) => Usage { http_requests: 1, ..Usage::default() },
+        EventBody::Tcp(tcp) => Usage {
+            bytes_in: tcp.conn.bytes_in,
+            bytes_out: tcp.conn.bytes_out,
+            http_requests: 0,
+            tcp_connections: 1,
+        },
+        EventBody::Http(_) => Usage {
+            http_requests: 1,
+            ..Usage::default()
+        },
         other => panic!("unexpected traffic {other:?}"),
     }
 }
@@ -434,7 +707,11 @@ fn resolve_all(fleet: &Fleet, with_late: bool) -> Vec<(Event, ExpectedEvent)> {
     control.sort_by_key(|e| e.event_timestamp);
     for event in &control {
         let outcome = state.apply(event);
-        assert!(matches!(outcome, ApplyOutcome::Applied | ApplyOutcome::Ignored), "{}: {outcome:?}", event.event_id);
+        assert!(
+            matches!(outcome, ApplyOutcome::Applied | ApplyOutcome::Ignored),
+            "{}: {outcome:?}",
+            event.event_id
+        );
     }
     decoded(&fleet.traffic)
         .into_iter()
@@ -444,11 +721,20 @@ fn resolve_all(fleet: &Fleet, with_late: bool) -> Vec<(Event, ExpectedEvent)> {
                 EventBody::Http(http) => (&http.conn, http.endpoint_id.as_deref()),
                 other => panic!("unexpected traffic {other:?}"),
             };
-            let resolution = state.resolve(&conn.server_name, conn.server_port, endpoint_id, event.usage_time());
+            let resolution = state.resolve(
+                &conn.server_name,
+                conn.server_port,
+                endpoint_id,
+                event.usage_time(),
+            );
             let outcome = ExpectedEvent {
                 owner_id: resolution.owner_id.clone(),
                 unattributed_reason: resolution.unattributed.map(|r| r.as_str().to_owned()),
-                flags: resolution.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+                flags: resolution
+                    .flags
+                    .iter()
+                    .map(|f| f.as_str().to_owned())
+                    .collect(),
                 usage: usage_of(&event),
             };
             (event, outcome)
@@ -460,7 +746,11 @@ fn resolve_all(fleet: &Fleet, with_late: bool) -> Vec<(Event, ExpectedEvent)> {
 /// the sums of the resolver's outcomes. Returns how many events carry each flag and reason.
 fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
     let truth = &fleet.truth;
-    assert_eq!(truth.events.len(), fleet.traffic.len(), "every event is recorded");
+    assert_eq!(
+        truth.events.len(),
+        fleet.traffic.len(),
+        "every event is recorded"
+    );
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut totals = Usage::default();
     let mut owners: BTreeMap<String, Usage> = BTreeMap::new();
@@ -468,8 +758,10 @@ fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
     let mut hourly: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
     let mut unattributed: BTreeMap<String, Usage> = BTreeMap::new();
     for (event, resolved) in resolve_all(fleet, true) {
-        let expected =
-            truth.events.get(&event.event_id).unwrap_or_else(|| panic!("{} not in the truth", event.event_id));
+        let expected = truth
+            .events
+            .get(&event.event_id)
+            .unwrap_or_else(|| panic!("{} not in the truth", event.event_id));
         let conn = match &event.body {
             EventBody::Tcp(tcp) => &tcp.conn,
             EventBody::Http(http) => &http.conn,
@@ -489,7 +781,10 @@ fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
         totals.add(&resolved.usage);
         match (&resolved.owner_id, &resolved.unattributed_reason) {
             (Some(owner), None) => {
-                owners.entry(owner.clone()).or_default().add(&resolved.usage);
+                owners
+                    .entry(owner.clone())
+                    .or_default()
+                    .add(&resolved.usage);
                 hourly
                     .entry(owner.clone())
                     .or_default()
@@ -497,13 +792,21 @@ fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
                     .or_default()
                     .add(&resolved.usage);
                 for flag in &resolved.flags {
-                    flagged.entry(owner.clone()).or_default().entry(flag.clone()).or_default().add(&resolved.usage);
+                    flagged
+                        .entry(owner.clone())
+                        .or_default()
+                        .entry(flag.clone())
+                        .or_default()
+                        .add(&resolved.usage);
                     *counts.entry(flag.clone()).or_default() += 1;
                 }
             }
             (None, Some(reason)) => {
                 assert!(resolved.flags.is_empty());
-                unattributed.entry(reason.clone()).or_default().add(&resolved.usage);
+                unattributed
+                    .entry(reason.clone())
+                    .or_default()
+                    .add(&resolved.usage);
                 *counts.entry(reason.clone()).or_default() += 1;
             }
             _ => unreachable!(),
@@ -513,14 +816,28 @@ fn assert_resolver_agrees(fleet: &Fleet) -> BTreeMap<String, u64> {
     assert_eq!(truth.unattributed, unattributed);
     assert_eq!(truth.hourly, hourly);
     for (owner, entry) in &truth.owners {
-        assert_eq!(entry.usage, owners.remove(owner).unwrap_or_default(), "owner {owner}");
-        assert_eq!(entry.flagged, flagged.remove(owner).unwrap_or_default(), "owner {owner}");
+        assert_eq!(
+            entry.usage,
+            owners.remove(owner).unwrap_or_default(),
+            "owner {owner}"
+        );
+        assert_eq!(
+            entry.flagged,
+            flagged.remove(owner).unwrap_or_default(),
+            "owner {owner}"
+        );
     }
-    assert!(owners.is_empty(), "usage attributed to owners the truth does not list: {owners:?}");
+    assert!(
+        owners.is_empty(),
+        "usage attributed to owners the truth does not list: {owners:?}"
+    );
     let mut sum = Usage::default();
     truth.owners.values().for_each(|o| sum.add(&o.usage));
     truth.unattributed.values().for_each(|u| sum.add(u));
-    assert_eq!(sum, truth.totals, "owners plus unattributed make the totals");
+    assert_eq!(
+        sum, truth.totals,
+        "owners plus unattributed make the totals"
+    );
     counts
 }
 
@@ -529,17 +846,39 @@ fn the_resolver_agrees_with_the_truth_on_every_event() {
     for cfg in [
         anomalies(),
         many_anomalies(),
-        FleetConfig { bot_users: 0, users: 5, ..anomalies() },
-        FleetConfig { users: 0, bot_users: 6, ..anomalies() },
-        FleetConfig { sessions_per_credential: 1, endpoints_per_session: 1, ..anomalies() },
-        FleetConfig { traffic_events: 40, ..anomalies() },
-        FleetConfig { duration_hours: 1, seed: 3, ..anomalies() },
+        FleetConfig {
+            bot_users: 0,
+            users: 5,
+            ..anomalies()
+        },
+        FleetConfig {
+            users: 0,
+            bot_users: 6,
+            ..anomalies()
+        },
+        FleetConfig {
+            sessions_per_credential: 1,
+            endpoints_per_session: 1,
+            ..anomalies()
+        },
+        FleetConfig {
+            traffic_events: 40,
+            ..anomalies()
+        },
+        FleetConfig {
+            duration_hours: 1,
+            seed: 3,
+            ..anomalies()
+        },
         config(),
     ] {
         let fleet = generate(&cfg);
         let counts = assert_resolver_agrees(&fleet);
         if cfg.scenarios.is_none() {
-            assert!(counts.is_empty(), "a clean fleet has no flag and no unattributed event: {counts:?}");
+            assert!(
+                counts.is_empty(),
+                "a clean fleet has no flag and no unattributed event: {counts:?}"
+            );
         }
     }
 }
@@ -560,9 +899,16 @@ fn every_scenario_occurs() {
             "unknown_credential",
             "unknown_owner",
         ] {
-            assert!(counts.get(kind).copied().unwrap_or(0) > 0, "seed {}: no {kind} in {counts:?}", cfg.seed);
+            assert!(
+                counts.get(kind).copied().unwrap_or(0) > 0,
+                "seed {}: no {kind} in {counts:?}",
+                cfg.seed
+            );
         }
-        let types: HashSet<String> = decoded(&fleet.control).into_iter().map(|e| e.event_type).collect();
+        let types: HashSet<String> = decoded(&fleet.control)
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
         for expected in [
             "bot_user_updated.v0",
             "bot_user_deleted.v0",
@@ -577,41 +923,73 @@ fn every_scenario_occurs() {
 
         let events = decoded(&fleet.traffic);
         let outcome = |e: &Event| &fleet.truth.events[&e.event_id];
-        let flags_of = |e: &Event| outcome(e).flags.iter().map(String::as_str).collect::<Vec<_>>();
+        let flags_of = |e: &Event| {
+            outcome(e)
+                .flags
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        };
         // A rotation's straggler: the deleted credential and nothing else.
-        assert!(events.iter().any(|e| flags_of(e) == ["credential_deleted"]), "no rotation straggler");
+        assert!(
+            events.iter().any(|e| flags_of(e) == ["credential_deleted"]),
+            "no rotation straggler"
+        );
         // A deleted bot user: its revoked credential and itself.
-        assert!(events.iter().any(|e| flags_of(e) == ["credential_deleted", "owner_deleted"]), "no deleted bot");
+        assert!(
+            events
+                .iter()
+                .any(|e| flags_of(e) == ["credential_deleted", "owner_deleted"]),
+            "no deleted bot"
+        );
         // A reactivated bot user: inactive, then unflagged again.
         let mut first_inactive: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         let mut last_unflagged: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         for event in &events {
-            let Some(owner) = outcome(event).owner_id.as_deref() else { continue };
+            let Some(owner) = outcome(event).owner_id.as_deref() else {
+                continue;
+            };
             let t = event.usage_time();
             if flags_of(event) == ["owner_inactive"] {
-                first_inactive.entry(owner).and_modify(|f| *f = (*f).min(t)).or_insert(t);
+                first_inactive
+                    .entry(owner)
+                    .and_modify(|f| *f = (*f).min(t))
+                    .or_insert(t);
             } else if flags_of(event).is_empty() {
-                last_unflagged.entry(owner).and_modify(|l| *l = (*l).max(t)).or_insert(t);
+                last_unflagged
+                    .entry(owner)
+                    .and_modify(|l| *l = (*l).max(t))
+                    .or_insert(t);
             }
         }
-        let reactivated =
-            first_inactive.iter().any(|(owner, inactive)| last_unflagged.get(owner).is_some_and(|l| l > inactive));
+        let reactivated = first_inactive
+            .iter()
+            .any(|(owner, inactive)| last_unflagged.get(owner).is_some_and(|l| l > inactive));
         assert!(reactivated, "no reactivated bot user");
         // A reused hostname: two owners, and no endpoint in between.
         let mut by_host: BTreeMap<String, Vec<TimedOwner>> = BTreeMap::new();
         for event in &events {
             let host = match &event.body {
-                EventBody::Tcp(tcp) => format!("{}:{:?}", tcp.conn.server_name, tcp.conn.server_port),
-                EventBody::Http(http) => format!("{}:{:?}", http.conn.server_name, http.conn.server_port),
+                EventBody::Tcp(tcp) => {
+                    format!("{}:{:?}", tcp.conn.server_name, tcp.conn.server_port)
+                }
+                EventBody::Http(http) => {
+                    format!("{}:{:?}", http.conn.server_name, http.conn.server_port)
+                }
                 _ => unreachable!(),
             };
-            by_host.entry(host).or_default().push((event.usage_time(), outcome(event).owner_id.clone()));
+            by_host
+                .entry(host)
+                .or_default()
+                .push((event.usage_time(), outcome(event).owner_id.clone()));
         }
         // Owner A, then no endpoint, then owner B, in time order.
         let reused = by_host.values_mut().any(|history| {
             history.sort();
             let owners: Vec<&Option<String>> = history.iter().map(|(_, owner)| owner).collect();
-            let Some(gap) = owners.iter().position(|o| o.is_none()) else { return false };
+            let Some(gap) = owners.iter().position(|o| o.is_none()) else {
+                return false;
+            };
             let before = owners[..gap].iter().rev().find_map(|o| o.as_ref());
             let after = owners[gap..].iter().find_map(|o| o.as_ref());
             matches!((before, after), (Some(a), Some(b)) if a != b)
@@ -625,27 +1003,62 @@ fn anomaly_fleets_are_deterministic_and_decode_in_order_within_the_window() {
     let cfg = anomalies();
     let fleet = generate(&cfg);
     assert_eq!(fleet, generate(&cfg));
-    assert_eq!(fleet.truth.to_json_pretty(), generate(&cfg).truth.to_json_pretty());
-    assert_ne!(fleet.truth, generate(&FleetConfig { seed: 43, ..cfg.clone() }).truth);
+    assert_eq!(
+        fleet.truth.to_json_pretty(),
+        generate(&cfg).truth.to_json_pretty()
+    );
+    assert_ne!(
+        fleet.truth,
+        generate(&FleetConfig {
+            seed: 43,
+            ..cfg.clone()
+        })
+        .truth
+    );
 
     let mut ids = HashSet::new();
     let mut created = HashMap::<&str, u64>::new();
-    for (name, messages) in [("control", &fleet.control), ("late", &fleet.late_control), ("traffic", &fleet.traffic)] {
-        assert!(messages.windows(2).all(|w| w[0].event_time <= w[1].event_time), "{name} is in time order");
+    for (name, messages) in [
+        ("control", &fleet.control),
+        ("late", &fleet.late_control),
+        ("traffic", &fleet.traffic),
+    ] {
+        assert!(
+            messages
+                .windows(2)
+                .all(|w| w[0].event_time <= w[1].event_time),
+            "{name} is in time order"
+        );
         for (message, event) in messages.iter().zip(decoded(messages)) {
-            assert_eq!(event.kind().is_traffic(), name == "traffic", "{} on the {name} topic", event.event_type);
+            assert_eq!(
+                event.kind().is_traffic(),
+                name == "traffic",
+                "{} on the {name} topic",
+                event.event_type
+            );
             assert_eq!(event.event_timestamp, message.event_time);
             assert_eq!(event.account_id, fleet.truth.account_id);
-            assert!(message.event_time >= fleet.truth.window_start && message.event_time < fleet.truth.window_end);
-            assert!(ids.insert(event.event_id.clone()), "event id {} repeated", event.event_id);
+            assert!(
+                message.event_time >= fleet.truth.window_start
+                    && message.event_time < fleet.truth.window_end
+            );
+            assert!(
+                ids.insert(event.event_id.clone()),
+                "event id {} repeated",
+                event.event_id
+            );
             let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
             let has_token = raw["object"].get("token").is_some();
-            let expects_token =
-                matches!(event.event_type.as_str(), "tunnel_credential_created.v0" | "api_key_created.v0");
+            let expects_token = matches!(
+                event.event_type.as_str(),
+                "tunnel_credential_created.v0" | "api_key_created.v0"
+            );
             assert_eq!(has_token, expects_token, "{}", event.event_type);
             let kind = match event.event_type.as_str() {
                 "bot_user_created.v0" => "bot_users",
-                "tunnel_credential_created.v0" | "ssh_public_key_created.v0" | "api_key_created.v0" => "credentials",
+                "tunnel_credential_created.v0"
+                | "ssh_public_key_created.v0"
+                | "api_key_created.v0" => "credentials",
                 "agent_session_start.v0" => "agent_sessions",
                 "endpoint_created.v0" => "endpoints",
                 _ => continue,
@@ -658,24 +1071,51 @@ fn anomaly_fleets_are_deterministic_and_decode_in_order_within_the_window() {
     assert_eq!(created["credentials"], inventory.credentials);
     assert_eq!(created["agent_sessions"], inventory.agent_sessions);
     assert_eq!(created["endpoints"], inventory.endpoints);
-    assert_eq!(fleet.truth.control_events, (fleet.control.len() + fleet.late_control.len()) as u64);
-    assert_eq!(fleet.truth.total_events, fleet.truth.control_events + fleet.truth.traffic_events);
+    assert_eq!(
+        fleet.truth.control_events,
+        (fleet.control.len() + fleet.late_control.len()) as u64
+    );
+    assert_eq!(
+        fleet.truth.total_events,
+        fleet.truth.control_events + fleet.truth.traffic_events
+    );
 }
 
 #[test]
 fn late_control_is_what_attributes_the_late_chains() {
-    let cfg = FleetConfig { late_control: 3, ..anomalies() };
+    let cfg = FleetConfig {
+        late_control: 3,
+        ..anomalies()
+    };
     let fleet = generate(&cfg);
     let late = decoded(&fleet.late_control);
     let types: Vec<&str> = late.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types.len(), 9, "a credential, a session and an endpoint per late chain: {types:?}");
-    for expected in ["tunnel_credential_created.v0", "agent_session_start.v0", "endpoint_created.v0"] {
-        assert_eq!(types.iter().filter(|t| **t == expected).count(), 3, "{expected} in {types:?}");
+    assert_eq!(
+        types.len(),
+        9,
+        "a credential, a session and an endpoint per late chain: {types:?}"
+    );
+    for expected in [
+        "tunnel_credential_created.v0",
+        "agent_session_start.v0",
+        "endpoint_created.v0",
+    ] {
+        assert_eq!(
+            types.iter().filter(|t| **t == expected).count(),
+            3,
+            "{expected} in {types:?}"
+        );
     }
     // Each late endpoint gets its first traffic a few milliseconds after it came up.
     let traffic = decoded(&fleet.traffic);
     for event in &late {
-        let EventBody::Endpoint { action: EndpointAction::Created, endpoint } = &event.body else { continue };
+        let EventBody::Endpoint {
+            action: EndpointAction::Created,
+            endpoint,
+        } = &event.body
+        else {
+            continue;
+        };
         let host = endpoint.hostname().unwrap();
         let first = traffic
             .iter()
@@ -687,47 +1127,85 @@ fn late_control_is_what_attributes_the_late_chains() {
             .min()
             .expect("traffic on a late endpoint");
         let lead_ms = (first - event.event_timestamp).num_milliseconds();
-        assert!((2..=5).contains(&lead_ms), "{host}: first traffic {lead_ms} ms after the endpoint");
+        assert!(
+            (2..=5).contains(&lead_ms),
+            "{host}: first traffic {lead_ms} ms after the endpoint"
+        );
     }
     // With the late events the resolver agrees with the truth; without them, exactly the late
     // chains' traffic fails to attribute.
     assert_resolver_agrees(&fleet);
     let mut missed = 0;
-    for ((event, without), (_, with)) in resolve_all(&fleet, false).into_iter().zip(resolve_all(&fleet, true)) {
+    for ((event, without), (_, with)) in resolve_all(&fleet, false)
+        .into_iter()
+        .zip(resolve_all(&fleet, true))
+    {
         if without != with {
-            assert_eq!(without.unattributed_reason.as_deref(), Some("no_endpoint"), "{}", event.event_id);
-            assert!(with.owner_id.is_some() && with.flags.is_empty(), "{}", event.event_id);
+            assert_eq!(
+                without.unattributed_reason.as_deref(),
+                Some("no_endpoint"),
+                "{}",
+                event.event_id
+            );
+            assert!(
+                with.owner_id.is_some() && with.flags.is_empty(),
+                "{}",
+                event.event_id
+            );
             missed += 1;
         }
     }
-    assert!(missed >= 9, "the late chains' traffic needs their control events ({missed})");
+    assert!(
+        missed >= 9,
+        "the late chains' traffic needs their control events ({missed})"
+    );
 }
 
 #[test]
 fn the_late_control_scenario_attributes_everything_once_its_control_arrives() {
-    let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + chrono::Duration::microseconds(123_456);
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+        + chrono::Duration::microseconds(123_456);
     let fleet = late_control_scenario(now, 5);
     assert_eq!(fleet, late_control_scenario(now, 5));
     assert!(fleet.control.is_empty(), "every control event is late");
-    let types: Vec<String> = decoded(&fleet.late_control).into_iter().map(|e| e.event_type).collect();
+    let types: Vec<String> = decoded(&fleet.late_control)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     assert_eq!(
         types,
-        ["bot_user_created.v0", "tunnel_credential_created.v0", "agent_session_start.v0", "endpoint_created.v0"]
+        [
+            "bot_user_created.v0",
+            "tunnel_credential_created.v0",
+            "agent_session_start.v0",
+            "endpoint_created.v0"
+        ]
     );
     assert_eq!(fleet.traffic.len(), LATE_SCENARIO_TRAFFIC_EVENTS);
     let last_control = fleet.late_control.last().unwrap().event_time;
     for message in &fleet.traffic {
         let ahead_ms = (message.event_time - last_control).num_milliseconds();
-        assert!((3..=30).contains(&ahead_ms), "traffic {ahead_ms} ms after the endpoint");
-        assert!(message.event_time < now && now - message.event_time < chrono::Duration::milliseconds(50));
+        assert!(
+            (3..=30).contains(&ahead_ms),
+            "traffic {ahead_ms} ms after the endpoint"
+        );
+        assert!(
+            message.event_time < now
+                && now - message.event_time < chrono::Duration::milliseconds(50)
+        );
     }
     let truth = &fleet.truth;
     let bot = truth.owners.keys().next().unwrap().clone();
     assert_eq!(truth.owners.len(), 1);
-    assert!(truth.events.values().all(|e| e.owner_id.as_ref() == Some(&bot) && e.flags.is_empty()));
+    assert!(truth
+        .events
+        .values()
+        .all(|e| e.owner_id.as_ref() == Some(&bot) && e.flags.is_empty()));
     assert_eq!(truth.owners[&bot].usage, truth.totals);
     assert_resolver_agrees(&fleet);
-    assert!(resolve_all(&fleet, false).iter().all(|(_, r)| r.unattributed_reason.as_deref() == Some("no_endpoint")));
+    assert!(resolve_all(&fleet, false)
+        .iter()
+        .all(|(_, r)| r.unattributed_reason.as_deref() == Some("no_endpoint")));
 }
 
 #[test]
@@ -736,26 +1214,57 @@ fn the_default_fleet_is_clean_and_anomalies_are_opt_in() {
     assert_eq!(FleetConfig::default().late_control, 0);
     assert_eq!(
         FleetConfig::with_anomalies(),
-        FleetConfig { scenarios: Scenarios::standard(), ..FleetConfig::default() }
+        FleetConfig {
+            scenarios: Scenarios::standard(),
+            ..FleetConfig::default()
+        }
     );
     let fleet = generate(&FleetConfig::default());
     assert!(fleet.late_control.is_empty());
     assert!(fleet.truth.unattributed.is_empty());
     assert!(fleet.truth.owners.values().all(|o| o.flagged.is_empty()));
-    assert!(fleet.truth.events.values().all(|e| e.owner_id.is_some() && e.flags.is_empty()));
-    let types: HashSet<String> = decoded(&fleet.control).into_iter().map(|e| e.event_type).collect();
-    assert!(types.iter().all(|t| t.ends_with("_created.v0") || t == "agent_session_start.v0"), "{types:?}");
+    assert!(fleet
+        .truth
+        .events
+        .values()
+        .all(|e| e.owner_id.is_some() && e.flags.is_empty()));
+    let types: HashSet<String> = decoded(&fleet.control)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(
+        types
+            .iter()
+            .all(|t| t.ends_with("_created.v0") || t == "agent_session_start.v0"),
+        "{types:?}"
+    );
 }
 
 #[test]
 fn events_are_recorded_as_configured() {
-    let small = FleetConfig { traffic_events: 100, ..FleetConfig::with_anomalies() };
+    let small = FleetConfig {
+        traffic_events: 100,
+        ..FleetConfig::with_anomalies()
+    };
     assert_eq!(generate(&small).truth.events.len(), 100);
-    assert!(generate(&FleetConfig { record_events: Some(false), ..small.clone() }).truth.events.is_empty());
-    assert!(!FleetConfig { traffic_events: RECORD_EVENTS_UP_TO + 1, ..small.clone() }.records_events());
-    assert!(
-        FleetConfig { traffic_events: RECORD_EVENTS_UP_TO + 1, record_events: Some(true), ..small }.records_events()
-    );
+    assert!(generate(&FleetConfig {
+        record_events: Some(false),
+        ..small.clone()
+    })
+    .truth
+    .events
+    .is_empty());
+    assert!(!FleetConfig {
+        traffic_events: RECORD_EVENTS_UP_TO + 1,
+        ..small.clone()
+    }
+    .records_events());
+    assert!(FleetConfig {
+        traffic_events: RECORD_EVENTS_UP_TO + 1,
+        record_events: Some(true),
+        ..small
+    }
+    .records_events());
 }
 
 #[test]
@@ -764,14 +1273,41 @@ fn expected_events_have_the_documented_json_shape() {
     let json: serde_json::Value = serde_json::from_str(&truth.to_json_pretty()).unwrap();
     let events = json["events"].as_object().unwrap();
     assert_eq!(events.len() as u64, truth.traffic_events);
-    let fields =
-        ["owner_id", "unattributed_reason", "flags", "bytes_in", "bytes_out", "http_requests", "tcp_connections"];
+    let fields = [
+        "owner_id",
+        "unattributed_reason",
+        "flags",
+        "bytes_in",
+        "bytes_out",
+        "http_requests",
+        "tcp_connections",
+    ];
     for event in events.values() {
-        let keys: HashSet<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: HashSet<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, fields.into_iter().collect(), "{event}");
     }
-    let flagged = json["owners"].as_object().unwrap().values().find(|o| !o["flagged"].as_object().unwrap().is_empty());
-    assert_eq!(flagged.unwrap()["flagged"].as_object().unwrap().values().next().unwrap().as_object().unwrap().len(), 4);
+    let flagged = json["owners"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|o| !o["flagged"].as_object().unwrap().is_empty());
+    assert_eq!(
+        flagged.unwrap()["flagged"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len(),
+        4
+    );
     assert!(json["unattributed"]["no_endpoint"]["http_requests"].is_u64());
     let back: GroundTruth = serde_json::from_value(json).unwrap();
     assert_eq!(back, truth);

@@ -40,12 +40,20 @@ impl Usage {
 
     /// One closed TCP connection.
     pub fn tcp(bytes_in: u64, bytes_out: u64) -> Self {
-        Self { bytes_in, bytes_out, tcp_connections: 1, ..Self::default() }
+        Self {
+            bytes_in,
+            bytes_out,
+            tcp_connections: 1,
+            ..Self::default()
+        }
     }
 
     /// One HTTP request.
     pub fn http() -> Self {
-        Self { http_requests: 1, ..Self::default() }
+        Self {
+            http_requests: 1,
+            ..Self::default()
+        }
     }
 }
 
@@ -155,19 +163,37 @@ pub fn hour_bucket(t: DateTime<Utc>) -> String {
 impl GroundTruth {
     /// Counts one traffic event: on its owner (and each flag) when attributed, on its reason when
     /// not, always in the totals; and lists it when `record` is set.
-    pub(crate) fn record(&mut self, event_id: &str, at: DateTime<Utc>, outcome: ExpectedEvent, record: bool) {
+    pub(crate) fn record(
+        &mut self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        outcome: ExpectedEvent,
+        record: bool,
+    ) {
         let usage = outcome.usage;
         self.totals.add(&usage);
         match (&outcome.owner_id, &outcome.unattributed_reason) {
             (Some(owner), None) => {
-                let entry = self.owners.get_mut(owner).expect("owner registered before its usage");
+                let entry = self
+                    .owners
+                    .get_mut(owner)
+                    .expect("owner registered before its usage");
                 entry.usage.add(&usage);
                 for flag in &outcome.flags {
                     entry.flagged.entry(flag.clone()).or_default().add(&usage);
                 }
-                self.hourly.entry(owner.clone()).or_default().entry(hour_bucket(at)).or_default().add(&usage);
+                self.hourly
+                    .entry(owner.clone())
+                    .or_default()
+                    .entry(hour_bucket(at))
+                    .or_default()
+                    .add(&usage);
             }
-            (None, Some(reason)) => self.unattributed.entry(reason.clone()).or_default().add(&usage),
+            (None, Some(reason)) => self
+                .unattributed
+                .entry(reason.clone())
+                .or_default()
+                .add(&usage),
             other => unreachable!("an event is either attributed or unattributed, not {other:?}"),
         }
         if record {

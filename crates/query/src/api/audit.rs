@@ -34,7 +34,10 @@ pub(super) const CREDENTIAL_USE_SQL: &str = include_str!("../../sql/credential_u
 /// Most events one answer lists.
 pub const MAX_AUDIT_EVENTS: u32 = 10_000;
 
-const ALL_TIME: TimeRange = TimeRange { from: 0, to: u32::MAX };
+const ALL_TIME: TimeRange = TimeRange {
+    from: 0,
+    to: u32::MAX,
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(audit))
@@ -143,9 +146,14 @@ fn action_of(row: &EventRow) -> &'static str {
         return "owner_change_rejected";
     }
     let t = row.event_type.as_str();
-    let lifecycle = ["tunnel_credential_", "ssh_public_key_", "api_key_", "bot_user_"]
-        .iter()
-        .any(|prefix| t.starts_with(prefix));
+    let lifecycle = [
+        "tunnel_credential_",
+        "ssh_public_key_",
+        "api_key_",
+        "bot_user_",
+    ]
+    .iter()
+    .any(|prefix| t.starts_with(prefix));
     match t {
         "agent_session_start.v0" => "session_start",
         "agent_session_stop.v0" => "session_stop",
@@ -183,7 +191,10 @@ pub(super) async fn audit(
     RawQuery(query): RawQuery,
 ) -> Result<Json<AuditReport>, ApiError> {
     access.require_admin()?;
-    let params = QueryParams::parse(query.as_deref(), &["owner_id", "credential_id", "from", "to"])?;
+    let params = QueryParams::parse(
+        query.as_deref(),
+        &["owner_id", "credential_id", "from", "to"],
+    )?;
     let owner_id = params.id("owner_id")?;
     let credential_id = params.id("credential_id")?;
     let range = params.optional_range()?;
@@ -224,7 +235,10 @@ pub(super) async fn audit(
         )
         .await?
     };
-    let credential_ids: Vec<String> = credentials.iter().map(|c| c.credential_id.clone()).collect();
+    let credential_ids: Vec<String> = credentials
+        .iter()
+        .map(|c| c.credential_id.clone())
+        .collect();
     // Lifecycle ids: the subject and its credentials; principal ids: the owner; API key: the credential.
     let mut objects = credential_ids.clone();
     objects.push(subject.clone());
@@ -281,7 +295,8 @@ pub(super) async fn audit(
             owner_id: row.owner_id,
             anomalies: row.anomalies,
         };
-        let by_subject = principals.contains(&event.principal_id) || api_keys.contains(&event.principal_credential_id);
+        let by_subject = principals.contains(&event.principal_id)
+            || api_keys.contains(&event.principal_credential_id);
         if is_object && action != "action" {
             lifecycle.push(event);
         } else if by_subject {
@@ -327,13 +342,22 @@ mod tests {
     async fn exactly_one_subject() {
         for (uri, parameter) in [
             ("/v1/audit", "owner_id"),
-            ("/v1/audit?owner_id=bot_1&credential_id=cr_1", "credential_id"),
+            (
+                "/v1/audit?owner_id=bot_1&credential_id=cr_1",
+                "credential_id",
+            ),
             ("/v1/audit?owner_id=bot%201", "owner_id"),
             ("/v1/audit?owner_id=bot_1&from=2024-05-01", "to"),
         ] {
             let (status, _, body) = call(unreachable_state(), "GET", uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
-            assert!(body["error"]["message"].as_str().unwrap().contains(parameter), "{uri}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(parameter),
+                "{uri}: {body}"
+            );
         }
     }
 }

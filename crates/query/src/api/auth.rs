@@ -116,7 +116,11 @@ impl ApiKeys {
     }
 
     /// Parses and validates keys from text (no IO).
-    pub fn parse(path: &std::path::Path, text: &str, format: Format) -> Result<Self, SettingsError> {
+    pub fn parse(
+        path: &std::path::Path,
+        text: &str,
+        format: Format,
+    ) -> Result<Self, SettingsError> {
         let file: ApiKeysFile = settings::parse(path, text, format)?;
         Self::validate(path, file)
     }
@@ -134,7 +138,11 @@ impl ApiKeys {
                 return Err(invalid(i, "name", "must not be empty".to_owned()));
             }
             if keys.iter().any(|k: &StoredKey| k.name == entry.name) {
-                return Err(invalid(i, "name", format!("{:?} is used twice", entry.name)));
+                return Err(invalid(
+                    i,
+                    "name",
+                    format!("{:?} is used twice", entry.name),
+                ));
             }
             let digest = hex::decode(&entry.sha256)
                 .ok()
@@ -240,7 +248,10 @@ impl Access {
                 role: Role::Admin, ..
             } => Ok(()),
             Self::Key { role, .. } => Err(ApiError::Forbidden {
-                message: format!("this route needs an admin key; this key's role is {}", role_name(role)),
+                message: format!(
+                    "this route needs an admin key; this key's role is {}",
+                    role_name(role)
+                ),
             }),
         }
     }
@@ -258,7 +269,11 @@ impl Access {
 
     /// An owner's usage: any account-wide key, or a customer key when the owner is one of that
     /// customer's bot users (else 404).
-    pub(super) async fn check_owner(&self, state: &AppState, owner_id: &str) -> Result<(), ApiError> {
+    pub(super) async fn check_owner(
+        &self,
+        state: &AppState,
+        owner_id: &str,
+    ) -> Result<(), ApiError> {
         let Some(customer) = self.customer() else {
             return Ok(());
         };
@@ -282,7 +297,11 @@ fn role_name(role: &Role) -> String {
 }
 
 /// Middleware: establishes [`Access`] for every request, or answers 401.
-pub(super) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(super) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let access = if state.api_keys.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
         Access::Open
     } else {
@@ -314,7 +333,9 @@ fn bearer(request: &Request) -> Result<&str, String> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| "missing Authorization header: send Authorization: Bearer <API key>".to_owned())?;
+        .ok_or_else(|| {
+            "missing Authorization header: send Authorization: Bearer <API key>".to_owned()
+        })?;
     let value = value
         .to_str()
         .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?;
@@ -373,17 +394,29 @@ mod tests {
         assert!(parsed.find(&key_digest("admin-key")).is_none());
 
         for (text, field) in [
-            ("[[keys]]\nname = \"\"\nsha256 = \"00\"\nrole = \"admin\"", "keys[0].name"),
-            ("[[keys]]\nname = \"a\"\nsha256 = \"admin-key\"\nrole = \"admin\"", "keys[0].sha256"),
+            (
+                "[[keys]]\nname = \"\"\nsha256 = \"00\"\nrole = \"admin\"",
+                "keys[0].name",
+            ),
+            (
+                "[[keys]]\nname = \"a\"\nsha256 = \"admin-key\"\nrole = \"admin\"",
+                "keys[0].sha256",
+            ),
         ] {
             match keys(text) {
                 Err(SettingsError::Invalid { field: got, .. }) => assert_eq!(got, field),
                 other => panic!("{text}: {other:?}"),
             }
         }
-        let bad_role = format!("[[keys]]\nname = \"a\"\nsha256 = \"{}\"\nrole = \"root\"", key_digest("x"));
+        let bad_role = format!(
+            "[[keys]]\nname = \"a\"\nsha256 = \"{}\"\nrole = \"root\"",
+            key_digest("x")
+        );
         let err = keys(&bad_role).unwrap_err().to_string();
-        assert!(err.contains("keys[0].role") && err.contains("\"root\""), "{err}");
+        assert!(
+            err.contains("keys[0].role") && err.contains("\"root\""),
+            "{err}"
+        );
         let bad_customer = bad_role.replace("\"root\"", "\"customer:a b\"");
         assert!(keys(&bad_customer).is_err());
         let twice = format!("{}{}", file(), file());
@@ -392,7 +425,10 @@ mod tests {
         assert!(matches!(keys(unknown), Err(SettingsError::Parse { .. })));
         let json = ApiKeys::parse(
             Path::new("keys.json"),
-            &format!(r#"{{"keys":[{{"name":"a","sha256":"{}","role":"admin"}}]}}"#, key_digest("k")),
+            &format!(
+                r#"{{"keys":[{{"name":"a","sha256":"{}","role":"admin"}}]}}"#,
+                key_digest("k")
+            ),
             Format::Json,
         )
         .unwrap();
@@ -408,8 +444,15 @@ mod tests {
     #[tokio::test]
     async fn missing_or_wrong_keys_are_401() {
         let uri = "/v1/owners/bot_1/usage?from=2024-05-01&to=2024-05-02";
-        for header in [None, Some("Bearer nope"), Some("Basic YWRtaW4="), Some("Bearer "), Some("admin-key")] {
-            let (status, content_type, body, www) = call_with(with_keys(), "GET", uri, header).await;
+        for header in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic YWRtaW4="),
+            Some("Bearer "),
+            Some("admin-key"),
+        ] {
+            let (status, content_type, body, www) =
+                call_with(with_keys(), "GET", uri, header).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{header:?}: {body}");
             assert!(content_type.starts_with("application/json"));
             assert_eq!(body["error"]["code"], "unauthorized");
@@ -431,8 +474,13 @@ mod tests {
                 call_with(with_keys(), "GET", usage, Some(&format!("Bearer {key}"))).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{key}: {body}");
         }
-        let (status, _, body, _) =
-            call_with(with_keys(), "GET", "/v1/audit?owner_id=bot_1", Some("bearer reader-key")).await;
+        let (status, _, body, _) = call_with(
+            with_keys(),
+            "GET",
+            "/v1/audit?owner_id=bot_1",
+            Some("bearer reader-key"),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("admin"));
 
@@ -448,24 +496,29 @@ mod tests {
             assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
             assert_eq!(body["error"]["code"], "forbidden");
         }
-        let (status, _, body, _) =
-            call_with(with_keys(), "GET", "/v1/customers/globex/report?month=2024-05", acme).await;
+        let (status, _, body, _) = call_with(
+            with_keys(),
+            "GET",
+            "/v1/customers/globex/report?month=2024-05",
+            acme,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         // Its own report gets past the check (and meets the ClickHouse that is down).
-        let (status, _, _, _) =
-            call_with(with_keys(), "GET", "/v1/customers/acme/report?month=2024-05", acme).await;
+        let (status, _, _, _) = call_with(
+            with_keys(),
+            "GET",
+            "/v1/customers/acme/report?month=2024-05",
+            acme,
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
     async fn without_keys_the_api_is_open() {
-        let (status, _, _, _) = call_with(
-            unreachable_state(),
-            "GET",
-            "/v1/audit?owner_id=bot_1",
-            None,
-        )
-        .await;
+        let (status, _, _, _) =
+            call_with(unreachable_state(), "GET", "/v1/audit?owner_id=bot_1", None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -107,7 +107,10 @@ pub(super) async fn principals(state: &AppState) -> Result<Vec<PrincipalRow>, Ap
     Ok(with_deadline(
         "read the principals",
         state.query_timeout,
-        state.client.query(PRINCIPALS_SQL).fetch_all::<PrincipalRow>(),
+        state
+            .client
+            .query(PRINCIPALS_SQL)
+            .fetch_all::<PrincipalRow>(),
     )
     .await?)
 }

@@ -26,7 +26,10 @@ fn all_days(report: &CustomerReport, month: Month) -> Vec<(String, UsageMetrics)
             let date = (first + chrono::Duration::days(i64::from(offset)))
                 .format("%Y-%m-%d")
                 .to_string();
-            let metrics = by_day.get(date.as_str()).map(|b| b.metrics).unwrap_or_default();
+            let metrics = by_day
+                .get(date.as_str())
+                .map(|b| b.metrics)
+                .unwrap_or_default();
             (date, metrics)
         })
         .collect()
@@ -111,7 +114,12 @@ pub(super) fn chart(days: &[(String, UsageMetrics)]) -> String {
     const LEFT: f64 = 70.0;
     const BOTTOM: f64 = 30.0;
     const TOP: f64 = 20.0;
-    let max = days.iter().map(|(_, m)| m.bytes_out).max().unwrap_or(0).max(1);
+    let max = days
+        .iter()
+        .map(|(_, m)| m.bytes_out)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let plot_w = WIDTH - LEFT - 10.0;
     let plot_h = HEIGHT - BOTTOM - TOP;
     let slot = plot_w / days.len().max(1) as f64;
@@ -217,7 +225,11 @@ pub(super) fn html(report: &CustomerReport, month: Month) -> String {
         grouped(t.agent_sessions.unwrap_or(0)),
         t.session_hours.unwrap_or(0.0),
     );
-    let _ = write!(page, "<h2>Data transfer out per day</h2>\n{}\n", chart(&days));
+    let _ = write!(
+        page,
+        "<h2>Data transfer out per day</h2>\n{}\n",
+        chart(&days)
+    );
     page.push_str(
         "<h2>Credentials</h2>\n<table id=\"credentials\"><tr><th>Credential</th><th>Kind</th><th>Owner</th>\
          <th>Description</th><th>Created</th><th>Age (days)</th><th>Deleted</th><th>Data out</th>\

@@ -25,7 +25,7 @@ use super::auth::Access;
 use super::catalog::{self, BotUserRow, CredentialFilter, CredentialRow};
 use super::customer_render;
 use super::params::{check_id, date_of, days_between, rfc3339, rfc3339_us, Choice, QueryParams};
-use super::report::{self, GroupBy, Granularity, Scope, SeriesSpec, UsageBucket, UsageMetrics};
+use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec, UsageBucket, UsageMetrics};
 use super::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -47,14 +47,22 @@ impl Resolved {
     fn scope(&self) -> Scope {
         Scope {
             owners: self.bots.iter().map(|b| b.bot_id.clone()).collect(),
-            credentials: self.credentials.iter().map(|c| c.credential_id.clone()).collect(),
+            credentials: self
+                .credentials
+                .iter()
+                .map(|c| c.credential_id.clone())
+                .collect(),
         }
     }
 }
 
 /// The bot users and credentials of `customer_id`.
 pub(super) async fn resolve(state: &AppState, customer_id: &str) -> Result<Resolved, ApiError> {
-    let by_metadata = if state.metadata_key().is_empty() { "" } else { customer_id };
+    let by_metadata = if state.metadata_key().is_empty() {
+        ""
+    } else {
+        customer_id
+    };
     let bots = catalog::bot_users(state, false, &[customer_id.to_owned()], by_metadata).await?;
     let bot_ids: Vec<String> = bots.iter().map(|b| b.bot_id.clone()).collect();
     let credentials = catalog::credentials(
@@ -79,8 +87,11 @@ pub(super) enum Format {
 }
 
 impl Choice for Format {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("json", Self::Json), ("csv", Self::Csv), ("html", Self::Html)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("json", Self::Json),
+        ("csv", Self::Csv),
+        ("html", Self::Html),
+    ];
 }
 
 /// `format` wins; else the first of text/csv, text/html named in `Accept`; else JSON.
@@ -199,7 +210,11 @@ pub(super) async fn customer_report(
     let month = params.month("month")?;
     let format = negotiate(params.choice("format")?, &headers);
     let range = month.range().ok_or_else(|| {
-        ApiError::bad("invalid_parameter", "month", format!("query parameter month: {month} is out of range"))
+        ApiError::bad(
+            "invalid_parameter",
+            "month",
+            format!("query parameter month: {month} is out of range"),
+        )
     })?;
 
     let resolved = resolve(&state, &customer_id).await?;
@@ -219,7 +234,11 @@ pub(super) async fn customer_report(
         },
     )
     .await?;
-    let age_until = date_of(range.to.min(u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX)));
+    let age_until = date_of(
+        range
+            .to
+            .min(u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX)),
+    );
     let groups = series.groups.unwrap_or_default();
     let report = CustomerReport {
         customer_id: customer_id.clone(),
@@ -242,7 +261,9 @@ pub(super) async fn customer_report(
             .map(|c| {
                 let created = date_of(u32::try_from(c.created_us / 1_000_000).unwrap_or(0));
                 let until = if c.deleted_us > 0 {
-                    age_until.min(date_of(u32::try_from(c.deleted_us / 1_000_000).unwrap_or(0)))
+                    age_until.min(date_of(
+                        u32::try_from(c.deleted_us / 1_000_000).unwrap_or(0),
+                    ))
                 } else {
                     age_until
                 };
@@ -281,9 +302,15 @@ pub(super) async fn customer_report(
         Format::Csv => with_type(
             customer_render::csv(&report, month),
             "text/csv; charset=utf-8",
-            Some(format!("attachment; filename=\"{customer_id}-{month}.csv\"")),
+            Some(format!(
+                "attachment; filename=\"{customer_id}-{month}.csv\""
+            )),
         ),
-        Format::Html => with_type(customer_render::html(&report, month), "text/html; charset=utf-8", None),
+        Format::Html => with_type(
+            customer_render::html(&report, month),
+            "text/html; charset=utf-8",
+            None,
+        ),
     })
 }
 
@@ -314,23 +341,38 @@ mod tests {
         assert_eq!(negotiate(None, &HeaderMap::new()), Format::Json);
         assert_eq!(negotiate(None, &accept("text/csv")), Format::Csv);
         assert_eq!(
-            negotiate(None, &accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")),
+            negotiate(
+                None,
+                &accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+            ),
             Format::Html
         );
         assert_eq!(negotiate(None, &accept("application/json")), Format::Json);
-        assert_eq!(negotiate(Some(Format::Json), &accept("text/csv")), Format::Json);
+        assert_eq!(
+            negotiate(Some(Format::Json), &accept("text/csv")),
+            Format::Json
+        );
     }
 
     #[tokio::test]
     async fn bad_parameters_are_400() {
         for (uri, parameter) in [
             ("/v1/customers/acme/report", "month"),
-            ("/v1/customers/acme/report?month=2024-05&format=pdf", "format"),
+            (
+                "/v1/customers/acme/report?month=2024-05&format=pdf",
+                "format",
+            ),
             ("/v1/customers/ac%20me/report?month=2024-05", "customer_id"),
         ] {
             let (status, _, body) = call(unreachable_state(), "GET", uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
-            assert!(body["error"]["message"].as_str().unwrap().contains(parameter), "{uri}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(parameter),
+                "{uri}: {body}"
+            );
         }
     }
 }

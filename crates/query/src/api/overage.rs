@@ -152,7 +152,11 @@ pub(super) async fn overage(
         message: "no plan is configured: start botmeter serve with --plan <plan.toml>".to_owned(),
     })?;
     let range = month.range().ok_or_else(|| {
-        ApiError::bad("invalid_parameter", "month", format!("query parameter month: {month} is out of range"))
+        ApiError::bad(
+            "invalid_parameter",
+            "month",
+            format!("query parameter month: {month} is out of range"),
+        )
     })?;
 
     let (owners, sessions) = tokio::try_join!(
@@ -162,7 +166,12 @@ pub(super) async fn overage(
     // Per owner: traffic from SQL, sessions from the audit log.
     let mut usage: BTreeMap<String, (String, UsageMetrics)> = owners
         .iter()
-        .map(|row| (row.owner_id.clone(), (row.owner_kind.clone(), row.metrics())))
+        .map(|row| {
+            (
+                row.owner_id.clone(),
+                (row.owner_kind.clone(), row.metrics()),
+            )
+        })
         .collect();
     for session in &sessions {
         let kind = model::OwnerKind::of(&session.owner_id).map_or("", |k| k.as_str());
@@ -194,12 +203,15 @@ pub(super) async fn overage(
         if shares.is_empty() {
             shares.push(OwnerShare {
                 owner_id: owner_id.clone(),
-                owner_kind: model::OwnerKind::of(owner_id).map_or("", |k| k.as_str()).to_owned(),
+                owner_kind: model::OwnerKind::of(owner_id)
+                    .map_or("", |k| k.as_str())
+                    .to_owned(),
                 share: share(&plan, &lines, &UsageMetrics::default()),
                 credentials: None,
             });
         }
-        shares[0].credentials = Some(drill_down(&state, &plan, &lines, owner_id, range, &sessions).await?);
+        shares[0].credentials =
+            Some(drill_down(&state, &plan, &lines, owner_id, range, &sessions).await?);
     }
     shares.sort_by(|a, b| {
         b.share
@@ -230,27 +242,42 @@ async fn drill_down(
     let scope = Scope::owner(owner_id);
     let (per_credential, per_endpoint) = tokio::try_join!(
         report::fetch_buckets(state, &scope, range, Tz::UTC, None, Some("credential")),
-        report::fetch_buckets(state, &scope, range, Tz::UTC, None, Some(GROUP_CREDENTIAL_ENDPOINT)),
+        report::fetch_buckets(
+            state,
+            &scope,
+            range,
+            Tz::UTC,
+            None,
+            Some(GROUP_CREDENTIAL_ENDPOINT)
+        ),
     )?;
     let mut credentials: BTreeMap<String, UsageMetrics> = per_credential
         .iter()
         .map(|row| (row.group_key.clone(), row.metrics()))
         .collect();
     for session in sessions.iter().filter(|s| s.owner_id == owner_id) {
-        let slot = credentials.entry(session.credential_id.clone()).or_default();
+        let slot = credentials
+            .entry(session.credential_id.clone())
+            .or_default();
         *slot.session_hours.get_or_insert(0.0) += session.micros() as f64 / 3_600_000_000.0;
     }
     let mut endpoints: BTreeMap<&str, Vec<EndpointShare>> = BTreeMap::new();
     let keys: BTreeSet<&str> = credentials.keys().map(String::as_str).collect();
     for row in &per_endpoint {
-        let (credential, endpoint) = row.group_key.split_once(' ').unwrap_or((row.group_key.as_str(), ""));
+        let (credential, endpoint) = row
+            .group_key
+            .split_once(' ')
+            .unwrap_or((row.group_key.as_str(), ""));
         let Some(credential) = keys.get(credential) else {
             continue;
         };
-        endpoints.entry(credential).or_default().push(EndpointShare {
-            endpoint_id: endpoint.to_owned(),
-            share: share(plan, lines, &row.metrics()),
-        });
+        endpoints
+            .entry(credential)
+            .or_default()
+            .push(EndpointShare {
+                endpoint_id: endpoint.to_owned(),
+                share: share(plan, lines, &row.metrics()),
+            });
     }
     Ok(credentials
         .iter()
@@ -303,7 +330,11 @@ pub(super) fn share(plan: &Plan, lines: &[MetricOverage], usage: &UsageMetrics) 
     };
     for ((metric, _), line) in plan.metrics.iter().zip(lines) {
         let mine = metric.of(usage);
-        let fraction = if line.usage > 0.0 { mine / line.usage } else { 0.0 };
+        let fraction = if line.usage > 0.0 {
+            mine / line.usage
+        } else {
+            0.0
+        };
         out.usage.insert(metric.name().to_owned(), mine);
         out.share.insert(metric.name().to_owned(), fraction);
         out.amount += fraction * line.amount;
@@ -325,21 +356,55 @@ mod tests {
             name: "p".to_owned(),
             currency: "USD".to_owned(),
             metrics: vec![
-                (Metric::BytesOut, MetricPlan { included: 1_000.0, unit: 100.0, price_per_unit: 2.0 }),
-                (Metric::SessionHours, MetricPlan { included: 1.0, unit: 1.0, price_per_unit: 0.5 }),
+                (
+                    Metric::BytesOut,
+                    MetricPlan {
+                        included: 1_000.0,
+                        unit: 100.0,
+                        price_per_unit: 2.0,
+                    },
+                ),
+                (
+                    Metric::SessionHours,
+                    MetricPlan {
+                        included: 1.0,
+                        unit: 1.0,
+                        price_per_unit: 0.5,
+                    },
+                ),
             ],
         };
-        let a = UsageMetrics { bytes_out: 1_500, session_hours: Some(2.0), ..UsageMetrics::default() };
-        let b = UsageMetrics { bytes_out: 500, session_hours: Some(1.0), ..UsageMetrics::default() };
-        let account = UsageMetrics { bytes_out: 2_000, session_hours: Some(3.0), ..UsageMetrics::default() };
+        let a = UsageMetrics {
+            bytes_out: 1_500,
+            session_hours: Some(2.0),
+            ..UsageMetrics::default()
+        };
+        let b = UsageMetrics {
+            bytes_out: 500,
+            session_hours: Some(1.0),
+            ..UsageMetrics::default()
+        };
+        let account = UsageMetrics {
+            bytes_out: 2_000,
+            session_hours: Some(3.0),
+            ..UsageMetrics::default()
+        };
         let lines = metric_lines(&plan, &account);
         // 1000 bytes over = 10 units of 100 at 2.0; 2 hours over at 0.5.
-        assert_eq!((lines[0].overage, lines[0].overage_units, lines[0].amount), (1_000.0, 10.0, 20.0));
+        assert_eq!(
+            (lines[0].overage, lines[0].overage_units, lines[0].amount),
+            (1_000.0, 10.0, 20.0)
+        );
         assert_eq!(lines[1].amount, 1.0);
         let (sa, sb) = (share(&plan, &lines, &a), share(&plan, &lines, &b));
         assert_eq!(sa.share["bytes_out"], 0.75);
         assert!((sa.amount - 15.666_667).abs() < 1e-9, "{}", sa.amount);
-        assert!((sa.amount + sb.amount - 21.0).abs() < 1e-5, "{} + {}", sa.amount, sb.amount);
+        assert!(
+            (sa.amount + sb.amount - 21.0).abs() < 1e-5,
+            "{} + {}",
+            sa.amount,
+            sb.amount
+        );
     }
 
     #[tokio::test]
@@ -354,7 +419,13 @@ mod tests {
         ] {
             let (status, _, body) = call(unreachable_state(), "GET", uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
-            assert!(body["error"]["message"].as_str().unwrap().contains(parameter), "{uri}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(parameter),
+                "{uri}: {body}"
+            );
         }
     }
 }

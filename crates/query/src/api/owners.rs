@@ -177,7 +177,8 @@ mod tests {
 
     #[tokio::test]
     async fn range_is_both_or_neither() {
-        let (status, _, body) = call(unreachable_state(), "GET", "/v1/owners?from=2024-05-01").await;
+        let (status, _, body) =
+            call(unreachable_state(), "GET", "/v1/owners?from=2024-05-01").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "missing_parameter");
         let (status, _, _) = call(unreachable_state(), "GET", "/v1/owners").await;

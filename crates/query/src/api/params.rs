@@ -231,7 +231,9 @@ impl QueryParams {
     pub(super) fn id(&self, name: &'static str) -> Result<Option<String>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(value) => check_id("query parameter", name, value).map(|()| Some(value.to_owned())),
+            Some(value) => {
+                check_id("query parameter", name, value).map(|()| Some(value.to_owned()))
+            }
         }
     }
 }
@@ -250,7 +252,11 @@ impl Month {
             return None;
         }
         let (year, month) = (&value[..4], &value[5..]);
-        if !year.bytes().chain(month.bytes()).all(|b| b.is_ascii_digit()) {
+        if !year
+            .bytes()
+            .chain(month.bytes())
+            .all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let month = Self {
@@ -450,7 +456,9 @@ pub(super) fn date_of(secs: u32) -> NaiveDate {
 
 /// Whole days between two dates (0 when `later` is earlier).
 pub(super) fn days_between(earlier: NaiveDate, later: NaiveDate) -> i64 {
-    (later.num_days_from_ce() - earlier.num_days_from_ce()).max(0).into()
+    (later.num_days_from_ce() - earlier.num_days_from_ce())
+        .max(0)
+        .into()
 }
 
 /// A value for an error message: quoted, escaped, and cut when long.
@@ -487,13 +495,22 @@ mod tests {
     fn unknown_and_repeated_parameters_are_refused() {
         let (code, parameter, message) =
             bad(QueryParams::parse(Some("from=1&form=2"), &["from", "to"]));
-        assert_eq!((code.as_str(), parameter.as_str()), ("unknown_parameter", "form"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("unknown_parameter", "form")
+        );
         assert!(message.contains("expected from, to"), "{message}");
         let (code, parameter, _) = bad(QueryParams::parse(Some("x=1"), &[]));
-        assert_eq!((code.as_str(), parameter.as_str()), ("unknown_parameter", "x"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("unknown_parameter", "x")
+        );
         let (code, parameter, message) =
             bad(QueryParams::parse(Some("to=1&to=2"), &["from", "to"]));
-        assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "to"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("invalid_parameter", "to")
+        );
         assert!(message.contains("more than once"), "{message}");
     }
 
@@ -507,13 +524,17 @@ mod tests {
         );
         for value in ["Mars/Olympus", "utc%27%20OR%201", "", "+05:30"] {
             let (code, parameter, message) = bad(params(&format!("timezone={value}")).timezone());
-            assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "timezone"));
+            assert_eq!(
+                (code.as_str(), parameter.as_str()),
+                ("invalid_parameter", "timezone")
+            );
             assert!(message.contains("IANA"), "{message}");
         }
         // What reaches SQL is the database's spelling, which holds no quote.
-        assert!(chrono_tz::TZ_VARIANTS
-            .iter()
-            .all(|tz| tz.name().bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-+".contains(&b))));
+        assert!(chrono_tz::TZ_VARIANTS.iter().all(|tz| tz
+            .name()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-+".contains(&b))));
     }
 
     #[test]
@@ -529,8 +550,18 @@ mod tests {
             }
         );
         assert_eq!(may.days(), 31);
-        assert_eq!(params("month=2024-12").month("month").unwrap().range().unwrap().to, secs("2025-01-01T00:00:00Z"));
-        for value in ["2024-13", "2024-5", "24-05", "1969-12", "2106-02", "2024-00", "2024_05"] {
+        assert_eq!(
+            params("month=2024-12")
+                .month("month")
+                .unwrap()
+                .range()
+                .unwrap()
+                .to,
+            secs("2025-01-01T00:00:00Z")
+        );
+        for value in [
+            "2024-13", "2024-5", "24-05", "1969-12", "2106-02", "2024-00", "2024_05",
+        ] {
             let (_, parameter, message) = bad(params(&format!("month={value}")).month("month"));
             assert_eq!(parameter, "month");
             assert!(message.contains(value), "{message}");
@@ -538,9 +569,13 @@ mod tests {
         let (code, _, _) = bad(params("").month("month"));
         assert_eq!(code, "missing_parameter");
         assert_eq!(params("").integer("limit", 1, 1000, 10).unwrap(), 10);
-        assert_eq!(params("limit=1000").integer("limit", 1, 1000, 10).unwrap(), 1000);
+        assert_eq!(
+            params("limit=1000").integer("limit", 1, 1000, 10).unwrap(),
+            1000
+        );
         for value in ["0", "1001", "-1", "+5", "ten", ""] {
-            let (_, parameter, message) = bad(params(&format!("limit={value}")).integer("limit", 1, 1000, 10));
+            let (_, parameter, message) =
+                bad(params(&format!("limit={value}")).integer("limit", 1, 1000, 10));
             assert_eq!(parameter, "limit");
             assert!(message.contains("from 1 to 1000"), "{message}");
         }
@@ -551,7 +586,10 @@ mod tests {
         let params = |q: &str| QueryParams::parse(Some(q), &["from", "to"]).unwrap();
         assert_eq!(params("").optional_range().unwrap(), None);
         let (code, parameter, _) = bad(params("from=2024-05-01").optional_range());
-        assert_eq!((code.as_str(), parameter.as_str()), ("missing_parameter", "to"));
+        assert_eq!(
+            (code.as_str(), parameter.as_str()),
+            ("missing_parameter", "to")
+        );
         assert_eq!(
             params("from=2024-05-01&to=2024-05-02").range().unwrap().to,
             secs("2024-05-02T00:00:00Z")
@@ -562,15 +600,24 @@ mod tests {
     fn times_render_in_the_zone() {
         let t = secs("2024-05-01T09:30:00Z");
         assert_eq!(rfc3339_in(t, Tz::UTC), "2024-05-01T09:30:00Z");
-        assert_eq!(rfc3339_in(t, Tz::Asia__Kolkata), "2024-05-01T15:00:00+05:30");
-        assert_eq!(rfc3339_us(1_714_555_800_000_001), "2024-05-01T09:30:00.000001Z");
+        assert_eq!(
+            rfc3339_in(t, Tz::Asia__Kolkata),
+            "2024-05-01T15:00:00+05:30"
+        );
+        assert_eq!(
+            rfc3339_us(1_714_555_800_000_001),
+            "2024-05-01T09:30:00.000001Z"
+        );
     }
 
     #[test]
     fn ids_are_checked() {
         for value in ["", "a b", "x'--", "ü", &"a".repeat(129)] {
             let (code, parameter, _) = bad(check_id("path parameter", "owner_id", value));
-            assert_eq!((code.as_str(), parameter.as_str()), ("invalid_parameter", "owner_id"));
+            assert_eq!(
+                (code.as_str(), parameter.as_str()),
+                ("invalid_parameter", "owner_id")
+            );
         }
         check_id("path parameter", "id", "acme.corp-1_x").unwrap();
     }

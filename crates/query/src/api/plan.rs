@@ -170,7 +170,10 @@ impl Plan {
                 let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
                 invalid(
                     format!("metrics.{name}"),
-                    format!("unknown metric {name:?} (expected one of {})", known.join(", ")),
+                    format!(
+                        "unknown metric {name:?} (expected one of {})",
+                        known.join(", ")
+                    ),
                 )
             })?;
             for (field, value, positive) in [
@@ -180,7 +183,11 @@ impl Plan {
             ] {
                 let ok = value.is_finite() && value >= 0.0 && (!positive || value > 0.0);
                 if !ok {
-                    let bound = if positive { "greater than 0" } else { "0 or more" };
+                    let bound = if positive {
+                        "greater than 0"
+                    } else {
+                        "0 or more"
+                    };
                     return Err(invalid(
                         format!("metrics.{name}.{field}"),
                         format!("must be a finite number {bound}, found {value}"),
@@ -197,7 +204,10 @@ impl Plan {
             ));
         }
         if metrics.is_empty() {
-            return Err(invalid("metrics".to_owned(), "must price at least one metric".to_owned()));
+            return Err(invalid(
+                "metrics".to_owned(),
+                "must price at least one metric".to_owned(),
+            ));
         }
         metrics.sort_by_key(|(m, _)| *m);
         Ok(Self {
@@ -244,10 +254,22 @@ mod tests {
         assert_eq!(p.metrics[0].1.charge(10.0), (0.0, 0.0, 0.0));
 
         for (text, field) in [
-            ("name = \"\"\n[metrics.bytes_out]\nincluded = 1\nprice_per_unit = 1", "name"),
-            ("name = \"p\"\n[metrics.bytes]\nincluded = 1\nprice_per_unit = 1", "metrics.bytes"),
-            ("name = \"p\"\n[metrics.bytes_in]\nincluded = -1\nprice_per_unit = 1", "metrics.bytes_in.included"),
-            ("name = \"p\"\n[metrics.bytes_in]\nincluded = 1\nunit = 0\nprice_per_unit = 1", "metrics.bytes_in.unit"),
+            (
+                "name = \"\"\n[metrics.bytes_out]\nincluded = 1\nprice_per_unit = 1",
+                "name",
+            ),
+            (
+                "name = \"p\"\n[metrics.bytes]\nincluded = 1\nprice_per_unit = 1",
+                "metrics.bytes",
+            ),
+            (
+                "name = \"p\"\n[metrics.bytes_in]\nincluded = -1\nprice_per_unit = 1",
+                "metrics.bytes_in.included",
+            ),
+            (
+                "name = \"p\"\n[metrics.bytes_in]\nincluded = 1\nunit = 0\nprice_per_unit = 1",
+                "metrics.bytes_in.unit",
+            ),
             ("name = \"p\"\nmetrics = {}", "metrics"),
         ] {
             match plan(text) {

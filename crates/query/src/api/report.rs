@@ -62,8 +62,10 @@ pub(super) enum GroupBy {
 }
 
 impl Choice for GroupBy {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("credential", Self::Credential), ("endpoint", Self::Endpoint)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("credential", Self::Credential),
+        ("endpoint", Self::Endpoint),
+    ];
 }
 
 /// Whose usage: rows whose owner or credential is listed.
@@ -336,7 +338,11 @@ pub(super) fn bucket_start(t: i64, granularity: Granularity, tz: Tz) -> i64 {
     let utc = DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default();
     match granularity {
         Granularity::Hour => {
-            let offset = i64::from(tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc());
+            let offset = i64::from(
+                tz.offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            );
             t - (t + offset).rem_euclid(3600)
         }
         Granularity::Day => local_midnight(utc.with_timezone(&tz).date_naive(), tz),
@@ -394,11 +400,13 @@ pub(super) fn session_buckets<'a>(
 ) -> BTreeMap<u32, (u64, i64)> {
     let mut out: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
     for session in sessions {
-        let end = session.end_us.div_euclid(1_000_000) + i64::from(session.end_us.rem_euclid(1_000_000) > 0);
+        let end = session.end_us.div_euclid(1_000_000)
+            + i64::from(session.end_us.rem_euclid(1_000_000) > 0);
         let mut start = bucket_start(session.start_us.div_euclid(1_000_000), granularity, tz);
         while start < end {
             let next = next_bucket(start, granularity, tz);
-            let overlap = session.end_us.min(next * 1_000_000) - session.start_us.max(start * 1_000_000);
+            let overlap =
+                session.end_us.min(next * 1_000_000) - session.start_us.max(start * 1_000_000);
             if overlap > 0 {
                 let slot = out.entry(u32::try_from(start).unwrap_or(0)).or_default();
                 slot.0 += 1;
@@ -428,7 +436,17 @@ pub(super) async fn series(state: &AppState, spec: &SeriesSpec) -> Result<Series
         fetch_buckets(state, scope, *range, *tz, None, None),
         async {
             match group_by {
-                Some(g) => fetch_buckets(state, scope, *range, *tz, Some(*granularity), Some(g.name())).await,
+                Some(g) => {
+                    fetch_buckets(
+                        state,
+                        scope,
+                        *range,
+                        *tz,
+                        Some(*granularity),
+                        Some(g.name()),
+                    )
+                    .await
+                }
                 None => Ok(Vec::new()),
             }
         },
@@ -440,7 +458,14 @@ pub(super) async fn series(state: &AppState, spec: &SeriesSpec) -> Result<Series
         },
         fetch_sessions(state, SessionScope::Of(scope), *range),
     )?;
-    Ok(assemble(spec, buckets, totals, grouped, grouped_totals, sessions))
+    Ok(assemble(
+        spec,
+        buckets,
+        totals,
+        grouped,
+        grouped_totals,
+        sessions,
+    ))
 }
 
 /// Merges the SQL rows and the sessions (pure, so unit-tested without ClickHouse).
@@ -499,7 +524,8 @@ pub(super) fn assemble(
         }
         keys.into_iter()
             .map(|key| {
-                let traffic: Vec<&BucketRow> = grouped.iter().filter(|r| r.group_key == key).collect();
+                let traffic: Vec<&BucketRow> =
+                    grouped.iter().filter(|r| r.group_key == key).collect();
                 let total = grouped_totals.iter().find(|r| r.group_key == key);
                 match group_by {
                     GroupBy::Credential => {
@@ -575,26 +601,53 @@ mod tests {
     fn bucket_starts_follow_the_zone() {
         let t = secs("2024-05-01T09:10:00Z");
         let kolkata = Tz::Asia__Kolkata;
-        assert_eq!(bucket_start(t, Granularity::Hour, Tz::UTC), secs("2024-05-01T09:00:00Z"));
-        assert_eq!(bucket_start(t, Granularity::Hour, kolkata), secs("2024-05-01T08:30:00Z"));
-        assert_eq!(bucket_start(t, Granularity::Hour, Tz::Asia__Kathmandu), secs("2024-05-01T08:15:00Z"));
-        assert_eq!(bucket_start(t, Granularity::Day, kolkata), secs("2024-04-30T18:30:00Z"));
-        assert_eq!(bucket_start(t, Granularity::Month, kolkata), secs("2024-04-30T18:30:00Z"));
+        assert_eq!(
+            bucket_start(t, Granularity::Hour, Tz::UTC),
+            secs("2024-05-01T09:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Granularity::Hour, kolkata),
+            secs("2024-05-01T08:30:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Granularity::Hour, Tz::Asia__Kathmandu),
+            secs("2024-05-01T08:15:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Granularity::Day, kolkata),
+            secs("2024-04-30T18:30:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Granularity::Month, kolkata),
+            secs("2024-04-30T18:30:00Z")
+        );
         assert_eq!(
             bucket_start(t, Granularity::Day, Tz::America__New_York),
             secs("2024-05-01T04:00:00Z")
         );
         // Days across a DST change are 23 or 25 hours long.
-        let march = bucket_start(secs("2024-03-10T12:00:00Z"), Granularity::Day, Tz::America__New_York);
+        let march = bucket_start(
+            secs("2024-03-10T12:00:00Z"),
+            Granularity::Day,
+            Tz::America__New_York,
+        );
         assert_eq!(march, secs("2024-03-10T05:00:00Z"));
-        assert_eq!(next_bucket(march, Granularity::Day, Tz::America__New_York), secs("2024-03-11T04:00:00Z"));
+        assert_eq!(
+            next_bucket(march, Granularity::Day, Tz::America__New_York),
+            secs("2024-03-11T04:00:00Z")
+        );
         assert_eq!(
             next_bucket(secs("2024-12-01T00:00:00Z"), Granularity::Month, Tz::UTC),
             secs("2025-01-01T00:00:00Z")
         );
     }
 
-    fn row(session_id: &str, start: Option<&str>, stop: Option<&str>, started_at: &str) -> SessionRow {
+    fn row(
+        session_id: &str,
+        start: Option<&str>,
+        stop: Option<&str>,
+        started_at: &str,
+    ) -> SessionRow {
         SessionRow {
             session_id: session_id.to_owned(),
             credential_id: "cr_1".to_owned(),
@@ -616,11 +669,26 @@ mod tests {
         let far_future = us("2030-01-01T00:00:00Z");
         let sessions = clip_sessions(
             vec![
-                row("before", Some("2024-04-30T23:00:00Z"), Some("2024-05-01T00:30:00Z"), ""),
+                row(
+                    "before",
+                    Some("2024-04-30T23:00:00Z"),
+                    Some("2024-05-01T00:30:00Z"),
+                    "",
+                ),
                 row("open", Some("2024-05-01T23:00:00Z"), None, ""),
-                row("stop_only", None, Some("2024-05-01T12:00:00Z"), "2024-05-01T11:00:00.5Z"),
+                row(
+                    "stop_only",
+                    None,
+                    Some("2024-05-01T12:00:00Z"),
+                    "2024-05-01T11:00:00.5Z",
+                ),
                 row("unknown_start", None, Some("2024-05-01T12:00:00Z"), ""),
-                row("gone", Some("2024-04-01T00:00:00Z"), Some("2024-04-01T01:00:00Z"), ""),
+                row(
+                    "gone",
+                    Some("2024-04-01T00:00:00Z"),
+                    Some("2024-04-01T01:00:00Z"),
+                    "",
+                ),
             ],
             range,
             far_future,
@@ -632,14 +700,30 @@ mod tests {
         assert_eq!(
             spans,
             [
-                ("before", us("2024-05-01T00:00:00Z"), us("2024-05-01T00:30:00Z")),
-                ("open", us("2024-05-01T23:00:00Z"), us("2024-05-02T00:00:00Z")),
-                ("stop_only", us("2024-05-01T11:00:00Z") + 500_000, us("2024-05-01T12:00:00Z")),
+                (
+                    "before",
+                    us("2024-05-01T00:00:00Z"),
+                    us("2024-05-01T00:30:00Z")
+                ),
+                (
+                    "open",
+                    us("2024-05-01T23:00:00Z"),
+                    us("2024-05-02T00:00:00Z")
+                ),
+                (
+                    "stop_only",
+                    us("2024-05-01T11:00:00Z") + 500_000,
+                    us("2024-05-01T12:00:00Z")
+                ),
             ]
         );
         // An open session stops at now when the range reaches into the future.
         let now = us("2024-05-01T23:30:00Z");
-        let open = clip_sessions(vec![row("open", Some("2024-05-01T23:00:00Z"), None, "")], range, now);
+        let open = clip_sessions(
+            vec![row("open", Some("2024-05-01T23:00:00Z"), None, "")],
+            range,
+            now,
+        );
         assert_eq!(open[0].end_us, now);
     }
 

@@ -58,7 +58,11 @@ impl Format {
 }
 
 /// Parses `text` as `format`.
-pub(super) fn parse<T: DeserializeOwned>(path: &Path, text: &str, format: Format) -> Result<T, SettingsError> {
+pub(super) fn parse<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    format: Format,
+) -> Result<T, SettingsError> {
     let parsed = match format {
         Format::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
         Format::Toml => toml::from_str(text).map_err(|e| e.to_string()),

@@ -180,17 +180,32 @@ mod tests {
     #[tokio::test]
     async fn bad_parameters_are_400() {
         for (uri, parameter) in [
-            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=0", "limit"),
-            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=1001", "limit"),
-            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=abc", "limit"),
-            ("/v1/usage/top?from=2024-05-01&to=2024-05-02&metric=bytes", "metric"),
+            (
+                "/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=0",
+                "limit",
+            ),
+            (
+                "/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=1001",
+                "limit",
+            ),
+            (
+                "/v1/usage/top?from=2024-05-01&to=2024-05-02&limit=abc",
+                "limit",
+            ),
+            (
+                "/v1/usage/top?from=2024-05-01&to=2024-05-02&metric=bytes",
+                "metric",
+            ),
             ("/v1/usage/top?to=2024-05-02", "from"),
             ("/v1/usage/top?from=2024-05-01&to=2024-05-02&top=3", "top"),
         ] {
             let (status, _, body) = call(unreachable_state(), "GET", uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
             assert!(
-                body["error"]["message"].as_str().unwrap().contains(parameter),
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(parameter),
                 "{uri}: {body}"
             );
         }

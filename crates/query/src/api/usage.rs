@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 
 use super::auth::Access;
 use super::params::{check_id, rfc3339, Choice, QueryParams, TimeRange};
-use super::report::{self, GroupBy, Granularity, Scope, SeriesSpec};
+use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec};
 use super::{ApiError, AppState};
 
 pub use super::report::{UsageBucket, UsageGroup, UsageMetrics};
@@ -218,7 +218,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             (request.granularity, request.tz, request.group_by),
-            (Granularity::Day, Tz::Europe__Berlin, Some(GroupBy::Endpoint))
+            (
+                Granularity::Day,
+                Tz::Europe__Berlin,
+                Some(GroupBy::Endpoint)
+            )
         );
     }
 
@@ -298,8 +302,12 @@ mod tests {
             ("timezone=utc", "timezone", "\"utc\""),
             ("group_by=owner", "group_by", "\"owner\""),
         ] {
-            let (code, got, message) = bad("bot_1", &format!("from=2024-05-01&to=2024-05-02&{query}"));
-            assert_eq!((code.as_str(), got.as_str()), ("invalid_parameter", parameter));
+            let (code, got, message) =
+                bad("bot_1", &format!("from=2024-05-01&to=2024-05-02&{query}"));
+            assert_eq!(
+                (code.as_str(), got.as_str()),
+                ("invalid_parameter", parameter)
+            );
             assert!(message.contains(value), "{message}");
         }
     }

@@ -13,7 +13,9 @@ pub fn clickhouse_url() -> String {
 
 /// A client of the server, not bound to a database.
 pub fn server_client() -> clickhouse::Client {
-    clickhouse::Client::default().with_url(clickhouse_url()).with_validation(false)
+    clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_validation(false)
 }
 
 /// A database for one test; dropped when this goes out of scope, panics included.
@@ -58,7 +60,11 @@ impl Drop for TestDb {
         // No async drop: run the DROP on a runtime of its own, off the test's runtime thread.
         let database = self.config.database.clone();
         std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(drop_database(&database));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_database(&database));
         })
         .join()
         .unwrap();
