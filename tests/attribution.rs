@@ -280,6 +280,16 @@ async fn reattribute_restates_unattributed_usage_once() {
         ))
         .await;
     assert_eq!(positions, 0, "every message nets to exactly one row");
+    // The rollup the reports read went through the same restatement (invariant 6), and the
+    // per-owner report from it says what the raw rows say.
+    let rollup = env
+        .clickhouse(&format!(
+            "SELECT status, owner_id, sum(net_rows), sum(net_bytes_out) FROM {}.usage_rollup GROUP BY status, owner_id HAVING sum(net_rows) != 0 ORDER BY status, owner_id FORMAT TSV",
+            env.database
+        ))
+        .await;
+    assert_eq!(rollup, net);
+    support::assert_rollup_equals_raw(&env);
     let status = run.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}");
     env.drop_database().await;

@@ -317,6 +317,8 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
         0,
         "no dead letters"
     );
+    // The rollup the reports read equals the raw rows, key by key, after every crash.
+    support::assert_rollup_equals_raw(env);
     // `botmeter reconcile` agrees, lag included.
     let output = env
         .command(&["reconcile", "--expect-caught-up"])

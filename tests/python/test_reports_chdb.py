@@ -177,16 +177,20 @@ FROM = ts("2024-05-01 00:00:00")
 TO = ts("2024-05-03 00:00:00")
 
 
-@pytest.fixture()
-def fleet(db):  # noqa: F811
+@pytest.fixture(params=["", "_rollup"], ids=["raw", "rollup"])
+def fleet(db, request):  # noqa: F811
+    """The fleet, and which usage SQL to read it with: the raw rows (`usage_buckets.sql`,
+    `owner_totals.sql`) or the rollup the materialized view fed (`*_rollup.sql`). Every expected
+    number below holds for both."""
     db.insert("usage_events", USAGE)
     db.insert("control_events_log", CONTROL)
+    db.usage_sql_suffix = request.param
     return db
 
 
 def buckets(db, tz, granularity, group="", owners=("bot_a",), credentials=()):
     sql = bind(
-        read_sql("usage_buckets.sql"), tz, granularity, group, list(owners), list(credentials), "attributed", FROM, TO
+        read_sql(f"usage_buckets{db.usage_sql_suffix}.sql"), tz, granularity, group, list(owners), list(credentials), "attributed", FROM, TO
     )
     types, rows = db.rows(sql)
     assert types == ["UInt32", "String"] + ["UInt64"] * 6
@@ -315,7 +319,7 @@ def test_principals(fleet):
 
 
 def test_owner_totals(fleet):
-    sql = read_sql("owner_totals.sql")
+    sql = read_sql(f"owner_totals{fleet.usage_sql_suffix}.sql")
     types, rows = fleet.rows(bind(sql, "bytes_in", "attributed", FROM, TO, 10))
     assert types == ["String", "String"] + ["UInt64"] * 6
     assert rows == [

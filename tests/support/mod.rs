@@ -653,3 +653,19 @@ impl ClickHouseServer {
         killed
     }
 }
+
+/// `botmeter rollups check` over everything: the usage rollup equals the raw rows for every key
+/// and metric (invariant 6), or the test fails with the differences it printed.
+pub fn assert_rollup_equals_raw(env: &TestEnv) {
+    let output = env
+        .command(&["rollups", "check"])
+        .output()
+        .expect("run botmeter rollups check");
+    assert!(
+        output.status.success(),
+        "botmeter rollups check exited with {}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -83,6 +83,9 @@ pub enum Command {
     /// partition of the traffic and control topics; exits 1 on a mismatch.
     #[command(long_about = crate::reconcile::LONG_ABOUT)]
     Reconcile(crate::reconcile::ReconcileArgs),
+    /// Check that the usage rollup (what reports read) equals the raw rows, or rebuild months of
+    /// it from them.
+    Rollups(crate::rollups::RollupsArgs),
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
     Simulate(SimulateArgs),
@@ -442,6 +445,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args).await?,
         Command::Simulate(args) => simulate(args).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
+        Command::Rollups(args) => return crate::rollups::execute(args).await,
         Command::Reattribute {
             clickhouse,
             control_topic,

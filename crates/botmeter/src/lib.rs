@@ -6,4 +6,5 @@ pub mod ops;
 pub mod pipeline;
 pub mod reattribute;
 pub mod reconcile;
+pub mod rollups;
 pub mod simulate;

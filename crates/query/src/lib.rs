@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod rollup;
 pub mod rows;
 pub mod writer;
 

@@ -49,6 +49,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0005_control_events_view.sql",
         include_str!("../../../schemas/clickhouse/0005_control_events_view.sql"),
     ),
+    (
+        "0006_usage_rollup.sql",
+        include_str!("../../../schemas/clickhouse/0006_usage_rollup.sql"),
+    ),
+    (
+        "0007_usage_rollup_view.sql",
+        include_str!("../../../schemas/clickhouse/0007_usage_rollup_view.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
@@ -312,8 +320,26 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             statements: statements.len(),
         });
     }
+    // The rollup's view sees only what is inserted after it exists: fill it from the raw rows
+    // when this run created it (a database that had usage before the upgrade).
+    if report
+        .applied
+        .iter()
+        .any(|m| m.version == ROLLUP_VIEW_VERSION)
+    {
+        let months = crate::rollup::rebuild(config, None, |_, _, _| {}).await?;
+        if !months.is_empty() {
+            info!(
+                months = months.len(),
+                "usage rollup filled from the rows written before it existed"
+            );
+        }
+    }
     Ok(report)
 }
+
+/// The migration that creates the rollup's materialized view (0007_usage_rollup_view.sql).
+const ROLLUP_VIEW_VERSION: u32 = 7;
 
 /// How often a failed statement is tried again while another run may be migrating, and the
 /// first wait (the n-th retry waits n times as long).

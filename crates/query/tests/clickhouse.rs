@@ -136,7 +136,9 @@ async fn migrations_apply_once_and_refuse_edited_history() {
             "control_events_log",
             "dead_letters",
             "schema_migrations",
-            "usage_events"
+            "usage_events",
+            "usage_rollup",
+            "usage_rollup_mv"
         ]
     );
 

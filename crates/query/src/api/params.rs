@@ -67,7 +67,16 @@ impl TimeRange {
     pub(super) fn end_us(self) -> i64 {
         i64::from(self.to) * 1_000_000
     }
+
+    /// Whether both ends are whole quarter hours (UTC), so that the rollup (`usage_rollup`,
+    /// one row per quarter hour) answers for exactly this range.
+    pub(super) fn on_quarter_hours(self) -> bool {
+        self.from.is_multiple_of(ROLLUP_GRAIN_SECS) && self.to.is_multiple_of(ROLLUP_GRAIN_SECS)
+    }
 }
+
+/// The rollup's time grain: a quarter hour (schemas/clickhouse/0006_usage_rollup.sql).
+pub(super) const ROLLUP_GRAIN_SECS: u32 = 900;
 
 /// A value of a parameter with a fixed set of spellings.
 pub(super) trait Choice: Sized + Copy + 'static {

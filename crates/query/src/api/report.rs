@@ -26,6 +26,9 @@ use crate::rows::status;
 
 /// Placeholders: tz, granularity, group, owners, credentials, status, from, to.
 pub(super) const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
+/// The same query over the rollup, for ranges on whole quarter hours; the same placeholders.
+pub(super) const USAGE_BUCKETS_ROLLUP_SQL: &str =
+    include_str!("../../sql/usage_buckets_rollup.sql");
 /// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
 pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
 /// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
@@ -228,7 +231,8 @@ pub(super) enum SessionScope<'a> {
     Of(&'a Scope),
 }
 
-/// Runs `usage_buckets.sql`.
+/// Runs `usage_buckets_rollup.sql` when the range is on quarter hours, else `usage_buckets.sql`
+/// (the same answer from the raw rows).
 pub(super) async fn fetch_buckets(
     state: &AppState,
     scope: &Scope,
@@ -244,7 +248,11 @@ pub(super) async fn fetch_buckets(
         state.query_timeout,
         state
             .client
-            .query(USAGE_BUCKETS_SQL)
+            .query(if range.on_quarter_hours() {
+                USAGE_BUCKETS_ROLLUP_SQL
+            } else {
+                USAGE_BUCKETS_SQL
+            })
             .bind(tz.name())
             .bind(granularity)
             .bind(group)
@@ -581,6 +589,8 @@ mod tests {
         use crate::api::{anomalies, audit, catalog, top};
         for (name, sql, binds) in [
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
+            ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
+            ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),
             ("credentials_catalog", catalog::CREDENTIALS_SQL, 5),
             ("bot_users_catalog", catalog::BOT_USERS_SQL, 4),

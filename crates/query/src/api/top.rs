@@ -19,6 +19,8 @@ use crate::rows::status;
 
 /// Placeholders: metric, status, from, to, limit.
 pub(super) const OWNER_TOTALS_SQL: &str = include_str!("../../sql/owner_totals.sql");
+/// The same query over the rollup, for ranges on whole quarter hours; the same placeholders.
+pub(super) const OWNER_TOTALS_ROLLUP_SQL: &str = include_str!("../../sql/owner_totals_rollup.sql");
 
 /// Most owners one request may ask for.
 pub const MAX_TOP_LIMIT: u32 = 1000;
@@ -75,7 +77,7 @@ impl OwnerTotalsRow {
     }
 }
 
-/// Usage per owner over `range`, ranked.
+/// Usage per owner over `range`, ranked: from the rollup when the range is on quarter hours.
 pub(super) async fn owner_totals(
     state: &AppState,
     range: TimeRange,
@@ -87,7 +89,11 @@ pub(super) async fn owner_totals(
         state.query_timeout,
         state
             .client
-            .query(OWNER_TOTALS_SQL)
+            .query(if range.on_quarter_hours() {
+                OWNER_TOTALS_ROLLUP_SQL
+            } else {
+                OWNER_TOTALS_SQL
+            })
             .bind(metric.name())
             .bind(status::ATTRIBUTED)
             .bind(range.from)
