@@ -389,6 +389,9 @@ fn record_lag(consumer: &BaseConsumer<ingest::TrafficContext>) {
 fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     let mut last_eviction = Instant::now();
     let mut last_lag = Instant::now();
+    // At most one batch's insert runs while the next batch is polled, decoded and attributed, so
+    // ClickHouse's work overlaps the pipeline's (two cores, two halves of the work).
+    let mut in_flight: Option<InFlight> = None;
     while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
@@ -456,6 +459,12 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             }
         }
         if events.is_empty() && letters.is_empty() {
+            // Idle: nothing to overlap the insert in flight with, so finish it now.
+            if let Some(previous) = in_flight.take() {
+                if let Written::Stopped = finish_batch(&ctx, previous, &mut last_eviction)? {
+                    return Ok(());
+                }
+            }
             continue;
         }
         if ctx.consumer.context().generation() != generation {
@@ -498,6 +507,7 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 generation,
                 std::slice::from_ref(&dead_rows),
                 None,
+                None,
                 |rows| ctx.shared.writer.insert_dead_letters(rows),
             )? {
                 Written::All => {}
@@ -505,93 +515,179 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 Written::Rebalanced => continue,
             }
         }
-        let rows_summary = summarize(&rows);
-        let write_started = Instant::now();
+        let batch = Batch {
+            generation,
+            summary: summarize(&rows),
+            events: events.len(),
+            letters: letters.len(),
+            attributed,
+            unattributed,
+            t_min: events.iter().map(|(event, _, _)| event.usage_time()).min(),
+            topic,
+            commit,
+            started: Instant::now(),
+        };
+        drop(events);
+        // The previous batch's insert ran while this one was polled, decoded and attributed:
+        // it must be durable before this one is written (positions only grow).
+        if let Some(previous) = in_flight.take() {
+            match finish_batch(&ctx, previous, &mut last_eviction)? {
+                Written::All => {}
+                Written::Stopped => return Ok(()),
+                // The partitions moved: what this batch holds from before the move was dropped
+                // above (generation check); the new assignment re-reads from ClickHouse.
+                Written::Rebalanced => {
+                    info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
+                    if ctx.consumer.context().generation() != batch.generation {
+                        continue;
+                    }
+                }
+            }
+        }
         let runs = contiguous_runs(rows, |row| {
             (row.kafka_partition, row.kafka_offset, row.event_time)
         });
-        fn usage_position(row: &UsageRow) -> (&str, i32, i64) {
-            (
-                row.kafka_topic.as_str(),
-                row.kafka_partition,
-                row.kafka_offset,
-            )
-        }
-        match write_holding(
-            &ctx,
-            generation,
-            &runs,
-            Some(&usage_position as &dyn Fn(&UsageRow) -> (&str, i32, i64)),
-            |rows| ctx.shared.writer.insert_usage(rows),
-        )? {
-            Written::All => {}
-            Written::Stopped => break,
-            Written::Rebalanced => {
-                info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
-                continue;
-            }
-        }
-        metrics::histogram!(crate::ops::names::BATCH_SECONDS)
-            .record(write_started.elapsed().as_secs_f64());
-        metrics::histogram!(crate::ops::names::BATCH_ROWS)
-            .record((events.len() + letters.len()) as f64);
-        record_traffic_metrics(&rows_summary);
-        ctx.shared
-            .stats
-            .traffic_in
-            .fetch_add((events.len() + letters.len()) as u64, Ordering::Relaxed);
-        ctx.shared
-            .stats
-            .attributed
-            .fetch_add(attributed, Ordering::Relaxed);
-        ctx.shared
-            .stats
-            .unattributed
-            .fetch_add(unattributed, Ordering::Relaxed);
-        ctx.shared
-            .stats
-            .dead_letters
-            .fetch_add(letters.len() as u64, Ordering::Relaxed);
-        debug!(
-            rows = events.len() + letters.len(),
-            inserts = runs.len(),
-            "traffic batch written"
-        );
+        in_flight = Some(start_batch(&ctx, batch, runs));
         if last_lag.elapsed() >= Duration::from_secs(5) {
             record_lag(&ctx.consumer);
             last_lag = Instant::now();
         }
-        if last_eviction.elapsed() >= Duration::from_secs(60) {
-            // By traffic time, not the wall clock: a backlog being caught up on still needs
-            // what ended long ago. The batch's earliest event is a safe "now".
-            if let Some(t_min) = events.iter().map(|(event, _, _)| event.usage_time()).min() {
-                let grace = Duration::from_millis(ctx.settings.eviction_grace_ms);
-                let mut state = ctx.shared.state.write().expect("state lock");
-                let evicted = state.evict_ended(t_min, grace);
-                let stats = state.stats();
-                drop(state);
-                metrics::counter!(crate::ops::names::EVICTED).increment(evicted.total() as u64);
-                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "sessions")
-                    .set(stats.sessions as f64);
-                metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "endpoints")
-                    .set(stats.endpoints as f64);
-                debug!(
-                    evicted = evicted.total(),
-                    "ended sessions and endpoints evicted"
-                );
-            }
-            last_eviction = Instant::now();
-        }
-        // Informative only (lag tools): the resume point is what ClickHouse holds.
-        let mut tpl = TopicPartitionList::new();
-        for (partition, next) in commit {
-            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
-        }
-        if let Err(e) = ctx.consumer.commit(&tpl, CommitMode::Async) {
-            debug!(error = %e, "offset commit failed (informative only)");
-        }
+    }
+    // Stopping: the batch in flight is finished (or, if a second signal came, re-read next time).
+    if let Some(previous) = in_flight.take() {
+        finish_batch(&ctx, previous, &mut last_eviction)?;
     }
     Ok(())
+}
+
+/// What a batch's bookkeeping needs once its insert is durable.
+struct Batch {
+    generation: u64,
+    summary: BatchSummary,
+    events: usize,
+    letters: usize,
+    attributed: u64,
+    unattributed: u64,
+    /// The earliest usage time: a safe "now" for eviction (a backlog still needs what ended
+    /// long ago, so eviction goes by traffic time, not the wall clock).
+    t_min: Option<DateTime<Utc>>,
+    topic: String,
+    commit: HashMap<i32, i64>,
+    started: Instant,
+}
+
+/// A batch whose usage insert runs in the background.
+struct InFlight {
+    batch: Batch,
+    /// The runs (see [`contiguous_runs`]), how many of them are durable, and the error that
+    /// stopped the next one, if any.
+    task: tokio::task::JoinHandle<(Vec<Vec<UsageRow>>, usize, Option<query::Error>)>,
+}
+
+fn usage_position(row: &UsageRow) -> (&str, i32, i64) {
+    (
+        row.kafka_topic.as_str(),
+        row.kafka_partition,
+        row.kafka_offset,
+    )
+}
+
+/// Starts inserting a batch's runs, in order, on the runtime. The consumer's context knows an
+/// insert is running until it ends (a rebalance waits for it; see `ingest::WriteInFlight`).
+fn start_batch(ctx: &TrafficLoop, batch: Batch, runs: Vec<Vec<UsageRow>>) -> InFlight {
+    let guard = ctx.consumer.context().write_started();
+    let writer = ctx.shared.writer.clone();
+    let task = ctx.shared.handle.spawn(async move {
+        let _guard = guard;
+        for (index, run) in runs.iter().enumerate() {
+            if let Err(e) = writer.insert_usage(run).await {
+                return (runs, index, Some(e));
+            }
+        }
+        let done = runs.len();
+        (runs, done, None)
+    });
+    InFlight { batch, task }
+}
+
+/// Waits for a batch's insert; if it failed, holds the partitions and retries the rest (see
+/// [`write_holding`]). Then does the batch's bookkeeping: metrics, counters, eviction and the
+/// informative Kafka commit.
+fn finish_batch(
+    ctx: &TrafficLoop,
+    in_flight: InFlight,
+    last_eviction: &mut Instant,
+) -> anyhow::Result<Written> {
+    let InFlight { batch, task } = in_flight;
+    let (runs, done, error) = ctx
+        .shared
+        .handle
+        .block_on(task)
+        .context("the insert task panicked")?;
+    if let Some(error) = error {
+        match write_holding(
+            ctx,
+            batch.generation,
+            &runs[done..],
+            Some(&usage_position),
+            Some(error),
+            |rows| ctx.shared.writer.insert_usage(rows),
+        )? {
+            Written::All => {}
+            other => return Ok(other),
+        }
+    }
+    metrics::histogram!(crate::ops::names::BATCH_SECONDS)
+        .record(batch.started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::ops::names::BATCH_ROWS)
+        .record((batch.events + batch.letters) as f64);
+    record_traffic_metrics(&batch.summary);
+    let stats = &ctx.shared.stats;
+    stats
+        .traffic_in
+        .fetch_add((batch.events + batch.letters) as u64, Ordering::Relaxed);
+    stats
+        .attributed
+        .fetch_add(batch.attributed, Ordering::Relaxed);
+    stats
+        .unattributed
+        .fetch_add(batch.unattributed, Ordering::Relaxed);
+    stats
+        .dead_letters
+        .fetch_add(batch.letters as u64, Ordering::Relaxed);
+    debug!(
+        rows = batch.events + batch.letters,
+        inserts = runs.len(),
+        "traffic batch written"
+    );
+    if last_eviction.elapsed() >= Duration::from_secs(60) {
+        if let Some(t_min) = batch.t_min {
+            let grace = Duration::from_millis(ctx.settings.eviction_grace_ms);
+            let mut state = ctx.shared.state.write().expect("state lock");
+            let evicted = state.evict_ended(t_min, grace);
+            let state_stats = state.stats();
+            drop(state);
+            metrics::counter!(crate::ops::names::EVICTED).increment(evicted.total() as u64);
+            metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "sessions")
+                .set(state_stats.sessions as f64);
+            metrics::gauge!(crate::ops::names::STATE_ENTRIES, "kind" => "endpoints")
+                .set(state_stats.endpoints as f64);
+            debug!(
+                evicted = evicted.total(),
+                "ended sessions and endpoints evicted"
+            );
+        }
+        *last_eviction = Instant::now();
+    }
+    // Informative only (lag tools): the resume point is what ClickHouse holds.
+    let mut tpl = TopicPartitionList::new();
+    for (partition, next) in batch.commit {
+        let _ = tpl.add_partition_offset(&batch.topic, partition, Offset::Offset(next));
+    }
+    if let Err(e) = ctx.consumer.commit(&tpl, CommitMode::Async) {
+        debug!(error = %e, "offset commit failed (informative only)");
+    }
+    Ok(Written::All)
 }
 
 /// How a batch's writes ended.
@@ -649,11 +745,14 @@ pub(crate) fn month_of(unix_seconds: u32) -> u32 {
 /// `position`, when given, names a row's (topic, partition, offset): before retrying a failed
 /// insert, the rows ClickHouse already holds are dropped from it, in case the failure came after
 /// the insert landed (a lost response). Without it the rows must be idempotent (dead letters).
+/// `failed` is the error of a first attempt at `runs[0]` made elsewhere (the background insert):
+/// the retry starts at once, dropping what landed.
 fn write_holding<'a, R, F, Fut>(
     ctx: &TrafficLoop,
     generation: u64,
     runs: &'a [Vec<R>],
     position: Option<&dyn Fn(&R) -> (&str, i32, i64)>,
+    mut failed: Option<query::Error>,
     insert: F,
 ) -> anyhow::Result<Written>
 where
@@ -666,9 +765,12 @@ where
     for run in runs.iter().filter(|run| !run.is_empty()) {
         let mut run: &'a [R] = run;
         loop {
-            let error = match ctx.shared.handle.block_on(insert(run)) {
-                Ok(()) => break,
-                Err(e) => e,
+            let error = match failed.take() {
+                Some(e) => e,
+                None => match ctx.shared.handle.block_on(insert(run)) {
+                    Ok(()) => break,
+                    Err(e) => e,
+                },
             };
             ctx.shared
                 .stats

@@ -13,5 +13,5 @@ pub use dead_letter::{DeadLetter, DeadLetterProducer};
 pub use error::{Error, Result};
 pub use source::{
     control_consumer, high_watermarks, partitions_of, start_offset, traffic_consumer, PositionsFn,
-    TrafficContext,
+    TrafficContext, WriteInFlight,
 };

@@ -37,6 +37,27 @@ pub struct TrafficContext {
     assigned: Mutex<BTreeSet<i32>>,
     stored: Mutex<HashMap<i32, i64>>,
     generation: std::sync::atomic::AtomicU64,
+    writes: Arc<WritesInFlight>,
+}
+
+/// Inserts of this reader's rows that have been started and have not ended yet.
+#[derive(Debug, Default)]
+struct WritesInFlight {
+    count: Mutex<usize>,
+    ended: std::sync::Condvar,
+}
+
+/// Held by an insert of rows from the traffic reader while it runs (see
+/// [`TrafficContext::write_started`]); dropping it marks the insert ended.
+#[derive(Debug)]
+pub struct WriteInFlight(Arc<WritesInFlight>);
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().expect("writes lock");
+        *count = count.saturating_sub(1);
+        self.0.ended.notify_all();
+    }
 }
 
 impl std::fmt::Debug for TrafficContext {
@@ -72,6 +93,28 @@ impl TrafficContext {
             .insert(partition, last);
     }
 
+    /// Marks an insert of this reader's rows as running until the returned guard is dropped.
+    ///
+    /// The reader may poll (and so serve a rebalance) while an insert runs in the background. A
+    /// rebalance waits for every running insert to end before it lets partitions go or reads
+    /// the positions to resume from: an insert that lands after another instance read
+    /// ClickHouse's positions would be written twice.
+    pub fn write_started(&self) -> WriteInFlight {
+        *self.writes.count.lock().expect("writes lock") += 1;
+        WriteInFlight(self.writes.clone())
+    }
+
+    /// Blocks until no insert started with [`Self::write_started`] is running.
+    fn wait_for_writes(&self) {
+        let mut count = self.writes.count.lock().expect("writes lock");
+        if *count > 0 {
+            info!(writes = *count, "rebalance waits for the inserts in flight");
+        }
+        while *count > 0 {
+            count = self.writes.ended.wait(count).expect("writes lock");
+        }
+    }
+
     /// Whether this message's row is already durable (it was re-read because of the rewind).
     pub fn already_stored(&self, partition: i32, offset: i64) -> bool {
         self.stored
@@ -99,6 +142,7 @@ impl ConsumerContext for TrafficContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        self.wait_for_writes();
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match err {
@@ -168,6 +212,7 @@ pub fn traffic_consumer(
         assigned: Mutex::default(),
         stored: Mutex::default(),
         generation: std::sync::atomic::AtomicU64::new(0),
+        writes: Arc::default(),
     };
     let consumer: BaseConsumer<TrafficContext> = base_config(config)
         .set("group.id", &config.group_id)
