@@ -1,16 +1,18 @@
 //! End-to-end throughput harness (not a timed test): publishes a simulated fleet to fresh topics,
-//! measures the bare ClickHouse bulk insert of the same number of usage rows, then runs the
-//! release `botmeter run` over the backlog and reports events/s, the pipeline's own CPU time per
-//! event (utime + stime of the process, rdkafka included) and the ratio to the bare insert.
+//! runs the release `botmeter run` over the backlog, then measures the bare ClickHouse bulk insert
+//! of the very rows the pipeline wrote (read back, inserted again into a fresh database), and
+//! reports events/s, the pipeline's own CPU time per event (utime + stime of the process, rdkafka
+//! included) and the ratio to the bare insert.
 //!
 //! Run: `scripts/services.sh up && cargo bench --bench pipeline` (BOTMETER_BENCH_EVENTS sets the
-//! fleet size, default 1,000,000). Results go to BENCHMARKS.md by hand, with the machine.
+//! fleet size, default 1,000,000; BOTMETER_BENCH_PROFILE=<file> also records a `perf` profile of
+//! the pipeline). Results go to BENCHMARKS.md by hand, with the machine.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use botmeter::simulate::{generate, publish, FleetConfig};
-use query::rows::{status, UsageRow};
+use query::rows::UsageRow;
 use query::{ClickHouseConfig, Writer};
 
 fn clickhouse(url: &str, sql: &str) -> String {
@@ -51,40 +53,6 @@ fn rss_mb(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn row(i: u64) -> UsageRow {
-    let t = 1_767_225_600 + (i % 21_600) as u32;
-    UsageRow {
-        event_id: format!("ev_bench{i:020}"),
-        event_type: "tcp_connection_closed.v0".into(),
-        event_time: t,
-        event_time_us: i64::from(t) * 1_000_000,
-        account_id: "ac_bench".into(),
-        status: status::ATTRIBUTED.into(),
-        unattributed_reason: String::new(),
-        flags: Vec::new(),
-        owner_id: format!("bot_bench{:022}", i % 8),
-        owner_kind: "bot_user".into(),
-        credential_id: format!("cr_bench{:022}", i % 32),
-        credential_kind: "authtoken".into(),
-        session_id: format!("ts_bench{:022}", i % 64),
-        endpoint_id: format!("ep_bench{:022}", i % 128),
-        hostname: format!("bench-{}.ngrok.app", i % 128),
-        port: 443,
-        bytes_in: i % 10_000,
-        bytes_out: i % 1_000_000,
-        http_requests: 0,
-        tcp_connections: 1,
-        status_code: 0,
-        request_body_bytes: 0,
-        response_body_bytes: 0,
-        kafka_topic: "bench".into(),
-        kafka_partition: (i % 4) as i32,
-        kafka_offset: (i / 4) as i64,
-        ingested_at: t,
-        sign: 1,
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let events: usize = std::env::var("BOTMETER_BENCH_EVENTS")
@@ -103,26 +71,7 @@ async fn main() {
         format!("bench.{run_id}.dead-letter"),
     );
 
-    // 1. Bare bulk insert of the same number of rows (the ceiling botmeter is compared with).
-    let config = ClickHouseConfig {
-        url: url.clone(),
-        database: format!("{database}_bare"),
-        ..ClickHouseConfig::default()
-    };
-    query::migrate(&config)
-        .await
-        .expect("migrate the bare database");
-    let writer = Writer::new(&config).unwrap();
-    let rows: Vec<UsageRow> = (0..events as u64).map(row).collect();
-    let started = Instant::now();
-    for chunk in rows.chunks(20_000) {
-        writer.insert_usage(chunk).await.unwrap();
-    }
-    let bare = started.elapsed();
-    drop(rows);
-    clickhouse(&url, &format!("DROP DATABASE {database}_bare"));
-
-    // 2. The pipeline over a published backlog.
+    // 1. The pipeline over a published backlog.
     let fleet = generate(&FleetConfig {
         seed: 5,
         traffic_events: events,
@@ -146,11 +95,35 @@ async fn main() {
         .env("BOTMETER_TRAFFIC_TOPIC", &traffic)
         .env("BOTMETER_DEAD_LETTER_TOPIC", &dead)
         .env("BOTMETER_GROUP_ID", format!("bench-{run_id}"))
-        .env("BOTMETER_LOG", "warn")
+        .env(
+            "BOTMETER_LOG",
+            std::env::var("BOTMETER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn botmeter run");
     let pid = child.id();
+    // BOTMETER_BENCH_PROFILE=<file>: sample the pipeline's CPU with `perf record` (cpu-clock, so it
+    // works without hardware counters) for the whole run; read it with `perf report -i <file>`.
+    let mut profiler = std::env::var("BOTMETER_BENCH_PROFILE").ok().map(|file| {
+        Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "999",
+                "-g",
+                "-o",
+                &file,
+                "-p",
+                &pid.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn perf record (Debian: linux-perf)")
+    });
     let count = || {
         clickhouse(
             &url,
@@ -185,16 +158,63 @@ async fn main() {
     let elapsed = first.elapsed();
     let cpu = cpu_seconds(pid) - cpu_at_first;
     let peak = rss_mb(pid);
+    if let Some(profiler) = profiler.as_mut() {
+        let _ = Command::new("kill")
+            .args(["-INT", &profiler.id().to_string()])
+            .status();
+        let _ = profiler.wait();
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
+
+    // 2. The bare bulk insert of the same rows (the ceiling botmeter is compared with): the rows
+    // the pipeline wrote, read back in Kafka order and inserted again, 20k rows per insert (the
+    // pipeline's batch), into a fresh database with the same schema (rollup view included).
+    let source = ClickHouseConfig {
+        url: url.clone(),
+        database: database.clone(),
+        ..ClickHouseConfig::default()
+    };
+    let rows: Vec<UsageRow> = source
+        .client()
+        .unwrap()
+        .query("SELECT ?fields FROM usage_events ORDER BY kafka_partition, kafka_offset")
+        .fetch_all()
+        .await
+        .expect("read the pipeline's rows back");
+    assert_eq!(rows.len(), events, "rows read back");
+    // Compressed or not as the pipeline was (BOTMETER_CLICKHOUSE_INSERT_COMPRESSION, inherited).
+    let compress_inserts =
+        std::env::var("BOTMETER_CLICKHOUSE_INSERT_COMPRESSION").map_or(true, |v| v != "none");
+    let bare_config = ClickHouseConfig {
+        url: url.clone(),
+        database: format!("{database}_bare"),
+        compress_inserts,
+        ..ClickHouseConfig::default()
+    };
+    query::migrate(&bare_config)
+        .await
+        .expect("migrate the bare database");
+    let writer = Writer::new(&bare_config).unwrap();
+    let started = Instant::now();
+    for chunk in rows.chunks(20_000) {
+        writer.insert_usage(chunk).await.unwrap();
+    }
+    let bare = started.elapsed();
+    drop(rows);
+    clickhouse(&url, &format!("DROP DATABASE {database}_bare"));
     clickhouse(&url, &format!("DROP DATABASE {database}"));
 
     let measured = (events - first_rows) as f64;
     let pipeline_rate = measured / elapsed.as_secs_f64();
     let bare_rate = events as f64 / bare.as_secs_f64();
     println!("events                       {events}");
+    println!(
+        "insert compression           {}",
+        if compress_inserts { "lz4" } else { "none" }
+    );
     println!(
         "publish                      {:.0} msg/s",
         published.messages_per_sec

@@ -110,6 +110,18 @@ pub enum Command {
     },
 }
 
+/// `KEY=VALUE` → `(KEY, VALUE)`.
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "expected KEY=VALUE (a librdkafka property), found {text:?}"
+        )),
+    }
+}
+
 /// Where ClickHouse is.
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
@@ -142,6 +154,19 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub password: String,
+    /// Compression of insert bodies: `lz4` across a network, `none` when ClickHouse runs on the
+    /// same host (saves CPU on both ends).
+    #[arg(long = "clickhouse-insert-compression", env = "BOTMETER_CLICKHOUSE_INSERT_COMPRESSION", value_enum, default_value_t = InsertCompression::Lz4)]
+    pub insert_compression: InsertCompression,
+}
+
+/// How insert bodies travel to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InsertCompression {
+    /// LZ4 (ClickHouse's native block compression).
+    Lz4,
+    /// Uncompressed.
+    None,
 }
 
 impl ClickHouseArgs {
@@ -152,6 +177,7 @@ impl ClickHouseArgs {
             database: self.database.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
+            compress_inserts: self.insert_compression == InsertCompression::Lz4,
             ..ClickHouseConfig::default()
         };
         config.validate().context("invalid ClickHouse settings")?;
@@ -204,6 +230,11 @@ pub struct RunArgs {
         default_value_t = 10_000
     )]
     pub resume_rewind_messages: i64,
+    /// Extra librdkafka property for the consumers, `KEY=VALUE`; repeat for more (env: separate
+    /// with `;`). For tuning, e.g. `max.partition.fetch.bytes=4194304`; the properties delivery
+    /// depends on (offsets, group, brokers, timeouts) are refused.
+    #[arg(long, env = "BOTMETER_KAFKA_CONSUMER_PROPERTIES", value_delimiter = ';', value_parser = parse_property)]
+    pub kafka_consumer_property: Vec<(String, String)>,
     /// Largest traffic batch written in one insert, in messages.
     #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = 20_000)]
     pub batch_max_rows: usize,
@@ -240,6 +271,7 @@ impl RunArgs {
             session_timeout_ms: self.session_timeout_ms,
             max_poll_interval_ms: self.max_poll_interval_ms,
             resume_rewind_messages: self.resume_rewind_messages,
+            consumer_properties: self.kafka_consumer_property.clone(),
         };
         config.validate().context("invalid Kafka settings")?;
         Ok(config)

@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the traffic path allocates and frees a few dozen small
+/// strings per event, and glibc's free lists were a sixth of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = botmeter::cli::Cli::parse();
     botmeter::cli::init_logging(&cli.log);

@@ -392,13 +392,15 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     // At most one batch's insert runs while the next batch is polled, decoded and attributed, so
     // ClickHouse's work overlaps the pipeline's (two cores, two halves of the work).
     let mut in_flight: Option<InFlight> = None;
+    let mut control_ends: Option<ControlEnds> = None;
     while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
         let mut events: Vec<(Event, i32, i64)> = Vec::new();
         let mut letters = Vec::new();
         let mut topic = String::new();
         let mut commit: HashMap<i32, i64> = HashMap::new();
-        let deadline = Instant::now() + Duration::from_millis(ctx.settings.batch_max_wait_ms);
+        let collect_started = Instant::now();
+        let deadline = collect_started + Duration::from_millis(ctx.settings.batch_max_wait_ms);
         while events.len() + letters.len() < ctx.settings.batch_max_rows
             && !ctx.shared.stop.load(Ordering::SeqCst)
         {
@@ -480,9 +482,11 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             .map(|(event, _, _)| event.usage_time().timestamp_micros())
             .max()
             .unwrap_or(i64::MIN);
-        if !wait_for_control(&ctx, t_max) {
+        let control_started = Instant::now();
+        if !wait_for_control(&ctx, t_max, &mut control_ends) {
             break; // stopping: the batch was not written and will be re-read
         }
+        let attribute_started = Instant::now();
         let now = Utc::now().timestamp() as u32;
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
@@ -528,6 +532,14 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             started: Instant::now(),
         };
         drop(events);
+        let finish_started = Instant::now();
+        // Where a batch's time goes (debug level): polling and decoding, waiting for the control
+        // plane, attributing, waiting for the previous batch's insert.
+        let timings = BatchTimings {
+            collect: control_started - collect_started,
+            control_wait: attribute_started - control_started,
+            attribute: finish_started - attribute_started,
+        };
         // The previous batch's insert ran while this one was polled, decoded and attributed:
         // it must be durable before this one is written (positions only grow).
         if let Some(previous) = in_flight.take() {
@@ -544,6 +556,14 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 }
             }
         }
+        debug!(
+            rows = batch.events + batch.letters,
+            collect_ms = timings.collect.as_millis() as u64,
+            control_wait_ms = timings.control_wait.as_millis() as u64,
+            attribute_ms = timings.attribute.as_millis() as u64,
+            previous_insert_wait_ms = finish_started.elapsed().as_millis() as u64,
+            "traffic batch attributed"
+        );
         let runs = contiguous_runs(rows, |row| {
             (row.kafka_partition, row.kafka_offset, row.event_time)
         });
@@ -558,6 +578,13 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         finish_batch(&ctx, previous, &mut last_eviction)?;
     }
     Ok(())
+}
+
+/// How long the phases of a batch took on the traffic thread.
+struct BatchTimings {
+    collect: Duration,
+    control_wait: Duration,
+    attribute: Duration,
 }
 
 /// What a batch's bookkeeping needs once its insert is durable.
@@ -700,11 +727,27 @@ enum Written {
     Rebalanced,
 }
 
-/// Splits rows into the inserts that keep the stored positions exact: per Kafka partition, in
-/// offset order, maximal runs whose `event_time` falls in one month (one table partition, so each
-/// insert is atomic). Runs are written in order, so a crash between two of them leaves every
-/// stored offset of a partition below its stored maximum durable: no gap to skip on resume.
-pub(crate) fn contiguous_runs<R>(rows: Vec<R>, key: impl Fn(&R) -> (i32, i64, u32)) -> Vec<Vec<R>> {
+/// Splits rows into the inserts that keep the stored positions exact. An insert is atomic when
+/// its rows fall in one table partition (one month of `event_time`), so a batch within one month
+/// — nearly every batch — is one insert of all its rows, sorted by (Kafka partition, offset).
+/// A batch across months is split per Kafka partition, in offset order, into maximal runs within
+/// one month; runs are written in order, so a crash between two of them leaves every stored offset
+/// of a partition below its stored maximum durable: no gap to skip on resume.
+pub(crate) fn contiguous_runs<R>(
+    mut rows: Vec<R>,
+    key: impl Fn(&R) -> (i32, i64, u32),
+) -> Vec<Vec<R>> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let first_month = month_of(key(first).2);
+    if rows.iter().all(|row| month_of(key(row).2) == first_month) {
+        rows.sort_by_key(|row| {
+            let (partition, offset, _) = key(row);
+            (partition, offset)
+        });
+        return vec![rows];
+    }
     let mut by_partition: std::collections::BTreeMap<i32, Vec<R>> =
         std::collections::BTreeMap::new();
     for row in rows {
@@ -762,8 +805,12 @@ where
     let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
     let mut paused: Option<TopicPartitionList> = None;
     let mut backoff = Duration::from_millis(100);
-    for run in runs.iter().filter(|run| !run.is_empty()) {
-        let mut run: &'a [R] = run;
+    let mut queue: std::collections::VecDeque<&'a [R]> = runs
+        .iter()
+        .filter(|run| !run.is_empty())
+        .map(Vec::as_slice)
+        .collect();
+    while let Some(run) = queue.pop_front() {
         loop {
             let error = match failed.take() {
                 Some(e) => e,
@@ -805,26 +852,25 @@ where
                 return Ok(Written::Rebalanced);
             }
             if let (Some(position), Some(first)) = (position, run.first()) {
-                // A run is one partition in offset order: what is stored is a prefix of it.
-                let (topic, partition, _) = position(first);
+                let (topic, _, _) = position(first);
                 if let Ok(stored) = ctx
                     .shared
                     .handle
                     .block_on(ctx.shared.writer.positions(topic))
                 {
-                    if let Some(&last) = stored.get(&partition) {
-                        let durable = run.partition_point(|row| position(row).2 <= last);
-                        if durable > 0 {
-                            info!(
-                                partition,
-                                rows = durable,
-                                "part of a failed insert had landed; not written again"
-                            );
+                    let pending = not_stored(run, position, &stored);
+                    let pending_rows: usize = pending.iter().map(|part| part.len()).sum();
+                    if pending_rows < run.len() {
+                        info!(
+                            rows = run.len() - pending_rows,
+                            "part of a failed insert had landed; not written again"
+                        );
+                        // Each remaining part is one Kafka partition's rows after its stored
+                        // position, in offset order: written one insert each, in order.
+                        for part in pending.into_iter().rev() {
+                            queue.push_front(part);
                         }
-                        run = &run[durable..];
-                        if run.is_empty() {
-                            break;
-                        }
+                        break;
                     }
                 }
             }
@@ -837,6 +883,34 @@ where
         info!("clickhouse writes recovered; partitions resumed");
     }
     Ok(Written::All)
+}
+
+/// The parts of `run` (rows sorted by Kafka partition, then offset) that ClickHouse does not hold
+/// yet, given the stored position of each partition: per partition, the rows after its position
+/// (a suffix of that partition's rows). One slice per partition with rows left, in run order.
+fn not_stored<'a, R>(
+    run: &'a [R],
+    position: &dyn Fn(&R) -> (&str, i32, i64),
+    stored: &HashMap<i32, i64>,
+) -> Vec<&'a [R]> {
+    let mut parts = Vec::new();
+    let mut rest = run;
+    while let Some(first) = rest.first() {
+        let partition = position(first).1;
+        let end = rest
+            .iter()
+            .position(|row| position(row).1 != partition)
+            .unwrap_or(rest.len());
+        let (rows, after) = rest.split_at(end);
+        let durable = stored.get(&partition).map_or(0, |&last| {
+            rows.partition_point(|row| position(row).2 <= last)
+        });
+        if durable < rows.len() {
+            parts.push(&rows[durable..]);
+        }
+        rest = after;
+    }
+    parts
 }
 
 /// Resumes paused partitions from what is durable: one past the last message handed to the
@@ -869,13 +943,35 @@ fn resume_after_pause(ctx: &TrafficLoop, assignment: &TopicPartitionList) -> any
 /// high watermark, fetched after the batch was polled) and `t_us` is older than the allowed
 /// lateness, so a control event published a little after its traffic is still waited for.
 /// Returns `false` when stopping.
-fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
+///
+/// The high watermarks are cached with the wall-clock time they were fetched: when that fetch
+/// came after `t_us` plus the lateness, every control event allowed to matter was already
+/// published then, so the cached ends are ends enough and no round trip to the broker is made
+/// (a backlog of older traffic never fetches; live traffic fetches about once per batch).
+fn wait_for_control(ctx: &TrafficLoop, t_us: i64, cache: &mut Option<ControlEnds>) -> bool {
     let lateness_us = i64::try_from(ctx.settings.control_lateness_ms)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);
+    if let Some(ends) = cache
+        .as_ref()
+        .filter(|ends| ends.fetched_us.saturating_sub(lateness_us) >= t_us)
+    {
+        let watermark = ctx.shared.progress.watermark.lock().expect("progress lock");
+        let read_past = ctx.control_partitions.iter().all(|p| {
+            watermark.max_time_us.get(p).is_some_and(|&max| max >= t_us)
+                || ends
+                    .highs
+                    .get(p)
+                    .is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high)
+        });
+        if read_past {
+            return true;
+        }
+    }
     let started = Instant::now();
     let mut warned = false;
     loop {
+        let fetched_us = Utc::now().timestamp_micros();
         let highs = match ingest::high_watermarks(
             &ctx.consumer,
             &ctx.control_topic,
@@ -888,6 +984,12 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
             }
         };
         let fetched = Instant::now();
+        if highs.len() == ctx.control_partitions.len() {
+            *cache = Some(ControlEnds {
+                highs: highs.clone(),
+                fetched_us,
+            });
+        }
         let mut watermark = ctx.shared.progress.watermark.lock().expect("progress lock");
         while fetched.elapsed() < Duration::from_millis(200) {
             let now_us = Utc::now().timestamp_micros();
@@ -925,6 +1027,12 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64) -> bool {
                 .0;
         }
     }
+}
+
+/// The control topic's high watermarks, and when (wall clock, µs) they were fetched.
+pub(crate) struct ControlEnds {
+    highs: HashMap<i32, i64>,
+    fetched_us: i64,
 }
 
 /// Largest payload decoded; larger messages are dead-lettered unread (a poison pill must not
@@ -1272,6 +1380,65 @@ mod tests {
     fn month_is_the_partition_key() {
         assert_eq!(month_of(1_767_225_600), 202601);
         assert_eq!(month_of(1_767_225_599), 202512);
+    }
+
+    #[test]
+    fn a_batch_within_one_month_is_one_insert_sorted_by_partition_and_offset() {
+        let jan = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let rows = vec![
+            (1, 11, jan),
+            (0, 3, jan + 5),
+            (2, 1, jan),
+            (1, 10, jan + 9),
+            (0, 2, jan),
+        ];
+        let runs = contiguous_runs(rows, |r| *r);
+        assert_eq!(
+            runs,
+            vec![vec![
+                (0, 2, jan),
+                (0, 3, jan + 5),
+                (1, 10, jan + 9),
+                (1, 11, jan),
+                (2, 1, jan)
+            ]]
+        );
+        assert!(contiguous_runs(Vec::<(i32, i64, u32)>::new(), |r| *r).is_empty());
+    }
+
+    #[test]
+    fn not_stored_keeps_each_partitions_rows_after_its_position() {
+        let run: Vec<(String, i32, i64)> = [(0, 1), (0, 2), (0, 3), (1, 7), (1, 8), (3, 0)]
+            .iter()
+            .map(|&(p, o)| ("t".to_owned(), p, o))
+            .collect();
+        fn position(row: &(String, i32, i64)) -> (&str, i32, i64) {
+            (row.0.as_str(), row.1, row.2)
+        }
+        let offsets = |parts: Vec<&[(String, i32, i64)]>| -> Vec<Vec<(i32, i64)>> {
+            parts
+                .iter()
+                .map(|part| part.iter().map(|r| (r.1, r.2)).collect())
+                .collect()
+        };
+        // Nothing stored: the whole run, one part per partition.
+        assert_eq!(
+            offsets(not_stored(&run, &position, &HashMap::new())),
+            vec![
+                vec![(0, 1), (0, 2), (0, 3)],
+                vec![(1, 7), (1, 8)],
+                vec![(3, 0)]
+            ]
+        );
+        // The insert landed (its response was lost): nothing left.
+        let all = HashMap::from([(0, 3), (1, 8), (3, 0)]);
+        assert!(not_stored(&run, &position, &all).is_empty());
+        // Another writer got part of it: only what is after each stored position.
+        let some = HashMap::from([(0, 2), (1, 9), (2, 100)]);
+        assert_eq!(
+            offsets(not_stored(&run, &position, &some)),
+            vec![vec![(0, 3)], vec![(3, 0)]]
+        );
     }
 
     #[test]

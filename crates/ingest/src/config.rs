@@ -27,7 +27,24 @@ pub struct KafkaConfig {
     /// Needed with brokers that drop the rest of a record batch when a fetch starts inside it
     /// (tansu 0.6); at least the producers' `batch.num.messages`. 0 is right for Apache Kafka.
     pub resume_rewind_messages: i64,
+    /// Extra librdkafka properties for botmeter's consumers, applied after its own (fetch and
+    /// queue sizes, e.g. `max.partition.fetch.bytes`). Those that botmeter's delivery depends on
+    /// (offset handling, the group, the brokers) are refused.
+    pub consumer_properties: Vec<(String, String)>,
 }
+
+/// librdkafka properties botmeter sets itself because exactly-once delivery depends on them.
+pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "max.poll.interval.ms",
+    "isolation.level",
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -40,6 +57,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 6000,
             max_poll_interval_ms: 6000,
             resume_rewind_messages: 10_000,
+            consumer_properties: Vec::new(),
         }
     }
 }
@@ -99,6 +117,17 @@ impl KafkaConfig {
                 format!("{} is below 1000", self.session_timeout_ms),
             );
         }
+        for (key, _) in &self.consumer_properties {
+            if key.trim().is_empty() {
+                return bad("consumer_properties", "a property has an empty name".into());
+            }
+            if RESERVED_CONSUMER_PROPERTIES.contains(&key.as_str()) {
+                return bad(
+                    "consumer_properties",
+                    format!("{key:?} is set by botmeter (delivery depends on it); use its own setting instead"),
+                );
+            }
+        }
         if self.max_poll_interval_ms < self.session_timeout_ms {
             return bad(
                 "max_poll_interval_ms",
@@ -119,6 +148,23 @@ mod tests {
     #[test]
     fn default_is_valid() {
         KafkaConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn consumer_properties_may_tune_but_not_change_delivery() {
+        let with = |key: &str| KafkaConfig {
+            consumer_properties: vec![(key.to_owned(), "1".to_owned())],
+            ..KafkaConfig::default()
+        };
+        with("max.partition.fetch.bytes").validate().unwrap();
+        for reserved in RESERVED_CONSUMER_PROPERTIES {
+            let err = with(reserved).validate().unwrap_err().to_string();
+            assert!(
+                err.contains("consumer_properties") && err.contains(reserved),
+                "{err}"
+            );
+        }
+        assert!(with(" ").validate().is_err());
     }
 
     #[test]

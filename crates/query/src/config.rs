@@ -35,6 +35,9 @@ pub struct ClickHouseConfig {
     pub insert_timeout_ms: u64,
     /// Deadline for one schema statement (a migration step), in milliseconds.
     pub ddl_timeout_ms: u64,
+    /// LZ4-compress insert bodies. Saves bandwidth across a network; on one host it costs CPU on
+    /// both ends for nothing (BENCHMARKS.md measures both).
+    pub compress_inserts: bool,
 }
 
 impl Default for ClickHouseConfig {
@@ -47,6 +50,7 @@ impl Default for ClickHouseConfig {
             query_timeout_ms: 10_000,
             insert_timeout_ms: 30_000,
             ddl_timeout_ms: 60_000,
+            compress_inserts: true,
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Debug for ClickHouseConfig {
             .field("query_timeout_ms", &self.query_timeout_ms)
             .field("insert_timeout_ms", &self.insert_timeout_ms)
             .field("ddl_timeout_ms", &self.ddl_timeout_ms)
+            .field("compress_inserts", &self.compress_inserts)
             .finish()
     }
 }
@@ -109,9 +114,15 @@ impl ClickHouseConfig {
     }
 
     /// Validates, then builds the client for inserts into [`Self::database`]: request bodies
-    /// LZ4-compressed. Use it for inserts only; its queries would ask for compressed responses.
+    /// LZ4-compressed when [`Self::compress_inserts`]. Use it for inserts only; its queries would
+    /// ask for compressed responses.
     pub fn insert_client(&self) -> Result<Client> {
-        Ok(self.client()?.with_compression(Compression::Lz4))
+        let compression = if self.compress_inserts {
+            Compression::Lz4
+        } else {
+            Compression::None
+        };
+        Ok(self.client()?.with_compression(compression))
     }
 
     /// A client with no database selected, for statements that must run before the database
