@@ -333,6 +333,21 @@ def test_owner_totals(fleet):
     assert [r[0] for r in rows] == ["bot_a", "bot_b"]
 
 
+def test_owner_totals_ranked_from_the_daily_rollup(fleet):
+    # FROM and TO are whole UTC days: the API ranks from usage_rollup_daily, same answer.
+    raw = read_sql("owner_totals.sql")
+    top = read_sql("owner_totals_top.sql")
+    for metric in ("bytes_in", "bytes_out", "http_requests", "tcp_connections"):
+        for limit in (10, 1):
+            types, rows = fleet.rows(
+                bind(top, metric, "attributed", FROM, TO, "attributed", FROM, TO, metric, metric, metric, limit, limit)
+            )
+            assert types == ["String", "String"] + ["UInt64"] * 6
+            _, want = fleet.rows(bind(raw, metric, "attributed", FROM, TO, limit))
+            assert rows == want, (metric, limit)
+            assert rows, (metric, limit)
+
+
 def test_anomalies(fleet):
     types, rows = fleet.rows(bind(read_sql("flagged_usage.sql"), "attributed", FROM, TO))
     assert types == ["String", "String", "Int64"] + ["UInt64"] * 4

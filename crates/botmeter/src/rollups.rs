@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 
 use crate::cli::ClickHouseArgs;
 
-/// The rollup's grain, in seconds: ranges are widened to whole quarter hours.
-const GRAIN_SECS: i64 = 900;
+/// The coarsest rollup's grain, in seconds: ranges are widened to whole UTC days, so that both
+/// rollups (quarter hours and days) compare exactly.
+const GRAIN_SECS: i64 = 86_400;
 
 /// Flags of `botmeter rollups`.
 #[derive(Debug, Args)]
@@ -24,13 +25,14 @@ pub struct RollupsArgs {
 /// What to do with the rollup.
 #[derive(Debug, Subcommand)]
 pub enum RollupsAction {
-    /// Compare the rollup with the raw rows key by key (quarter hour, status, owner, credential,
-    /// endpoint) over a range; print every difference and exit 1 if there is one.
+    /// Compare the rollups with the raw rows key by key (quarter hour, status, owner, credential,
+    /// endpoint; day, status, owner) over a range; print every difference and exit 1 if there is
+    /// one.
     Check {
-        /// Start (inclusive, RFC 3339), widened down to a quarter hour. Default: the epoch.
+        /// Start (inclusive, RFC 3339), widened down to a UTC day. Default: the epoch.
         #[arg(long)]
         from: Option<DateTime<Utc>>,
-        /// End (exclusive, RFC 3339), widened up to a quarter hour. Default: the far future.
+        /// End (exclusive, RFC 3339), widened up to a UTC day. Default: the far future.
         #[arg(long)]
         to: Option<DateTime<Utc>>,
         /// Most differences to print.
@@ -55,19 +57,16 @@ fn parse_month(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("month {text:?} is before year 0"))
 }
 
-/// The range in Unix seconds, widened to whole quarter hours and clamped to `DateTime` of
+/// The range in Unix seconds, widened to whole UTC days and clamped to `DateTime` of
 /// ClickHouse (`UInt32` seconds).
-fn quarter_range(
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-) -> anyhow::Result<(u32, u32)> {
+fn day_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> anyhow::Result<(u32, u32)> {
     let from = from.map_or(0, |t| t.timestamp().div_euclid(GRAIN_SECS) * GRAIN_SECS);
     let to = to.map_or(i64::from(u32::MAX), |t| {
         (t.timestamp() + GRAIN_SECS - 1).div_euclid(GRAIN_SECS) * GRAIN_SECS
     });
     anyhow::ensure!(
         from < to,
-        "--from must be before --to (after widening to quarter hours: {from} ≥ {to})"
+        "--from must be before --to (after widening to whole days: {from} ≥ {to})"
     );
     let clamp = |secs: i64| u32::try_from(secs.clamp(0, i64::from(u32::MAX))).unwrap_or(u32::MAX);
     Ok((clamp(from), clamp(to)))
@@ -78,24 +77,25 @@ pub async fn execute(args: RollupsArgs) -> anyhow::Result<ExitCode> {
     let config = args.clickhouse.config()?;
     match args.action {
         RollupsAction::Check { from, to, limit } => {
-            let (from, to) = quarter_range(from, to)?;
+            let (from, to) = day_range(from, to)?;
             let differences = query::rollup::check(&config, from, to, limit)
                 .await
                 .context("failed to compare the rollup with usage_events")?;
             if differences.is_empty() {
                 println!(
-                    "usage_rollup equals usage_events in [{from}, {to}) for every key and metric"
+                    "usage_rollup and usage_rollup_daily equal usage_events in [{from}, {to}) for every key and metric"
                 );
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "usage_rollup differs from usage_events (raw − rollup), first {} keys:",
+                "the rollups differ from usage_events (raw − rollup), {} keys:",
                 differences.len()
             );
-            println!("quarter\tstatus\towner_id\tcredential_id\tendpoint_id\tbytes_in\tbytes_out\thttp_requests\ttcp_connections\trows");
+            println!("table\tstart\tstatus\towner_id\tcredential_id\tendpoint_id\tbytes_in\tbytes_out\thttp_requests\ttcp_connections\trows");
             for d in &differences {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    d.table,
                     DateTime::from_timestamp(i64::from(d.quarter), 0)
                         .map_or_else(|| d.quarter.to_string(), |t| t.to_rfc3339()),
                     d.status,
@@ -117,14 +117,16 @@ pub async fn execute(args: RollupsArgs) -> anyhow::Result<ExitCode> {
             let rebuilt =
                 query::rollup::rebuild(&config, months.as_deref(), |month, done, total| {
                     eprintln!(
-                        "[{done}/{total}] month {}: {} rollup rows",
-                        month.month, month.rollup_rows
+                        "[{done}/{total}] month {}: {} quarter-hour rows, {} daily rows",
+                        month.month,
+                        month.rollup_rows.first().copied().unwrap_or(0),
+                        month.rollup_rows.get(1).copied().unwrap_or(0)
                     );
                 })
                 .await
                 .context("failed to rebuild the rollup")?;
             println!(
-                "rebuilt {} month(s) of usage_rollup from usage_events",
+                "rebuilt {} month(s) of usage_rollup and usage_rollup_daily from usage_events",
                 rebuilt.len()
             );
             Ok(ExitCode::SUCCESS)
@@ -147,12 +149,11 @@ mod tests {
     }
 
     #[test]
-    fn ranges_widen_to_quarter_hours() {
+    fn ranges_widen_to_whole_days() {
         let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
-        let (from, to) =
-            quarter_range(t("2026-01-01T00:14:59Z"), t("2026-01-01T01:00:01Z")).unwrap();
-        assert_eq!((from, to), (1_767_225_600, 1_767_229_200 + 900));
-        assert_eq!(quarter_range(None, None).unwrap(), (0, u32::MAX));
-        assert!(quarter_range(t("2026-01-01T01:00:00Z"), t("2026-01-01T01:00:00Z")).is_err());
+        let (from, to) = day_range(t("2026-01-01T00:14:59Z"), t("2026-01-01T01:00:01Z")).unwrap();
+        assert_eq!((from, to), (1_767_225_600, 1_767_225_600 + 86_400));
+        assert_eq!(day_range(None, None).unwrap(), (0, u32::MAX));
+        assert!(day_range(t("2026-01-01T00:00:00Z"), t("2026-01-01T00:00:00Z")).is_err());
     }
 }

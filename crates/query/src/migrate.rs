@@ -57,6 +57,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0007_usage_rollup_view.sql",
         include_str!("../../../schemas/clickhouse/0007_usage_rollup_view.sql"),
     ),
+    (
+        "0008_usage_rollup_daily.sql",
+        include_str!("../../../schemas/clickhouse/0008_usage_rollup_daily.sql"),
+    ),
+    (
+        "0009_usage_rollup_daily_view.sql",
+        include_str!("../../../schemas/clickhouse/0009_usage_rollup_daily_view.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
@@ -325,7 +333,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
     if report
         .applied
         .iter()
-        .any(|m| m.version == ROLLUP_VIEW_VERSION)
+        .any(|m| ROLLUP_VIEW_VERSIONS.contains(&m.version))
     {
         let months = crate::rollup::rebuild(config, None, |_, _, _| {}).await?;
         if !months.is_empty() {
@@ -338,8 +346,9 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
     Ok(report)
 }
 
-/// The migration that creates the rollup's materialized view (0007_usage_rollup_view.sql).
-const ROLLUP_VIEW_VERSION: u32 = 7;
+/// The migrations that create the rollups' materialized views (0007_usage_rollup_view.sql,
+/// 0009_usage_rollup_daily_view.sql).
+const ROLLUP_VIEW_VERSIONS: [u32; 2] = [7, 9];
 
 /// How often a failed statement is tried again while another run may be migrating, and the
 /// first wait (the n-th retry waits n times as long).

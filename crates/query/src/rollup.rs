@@ -1,5 +1,6 @@
-//! The usage rollup (`usage_rollup`, migrations 0006/0007): rebuilding it from the raw rows and
-//! checking that it equals them (ARCHITECTURE.md, invariant 6).
+//! The usage rollups — `usage_rollup` by quarter hour (migrations 0006/0007) and
+//! `usage_rollup_daily` by owner and day (0008/0009) —: rebuilding them from the raw rows and
+//! checking that they equal them (ARCHITECTURE.md, invariant 6).
 //!
 //! The materialized view keeps the rollup exact while every write goes through `usage_events`
 //! inserts. Two things can still leave it behind the raw rows: rows written before the view
@@ -21,26 +22,49 @@ use tracing::info;
 use crate::config::ClickHouseConfig;
 use crate::error::{with_deadline, Result};
 
-/// The rollup table.
-pub const ROLLUP_TABLE: &str = "usage_rollup";
+/// A rollup table and the SQL that checks and rebuilds it.
+#[derive(Debug, Clone, Copy)]
+struct Rollup {
+    table: &'static str,
+    /// Its time column (partitioned by month of it).
+    time_column: &'static str,
+    /// Raw rows minus rollup rows per rollup key, keeping the keys that differ.
+    check_sql: &'static str,
+    /// One month of the rollup computed from the raw rows, into a table named by the first bind.
+    rebuild_sql: &'static str,
+}
 
-/// Raw rows minus rollup rows per rollup key, keeping the keys that differ.
-const CHECK_SQL: &str = include_str!("../sql/rollup_check.sql");
-/// One month of the rollup computed from the raw rows, into a table named by the first bind.
-const REBUILD_SQL: &str = include_str!("../sql/rollup_rebuild.sql");
+/// Every rollup of `usage_events`.
+const ROLLUPS: [Rollup; 2] = [
+    Rollup {
+        table: "usage_rollup",
+        time_column: "quarter",
+        check_sql: include_str!("../sql/rollup_check.sql"),
+        rebuild_sql: include_str!("../sql/rollup_rebuild.sql"),
+    },
+    Rollup {
+        table: "usage_rollup_daily",
+        time_column: "day",
+        check_sql: include_str!("../sql/rollup_daily_check.sql"),
+        rebuild_sql: include_str!("../sql/rollup_daily_rebuild.sql"),
+    },
+];
 
 /// A rollup key whose rollup row does not equal the raw rows it summarises (raw − rollup).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct RollupDifference {
-    /// Start of the quarter hour, Unix seconds.
+    /// The rollup table (not read from ClickHouse: set by [`check`]).
+    #[serde(skip)]
+    pub table: &'static str,
+    /// Start of the quarter hour (`usage_rollup`) or day (`usage_rollup_daily`), Unix seconds.
     pub quarter: u32,
     /// `attributed`, `unattributed` or `dead_letter`.
     pub status: String,
     /// The owner (empty for unattributed usage).
     pub owner_id: String,
-    /// The credential.
+    /// The credential (empty in `usage_rollup_daily`).
     pub credential_id: String,
-    /// The endpoint.
+    /// The endpoint (empty in `usage_rollup_daily`).
     pub endpoint_id: String,
     /// Raw − rollup, bytes in.
     pub bytes_in: i64,
@@ -54,8 +78,9 @@ pub struct RollupDifference {
     pub rows: i64,
 }
 
-/// Every rollup key over `[from, to)` (Unix seconds, by quarter hour) whose rollup differs from the
-/// raw rows, at most `limit` of them. Empty when the rollup is exact.
+/// Every rollup key over `[from, to)` (Unix seconds; whole days compare both rollups exactly,
+/// whole quarter hours the quarter-hour one) whose rollup differs from the raw rows, at most
+/// `limit` per rollup. Empty when the rollups are exact.
 pub async fn check(
     config: &ClickHouseConfig,
     from: u32,
@@ -63,22 +88,33 @@ pub async fn check(
     limit: u64,
 ) -> Result<Vec<RollupDifference>> {
     config.validate()?;
-    with_deadline(
-        format!("compare {ROLLUP_TABLE} with usage_events in [{from}, {to})"),
-        config
-            .query_timeout()
-            .max(std::time::Duration::from_secs(600)),
-        config
-            .client()?
-            .query(CHECK_SQL)
-            .bind(from)
-            .bind(to)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all::<RollupDifference>(),
-    )
-    .await
+    let client = config.client()?;
+    let mut differences = Vec::new();
+    for rollup in ROLLUPS {
+        let found = with_deadline(
+            format!(
+                "compare {} with usage_events in [{from}, {to})",
+                rollup.table
+            ),
+            config
+                .query_timeout()
+                .max(std::time::Duration::from_secs(600)),
+            client
+                .query(rollup.check_sql)
+                .bind(from)
+                .bind(to)
+                .bind(from)
+                .bind(to)
+                .bind(limit)
+                .fetch_all::<RollupDifference>(),
+        )
+        .await?;
+        differences.extend(found.into_iter().map(|d| RollupDifference {
+            table: rollup.table,
+            ..d
+        }));
+    }
+    Ok(differences)
 }
 
 /// What [`rebuild`] did to one month.
@@ -86,8 +122,9 @@ pub async fn check(
 pub struct RebuiltMonth {
     /// `YYYYMM`, the partition.
     pub month: u32,
-    /// Rollup rows written for it (0: the month has no raw rows; its partition was dropped).
-    pub rollup_rows: u64,
+    /// Rows written for it per rollup, in the order of the rollups (`usage_rollup`,
+    /// `usage_rollup_daily`); 0: the month has no raw rows, its partition was dropped.
+    pub rollup_rows: Vec<u64>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -95,9 +132,9 @@ struct MonthRow {
     month: u32,
 }
 
-/// Recomputes the rollup of each month in `months` (`YYYYMM`; every month that the raw rows or the
-/// rollup hold when `None`) from the raw rows, swapping each month in whole. `progress` is called
-/// after each month.
+/// Recomputes every rollup of each month in `months` (`YYYYMM`; every month that the raw rows or
+/// the rollups hold when `None`) from the raw rows, swapping each month in whole. `progress` is
+/// called after each month.
 pub async fn rebuild(
     config: &ClickHouseConfig,
     months: Option<&[u32]>,
@@ -105,7 +142,6 @@ pub async fn rebuild(
 ) -> Result<Vec<RebuiltMonth>> {
     config.validate()?;
     let client = config.client()?;
-    let ddl_timeout = config.ddl_timeout();
     let long = config
         .query_timeout()
         .max(std::time::Duration::from_secs(3600));
@@ -117,7 +153,8 @@ pub async fn rebuild(
             client
                 .query(
                     "SELECT toUInt32(m) AS month FROM (SELECT DISTINCT toYYYYMM(event_time) AS m FROM usage_events \
-                     UNION ALL SELECT DISTINCT toYYYYMM(quarter) AS m FROM usage_rollup) GROUP BY m ORDER BY m",
+                     UNION ALL SELECT DISTINCT toYYYYMM(quarter) AS m FROM usage_rollup \
+                     UNION ALL SELECT DISTINCT toYYYYMM(day) AS m FROM usage_rollup_daily) GROUP BY m ORDER BY m",
                 )
                 .fetch_all::<MonthRow>(),
         )
@@ -131,80 +168,92 @@ pub async fn rebuild(
         .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
     let mut done = Vec::with_capacity(months.len());
     for (index, &month) in months.iter().enumerate() {
-        // Unique per process and month: concurrent rebuilds never share a scratch table.
-        let scratch = format!(
-            "usage_rollup_rebuild_{month}_{}_{nonce}",
-            std::process::id()
-        );
-        let action = |what: &str| format!("{what} (rebuilding month {month} of {ROLLUP_TABLE})");
-        with_deadline(
-            action("create the scratch table"),
-            ddl_timeout,
-            client
-                .query("CREATE TABLE ? AS usage_rollup")
-                .bind(Identifier(&scratch))
-                .execute(),
-        )
-        .await?;
-        let result = async {
-            with_deadline(
-                action("compute the month from usage_events"),
-                long,
-                client
-                    .query(REBUILD_SQL)
-                    .bind(Identifier(&scratch))
-                    .bind(month)
-                    .execute(),
-            )
-            .await?;
-            let rollup_rows = with_deadline(
-                action("count the scratch rows"),
-                config.query_timeout(),
-                client
-                    .query("SELECT count() FROM ?")
-                    .bind(Identifier(&scratch))
-                    .fetch_one::<u64>(),
-            )
-            .await?;
-            // REPLACE PARTITION from a table without that partition would leave the old one:
-            // a month with no raw rows left is dropped instead.
-            let swap = if rollup_rows == 0 {
-                format!("ALTER TABLE usage_rollup DROP PARTITION {month}")
-            } else {
-                format!("ALTER TABLE usage_rollup REPLACE PARTITION {month} FROM `{scratch}`")
-            };
-            with_deadline(
-                action("swap the month in"),
-                ddl_timeout,
-                client.query(&swap).execute(),
-            )
-            .await?;
-            Ok::<_, crate::Error>(rollup_rows)
+        let mut rollup_rows = Vec::with_capacity(ROLLUPS.len());
+        for rollup in ROLLUPS {
+            rollup_rows.push(rebuild_month(config, &client, rollup, month, nonce).await?);
         }
-        .await;
-        let dropped = with_deadline(
-            action("drop the scratch table"),
-            ddl_timeout,
-            client
-                .query("DROP TABLE IF EXISTS ?")
-                .bind(Identifier(&scratch))
-                .execute(),
-        )
-        .await;
-        let rebuilt = RebuiltMonth {
-            month,
-            rollup_rows: result?,
-        };
-        dropped?;
-        info!(
-            month,
-            rollup_rows = rebuilt.rollup_rows,
-            "rollup month rebuilt from usage_events"
-        );
+        let rebuilt = RebuiltMonth { month, rollup_rows };
+        info!(month, rollup_rows = ?rebuilt.rollup_rows, "rollup month rebuilt from usage_events");
         progress(&rebuilt, index + 1, months.len());
         done.push(rebuilt);
     }
     Ok(done)
+}
+
+/// Rebuilds one month of one rollup; returns its rows.
+async fn rebuild_month(
+    config: &ClickHouseConfig,
+    client: &clickhouse::Client,
+    rollup: Rollup,
+    month: u32,
+    nonce: u128,
+) -> Result<u64> {
+    let (table, ddl_timeout) = (rollup.table, config.ddl_timeout());
+    let long = config
+        .query_timeout()
+        .max(std::time::Duration::from_secs(3600));
+    // Unique per process and month: concurrent rebuilds never share a scratch table.
+    let scratch = format!("{table}_rebuild_{month}_{}_{nonce}", std::process::id());
+    debug_assert!(!rollup.time_column.is_empty());
+    let action = |what: &str| format!("{what} (rebuilding month {month} of {table})");
+    with_deadline(
+        action("create the scratch table"),
+        ddl_timeout,
+        client
+            .query("CREATE TABLE ? AS ?")
+            .bind(Identifier(&scratch))
+            .bind(Identifier(table))
+            .execute(),
+    )
+    .await?;
+    let result = async {
+        with_deadline(
+            action("compute the month from usage_events"),
+            long,
+            client
+                .query(rollup.rebuild_sql)
+                .bind(Identifier(&scratch))
+                .bind(month)
+                .execute(),
+        )
+        .await?;
+        let rows = with_deadline(
+            action("count the scratch rows"),
+            config.query_timeout(),
+            client
+                .query("SELECT count() FROM ?")
+                .bind(Identifier(&scratch))
+                .fetch_one::<u64>(),
+        )
+        .await?;
+        // REPLACE PARTITION from a table without that partition would leave the old one: a month
+        // with no raw rows left is dropped instead.
+        let swap = if rows == 0 {
+            format!("ALTER TABLE {table} DROP PARTITION {month}")
+        } else {
+            format!("ALTER TABLE {table} REPLACE PARTITION {month} FROM `{scratch}`")
+        };
+        with_deadline(
+            action("swap the month in"),
+            ddl_timeout,
+            client.query(&swap).execute(),
+        )
+        .await?;
+        Ok::<_, crate::Error>(rows)
+    }
+    .await;
+    let dropped = with_deadline(
+        action("drop the scratch table"),
+        ddl_timeout,
+        client
+            .query("DROP TABLE IF EXISTS ?")
+            .bind(Identifier(&scratch))
+            .execute(),
+    )
+    .await;
+    let rows = result?;
+    dropped?;
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -213,25 +262,61 @@ mod tests {
 
     #[test]
     fn sql_placeholders_match_the_binds() {
-        assert_eq!(CHECK_SQL.matches('?').count(), 5);
-        assert_eq!(REBUILD_SQL.matches('?').count(), 2);
+        for rollup in ROLLUPS {
+            assert_eq!(rollup.check_sql.matches('?').count(), 5, "{}", rollup.table);
+            assert_eq!(
+                rollup.rebuild_sql.matches('?').count(),
+                2,
+                "{}",
+                rollup.table
+            );
+            assert!(
+                rollup.check_sql.contains(&format!("FROM {}", rollup.table)),
+                "{}",
+                rollup.table
+            );
+        }
     }
 
     #[test]
-    fn rebuild_computes_what_the_view_computes() {
-        // The rebuild's SELECT is the view's, plus the month filter: the same expressions.
-        let view = include_str!("../../../schemas/clickhouse/0007_usage_rollup_view.sql");
-        for expression in [
-            "toStartOfFifteenMinutes(event_time)",
-            "sum(toInt64(bytes_in) * sign)",
-            "sum(toInt64(bytes_out) * sign)",
-            "sum(toInt64(http_requests) * sign)",
-            "sum(toInt64(tcp_connections) * sign)",
-            "sum(toInt64(sign))",
-            "GROUP BY quarter, status, owner_id, owner_kind, credential_id, endpoint_id",
-        ] {
-            assert!(view.contains(expression), "view: {expression}");
-            assert!(REBUILD_SQL.contains(expression), "rebuild: {expression}");
+    fn rebuild_computes_what_the_views_compute() {
+        // Each rebuild's SELECT is its view's, plus the month filter: the same expressions.
+        let views = [
+            include_str!("../../../schemas/clickhouse/0007_usage_rollup_view.sql"),
+            include_str!("../../../schemas/clickhouse/0009_usage_rollup_daily_view.sql"),
+        ];
+        for (rollup, view) in ROLLUPS.iter().zip(views) {
+            for expression in [
+                "sum(toInt64(bytes_in) * sign)",
+                "sum(toInt64(bytes_out) * sign)",
+                "sum(toInt64(http_requests) * sign)",
+                "sum(toInt64(tcp_connections) * sign)",
+                "sum(toInt64(sign))",
+                "FROM usage_events",
+            ] {
+                assert!(
+                    view.contains(expression),
+                    "{} view: {expression}",
+                    rollup.table
+                );
+                assert!(
+                    rollup.rebuild_sql.contains(expression),
+                    "{} rebuild: {expression}",
+                    rollup.table
+                );
+            }
+            let group_by = view.lines().find(|l| l.starts_with("GROUP BY")).unwrap();
+            assert!(
+                rollup.rebuild_sql.contains(group_by),
+                "{}: {group_by}",
+                rollup.table
+            );
+            assert!(
+                view.contains(&format!("AS {}", rollup.time_column))
+                    && rollup
+                        .rebuild_sql
+                        .contains(&format!("AS {}", rollup.time_column))
+            );
         }
     }
 }

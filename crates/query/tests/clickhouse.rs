@@ -138,6 +138,8 @@ async fn migrations_apply_once_and_refuse_edited_history() {
             "schema_migrations",
             "usage_events",
             "usage_rollup",
+            "usage_rollup_daily",
+            "usage_rollup_daily_mv",
             "usage_rollup_mv"
         ]
     );

@@ -21,6 +21,7 @@ const USAGE_BUCKETS_SQL: &str = include_str!("../sql/usage_buckets.sql");
 const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../sql/usage_buckets_rollup.sql");
 const OWNER_TOTALS_SQL: &str = include_str!("../sql/owner_totals.sql");
 const OWNER_TOTALS_ROLLUP_SQL: &str = include_str!("../sql/owner_totals_rollup.sql");
+const OWNER_TOTALS_TOP_SQL: &str = include_str!("../sql/owner_totals_top.sql");
 
 /// 2026-01-31T00:00:00Z: the rows span the end of January and the start of February.
 const START: u32 = 1_769_817_600;
@@ -99,6 +100,8 @@ fn rows(seed: u64, count: usize) -> Vec<UsageRow> {
             out.push(cancel);
             row.owner_id = format!("bot_{}", (owner + 1) % 6);
             row.status = status::ATTRIBUTED.to_owned();
+            row.owner_kind = "bot_user".to_owned();
+            row.unattributed_reason.clear();
         }
         out.push(row);
     }
@@ -155,6 +158,32 @@ async fn buckets(
         .unwrap_or_else(|e| panic!("{tz} {granularity} {group:?}: {e}"))
 }
 
+/// `owner_totals_top.sql`: ranked from the daily rollup (ranges on whole days).
+async fn totals_top(
+    db: &TestDb,
+    metric: &str,
+    (from, to): (u32, u32),
+    limit: u32,
+) -> Vec<OwnerTotal> {
+    db.client()
+        .query(OWNER_TOTALS_TOP_SQL)
+        .bind(metric)
+        .bind(status::ATTRIBUTED)
+        .bind(from)
+        .bind(to)
+        .bind(status::ATTRIBUTED)
+        .bind(from)
+        .bind(to)
+        .bind(metric)
+        .bind(metric)
+        .bind(metric)
+        .bind(limit)
+        .bind(limit)
+        .fetch_all::<OwnerTotal>()
+        .await
+        .unwrap()
+}
+
 async fn totals(db: &TestDb, sql: &str, metric: &str, (from, to): (u32, u32)) -> Vec<OwnerTotal> {
     db.client()
         .query(sql)
@@ -175,6 +204,7 @@ async fn assert_reports_match(db: &TestDb) {
         (START + 86_400, START + 2 * 86_400),
     ];
     let mut compared = 0;
+    let mut compared_top = 0;
     for range in ranges {
         for tz in ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"] {
             for granularity in ["hour", "day", "month", "all"] {
@@ -222,8 +252,23 @@ async fn assert_reports_match(db: &TestDb) {
                 raw,
                 "{range:?} {metric}"
             );
+            // Ranked from the daily rollup: whole days, summed metrics; the full list and a top 3.
+            if range.0 % 86_400 == 0 && range.1 % 86_400 == 0 && metric != "active_endpoint_hours" {
+                assert_eq!(
+                    totals_top(db, metric, range, 100).await,
+                    raw,
+                    "{range:?} {metric} (daily)"
+                );
+                assert_eq!(
+                    totals_top(db, metric, range, 3).await,
+                    raw[..3],
+                    "{range:?} {metric} (daily, top 3)"
+                );
+                compared_top += 1;
+            }
         }
     }
+    assert_eq!(compared_top, 8, "two whole-day ranges, four summed metrics");
     // Unattributed usage too.
     let all = (START, START + SPAN);
     let raw = buckets(
@@ -308,7 +353,27 @@ async fn check_finds_a_damaged_key_and_rebuild_repairs_it_idempotently() {
         .execute()
         .await
         .unwrap();
+    client
+        .query("INSERT INTO usage_rollup_daily (day, status, owner_id, net_http_requests, net_rows) VALUES (toDateTime(?), 'attributed', 'bot_daily_stray', 2, 1)")
+        .bind(START)
+        .execute()
+        .await
+        .unwrap();
     let differences = rollup::check(&db.config, 0, u32::MAX, 1_000).await.unwrap();
+    let daily: Vec<_> = differences
+        .iter()
+        .filter(|d| d.table == "usage_rollup_daily")
+        .collect();
+    assert_eq!(daily.len(), 1, "{differences:?}");
+    assert_eq!(
+        (
+            daily[0].owner_id.as_str(),
+            daily[0].http_requests,
+            daily[0].rows,
+            daily[0].quarter
+        ),
+        ("bot_daily_stray", -2, -1, START)
+    );
     assert!(
         differences.iter().any(|d| d.owner_id == damaged.owner_id
             && d.credential_id == damaged.credential_id

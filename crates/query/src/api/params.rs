@@ -68,6 +68,12 @@ impl TimeRange {
         i64::from(self.to) * 1_000_000
     }
 
+    /// Whether both ends are whole UTC days, so that the daily rollup (`usage_rollup_daily`)
+    /// answers for exactly this range.
+    pub(super) fn on_days(self) -> bool {
+        self.from.is_multiple_of(86_400) && self.to.is_multiple_of(86_400)
+    }
+
     /// Whether both ends are whole quarter hours (UTC), so that the rollup (`usage_rollup`,
     /// one row per quarter hour) answers for exactly this range.
     pub(super) fn on_quarter_hours(self) -> bool {

@@ -591,6 +591,7 @@ mod tests {
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
             ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
             ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
+            ("owner_totals_top", top::OWNER_TOTALS_TOP_SQL, 12),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),
             ("credentials_catalog", catalog::CREDENTIALS_SQL, 5),
             ("bot_users_catalog", catalog::BOT_USERS_SQL, 4),

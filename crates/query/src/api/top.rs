@@ -21,6 +21,8 @@ use crate::rows::status;
 pub(super) const OWNER_TOTALS_SQL: &str = include_str!("../../sql/owner_totals.sql");
 /// The same query over the rollup, for ranges on whole quarter hours; the same placeholders.
 pub(super) const OWNER_TOTALS_ROLLUP_SQL: &str = include_str!("../../sql/owner_totals_rollup.sql");
+/// Ranked from the daily rollup, for ranges on whole UTC days; see the file for its placeholders.
+pub(super) const OWNER_TOTALS_TOP_SQL: &str = include_str!("../../sql/owner_totals_top.sql");
 
 /// Most owners one request may ask for.
 pub const MAX_TOP_LIMIT: u32 = 1000;
@@ -77,16 +79,33 @@ impl OwnerTotalsRow {
     }
 }
 
-/// Usage per owner over `range`, ranked: from the rollup when the range is on quarter hours.
+/// Usage per owner over `range`, ranked. The same answer from the cheapest source that has it:
+/// on whole UTC days, ranked by a summed metric, the owners are ranked from the daily rollup and
+/// only the top ones read from the quarter-hour rollup (`owner_totals_top.sql`); on quarter hours,
+/// everything from the quarter-hour rollup; otherwise from the raw rows.
 pub(super) async fn owner_totals(
     state: &AppState,
     range: TimeRange,
     metric: RankMetric,
     limit: u32,
 ) -> Result<Vec<OwnerTotalsRow>, ApiError> {
-    Ok(with_deadline(
-        "read usage per owner",
-        state.query_timeout,
+    let query = if range.on_days() && metric != RankMetric::ActiveEndpointHours {
+        state
+            .client
+            .query(OWNER_TOTALS_TOP_SQL)
+            .bind(metric.name())
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(metric.name())
+            .bind(metric.name())
+            .bind(metric.name())
+            .bind(limit)
+            .bind(limit)
+    } else {
         state
             .client
             .query(if range.on_quarter_hours() {
@@ -99,7 +118,11 @@ pub(super) async fn owner_totals(
             .bind(range.from)
             .bind(range.to)
             .bind(limit)
-            .fetch_all::<OwnerTotalsRow>(),
+    };
+    Ok(with_deadline(
+        "read usage per owner",
+        state.query_timeout,
+        query.fetch_all::<OwnerTotalsRow>(),
     )
     .await?)
 }
