@@ -4,7 +4,9 @@
 //! reports events/s, the pipeline's own CPU time per event (utime + stime of the process, rdkafka
 //! included) and the ratio to the bare insert.
 //!
-//! Run: `scripts/services.sh up && cargo bench --bench pipeline` (BOTMETER_BENCH_EVENTS sets the
+//! Run: `scripts/services.sh up && cargo bench --bench pipeline` (BOTMETER_BENCH_INSTANCES=N runs N
+//! instances in one consumer group, each row counted once: exact per-owner totals are checked and
+//! each instance's share is printed; BOTMETER_BENCH_EVENTS sets the
 //! fleet size, default 1,000,000; BOTMETER_BENCH_PROFILE=<file> also records a `perf` profile of
 //! the pipeline). Results go to BENCHMARKS.md by hand, with the machine.
 
@@ -79,29 +81,77 @@ async fn main() {
         users: 4,
         ..FleetConfig::default()
     });
-    ingest::admin::ensure_topics(&brokers, &[(&control, 1), (&traffic, 4), (&dead, 1)])
-        .await
-        .unwrap();
+    // BOTMETER_BENCH_PARTITIONS: traffic partitions (default 4).
+    let partitions: i32 = std::env::var("BOTMETER_BENCH_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    ingest::admin::ensure_topics(
+        &brokers,
+        &[(&control, 1), (&traffic, partitions), (&dead, 1)],
+    )
+    .await
+    .unwrap();
     let published = publish(&fleet, &brokers, &control, &traffic, None, false)
         .await
         .unwrap();
+    // The ground truth per owner (attributed bytes out), for the exact-totals check.
+    let expected: String = fleet
+        .truth
+        .owners
+        .iter()
+        .filter(|(_, truth)| {
+            truth.usage.bytes_out > 0
+                || truth.usage.bytes_in > 0
+                || truth.usage.http_requests > 0
+                || truth.usage.tcp_connections > 0
+        })
+        .map(|(owner, truth)| {
+            format!(
+                "{owner}\t{}\t{}\n",
+                truth.usage.bytes_out,
+                truth.usage.http_requests + truth.usage.tcp_connections
+            )
+        })
+        .collect();
     drop(fleet);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_botmeter"))
-        .args(["run", "--ops-listen", "127.0.0.1:0"])
-        .env("BOTMETER_CLICKHOUSE_URL", &url)
-        .env("BOTMETER_CLICKHOUSE_DATABASE", &database)
-        .env("BOTMETER_KAFKA_BROKERS", &brokers)
-        .env("BOTMETER_CONTROL_TOPIC", &control)
-        .env("BOTMETER_TRAFFIC_TOPIC", &traffic)
-        .env("BOTMETER_DEAD_LETTER_TOPIC", &dead)
-        .env("BOTMETER_GROUP_ID", format!("bench-{run_id}"))
-        .env(
-            "BOTMETER_LOG",
-            std::env::var("BOTMETER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn botmeter run");
+    // BOTMETER_BENCH_INSTANCES=N: N instances in one consumer group share the partitions.
+    let instances: usize = std::env::var("BOTMETER_BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let ops_ports: Vec<u16> = (0..instances)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let spawn_instance = |ops_port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_botmeter"))
+            .args(["run", "--ops-listen", &format!("127.0.0.1:{ops_port}")])
+            .env("BOTMETER_CLICKHOUSE_URL", &url)
+            .env("BOTMETER_CLICKHOUSE_DATABASE", &database)
+            .env("BOTMETER_KAFKA_BROKERS", &brokers)
+            .env("BOTMETER_CONTROL_TOPIC", &control)
+            .env("BOTMETER_TRAFFIC_TOPIC", &traffic)
+            .env("BOTMETER_DEAD_LETTER_TOPIC", &dead)
+            .env("BOTMETER_GROUP_ID", format!("bench-{run_id}"))
+            .env(
+                "BOTMETER_LOG",
+                std::env::var("BOTMETER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn botmeter run")
+    };
+    let mut child = spawn_instance(ops_ports[0]);
+    let mut others: Vec<_> = ops_ports[1..]
+        .iter()
+        .map(|&port| spawn_instance(port))
+        .collect();
     let pid = child.id();
     // BOTMETER_BENCH_PROFILE=<file>: sample the pipeline's CPU with `perf record` (cpu-clock, so it
     // works without hardware counters) for the whole run; read it with `perf report -i <file>`.
@@ -143,7 +193,8 @@ async fn main() {
         };
         if n > 0 && first_at.is_none() {
             first_at = Some((Instant::now(), n));
-            cpu_at_first = cpu_seconds(pid);
+            cpu_at_first =
+                cpu_seconds(pid) + others.iter().map(|c| cpu_seconds(c.id())).sum::<f64>();
         }
         if n >= events {
             break;
@@ -156,7 +207,27 @@ async fn main() {
     }
     let (first, first_rows) = first_at.unwrap();
     let elapsed = first.elapsed();
-    let cpu = cpu_seconds(pid) - cpu_at_first;
+    let cpu =
+        cpu_seconds(pid) + others.iter().map(|c| cpu_seconds(c.id())).sum::<f64>() - cpu_at_first;
+    // Traffic events each instance consumed, from its /metrics (once the last batch's bookkeeping,
+    // which follows its insert, is done).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let per_instance: Vec<u64> = ops_ports
+        .iter()
+        .map(|port| {
+            let output = Command::new("curl")
+                .args(["-sS", &format!("http://127.0.0.1:{port}/metrics")])
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| {
+                    l.starts_with("botmeter_events_total{") && l.contains("topic=\"traffic\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .collect();
     let peak = rss_mb(pid);
     if let Some(profiler) = profiler.as_mut() {
         let _ = Command::new("kill")
@@ -168,6 +239,33 @@ async fn main() {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
+    for other in &mut others {
+        let _ = Command::new("kill")
+            .args(["-TERM", &other.id().to_string()])
+            .status();
+        let _ = other.wait();
+    }
+    // Exact totals, whatever the number of instances.
+    let stored = clickhouse(
+        &url,
+        &format!(
+            "SELECT owner_id, sum(bytes_out * sign), sum((http_requests + tcp_connections) * sign) FROM {database}.usage_events \
+             WHERE status = 'attributed' GROUP BY owner_id ORDER BY owner_id FORMAT TSV"
+        ),
+    );
+    assert_eq!(
+        stored, expected,
+        "per-owner totals (owner, bytes_out, requests + connections) equal the ground truth"
+    );
+    let positions = clickhouse(
+        &url,
+        &format!("SELECT count(), uniqExact(kafka_partition, kafka_offset) FROM {database}.usage_events FORMAT TSV"),
+    );
+    assert_eq!(
+        positions.trim(),
+        format!("{events}\t{events}"),
+        "one row per message"
+    );
 
     // 2. The bare bulk insert of the same rows (the ceiling botmeter is compared with): the rows
     // the pipeline wrote, read back in Kafka order and inserted again, 20k rows per insert (the
@@ -232,5 +330,12 @@ async fn main() {
         "pipeline CPU per event       {:.2} µs",
         cpu * 1e6 / measured
     );
-    println!("pipeline peak RSS            {peak:.0} MB");
+    println!("pipeline peak RSS            {peak:.0} MB (first instance)");
+    println!("instances                    {instances} on {partitions} traffic partitions (exact per-owner totals checked)");
+    for (index, consumed) in per_instance.iter().enumerate() {
+        println!(
+            "  instance {index}: {consumed} events, {:.0} events/s over the run",
+            *consumed as f64 / elapsed.as_secs_f64()
+        );
+    }
 }

@@ -278,7 +278,7 @@ impl Table {
     }
 }
 
-fn main() {
+pub fn main() {
     let n = size_from_args().max(10);
     let fleet = Fleet {
         sessions: n,
