@@ -150,13 +150,7 @@ pub async fn rebuild(
         None => with_deadline(
             "list the months of usage_events and usage_rollup",
             long,
-            client
-                .query(
-                    "SELECT toUInt32(m) AS month FROM (SELECT DISTINCT toYYYYMM(event_time) AS m FROM usage_events \
-                     UNION ALL SELECT DISTINCT toYYYYMM(quarter) AS m FROM usage_rollup \
-                     UNION ALL SELECT DISTINCT toYYYYMM(day) AS m FROM usage_rollup_daily) GROUP BY m ORDER BY m",
-                )
-                .fetch_all::<MonthRow>(),
+            client.query(&months_sql()).fetch_all::<MonthRow>(),
         )
         .await?
         .into_iter()
@@ -180,6 +174,19 @@ pub async fn rebuild(
     Ok(done)
 }
 
+/// Every month (`YYYYMM`) that the raw rows or any rollup hold, ascending.
+fn months_sql() -> String {
+    let mut sql = String::from("SELECT toUInt32(m) AS month FROM (SELECT DISTINCT toYYYYMM(event_time) AS m FROM usage_events");
+    for rollup in ROLLUPS {
+        sql.push_str(&format!(
+            " UNION ALL SELECT DISTINCT toYYYYMM({}) AS m FROM {}",
+            rollup.time_column, rollup.table
+        ));
+    }
+    sql.push_str(") GROUP BY m ORDER BY m");
+    sql
+}
+
 /// Rebuilds one month of one rollup; returns its rows.
 async fn rebuild_month(
     config: &ClickHouseConfig,
@@ -194,7 +201,6 @@ async fn rebuild_month(
         .max(std::time::Duration::from_secs(3600));
     // Unique per process and month: concurrent rebuilds never share a scratch table.
     let scratch = format!("{table}_rebuild_{month}_{}_{nonce}", std::process::id());
-    debug_assert!(!rollup.time_column.is_empty());
     let action = |what: &str| format!("{what} (rebuilding month {month} of {table})");
     with_deadline(
         action("create the scratch table"),
@@ -259,6 +265,23 @@ async fn rebuild_month(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_are_listed_from_the_raw_rows_and_every_rollup() {
+        let sql = months_sql();
+        assert!(
+            sql.contains("toYYYYMM(event_time) AS m FROM usage_events"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("toYYYYMM(quarter) AS m FROM usage_rollup "),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("toYYYYMM(day) AS m FROM usage_rollup_daily)"),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn sql_placeholders_match_the_binds() {
