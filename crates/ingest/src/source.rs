@@ -98,10 +98,19 @@ impl TrafficContext {
     /// The reader may poll (and so serve a rebalance) while an insert runs in the background. A
     /// rebalance waits for every running insert to end before it lets partitions go or reads
     /// the positions to resume from: an insert that lands after another instance read
-    /// ClickHouse's positions would be written twice.
+    /// ClickHouse's positions would be written twice. This holds as long as the insert ends (or
+    /// times out) within the group's rebalance timeout (`max.poll.interval.ms`): a member that
+    /// takes longer is dropped from the group and its partitions move anyway, as they would
+    /// with a synchronous insert (README, Limits).
     pub fn write_started(&self) -> WriteInFlight {
         *self.writes.count.lock().expect("writes lock") += 1;
         WriteInFlight(self.writes.clone())
+    }
+
+    /// The last durable offset per partition of the traffic topic, from ClickHouse (the
+    /// [`PositionsFn`] this context was built with; it may block while ClickHouse is down).
+    pub fn stored_positions(&self) -> HashMap<i32, i64> {
+        (self.positions)(&self.topic)
     }
 
     /// Blocks until no insert started with [`Self::write_started`] is running.
