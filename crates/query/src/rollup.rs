@@ -30,8 +30,26 @@ struct Rollup {
     time_column: &'static str,
     /// Raw rows minus rollup rows per rollup key, keeping the keys that differ.
     check_sql: &'static str,
-    /// One month of the rollup computed from the raw rows, into a table named by the first bind.
-    rebuild_sql: &'static str,
+    /// The migration creating the rollup's materialized view: its SELECT, filtered to one month,
+    /// is how [`rebuild`] recomputes the rollup (see [`Rollup::rebuild_sql`]).
+    view_migration: &'static str,
+}
+
+impl Rollup {
+    /// One month of the rollup computed from the raw rows exactly as the view computes it, into a
+    /// table named by the first bind: `INSERT INTO ?` + the view's SELECT + `WHERE
+    /// toYYYYMM(event_time) = ?` before its GROUP BY. Placeholders: the scratch table (an
+    /// identifier), the month (UInt32, YYYYMM).
+    fn rebuild_sql(&self) -> String {
+        let select =
+            &self.view_migration[self.view_migration.find("\nSELECT").map_or(0, |i| i + 1)..];
+        let group_by = select.find("\nGROUP BY").unwrap_or(select.len());
+        format!(
+            "INSERT INTO ?\n{}\nWHERE toYYYYMM(event_time) = ?{}",
+            &select[..group_by],
+            &select[group_by..]
+        )
+    }
 }
 
 /// Every rollup of `usage_events`.
@@ -40,13 +58,15 @@ const ROLLUPS: [Rollup; 2] = [
         table: "usage_rollup",
         time_column: "quarter",
         check_sql: include_str!("../sql/rollup_check.sql"),
-        rebuild_sql: include_str!("../sql/rollup_rebuild.sql"),
+        view_migration: include_str!("../../../schemas/clickhouse/0007_usage_rollup_view.sql"),
     },
     Rollup {
         table: "usage_rollup_daily",
         time_column: "day",
         check_sql: include_str!("../sql/rollup_daily_check.sql"),
-        rebuild_sql: include_str!("../sql/rollup_daily_rebuild.sql"),
+        view_migration: include_str!(
+            "../../../schemas/clickhouse/0009_usage_rollup_daily_view.sql"
+        ),
     },
 ];
 
@@ -217,7 +237,7 @@ async fn rebuild_month(
             action("compute the month from usage_events"),
             long,
             client
-                .query(rollup.rebuild_sql)
+                .query(&rollup.rebuild_sql())
                 .bind(Identifier(&scratch))
                 .bind(month)
                 .execute(),
@@ -288,7 +308,7 @@ mod tests {
         for rollup in ROLLUPS {
             assert_eq!(rollup.check_sql.matches('?').count(), 5, "{}", rollup.table);
             assert_eq!(
-                rollup.rebuild_sql.matches('?').count(),
+                rollup.rebuild_sql().matches('?').count(),
                 2,
                 "{}",
                 rollup.table
@@ -323,22 +343,33 @@ mod tests {
                     rollup.table
                 );
                 assert!(
-                    rollup.rebuild_sql.contains(expression),
+                    rollup.rebuild_sql().contains(expression),
                     "{} rebuild: {expression}",
                     rollup.table
                 );
             }
             let group_by = view.lines().find(|l| l.starts_with("GROUP BY")).unwrap();
             assert!(
-                rollup.rebuild_sql.contains(group_by),
+                rollup.rebuild_sql().contains(group_by),
                 "{}: {group_by}",
                 rollup.table
             );
             assert!(
                 view.contains(&format!("AS {}", rollup.time_column))
                     && rollup
-                        .rebuild_sql
+                        .rebuild_sql()
                         .contains(&format!("AS {}", rollup.time_column))
+            );
+            // The shape: the insert, the view's SELECT, the month filter right before GROUP BY.
+            let sql = rollup.rebuild_sql();
+            assert!(sql.starts_with("INSERT INTO ?\nSELECT\n"), "{sql}");
+            assert!(
+                sql.contains("FROM usage_events\nWHERE toYYYYMM(event_time) = ?\nGROUP BY "),
+                "{sql}"
+            );
+            assert!(
+                !sql.contains("--") && !sql.contains("MATERIALIZED VIEW"),
+                "{sql}"
             );
         }
     }
