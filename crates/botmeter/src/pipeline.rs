@@ -88,6 +88,27 @@ pub(crate) struct ControlWatermark {
     max_time_us: HashMap<i32, i64>,
 }
 
+impl ControlWatermark {
+    /// Whether control partition `partition` has been read past `t_us`: it applied an event at or
+    /// after `t_us`, or — when its end may count (`ends_count`: the ends were fetched late enough
+    /// that no control event allowed to matter was still unpublished) — it is read to `highs`.
+    fn read_past(
+        &self,
+        partition: i32,
+        t_us: i64,
+        highs: &HashMap<i32, i64>,
+        ends_count: bool,
+    ) -> bool {
+        self.max_time_us
+            .get(&partition)
+            .is_some_and(|&max| max >= t_us)
+            || (ends_count
+                && highs
+                    .get(&partition)
+                    .is_some_and(|&high| self.next.get(&partition).copied().unwrap_or(0) >= high))
+    }
+}
+
 #[derive(Debug, Default)]
 struct ControlProgress {
     watermark: Mutex<ControlWatermark>,
@@ -857,7 +878,15 @@ where
                 // assignment, and a partition assigned in it was not paused, so messages of it may
                 // have been polled and dropped above: resume the whole assignment and start every
                 // partition again from what ClickHouse holds.
-                reposition_from_clickhouse(ctx)?;
+                let partitions = ctx
+                    .consumer
+                    .context()
+                    .resume_from_stored(&ctx.consumer)
+                    .context("resume the traffic partitions from ClickHouse's positions")?;
+                info!(
+                    partitions,
+                    "traffic partitions resumed from ClickHouse's positions after a rebalance"
+                );
                 ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
                 return Ok(Written::Rebalanced);
             }
@@ -925,39 +954,6 @@ fn not_stored<'a, R>(
     parts
 }
 
-/// Resumes every partition of the current assignment and seeks each to just after the last
-/// offset ClickHouse holds for it (rewound and filtered like a fresh assignment): what the assign
-/// callback does, for when the loop has paused partitions or dropped polled messages around a
-/// rebalance.
-fn reposition_from_clickhouse(ctx: &TrafficLoop) -> anyhow::Result<()> {
-    let assignment = ctx.consumer.assignment().context("read the assignment")?;
-    ctx.consumer
-        .resume(&assignment)
-        .context("resume the traffic partitions")?;
-    let context = ctx.consumer.context();
-    let stored = context.stored_positions();
-    for element in assignment.elements() {
-        let last = stored.get(&element.partition()).copied();
-        if let Some(last) = last {
-            context.mark_stored(element.partition(), last);
-        }
-        let start = ingest::start_offset(last, context.rewind());
-        if let Err(e) = ctx.consumer.seek(
-            element.topic(),
-            element.partition(),
-            start,
-            Duration::from_secs(10),
-        ) {
-            warn!(partition = element.partition(), error = %e, "seek to the stored position failed");
-        }
-    }
-    info!(
-        partitions = assignment.count(),
-        "traffic partitions resumed from ClickHouse's positions after a rebalance"
-    );
-    Ok(())
-}
-
 /// Resumes paused partitions from what is durable: one past the last message handed to the
 /// batch, rewound and filtered like a fresh assignment (see `ingest::TrafficContext`).
 fn resume_after_pause(ctx: &TrafficLoop, assignment: &TopicPartitionList) -> anyhow::Result<()> {
@@ -1002,14 +998,11 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64, cache: &mut Option<ControlEnds
         .filter(|ends| ends.fetched_us.saturating_sub(lateness_us) >= t_us)
     {
         let watermark = ctx.shared.progress.watermark.lock().expect("progress lock");
-        let read_past = ctx.control_partitions.iter().all(|p| {
-            watermark.max_time_us.get(p).is_some_and(|&max| max >= t_us)
-                || ends
-                    .highs
-                    .get(p)
-                    .is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high)
-        });
-        if read_past {
+        if ctx
+            .control_partitions
+            .iter()
+            .all(|&p| watermark.read_past(p, t_us, &ends.highs, true))
+        {
             return true;
         }
     }
@@ -1042,12 +1035,13 @@ fn wait_for_control(ctx: &TrafficLoop, t_us: i64, cache: &mut Option<ControlEnds
                 .control_partitions
                 .iter()
                 .copied()
-                .filter(|p| {
-                    let past_t = watermark.max_time_us.get(p).is_some_and(|&max| max >= t_us);
-                    let at_end = highs
-                        .get(p)
-                        .is_some_and(|&high| watermark.next.get(p).copied().unwrap_or(0) >= high);
-                    !(past_t || (at_end && now_us.saturating_sub(lateness_us) >= t_us))
+                .filter(|&p| {
+                    !watermark.read_past(
+                        p,
+                        t_us,
+                        &highs,
+                        now_us.saturating_sub(lateness_us) >= t_us,
+                    )
                 })
                 .collect();
             if behind.is_empty() {

@@ -107,10 +107,35 @@ impl TrafficContext {
         WriteInFlight(self.writes.clone())
     }
 
-    /// The last durable offset per partition of the traffic topic, from ClickHouse (the
-    /// [`PositionsFn`] this context was built with; it may block while ClickHouse is down).
-    pub fn stored_positions(&self) -> HashMap<i32, i64> {
-        (self.positions)(&self.topic)
+    /// Reads the last durable offset per partition from ClickHouse (the [`PositionsFn`]; it may
+    /// block while ClickHouse is down) and takes it as what is stored (see
+    /// [`Self::already_stored`]).
+    fn adopt_stored_positions(&self) -> HashMap<i32, i64> {
+        let positions = (self.positions)(&self.topic);
+        positions.clone_into(&mut self.stored.lock().expect("stored lock"));
+        positions
+    }
+
+    /// Resumes every partition of the current assignment and seeks each to where a fresh
+    /// assignment would start it (after what ClickHouse holds, rewound): for a reader that
+    /// paused partitions or dropped polled messages around a rebalance. Returns how many
+    /// partitions it positioned.
+    pub fn resume_from_stored(&self, consumer: &BaseConsumer<Self>) -> KafkaResult<usize> {
+        let assignment = consumer.assignment()?;
+        consumer.resume(&assignment)?;
+        let positions = self.adopt_stored_positions();
+        for element in assignment.elements() {
+            let start = start_offset(positions.get(&element.partition()).copied(), self.rewind);
+            if let Err(e) = consumer.seek(
+                element.topic(),
+                element.partition(),
+                start,
+                Duration::from_secs(10),
+            ) {
+                warn!(partition = element.partition(), error = %e, "seek to the stored position failed");
+            }
+        }
+        Ok(assignment.count())
     }
 
     /// Blocks until no insert started with [`Self::write_started`] is running.
@@ -156,10 +181,9 @@ impl ConsumerContext for TrafficContext {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let positions = (self.positions)(&self.topic);
+                let positions = self.adopt_stored_positions();
                 let mut assigned = self.assigned.lock().expect("assigned lock");
                 assigned.clear();
-                positions.clone_into(&mut self.stored.lock().expect("stored lock"));
                 for mut elem in tpl.elements_for_topic(&self.topic) {
                     let partition = elem.partition();
                     // Stored offsets are inclusive (the last row written); resume one past it,
