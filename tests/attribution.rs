@@ -69,16 +69,7 @@ fn tcp(tag: &str, n: usize, host: &str, at: DateTime<Utc>, bytes_out: u64) -> se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_events_published_after_their_traffic_still_attribute() {
     let env = TestEnv::new("race");
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 2),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(2).await;
     let mut run = env.spawn(
         "run",
         &[
@@ -165,16 +156,7 @@ async fn control_events_published_after_their_traffic_still_attribute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattribute_restates_unattributed_usage_once() {
     let env = TestEnv::new("reattr");
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 2),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(2).await;
     let mut run = env.spawn(
         "run",
         &[
@@ -298,16 +280,7 @@ async fn reattribute_restates_unattributed_usage_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_instance_rebuilds_its_state_from_clickhouse() {
     let env = TestEnv::new("restart");
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 2),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(2).await;
     let producer = producer(&env.brokers);
     let at: DateTime<Utc> = "2026-04-01T10:00:00Z".parse().unwrap();
     for event in chain("first", "first.ngrok.app", at) {

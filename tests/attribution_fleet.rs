@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, publish, FleetConfig, Usage};
+use botmeter::simulate::{generate, FleetConfig, Usage};
 use support::TestEnv;
 
 #[derive(Debug, serde::Deserialize)]
@@ -40,26 +40,8 @@ async fn every_event_lands_on_the_ground_truth_owner_reason_and_flags() {
         truth.traffic_events,
         "the truth records every event"
     );
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 4),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.create_topics(4).await;
+    env.publish(&fleet).await;
     let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
     env.wait_for_count(
         &format!("SELECT count() FROM {}.usage_events", env.database),

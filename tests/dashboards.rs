@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, publish, Fleet, FleetConfig, GroundTruth, Usage};
+use botmeter::simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 use chrono::{DateTime, Datelike, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -678,26 +678,8 @@ impl World {
         with_dead_letters: bool,
     ) -> Self {
         let env = TestEnv::new(name);
-        ingest::admin::ensure_topics(
-            &env.brokers,
-            &[
-                (&env.control_topic, 1),
-                (&env.traffic_topic, 3),
-                (&env.dead_letter_topic, 1),
-            ],
-        )
-        .await
-        .unwrap();
-        publish(
-            &fleet,
-            &env.brokers,
-            &env.control_topic,
-            &env.traffic_topic,
-            None,
-            false,
-        )
-        .await
-        .unwrap();
+        env.create_topics(3).await;
+        env.publish(&fleet).await;
         for event in &extra_control {
             send(
                 &env.brokers,

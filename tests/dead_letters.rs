@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, publish, FleetConfig, Usage};
+use botmeter::simulate::{generate, FleetConfig, Usage};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::TestEnv;
@@ -239,16 +239,7 @@ fn unhex(hex: &str) -> Vec<u8> {
 async fn every_kind_of_bad_message_is_dead_lettered_with_its_reason() {
     let env = TestEnv::new("deadletters");
     const TRAFFIC_PARTITIONS: i32 = 2;
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, TRAFFIC_PARTITIONS),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(TRAFFIC_PARTITIONS).await;
     // The good messages: a small fleet. Its control plane and a third of its traffic first, the
     // rest between and after the bad messages.
     let mut fleet = generate(&FleetConfig {
@@ -258,16 +249,7 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_reason() {
     });
     let truth = fleet.truth.clone();
     let mut good_traffic = fleet.traffic.split_off(100).into_iter();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.publish(&fleet).await;
     let owner = truth.owners.keys().next().unwrap().clone();
 
     let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
@@ -604,16 +586,7 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_array_shaped_like_an_envelope_is_dead_lettered() {
     let env = TestEnv::new("dlarray");
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 1),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(1).await;
     let producer = producer(&env.brokers);
     let array = format!(
         r#"["ev_array","tcp_connection_closed.v0","{TS}",null,null,{{"conn":{{"server_name":"x.ngrok.app","bytes_out":5}}}}]"#
@@ -662,16 +635,7 @@ async fn a_json_array_shaped_like_an_envelope_is_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_length_message_is_dead_lettered_as_empty() {
     let env = TestEnv::new("dlempty");
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 1),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
+    env.create_topics(1).await;
     let producer = producer(&env.brokers);
     let traffic = send(&producer, &env.traffic_topic, 0, Some(b"")).await;
     let tombstone = send(&producer, &env.traffic_topic, 0, None).await;

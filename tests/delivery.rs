@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, publish, Fleet, FleetConfig, SimMessage, Usage};
+use botmeter::simulate::{generate, Fleet, FleetConfig, SimMessage, Usage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use support::{BotmeterProcess, ClickHouseServer, TestEnv};
@@ -78,19 +78,6 @@ fn fleet(seed: u64, events: usize) -> Fleet {
     fleet
 }
 
-async fn create_topics(env: &TestEnv, traffic_partitions: i32) {
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, traffic_partitions),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-}
-
 /// Publishes the control events once, then `copies` copies of the traffic; returns the truth.
 async fn publish_copies(
     env: &TestEnv,
@@ -102,16 +89,7 @@ async fn publish_copies(
     let original = std::mem::take(&mut fleet.traffic);
     for copy in 0..copies {
         fleet.traffic = traffic_copy(&original, copy);
-        publish(
-            &fleet,
-            &env.brokers,
-            &env.control_topic,
-            &env.traffic_topic,
-            None,
-            false,
-        )
-        .await
-        .unwrap();
+        env.publish(&fleet).await;
         // The control plane is published once, with the first copy.
         fleet.control.clear();
         fleet.late_control.clear();
@@ -389,7 +367,7 @@ async fn sigkill_five_times_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let env = TestEnv::new("sigkill");
     let _topics = DeleteTopicsOnDrop::new(&env);
-    create_topics(&env, 4).await;
+    env.create_topics(4).await;
     let fleet = fleet(1001, 125_000);
     let expected = publish_copies(&env, fleet, 8, 4).await;
     assert!(expected.traffic >= 1_000_000);
@@ -505,7 +483,7 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
     let mut env = TestEnv::new("outage");
     env.clickhouse_url = clickhouse.url();
     let _topics = DeleteTopicsOnDrop::new(&env);
-    create_topics(&env, 4).await;
+    env.create_topics(4).await;
     let fleet = fleet(2002, 100_000);
     let expected = publish_copies(&env, fleet, 3, 4).await;
 
@@ -717,7 +695,7 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
     let started = Instant::now();
     let env = TestEnv::new("twoinst");
     let _topics = DeleteTopicsOnDrop::new(&env);
-    create_topics(&env, 4).await;
+    env.create_topics(4).await;
     let fleet = fleet(3003, 100_000);
 
     // Both join the group first, so that both hold partitions while the traffic flows. b starts
@@ -843,7 +821,7 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
 async fn a_crash_between_a_batchs_dead_letters_and_its_usage_rows_loses_nothing() {
     let env = TestEnv::new("dlcrash");
     let db = &env.database;
-    create_topics(&env, 1).await;
+    env.create_topics(1).await;
     let mut run = env.spawn("run-1", &["run", "--batch-max-wait-ms", "1000"]);
     let joined = Instant::now();
     while assigned(&run).is_none_or(|p| p.len() <= 2) {

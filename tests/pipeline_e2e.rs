@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use botmeter::simulate::{generate, publish, FleetConfig};
+use botmeter::simulate::{generate, FleetConfig};
 use support::{free_port, send_raw, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,26 +21,8 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         ..FleetConfig::default()
     });
     let truth = &fleet.truth;
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 3),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.create_topics(3).await;
+    env.publish(&fleet).await;
 
     // Bad input: garbage, a negative byte count, and a credential with an unparseable ACL.
     send_raw(&env.brokers, &env.traffic_topic, b"\xffnot json at all").await;

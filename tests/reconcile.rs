@@ -9,7 +9,7 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, publish, FleetConfig, SimMessage};
+use botmeter::simulate::{generate, FleetConfig, SimMessage};
 use chrono::{DateTime, Utc};
 use support::{send_raw, TestEnv};
 
@@ -62,26 +62,8 @@ async fn reconcile_agrees_after_a_run_and_names_a_duplicate() {
         ..FleetConfig::default()
     });
     let truth = &fleet.truth;
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 3),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.create_topics(3).await;
+    env.publish(&fleet).await;
     // Garbage: two traffic dead letters (which also get a usage row) and one control dead letter
     // (only in dead_letters).
     send_raw(&env.brokers, &env.traffic_topic, b"\xffnot json").await;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, publish, FleetConfig};
+use botmeter::simulate::{generate, FleetConfig};
 use chrono::{TimeZone, Utc};
 use support::{free_port, TestEnv};
 
@@ -106,26 +106,8 @@ async fn customer_report_renders_in_chromium() {
         ..FleetConfig::default()
     });
     let truth = &fleet.truth;
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 2),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.create_topics(2).await;
+    env.publish(&fleet).await;
     let ops = format!("127.0.0.1:{}", free_port());
     let mut run = env.spawn(
         "run",

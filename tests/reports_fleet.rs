@@ -18,7 +18,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, publish, FleetConfig, Usage};
+use botmeter::simulate::{generate, FleetConfig, Usage};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use support::{free_port, TestEnv};
@@ -145,26 +145,8 @@ async fn api_reports_agree_with_a_simulated_fleet() {
     assert_eq!(sessions.len() as u64, truth.inventory.agent_sessions);
 
     // --- The pipeline ---------------------------------------------------------------------------
-    ingest::admin::ensure_topics(
-        &env.brokers,
-        &[
-            (&env.control_topic, 1),
-            (&env.traffic_topic, 2),
-            (&env.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    publish(
-        &fleet,
-        &env.brokers,
-        &env.control_topic,
-        &env.traffic_topic,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    env.create_topics(2).await;
+    env.publish(&fleet).await;
     let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);
     env.wait_for_count(
         &format!("SELECT count() FROM {}.usage_events", env.database),

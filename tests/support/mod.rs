@@ -50,6 +50,38 @@ impl TestEnv {
         }
     }
 
+    /// Creates this test's topics: one control partition, `traffic_partitions` traffic ones, one
+    /// dead-letter partition.
+    pub async fn create_topics(&self, traffic_partitions: i32) {
+        ingest::admin::ensure_topics(
+            &self.brokers,
+            &[
+                (&self.control_topic, 1),
+                (&self.traffic_topic, traffic_partitions),
+                (&self.dead_letter_topic, 1),
+            ],
+        )
+        .await
+        .expect("create the test's topics");
+    }
+
+    /// Publishes a simulated fleet to this test's topics, as fast as the broker takes it.
+    pub async fn publish(
+        &self,
+        fleet: &botmeter::simulate::Fleet,
+    ) -> botmeter::simulate::PublishReport {
+        botmeter::simulate::publish(
+            fleet,
+            &self.brokers,
+            &self.control_topic,
+            &self.traffic_topic,
+            None,
+            false,
+        )
+        .await
+        .expect("publish the fleet")
+    }
+
     /// Environment for a `botmeter` child process pointed at this test's world.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_botmeter"));
