@@ -7,7 +7,8 @@
 //! Run: `scripts/services.sh up && cargo bench --bench pipeline` (BOTMETER_BENCH_INSTANCES=N runs N
 //! instances in one consumer group, each row counted once: exact per-owner totals are checked and
 //! each instance's share is printed; BOTMETER_BENCH_EVENTS sets the
-//! fleet size, default 1,000,000; BOTMETER_BENCH_PROFILE=<file> also records a `perf` profile of
+//! fleet size, default 1,000,000; BOTMETER_BENCH_BIN runs another botmeter build, for an A/B;
+//! BOTMETER_BENCH_PROFILE=<file> also records a `perf` profile of
 //! the pipeline). Results go to BENCHMARKS.md by hand, with the machine.
 
 use std::process::{Command, Stdio};
@@ -42,6 +43,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// The local ClickHouse server's pid, when it runs on this machine (its CPU is then reported).
+fn clickhouse_pid() -> Option<u32> {
+    let output = Command::new("pgrep")
+        .args(["-o", "-f", "clickhouse-server"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+/// Waits until ClickHouse runs no merge (at most a minute), so one phase's background merges do
+/// not run in the next phase's measurement.
+fn wait_for_merges(url: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60)
+        && clickhouse(url, "SELECT count() FROM system.merges").trim() != "0"
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -129,8 +150,11 @@ async fn main() {
                 .port()
         })
         .collect();
+    // BOTMETER_BENCH_BIN=<path>: run another build of botmeter (an A/B against an older commit).
+    let binary =
+        std::env::var("BOTMETER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_botmeter").into());
     let spawn_instance = |ops_port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_botmeter"))
+        Command::new(&binary)
             .args(["run", "--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .env("BOTMETER_CLICKHOUSE_URL", &url)
             .env("BOTMETER_CLICKHOUSE_DATABASE", &database)
@@ -184,7 +208,9 @@ async fn main() {
         .unwrap_or(0)
     };
     let wait_started = Instant::now();
-    let (mut first_at, mut cpu_at_first) = (None, 0.0);
+    let clickhouse_pid = clickhouse_pid();
+    let clickhouse_cpu = || clickhouse_pid.map_or(0.0, cpu_seconds);
+    let (mut first_at, mut cpu_at_first, mut clickhouse_cpu_at_first) = (None, 0.0, 0.0);
     loop {
         let n = if wait_started.elapsed() > Duration::from_secs(1) || first_at.is_some() {
             count()
@@ -195,6 +221,7 @@ async fn main() {
             first_at = Some((Instant::now(), n));
             cpu_at_first =
                 cpu_seconds(pid) + others.iter().map(|c| cpu_seconds(c.id())).sum::<f64>();
+            clickhouse_cpu_at_first = clickhouse_cpu();
         }
         if n >= events {
             break;
@@ -209,6 +236,7 @@ async fn main() {
     let elapsed = first.elapsed();
     let cpu =
         cpu_seconds(pid) + others.iter().map(|c| cpu_seconds(c.id())).sum::<f64>() - cpu_at_first;
+    let pipeline_clickhouse_cpu = clickhouse_cpu() - clickhouse_cpu_at_first;
     // Traffic events each instance consumed, from its /metrics (once the last batch's bookkeeping,
     // which follows its insert, is done).
     std::thread::sleep(Duration::from_millis(1_500));
@@ -283,6 +311,10 @@ async fn main() {
         .await
         .expect("read the pipeline's rows back");
     assert_eq!(rows.len(), events, "rows read back");
+    // The pipeline's database goes first, and its merges are let finish: the bare insert is
+    // measured on an idle server.
+    clickhouse(&url, &format!("DROP DATABASE {database}"));
+    wait_for_merges(&url);
     // Compressed or not as the pipeline was (BOTMETER_CLICKHOUSE_INSERT_COMPRESSION, inherited).
     let compress_inserts =
         std::env::var("BOTMETER_CLICKHOUSE_INSERT_COMPRESSION").map_or(true, |v| v != "none");
@@ -296,14 +328,15 @@ async fn main() {
         .await
         .expect("migrate the bare database");
     let writer = Writer::new(&bare_config).unwrap();
+    let bare_clickhouse_cpu_at_start = clickhouse_cpu();
     let started = Instant::now();
     for chunk in rows.chunks(20_000) {
         writer.insert_usage(chunk).await.unwrap();
     }
     let bare = started.elapsed();
+    let bare_clickhouse_cpu = clickhouse_cpu() - bare_clickhouse_cpu_at_start;
     drop(rows);
     clickhouse(&url, &format!("DROP DATABASE {database}_bare"));
-    clickhouse(&url, &format!("DROP DATABASE {database}"));
 
     let measured = (events - first_rows) as f64;
     let pipeline_rate = measured / elapsed.as_secs_f64();
@@ -330,6 +363,13 @@ async fn main() {
         "pipeline CPU per event       {:.2} µs",
         cpu * 1e6 / measured
     );
+    if clickhouse_pid.is_some() {
+        println!(
+            "ClickHouse CPU per row       {:.2} µs in the pipeline run, {:.2} µs in the bare insert (its merges included)",
+            pipeline_clickhouse_cpu * 1e6 / measured,
+            bare_clickhouse_cpu * 1e6 / events as f64
+        );
+    }
     println!("pipeline peak RSS            {peak:.0} MB (first instance)");
     println!("instances                    {instances} on {partitions} traffic partitions (exact per-owner totals checked)");
     for (index, consumed) in per_instance.iter().enumerate() {

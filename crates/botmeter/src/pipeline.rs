@@ -20,13 +20,18 @@ use chrono::{DateTime, Utc};
 use enrich::OwnershipState;
 use ingest::{DeadLetter, DeadLetterProducer, KafkaConfig};
 use model::{Event, EventBody};
-use query::rows::{status, ControlRow, DeadLetterRow, UsageRow};
+use query::rows::{status, AsUsageRow, ControlRow, DeadLetterRow, StrList, UsageRow};
 use query::Writer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
+
+use crate::usage::{PendingUsage, TrafficRecord};
+
+/// While messages keep coming, the traffic loop reads the clock once per this many.
+const CLOCK_EVERY: u32 = 64;
 
 /// Tuning of `botmeter run`.
 #[derive(Debug, Clone)]
@@ -416,21 +421,31 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
     let mut control_ends: Option<ControlEnds> = None;
     while !ctx.shared.stop.load(Ordering::SeqCst) {
         let mut generation = ctx.consumer.context().generation();
-        let mut events: Vec<(Event, i32, i64)> = Vec::new();
+        let mut events: Vec<TrafficRecord> = Vec::with_capacity(ctx.settings.batch_max_rows);
         let mut letters = Vec::new();
         let mut topic = String::new();
         let mut commit: HashMap<i32, i64> = HashMap::new();
         let collect_started = Instant::now();
         let deadline = collect_started + Duration::from_millis(ctx.settings.batch_max_wait_ms);
+        // The clock is read once per CLOCK_EVERY messages while messages are waiting (a poll that
+        // returns at once needs no timeout), and on every poll that came back empty.
+        let mut timeout = deadline.saturating_duration_since(collect_started);
+        let mut since_clock = 0;
         while events.len() + letters.len() < ctx.settings.batch_max_rows
             && !ctx.shared.stop.load(Ordering::SeqCst)
         {
-            let timeout = deadline.saturating_duration_since(Instant::now());
+            since_clock += 1;
+            if since_clock >= CLOCK_EVERY {
+                since_clock = 0;
+                timeout = deadline.saturating_duration_since(Instant::now());
+            }
             if timeout.is_zero() && (events.len() + letters.len()) > 0 {
                 break;
             }
             let Some(message) = ctx.consumer.poll(timeout.max(Duration::from_millis(1))) else {
-                if Instant::now() >= deadline {
+                timeout = deadline.saturating_duration_since(Instant::now());
+                since_clock = 0;
+                if timeout.is_zero() {
                     break;
                 }
                 continue;
@@ -469,15 +484,8 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
                 topic = message.topic().to_owned();
             }
             commit.insert(message.partition(), message.offset() + 1);
-            match decode(&message) {
-                Ok(event) if event.kind().is_traffic() => {
-                    events.push((event, message.partition(), message.offset()))
-                }
-                Ok(event) => letters.push(wrong_topic(
-                    &message,
-                    &event,
-                    "a control-plane event on the traffic topic",
-                )),
+            match decode_traffic(&message) {
+                Ok(record) => events.push(record),
                 Err(letter) => letters.push(letter),
             }
         }
@@ -500,30 +508,37 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         }
         let t_max = events
             .iter()
-            .map(|(event, _, _)| event.usage_time().timestamp_micros())
+            .map(|record| record.usage_time_us)
             .max()
             .unwrap_or(i64::MIN);
+        let t_min = events.iter().map(|record| record.usage_time_us).min();
         let control_started = Instant::now();
         if !wait_for_control(&ctx, t_max, &mut control_ends) {
             break; // stopping: the batch was not written and will be re-read
         }
         let attribute_started = Instant::now();
         let now = Utc::now().timestamp() as u32;
+        let topic_name: Arc<str> = Arc::from(topic.as_str());
+        let event_count = events.len();
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
             let state = ctx.shared.state.read().expect("state lock");
-            rows.extend(events.iter().map(|(event, partition, offset)| {
-                usage_row(&state, event, &topic, *partition, *offset, now)
-            }));
+            rows.extend(
+                events
+                    .drain(..)
+                    .map(|record| record.attribute(&state, &topic_name, now)),
+            );
         }
-        rows.extend(letters.iter().map(|l| dead_letter_usage_row(l, now)));
-        let (attributed, unattributed) =
-            rows.iter()
-                .fold((0, 0), |(a, u), row| match row.status.as_str() {
-                    status::ATTRIBUTED => (a + 1, u),
-                    status::UNATTRIBUTED => (a, u + 1),
-                    _ => (a, u),
-                });
+        rows.extend(letters.iter().map(|letter| {
+            PendingUsage::dead_letter(
+                &letter.reason_kind,
+                &topic_name,
+                letter.partition,
+                letter.offset,
+                now,
+            )
+        }));
+        let summary = summarize(&rows);
         if !letters.is_empty() {
             publish_dead_letters(&ctx.shared.dead_letters, &letters)?;
             let dead_rows = dead_letter_rows(&letters);
@@ -542,12 +557,12 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
         }
         let batch = Batch {
             generation,
-            summary: summarize(&rows),
-            events: events.len(),
+            events: event_count,
             letters: letters.len(),
-            attributed,
-            unattributed,
-            t_min: events.iter().map(|(event, _, _)| event.usage_time()).min(),
+            attributed: summary.attributed,
+            unattributed: summary.unattributed,
+            summary,
+            t_min: t_min.and_then(DateTime::from_timestamp_micros),
             topic,
             commit,
             started: Instant::now(),
@@ -586,7 +601,8 @@ fn traffic_loop(ctx: TrafficLoop) -> anyhow::Result<()> {
             "traffic batch attributed"
         );
         let runs = contiguous_runs(rows, |row| {
-            (row.kafka_partition, row.kafka_offset, row.event_time)
+            let (_, partition, offset) = row.position();
+            (partition, offset, row.event_time())
         });
         in_flight = Some(start_batch(&ctx, batch, runs));
         if last_lag.elapsed() >= Duration::from_secs(5) {
@@ -629,20 +645,16 @@ struct InFlight {
     batch: Batch,
     /// The runs (see [`contiguous_runs`]), how many of them are durable, and the error that
     /// stopped the next one, if any.
-    task: tokio::task::JoinHandle<(Vec<Vec<UsageRow>>, usize, Option<query::Error>)>,
+    task: tokio::task::JoinHandle<(Vec<Vec<PendingUsage>>, usize, Option<query::Error>)>,
 }
 
-fn usage_position(row: &UsageRow) -> (&str, i32, i64) {
-    (
-        row.kafka_topic.as_str(),
-        row.kafka_partition,
-        row.kafka_offset,
-    )
+fn usage_position(row: &PendingUsage) -> (&str, i32, i64) {
+    row.position()
 }
 
 /// Starts inserting a batch's runs, in order, on the runtime. The consumer's context knows an
 /// insert is running until it ends (a rebalance waits for it; see `ingest::WriteInFlight`).
-fn start_batch(ctx: &TrafficLoop, batch: Batch, runs: Vec<Vec<UsageRow>>) -> InFlight {
+fn start_batch(ctx: &TrafficLoop, batch: Batch, runs: Vec<Vec<PendingUsage>>) -> InFlight {
     let guard = ctx.consumer.context().write_started();
     let writer = ctx.shared.writer.clone();
     let task = ctx.shared.handle.spawn(async move {
@@ -1113,6 +1125,34 @@ fn decode(message: &BorrowedMessage<'_>) -> Result<Event, DeadLetter> {
     })
 }
 
+/// Decodes a traffic message: the one-pass borrowed decoder first, the full decoder (and its
+/// verdict, for a dead letter) for anything it leaves.
+fn decode_traffic(message: &BorrowedMessage<'_>) -> Result<TrafficRecord, DeadLetter> {
+    let payload = message.payload().unwrap_or_default();
+    if payload.len() <= MAX_MESSAGE_BYTES {
+        if let Some(traffic) = model::decode_traffic(payload) {
+            return Ok(TrafficRecord::new(
+                &traffic,
+                message.partition(),
+                message.offset(),
+            ));
+        }
+    }
+    let event = decode(message)?;
+    match event.traffic() {
+        Some(traffic) => Ok(TrafficRecord::new(
+            &traffic,
+            message.partition(),
+            message.offset(),
+        )),
+        None => Err(wrong_topic(
+            message,
+            &event,
+            "a control-plane event on the traffic topic",
+        )),
+    }
+}
+
 fn wrong_topic(message: &BorrowedMessage<'_>, event: &Event, what: &str) -> DeadLetter {
     DeadLetter {
         topic: message.topic().to_owned(),
@@ -1126,58 +1166,6 @@ fn wrong_topic(message: &BorrowedMessage<'_>, event: &Event, what: &str) -> Dead
 
 fn seconds(t: DateTime<Utc>) -> u32 {
     u32::try_from(t.timestamp()).unwrap_or(0)
-}
-
-fn usage_row(
-    state: &OwnershipState,
-    event: &Event,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    now: u32,
-) -> UsageRow {
-    let t = event.usage_time();
-    let (conn, endpoint_id, http) = match &event.body {
-        EventBody::Http(http) => (&http.conn, http.endpoint_id.as_deref(), Some(http)),
-        EventBody::Tcp(tcp) => (&tcp.conn, tcp.endpoint_id.as_deref(), None),
-        _ => unreachable!("only traffic events reach usage_row"),
-    };
-    let resolution = state.resolve(&conn.server_name, conn.server_port, endpoint_id, t);
-    let is_tcp = http.is_none();
-    let mut row = UsageRow {
-        event_id: event.event_id.clone(),
-        event_type: event.event_type.clone(),
-        event_time: seconds(t),
-        event_time_us: t.timestamp_micros(),
-        account_id: event.account_id.clone(),
-        status: String::new(),
-        unattributed_reason: String::new(),
-        flags: Vec::new(),
-        owner_id: String::new(),
-        owner_kind: String::new(),
-        credential_id: String::new(),
-        credential_kind: String::new(),
-        session_id: String::new(),
-        // The endpoint the event names (Traffic Policy log action), kept even when unknown so
-        // that `reattribute` can look it up again.
-        endpoint_id: endpoint_id.unwrap_or_default().to_owned(),
-        hostname: conn.server_name.to_ascii_lowercase(),
-        port: conn.server_port.unwrap_or(0),
-        bytes_in: if is_tcp { conn.bytes_in } else { 0 },
-        bytes_out: if is_tcp { conn.bytes_out } else { 0 },
-        http_requests: u32::from(!is_tcp),
-        tcp_connections: u32::from(is_tcp),
-        status_code: http.map_or(0, |h| h.status_code),
-        request_body_bytes: http.map_or(0, |h| h.request_body_length),
-        response_body_bytes: http.map_or(0, |h| h.response_body_length),
-        kafka_topic: topic.to_owned(),
-        kafka_partition: partition,
-        kafka_offset: offset,
-        ingested_at: now,
-        sign: 1,
-    };
-    set_attribution(&mut row, &resolution);
-    row
 }
 
 /// Writes a resolution's outcome into a usage row (status, reason, flags and the chain's ids).
@@ -1210,39 +1198,6 @@ pub(crate) fn set_attribution(row: &mut UsageRow, resolution: &enrich::Resolutio
     row.session_id = resolution.session_id.clone().unwrap_or_default();
     if let Some(endpoint_id) = &resolution.endpoint_id {
         row.endpoint_id.clone_from(endpoint_id);
-    }
-}
-
-fn dead_letter_usage_row(letter: &DeadLetter, now: u32) -> UsageRow {
-    UsageRow {
-        event_id: String::new(),
-        event_type: String::new(),
-        event_time: now,
-        event_time_us: i64::from(now) * 1_000_000,
-        account_id: String::new(),
-        status: status::DEAD_LETTER.to_owned(),
-        unattributed_reason: letter.reason_kind.clone(),
-        flags: Vec::new(),
-        owner_id: String::new(),
-        owner_kind: String::new(),
-        credential_id: String::new(),
-        credential_kind: String::new(),
-        session_id: String::new(),
-        endpoint_id: String::new(),
-        hostname: String::new(),
-        port: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        http_requests: 0,
-        tcp_connections: 0,
-        status_code: 0,
-        request_body_bytes: 0,
-        response_body_bytes: 0,
-        kafka_topic: letter.topic.clone(),
-        kafka_partition: letter.partition,
-        kafka_offset: letter.offset,
-        ingested_at: now,
-        sign: 1,
     }
 }
 
@@ -1290,28 +1245,51 @@ fn control_row(event: &Event, message: &BorrowedMessage<'_>, anomalies: Vec<Stri
 /// Counts of one written batch, by metric label.
 #[derive(Debug, Default)]
 struct BatchSummary {
-    by_event: HashMap<&'static str, u64>,
-    unattributed: HashMap<String, u64>,
+    http_requests: u64,
+    tcp_connections: u64,
+    dead_letters: u64,
+    attributed: u64,
+    unattributed: u64,
+    unattributed_by_reason: HashMap<String, u64>,
     flagged: HashMap<String, u64>,
 }
 
-fn summarize(rows: &[UsageRow]) -> BatchSummary {
+fn summarize<R: AsUsageRow>(rows: &[R]) -> BatchSummary {
     let mut summary = BatchSummary::default();
     for row in rows {
-        let kind = match row.event_type.as_str() {
-            "http_request_complete.v0" => "http_request",
-            "tcp_connection_closed.v0" => "tcp_connection",
-            _ => "dead_letter",
-        };
-        *summary.by_event.entry(kind).or_default() += 1;
-        if row.status == status::UNATTRIBUTED {
-            *summary
-                .unattributed
-                .entry(row.unattributed_reason.clone())
-                .or_default() += 1;
+        let row = row.usage_row();
+        match (row.http_requests, row.tcp_connections) {
+            (0, 0) => summary.dead_letters += 1,
+            (0, _) => summary.tcp_connections += 1,
+            _ => summary.http_requests += 1,
         }
-        for flag in &row.flags {
-            *summary.flagged.entry(flag.clone()).or_default() += 1;
+        match row.status {
+            status::ATTRIBUTED => summary.attributed += 1,
+            status::UNATTRIBUTED => {
+                summary.unattributed += 1;
+                if let Some(n) = summary
+                    .unattributed_by_reason
+                    .get_mut(row.unattributed_reason)
+                {
+                    *n += 1;
+                } else {
+                    summary
+                        .unattributed_by_reason
+                        .insert(row.unattributed_reason.to_owned(), 1);
+                }
+            }
+            _ => {}
+        }
+        let flags: &mut dyn Iterator<Item = &str> = match &row.flags {
+            StrList::Owned(names) => &mut names.iter().map(String::as_str),
+            StrList::Static(names) => &mut names.iter().copied(),
+        };
+        for flag in flags {
+            if let Some(n) = summary.flagged.get_mut(flag) {
+                *n += 1;
+            } else {
+                summary.flagged.insert(flag.to_owned(), 1);
+            }
         }
     }
     summary
@@ -1319,10 +1297,16 @@ fn summarize(rows: &[UsageRow]) -> BatchSummary {
 
 fn record_traffic_metrics(summary: &BatchSummary) {
     use crate::ops::names;
-    for (&kind, &n) in &summary.by_event {
-        metrics::counter!(names::EVENTS, "topic" => "traffic", "kind" => kind).increment(n);
+    for (kind, n) in [
+        ("http_request", summary.http_requests),
+        ("tcp_connection", summary.tcp_connections),
+        ("dead_letter", summary.dead_letters),
+    ] {
+        if n > 0 {
+            metrics::counter!(names::EVENTS, "topic" => "traffic", "kind" => kind).increment(n);
+        }
     }
-    for (reason, &n) in &summary.unattributed {
+    for (reason, &n) in &summary.unattributed_by_reason {
         metrics::counter!(names::UNATTRIBUTED, "reason" => reason.clone()).increment(n);
     }
     for (flag, &n) in &summary.flagged {

@@ -19,5 +19,5 @@ mod resolve;
 mod state;
 
 pub use evict::{Evicted, EvictionConfig};
-pub use resolve::{Flag, Resolution, UnattributedReason};
+pub use resolve::{Flag, Resolution, ResolutionRef, UnattributedReason};
 pub use state::{ApplyOutcome, OwnershipState, StateStats};

@@ -81,19 +81,55 @@ pub struct Resolution {
     pub unattributed: Option<UnattributedReason>,
 }
 
-impl Resolution {
+/// [`Resolution`] with its ids borrowed from the state: what the traffic hot path copies straight
+/// into its rows, allocating nothing (flags aside, when there are any).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolutionRef<'s> {
+    /// The endpoint found.
+    pub endpoint_id: Option<&'s str>,
+    /// The agent session found.
+    pub session_id: Option<&'s str>,
+    /// The credential found.
+    pub credential_id: Option<&'s str>,
+    /// Its kind.
+    pub credential_kind: Option<CredentialKind>,
+    /// The owner, when attributed.
+    pub owner_id: Option<&'s str>,
+    /// The owner's kind.
+    pub owner_kind: Option<OwnerKind>,
+    /// Anomalies, sorted.
+    pub flags: Vec<Flag>,
+    /// Set when the chain broke.
+    pub unattributed: Option<UnattributedReason>,
+}
+
+impl ResolutionRef<'_> {
     fn missing(mut self, reason: UnattributedReason) -> Self {
         self.unattributed = Some(reason);
         self
+    }
+
+    /// The owned form.
+    pub fn to_owned(&self) -> Resolution {
+        Resolution {
+            endpoint_id: self.endpoint_id.map(str::to_owned),
+            session_id: self.session_id.map(str::to_owned),
+            credential_id: self.credential_id.map(str::to_owned),
+            credential_kind: self.credential_kind,
+            owner_id: self.owner_id.map(str::to_owned),
+            owner_kind: self.owner_kind,
+            flags: self.flags.clone(),
+            unattributed: self.unattributed,
+        }
     }
 }
 
 impl OwnershipState {
     /// Resolves traffic on `hostname`/`port` (or on the endpoint it names) at time `t`.
     ///
-    /// Allocates only the ids it returns (and the flags, when there are any). Times compare at
-    /// microsecond precision. An endpoint or session evicted by [`OwnershipState::evict_ended`]
-    /// is no longer found: see there for the grace period that bounds how late traffic may be.
+    /// Times compare at microsecond precision. An endpoint or session evicted by
+    /// [`OwnershipState::evict_ended`] is no longer found: see there for the grace period that
+    /// bounds how late traffic may be.
     pub fn resolve(
         &self,
         hostname: &str,
@@ -101,20 +137,32 @@ impl OwnershipState {
         endpoint_id: Option<&str>,
         t: DateTime<Utc>,
     ) -> Resolution {
-        let t = micros(t);
-        let mut resolution = Resolution::default();
+        self.resolve_at(hostname, port, endpoint_id, micros(t))
+            .to_owned()
+    }
+
+    /// [`OwnershipState::resolve`] at `t_us` microseconds since the epoch, borrowing the ids.
+    pub fn resolve_at(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        endpoint_id: Option<&str>,
+        t_us: i64,
+    ) -> ResolutionRef<'_> {
+        let t: Micros = t_us;
+        let mut resolution = ResolutionRef::default();
         let Some(endpoint) = self.find_endpoint(hostname, port, endpoint_id, t) else {
             return resolution.missing(UnattributedReason::NoEndpoint);
         };
-        resolution.endpoint_id = Some(self.endpoints.name(endpoint.endpoint).to_owned());
+        resolution.endpoint_id = Some(self.endpoints.name(endpoint.endpoint));
         let Some(session_sym) = endpoint.session else {
             return resolution.missing(UnattributedReason::UnknownSession);
         };
-        resolution.session_id = Some(self.sessions.name(session_sym).to_owned());
+        resolution.session_id = Some(self.sessions.name(session_sym));
         let Some(credential_sym) = self.sessions.value(session_sym).credential else {
             return resolution.missing(UnattributedReason::UnknownSession);
         };
-        resolution.credential_id = Some(self.credentials.name(credential_sym).to_owned());
+        resolution.credential_id = Some(self.credentials.name(credential_sym));
         let Some(credential) = self.credentials.value(credential_sym) else {
             return resolution.missing(UnattributedReason::UnknownCredential);
         };
@@ -125,7 +173,7 @@ impl OwnershipState {
         if owner_kind != Some(OwnerKind::User) && bot.is_none() {
             return resolution.missing(UnattributedReason::UnknownOwner);
         }
-        resolution.owner_id = Some(owner_id.to_owned());
+        resolution.owner_id = Some(owner_id);
         resolution.owner_kind = owner_kind;
 
         let flags = &mut resolution.flags;

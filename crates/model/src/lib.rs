@@ -10,6 +10,7 @@ mod bind;
 mod error;
 mod event;
 mod objects;
+mod traffic;
 
 pub use bind::{BindRule, BindRuleError, LabelPattern};
 pub use error::{DecodeError, Result};
@@ -17,6 +18,7 @@ pub use event::{
     decode, CredentialAction, EndpointAction, Event, EventBody, EventType, Principal, PrincipalRef,
     SessionAction,
 };
+pub use traffic::{decode_traffic, TrafficKind, TrafficRef};
 pub use objects::{
     AgentSession, BotUser, Credential, CredentialKind, Endpoint, HttpRequestComplete, OwnerKind,
     TcpConnectionClosed, TrafficConn,

@@ -77,6 +77,139 @@ pub struct UsageRow {
     pub sign: i8,
 }
 
+/// The write form of a [`UsageRow`]: the same columns, in the same order, borrowed. Every usage
+/// insert serializes this one type (see [`AsUsageRow`]), so the pipeline can write rows kept in
+/// its own compact form without building owned `UsageRow`s.
+#[derive(Debug, Clone, Copy, Row, Serialize)]
+pub struct UsageRowRef<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub event_time: u32,
+    pub event_time_us: i64,
+    pub account_id: &'a str,
+    pub status: &'a str,
+    pub unattributed_reason: &'a str,
+    pub flags: StrList<'a>,
+    pub owner_id: &'a str,
+    pub owner_kind: &'a str,
+    pub credential_id: &'a str,
+    pub credential_kind: &'a str,
+    pub session_id: &'a str,
+    pub endpoint_id: &'a str,
+    pub hostname: &'a str,
+    pub port: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub http_requests: u32,
+    pub tcp_connections: u32,
+    pub status_code: u16,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub kafka_topic: &'a str,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub ingested_at: u32,
+    pub sign: i8,
+}
+
+impl UsageRowRef<'_> {
+    /// The owned row.
+    pub fn to_owned_row(&self) -> UsageRow {
+        UsageRow {
+            event_id: self.event_id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            event_time: self.event_time,
+            event_time_us: self.event_time_us,
+            account_id: self.account_id.to_owned(),
+            status: self.status.to_owned(),
+            unattributed_reason: self.unattributed_reason.to_owned(),
+            flags: match self.flags {
+                StrList::Owned(names) => names.to_vec(),
+                StrList::Static(names) => names.iter().map(|name| (*name).to_owned()).collect(),
+            },
+            owner_id: self.owner_id.to_owned(),
+            owner_kind: self.owner_kind.to_owned(),
+            credential_id: self.credential_id.to_owned(),
+            credential_kind: self.credential_kind.to_owned(),
+            session_id: self.session_id.to_owned(),
+            endpoint_id: self.endpoint_id.to_owned(),
+            hostname: self.hostname.to_owned(),
+            port: self.port,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            http_requests: self.http_requests,
+            tcp_connections: self.tcp_connections,
+            status_code: self.status_code,
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
+            kafka_topic: self.kafka_topic.to_owned(),
+            kafka_partition: self.kafka_partition,
+            kafka_offset: self.kafka_offset,
+            ingested_at: self.ingested_at,
+            sign: self.sign,
+        }
+    }
+}
+
+/// An `Array(String)` column's value, from owned or static names.
+#[derive(Debug, Clone, Copy)]
+pub enum StrList<'a> {
+    /// Owned names (a [`UsageRow`]'s flags).
+    Owned(&'a [String]),
+    /// Static names (the pipeline's flags).
+    Static(&'a [&'static str]),
+}
+
+impl Serialize for StrList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Owned(names) => serializer.collect_seq(names.iter()),
+            Self::Static(names) => serializer.collect_seq(names.iter()),
+        }
+    }
+}
+
+/// Anything written to `usage_events`: it lends its columns as a [`UsageRowRef`].
+pub trait AsUsageRow {
+    /// The row's columns.
+    fn usage_row(&self) -> UsageRowRef<'_>;
+}
+
+impl AsUsageRow for UsageRow {
+    fn usage_row(&self) -> UsageRowRef<'_> {
+        UsageRowRef {
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            event_time: self.event_time,
+            event_time_us: self.event_time_us,
+            account_id: &self.account_id,
+            status: &self.status,
+            unattributed_reason: &self.unattributed_reason,
+            flags: StrList::Owned(&self.flags),
+            owner_id: &self.owner_id,
+            owner_kind: &self.owner_kind,
+            credential_id: &self.credential_id,
+            credential_kind: &self.credential_kind,
+            session_id: &self.session_id,
+            endpoint_id: &self.endpoint_id,
+            hostname: &self.hostname,
+            port: self.port,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            http_requests: self.http_requests,
+            tcp_connections: self.tcp_connections,
+            status_code: self.status_code,
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
+            kafka_topic: &self.kafka_topic,
+            kafka_partition: self.kafka_partition,
+            kafka_offset: self.kafka_offset,
+            ingested_at: self.ingested_at,
+            sign: self.sign,
+        }
+    }
+}
+
 /// One control-plane event: a row of `control_events`, the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct ControlRow {

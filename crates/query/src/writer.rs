@@ -18,7 +18,7 @@ use tracing::debug;
 
 use crate::config::ClickHouseConfig;
 use crate::error::{with_deadline, Result};
-use crate::rows::{ControlRow, DeadLetterRow, UsageRow};
+use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRow, UsageRowRef};
 
 /// Table of [`UsageRow`].
 pub const USAGE_TABLE: &str = "usage_events";
@@ -69,8 +69,25 @@ impl Writer {
     }
 
     /// Inserts attributed and unattributed usage in one `INSERT`.
-    pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
-        self.insert(USAGE_TABLE, rows).await
+    pub async fn insert_usage<R: AsUsageRow + Sync>(&self, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let client = &self.insert_client;
+        with_deadline(
+            format!("insert {} rows into {USAGE_TABLE}", rows.len()),
+            self.insert_timeout,
+            async move {
+                let mut insert = client.insert::<UsageRowRef<'_>>(USAGE_TABLE).await?;
+                for row in rows {
+                    insert.write(&row.usage_row()).await?;
+                }
+                insert.end().await
+            },
+        )
+        .await?;
+        debug!(table = USAGE_TABLE, rows = rows.len(), "rows inserted");
+        Ok(())
     }
 
     /// Inserts control-plane events in one `INSERT`.

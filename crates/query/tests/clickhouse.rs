@@ -220,7 +220,7 @@ async fn rows_round_trip_field_by_field() {
         .await
         .unwrap();
     // Empty batches send nothing and succeed.
-    writer.insert_usage(&[]).await.unwrap();
+    writer.insert_usage::<UsageRow>(&[]).await.unwrap();
     // The control history reads back exactly what was written (the state is rebuilt from it).
     assert_eq!(
         writer.control_history(&control.kafka_topic).await.unwrap(),
