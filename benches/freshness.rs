@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use botmeter::simulate::{generate, publish, FleetConfig};
+#[path = "support/targets.rs"]
+mod targets;
 use chrono::{SecondsFormat, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -290,5 +292,14 @@ async fn main() {
         percentile(&latencies, 0.9).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    targets::report(
+        &format!(
+            "freshness p99, publish → API, at {} events/s",
+            targets::number(report.messages_per_sec)
+        ),
+        percentile(&latencies, 0.99).as_secs_f64(),
+        "s",
+        targets::Bar::AtMost(2.0),
     );
 }

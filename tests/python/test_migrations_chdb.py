@@ -140,6 +140,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "usage_rollup",
         "usage_rollup_daily",
         "usage_rollup_daily_mv",
+        "usage_rollup_hourly",
+        "usage_rollup_hourly_mv",
         "usage_rollup_mv",
     ]
     # The ALTER migrations added their columns with the types the Rust rows write.

@@ -38,6 +38,9 @@ pub mod names {
     pub const EVICTED: &str = "botmeter_state_evicted_total";
     /// Entries in the ownership state, by kind.
     pub const STATE_ENTRIES: &str = "botmeter_state_entries";
+    /// Times a failed insert left the rollups short of the raw rows (`botmeter rollups rebuild`
+    /// repairs them; the error log names the months).
+    pub const ROLLUP_DAMAGE: &str = "botmeter_rollup_damage_total";
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.

@@ -26,7 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::usage::{PendingUsage, TrafficRecord};
 
@@ -689,7 +689,10 @@ fn finish_batch(
             ctx,
             batch.generation,
             &runs[done..],
-            Some(&usage_position),
+            Some(&RowKeys {
+                position: &usage_position,
+                time: &PendingUsage::event_time,
+            }),
             Some(error),
             |rows| ctx.shared.writer.insert_usage(rows),
         )? {
@@ -818,16 +821,18 @@ pub(crate) fn month_of(unix_seconds: u32) -> u32 {
 /// fetches nothing (memory stays bounded by the batch); when the writes land it resumes each
 /// partition right after what is durable. If a rebalance moves the partitions during the outage,
 /// the batch is abandoned.
-/// `position`, when given, names a row's (topic, partition, offset): before retrying a failed
+/// `keys`, when given, name a row's (topic, partition, offset) and time: before retrying a failed
 /// insert, the rows ClickHouse already holds are dropped from it, in case the failure came after
-/// the insert landed (a lost response). Without it the rows must be idempotent (dead letters).
+/// the insert landed (a lost response), and once everything is written the rollups are compared
+/// with the raw rows over the days those rows touched (see [`verify_rollups`]). Without it the rows
+/// must be idempotent (dead letters).
 /// `failed` is the error of a first attempt at `runs[0]` made elsewhere (the background insert):
 /// the retry starts at once, dropping what landed.
 fn write_holding<'a, R, F, Fut>(
     ctx: &TrafficLoop,
     generation: u64,
     runs: &'a [Vec<R>],
-    position: Option<&dyn Fn(&R) -> (&str, i32, i64)>,
+    keys: Option<&RowKeys<'_, R>>,
     mut failed: Option<query::Error>,
     insert: F,
 ) -> anyhow::Result<Written>
@@ -838,6 +843,8 @@ where
     let max_backoff = Duration::from_millis(ctx.settings.max_backoff_ms);
     let mut paused: Option<TopicPartitionList> = None;
     let mut backoff = Duration::from_millis(100);
+    // The time range (Unix seconds) of runs that had landed before their insert failed.
+    let mut landed: Option<(u32, u32)> = None;
     let mut queue: std::collections::VecDeque<&'a [R]> = runs
         .iter()
         .filter(|run| !run.is_empty())
@@ -902,7 +909,8 @@ where
                 ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
                 return Ok(Written::Rebalanced);
             }
-            if let (Some(position), Some(first)) = (position, run.first()) {
+            if let (Some(keys), Some(first)) = (keys, run.first()) {
+                let position = keys.position;
                 let (topic, _, _) = position(first);
                 if let Ok(stored) = ctx
                     .shared
@@ -916,8 +924,12 @@ where
                         // the error came from a view, the rollups lack these rows.
                         warn!(
                             rows = run.len() - pending_rows,
-                            "part of a failed insert had landed; not written again (if a rollup view failed, `botmeter rollups check` shows it)"
+                            "part of a failed insert had landed; not written again (the rollups are checked once writes recover)"
                         );
+                        for row in run {
+                            let t = (keys.time)(row);
+                            landed = Some(landed.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+                        }
                         // Each remaining part is one Kafka partition's rows after its stored
                         // position, in offset order: written one insert each, in order.
                         for part in pending.into_iter().rev() {
@@ -935,7 +947,67 @@ where
         ctx.shared.stats.degraded.store(false, Ordering::SeqCst);
         info!("clickhouse writes recovered; partitions resumed");
     }
+    if let Some((first, last)) = landed {
+        verify_rollups(ctx, first, last);
+    }
     Ok(Written::All)
+}
+
+/// How [`write_holding`] reads a row's Kafka position and time.
+struct RowKeys<'f, R> {
+    /// (topic, partition, offset).
+    position: &'f dyn Fn(&R) -> (&str, i32, i64),
+    /// `event_time`, Unix seconds.
+    time: &'f dyn Fn(&R) -> u32,
+}
+
+/// After an insert failed but its rows had landed: ClickHouse 18.16 stores an insert's part, then
+/// each materialized view's part, so a crash in between leaves the rollups short of the raw rows
+/// (the rows are not written again: that would count them twice in the raw table). Compares
+/// every rollup with the raw rows over the UTC days `[first, last]` touched, twice a second apart
+/// (another instance's insert may be between its part and its views' parts at the first look),
+/// and reports a difference that stays as an error naming the months to rebuild, and in
+/// `botmeter_rollup_damage_total`. Repairing is left to `botmeter rollups rebuild`: rebuilding a
+/// month other instances are writing could drop their inserts from the rollups.
+fn verify_rollups(ctx: &TrafficLoop, first: u32, last: u32) {
+    const DAY: u32 = 86_400;
+    let from = first - first % DAY;
+    let to = last.saturating_add(DAY - last % DAY);
+    let mut differences = Vec::new();
+    for attempt in 0..2 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        match ctx
+            .shared
+            .handle
+            .block_on(ctx.shared.writer.rollup_differences(from, to, 20))
+        {
+            Ok(found) if found.is_empty() => {
+                info!(from, to, "rollups equal the raw rows after the landed insert");
+                return;
+            }
+            Ok(found) => differences = found,
+            Err(e) => {
+                warn!(error = %e, from, to, "could not compare the rollups with the raw rows; run `botmeter rollups check`");
+                return;
+            }
+        }
+    }
+    let months: std::collections::BTreeSet<String> = differences
+        .iter()
+        .filter_map(|d| DateTime::from_timestamp(i64::from(d.quarter), 0))
+        .map(|t| t.format("%Y-%m").to_string())
+        .collect();
+    let months: Vec<String> = months.into_iter().collect();
+    metrics::counter!(crate::ops::names::ROLLUP_DAMAGE).increment(1);
+    error!(
+        keys = differences.len(),
+        tables = ?differences.iter().map(|d| d.table).collect::<std::collections::BTreeSet<_>>(),
+        months = ?months,
+        "a failed insert left the rollups short of the raw rows; reports read from them undercount until `botmeter rollups rebuild --month {}` is run",
+        months.join(" --month ")
+    );
 }
 
 /// The parts of `run` (rows sorted by Kafka partition, then offset) that ClickHouse does not hold

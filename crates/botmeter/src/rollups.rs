@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 
 use crate::cli::ClickHouseArgs;
 
-/// The coarsest rollup's grain, in seconds: ranges are widened to whole UTC days, so that both
-/// rollups (quarter hours and days) compare exactly.
+/// The coarsest rollup's grain, in seconds: ranges are widened to whole UTC days, so that every
+/// rollup (quarter hours, hours, days) compares exactly.
 const GRAIN_SECS: i64 = 86_400;
 
 /// Flags of `botmeter rollups`.
@@ -26,8 +26,8 @@ pub struct RollupsArgs {
 #[derive(Debug, Subcommand)]
 pub enum RollupsAction {
     /// Compare the rollups with the raw rows key by key (quarter hour, status, owner, credential,
-    /// endpoint; day, status, owner) over a range; print every difference and exit 1 if there is
-    /// one.
+    /// endpoint; hour, status, owner, endpoint; day, status, owner) over a range; print every
+    /// difference and exit 1 if there is one.
     Check {
         /// Start (inclusive, RFC 3339), widened down to a UTC day. Default: the epoch.
         #[arg(long)]
@@ -83,7 +83,8 @@ pub async fn execute(args: RollupsArgs) -> anyhow::Result<ExitCode> {
                 .context("failed to compare the rollup with usage_events")?;
             if differences.is_empty() {
                 println!(
-                    "usage_rollup and usage_rollup_daily equal usage_events in [{from}, {to}) for every key and metric"
+                    "{} equal usage_events in [{from}, {to}) for every key and metric",
+                    query::rollup::ROLLUP_TABLES.join(", ")
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -116,18 +117,19 @@ pub async fn execute(args: RollupsArgs) -> anyhow::Result<ExitCode> {
             let months = (!months.is_empty()).then_some(months);
             let rebuilt =
                 query::rollup::rebuild(&config, months.as_deref(), |month, done, total| {
-                    eprintln!(
-                        "[{done}/{total}] month {}: {} quarter-hour rows, {} daily rows",
-                        month.month,
-                        month.rollup_rows.first().copied().unwrap_or(0),
-                        month.rollup_rows.get(1).copied().unwrap_or(0)
-                    );
+                    let rows: Vec<String> = query::rollup::ROLLUP_TABLES
+                        .iter()
+                        .zip(&month.rollup_rows)
+                        .map(|(table, rows)| format!("{table} {rows} rows"))
+                        .collect();
+                    eprintln!("[{done}/{total}] month {}: {}", month.month, rows.join(", "));
                 })
                 .await
                 .context("failed to rebuild the rollup")?;
             println!(
-                "rebuilt {} month(s) of usage_rollup and usage_rollup_daily from usage_events",
-                rebuilt.len()
+                "rebuilt {} month(s) of {} from usage_events",
+                rebuilt.len(),
+                query::rollup::ROLLUP_TABLES.join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -18,6 +18,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "../../../benches/support/targets.rs"]
+mod targets;
+
 use botmeter_enrich::{OwnershipState, Resolution};
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 
@@ -315,6 +318,16 @@ pub fn main() {
     );
     table.row("RSS before (MiB)", format!("{:.1}", mb(before.rss_kb)));
     table.row("RSS after build (MiB)", format!("{:.1}", mb(after.rss_kb)));
+    targets::report(
+        &format!(
+            "RSS with {} live sessions + {} endpoints (this allocator)",
+            targets::number(stats.sessions as f64),
+            targets::number(stats.endpoints as f64)
+        ),
+        after.rss_kb as f64 * 1024.0 / 1e6,
+        "MB",
+        targets::Bar::AtMost(300.0),
+    );
     table.row(
         "peak RSS during build, VmHWM (MiB)",
         format!("{:.1}", mb(after.hwm_kb)),

@@ -65,6 +65,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0009_usage_rollup_daily_view.sql",
         include_str!("../../../schemas/clickhouse/0009_usage_rollup_daily_view.sql"),
     ),
+    (
+        "0010_usage_rollup_hourly.sql",
+        include_str!("../../../schemas/clickhouse/0010_usage_rollup_hourly.sql"),
+    ),
+    (
+        "0011_usage_rollup_hourly_view.sql",
+        include_str!("../../../schemas/clickhouse/0011_usage_rollup_hourly_view.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
@@ -347,8 +355,8 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
 }
 
 /// The migrations that create the rollups' materialized views (0007_usage_rollup_view.sql,
-/// 0009_usage_rollup_daily_view.sql).
-const ROLLUP_VIEW_VERSIONS: [u32; 2] = [7, 9];
+/// 0009_usage_rollup_daily_view.sql, 0011_usage_rollup_hourly_view.sql).
+const ROLLUP_VIEW_VERSIONS: [u32; 3] = [7, 9, 11];
 
 /// How often a failed statement is tried again while another run may be migrating, and the
 /// first wait (the n-th retry waits n times as long).

@@ -1,6 +1,7 @@
-//! The usage rollups — `usage_rollup` by quarter hour (migrations 0006/0007) and
-//! `usage_rollup_daily` by owner and day (0008/0009) —: rebuilding them from the raw rows and
-//! checking that they equal them (ARCHITECTURE.md, invariant 6).
+//! The usage rollups — `usage_rollup` by quarter hour (migrations 0006/0007),
+//! `usage_rollup_daily` by owner and day (0008/0009) and `usage_rollup_hourly` by owner, endpoint
+//! and hour (0010/0011) —: rebuilding them from the raw rows and checking that they equal them
+//! (ARCHITECTURE.md, invariant 6).
 //!
 //! The materialized view keeps the rollup exact while every write goes through `usage_events`
 //! inserts. Two things can still leave it behind the raw rows: rows written before the view
@@ -53,7 +54,7 @@ impl Rollup {
 }
 
 /// Every rollup of `usage_events`.
-const ROLLUPS: [Rollup; 2] = [
+const ROLLUPS: [Rollup; 3] = [
     Rollup {
         table: "usage_rollup",
         time_column: "quarter",
@@ -68,7 +69,18 @@ const ROLLUPS: [Rollup; 2] = [
             "../../../schemas/clickhouse/0009_usage_rollup_daily_view.sql"
         ),
     },
+    Rollup {
+        table: "usage_rollup_hourly",
+        time_column: "hour",
+        check_sql: include_str!("../sql/rollup_hourly_check.sql"),
+        view_migration: include_str!(
+            "../../../schemas/clickhouse/0011_usage_rollup_hourly_view.sql"
+        ),
+    },
 ];
+
+/// The rollup tables, in the order [`RebuiltMonth::rollup_rows`] lists them.
+pub const ROLLUP_TABLES: [&str; 3] = [ROLLUPS[0].table, ROLLUPS[1].table, ROLLUPS[2].table];
 
 /// A rollup key whose rollup row does not equal the raw rows it summarises (raw − rollup).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -76,13 +88,14 @@ pub struct RollupDifference {
     /// The rollup table (not read from ClickHouse: set by [`check`]).
     #[serde(skip)]
     pub table: &'static str,
-    /// Start of the quarter hour (`usage_rollup`) or day (`usage_rollup_daily`), Unix seconds.
+    /// Start of the quarter hour (`usage_rollup`), day (`usage_rollup_daily`) or hour
+    /// (`usage_rollup_hourly`), Unix seconds.
     pub quarter: u32,
     /// `attributed`, `unattributed` or `dead_letter`.
     pub status: String,
     /// The owner (empty for unattributed usage).
     pub owner_id: String,
-    /// The credential (empty in `usage_rollup_daily`).
+    /// The credential (empty in `usage_rollup_daily` and `usage_rollup_hourly`).
     pub credential_id: String,
     /// The endpoint (empty in `usage_rollup_daily`).
     pub endpoint_id: String,
@@ -108,7 +121,20 @@ pub async fn check(
     limit: u64,
 ) -> Result<Vec<RollupDifference>> {
     config.validate()?;
-    let client = config.client()?;
+    let timeout = config
+        .query_timeout()
+        .max(std::time::Duration::from_secs(600));
+    check_with(&config.client()?, timeout, from, to, limit).await
+}
+
+/// [`check`] on an existing client.
+pub(crate) async fn check_with(
+    client: &clickhouse::Client,
+    timeout: std::time::Duration,
+    from: u32,
+    to: u32,
+    limit: u64,
+) -> Result<Vec<RollupDifference>> {
     let mut differences = Vec::new();
     for rollup in ROLLUPS {
         let found = with_deadline(
@@ -116,9 +142,7 @@ pub async fn check(
                 "compare {} with usage_events in [{from}, {to})",
                 rollup.table
             ),
-            config
-                .query_timeout()
-                .max(std::time::Duration::from_secs(600)),
+            timeout,
             client
                 .query(rollup.check_sql)
                 .bind(from)
@@ -142,8 +166,8 @@ pub async fn check(
 pub struct RebuiltMonth {
     /// `YYYYMM`, the partition.
     pub month: u32,
-    /// Rows written for it per rollup, in the order of the rollups (`usage_rollup`,
-    /// `usage_rollup_daily`); 0: the month has no raw rows, its partition was dropped.
+    /// Rows written for it per rollup, in the order of [`ROLLUP_TABLES`]; 0: the month has no raw
+    /// rows, its partition was dropped.
     pub rollup_rows: Vec<u64>,
 }
 
@@ -298,7 +322,11 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("toYYYYMM(day) AS m FROM usage_rollup_daily)"),
+            sql.contains("toYYYYMM(day) AS m FROM usage_rollup_daily "),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("toYYYYMM(hour) AS m FROM usage_rollup_hourly)"),
             "{sql}"
         );
     }

@@ -153,6 +153,18 @@ impl Writer {
             .collect())
     }
 
+    /// Every rollup key over `[from, to)` (Unix seconds, whole UTC days) whose rollup differs
+    /// from the raw rows, at most `limit` per rollup: [`crate::rollup::check`] on this writer's
+    /// connection.
+    pub async fn rollup_differences(
+        &self,
+        from: u32,
+        to: u32,
+        limit: u64,
+    ) -> Result<Vec<crate::rollup::RollupDifference>> {
+        crate::rollup::check_with(&self.client, self.query_timeout, from, to, limit).await
+    }
+
     async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<()>
     where
         T: RowOwned + RowWrite,

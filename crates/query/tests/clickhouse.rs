@@ -140,6 +140,8 @@ async fn migrations_apply_once_and_refuse_edited_history() {
             "usage_rollup",
             "usage_rollup_daily",
             "usage_rollup_daily_mv",
+            "usage_rollup_hourly",
+            "usage_rollup_hourly_mv",
             "usage_rollup_mv"
         ]
     );

@@ -359,7 +359,27 @@ async fn check_finds_a_damaged_key_and_rebuild_repairs_it_idempotently() {
         .execute()
         .await
         .unwrap();
+    client
+        .query("INSERT INTO usage_rollup_hourly (hour, status, owner_id, endpoint_id, net_bytes_in, net_rows) VALUES (toDateTime(?), 'attributed', 'bot_hourly_stray', 'ep_stray', 3, 1)")
+        .bind(START + 3_600)
+        .execute()
+        .await
+        .unwrap();
     let differences = rollup::check(&db.config, 0, u32::MAX, 1_000).await.unwrap();
+    let hourly: Vec<_> = differences
+        .iter()
+        .filter(|d| d.table == "usage_rollup_hourly" && d.owner_id == "bot_hourly_stray")
+        .collect();
+    assert_eq!(hourly.len(), 1, "{differences:?}");
+    assert_eq!(
+        (
+            hourly[0].endpoint_id.as_str(),
+            hourly[0].bytes_in,
+            hourly[0].rows,
+            hourly[0].quarter
+        ),
+        ("ep_stray", -3, -1, START + 3_600)
+    );
     let daily: Vec<_> = differences
         .iter()
         .filter(|d| d.table == "usage_rollup_daily")
