@@ -43,8 +43,9 @@ pub(crate) fn report(what: &str, measured: f64, unit: &str, bar: Bar) {
         Bar::AtMost(value) => (format!("≤ {} {unit}", number(value)), value, measured <= value),
     };
     println!(
-        "target | {what} | {} {unit} | {bar_text} | {:.2}× | {}",
-        number(measured),
+        "target | {what} | {} | {} | {:.2}× | {}",
+        format!("{} {unit}", number(measured)).trim_end(),
+        bar_text.trim_end(),
         measured / bar_value,
         if met { "met" } else { "MISS" }
     );

@@ -40,6 +40,23 @@ pub struct ClickHouseConfig {
     pub compress_inserts: bool,
 }
 
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`): an insert body then never
+/// crosses a network, and compressing it only costs CPU on both ends.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
@@ -215,6 +232,27 @@ pub(crate) fn validate_identifier(name: &str) -> std::result::Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for url in [
+            "http://127.0.0.1:8123",
+            "http://localhost:8123/",
+            "https://user:pw@127.0.0.2:8443/?database=x",
+            "http://[::1]:8123",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8123",
+            "https://clickhouse.example.com",
+            "http://[2001:db8::1]:8123",
+            "http://localhost.example.com:8123",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
 
     fn with(edit: impl FnOnce(&mut ClickHouseConfig)) -> ClickHouseConfig {
         let mut config = ClickHouseConfig::default();

@@ -14,7 +14,7 @@ pub mod rows;
 pub mod writer;
 
 pub use api::{router, serve, AppState};
-pub use config::ClickHouseConfig;
+pub use config::{is_loopback_url, ClickHouseConfig};
 pub use error::{Error, Result};
 pub use migrate::{migrate, server_version, MigrationReport};
 pub use writer::Writer;
