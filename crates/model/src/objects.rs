@@ -4,9 +4,13 @@
 //! Credential tokens are deliberately not a field of any type here: serde skips them, so a token
 //! is never held, stored or logged (invariant 4).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::bind::BindRule;
@@ -380,18 +384,41 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// A string borrowed from the payload, or owned when it holds an escape. (serde's own `Cow`
+/// borrows only as a struct's direct field, not inside an `Option`.)
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor(PhantomData))
+    }
+}
+
 /// RFC 3339 timestamp, `null` or `""` read as absent.
-fn opt_timestamp<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
+pub(crate) fn opt_timestamp<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let raw: Option<std::borrow::Cow<'de, str>> = Option::deserialize(deserializer)?;
-    match raw.as_deref() {
+    let raw: Option<Text<'de>> = Option::deserialize(deserializer)?;
+    match raw.as_ref().map(|Text(s)| s.as_ref()) {
         None | Some("") => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&Utc)))
             .map_err(|e| {
-                serde::de::Error::custom(format!(
+                de::Error::custom(format!(
                     "expected an RFC 3339 timestamp, found {s:?} ({e})"
                 ))
             }),
@@ -399,31 +426,42 @@ where
 }
 
 /// A port: an integer, a numeric string, or `""`/`null` for none (ngrok's examples send `""`).
-fn lenient_port<'de, D>(deserializer: D) -> Result<Option<u16>, D::Error>
+pub(crate) fn lenient_port<'de, D>(deserializer: D) -> Result<Option<u16>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Port<'a> {
-        Number(i64),
-        Text(std::borrow::Cow<'a, str>),
+    struct PortVisitor;
+    fn invalid<E: de::Error>(found: impl fmt::Display) -> E {
+        E::custom(format!("expected a port number 0..=65535, found {found}"))
     }
-    let invalid = |found: String| {
-        serde::de::Error::custom(format!("expected a port number 0..=65535, found {found}"))
-    };
-    match Option::<Port<'de>>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(Port::Number(n)) => u16::try_from(n)
-            .map(Some)
-            .map_err(|_| invalid(n.to_string())),
-        Some(Port::Text(s)) if s.trim().is_empty() => Ok(None),
-        Some(Port::Text(s)) => s
-            .trim()
-            .parse::<u16>()
-            .map(Some)
-            .map_err(|_| invalid(format!("{s:?}"))),
+    impl<'de> Visitor<'de> for PortVisitor {
+        type Value = Option<u16>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port number 0..=65535")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Option<u16>, E> {
+            u16::try_from(n).map(Some).map_err(|_| invalid(n))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Option<u16>, E> {
+            u16::try_from(n).map(Some).map_err(|_| invalid(n))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Option<u16>, E> {
+            let port = s.trim();
+            if port.is_empty() {
+                return Ok(None);
+            }
+            port.parse::<u16>()
+                .map(Some)
+                .map_err(|_| invalid(format!("{s:?}")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<u16>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<u16>, E> {
+            Ok(None)
+        }
     }
+    deserializer.deserialize_any(PortVisitor)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::objects::TrafficPolicy;
+use crate::objects::{lenient_port, opt_timestamp, Text, TrafficPolicy};
 
 /// Which of the two traffic events a payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,10 +145,10 @@ pub fn decode_traffic(payload: &[u8]) -> Option<TrafficRef<'_>> {
         event_timestamp,
         account_id: text(envelope.account_id).unwrap_or_default(),
         server_name: text(conn.server_name).unwrap_or_default(),
-        server_port: conn.server_port.0,
+        server_port: conn.server_port,
         bytes_in: conn.bytes_in.unwrap_or_default(),
         bytes_out: conn.bytes_out.unwrap_or_default(),
-        end_ts: conn.end_ts.0,
+        end_ts: conn.end_ts,
         status_code: if is_http { response.status_code.unwrap_or_default() } else { 0 },
         request_body_length: if is_http { request.body_length.unwrap_or_default() } else { 0 },
         response_body_length: if is_http { response.body_length.unwrap_or_default() } else { 0 },
@@ -190,8 +190,8 @@ struct TrafficObject<'a> {
 struct Conn<'a> {
     #[serde(default, borrow)]
     server_name: Option<Text<'a>>,
-    #[serde(default)]
-    server_port: Port,
+    #[serde(default, deserialize_with = "lenient_port")]
+    server_port: Option<u16>,
     // Not used, but read as strings as the full decoder reads them.
     #[serde(default, borrow)]
     #[allow(dead_code)]
@@ -203,11 +203,11 @@ struct Conn<'a> {
     bytes_in: Option<u64>,
     #[serde(default)]
     bytes_out: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_timestamp")]
     #[allow(dead_code)]
-    start_ts: Timestamp,
-    #[serde(default)]
-    end_ts: Timestamp,
+    start_ts: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "opt_timestamp")]
+    end_ts: Option<DateTime<Utc>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -233,29 +233,6 @@ struct HttpResponse {
     status_code: Option<u16>,
     #[serde(default)]
     body_length: Option<u64>,
-}
-
-/// A string borrowed from the payload, or owned when it holds an escape. (serde's own `Cow`
-/// borrows only as a struct's direct field, not inside an `Option`.)
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor(PhantomData))
-    }
 }
 
 fn text(field: Option<Text<'_>>) -> Option<Cow<'_, str>> {
@@ -287,62 +264,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
         deserializer
             .deserialize_map(MapVisitor(PhantomData))
             .map(MapOnly)
-    }
-}
-
-/// `conn.server_port` as the full decoder reads it: a number 0..=65535, a numeric string
-/// (trimmed), or `""`/`null` for none.
-#[derive(Default)]
-struct Port(Option<u16>);
-
-impl<'de> Deserialize<'de> for Port {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PortVisitor;
-        impl<'de> Visitor<'de> for PortVisitor {
-            type Value = Port;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number 0..=65535")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Port, E> {
-                u16::try_from(n)
-                    .map(|port| Port(Some(port)))
-                    .map_err(|_| E::custom("port out of range"))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Port, E> {
-                u16::try_from(n)
-                    .map(|port| Port(Some(port)))
-                    .map_err(|_| E::custom("port out of range"))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Port, E> {
-                let s = s.trim();
-                if s.is_empty() {
-                    return Ok(Port(None));
-                }
-                s.parse::<u16>()
-                    .map(|port| Port(Some(port)))
-                    .map_err(|_| E::custom("not a port"))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Port, E> {
-                Ok(Port(None))
-            }
-        }
-        deserializer.deserialize_any(PortVisitor)
-    }
-}
-
-/// An RFC 3339 timestamp, `null` or `""` read as absent.
-#[derive(Default)]
-struct Timestamp(Option<DateTime<Utc>>);
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw: Option<Text<'de>> = Option::deserialize(deserializer)?;
-        match text(raw).as_deref() {
-            None | Some("") => Ok(Timestamp(None)),
-            Some(s) => DateTime::parse_from_rfc3339(s)
-                .map(|t| Timestamp(Some(t.with_timezone(&Utc))))
-                .map_err(de::Error::custom),
-        }
     }
 }
 
