@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use botmeter::simulate::{generate, publish, FleetConfig};
 #[path = "support/targets.rs"]
 mod targets;
-use targets::{report, report_check, Bar};
 use query::rows::UsageRow;
 use query::{ClickHouseConfig, Writer};
+use targets::{report, report_check, Bar};
 
 fn clickhouse(url: &str, sql: &str) -> String {
     let output = Command::new("curl")
@@ -177,7 +177,12 @@ async fn main() {
     // The maximum rate, for the freshness harness (which runs at half of it).
     println!("median end to end            {rate:.0} events/s");
     if instances == 1 {
-        report("end to end, traffic events/s (default config)", rate, "events/s", Bar::AtLeast(200_000.0));
+        report(
+            "end to end, traffic events/s (default config)",
+            rate,
+            "events/s",
+            Bar::AtLeast(200_000.0),
+        );
         report(
             "end to end ÷ bare ClickHouse insert of the same rows, same run",
             ratio,
@@ -283,8 +288,8 @@ async fn measure(run: usize, events: usize, partitions: i32, instances: usize) -
         })
         .collect();
     // BOTMETER_BENCH_BIN=<path>: run another build of botmeter (an A/B against an older commit).
-    let binary =
-        std::env::var("BOTMETER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_botmeter").into());
+    let binary = std::env::var("BOTMETER_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_botmeter").into());
     let spawn_instance = |ops_port: u16| {
         Command::new(&binary)
             .args(["run", "--ops-listen", &format!("127.0.0.1:{ops_port}")])
@@ -451,7 +456,8 @@ async fn measure(run: usize, events: usize, partitions: i32, instances: usize) -
     quiet_period();
     // Compressed or not as the pipeline was (BOTMETER_CLICKHOUSE_INSERT_COMPRESSION, inherited;
     // `auto` by default: none on loopback).
-    let compress_inserts = match std::env::var("BOTMETER_CLICKHOUSE_INSERT_COMPRESSION").as_deref() {
+    let compress_inserts = match std::env::var("BOTMETER_CLICKHOUSE_INSERT_COMPRESSION").as_deref()
+    {
         Ok("none") => false,
         Ok("lz4") => true,
         _ => !query::is_loopback_url(&url),

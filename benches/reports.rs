@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use query::rows::status;
 #[path = "support/targets.rs"]
 mod targets;
-use targets::{report, Bar};
 use query::ClickHouseConfig;
+use targets::{report, Bar};
 
 const DATABASE: &str = "botmeter_bench_reports";
 /// 2026-10-01T00:00:00Z: the month of usage is October 2026.

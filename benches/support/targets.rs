@@ -39,8 +39,16 @@ pub(crate) fn number(value: f64) -> String {
 /// Prints one target line: the figure, the bar, the figure's ratio to the bar and the verdict.
 pub(crate) fn report(what: &str, measured: f64, unit: &str, bar: Bar) {
     let (bar_text, bar_value, met) = match bar {
-        Bar::AtLeast(value) => (format!("≥ {} {unit}", number(value)), value, measured >= value),
-        Bar::AtMost(value) => (format!("≤ {} {unit}", number(value)), value, measured <= value),
+        Bar::AtLeast(value) => (
+            format!("≥ {} {unit}", number(value)),
+            value,
+            measured >= value,
+        ),
+        Bar::AtMost(value) => (
+            format!("≤ {} {unit}", number(value)),
+            value,
+            measured <= value,
+        ),
     };
     println!(
         "target | {what} | {} | {} | {:.2}× | {}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ingest::KafkaConfig;
+use ingest::{KafkaConfig, ValidKafkaConfig};
 use query::ClickHouseConfig;
 use tracing::info;
 
@@ -129,21 +129,21 @@ pub struct ClickHouseArgs {
     #[arg(
         long = "clickhouse-url",
         env = "BOTMETER_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
+        default_value = query::config::DEFAULT_URL
     )]
     pub url: String,
     /// Database holding botmeter's tables.
     #[arg(
         long = "clickhouse-database",
         env = "BOTMETER_CLICKHOUSE_DATABASE",
-        default_value = "botmeter"
+        default_value = query::config::DEFAULT_DATABASE
     )]
     pub database: String,
     /// ClickHouse user.
     #[arg(
         long = "clickhouse-user",
         env = "BOTMETER_CLICKHOUSE_USER",
-        default_value = "default"
+        default_value = query::config::DEFAULT_USER
     )]
     pub user: String,
     /// ClickHouse password (prefer the environment variable).
@@ -206,7 +206,7 @@ pub struct KafkaArgs {
     #[arg(
         long = "kafka-brokers",
         env = "BOTMETER_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
+        default_value = ingest::config::DEFAULT_BROKERS
     )]
     pub brokers: String,
     /// Control-plane topic.
@@ -220,6 +220,19 @@ pub struct KafkaArgs {
     pub dead_letter_topic: String,
 }
 
+impl KafkaArgs {
+    /// These topics and brokers, with every other Kafka setting at its default.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            control_topic: self.control_topic.clone(),
+            traffic_topic: self.traffic_topic.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
 /// Flags of `botmeter run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -228,20 +241,20 @@ pub struct RunArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Consumer group of the traffic readers; instances in one group share the partitions.
-    #[arg(long, env = "BOTMETER_GROUP_ID", default_value = "botmeter")]
+    #[arg(long, env = "BOTMETER_GROUP_ID", default_value = ingest::config::DEFAULT_GROUP_ID)]
     pub group_id: String,
     /// Consumer-group session timeout (ms). tansu needs at least 6000.
-    #[arg(long, env = "BOTMETER_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    #[arg(long, env = "BOTMETER_SESSION_TIMEOUT_MS", default_value_t = ingest::config::DEFAULT_SESSION_TIMEOUT_MS)]
     pub session_timeout_ms: u32,
     /// Max time between polls (ms); tansu's JoinGroup waits this long on every (re)join.
-    #[arg(long, env = "BOTMETER_MAX_POLL_INTERVAL_MS", default_value_t = 6000)]
+    #[arg(long, env = "BOTMETER_MAX_POLL_INTERVAL_MS", default_value_t = ingest::config::DEFAULT_MAX_POLL_INTERVAL_MS)]
     pub max_poll_interval_ms: u32,
     /// On resume, re-read this many messages before the stored position (skipping what is
     /// stored): tansu drops the rest of a record batch when a fetch starts inside it. 0 for Kafka.
     #[arg(
         long,
         env = "BOTMETER_RESUME_REWIND_MESSAGES",
-        default_value_t = 10_000
+        default_value_t = ingest::config::DEFAULT_RESUME_REWIND_MESSAGES
     )]
     pub resume_rewind_messages: i64,
     /// Extra librdkafka property for the consumers, `KEY=VALUE`; repeat for more (env: separate
@@ -250,21 +263,21 @@ pub struct RunArgs {
     #[arg(long, env = "BOTMETER_KAFKA_CONSUMER_PROPERTIES", value_delimiter = ';', value_parser = parse_property)]
     pub kafka_consumer_property: Vec<(String, String)>,
     /// Largest traffic batch written in one insert, in messages.
-    #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = crate::pipeline::DEFAULT_BATCH_MAX_ROWS)]
+    #[arg(long, env = "BOTMETER_BATCH_MAX_ROWS", default_value_t = pipeline::DEFAULT_BATCH_MAX_ROWS)]
     pub batch_max_rows: usize,
     /// Longest a batch waits to fill, in milliseconds.
-    #[arg(long, env = "BOTMETER_BATCH_MAX_WAIT_MS", default_value_t = 250)]
+    #[arg(long, env = "BOTMETER_BATCH_MAX_WAIT_MS", default_value_t = pipeline::DEFAULT_BATCH_MAX_WAIT_MS)]
     pub batch_max_wait_ms: u64,
     /// How late (ms) a control event may be published after traffic that depends on it: traffic
     /// this recent waits for the control plane even when its topic is read to the end.
-    #[arg(long, env = "BOTMETER_CONTROL_LATENESS_MS", default_value_t = 1_000)]
+    #[arg(long, env = "BOTMETER_CONTROL_LATENESS_MS", default_value_t = pipeline::DEFAULT_CONTROL_LATENESS_MS)]
     pub control_lateness_ms: u64,
     /// Keep ended sessions and endpoints this long (ms, by traffic time) before evicting them from
     /// memory; traffic arriving later than that on them is unattributed.
-    #[arg(long, env = "BOTMETER_EVICTION_GRACE_MS", default_value_t = 3_600_000)]
+    #[arg(long, env = "BOTMETER_EVICTION_GRACE_MS", default_value_t = enrich::DEFAULT_EVICTION_GRACE_MS)]
     pub eviction_grace_ms: u64,
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
-    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
+    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = ingest::config::DEFAULT_TRAFFIC_PARTITIONS)]
     pub traffic_partitions: i32,
     /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address.
     #[arg(long, env = "BOTMETER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -275,20 +288,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn kafka_config(&self) -> anyhow::Result<KafkaConfig> {
+    fn kafka_config(&self) -> anyhow::Result<ValidKafkaConfig> {
         let config = KafkaConfig {
-            brokers: self.kafka.brokers.clone(),
             group_id: self.group_id.clone(),
-            control_topic: self.kafka.control_topic.clone(),
-            traffic_topic: self.kafka.traffic_topic.clone(),
-            dead_letter_topic: self.kafka.dead_letter_topic.clone(),
             session_timeout_ms: self.session_timeout_ms,
             max_poll_interval_ms: self.max_poll_interval_ms,
             resume_rewind_messages: self.resume_rewind_messages,
             consumer_properties: self.kafka_consumer_property.clone(),
+            ..self.kafka.config()
         };
-        config.validate().context("invalid Kafka settings")?;
-        Ok(config)
+        config.validate().context("invalid Kafka settings")
     }
 
     fn settings(&self) -> anyhow::Result<RunSettings> {
@@ -347,7 +356,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub rate: Option<u64>,
     /// Traffic partitions of the topics this creates when missing.
-    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
+    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = ingest::config::DEFAULT_TRAFFIC_PARTITIONS)]
     pub traffic_partitions: i32,
     /// Where to write the ground truth (JSON): per owner and per owner-hour usage.
     #[arg(long, default_value = "ground-truth.json")]
@@ -377,16 +386,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         "--rate must be at least 1 message per second, got 0"
     );
     let fleet = generate(&config);
-    ingest::admin::ensure_topics(
-        &args.kafka.brokers,
-        &[
-            (&args.kafka.control_topic, 1),
-            (&args.kafka.traffic_topic, args.traffic_partitions),
-            (&args.kafka.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .context("failed to create the topics")?;
+    ingest::admin::ensure_pipeline_topics(&args.kafka.config(), args.traffic_partitions)
+        .await
+        .context("failed to create the topics")?;
     let report = publish(
         &fleet,
         &args.kafka.brokers,
@@ -500,12 +502,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             no_progress,
         } => {
             let config = clickhouse.config()?;
-            anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
             let writer =
                 query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
-            let report =
-                crate::reattribute::reattribute(&writer, &control_topic, from, to, !no_progress)
-                    .await?;
+            let reader =
+                query::Reader::new(&config).context("failed to build the ClickHouse reader")?;
+            let report = crate::reattribute::reattribute(
+                &writer,
+                &reader,
+                &control_topic,
+                from,
+                to,
+                !no_progress,
+            )
+            .await?;
             println!(
                 "{} unattributed rows in [{from}, {to}): {} now attributed, {} with another reason, still unattributed: {:?}",
                 report.candidates, report.attributed, report.reason_changed, report.still_unattributed
@@ -523,18 +532,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("failed to migrate ClickHouse at start-up")?;
     info!(applied = report.applied.len(), "schema up to date");
-    ingest::admin::ensure_topics(
-        &kafka.brokers,
-        &[
-            (&kafka.control_topic, 1),
-            (&kafka.traffic_topic, args.traffic_partitions),
-            (&kafka.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .context("failed to create the topics")?;
+    ingest::admin::ensure_pipeline_topics(&kafka, args.traffic_partitions)
+        .await
+        .context("failed to create the topics")?;
     let writer =
         query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
+    let reader =
+        query::Reader::new(&clickhouse).context("failed to build the ClickHouse reader")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(RunStats::default());
     let prometheus =
@@ -573,7 +577,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let (stop_run, stats_run) = (stop.clone(), stats.clone());
     tokio::task::spawn_blocking(move || {
-        pipeline::run(kafka, writer, settings, stop_run, stats_run)
+        pipeline::run(kafka, writer, reader, settings, stop_run, stats_run)
     })
     .await
     .context("the pipeline panicked")??;

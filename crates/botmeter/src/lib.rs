@@ -8,4 +8,3 @@ pub mod reattribute;
 pub mod reconcile;
 pub mod rollups;
 pub mod simulate;
-mod usage;

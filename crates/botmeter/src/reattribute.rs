@@ -12,9 +12,10 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use query::rows::UsageRow;
-use query::Writer;
+use query::write::runs::month_of;
+use query::{Reader, Writer};
 
-use crate::pipeline::{month_of, rebuild_state, set_attribution};
+use crate::pipeline::rebuild_state;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +36,7 @@ const PAIRS_PER_INSERT: usize = 5_000;
 /// Restates unattributed usage with `event_time` in `[from, to)`.
 pub async fn reattribute(
     writer: &Writer,
+    reader: &Reader,
     control_topic: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -45,13 +47,13 @@ pub async fn reattribute(
         u32::try_from(t.timestamp())
             .map_err(|_| anyhow::anyhow!("{t} is outside ClickHouse's DateTime range"))
     };
-    let history = writer
+    let history = reader
         .control_history(control_topic)
         .await
         .context("failed to read the control-event history")?;
     let (state, _) = rebuild_state(&history);
     drop(history);
-    let rows = writer
+    let rows = reader
         .unattributed_rows(seconds(from)?, seconds(to)?)
         .await
         .context("failed to read unattributed usage")?;
@@ -85,7 +87,7 @@ pub async fn reattribute(
         let port = (original.port != 0).then_some(original.port);
         let resolution = state.resolve(&original.hostname, port, endpoint_hint, t);
         let mut restated = original.clone();
-        set_attribution(&mut restated, &resolution);
+        restated.set_attribution(&resolution);
         if restated.status == original.status
             && restated.unattributed_reason == original.unattributed_reason
         {

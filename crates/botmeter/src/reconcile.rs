@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use query::writer::{StoredPartition, TopicRole};
-use query::Writer;
-use rdkafka::config::ClientConfig;
+use query::read::{StoredPartition, TopicRole};
+use query::Reader;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -295,14 +294,11 @@ pub async fn execute(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 
 async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let clickhouse = args.clickhouse.config()?;
-    let kafka_config = ingest::KafkaConfig {
-        brokers: args.kafka.brokers.clone(),
-        control_topic: args.kafka.control_topic.clone(),
-        traffic_topic: args.kafka.traffic_topic.clone(),
-        dead_letter_topic: args.kafka.dead_letter_topic.clone(),
-        ..ingest::KafkaConfig::default()
-    };
-    kafka_config.validate().context("invalid Kafka settings")?;
+    let kafka_config = args
+        .kafka
+        .config()
+        .validate()
+        .context("invalid Kafka settings")?;
     if let (Some(from), Some(to)) = (args.from, args.to) {
         anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
     }
@@ -312,7 +308,7 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     );
     let from_secs = args.from.map_or(0, |t| t.timestamp());
     let to_secs = args.to.map_or(i64::MAX, |t| t.timestamp());
-    let writer = Writer::new(&clickhouse).context("failed to build the ClickHouse client")?;
+    let reader = Reader::new(&clickhouse).context("failed to build the ClickHouse client")?;
     let topics = [
         (args.kafka.traffic_topic.clone(), TopicRole::Traffic),
         (args.kafka.control_topic.clone(), TopicRole::Control),
@@ -321,13 +317,13 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     // ClickHouse before Kafka: rows written meanwhile then show as lag, not as offsets past the end.
     let mut stored = Vec::new();
     for (topic, role) in &topics {
-        let rows = writer
+        let rows = reader
             .reconcile_positions(topic, *role, from_secs, to_secs)
             .await
             .with_context(|| format!("failed to read what ClickHouse stores for topic {topic}"))?;
         stored.push(rows);
     }
-    let brokers = args.kafka.brokers.clone();
+    let brokers = kafka_config.brokers.clone();
     let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
     let quiet = Duration::from_millis(args.tail_quiet_ms);
     // rdkafka polls block: keep them off the async workers.
@@ -344,7 +340,7 @@ async fn check(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let mut finder = GapFinder::new(partition.kafka.map(|k| k.low), GAP_RANGES_SHOWN);
-            writer
+            reader
                 .for_each_stored_offset(topic, partition.partition, |offset| finder.push(offset))
                 .await
                 .with_context(|| {
@@ -395,13 +391,9 @@ fn read_kafka(
     topics: &[String],
     quiet: Duration,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, KafkaPartition>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = ingest::client::reader_config(brokers)
         // Required by librdkafka even for assign(); never joined, nothing committed.
         .set("group.id", "botmeter-reconcile")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "100")
         .create()
         .context("failed to create the Kafka consumer")?;

@@ -9,10 +9,6 @@ use clap::{Args, Subcommand};
 
 use crate::cli::ClickHouseArgs;
 
-/// The coarsest rollup's grain, in seconds: ranges are widened to whole UTC days, so that every
-/// rollup (quarter hours, hours, days) compares exactly.
-const GRAIN_SECS: i64 = 86_400;
-
 /// Flags of `botmeter rollups`.
 #[derive(Debug, Args)]
 pub struct RollupsArgs {
@@ -60,10 +56,10 @@ fn parse_month(text: &str) -> Result<u32, String> {
 /// The range in Unix seconds, widened to whole UTC days and clamped to `DateTime` of
 /// ClickHouse (`UInt32` seconds).
 fn day_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> anyhow::Result<(u32, u32)> {
-    let from = from.map_or(0, |t| t.timestamp().div_euclid(GRAIN_SECS) * GRAIN_SECS);
-    let to = to.map_or(i64::from(u32::MAX), |t| {
-        (t.timestamp() + GRAIN_SECS - 1).div_euclid(GRAIN_SECS) * GRAIN_SECS
-    });
+    let (from, to) = query::rollup::whole_days(
+        from.map_or(0, |t| t.timestamp()),
+        to.map_or(i64::from(u32::MAX), |t| t.timestamp()),
+    );
     anyhow::ensure!(
         from < to,
         "--from must be before --to (after widening to whole days: {from} ≥ {to})"
@@ -122,7 +118,11 @@ pub async fn execute(args: RollupsArgs) -> anyhow::Result<ExitCode> {
                         .zip(&month.rollup_rows)
                         .map(|(table, rows)| format!("{table} {rows} rows"))
                         .collect();
-                    eprintln!("[{done}/{total}] month {}: {}", month.month, rows.join(", "));
+                    eprintln!(
+                        "[{done}/{total}] month {}: {}",
+                        month.month,
+                        rows.join(", ")
+                    );
                 })
                 .await
                 .context("failed to rebuild the rollup")?;

@@ -21,3 +21,6 @@ mod state;
 pub use evict::{Evicted, EvictionConfig};
 pub use resolve::{Flag, Resolution, ResolutionRef, UnattributedReason};
 pub use state::{ApplyOutcome, OwnershipState, StateStats};
+
+/// Default grace before ended sessions and endpoints are evicted, in milliseconds: one hour.
+pub const DEFAULT_EVICTION_GRACE_MS: u64 = 3_600_000;

@@ -8,6 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
+use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// Creates each `(topic, partitions)` that does not exist yet; existing topics are left alone.
@@ -48,6 +49,21 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Creates botmeter's three topics when missing: the control and dead-letter topics with one
+/// partition each (the control plane is read in order, in full, by every instance), the traffic
+/// topic with `traffic_partitions`.
+pub async fn ensure_pipeline_topics(config: &KafkaConfig, traffic_partitions: i32) -> Result<()> {
+    ensure_topics(
+        &config.brokers,
+        &[
+            (&config.control_topic, 1),
+            (&config.traffic_topic, traffic_partitions),
+            (&config.dead_letter_topic, 1),
+        ],
+    )
+    .await
 }
 
 #[cfg(test)]

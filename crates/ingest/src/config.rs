@@ -4,6 +4,21 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// Default bootstrap servers: a broker on this machine (`127.0.0.1`: tansu does not answer on
+/// `localhost`'s IPv6 address).
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Default consumer group of the traffic readers.
+pub const DEFAULT_GROUP_ID: &str = "botmeter";
+/// Default consumer-group session timeout, ms (tansu needs at least 6000 for a stable group).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 6000;
+/// Default max time between polls, ms (tansu's JoinGroup waits this long on every (re)join).
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u32 = 6000;
+/// Default resume rewind, in messages: librdkafka's default `batch.num.messages` (see
+/// [`KafkaConfig::resume_rewind_messages`]).
+pub const DEFAULT_RESUME_REWIND_MESSAGES: i64 = 10_000;
+/// Default traffic partitions of a topic botmeter creates (control and dead letters get 1).
+pub const DEFAULT_TRAFFIC_PARTITIONS: i32 = 4;
+
 /// Kafka settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,22 +64,41 @@ pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
-            brokers: "127.0.0.1:9092".into(),
-            group_id: "botmeter".into(),
+            brokers: DEFAULT_BROKERS.into(),
+            group_id: DEFAULT_GROUP_ID.into(),
             control_topic: model::topics::CONTROL.into(),
             traffic_topic: model::topics::TRAFFIC.into(),
             dead_letter_topic: model::topics::DEAD_LETTER.into(),
-            session_timeout_ms: 6000,
-            max_poll_interval_ms: 6000,
-            resume_rewind_messages: 10_000,
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            max_poll_interval_ms: DEFAULT_MAX_POLL_INTERVAL_MS,
+            resume_rewind_messages: DEFAULT_RESUME_REWIND_MESSAGES,
             consumer_properties: Vec::new(),
         }
     }
 }
 
+/// A [`KafkaConfig`] that passed [`KafkaConfig::validate`]: what every Kafka client builder of
+/// this crate takes, so no client is built from settings nobody checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidKafkaConfig(KafkaConfig);
+
+impl std::ops::Deref for ValidKafkaConfig {
+    type Target = KafkaConfig;
+
+    fn deref(&self) -> &KafkaConfig {
+        &self.0
+    }
+}
+
 impl KafkaConfig {
-    /// Checks every setting without touching the network.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks every setting without touching the network; the checked config is what the
+    /// client builders take.
+    pub fn validate(self) -> Result<ValidKafkaConfig> {
+        self.check()?;
+        Ok(ValidKafkaConfig(self))
+    }
+
+    fn check(&self) -> Result<()> {
         let bad = |setting, reason: String| Err(Error::Config { setting, reason });
         if self.brokers.trim().is_empty() {
             return bad(

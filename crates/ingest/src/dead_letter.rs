@@ -4,29 +4,13 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+pub use model::DeadLetter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::config::KafkaConfig;
+use crate::client::producer_config;
+use crate::config::ValidKafkaConfig;
 use crate::error::{Error, Result};
-
-/// One message that ends here instead of in a usage row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Source topic.
-    pub topic: String,
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Reason class, the metric label (`malformed_json`, `missing_field`, `invalid_field`, …).
-    pub reason_kind: String,
-    /// Full reason naming the event, field and value.
-    pub reason: String,
-    /// The original bytes (empty for a message without a payload).
-    pub payload: Vec<u8>,
-}
 
 /// Publishes dead letters.
 pub struct DeadLetterProducer {
@@ -44,10 +28,8 @@ impl std::fmt::Debug for DeadLetterProducer {
 
 impl DeadLetterProducer {
     /// A producer to the configured dead-letter topic.
-    pub fn new(config: &KafkaConfig) -> Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("acks", "all")
+    pub fn new(config: &ValidKafkaConfig) -> Result<Self> {
+        let producer = producer_config(&config.brokers)
             .set("message.max.bytes", "10000000")
             .create()
             .map_err(Error::kafka("create the dead-letter producer"))?;

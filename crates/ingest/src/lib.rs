@@ -1,17 +1,22 @@
-//! botmeter's Kafka side: configuration, the control-topic reader (every instance reads all of
-//! it, by assignment), the traffic-topic reader (one consumer group, resuming from positions
-//! the caller supplies — ClickHouse's, not Kafka's), decoding, and the dead-letter producer.
+//! botmeter's Kafka side, everything that touches Kafka: configuration and the one base client
+//! configuration every reader and producer starts from, the control-topic reader (every instance
+//! reads all of it, by assignment), the traffic-topic reader (one consumer group, resuming from
+//! positions the caller supplies — ClickHouse's, not Kafka's — with the rebalance fence and
+//! pause/seek/resume), decoding a message into an event or a dead letter, the dead-letter
+//! producer, and topic set-up.
 
 pub mod admin;
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
+pub mod decode;
 mod error;
-pub mod source;
+pub mod traffic;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, ValidKafkaConfig};
+pub use control::{high_watermarks, partitions_of, ControlSource};
 pub use dead_letter::{DeadLetter, DeadLetterProducer};
+pub use decode::{decode, decode_control, decode_traffic, MAX_MESSAGE_BYTES};
 pub use error::{Error, Result};
-pub use source::{
-    control_consumer, high_watermarks, partitions_of, start_offset, traffic_consumer, PositionsFn,
-    TrafficContext, WriteInFlight,
-};
+pub use traffic::{Fence, Paused, PositionsFn, TrafficSource, WriteInFlight};

@@ -7,22 +7,24 @@
 //! with an error naming the event, the field and the value.
 
 mod bind;
+mod dead_letter;
 mod error;
 mod event;
 mod objects;
 mod traffic;
 
 pub use bind::{BindRule, BindRuleError, LabelPattern};
+pub use dead_letter::{DeadLetter, SourcePosition};
 pub use error::{DecodeError, Result};
 pub use event::{
     decode, CredentialAction, EndpointAction, Event, EventBody, EventType, Principal, PrincipalRef,
     SessionAction,
 };
-pub use traffic::{decode_traffic, TrafficKind, TrafficRef};
 pub use objects::{
     AgentSession, BotUser, Credential, CredentialKind, Endpoint, HttpRequestComplete, OwnerKind,
     TcpConnectionClosed, TrafficConn,
 };
+pub use traffic::{decode_traffic, TrafficKind, TrafficRef};
 
 /// The topics botmeter reads by default.
 pub mod topics {

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Default HTTP interface: a server on this machine.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8123";
+/// Default database holding botmeter's tables.
+pub const DEFAULT_DATABASE: &str = "botmeter";
+/// Default user.
+pub const DEFAULT_USER: &str = "default";
+
 /// The ClickHouse connection.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,7 +52,9 @@ pub struct ClickHouseConfig {
 pub fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = if let Some(bracketed) = host_port.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {
@@ -60,9 +69,9 @@ pub fn is_loopback_url(url: &str) -> bool {
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:8123".to_owned(),
-            database: "botmeter".to_owned(),
-            user: "default".to_owned(),
+            url: DEFAULT_URL.to_owned(),
+            database: DEFAULT_DATABASE.to_owned(),
+            user: DEFAULT_USER.to_owned(),
             password: String::new(),
             query_timeout_ms: 10_000,
             insert_timeout_ms: 30_000,

@@ -1,5 +1,6 @@
-//! botmeter's ClickHouse side: the schema migrations, the row writer, and the HTTP API that
-//! answers reports from the tables.
+//! botmeter's ClickHouse side: the schema migrations, the write side (rows, the writer, the insert
+//! retry policy, the lost-response filter, the rollup check), the read side of its bookkeeping
+//! (positions, the control-event history), and the HTTP API that answers reports from the tables.
 //!
 //! Every client is built by [`ClickHouseConfig::client`], with row validation off: ClickHouse 18.16
 //! has no `RowBinaryWithNamesAndTypes`, so rows travel as plain `RowBinary`, positional, and the
@@ -9,12 +10,14 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod read;
 pub mod rollup;
 pub mod rows;
-pub mod writer;
+pub mod write;
 
 pub use api::{router, serve, AppState};
 pub use config::{is_loopback_url, ClickHouseConfig};
 pub use error::{Error, Result};
 pub use migrate::{migrate, server_version, MigrationReport};
-pub use writer::Writer;
+pub use read::Reader;
+pub use write::Writer;

@@ -23,6 +23,18 @@ use tracing::info;
 use crate::config::ClickHouseConfig;
 use crate::error::{with_deadline, Result};
 
+/// The coarsest rollup's grain, in seconds: a range checked in whole UTC days compares every
+/// rollup (quarter hours, hours, days) exactly.
+pub const DAY_SECS: i64 = 86_400;
+
+/// `[from, to)` (Unix seconds) widened to whole UTC days: `from` down, `to` up.
+pub fn whole_days(from: i64, to: i64) -> (i64, i64) {
+    (
+        from.div_euclid(DAY_SECS) * DAY_SECS,
+        (to + DAY_SECS - 1).div_euclid(DAY_SECS) * DAY_SECS,
+    )
+}
+
 /// A rollup table and the SQL that checks and rebuilds it.
 #[derive(Debug, Clone, Copy)]
 struct Rollup {
@@ -309,6 +321,17 @@ async fn rebuild_month(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_widen_to_whole_utc_days() {
+        let day = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(whole_days(day + 899, day + 3601), (day, day + DAY_SECS));
+        assert_eq!(whole_days(day, day + DAY_SECS), (day, day + DAY_SECS));
+        assert_eq!(
+            whole_days(day - 1, day + 1),
+            (day - DAY_SECS, day + DAY_SECS)
+        );
+    }
 
     #[test]
     fn months_are_listed_from_the_raw_rows_and_every_rollup() {

@@ -1,8 +1,15 @@
-//! The rows botmeter writes, one struct per table of `schemas/clickhouse/`. Field order is the
-//! table's column order: the writer sends RowBinary, which is positional.
+//! The rows botmeter writes, one struct per table of `schemas/clickhouse/`, and the mapping of
+//! attributed events, control events and dead letters to them. Field order is the table's column
+//! order: the writer sends RowBinary, which is positional.
 
+mod traffic;
+
+use chrono::{DateTime, Utc};
 use clickhouse::Row;
+use model::{DeadLetter, Event, EventBody, SourcePosition};
 use serde::{Deserialize, Serialize};
+
+pub use traffic::{PendingUsage, TrafficRecord};
 
 /// Outcome of attributing a traffic event.
 pub mod status {
@@ -269,11 +276,118 @@ pub struct DeadLetterRow {
     pub received_at: u32,
 }
 
+impl UsageRow {
+    /// Writes a resolution's outcome into the row (status, reason, flags and the chain's ids):
+    /// the owned path, as `botmeter reattribute` restates rows. The hot path builds the same row
+    /// borrowed ([`TrafficRecord::attribute`]); a test holds the two together.
+    pub fn set_attribution(&mut self, resolution: &enrich::Resolution) {
+        self.status = if resolution.unattributed.is_some() {
+            status::UNATTRIBUTED
+        } else {
+            status::ATTRIBUTED
+        }
+        .to_owned();
+        self.unattributed_reason = resolution
+            .unattributed
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default();
+        self.flags = resolution
+            .flags
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        self.owner_id = resolution.owner_id.clone().unwrap_or_default();
+        self.owner_kind = resolution
+            .owner_kind
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default();
+        self.credential_id = resolution.credential_id.clone().unwrap_or_default();
+        self.credential_kind = resolution
+            .credential_kind
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default();
+        self.session_id = resolution.session_id.clone().unwrap_or_default();
+        if let Some(endpoint_id) = &resolution.endpoint_id {
+            self.endpoint_id.clone_from(endpoint_id);
+        }
+    }
+}
+
+/// Whole seconds of `t` as the tables' `DateTime` holds them (0 outside 1970–2106).
+fn seconds(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp()).unwrap_or(0)
+}
+
+impl ControlRow {
+    /// The audit-log row of a control event read at `source`, with its anomalies.
+    pub fn new(
+        event: &Event,
+        source: SourcePosition<'_>,
+        anomalies: Vec<String>,
+        ingested_at: u32,
+    ) -> Self {
+        let principal = event.principal.clone().unwrap_or_default();
+        let object = event.object.as_ref();
+        let object_id = match &event.body {
+            EventBody::AgentSession { session, .. } => session.session.id.clone(),
+            _ => object
+                .and_then(|o| o.get("id"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let owner_id = match &event.body {
+            EventBody::Credential { credential, .. } => credential.owner_id.clone(),
+            EventBody::BotUser { bot_user, .. } => bot_user.id.clone(),
+            EventBody::Endpoint { endpoint, .. } => endpoint
+                .principal
+                .as_ref()
+                .map(|p| p.id.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        Self {
+            event_id: event.event_id.clone(),
+            event_type: event.event_type.clone(),
+            event_time: seconds(event.event_timestamp),
+            event_time_us: event.event_timestamp.timestamp_micros(),
+            account_id: event.account_id.clone(),
+            principal_id: principal.id,
+            principal_subject: principal.subject.unwrap_or_default(),
+            principal_credential_id: principal.credential.map(|c| c.id).unwrap_or_default(),
+            object_id,
+            owner_id,
+            object: object.map(|o| o.to_string()).unwrap_or_default(),
+            kafka_topic: source.topic.to_owned(),
+            kafka_partition: source.partition,
+            kafka_offset: source.offset,
+            ingested_at,
+            anomalies,
+        }
+    }
+}
+
+impl DeadLetterRow {
+    /// The `dead_letters` row of a dead letter received at `received_at` (Unix seconds).
+    pub fn new(letter: &DeadLetter, received_at: u32) -> Self {
+        Self {
+            kafka_topic: letter.topic.clone(),
+            kafka_partition: letter.partition,
+            kafka_offset: letter.offset,
+            reason_kind: letter.reason_kind.clone(),
+            reason: letter.reason.clone(),
+            payload_bytes: letter.payload.len() as u64,
+            payload: letter.payload.clone(),
+            received_at,
+        }
+    }
+}
+
 /// Turns a stored control event back into the event it was, for rebuilding the ownership state
 /// at start-up. Times are kept to the microsecond; the stored object has its secrets removed,
 /// which the state never needs.
 pub fn decode_control_row(row: &ControlRow) -> model::Result<model::Event> {
-    let timestamp = chrono::DateTime::from_timestamp_micros(row.event_time_us)
+    let timestamp = DateTime::from_timestamp_micros(row.event_time_us)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let object: serde_json::Value =

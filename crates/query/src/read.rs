@@ -1,32 +1,20 @@
-//! Writes botmeter's rows to ClickHouse and reads back the Kafka positions they carry.
-//!
-//! Each `insert_*` call is exactly one `INSERT` (one block, so atomic for one partition of the
-//! table): either all its rows are stored or, on error, none are, and the caller may retry the same
-//! rows. Every call starts a fresh insert, so a failed one is never reused (the client's `write()`
-//! panics after a failure).
-//!
-//! Because every row carries its source topic, partition and offset, the rows themselves are the
-//! consumer's position: [`Writer::positions`] is where a restarted or rebalanced instance resumes.
+//! The read side of botmeter's own bookkeeping (the reports are in [`crate::api`]): where each
+//! Kafka partition is durable (the resume point), the control-event history the ownership state
+//! is rebuilt from, unattributed rows for `reattribute`, the rollup check, and the per-partition
+//! figures `reconcile` compares with Kafka.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use clickhouse::{Client, Row, RowOwned, RowWrite};
+use clickhouse::{Client, Row};
 use serde::Deserialize;
-use tracing::debug;
 
 use crate::config::ClickHouseConfig;
 use crate::error::{with_deadline, Result};
-use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRow, UsageRowRef};
-
-/// Table of [`UsageRow`].
-pub const USAGE_TABLE: &str = "usage_events";
-/// Table of [`ControlRow`]: the audit log, deduplicated by Kafka position (a ReplacingMergeTree;
-/// migration 0004). Readers use the view `control_events`, which shows each message once.
-pub const CONTROL_TABLE: &str = "control_events_log";
-/// Table of [`DeadLetterRow`].
-pub const DEAD_LETTER_TABLE: &str = "dead_letters";
+use crate::rows::{ControlRow, UsageRow};
+#[cfg(test)]
+use crate::write::{CONTROL_TABLE, DEAD_LETTER_TABLE, USAGE_TABLE};
 
 /// Max offset per partition of one topic over the three tables; the topic bound three times.
 const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
@@ -37,67 +25,29 @@ struct PositionRow {
     max_offset: i64,
 }
 
-/// Inserts rows; cheap to clone (shares the clients' connection pools).
+/// Reads botmeter's bookkeeping back; cheap to clone (shares the client's connection pool).
 #[derive(Clone)]
-pub struct Writer {
-    /// LZ4 request bodies, for inserts.
-    insert_client: Client,
-    /// Plain responses, for reads (ClickHouse 18.16 cannot send compressed ones).
+pub struct Reader {
+    /// Plain responses (ClickHouse 18.16 cannot send compressed ones).
     client: Client,
-    insert_timeout: Duration,
     query_timeout: Duration,
 }
 
-impl fmt::Debug for Writer {
+impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Writer")
-            .field("insert_timeout", &self.insert_timeout)
+        f.debug_struct("Reader")
             .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl Writer {
-    /// A writer for the configured database (validates the config; no IO).
+impl Reader {
+    /// A reader of the configured database (validates the config; no IO).
     pub fn new(config: &ClickHouseConfig) -> Result<Self> {
         Ok(Self {
-            insert_client: config.insert_client()?,
             client: config.client()?,
-            insert_timeout: config.insert_timeout(),
             query_timeout: config.query_timeout(),
         })
-    }
-
-    /// Inserts attributed and unattributed usage in one `INSERT`.
-    pub async fn insert_usage<R: AsUsageRow + Sync>(&self, rows: &[R]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let client = &self.insert_client;
-        with_deadline(
-            format!("insert {} rows into {USAGE_TABLE}", rows.len()),
-            self.insert_timeout,
-            async move {
-                let mut insert = client.insert::<UsageRowRef<'_>>(USAGE_TABLE).await?;
-                for row in rows {
-                    insert.write(&row.usage_row()).await?;
-                }
-                insert.end().await
-            },
-        )
-        .await?;
-        debug!(table = USAGE_TABLE, rows = rows.len(), "rows inserted");
-        Ok(())
-    }
-
-    /// Inserts control-plane events in one `INSERT`.
-    pub async fn insert_control(&self, rows: &[ControlRow]) -> Result<()> {
-        self.insert(CONTROL_TABLE, rows).await
-    }
-
-    /// Inserts dead letters in one `INSERT`.
-    pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> Result<()> {
-        self.insert(DEAD_LETTER_TABLE, rows).await
     }
 
     /// Every stored control event of `topic`, in the order it was consumed (partition, offset):
@@ -154,7 +104,7 @@ impl Writer {
     }
 
     /// Every rollup key over `[from, to)` (Unix seconds, whole UTC days) whose rollup differs
-    /// from the raw rows, at most `limit` per rollup: [`crate::rollup::check`] on this writer's
+    /// from the raw rows, at most `limit` per rollup: [`crate::rollup::check`] on this reader's
     /// connection.
     pub async fn rollup_differences(
         &self,
@@ -163,33 +113,6 @@ impl Writer {
         limit: u64,
     ) -> Result<Vec<crate::rollup::RollupDifference>> {
         crate::rollup::check_with(&self.client, self.query_timeout, from, to, limit).await
-    }
-
-    async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<()>
-    where
-        T: RowOwned + RowWrite,
-    {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let client = &self.insert_client;
-        let insert_timeout = self.insert_timeout;
-        // The deadline covers the whole insert, sending included: a stalled server must not hold a
-        // batch (and its partition's memory) forever.
-        with_deadline(
-            format!("insert {} rows into {table}", rows.len()),
-            insert_timeout,
-            async move {
-                let mut insert = client.insert::<T>(table).await?;
-                for row in rows {
-                    insert.write(row).await?;
-                }
-                insert.end().await
-            },
-        )
-        .await?;
-        debug!(table, rows = rows.len(), "rows inserted");
-        Ok(())
     }
 }
 
@@ -200,7 +123,7 @@ const RECONCILE_CONTROL_SQL: &str = include_str!("../sql/reconcile_control.sql")
 /// Every stored offset of one partition, ascending.
 const RECONCILE_OFFSETS_SQL: &str = include_str!("../sql/reconcile_offsets.sql");
 
-/// Which tables hold the net rows of a topic's messages, for [`Writer::reconcile_positions`].
+/// Which tables hold the net rows of a topic's messages, for [`Reader::reconcile_positions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicRole {
     /// One net row per message in `usage_events` (the sum of `sign` at its position); a dead
@@ -210,7 +133,7 @@ pub enum TopicRole {
     Control,
 }
 
-/// What botmeter stores for one partition of a topic, from [`Writer::reconcile_positions`].
+/// What botmeter stores for one partition of a topic, from [`Reader::reconcile_positions`].
 /// Offsets are inclusive (the stored messages themselves). Field order is the SQL's column order.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 pub struct StoredPartition {
@@ -241,7 +164,7 @@ pub struct StoredPartition {
     pub window_dead_letters: i64,
 }
 
-impl Writer {
+impl Reader {
     /// What botmeter stores for every partition of `topic` that has any row: positions, their
     /// net row counts (duplicates, lost) over every row, and net rows by outcome with `event_time`
     /// in `[from_secs, to_secs)` (Unix seconds; `0, i64::MAX` for every row). For
@@ -351,11 +274,5 @@ mod tests {
                 "{table}"
             );
         }
-    }
-
-    #[test]
-    fn debug_shows_no_client_internals() {
-        let writer = Writer::new(&ClickHouseConfig::default()).unwrap();
-        assert!(format!("{writer:?}").starts_with("Writer {"));
     }
 }

@@ -1,0 +1,325 @@
+//! The traffic reader's loop, in the order of the data flow: **collect** a batch (poll, skip what
+//! is durable, decode or dead-letter), wait until the control plane is read past its time,
+//! **attribute** each event as of its time, then **write** it (see [`super::write`]) while the
+//! next batch is collected.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use ingest::{DeadLetter, Fence, TrafficSource};
+use query::rows::{PendingUsage, TrafficRecord};
+use query::write::runs::contiguous_runs;
+use rdkafka::message::Message;
+use tracing::{debug, info};
+
+use super::control::ControlWait;
+use super::report::{dead_letter_rows, publish_dead_letters, record_lag, summarize};
+use super::write::{Batch, InFlight, Written};
+use super::{RunSettings, Shared};
+
+/// While messages keep coming, the collector reads the clock once per this many.
+const CLOCK_EVERY: u32 = 64;
+/// How often the consumer lag is published.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// The traffic reader and what it carries from one batch to the next.
+pub(crate) struct TrafficLoop {
+    pub(super) source: TrafficSource,
+    control: ControlWait,
+    pub(super) shared: Shared,
+    pub(super) settings: RunSettings,
+    pub(super) last_eviction: Instant,
+    last_lag: Instant,
+    /// At most one batch's insert runs while the next batch is polled, decoded and attributed,
+    /// so ClickHouse's work overlaps the pipeline's (two cores, two halves of the work).
+    in_flight: Option<InFlight>,
+}
+
+/// A batch as polled, before attribution.
+struct Collected {
+    /// The assignment it was polled under.
+    fence: Fence,
+    events: Vec<TrafficRecord>,
+    letters: Vec<DeadLetter>,
+    topic: String,
+    /// Next offset per partition, for the informative commit.
+    commit: HashMap<i32, i64>,
+    started: Instant,
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        self.events.len() + self.letters.len()
+    }
+
+    /// Forgets what was collected under an assignment that has since moved: the new assignment
+    /// re-reads it from ClickHouse's positions, so it is dropped here, not lost.
+    fn drop_before(&mut self, fence: Fence) {
+        if self.len() > 0 {
+            info!(dropped = self.len(), "batch dropped after a rebalance");
+        }
+        self.events.clear();
+        self.letters.clear();
+        self.commit.clear();
+        self.fence = fence;
+    }
+}
+
+/// What the loop does after a batch.
+enum Step {
+    /// Collect the next batch.
+    Next,
+    /// Stop after finishing the insert in flight.
+    Finish,
+    /// Stop now (the insert in flight is re-read on the next start).
+    Stop,
+}
+
+impl TrafficLoop {
+    pub(crate) fn new(
+        source: TrafficSource,
+        control_topic: String,
+        control_partitions: Vec<i32>,
+        shared: Shared,
+        settings: RunSettings,
+    ) -> Self {
+        let control = ControlWait::new(
+            control_topic,
+            control_partitions,
+            settings.control_lateness_ms,
+        );
+        Self {
+            source,
+            control,
+            shared,
+            settings,
+            last_eviction: Instant::now(),
+            last_lag: Instant::now(),
+            in_flight: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// Collects, attributes and writes batches until stopped.
+    pub(crate) fn run(mut self) -> anyhow::Result<()> {
+        while !self.stopping() {
+            let collected = self.collect()?;
+            if collected.len() == 0 {
+                // Idle: nothing to overlap the insert in flight with, so finish it now.
+                if let Some(previous) = self.in_flight.take() {
+                    if let Written::Stopped = self.finish(previous)? {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            if !self.source.holds(collected.fence) {
+                // A rebalance ran in the last (empty) poll.
+                info!(dropped = collected.len(), "batch dropped after a rebalance");
+                continue;
+            }
+            match self.process(collected)? {
+                Step::Next => {}
+                Step::Finish => break,
+                Step::Stop => return Ok(()),
+            }
+        }
+        // Stopping: the batch in flight is finished (or, if a second signal came, re-read next
+        // time).
+        if let Some(previous) = self.in_flight.take() {
+            self.finish(previous)?;
+        }
+        Ok(())
+    }
+
+    /// Polls up to a batch of messages, or until the batch's wait is over.
+    fn collect(&self) -> anyhow::Result<Collected> {
+        let started = Instant::now();
+        let mut batch = Collected {
+            fence: self.source.fence(),
+            events: Vec::with_capacity(self.settings.batch_max_rows),
+            letters: Vec::new(),
+            topic: String::new(),
+            commit: HashMap::new(),
+            started,
+        };
+        let deadline = started + Duration::from_millis(self.settings.batch_max_wait_ms);
+        // The clock is read once per CLOCK_EVERY messages while messages are waiting (a poll that
+        // returns at once needs no timeout), and on every poll that came back empty.
+        let mut timeout = deadline.saturating_duration_since(started);
+        let mut since_clock = 0;
+        while batch.len() < self.settings.batch_max_rows && !self.stopping() {
+            since_clock += 1;
+            if since_clock >= CLOCK_EVERY {
+                since_clock = 0;
+                timeout = deadline.saturating_duration_since(Instant::now());
+            }
+            if timeout.is_zero() && batch.len() > 0 {
+                break;
+            }
+            // A zero-timeout poll first: while messages are waiting it returns one without
+            // librdkafka reading the clock for a deadline.
+            let polled = match self.source.poll(Duration::ZERO) {
+                Some(message) => Some(message),
+                None => self.source.poll(timeout.max(Duration::from_millis(1))),
+            };
+            let Some(message) = polled else {
+                timeout = deadline.saturating_duration_since(Instant::now());
+                since_clock = 0;
+                if timeout.is_zero() {
+                    break;
+                }
+                continue;
+            };
+            let message = message.context("poll the traffic topic")?;
+            if !self.source.holds(batch.fence) {
+                // A rebalance ran inside this poll: messages collected before it may belong to
+                // partitions now elsewhere.
+                batch.drop_before(self.source.fence());
+            }
+            if !self.source.claim(message.partition(), message.offset()) {
+                continue; // re-read by the resume rewind, or redelivered: already handled
+            }
+            if batch.topic.is_empty() {
+                batch.topic = message.topic().to_owned();
+            }
+            batch
+                .commit
+                .insert(message.partition(), message.offset() + 1);
+            match ingest::decode_traffic(&message, TrafficRecord::new) {
+                Ok(record) => batch.events.push(record),
+                Err(letter) => batch.letters.push(letter),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Attributes a collected batch, writes its dead letters, and starts its insert once the
+    /// previous one is durable.
+    fn process(&mut self, collected: Collected) -> anyhow::Result<Step> {
+        let Collected {
+            fence,
+            events,
+            letters,
+            topic,
+            commit,
+            started: collect_started,
+        } = collected;
+        let t_max = events
+            .iter()
+            .map(|record| record.usage_time_us)
+            .max()
+            .unwrap_or(i64::MIN);
+        let t_min = events.iter().map(|record| record.usage_time_us).min();
+        let control_started = Instant::now();
+        if !self.control.wait(&self.source, &self.shared, t_max) {
+            return Ok(Step::Finish); // stopping: the batch was not written and will be re-read
+        }
+        let attribute_started = Instant::now();
+        let event_count = events.len();
+        let rows = self.attribute(events, &letters, &topic);
+        let summary = summarize(&rows);
+        if !letters.is_empty() {
+            publish_dead_letters(&self.shared.dead_letters, &letters)?;
+            let dead_rows = dead_letter_rows(&letters);
+            match self.write_holding(
+                fence,
+                std::slice::from_ref(&dead_rows),
+                None,
+                None,
+                |rows| self.shared.writer.insert_dead_letters(rows),
+            )? {
+                Written::All => {}
+                Written::Stopped => return Ok(Step::Finish),
+                Written::Rebalanced => return Ok(Step::Next),
+            }
+        }
+        let batch = Batch {
+            fence,
+            events: event_count,
+            letters: letters.len(),
+            attributed: summary.attributed,
+            unattributed: summary.unattributed,
+            summary,
+            t_min: t_min.and_then(DateTime::from_timestamp_micros),
+            topic,
+            commit,
+            started: Instant::now(),
+        };
+        let finish_started = Instant::now();
+        // The previous batch's insert ran while this one was polled, decoded and attributed:
+        // it must be durable before this one is written (positions only grow).
+        if let Some(previous) = self.in_flight.take() {
+            match self.finish(previous)? {
+                Written::All => {}
+                Written::Stopped => return Ok(Step::Stop),
+                // The partitions moved: what this batch holds from before the move was dropped
+                // (fence check); the new assignment re-reads from ClickHouse.
+                Written::Rebalanced => {
+                    info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
+                    if !self.source.holds(batch.fence) {
+                        return Ok(Step::Next);
+                    }
+                }
+            }
+        }
+        // Where a batch's time goes (debug level): polling and decoding, waiting for the control
+        // plane, attributing, waiting for the previous batch's insert.
+        debug!(
+            rows = batch.events + batch.letters,
+            collect_ms = (control_started - collect_started).as_millis() as u64,
+            control_wait_ms = (attribute_started - control_started).as_millis() as u64,
+            attribute_ms = (finish_started - attribute_started).as_millis() as u64,
+            previous_insert_wait_ms = finish_started.elapsed().as_millis() as u64,
+            "traffic batch attributed"
+        );
+        let runs = contiguous_runs(rows, |row| {
+            let (_, partition, offset) = row.position();
+            (partition, offset, row.event_time())
+        });
+        self.in_flight = Some(self.start(batch, runs));
+        if self.last_lag.elapsed() >= LAG_EVERY {
+            record_lag(&self.source);
+            self.last_lag = Instant::now();
+        }
+        Ok(Step::Next)
+    }
+
+    /// Resolves each event against the state as of its time; dead letters get a row of their
+    /// own so that their positions are stored like any other.
+    fn attribute(
+        &self,
+        mut events: Vec<TrafficRecord>,
+        letters: &[DeadLetter],
+        topic: &str,
+    ) -> Vec<PendingUsage> {
+        let now = Utc::now().timestamp() as u32;
+        let topic_name: Arc<str> = Arc::from(topic);
+        let mut rows = Vec::with_capacity(events.len() + letters.len());
+        {
+            let state = self.shared.state.read().expect("state lock");
+            rows.extend(
+                events
+                    .drain(..)
+                    .map(|record| record.attribute(&state, &topic_name, now)),
+            );
+        }
+        rows.extend(letters.iter().map(|letter| {
+            PendingUsage::dead_letter(
+                &letter.reason_kind,
+                &topic_name,
+                letter.partition,
+                letter.offset,
+                now,
+            )
+        }));
+        rows
+    }
+}

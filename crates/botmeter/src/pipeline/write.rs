@@ -1,0 +1,384 @@
+//! Writing a traffic batch: its usage insert runs in the background while the next batch is
+//! collected ([`TrafficLoop::start`]), and is awaited before the next one starts
+//! ([`TrafficLoop::finish`]). A failed insert holds the partitions: they are paused (the consumer
+//! keeps polling, so it stays in its group and memory stays bounded), the rest is retried with
+//! backoff after dropping what had landed (a lost response must not double count), and the
+//! partitions resume right after what is durable ([`TrafficLoop::write_holding`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use ingest::{Fence, Paused};
+use query::rows::PendingUsage;
+use query::write::retry::Backoff;
+use query::write::runs::not_stored;
+use query::write::verify::{self, RollupVerdict};
+use tracing::{debug, error, info, warn};
+
+use super::report::{record_traffic_metrics, BatchSummary};
+use super::traffic::TrafficLoop;
+use crate::ops::names;
+
+/// How often ended sessions and endpoints are evicted from the state.
+const EVICT_EVERY: Duration = Duration::from_secs(60);
+
+/// What a batch's bookkeeping needs once its insert is durable.
+pub(crate) struct Batch {
+    pub(crate) fence: Fence,
+    pub(crate) summary: BatchSummary,
+    pub(crate) events: usize,
+    pub(crate) letters: usize,
+    pub(crate) attributed: u64,
+    pub(crate) unattributed: u64,
+    /// The earliest usage time: a safe "now" for eviction (a backlog still needs what ended
+    /// long ago, so eviction goes by traffic time, not the wall clock).
+    pub(crate) t_min: Option<DateTime<Utc>>,
+    pub(crate) topic: String,
+    pub(crate) commit: HashMap<i32, i64>,
+    pub(crate) started: Instant,
+}
+
+/// The runs of a batch (see [`query::write::runs::contiguous_runs`]), how many of them are
+/// durable, and the error that stopped the next one, if any.
+type InsertOutcome = (Vec<Vec<PendingUsage>>, usize, Option<query::Error>);
+
+/// A batch whose usage insert runs in the background.
+pub(crate) struct InFlight {
+    batch: Batch,
+    task: tokio::task::JoinHandle<InsertOutcome>,
+}
+
+/// How a batch's writes ended.
+pub(crate) enum Written {
+    /// Every insert is durable.
+    All,
+    /// Stopping before everything was written; the rest is re-read on the next start.
+    Stopped,
+    /// The partitions moved while ClickHouse was down; the new owner resumes from ClickHouse.
+    Rebalanced,
+}
+
+/// How [`TrafficLoop::write_holding`] reads a row's Kafka position and time, for the
+/// lost-response filter and the rollup check. Without it, rows must be idempotent (dead letters).
+pub(crate) struct RowKeys<R> {
+    /// (topic, partition, offset).
+    position: fn(&R) -> (&str, i32, i64),
+    /// `event_time`, Unix seconds.
+    time: fn(&R) -> u32,
+}
+
+const USAGE_KEYS: RowKeys<PendingUsage> = RowKeys {
+    position: PendingUsage::position,
+    time: PendingUsage::event_time,
+};
+
+/// Retrying state of [`TrafficLoop::write_holding`].
+struct Hold {
+    fence: Fence,
+    backoff: Backoff,
+    paused: Option<Paused>,
+    /// The time range (Unix seconds) of runs that had landed before their insert failed.
+    landed: Option<(u32, u32)>,
+}
+
+/// What a failed attempt leads to.
+enum Retry<'a, R> {
+    /// Try the same rows again.
+    Again,
+    /// Part had landed: write these remaining parts instead.
+    Remaining(Vec<&'a [R]>),
+    /// Give up on the batch.
+    Done(Written),
+}
+
+impl TrafficLoop {
+    /// Starts inserting a batch's runs, in order, on the runtime. The reader knows an insert is
+    /// running until it ends (a rebalance waits for it; see [`ingest::WriteInFlight`]).
+    pub(super) fn start(&self, batch: Batch, runs: Vec<Vec<PendingUsage>>) -> InFlight {
+        let guard = self.source.write_started();
+        let writer = self.shared.writer.clone();
+        let task = self.shared.handle.spawn(async move {
+            let _guard = guard;
+            for (index, run) in runs.iter().enumerate() {
+                if let Err(e) = writer.insert_usage(run).await {
+                    return (runs, index, Some(e));
+                }
+            }
+            let done = runs.len();
+            (runs, done, None)
+        });
+        InFlight { batch, task }
+    }
+
+    /// Waits for a batch's insert; if it failed, holds the partitions and retries the rest. Then
+    /// does the batch's bookkeeping: metrics, counters, eviction and the informative commit.
+    pub(super) fn finish(&mut self, in_flight: InFlight) -> anyhow::Result<Written> {
+        let InFlight { batch, task } = in_flight;
+        let (runs, done, error) = self
+            .shared
+            .handle
+            .block_on(task)
+            .context("the insert task panicked")?;
+        if let Some(error) = error {
+            match self.write_holding(
+                batch.fence,
+                &runs[done..],
+                Some(&USAGE_KEYS),
+                Some(error),
+                |rows| self.shared.writer.insert_usage(rows),
+            )? {
+                Written::All => {}
+                other => return Ok(other),
+            }
+        }
+        self.count_written(&batch, runs.len());
+        if self.last_eviction.elapsed() >= EVICT_EVERY {
+            if let Some(t_min) = batch.t_min {
+                self.evict(t_min);
+            }
+            self.last_eviction = Instant::now();
+        }
+        self.source.commit_informative(&batch.topic, &batch.commit);
+        Ok(Written::All)
+    }
+
+    fn count_written(&self, batch: &Batch, inserts: usize) {
+        let rows = batch.events + batch.letters;
+        metrics::histogram!(names::BATCH_SECONDS).record(batch.started.elapsed().as_secs_f64());
+        metrics::histogram!(names::BATCH_ROWS).record(rows as f64);
+        record_traffic_metrics(&batch.summary);
+        let stats = &self.shared.stats;
+        stats.traffic_in.fetch_add(rows as u64, Ordering::Relaxed);
+        stats
+            .attributed
+            .fetch_add(batch.attributed, Ordering::Relaxed);
+        stats
+            .unattributed
+            .fetch_add(batch.unattributed, Ordering::Relaxed);
+        stats
+            .dead_letters
+            .fetch_add(batch.letters as u64, Ordering::Relaxed);
+        debug!(rows, inserts, "traffic batch written");
+    }
+
+    /// Evicts sessions and endpoints that ended more than the grace before `t_min`.
+    fn evict(&self, t_min: DateTime<Utc>) {
+        let grace = Duration::from_millis(self.settings.eviction_grace_ms);
+        let mut state = self.shared.state.write().expect("state lock");
+        let evicted = state.evict_ended(t_min, grace);
+        let state_stats = state.stats();
+        drop(state);
+        metrics::counter!(names::EVICTED).increment(evicted.total() as u64);
+        metrics::gauge!(names::STATE_ENTRIES, "kind" => "sessions")
+            .set(state_stats.sessions as f64);
+        metrics::gauge!(names::STATE_ENTRIES, "kind" => "endpoints")
+            .set(state_stats.endpoints as f64);
+        debug!(
+            evicted = evicted.total(),
+            "ended sessions and endpoints evicted"
+        );
+    }
+
+    /// Writes `runs` in order, retrying each with backoff while ClickHouse fails, the traffic
+    /// partitions paused meanwhile; when the writes land it resumes each partition right after
+    /// what is durable. If a rebalance moves the partitions during the outage, the batch is
+    /// abandoned; a failure that cannot be cured by retrying ends the run with its error.
+    /// `keys`, when given, enable the lost-response filter and the rollup check (see
+    /// [`RowKeys`]). `failed` is the error of a first attempt at `runs[0]` made elsewhere (the
+    /// background insert): the retry starts at once, dropping what landed.
+    pub(super) fn write_holding<'a, R, F, Fut>(
+        &self,
+        fence: Fence,
+        runs: &'a [Vec<R>],
+        keys: Option<&RowKeys<R>>,
+        mut failed: Option<query::Error>,
+        insert: F,
+    ) -> anyhow::Result<Written>
+    where
+        F: Fn(&'a [R]) -> Fut,
+        Fut: std::future::Future<Output = query::Result<()>>,
+    {
+        let mut hold = Hold {
+            fence,
+            backoff: Backoff::new(self.settings.max_backoff()),
+            paused: None,
+            landed: None,
+        };
+        let mut queue: VecDeque<&'a [R]> = runs
+            .iter()
+            .filter(|run| !run.is_empty())
+            .map(Vec::as_slice)
+            .collect();
+        while let Some(run) = queue.pop_front() {
+            loop {
+                let error = match failed.take() {
+                    Some(e) => e,
+                    None => match self.shared.handle.block_on(insert(run)) {
+                        Ok(()) => break,
+                        Err(e) => e,
+                    },
+                };
+                match self.after_failure(&mut hold, run, keys, error)? {
+                    Retry::Again => {}
+                    Retry::Remaining(parts) => {
+                        // Each remaining part is one Kafka partition's rows after its stored
+                        // position, in offset order: written one insert each, in order.
+                        for part in parts.into_iter().rev() {
+                            queue.push_front(part);
+                        }
+                        break;
+                    }
+                    Retry::Done(written) => return Ok(written),
+                }
+            }
+        }
+        if let Some(paused) = hold.paused {
+            self.source.resume(paused)?;
+            self.shared.stats.degraded.store(false, Ordering::SeqCst);
+            info!("clickhouse writes recovered; partitions resumed");
+        }
+        if let Some((first, last)) = hold.landed {
+            self.verify_rollups(first, last);
+        }
+        Ok(Written::All)
+    }
+
+    /// Handles one failed insert of `run`: counts it, pauses the partitions, waits out the
+    /// backoff, and decides what to try next.
+    fn after_failure<'a, R>(
+        &self,
+        hold: &mut Hold,
+        run: &'a [R],
+        keys: Option<&RowKeys<R>>,
+        error: query::Error,
+    ) -> anyhow::Result<Retry<'a, R>> {
+        self.shared
+            .stats
+            .write_errors
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::CLICKHOUSE_ERRORS).increment(1);
+        let error = hold
+            .backoff
+            .failed(error)
+            .context("clickhouse refused the batch; it is not written and will be read again on the next start")?;
+        if !self.source.holds(hold.fence) {
+            // The partitions moved since the batch was polled (the background insert failed
+            // before a rebalance): the new assignment resumes from ClickHouse without it.
+            return Ok(Retry::Done(Written::Rebalanced));
+        }
+        self.shared.stats.degraded.store(true, Ordering::SeqCst);
+        let pause = hold.backoff.peek();
+        warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "clickhouse write failed; partitions paused, retrying");
+        if hold.paused.is_none() {
+            hold.paused = Some(self.source.pause()?);
+        }
+        if !self.wait_paused(pause) {
+            return Ok(Retry::Done(Written::Stopped));
+        }
+        if !self.source.holds(hold.fence) {
+            let partitions = self.source.resume_from_stored()?;
+            info!(
+                partitions,
+                "traffic partitions resumed from ClickHouse's positions after a rebalance"
+            );
+            self.shared.stats.degraded.store(false, Ordering::SeqCst);
+            return Ok(Retry::Done(Written::Rebalanced));
+        }
+        if let Some(parts) = keys.and_then(|keys| self.not_landed(hold, run, keys)) {
+            return Ok(Retry::Remaining(parts));
+        }
+        hold.backoff.next_pause();
+        Ok(Retry::Again)
+    }
+
+    /// Polls the paused consumer for `pause` (heartbeats and rebalances; no messages of ours);
+    /// `false` when stopping.
+    fn wait_paused(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if let Some(Ok(message)) = self.source.poll(Duration::from_millis(100)) {
+                use rdkafka::message::Message as _;
+                debug!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "message while paused; it is re-read on resume"
+                );
+            }
+        }
+        true
+    }
+
+    /// The lost-response filter: when part of `run` is already in ClickHouse (the failure came
+    /// after the insert landed), the parts it does not hold yet; `None` when nothing landed (or
+    /// the positions cannot be read now).
+    fn not_landed<'a, R>(
+        &self,
+        hold: &mut Hold,
+        run: &'a [R],
+        keys: &RowKeys<R>,
+    ) -> Option<Vec<&'a [R]>> {
+        let (topic, _, _) = (keys.position)(run.first()?);
+        let stored = self
+            .shared
+            .handle
+            .block_on(self.shared.reader.positions(topic))
+            .ok()?;
+        let pending = not_stored(run, &keys.position, &stored);
+        let pending_rows: usize = pending.iter().map(|part| part.len()).sum();
+        if pending_rows == run.len() {
+            return None;
+        }
+        // ClickHouse 18.16 stores an insert's part before its views' parts: when the error came
+        // from a view, the rollups lack these rows.
+        warn!(
+            rows = run.len() - pending_rows,
+            "part of a failed insert had landed; not written again (the rollups are checked once writes recover)"
+        );
+        for row in run {
+            let t = (keys.time)(row);
+            hold.landed = Some(hold.landed.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+        }
+        Some(pending)
+    }
+
+    /// Compares the rollups with the raw rows after a landed insert (see
+    /// [`query::write::verify`]) and reports lasting damage as an error naming the months to
+    /// rebuild, and in `botmeter_rollup_damage_total`.
+    fn verify_rollups(&self, first: u32, last: u32) {
+        match self
+            .shared
+            .handle
+            .block_on(verify::rollups(&self.shared.reader, first, last))
+        {
+            RollupVerdict::Equal { from, to } => {
+                info!(
+                    from,
+                    to, "rollups equal the raw rows after the landed insert"
+                );
+            }
+            RollupVerdict::Unknown { from, to, error } => {
+                warn!(error = %error, from, to, "could not compare the rollups with the raw rows; run `botmeter rollups check`");
+            }
+            RollupVerdict::Damaged {
+                keys,
+                tables,
+                months,
+            } => {
+                metrics::counter!(names::ROLLUP_DAMAGE).increment(1);
+                error!(
+                    keys,
+                    tables = ?tables,
+                    months = ?months,
+                    "a failed insert left the rollups short of the raw rows; reports read from them undercount until `botmeter rollups rebuild --month {}` is run",
+                    months.join(" --month ")
+                );
+            }
+        }
+    }
+}

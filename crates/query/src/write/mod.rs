@@ -1,0 +1,130 @@
+//! The write side: inserting botmeter's rows ([`Writer`]), the insert retry policy
+//! ([`retry`]), the split of a batch into atomic inserts and the lost-response filter ([`runs`]),
+//! and the rollup check after an insert that landed but failed ([`verify`]).
+//!
+//! Each `insert_*` call is exactly one `INSERT` (one block, so atomic for one partition of the
+//! table): either all its rows are stored or, on error, none are, and the caller may retry the same
+//! rows. Every call starts a fresh insert, so a failed one is never reused (the client's `write()`
+//! panics after a failure).
+//!
+//! Because every row carries its source topic, partition and offset, the rows themselves are the
+//! consumer's position: [`crate::Reader::positions`] is where a restarted or rebalanced instance
+//! resumes.
+
+pub mod retry;
+pub mod runs;
+pub mod verify;
+
+use std::fmt;
+use std::time::Duration;
+
+use clickhouse::{Client, RowOwned, RowWrite};
+use tracing::debug;
+
+use crate::config::ClickHouseConfig;
+use crate::error::{with_deadline, Result};
+use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRowRef};
+
+/// Table of [`UsageRow`].
+pub const USAGE_TABLE: &str = "usage_events";
+/// Table of [`ControlRow`]: the audit log, deduplicated by Kafka position (a ReplacingMergeTree;
+/// migration 0004). Readers use the view `control_events`, which shows each message once.
+pub const CONTROL_TABLE: &str = "control_events_log";
+/// Table of [`DeadLetterRow`].
+pub const DEAD_LETTER_TABLE: &str = "dead_letters";
+
+/// Inserts rows; cheap to clone (shares the clients' connection pools).
+#[derive(Clone)]
+pub struct Writer {
+    /// LZ4 request bodies, for inserts.
+    insert_client: Client,
+    insert_timeout: Duration,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("insert_timeout", &self.insert_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// A writer for the configured database (validates the config; no IO).
+    pub fn new(config: &ClickHouseConfig) -> Result<Self> {
+        Ok(Self {
+            insert_client: config.insert_client()?,
+            insert_timeout: config.insert_timeout(),
+        })
+    }
+
+    /// Inserts attributed and unattributed usage in one `INSERT`.
+    pub async fn insert_usage<R: AsUsageRow + Sync>(&self, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let client = &self.insert_client;
+        with_deadline(
+            format!("insert {} rows into {USAGE_TABLE}", rows.len()),
+            self.insert_timeout,
+            async move {
+                let mut insert = client.insert::<UsageRowRef<'_>>(USAGE_TABLE).await?;
+                for row in rows {
+                    insert.write(&row.usage_row()).await?;
+                }
+                insert.end().await
+            },
+        )
+        .await?;
+        debug!(table = USAGE_TABLE, rows = rows.len(), "rows inserted");
+        Ok(())
+    }
+
+    /// Inserts control-plane events in one `INSERT`.
+    pub async fn insert_control(&self, rows: &[ControlRow]) -> Result<()> {
+        self.insert(CONTROL_TABLE, rows).await
+    }
+
+    /// Inserts dead letters in one `INSERT`.
+    pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> Result<()> {
+        self.insert(DEAD_LETTER_TABLE, rows).await
+    }
+
+    async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<()>
+    where
+        T: RowOwned + RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let client = &self.insert_client;
+        let insert_timeout = self.insert_timeout;
+        // The deadline covers the whole insert, sending included: a stalled server must not hold a
+        // batch (and its partition's memory) forever.
+        with_deadline(
+            format!("insert {} rows into {table}", rows.len()),
+            insert_timeout,
+            async move {
+                let mut insert = client.insert::<T>(table).await?;
+                for row in rows {
+                    insert.write(row).await?;
+                }
+                insert.end().await
+            },
+        )
+        .await?;
+        debug!(table, rows = rows.len(), "rows inserted");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_client_internals() {
+        let writer = Writer::new(&ClickHouseConfig::default()).unwrap();
+        assert!(format!("{writer:?}").starts_with("Writer {"));
+    }
+}
