@@ -18,11 +18,11 @@ pub use event::{
     decode, CredentialAction, EndpointAction, Event, EventBody, EventType, Principal, PrincipalRef,
     SessionAction,
 };
-pub use traffic::{decode_traffic, TrafficKind, TrafficRef};
 pub use objects::{
     AgentSession, BotUser, Credential, CredentialKind, Endpoint, HttpRequestComplete, OwnerKind,
     TcpConnectionClosed, TrafficConn,
 };
+pub use traffic::{decode_traffic, TrafficKind, TrafficRef};
 
 /// The topics botmeter reads by default.
 pub mod topics {

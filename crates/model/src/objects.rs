@@ -418,9 +418,7 @@ where
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&Utc)))
             .map_err(|e| {
-                de::Error::custom(format!(
-                    "expected an RFC 3339 timestamp, found {s:?} ({e})"
-                ))
+                de::Error::custom(format!("expected an RFC 3339 timestamp, found {s:?} ({e})"))
             }),
     }
 }

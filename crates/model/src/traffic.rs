@@ -127,7 +127,10 @@ pub fn decode_traffic(payload: &[u8]) -> Option<TrafficRef<'_>> {
     let event_timestamp = DateTime::parse_from_rfc3339(text(envelope.event_timestamp).as_deref()?)
         .ok()?
         .with_timezone(&Utc);
-    let object = envelope.object.map(|MapOnly(object)| object).unwrap_or_default();
+    let object = envelope
+        .object
+        .map(|MapOnly(object)| object)
+        .unwrap_or_default();
     let endpoint_id = match object.traffic_policy {
         None => None,
         Some(raw) => serde_json::from_str::<TrafficPolicy>(raw.get())
@@ -149,9 +152,21 @@ pub fn decode_traffic(payload: &[u8]) -> Option<TrafficRef<'_>> {
         bytes_in: conn.bytes_in.unwrap_or_default(),
         bytes_out: conn.bytes_out.unwrap_or_default(),
         end_ts: conn.end_ts,
-        status_code: if is_http { response.status_code.unwrap_or_default() } else { 0 },
-        request_body_length: if is_http { request.body_length.unwrap_or_default() } else { 0 },
-        response_body_length: if is_http { response.body_length.unwrap_or_default() } else { 0 },
+        status_code: if is_http {
+            response.status_code.unwrap_or_default()
+        } else {
+            0
+        },
+        request_body_length: if is_http {
+            request.body_length.unwrap_or_default()
+        } else {
+            0
+        },
+        response_body_length: if is_http {
+            response.body_length.unwrap_or_default()
+        } else {
+            0
+        },
         endpoint_id,
     })
 }
@@ -193,19 +208,17 @@ struct Conn<'a> {
     #[serde(default, deserialize_with = "lenient_port")]
     server_port: Option<u16>,
     // Not used, but read as strings as the full decoder reads them.
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    server_ip: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    client_ip: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "server_ip")]
+    _server_ip: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "client_ip")]
+    _client_ip: Option<Text<'a>>,
     #[serde(default)]
     bytes_in: Option<u64>,
     #[serde(default)]
     bytes_out: Option<u64>,
-    #[serde(default, deserialize_with = "opt_timestamp")]
-    #[allow(dead_code)]
-    start_ts: Option<DateTime<Utc>>,
+    // Not used, but read as a timestamp as the full decoder reads it.
+    #[serde(default, deserialize_with = "opt_timestamp", rename = "start_ts")]
+    _start_ts: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "opt_timestamp")]
     end_ts: Option<DateTime<Utc>>,
 }
@@ -220,9 +233,9 @@ struct Http<'a> {
 
 #[derive(Default, Deserialize)]
 struct HttpRequest<'a> {
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    method: Option<Text<'a>>,
+    // Not used, but read as a string as the full decoder reads it.
+    #[serde(default, borrow, rename = "method")]
+    _method: Option<Text<'a>>,
     #[serde(default)]
     body_length: Option<u64>,
 }
@@ -298,10 +311,17 @@ mod tests {
         }
         let tcp = decode_traffic(TCP.as_bytes()).unwrap();
         assert_eq!(tcp.usage_time().to_rfc3339(), "2026-03-01T10:00:04+00:00");
-        assert_eq!((tcp.bytes_in, tcp.bytes_out, tcp.server_port), (10, 2048, Some(20002)));
+        assert_eq!(
+            (tcp.bytes_in, tcp.bytes_out, tcp.server_port),
+            (10, 2048, Some(20002))
+        );
         let http = decode_traffic(HTTP.as_bytes()).unwrap();
         assert_eq!(
-            (http.status_code, http.request_body_length, http.response_body_length),
+            (
+                http.status_code,
+                http.request_body_length,
+                http.response_body_length
+            ),
             (201, 12, 34)
         );
         assert_eq!(http.server_port, Some(443));
@@ -313,7 +333,10 @@ mod tests {
             // another event type
             TCP.replace("tcp_connection_closed.v0", "agent_session_start.v0"),
             // a principal, even null
-            TCP.replace(r#""account_id":"ac_1""#, r#""account_id":"ac_1","principal":null"#),
+            TCP.replace(
+                r#""account_id":"ac_1""#,
+                r#""account_id":"ac_1","principal":null"#,
+            ),
             // an array where an object belongs
             TCP.replace(r#""object":{"conn":{"#, r#""object":{"conn":["#)
                 .replace(r#"04Z"}}}"#, r#"04Z"]}}"#),
@@ -345,15 +368,32 @@ mod tests {
 
     /// One field's possible forms, valid and not.
     fn forms(field: &str) -> Vec<&'static str> {
-        let mut forms = vec!["null", "\"\"", "[]", "{}", "1", "-1", "1.5", "true", "\"x\\u0041\""];
+        let mut forms = vec![
+            "null",
+            "\"\"",
+            "[]",
+            "{}",
+            "1",
+            "-1",
+            "1.5",
+            "true",
+            "\"x\\u0041\"",
+        ];
         forms.extend(match field {
             "event_timestamp" | "end_ts" | "start_ts" => {
-                vec!["\"2026-03-01T10:00:05Z\"", "\"2026-03-01T10:00:05+05:30\"", "\"nope\""]
+                vec![
+                    "\"2026-03-01T10:00:05Z\"",
+                    "\"2026-03-01T10:00:05+05:30\"",
+                    "\"nope\"",
+                ]
             }
             "server_port" => vec!["443", "\" 80 \"", "\"65536\"", "70000", "\"\""],
             "bytes_in" | "bytes_out" | "body_length" => vec!["0", "18446744073709551615"],
             "status_code" => vec!["200", "65536"],
-            "event_type" => vec!["\"http_request_complete.v0\"", "\"tcp_connection_closed.v0\""],
+            "event_type" => vec![
+                "\"http_request_complete.v0\"",
+                "\"tcp_connection_closed.v0\"",
+            ],
             "traffic_policy" => vec![
                 r#"{"logs":[{"metadata":{"endpoint_id":"ep_9"}}]}"#,
                 r#"{"logs":null}"#,
@@ -420,6 +460,9 @@ mod tests {
             }
         }
         // The comparison means something only if the fast path answered often.
-        assert!(cases > 300 && fast_answers * 4 > cases, "{fast_answers} of {cases}");
+        assert!(
+            cases > 300 && fast_answers * 4 > cases,
+            "{fast_answers} of {cases}"
+        );
     }
 }
