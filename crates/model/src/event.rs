@@ -269,6 +269,54 @@ fn truncate(s: &str) -> String {
 
 /// Decodes one payload. Errors name the event, the field and the value.
 pub fn decode(payload: &[u8]) -> Result<Event> {
+    let head = parse_head(payload)?;
+    let event_id = head.event_id.as_deref().unwrap_or_default().to_owned();
+    let event_type = head.event_type.as_deref().unwrap_or_default().to_owned();
+    let tag = |e: DecodeError| e.with_event(&event_id, &event_type);
+    if event_id.is_empty() {
+        return Err(DecodeError::new(
+            "event_id",
+            "missing field or empty string",
+        ));
+    }
+    if event_type.is_empty() {
+        return Err(tag(DecodeError::new(
+            "event_type",
+            "missing field or empty string",
+        )));
+    }
+    let event_timestamp = parse_timestamp(head.event_timestamp.as_deref()).map_err(tag)?;
+    let account_id = parse_account_id(head.account_id).map_err(tag)?;
+    require_object(head.principal, "principal").map_err(tag)?;
+    let principal = match head.principal.map(RawValue::get) {
+        None | Some("null") => None,
+        Some(raw) => Some(typed_at::<Principal>(raw, "principal").map_err(tag)?),
+    };
+    require_object(head.object, "object").map_err(tag)?;
+    let kind = EventType::parse(&event_type);
+    let object_json = match head.object.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(raw) => raw,
+    };
+    let body = decode_body(kind, object_json, principal.as_ref()).map_err(tag)?;
+    let object = if kind.is_traffic() {
+        None
+    } else {
+        Some(kept_object(object_json).map_err(tag)?)
+    };
+    Ok(Event {
+        event_id,
+        event_type,
+        event_timestamp,
+        account_id,
+        principal,
+        body,
+        object,
+    })
+}
+
+/// The envelope's top-level fields, from a payload that must be a JSON object.
+fn parse_head(payload: &[u8]) -> Result<Head<'_>> {
     // serde reads a struct from a JSON array by position: an envelope must be an object.
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
@@ -286,84 +334,54 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
             ))
         }
     }
-    let head: Head<'_> = serde_json::from_slice(payload).map_err(|e| {
+    serde_json::from_slice(payload).map_err(|e| {
         let reason = if e.is_data() {
             format!("not an ngrok event envelope: {e}")
         } else {
             format!("not valid JSON: {e}")
         };
         DecodeError::new("<payload>", reason)
-    })?;
-    let event_id = head.event_id.as_deref().unwrap_or_default().to_owned();
-    let event_type = head.event_type.as_deref().unwrap_or_default().to_owned();
-    let tag = |e: DecodeError| e.with_event(&event_id, &event_type);
-    if event_id.is_empty() {
+    })
+}
+
+/// `event_timestamp`: required, RFC 3339.
+fn parse_timestamp(raw: Option<&str>) -> Result<DateTime<Utc>> {
+    let Some(raw) = raw else {
         return Err(DecodeError::new(
-            "event_id",
-            "missing field or empty string",
+            "event_timestamp",
+            "missing field event_timestamp",
         ));
-    }
-    if event_type.is_empty() {
-        return Err(tag(DecodeError::new(
-            "event_type",
-            "missing field or empty string",
-        )));
-    }
-    let event_timestamp = match head.event_timestamp.as_deref() {
-        None => {
-            return Err(tag(DecodeError::new(
-                "event_timestamp",
-                "missing field event_timestamp",
-            )))
-        }
-        Some(raw) => DateTime::parse_from_rfc3339(raw)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                tag(DecodeError::new(
-                    "event_timestamp",
-                    format!("expected an RFC 3339 timestamp, found {raw:?} ({e})"),
-                ))
-            })?,
     };
-    let account_id = match head.account_id.map(RawValue::get) {
-        None | Some("null") => String::new(),
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            DecodeError::new(
+                "event_timestamp",
+                format!("expected an RFC 3339 timestamp, found {raw:?} ({e})"),
+            )
+        })
+}
+
+/// `account_id`: a string, empty when absent or `null`.
+fn parse_account_id(raw: Option<&RawValue>) -> Result<String> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => Ok(String::new()),
         Some(raw) => serde_json::from_str::<String>(raw).map_err(|_| {
-            tag(DecodeError::new(
+            DecodeError::new(
                 "account_id",
                 format!("expected a string, found {}", truncate(raw)),
-            ))
-        })?,
-    };
-    require_object(head.principal, "principal").map_err(tag)?;
-    let principal = match head.principal.map(RawValue::get) {
-        None | Some("null") => None,
-        Some(raw) => Some(typed_at::<Principal>(raw, "principal").map_err(tag)?),
-    };
-    require_object(head.object, "object").map_err(tag)?;
-    let kind = EventType::parse(&event_type);
-    let object_json = match head.object.map(RawValue::get) {
-        None | Some("null") => "{}",
-        Some(raw) => raw,
-    };
-    let body = decode_body(kind, object_json, principal.as_ref()).map_err(tag)?;
-    let object = if kind.is_traffic() {
-        None
-    } else {
-        let mut value: serde_json::Value = serde_json::from_str(object_json)
-            .map_err(|e| tag(DecodeError::new("object", format!("not valid JSON: {e}"))))?;
-        // The API returns a credential's token once; botmeter never keeps it (invariant 4).
-        scrub_secrets(&mut value);
-        Some(value)
-    };
-    Ok(Event {
-        event_id,
-        event_type,
-        event_timestamp,
-        account_id,
-        principal,
-        body,
-        object,
-    })
+            )
+        }),
+    }
+}
+
+/// The `object` of a non-traffic event as kept for the audit log, secrets removed.
+fn kept_object(object_json: &str) -> Result<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_str(object_json)
+        .map_err(|e| DecodeError::new("object", format!("not valid JSON: {e}")))?;
+    // The API returns a credential's token once; botmeter never keeps it (invariant 4).
+    scrub_secrets(&mut value);
+    Ok(value)
 }
 
 fn typed<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T> {

@@ -208,19 +208,17 @@ struct Conn<'a> {
     #[serde(default, deserialize_with = "lenient_port")]
     server_port: Option<u16>,
     // Not used, but read as strings as the full decoder reads them.
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    server_ip: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    client_ip: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "server_ip")]
+    _server_ip: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "client_ip")]
+    _client_ip: Option<Text<'a>>,
     #[serde(default)]
     bytes_in: Option<u64>,
     #[serde(default)]
     bytes_out: Option<u64>,
-    #[serde(default, deserialize_with = "opt_timestamp")]
-    #[allow(dead_code)]
-    start_ts: Option<DateTime<Utc>>,
+    // Not used, but read as a timestamp as the full decoder reads it.
+    #[serde(default, deserialize_with = "opt_timestamp", rename = "start_ts")]
+    _start_ts: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "opt_timestamp")]
     end_ts: Option<DateTime<Utc>>,
 }
@@ -235,9 +233,9 @@ struct Http<'a> {
 
 #[derive(Default, Deserialize)]
 struct HttpRequest<'a> {
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    method: Option<Text<'a>>,
+    // Not used, but read as a string as the full decoder reads it.
+    #[serde(default, borrow, rename = "method")]
+    _method: Option<Text<'a>>,
     #[serde(default)]
     body_length: Option<u64>,
 }

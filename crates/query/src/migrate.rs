@@ -76,7 +76,7 @@ const EMBEDDED: &[(&str, &str)] = &[
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
-pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+const MIGRATIONS_TABLE: &str = "schema_migrations";
 
 const CREATE_MIGRATIONS_TABLE: &str = include_str!("../sql/schema_migrations.sql");
 
@@ -196,8 +196,41 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
     config.validate()?;
     let migrations = migrations()?;
     let server_version = server_version(config).await?;
-    let ddl_timeout = config.ddl_timeout();
+    let client = create_database_and_table(config).await?;
+    let applied = read_recorded(&client, config).await?;
+    check_history(&migrations, &applied)?;
 
+    let mut report = MigrationReport {
+        database: config.database.clone(),
+        server_version,
+        applied: Vec::new(),
+        already_applied: Vec::new(),
+    };
+    for migration in &migrations {
+        if applied.contains_key(&migration.version) {
+            report.already_applied.push(migration.version);
+            continue;
+        }
+        match run_statements(&client, config, migration).await? {
+            AppliedBy::AnotherRun => report.already_applied.push(migration.version),
+            AppliedBy::ThisRun => {
+                let statements = migration.statements().len();
+                record(&client, config, migration, statements).await?;
+                report.applied.push(AppliedMigration {
+                    version: migration.version,
+                    name: migration.name.to_owned(),
+                    statements,
+                });
+            }
+        }
+    }
+    fill_new_rollups(config, &report).await?;
+    Ok(report)
+}
+
+/// Creates the database and [`MIGRATIONS_TABLE`] in it when missing; a client of the database.
+async fn create_database_and_table(config: &ClickHouseConfig) -> Result<clickhouse::Client> {
+    let ddl_timeout = config.ddl_timeout();
     with_deadline(
         format!("create database {}", config.database),
         ddl_timeout,
@@ -216,11 +249,16 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
         client.query(CREATE_MIGRATIONS_TABLE).execute(),
     )
     .await?;
+    Ok(client)
+}
 
-    let applied = read_recorded(&client, config).await?;
-
-    // Check every applied file before applying anything: an edited history stops the run whole.
-    for migration in &migrations {
+/// Checks every applied file before applying anything: an edited history stops the run whole.
+/// Versions this binary does not know are only warned about.
+fn check_history(
+    migrations: &[Migration],
+    applied: &BTreeMap<u32, Vec<RecordedMigration>>,
+) -> Result<()> {
+    for migration in migrations {
         let Some(rows) = applied.get(&migration.version) else {
             continue;
         };
@@ -234,7 +272,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             });
         }
     }
-    for (version, rows) in &applied {
+    for (version, rows) in applied {
         if !migrations.iter().any(|m| m.version == *version) {
             warn!(
                 version,
@@ -243,101 +281,126 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             );
         }
     }
+    Ok(())
+}
 
-    let mut report = MigrationReport {
-        database: config.database.clone(),
-        server_version,
-        applied: Vec::new(),
-        already_applied: Vec::new(),
-    };
-    'migrations: for migration in &migrations {
-        if applied.contains_key(&migration.version) {
-            report.already_applied.push(migration.version);
-            continue;
+/// Who applied a pending migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppliedBy {
+    /// This run, every statement; not yet recorded.
+    ThisRun,
+    /// A concurrent run, which recorded it.
+    AnotherRun,
+}
+
+/// Runs a pending migration's statements in order.
+async fn run_statements(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    migration: &Migration,
+) -> Result<AppliedBy> {
+    let statements = migration.statements();
+    for (index, statement) in statements.iter().enumerate() {
+        let action = format!(
+            "apply migration {:04} ({}), statement {} of {}",
+            migration.version,
+            migration.name,
+            index + 1,
+            statements.len()
+        );
+        if run_statement(client, config, migration, statement, &action).await?
+            == AppliedBy::AnotherRun
+        {
+            return Ok(AppliedBy::AnotherRun);
         }
-        let statements = migration.statements();
-        for (index, statement) in statements.iter().enumerate() {
-            let action = format!(
-                "apply migration {:04} ({}), statement {} of {}",
-                migration.version,
-                migration.name,
-                index + 1,
-                statements.len()
-            );
-            // The client treats `?` as a bind placeholder; `??` is a literal `?`.
-            let sql = statement.replace('?', "??");
-            let mut attempt = 0;
-            loop {
-                match with_deadline(action.clone(), ddl_timeout, client.query(&sql).execute()).await
-                {
-                    Ok(()) => break,
-                    // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that exists already
-                    // means this statement ran before (another instance migrating at the same time,
-                    // or a crash before the migration was recorded). Treat it as applied.
-                    Err(e)
-                        if is_add_column(statement) && e.to_string().contains("already exists") =>
-                    {
-                        info!(
-                            version = migration.version,
-                            name = migration.name,
-                            "column already exists; statement counted as applied"
-                        );
-                        break;
-                    }
-                    // Another run migrating the same database (instances starting together) can
-                    // make a statement fail by getting there first: an `ALTER` of what it has
-                    // turned into a view, a copy from a table it has dropped. Once that run records
-                    // the migration, it is applied; until then, wait and try again.
-                    Err(e) if attempt < CONCURRENT_RETRIES => {
-                        attempt += 1;
-                        warn!(version = migration.version, name = migration.name, attempt, error = %e, "migration statement failed; checking whether another run applied it");
-                        tokio::time::sleep(CONCURRENT_RETRY_WAIT * attempt).await;
-                        let now = read_recorded(&client, config).await?;
-                        if now.contains_key(&migration.version) {
-                            info!(
-                                version = migration.version,
-                                name = migration.name,
-                                "another run applied this migration"
-                            );
-                            report.already_applied.push(migration.version);
-                            continue 'migrations;
-                        }
-                    }
-                    Err(e) => return Err(e),
+    }
+    Ok(AppliedBy::ThisRun)
+}
+
+/// Runs one statement of `migration`, tolerating what a concurrent run may have done first.
+async fn run_statement(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    migration: &Migration,
+    statement: &str,
+    action: &str,
+) -> Result<AppliedBy> {
+    // The client treats `?` as a bind placeholder; `??` is a literal `?`.
+    let sql = statement.replace('?', "??");
+    let mut attempt = 0;
+    loop {
+        match with_deadline(action, config.ddl_timeout(), client.query(&sql).execute()).await {
+            Ok(()) => return Ok(AppliedBy::ThisRun),
+            // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that exists already
+            // means this statement ran before (another instance migrating at the same time,
+            // or a crash before the migration was recorded). Treat it as applied.
+            Err(e) if is_add_column(statement) && e.to_string().contains("already exists") => {
+                info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "column already exists; statement counted as applied"
+                );
+                return Ok(AppliedBy::ThisRun);
+            }
+            // Another run migrating the same database (instances starting together) can
+            // make a statement fail by getting there first: an `ALTER` of what it has
+            // turned into a view, a copy from a table it has dropped. Once that run records
+            // the migration, it is applied; until then, wait and try again.
+            Err(e) if attempt < CONCURRENT_RETRIES => {
+                attempt += 1;
+                warn!(version = migration.version, name = migration.name, attempt, error = %e, "migration statement failed; checking whether another run applied it");
+                tokio::time::sleep(CONCURRENT_RETRY_WAIT * attempt).await;
+                let now = read_recorded(client, config).await?;
+                if now.contains_key(&migration.version) {
+                    info!(
+                        version = migration.version,
+                        name = migration.name,
+                        "another run applied this migration"
+                    );
+                    return Ok(AppliedBy::AnotherRun);
                 }
             }
+            Err(e) => return Err(e),
         }
-        let record = MigrationRecord {
-            version: migration.version,
-            name: migration.name.to_owned(),
-            checksum: migration.checksum(),
-            applied_at: now_secs(),
-        };
-        let action = format!(
-            "record migration {:04} ({})",
-            migration.version, migration.name
-        );
-        with_deadline(action, ddl_timeout, async {
-            let mut insert = client.insert::<MigrationRecord>(MIGRATIONS_TABLE).await?;
-            insert.write(&record).await?;
-            insert.end().await
-        })
-        .await?;
-        info!(
-            database = %config.database,
-            version = migration.version,
-            name = migration.name,
-            statements = statements.len(),
-            "migration applied"
-        );
-        report.applied.push(AppliedMigration {
-            version: migration.version,
-            name: migration.name.to_owned(),
-            statements: statements.len(),
-        });
     }
-    // The rollup's view sees only what is inserted after it exists: fill it from the raw rows
-    // when this run created it (a database that had usage before the upgrade).
+}
+
+/// Records `migration` in [`MIGRATIONS_TABLE`] as applied now.
+async fn record(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    migration: &Migration,
+    statements: usize,
+) -> Result<()> {
+    let record = MigrationRecord {
+        version: migration.version,
+        name: migration.name.to_owned(),
+        checksum: migration.checksum(),
+        applied_at: now_secs(),
+    };
+    let action = format!(
+        "record migration {:04} ({})",
+        migration.version, migration.name
+    );
+    with_deadline(action, config.ddl_timeout(), async {
+        let mut insert = client.insert::<MigrationRecord>(MIGRATIONS_TABLE).await?;
+        insert.write(&record).await?;
+        insert.end().await
+    })
+    .await?;
+    info!(
+        database = %config.database,
+        version = migration.version,
+        name = migration.name,
+        statements,
+        "migration applied"
+    );
+    Ok(())
+}
+
+/// The rollups' views see only what is inserted after they exist: fills them from the raw rows
+/// when this run created one (a database that had usage before the upgrade).
+async fn fill_new_rollups(config: &ClickHouseConfig, report: &MigrationReport) -> Result<()> {
     if report
         .applied
         .iter()
@@ -351,7 +414,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
             );
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The migrations that create the rollups' materialized views (0007_usage_rollup_view.sql,

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
-use super::params::{rfc3339, rfc3339_us, QueryParams};
+use super::params::{rfc3339, rfc3339_us, QueryParams, TimeRange};
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
+use crate::error::{with_deadline, Error};
 use crate::rows::status;
 
 /// Placeholders: status, from, to.
@@ -186,96 +186,132 @@ pub(super) async fn anomalies(
 ) -> Result<Json<AnomalyReport>, ApiError> {
     access.require_reader()?;
     let range = QueryParams::parse(query.as_deref(), &["from", "to"])?.range()?;
-    let timeout = state.query_timeout;
-    let unresolved = |status: &'static str| {
-        with_deadline(
-            format!("read {status} usage"),
-            timeout,
-            state
-                .client
-                .query(UNRESOLVED_SQL)
-                .bind(status)
-                .bind(range.from)
-                .bind(range.to)
-                .fetch_all::<UnresolvedRow>(),
-        )
-    };
     let (flagged, unattributed, dead_letters, control) = tokio::try_join!(
-        with_deadline(
-            "read flagged usage",
-            timeout,
-            state
-                .client
-                .query(FLAGGED_SQL)
-                .bind(status::ATTRIBUTED)
-                .bind(range.from)
-                .bind(range.to)
-                .fetch_all::<FlaggedRow>(),
-        ),
-        unresolved(status::UNATTRIBUTED),
-        unresolved(status::DEAD_LETTER),
-        with_deadline(
-            "read control-plane anomalies",
-            timeout,
-            state
-                .client
-                .query(CONTROL_ANOMALIES_SQL)
-                .bind(range.from)
-                .bind(range.to)
-                .bind(MAX_CONTROL_ANOMALIES + 1)
-                .fetch_all::<ControlAnomalyRow>(),
-        ),
+        fetch_flagged(&state, range),
+        fetch_unresolved(&state, status::UNATTRIBUTED, range),
+        fetch_unresolved(&state, status::DEAD_LETTER, range),
+        fetch_control(&state, range),
     )?;
-    let unresolved = |rows: Vec<UnresolvedRow>| {
-        rows.into_iter()
-            .map(|row| UnattributedUsage {
-                reason: row.reason,
-                hostname: row.hostname,
-                port: row.port,
-                sums: TrafficSums {
-                    events: row.events,
-                    bytes_in: row.bytes_in,
-                    bytes_out: row.bytes_out,
-                    http_requests: row.http_requests,
-                    tcp_connections: row.tcp_connections,
-                },
-            })
-            .collect()
-    };
     let control_truncated = control.len() > MAX_CONTROL_ANOMALIES as usize;
     Ok(Json(AnomalyReport {
         from: rfc3339(range.from),
         to: rfc3339(range.to),
-        flagged: flagged
+        flagged: flagged.into_iter().map(FlaggedUsage::from).collect(),
+        unattributed: unattributed
             .into_iter()
-            .map(|row| FlaggedUsage {
-                flag: row.flag,
-                owner_id: row.owner_id,
-                sums: TrafficSums {
-                    events: row.events,
-                    bytes_in: row.bytes_in,
-                    bytes_out: row.bytes_out,
-                    http_requests: row.http_requests,
-                    tcp_connections: row.tcp_connections,
-                },
-            })
+            .map(UnattributedUsage::from)
             .collect(),
-        unattributed: unresolved(unattributed),
-        dead_letters: unresolved(dead_letters),
+        dead_letters: dead_letters
+            .into_iter()
+            .map(UnattributedUsage::from)
+            .collect(),
         control: control
             .into_iter()
             .take(MAX_CONTROL_ANOMALIES as usize)
-            .map(|row| ControlAnomaly {
-                anomaly: row.anomaly,
-                event_id: row.event_id,
-                event_type: row.event_type,
-                time: rfc3339_us(row.time_us),
-                principal_id: row.principal_id,
-                principal_credential_id: row.principal_credential_id,
-                object_id: row.object_id,
-                owner_id: row.owner_id,
-            })
+            .map(ControlAnomaly::from)
             .collect(),
         control_truncated,
     }))
+}
+
+async fn fetch_flagged(state: &AppState, range: TimeRange) -> Result<Vec<FlaggedRow>, Error> {
+    with_deadline(
+        "read flagged usage",
+        state.query_timeout,
+        state
+            .client
+            .query(FLAGGED_SQL)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .fetch_all::<FlaggedRow>(),
+    )
+    .await
+}
+
+/// Usage rows of `status` (unattributed or dead letters), per reason.
+async fn fetch_unresolved(
+    state: &AppState,
+    status: &'static str,
+    range: TimeRange,
+) -> Result<Vec<UnresolvedRow>, Error> {
+    with_deadline(
+        format!("read {status} usage"),
+        state.query_timeout,
+        state
+            .client
+            .query(UNRESOLVED_SQL)
+            .bind(status)
+            .bind(range.from)
+            .bind(range.to)
+            .fetch_all::<UnresolvedRow>(),
+    )
+    .await
+}
+
+/// Newest first, one more than [`MAX_CONTROL_ANOMALIES`] to tell truncation.
+async fn fetch_control(
+    state: &AppState,
+    range: TimeRange,
+) -> Result<Vec<ControlAnomalyRow>, Error> {
+    with_deadline(
+        "read control-plane anomalies",
+        state.query_timeout,
+        state
+            .client
+            .query(CONTROL_ANOMALIES_SQL)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(MAX_CONTROL_ANOMALIES + 1)
+            .fetch_all::<ControlAnomalyRow>(),
+    )
+    .await
+}
+
+impl From<FlaggedRow> for FlaggedUsage {
+    fn from(row: FlaggedRow) -> Self {
+        Self {
+            flag: row.flag,
+            owner_id: row.owner_id,
+            sums: TrafficSums {
+                events: row.events,
+                bytes_in: row.bytes_in,
+                bytes_out: row.bytes_out,
+                http_requests: row.http_requests,
+                tcp_connections: row.tcp_connections,
+            },
+        }
+    }
+}
+
+impl From<UnresolvedRow> for UnattributedUsage {
+    fn from(row: UnresolvedRow) -> Self {
+        Self {
+            reason: row.reason,
+            hostname: row.hostname,
+            port: row.port,
+            sums: TrafficSums {
+                events: row.events,
+                bytes_in: row.bytes_in,
+                bytes_out: row.bytes_out,
+                http_requests: row.http_requests,
+                tcp_connections: row.tcp_connections,
+            },
+        }
+    }
+}
+
+impl From<ControlAnomalyRow> for ControlAnomaly {
+    fn from(row: ControlAnomalyRow) -> Self {
+        Self {
+            anomaly: row.anomaly,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            time: rfc3339_us(row.time_us),
+            principal_id: row.principal_id,
+            principal_credential_id: row.principal_credential_id,
+            object_id: row.object_id,
+            owner_id: row.owner_id,
+        }
+    }
 }

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
-use super::catalog::{self, CredentialFilter};
-use super::params::{rfc3339, rfc3339_us, QueryParams, TimeRange};
+use super::catalog::{self, CredentialFilter, CredentialRow};
+use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, QueryParams, TimeRange};
 use super::{ApiError, AppState};
 use crate::error::with_deadline;
 use crate::rows::status;
@@ -198,120 +198,190 @@ pub(super) async fn audit(
     let owner_id = params.id("owner_id")?;
     let credential_id = params.id("credential_id")?;
     let range = params.optional_range()?;
-    let subject = match (&owner_id, &credential_id) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad(
-                "invalid_parameter",
-                "credential_id",
-                "query parameters owner_id and credential_id: give one, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ApiError::bad(
-                "missing_parameter",
-                "owner_id",
-                "missing query parameter owner_id or credential_id",
-            ))
-        }
-        (Some(id), None) | (None, Some(id)) => id.clone(),
-    };
+    let subject = exactly_one_subject(&owner_id, &credential_id)?;
+    let by_owner = owner_id.is_some();
     let one = std::slice::from_ref(&subject);
-    let credentials = if owner_id.is_some() {
-        catalog::credentials(
-            &state,
-            CredentialFilter {
-                owners: one,
-                ..CredentialFilter::default()
-            },
-        )
-        .await?
+    let filter = if by_owner {
+        CredentialFilter {
+            owners: one,
+            ..CredentialFilter::default()
+        }
     } else {
-        catalog::credentials(
-            &state,
-            CredentialFilter {
-                credentials: one,
-                ..CredentialFilter::default()
-            },
-        )
-        .await?
+        CredentialFilter {
+            credentials: one,
+            ..CredentialFilter::default()
+        }
     };
+    let credentials = catalog::credentials(&state, filter).await?;
     let credential_ids: Vec<String> = credentials
         .iter()
         .map(|c| c.credential_id.clone())
         .collect();
-    // Lifecycle ids: the subject and its credentials; principal ids: the owner; API key: the credential.
-    let mut objects = credential_ids.clone();
-    objects.push(subject.clone());
-    let (owners, principals, api_keys) = if owner_id.is_some() {
-        (one.to_vec(), one.to_vec(), Vec::new())
-    } else {
-        (Vec::new(), Vec::new(), one.to_vec())
-    };
+    let trail = Trail::new(&subject, by_owner, &credential_ids);
     let window = range.unwrap_or(ALL_TIME);
     let (events, uses) = tokio::try_join!(
-        with_deadline(
+        trail.fetch_events(&state, &subject, window),
+        fetch_uses(&state, &subject, &credential_ids, window),
+    )?;
+    let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
+    let (lifecycle, actions) = trail.split(events);
+    Ok(Json(AuditReport {
+        owner_id,
+        credential_id,
+        from: range.map(|r| rfc3339(r.from)),
+        to: range.map(|r| rfc3339(r.to)),
+        lifecycle,
+        credentials: credential_audits(credentials, &uses),
+        actions,
+        truncated,
+    }))
+}
+
+/// The one of `owner_id` and `credential_id` that was given, or a 400 when none or both were.
+fn exactly_one_subject(
+    owner_id: &Option<String>,
+    credential_id: &Option<String>,
+) -> Result<String, ApiError> {
+    match (owner_id, credential_id) {
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "invalid_parameter",
+            "credential_id",
+            "query parameters owner_id and credential_id: give one, not both",
+        )),
+        (None, None) => Err(ApiError::bad(
+            "missing_parameter",
+            "owner_id",
+            "missing query parameter owner_id or credential_id",
+        )),
+        (Some(id), None) | (None, Some(id)) => Ok(id.clone()),
+    }
+}
+
+/// Which events belong to a subject's trail, and as what.
+#[derive(Debug)]
+struct Trail {
+    /// Lifecycle objects: the subject and its credentials.
+    objects: Vec<String>,
+    /// The owner whose credentials' owner changes count (an owner subject only).
+    owners: Vec<String>,
+    /// The principal whose actions count (an owner subject only).
+    principals: Vec<String>,
+    /// The API key whose actions count (a credential subject only).
+    api_keys: Vec<String>,
+}
+
+impl Trail {
+    fn new(subject: &str, by_owner: bool, credential_ids: &[String]) -> Self {
+        let mut objects = credential_ids.to_vec();
+        objects.push(subject.to_owned());
+        let one = vec![subject.to_owned()];
+        let (owners, principals, api_keys) = if by_owner {
+            (one.clone(), one, Vec::new())
+        } else {
+            (Vec::new(), Vec::new(), one)
+        };
+        Self {
+            objects,
+            owners,
+            principals,
+            api_keys,
+        }
+    }
+
+    /// The trail's events, oldest first, one more than [`MAX_AUDIT_EVENTS`] to tell truncation.
+    async fn fetch_events(
+        &self,
+        state: &AppState,
+        subject: &str,
+        window: TimeRange,
+    ) -> Result<Vec<EventRow>, ApiError> {
+        Ok(with_deadline(
             format!("read the audit trail of {subject:?}"),
             state.query_timeout,
             state
                 .client
                 .query(AUDIT_EVENTS_SQL)
-                .bind(&objects)
-                .bind(&owners)
-                .bind(&principals)
-                .bind(&api_keys)
+                .bind(&self.objects)
+                .bind(&self.owners)
+                .bind(&self.principals)
+                .bind(&self.api_keys)
                 .bind(window.from)
                 .bind(window.to)
                 .bind(MAX_AUDIT_EVENTS + 1)
                 .fetch_all::<EventRow>(),
-        ),
-        with_deadline(
-            format!("read the credential use of {subject:?}"),
-            state.query_timeout,
-            state
-                .client
-                .query(CREDENTIAL_USE_SQL)
-                .bind(&credential_ids)
-                .bind(status::ATTRIBUTED)
-                .bind(window.from)
-                .bind(window.to)
-                .fetch_all::<UseRow>(),
-        ),
-    )?;
-    let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
-    let mut lifecycle = Vec::new();
-    let mut actions = Vec::new();
-    for row in events.into_iter().take(MAX_AUDIT_EVENTS as usize) {
-        let action = action_of(&row);
-        let is_object = objects.contains(&row.object_id) || owners.contains(&row.owner_id);
-        let event = AuditEvent {
-            action: action.to_owned(),
-            event_id: row.event_id,
-            event_type: row.event_type,
-            time: rfc3339_us(row.time_us),
-            principal_id: row.principal_id,
-            principal_subject: row.principal_subject,
-            principal_credential_id: row.principal_credential_id,
-            object_id: row.object_id,
-            owner_id: row.owner_id,
-            anomalies: row.anomalies,
-        };
-        let by_subject = principals.contains(&event.principal_id)
-            || api_keys.contains(&event.principal_credential_id);
-        if is_object && action != "action" {
-            lifecycle.push(event);
-        } else if by_subject {
-            actions.push(event);
-        } else {
-            lifecycle.push(event);
-        }
+        )
+        .await?)
     }
-    let credentials = credentials
+
+    /// The first [`MAX_AUDIT_EVENTS`] events as (lifecycle, actions): what happened to the
+    /// subject, and what the subject did.
+    fn split(&self, events: Vec<EventRow>) -> (Vec<AuditEvent>, Vec<AuditEvent>) {
+        let mut lifecycle = Vec::new();
+        let mut actions = Vec::new();
+        for row in events.into_iter().take(MAX_AUDIT_EVENTS as usize) {
+            let is_object =
+                self.objects.contains(&row.object_id) || self.owners.contains(&row.owner_id);
+            let event = audit_event(row);
+            let by_subject = self.principals.contains(&event.principal_id)
+                || self.api_keys.contains(&event.principal_credential_id);
+            if is_object && event.action != "action" {
+                lifecycle.push(event);
+            } else if by_subject {
+                actions.push(event);
+            } else {
+                lifecycle.push(event);
+            }
+        }
+        (lifecycle, actions)
+    }
+}
+
+/// First and last attributed use of each of `credential_ids` in `window`.
+async fn fetch_uses(
+    state: &AppState,
+    subject: &str,
+    credential_ids: &[String],
+    window: TimeRange,
+) -> Result<Vec<UseRow>, ApiError> {
+    Ok(with_deadline(
+        format!("read the credential use of {subject:?}"),
+        state.query_timeout,
+        state
+            .client
+            .query(CREDENTIAL_USE_SQL)
+            .bind(credential_ids)
+            .bind(status::ATTRIBUTED)
+            .bind(window.from)
+            .bind(window.to)
+            .fetch_all::<UseRow>(),
+    )
+    .await?)
+}
+
+fn audit_event(row: EventRow) -> AuditEvent {
+    AuditEvent {
+        action: action_of(&row).to_owned(),
+        event_id: row.event_id,
+        event_type: row.event_type,
+        time: rfc3339_us(row.time_us),
+        principal_id: row.principal_id,
+        principal_subject: row.principal_subject,
+        principal_credential_id: row.principal_credential_id,
+        object_id: row.object_id,
+        owner_id: row.owner_id,
+        anomalies: row.anomalies,
+    }
+}
+
+/// Each credential with its first and last use, if any.
+fn credential_audits(credentials: Vec<CredentialRow>, uses: &[UseRow]) -> Vec<CredentialAudit> {
+    credentials
         .into_iter()
         .map(|c| {
             let used = uses.iter().find(|u| u.credential_id == c.credential_id);
             CredentialAudit {
                 created_at: rfc3339_us(c.created_us),
-                deleted_at: (c.deleted_us > 0).then(|| rfc3339_us(c.deleted_us)),
+                deleted_at: rfc3339_us_if_set(c.deleted_us),
                 first_used_at: used.map(|u| rfc3339_us(u.first_us)),
                 last_used_at: used.map(|u| rfc3339_us(u.last_us)),
                 events: used.map_or(0, |u| u.events),
@@ -320,17 +390,7 @@ pub(super) async fn audit(
                 owner_id: c.owner_id,
             }
         })
-        .collect();
-    Ok(Json(AuditReport {
-        owner_id,
-        credential_id,
-        from: range.map(|r| rfc3339(r.from)),
-        to: range.map(|r| rfc3339(r.to)),
-        lifecycle,
-        credentials,
-        actions,
-        truncated,
-    }))
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub(super) struct CredentialRow {
     pub(super) owner_id: String,
     pub(super) description: String,
     /// Read positionally (RowBinary needs every column); the SQL already filtered on it.
-    #[allow(dead_code)]
-    pub(super) customer: String,
+    #[serde(rename = "customer")]
+    _customer: String,
     pub(super) created_us: i64,
     pub(super) deleted_us: i64,
 }
@@ -37,8 +37,8 @@ pub(super) struct BotUserRow {
     pub(super) active: u8,
     pub(super) deleted: u8,
     /// Read positionally (RowBinary needs every column); the SQL already filtered on it.
-    #[allow(dead_code)]
-    pub(super) customer: String,
+    #[serde(rename = "customer")]
+    _customer: String,
     pub(super) created_us: i64,
     pub(super) deleted_us: i64,
 }

@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -24,8 +24,13 @@ use utoipa::ToSchema;
 use super::auth::Access;
 use super::catalog::{self, BotUserRow, CredentialFilter, CredentialRow};
 use super::customer_render;
-use super::params::{check_id, date_of, days_between, rfc3339, rfc3339_us, Choice, QueryParams};
-use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec, UsageBucket, UsageMetrics};
+use super::params::{
+    check_id, date_of, date_of_us, days_between, path_param, rfc3339, rfc3339_us,
+    rfc3339_us_if_set, Choice, Month, QueryParams, TimeRange,
+};
+use super::report::{
+    self, Granularity, GroupBy, Scope, Series, SeriesSpec, UsageBucket, UsageGroup, UsageMetrics,
+};
 use super::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -197,25 +202,13 @@ pub(super) async fn customer_report(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let Path(customer_id) = customer_id.map_err(|rejection| {
-        ApiError::bad(
-            "invalid_parameter",
-            "customer_id",
-            format!("path parameter customer_id: {}", rejection.body_text()),
-        )
-    })?;
+    let customer_id = path_param("customer_id", customer_id)?;
     check_id("path parameter", "customer_id", &customer_id)?;
     access.check_customer(&customer_id)?;
     let params = QueryParams::parse(query.as_deref(), &["month", "format"])?;
     let month = params.month("month")?;
     let format = negotiate(params.choice("format")?, &headers);
-    let range = month.range().ok_or_else(|| {
-        ApiError::bad(
-            "invalid_parameter",
-            "month",
-            format!("query parameter month: {month} is out of range"),
-        )
-    })?;
+    let range = month.checked_range()?;
 
     let resolved = resolve(&state, &customer_id).await?;
     if resolved.bots.is_empty() && resolved.credentials.is_empty() {
@@ -234,14 +227,26 @@ pub(super) async fn customer_report(
         },
     )
     .await?;
+    let report = build_report(&customer_id, month, range, &resolved, series);
+    Ok(render(report, format, &customer_id, month))
+}
+
+/// The JSON report of a resolved customer's month, from its daily series per credential.
+fn build_report(
+    customer_id: &str,
+    month: Month,
+    range: TimeRange,
+    resolved: &Resolved,
+    series: Series,
+) -> CustomerReport {
     let age_until = date_of(
         range
             .to
             .min(u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX)),
     );
     let groups = series.groups.unwrap_or_default();
-    let report = CustomerReport {
-        customer_id: customer_id.clone(),
+    CustomerReport {
+        customer_id: customer_id.to_owned(),
         month: month.to_string(),
         from: rfc3339(range.from),
         to: rfc3339(range.to),
@@ -258,36 +263,7 @@ pub(super) async fn customer_report(
         credentials: resolved
             .credentials
             .iter()
-            .map(|c| {
-                let created = date_of(u32::try_from(c.created_us / 1_000_000).unwrap_or(0));
-                let until = if c.deleted_us > 0 {
-                    age_until.min(date_of(
-                        u32::try_from(c.deleted_us / 1_000_000).unwrap_or(0),
-                    ))
-                } else {
-                    age_until
-                };
-                CustomerCredential {
-                    credential_id: c.credential_id.clone(),
-                    kind: c.kind.clone(),
-                    owner_id: c.owner_id.clone(),
-                    description: c.description.clone(),
-                    created_at: rfc3339_us(c.created_us),
-                    deleted_at: (c.deleted_us > 0).then(|| rfc3339_us(c.deleted_us)),
-                    age_days: days_between(created, until),
-                    usage: groups
-                        .iter()
-                        .find(|g| g.key == c.credential_id)
-                        .map_or_else(
-                            || UsageMetrics {
-                                agent_sessions: Some(0),
-                                session_hours: Some(0.0),
-                                ..UsageMetrics::default()
-                            },
-                            |g| g.totals,
-                        ),
-                }
-            })
+            .map(|c| customer_credential(c, &groups, age_until))
             .collect(),
         totals: series.totals,
         days: {
@@ -296,8 +272,46 @@ pub(super) async fn customer_report(
             days.sort_by(|a, b| a.start.cmp(&b.start));
             days
         },
+    }
+}
+
+/// One credential with its age (up to `age_until` at the latest) and its usage in the month.
+fn customer_credential(
+    c: &CredentialRow,
+    groups: &[UsageGroup],
+    age_until: NaiveDate,
+) -> CustomerCredential {
+    let created = date_of_us(c.created_us);
+    let until = if c.deleted_us > 0 {
+        age_until.min(date_of_us(c.deleted_us))
+    } else {
+        age_until
     };
-    Ok(match format {
+    CustomerCredential {
+        credential_id: c.credential_id.clone(),
+        kind: c.kind.clone(),
+        owner_id: c.owner_id.clone(),
+        description: c.description.clone(),
+        created_at: rfc3339_us(c.created_us),
+        deleted_at: rfc3339_us_if_set(c.deleted_us),
+        age_days: days_between(created, until),
+        usage: groups
+            .iter()
+            .find(|g| g.key == c.credential_id)
+            .map_or_else(
+                || UsageMetrics {
+                    agent_sessions: Some(0),
+                    session_hours: Some(0.0),
+                    ..UsageMetrics::default()
+                },
+                |g| g.totals,
+            ),
+    }
+}
+
+/// The report as JSON, CSV (an attachment) or HTML.
+fn render(report: CustomerReport, format: Format, customer_id: &str, month: Month) -> Response {
+    match format {
         Format::Json => Json(report).into_response(),
         Format::Csv => with_type(
             customer_render::csv(&report, month),
@@ -311,7 +325,7 @@ pub(super) async fn customer_report(
             "text/html; charset=utf-8",
             None,
         ),
-    })
+    }
 }
 
 fn with_type(body: String, content_type: &'static str, disposition: Option<String>) -> Response {

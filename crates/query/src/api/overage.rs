@@ -23,7 +23,7 @@ use super::auth::Access;
 use super::params::{rfc3339, QueryParams};
 use super::plan::{round_money, Metric, Plan};
 use super::report::{self, Scope, SessionScope, UsageMetrics, GROUP_CREDENTIAL_ENDPOINT};
-use super::top::{owner_totals, RankMetric};
+use super::top::{owner_totals, OwnerTotalsRow, RankMetric};
 use super::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -151,65 +151,18 @@ pub(super) async fn overage(
     let plan = state.plan.clone().ok_or_else(|| ApiError::NotConfigured {
         message: "no plan is configured: start botmeter serve with --plan <plan.toml>".to_owned(),
     })?;
-    let range = month.range().ok_or_else(|| {
-        ApiError::bad(
-            "invalid_parameter",
-            "month",
-            format!("query parameter month: {month} is out of range"),
-        )
-    })?;
+    let range = month.checked_range()?;
 
     let (owners, sessions) = tokio::try_join!(
         owner_totals(&state, range, RankMetric::BytesOut, u32::MAX),
         report::fetch_sessions(&state, SessionScope::All, range),
     )?;
-    // Per owner: traffic from SQL, sessions from the audit log.
-    let mut usage: BTreeMap<String, (String, UsageMetrics)> = owners
-        .iter()
-        .map(|row| {
-            (
-                row.owner_id.clone(),
-                (row.owner_kind.clone(), row.metrics()),
-            )
-        })
-        .collect();
-    for session in &sessions {
-        let kind = model::OwnerKind::of(&session.owner_id).map_or("", |k| k.as_str());
-        let slot = usage
-            .entry(session.owner_id.clone())
-            .or_insert_with(|| (kind.to_owned(), UsageMetrics::default()));
-        *slot.1.session_hours.get_or_insert(0.0) += session.micros() as f64 / 3_600_000_000.0;
-    }
-    let mut account = UsageMetrics::default();
-    for (_, metrics) in usage.values() {
-        for metric in Metric::ALL {
-            add(&mut account, metric, metric.of(metrics));
-        }
-    }
-    let lines = metric_lines(&plan, &account);
+    let usage = usage_per_owner(&owners, &sessions);
+    let lines = metric_lines(&plan, &account_usage(&usage));
     let total_amount = round_money(lines.iter().map(|l| l.amount).sum());
 
-    let mut shares: Vec<OwnerShare> = usage
-        .iter()
-        .filter(|(id, _)| owner_id.as_ref().is_none_or(|wanted| wanted == *id))
-        .map(|(id, (kind, metrics))| OwnerShare {
-            owner_id: id.clone(),
-            owner_kind: kind.clone(),
-            share: share(&plan, &lines, metrics),
-            credentials: None,
-        })
-        .collect();
+    let mut shares = owner_shares(&plan, &lines, &usage, owner_id.as_deref());
     if let Some(owner_id) = &owner_id {
-        if shares.is_empty() {
-            shares.push(OwnerShare {
-                owner_id: owner_id.clone(),
-                owner_kind: model::OwnerKind::of(owner_id)
-                    .map_or("", |k| k.as_str())
-                    .to_owned(),
-                share: share(&plan, &lines, &UsageMetrics::default()),
-                credentials: None,
-            });
-        }
         shares[0].credentials =
             Some(drill_down(&state, &plan, &lines, owner_id, range, &sessions).await?);
     }
@@ -229,6 +182,78 @@ pub(super) async fn overage(
         total_amount,
         owners: shares,
     }))
+}
+
+/// Per owner id: its kind (`user`, `bot_user`) and its usage in the month.
+type OwnerUsage = BTreeMap<String, (String, UsageMetrics)>;
+
+/// Each owner's traffic from SQL plus its session-hours from the audit log.
+fn usage_per_owner(owners: &[OwnerTotalsRow], sessions: &[report::Session]) -> OwnerUsage {
+    let mut usage: OwnerUsage = owners
+        .iter()
+        .map(|row| {
+            (
+                row.owner_id.clone(),
+                (row.owner_kind.clone(), row.metrics()),
+            )
+        })
+        .collect();
+    for session in sessions {
+        let slot = usage.entry(session.owner_id.clone()).or_insert_with(|| {
+            (
+                owner_kind(&session.owner_id).to_owned(),
+                UsageMetrics::default(),
+            )
+        });
+        *slot.1.session_hours.get_or_insert(0.0) += session.hours();
+    }
+    usage
+}
+
+/// The account's usage: every owner's, summed per metric.
+fn account_usage(usage: &OwnerUsage) -> UsageMetrics {
+    let mut account = UsageMetrics::default();
+    for (_, metrics) in usage.values() {
+        for metric in Metric::ALL {
+            add(&mut account, metric, metric.of(metrics));
+        }
+    }
+    account
+}
+
+/// Each owner's share, or only `wanted`'s (with zero usage when it used nothing), unsorted.
+fn owner_shares(
+    plan: &Plan,
+    lines: &[MetricOverage],
+    usage: &OwnerUsage,
+    wanted: Option<&str>,
+) -> Vec<OwnerShare> {
+    let mut shares: Vec<OwnerShare> = usage
+        .iter()
+        .filter(|(id, _)| wanted.is_none_or(|wanted| wanted == id.as_str()))
+        .map(|(id, (kind, metrics))| OwnerShare {
+            owner_id: id.clone(),
+            owner_kind: kind.clone(),
+            share: share(plan, lines, metrics),
+            credentials: None,
+        })
+        .collect();
+    if let Some(owner_id) = wanted {
+        if shares.is_empty() {
+            shares.push(OwnerShare {
+                owner_id: owner_id.to_owned(),
+                owner_kind: owner_kind(owner_id).to_owned(),
+                share: share(plan, lines, &UsageMetrics::default()),
+                credentials: None,
+            });
+        }
+    }
+    shares
+}
+
+/// `user` or `bot_user` by the id's prefix; empty for anything else.
+fn owner_kind(owner_id: &str) -> &'static str {
+    model::OwnerKind::of(owner_id).map_or("", |k| k.as_str())
 }
 
 async fn drill_down(
@@ -259,7 +284,7 @@ async fn drill_down(
         let slot = credentials
             .entry(session.credential_id.clone())
             .or_default();
-        *slot.session_hours.get_or_insert(0.0) += session.micros() as f64 / 3_600_000_000.0;
+        *slot.session_hours.get_or_insert(0.0) += session.hours();
     }
     let mut endpoints: BTreeMap<&str, Vec<EndpointShare>> = BTreeMap::new();
     let keys: BTreeSet<&str> = credentials.keys().map(String::as_str).collect();
@@ -301,7 +326,7 @@ fn add(total: &mut UsageMetrics, metric: Metric, value: f64) {
 }
 
 /// The plan applied to the account's usage.
-pub(super) fn metric_lines(plan: &Plan, account: &UsageMetrics) -> Vec<MetricOverage> {
+fn metric_lines(plan: &Plan, account: &UsageMetrics) -> Vec<MetricOverage> {
     plan.metrics
         .iter()
         .map(|(metric, priced)| {
@@ -322,7 +347,7 @@ pub(super) fn metric_lines(plan: &Plan, account: &UsageMetrics) -> Vec<MetricOve
 }
 
 /// A part's usage, its fraction of the account's per metric, and its part of the amount.
-pub(super) fn share(plan: &Plan, lines: &[MetricOverage], usage: &UsageMetrics) -> Share {
+fn share(plan: &Plan, lines: &[MetricOverage], usage: &UsageMetrics) -> Share {
     let mut out = Share {
         usage: BTreeMap::new(),
         share: BTreeMap::new(),

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::Access;
 use super::catalog::{self, CredentialCounts, CredentialFilter};
-use super::params::{rfc3339, rfc3339_us, QueryParams};
+use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, QueryParams};
 use super::report::UsageMetrics;
 use super::top::{owner_totals, RankMetric};
 use super::{ApiError, AppState};
@@ -110,10 +110,62 @@ pub(super) async fn owners(
         usage,
     )?;
 
-    let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
-    let entry = |id: &str, owners: &mut BTreeMap<String, Owner>| -> Option<()> {
+    let mut owners = OwnerIndex {
+        owners: BTreeMap::new(),
+        with_usage: range.is_some(),
+    };
+    for principal in &principals {
+        if let Some(owner) = owners.get_or_insert(&principal.id) {
+            if principal.id.starts_with("usr_") {
+                owner.name.clone_from(&principal.subject);
+            }
+        }
+    }
+    for bot in &bots {
+        if let Some(owner) = owners.get_or_insert(&bot.bot_id) {
+            owner.name.clone_from(&bot.name);
+            owner.active = bot.active == 1;
+            owner.deleted = bot.deleted == 1;
+            owner.created_at = Some(rfc3339_us(bot.created_us));
+            owner.deleted_at = rfc3339_us_if_set(bot.deleted_us);
+        }
+    }
+    for credential in &credentials {
+        if let Some(owner) = owners.get_or_insert(&credential.owner_id) {
+            if credential.deleted_us > 0 {
+                owner.deleted_credentials += 1;
+            } else {
+                owner.credentials.add(&credential.kind);
+            }
+        }
+    }
+    for row in &usage {
+        if let Some(owner) = owners.get_or_insert(&row.owner_id) {
+            owner.usage = Some(row.metrics());
+        }
+    }
+    Ok(Json(OwnerList {
+        from: range.map(|r| rfc3339(r.from)),
+        to: range.map(|r| rfc3339(r.to)),
+        owners: owners.owners.into_values().collect(),
+    }))
+}
+
+/// The owners found so far, by id.
+#[derive(Debug)]
+struct OwnerIndex {
+    owners: BTreeMap<String, Owner>,
+    /// Whether a usage range was asked for: every owner then has usage, zero until found.
+    with_usage: bool,
+}
+
+impl OwnerIndex {
+    /// The owner `id`, added with defaults when new; `None` for an id that names no user or bot
+    /// user ([`OwnerKind::of`]).
+    fn get_or_insert(&mut self, id: &str) -> Option<&mut Owner> {
         let kind = OwnerKind::of(id)?;
-        owners.entry(id.to_owned()).or_insert_with(|| Owner {
+        let with_usage = self.with_usage;
+        Some(self.owners.entry(id.to_owned()).or_insert_with(|| Owner {
             id: id.to_owned(),
             kind: kind.as_str().to_owned(),
             name: String::new(),
@@ -123,51 +175,9 @@ pub(super) async fn owners(
             deleted_at: None,
             credentials: CredentialCounts::default(),
             deleted_credentials: 0,
-            usage: range.map(|_| UsageMetrics::default()),
-        });
-        Some(())
-    };
-    for principal in &principals {
-        if entry(&principal.id, &mut owners).is_some() && principal.id.starts_with("usr_") {
-            if let Some(owner) = owners.get_mut(&principal.id) {
-                owner.name.clone_from(&principal.subject);
-            }
-        }
+            usage: with_usage.then(UsageMetrics::default),
+        }))
     }
-    for bot in &bots {
-        if entry(&bot.bot_id, &mut owners).is_some() {
-            if let Some(owner) = owners.get_mut(&bot.bot_id) {
-                owner.name.clone_from(&bot.name);
-                owner.active = bot.active == 1;
-                owner.deleted = bot.deleted == 1;
-                owner.created_at = Some(rfc3339_us(bot.created_us));
-                owner.deleted_at = (bot.deleted_us > 0).then(|| rfc3339_us(bot.deleted_us));
-            }
-        }
-    }
-    for credential in &credentials {
-        if entry(&credential.owner_id, &mut owners).is_some() {
-            if let Some(owner) = owners.get_mut(&credential.owner_id) {
-                if credential.deleted_us > 0 {
-                    owner.deleted_credentials += 1;
-                } else {
-                    owner.credentials.add(&credential.kind);
-                }
-            }
-        }
-    }
-    for row in &usage {
-        if entry(&row.owner_id, &mut owners).is_some() {
-            if let Some(owner) = owners.get_mut(&row.owner_id) {
-                owner.usage = Some(row.metrics());
-            }
-        }
-    }
-    Ok(Json(OwnerList {
-        from: range.map(|r| rfc3339(r.from)),
-        to: range.map(|r| rfc3339(r.to)),
-        owners: owners.into_values().collect(),
-    }))
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
@@ -82,7 +84,7 @@ impl TimeRange {
 }
 
 /// The rollup's time grain: a quarter hour (schemas/clickhouse/0006_usage_rollup.sql).
-pub(super) const ROLLUP_GRAIN_SECS: u32 = 900;
+const ROLLUP_GRAIN_SECS: u32 = 900;
 
 /// A value of a parameter with a fixed set of spellings.
 pub(super) trait Choice: Sized + Copy + 'static {
@@ -298,6 +300,18 @@ impl Month {
         })
     }
 
+    /// [`Month::range`] for a month taken from the query parameter `month`; a month that
+    /// [`QueryParams::month`] accepted always has one.
+    pub(super) fn checked_range(self) -> Result<TimeRange, ApiError> {
+        self.range().ok_or_else(|| {
+            ApiError::bad(
+                "invalid_parameter",
+                "month",
+                format!("query parameter month: {self} is out of range"),
+            )
+        })
+    }
+
     /// Days in the month.
     pub(super) fn days(self) -> u32 {
         self.range().map_or(0, |r| (r.to - r.from) / 86_400)
@@ -337,8 +351,22 @@ pub(super) fn check_id(kind: &str, name: &str, value: &str) -> Result<(), ApiErr
     }
 }
 
+/// A path parameter `name` as axum extracted it, or a 400 naming it.
+pub(super) fn path_param(
+    name: &'static str,
+    extracted: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    extracted.map(|Path(value)| value).map_err(|rejection| {
+        ApiError::bad(
+            "invalid_parameter",
+            name,
+            format!("path parameter {name}: {}", rejection.body_text()),
+        )
+    })
+}
+
 /// `from` and `to` as given, checked.
-pub(super) fn check_range(from_raw: &str, to_raw: &str) -> Result<TimeRange, ApiError> {
+fn check_range(from_raw: &str, to_raw: &str) -> Result<TimeRange, ApiError> {
     let from = parse_bound("from", from_raw)?;
     let to = parse_bound("to", to_raw)?;
     if from >= to {
@@ -460,6 +488,16 @@ pub(super) fn rfc3339_us(micros: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// [`rfc3339_us`] of a time the audit log may not have (a deletion): `None` unless positive.
+pub(super) fn rfc3339_us_if_set(micros: i64) -> Option<String> {
+    (micros > 0).then(|| rfc3339_us(micros))
+}
+
+/// The UTC date of microseconds (1970-01-01 for those outside ClickHouse's `DateTime`).
+pub(super) fn date_of_us(micros: i64) -> NaiveDate {
+    date_of(u32::try_from(micros / 1_000_000).unwrap_or(0))
 }
 
 /// The date (`YYYY-MM-DD`) of Unix seconds in UTC.

@@ -11,9 +11,11 @@
 //!   `toStartOfDay`, `toStartOfMonth` of `toTimeZone(event_time, tz)`); this module computes the
 //!   same starts for sessions, so both line up (a test runs both on the real server).
 
+mod buckets;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -23,16 +25,16 @@ use super::params::{rfc3339_in, Choice, TimeRange};
 use super::{ApiError, AppState};
 use crate::error::with_deadline;
 use crate::rows::status;
+use buckets::session_buckets;
 
 /// Placeholders: tz, granularity, group, owners, credentials, status, from, to.
-pub(super) const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
+const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
 /// The same query over the rollup, for ranges on whole quarter hours; the same placeholders.
-pub(super) const USAGE_BUCKETS_ROLLUP_SQL: &str =
-    include_str!("../../sql/usage_buckets_rollup.sql");
+const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../../sql/usage_buckets_rollup.sql");
 /// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
 pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
 /// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
-pub(super) const AGENT_SESSIONS_SQL: &str = include_str!("../../sql/agent_sessions.sql");
+const AGENT_SESSIONS_SQL: &str = include_str!("../../sql/agent_sessions.sql");
 
 const MICROS_PER_HOUR: f64 = 3_600_000_000.0;
 
@@ -194,15 +196,15 @@ impl BucketRow {
 
 /// One row of `agent_sessions.sql`, positional.
 #[derive(Debug, Clone, Row, Deserialize)]
-pub(super) struct SessionRow {
-    pub(super) session_id: String,
-    pub(super) credential_id: String,
-    pub(super) owner_id: String,
-    pub(super) starts: u64,
-    pub(super) start_us: i64,
-    pub(super) stops: u64,
-    pub(super) stop_us: i64,
-    pub(super) started_at: String,
+struct SessionRow {
+    session_id: String,
+    credential_id: String,
+    owner_id: String,
+    starts: u64,
+    start_us: i64,
+    stops: u64,
+    stop_us: i64,
+    started_at: String,
 }
 
 /// A session clipped to a range: `[start_us, end_us)`, non-empty.
@@ -219,6 +221,11 @@ impl Session {
     /// Its length in microseconds.
     pub(super) fn micros(&self) -> i64 {
         self.end_us - self.start_us
+    }
+
+    /// Its length in hours.
+    pub(super) fn hours(&self) -> f64 {
+        hours(self.micros())
     }
 }
 
@@ -317,7 +324,7 @@ fn timezone_error(err: crate::Error, tz: Tz) -> ApiError {
 
 /// Sessions as `[start, stop or min(to, now))` ∩ `[from, to)`; empty ones and those whose start is
 /// unknown (a stop without start and without `started_at`) are dropped.
-pub(super) fn clip_sessions(rows: Vec<SessionRow>, range: TimeRange, now_us: i64) -> Vec<Session> {
+fn clip_sessions(rows: Vec<SessionRow>, range: TimeRange, now_us: i64) -> Vec<Session> {
     let to_us = range.end_us().min(now_us.max(range.start_us()));
     rows.into_iter()
         .filter_map(|row| {
@@ -341,91 +348,6 @@ pub(super) fn clip_sessions(rows: Vec<SessionRow>, range: TimeRange, now_us: i64
         .collect()
 }
 
-/// Start (Unix seconds) of the bucket holding `t`, as ClickHouse computes it for `tz`.
-pub(super) fn bucket_start(t: i64, granularity: Granularity, tz: Tz) -> i64 {
-    let utc = DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default();
-    match granularity {
-        Granularity::Hour => {
-            let offset = i64::from(
-                tz.offset_from_utc_datetime(&utc.naive_utc())
-                    .fix()
-                    .local_minus_utc(),
-            );
-            t - (t + offset).rem_euclid(3600)
-        }
-        Granularity::Day => local_midnight(utc.with_timezone(&tz).date_naive(), tz),
-        Granularity::Month => {
-            let date = utc.with_timezone(&tz).date_naive();
-            local_midnight(date.with_day(1).unwrap_or(date), tz)
-        }
-    }
-}
-
-/// Start of the bucket after the one starting at `start`.
-pub(super) fn next_bucket(start: i64, granularity: Granularity, tz: Tz) -> i64 {
-    let next = match granularity {
-        Granularity::Hour => start + 3600,
-        Granularity::Day => {
-            let local = DateTime::<Utc>::from_timestamp(start, 0)
-                .unwrap_or_default()
-                .with_timezone(&tz)
-                .date_naive();
-            local_midnight(local.succ_opt().unwrap_or(local), tz)
-        }
-        Granularity::Month => {
-            let local = DateTime::<Utc>::from_timestamp(start, 0)
-                .unwrap_or_default()
-                .with_timezone(&tz)
-                .date_naive();
-            let (year, month) = if local.month() == 12 {
-                (local.year() + 1, 1)
-            } else {
-                (local.year(), local.month() + 1)
-            };
-            local_midnight(NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(local), tz)
-        }
-    };
-    // Never stall, whatever a zone's rules do.
-    next.max(start + 1)
-}
-
-/// 00:00 local on `date`, or the first local time that exists that day (a DST jump at midnight).
-fn local_midnight(date: NaiveDate, tz: Tz) -> i64 {
-    let midnight: NaiveDateTime = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    (0..=3)
-        .find_map(|hours| {
-            tz.from_local_datetime(&(midnight + chrono::Duration::hours(hours)))
-                .earliest()
-        })
-        .map_or_else(|| midnight.and_utc().timestamp(), |t| t.timestamp())
-}
-
-/// Per bucket start: the sessions overlapping it and their microseconds within it.
-pub(super) fn session_buckets<'a>(
-    sessions: impl IntoIterator<Item = &'a Session>,
-    granularity: Granularity,
-    tz: Tz,
-) -> BTreeMap<u32, (u64, i64)> {
-    let mut out: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
-    for session in sessions {
-        let end = session.end_us.div_euclid(1_000_000)
-            + i64::from(session.end_us.rem_euclid(1_000_000) > 0);
-        let mut start = bucket_start(session.start_us.div_euclid(1_000_000), granularity, tz);
-        while start < end {
-            let next = next_bucket(start, granularity, tz);
-            let overlap =
-                session.end_us.min(next * 1_000_000) - session.start_us.max(start * 1_000_000);
-            if overlap > 0 {
-                let slot = out.entry(u32::try_from(start).unwrap_or(0)).or_default();
-                slot.0 += 1;
-                slot.1 += overlap;
-            }
-            start = next;
-        }
-    }
-    out
-}
-
 fn hours(micros: i64) -> f64 {
     micros as f64 / MICROS_PER_HOUR
 }
@@ -437,33 +359,13 @@ pub(super) async fn series(state: &AppState, spec: &SeriesSpec) -> Result<Series
         range,
         tz,
         granularity,
-        group_by,
+        ..
     } = spec;
     let (buckets, totals, grouped, grouped_totals, sessions) = tokio::try_join!(
         fetch_buckets(state, scope, *range, *tz, Some(*granularity), None),
         fetch_buckets(state, scope, *range, *tz, None, None),
-        async {
-            match group_by {
-                Some(g) => {
-                    fetch_buckets(
-                        state,
-                        scope,
-                        *range,
-                        *tz,
-                        Some(*granularity),
-                        Some(g.name()),
-                    )
-                    .await
-                }
-                None => Ok(Vec::new()),
-            }
-        },
-        async {
-            match group_by {
-                Some(g) => fetch_buckets(state, scope, *range, *tz, None, Some(g.name())).await,
-                None => Ok(Vec::new()),
-            }
-        },
+        fetch_grouped(state, spec, Some(*granularity)),
+        fetch_grouped(state, spec, None),
         fetch_sessions(state, SessionScope::Of(scope), *range),
     )?;
     Ok(assemble(
@@ -476,8 +378,31 @@ pub(super) async fn series(state: &AppState, spec: &SeriesSpec) -> Result<Series
     ))
 }
 
-/// Merges the SQL rows and the sessions (pure, so unit-tested without ClickHouse).
-pub(super) fn assemble(
+/// [`fetch_buckets`] per the spec's group, per bucket of `granularity` (or over the range);
+/// nothing when the spec has no group.
+async fn fetch_grouped(
+    state: &AppState,
+    spec: &SeriesSpec,
+    granularity: Option<Granularity>,
+) -> Result<Vec<BucketRow>, ApiError> {
+    match spec.group_by {
+        Some(g) => {
+            fetch_buckets(
+                state,
+                &spec.scope,
+                spec.range,
+                spec.tz,
+                granularity,
+                Some(g.name()),
+            )
+            .await
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Merges the SQL rows and the sessions (pure: no IO, no clock).
+fn assemble(
     spec: &SeriesSpec,
     buckets: Vec<BucketRow>,
     totals: Vec<BucketRow>,
@@ -485,82 +410,16 @@ pub(super) fn assemble(
     grouped_totals: Vec<BucketRow>,
     sessions: Vec<Session>,
 ) -> Series {
-    let (tz, granularity) = (spec.tz, spec.granularity);
-    let with_sessions = |traffic: Vec<&BucketRow>, sessions: &[&Session]| {
-        let per_bucket = session_buckets(sessions.iter().copied(), granularity, tz);
-        let mut merged: BTreeMap<u32, (bool, UsageMetrics)> = BTreeMap::new();
-        for row in traffic {
-            merged.insert(row.bucket_start, (true, row.metrics()));
-        }
-        for (start, (count, micros)) in per_bucket {
-            let slot = &mut merged.entry(start).or_default().1;
-            slot.agent_sessions = Some(count);
-            slot.session_hours = Some(hours(micros));
-        }
-        let (mut with_traffic, mut session_only) = (Vec::new(), Vec::new());
-        for (start, (has_traffic, mut metrics)) in merged {
-            metrics.agent_sessions.get_or_insert(0);
-            metrics.session_hours.get_or_insert(0.0);
-            let bucket = UsageBucket {
-                start: rfc3339_in(start, tz),
-                metrics,
-            };
-            if has_traffic {
-                with_traffic.push(bucket);
-            } else {
-                session_only.push(bucket);
-            }
-        }
-        (with_traffic, session_only)
-    };
-    let session_totals = |traffic: Option<&BucketRow>, sessions: &[&Session]| {
-        let mut metrics = traffic.map(BucketRow::metrics).unwrap_or_default();
-        let distinct: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
-        metrics.agent_sessions = Some(distinct.len() as u64);
-        metrics.session_hours = Some(hours(sessions.iter().map(|s| s.micros()).sum()));
-        metrics
-    };
-
     let all: Vec<&Session> = sessions.iter().collect();
-    let (series_buckets, session_only) = with_sessions(buckets.iter().collect(), &all);
-    let series_totals = session_totals(totals.first(), &all);
-
+    let (series_buckets, session_only) = with_sessions(spec, buckets.iter().collect(), &all);
+    let series_totals = totals_with_sessions(totals.first(), &all);
     let groups = spec.group_by.map(|group_by| {
         let mut keys: BTreeSet<&str> = grouped.iter().map(|r| r.group_key.as_str()).collect();
         if group_by == GroupBy::Credential {
             keys.extend(sessions.iter().map(|s| s.credential_id.as_str()));
         }
         keys.into_iter()
-            .map(|key| {
-                let traffic: Vec<&BucketRow> =
-                    grouped.iter().filter(|r| r.group_key == key).collect();
-                let total = grouped_totals.iter().find(|r| r.group_key == key);
-                match group_by {
-                    GroupBy::Credential => {
-                        let mine: Vec<&Session> =
-                            sessions.iter().filter(|s| s.credential_id == key).collect();
-                        let (buckets, session_only_buckets) = with_sessions(traffic, &mine);
-                        UsageGroup {
-                            key: key.to_owned(),
-                            buckets,
-                            session_only_buckets,
-                            totals: session_totals(total, &mine),
-                        }
-                    }
-                    GroupBy::Endpoint => UsageGroup {
-                        key: key.to_owned(),
-                        buckets: traffic
-                            .into_iter()
-                            .map(|row| UsageBucket {
-                                start: rfc3339_in(row.bucket_start, tz),
-                                metrics: row.metrics(),
-                            })
-                            .collect(),
-                        session_only_buckets: Vec::new(),
-                        totals: total.map(BucketRow::metrics).unwrap_or_default(),
-                    },
-                }
-            })
+            .map(|key| group(spec, group_by, key, &grouped, &grouped_totals, &sessions))
             .collect()
     });
     Series {
@@ -572,8 +431,89 @@ pub(super) fn assemble(
     }
 }
 
+/// Traffic buckets with the sessions' figures, as (buckets with traffic, buckets with sessions
+/// only), each in order.
+fn with_sessions(
+    spec: &SeriesSpec,
+    traffic: Vec<&BucketRow>,
+    sessions: &[&Session],
+) -> (Vec<UsageBucket>, Vec<UsageBucket>) {
+    let per_bucket = session_buckets(sessions.iter().copied(), spec.granularity, spec.tz);
+    let mut merged: BTreeMap<u32, (bool, UsageMetrics)> = BTreeMap::new();
+    for row in traffic {
+        merged.insert(row.bucket_start, (true, row.metrics()));
+    }
+    for (start, (count, micros)) in per_bucket {
+        let slot = &mut merged.entry(start).or_default().1;
+        slot.agent_sessions = Some(count);
+        slot.session_hours = Some(hours(micros));
+    }
+    let (mut with_traffic, mut session_only) = (Vec::new(), Vec::new());
+    for (start, (has_traffic, mut metrics)) in merged {
+        metrics.agent_sessions.get_or_insert(0);
+        metrics.session_hours.get_or_insert(0.0);
+        let bucket = UsageBucket {
+            start: rfc3339_in(start, spec.tz),
+            metrics,
+        };
+        if has_traffic {
+            with_traffic.push(bucket);
+        } else {
+            session_only.push(bucket);
+        }
+    }
+    (with_traffic, session_only)
+}
+
+/// The traffic totals with the sessions counted once each.
+fn totals_with_sessions(traffic: Option<&BucketRow>, sessions: &[&Session]) -> UsageMetrics {
+    let mut metrics = traffic.map(BucketRow::metrics).unwrap_or_default();
+    let distinct: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    metrics.agent_sessions = Some(distinct.len() as u64);
+    metrics.session_hours = Some(hours(sessions.iter().map(|s| s.micros()).sum()));
+    metrics
+}
+
+/// The group `key`: a credential with its sessions, or an endpoint without.
+fn group(
+    spec: &SeriesSpec,
+    group_by: GroupBy,
+    key: &str,
+    grouped: &[BucketRow],
+    grouped_totals: &[BucketRow],
+    sessions: &[Session],
+) -> UsageGroup {
+    let traffic: Vec<&BucketRow> = grouped.iter().filter(|r| r.group_key == key).collect();
+    let total = grouped_totals.iter().find(|r| r.group_key == key);
+    match group_by {
+        GroupBy::Credential => {
+            let mine: Vec<&Session> = sessions.iter().filter(|s| s.credential_id == key).collect();
+            let (buckets, session_only_buckets) = with_sessions(spec, traffic, &mine);
+            UsageGroup {
+                key: key.to_owned(),
+                buckets,
+                session_only_buckets,
+                totals: totals_with_sessions(total, &mine),
+            }
+        }
+        GroupBy::Endpoint => UsageGroup {
+            key: key.to_owned(),
+            buckets: traffic
+                .into_iter()
+                .map(|row| UsageBucket {
+                    start: rfc3339_in(row.bucket_start, spec.tz),
+                    metrics: row.metrics(),
+                })
+                .collect(),
+            session_only_buckets: Vec::new(),
+            totals: total.map(BucketRow::metrics).unwrap_or_default(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::buckets::{bucket_start, next_bucket};
     use super::*;
 
     fn secs(rfc3339: &str) -> i64 {

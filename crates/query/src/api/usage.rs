@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
-use super::params::{check_id, rfc3339, Choice, QueryParams, TimeRange};
+use super::params::{check_id, path_param, rfc3339, Choice, QueryParams, TimeRange};
 use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec};
 use super::{ApiError, AppState};
 
@@ -110,13 +110,7 @@ pub(super) async fn owner_usage(
     owner_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<UsageReport>, ApiError> {
-    let owner_id = owner_id.map_err(|rejection| {
-        ApiError::bad(
-            "invalid_parameter",
-            "owner_id",
-            format!("path parameter owner_id: {}", rejection.body_text()),
-        )
-    })?;
+    let owner_id = path_param("owner_id", owner_id)?;
     let request = parse_request(&owner_id, query.as_deref())?;
     access.check_owner(&state, &request.owner_id).await?;
     let spec = SeriesSpec {
