@@ -18,6 +18,6 @@ mod intern;
 mod resolve;
 mod state;
 
-pub use evict::{Evicted, EvictionConfig};
+pub use evict::{Evicted, EvictionConfig, DEFAULT_EVICTION_GRACE_MS};
 pub use resolve::{Flag, Resolution, ResolutionRef, UnattributedReason};
 pub use state::{ApplyOutcome, OwnershipState, StateStats};
