@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use enrich::OwnershipState;
 use indicatif::{ProgressBar, ProgressStyle};
 use query::rows::UsageRow;
 use query::write::runs::month_of;
@@ -28,6 +29,16 @@ pub struct ReattributeReport {
     pub reason_changed: u64,
     /// Rows still unattributed, by reason.
     pub still_unattributed: BTreeMap<String, u64>,
+}
+
+impl ReattributeReport {
+    /// Counts one row still unattributed for `reason`.
+    fn count_still_unattributed(&mut self, reason: &str) {
+        *self
+            .still_unattributed
+            .entry(reason.to_owned())
+            .or_default() += 1;
+    }
 }
 
 /// Rows to write per insert (each restatement is two rows).
@@ -59,18 +70,7 @@ pub async fn reattribute(
         .context("failed to read unattributed usage")?;
     let current = current_rows(rows);
 
-    let bar = if progress {
-        ProgressBar::new(current.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} reattributing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(progress, current.len() as u64);
     let mut report = ReattributeReport {
         candidates: current.len() as u64,
         ..ReattributeReport::default()
@@ -81,55 +81,82 @@ pub async fn reattribute(
     let mut pending: BTreeMap<u32, Vec<UsageRow>> = BTreeMap::new();
     for original in current {
         bar.inc(1);
-        let t = DateTime::from_timestamp_micros(original.event_time_us).unwrap_or_default();
-        let endpoint_hint =
-            (!original.endpoint_id.is_empty()).then_some(original.endpoint_id.as_str());
-        let port = (original.port != 0).then_some(original.port);
-        let resolution = state.resolve(&original.hostname, port, endpoint_hint, t);
-        let mut restated = original.clone();
-        restated.set_attribution(&resolution);
-        if restated.status == original.status
-            && restated.unattributed_reason == original.unattributed_reason
-        {
-            *report
-                .still_unattributed
-                .entry(original.unattributed_reason.clone())
-                .or_default() += 1;
+        let Some((cancel, restated)) = restate(&state, original, now, &mut report) else {
             continue;
-        }
-        if resolution.unattributed.is_none() {
-            report.attributed += 1;
-        } else {
-            report.reason_changed += 1;
-            *report
-                .still_unattributed
-                .entry(restated.unattributed_reason.clone())
-                .or_default() += 1;
-        }
-        restated.ingested_at = now;
-        let mut cancel = original;
-        cancel.sign = -1;
-        cancel.ingested_at = now;
+        };
         let month = month_of(cancel.event_time);
         let batch = pending.entry(month).or_default();
         batch.push(cancel);
         batch.push(restated);
         if batch.len() >= 2 * PAIRS_PER_INSERT {
-            writer
-                .insert_usage(batch)
-                .await
-                .context("failed to write restated usage")?;
+            write_restated(writer, batch).await?;
             batch.clear();
         }
     }
     for batch in pending.values().filter(|b| !b.is_empty()) {
-        writer
-            .insert_usage(batch)
-            .await
-            .context("failed to write restated usage")?;
+        write_restated(writer, batch).await?;
     }
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// The progress bar over `len` rows; hidden unless `progress`.
+fn progress_bar(progress: bool, len: u64) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} reattributing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Resolves an unattributed row again as of its time and counts the result in `report`. When the
+/// outcome changed: the row that cancels `original` (`sign = -1`) and the restated row, both
+/// ingested at `now`; otherwise `None`.
+fn restate(
+    state: &OwnershipState,
+    original: UsageRow,
+    now: u32,
+    report: &mut ReattributeReport,
+) -> Option<(UsageRow, UsageRow)> {
+    let t = DateTime::from_timestamp_micros(original.event_time_us).unwrap_or_default();
+    let endpoint_hint = (!original.endpoint_id.is_empty()).then_some(original.endpoint_id.as_str());
+    let port = (original.port != 0).then_some(original.port);
+    let resolution = state.resolve(&original.hostname, port, endpoint_hint, t);
+    let mut restated = original.clone();
+    restated.set_attribution(&resolution);
+    if restated.status == original.status
+        && restated.unattributed_reason == original.unattributed_reason
+    {
+        report.count_still_unattributed(&original.unattributed_reason);
+        return None;
+    }
+    if resolution.unattributed.is_none() {
+        report.attributed += 1;
+    } else {
+        report.reason_changed += 1;
+        report.count_still_unattributed(&restated.unattributed_reason);
+    }
+    restated.ingested_at = now;
+    let mut cancel = original;
+    cancel.sign = -1;
+    cancel.ingested_at = now;
+    Some((cancel, restated))
+}
+
+/// Writes one batch of cancel and restated rows in one insert.
+async fn write_restated(writer: &Writer, batch: &[UsageRow]) -> anyhow::Result<()> {
+    writer
+        .insert_usage(batch)
+        .await
+        .context("failed to write restated usage")
 }
 
 /// Of every row per Kafka position, the `+1` row when the position's rows net to `+1` (the row is

@@ -281,7 +281,7 @@ impl Table {
     }
 }
 
-pub fn main() {
+pub(crate) fn main() {
     let n = size_from_args().max(10);
     let fleet = Fleet {
         sessions: n,

@@ -16,32 +16,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::state::{micros, IntervalIdx, OwnershipState};
+use crate::state::{micros, IntervalIdx, Micros, OwnershipState};
 
-/// How long ended sessions and endpoints are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EvictionConfig {
-    /// How long a stopped session or ended endpoint is kept after its end, in milliseconds.
-    /// Traffic on it that is resolved later than this after the end is unattributed, so it must
-    /// exceed the allowed lateness of traffic.
-    pub grace_ms: u64,
-}
-
-impl Default for EvictionConfig {
-    /// One hour.
-    fn default() -> Self {
-        Self {
-            grace_ms: 60 * 60 * 1000,
-        }
-    }
-}
-
-impl EvictionConfig {
-    /// The grace period.
-    pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.grace_ms)
-    }
-}
+/// Default grace before ended sessions and endpoints are evicted, in milliseconds: one hour.
+/// Traffic on them resolved later than the grace after their end is unattributed, so it must
+/// exceed the allowed lateness of traffic.
+pub const DEFAULT_EVICTION_GRACE_MS: u64 = 3_600_000;
 
 /// What one eviction removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,8 +60,6 @@ impl OwnershipState {
         let cutoff = micros(now).saturating_sub(grace_us);
         let mut evicted = Evicted::default();
 
-        // Endpoint intervals: unchain them host by host (one walk per host, however many of its
-        // intervals end), then free their slots.
         let ended: Vec<IntervalIdx> = self
             .intervals
             .iter()
@@ -97,8 +75,20 @@ impl OwnershipState {
         if ended.is_empty() && stopped_sessions == 0 {
             return evicted;
         }
+        self.remove_intervals(&ended, cutoff);
+        evicted.endpoints = ended.len();
+        self.sweep_names(cutoff, &mut evicted);
+        if self.free_intervals.len() > self.intervals.len() / 2 {
+            self.shrink_intervals();
+        }
+        evicted
+    }
+
+    /// Removes the endpoint intervals `ended` (each ended before `cutoff`): unchains them host by
+    /// host (one walk per host, however many of its intervals end), then frees their slots.
+    fn remove_intervals(&mut self, ended: &[IntervalIdx], cutoff: Micros) {
         let mut host_done = vec![false; self.hosts.slots()];
-        for &i in &ended {
+        for &i in ended {
             let host = self.interval(i).host;
             if std::mem::replace(&mut host_done[host.index()], true) {
                 continue;
@@ -115,17 +105,20 @@ impl OwnershipState {
                 self.interval_mut(last).next = None;
             }
         }
-        for &i in &ended {
+        for &i in ended {
             let endpoint = self.interval(i).endpoint;
             if *self.endpoints.value(endpoint) == Some(i) {
                 *self.endpoints.value_mut(endpoint) = None;
             }
             self.free_interval(i);
         }
-        evicted.endpoints = ended.len();
+    }
 
-        // Names: mark what the kept entries refer to, sweep the rest. Order matters: sessions
-        // refer to credentials, credentials and endpoints to owners.
+    /// Removes the sessions stopped before `cutoff` that no kept interval names, and frees every
+    /// name nothing kept refers to any more, counting both into `evicted`.
+    fn sweep_names(&mut self, cutoff: Micros, evicted: &mut Evicted) {
+        // Mark what the kept entries refer to, sweep the rest. Order matters: sessions refer to
+        // credentials, credentials and endpoints to owners.
         evicted.names += self.hosts.retain(|_, head| head.is_some());
         let mut endpoint_marks = vec![false; self.endpoints.slots()];
         let mut session_marks = vec![false; self.sessions.slots()];
@@ -168,10 +161,6 @@ impl OwnershipState {
         evicted.names += self
             .owners
             .retain(|sym, bot| bot.is_some() || owner_marks[sym.index()]);
-        if self.free_intervals.len() > self.intervals.len() / 2 {
-            self.shrink_intervals();
-        }
-        evicted
     }
 
     /// Drops free slots at the end of the interval slab and gives back what is then unused.

@@ -9,7 +9,7 @@
 //! It is sized for millions of live sessions and endpoints (about 250 bytes per session plus
 //! endpoint, see `BENCHMARKS.md`): every id and hostname is interned once and referred to by a
 //! 4-byte symbol, and times are kept as microseconds. Sessions and endpoints that ended more than a
-//! grace period ago are removed by [`OwnershipState::evict_ended`] ([`EvictionConfig`]); traffic
+//! grace period ago are removed by [`OwnershipState::evict_ended`] (default grace [`DEFAULT_EVICTION_GRACE_MS`]); traffic
 //! on them resolved more than that grace after their end is no longer attributed to them, so the
 //! grace must exceed the allowed lateness of traffic.
 
@@ -18,9 +18,6 @@ mod intern;
 mod resolve;
 mod state;
 
-pub use evict::{Evicted, EvictionConfig};
+pub use evict::{Evicted, DEFAULT_EVICTION_GRACE_MS};
 pub use resolve::{Flag, Resolution, ResolutionRef, UnattributedReason};
 pub use state::{ApplyOutcome, OwnershipState, StateStats};
-
-/// Default grace before ended sessions and endpoints are evicted, in milliseconds: one hour.
-pub const DEFAULT_EVICTION_GRACE_MS: u64 = 3_600_000;

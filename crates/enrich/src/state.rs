@@ -12,8 +12,8 @@ use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 use model::{
-    BindRule, CredentialAction, CredentialKind, EndpointAction, Event, EventBody, OwnerKind,
-    SessionAction,
+    AgentSession, BindRule, BotUser, Credential, CredentialAction, CredentialKind, Endpoint,
+    EndpointAction, Event, EventBody, OwnerKind, SessionAction,
 };
 
 use crate::intern::{Sym, SymbolTable};
@@ -90,6 +90,19 @@ pub(crate) struct CredentialState {
 }
 
 impl CredentialState {
+    /// Records a later event of this credential, whose owner is already checked: a creation sets
+    /// the creation time, a deletion the earliest deletion seen, anything else adds ACL rules.
+    fn record(&mut self, action: CredentialAction, since: Micros, at: Micros, rules: &[BindRule]) {
+        if action == CredentialAction::Created {
+            self.created_at = Some(since);
+        }
+        if action == CredentialAction::Deleted {
+            self.deleted_at = self.deleted_at.min(at);
+        } else {
+            insert_sorted(&mut self.acl_history, (since, rules.into()));
+        }
+    }
+
     pub(crate) fn rules_at(&self, t: Micros) -> &[BindRule] {
         match self.acl_history.partition_point(|(since, _)| *since <= t) {
             0 => self.acl_history.first().map_or(&[], |(_, rules)| rules),
@@ -167,6 +180,14 @@ impl EndpointInterval {
     pub(crate) fn labels(&self) -> &Labels {
         self.labels.as_deref().unwrap_or(&NO_LABELS)
     }
+}
+
+/// What an endpoint event names besides its id, hostname and times, as its interval holds it.
+struct EndpointLinks {
+    session: Option<Sym<SessionState>>,
+    principal: Option<Sym<OwnerSlot>>,
+    port: Option<u16>,
+    labels: Option<Box<Labels>>,
 }
 
 /// What applying a control event did.
@@ -269,188 +290,221 @@ impl OwnershipState {
     pub fn apply(&mut self, event: &Event) -> ApplyOutcome {
         let at = micros(event.event_timestamp);
         match &event.body {
-            EventBody::BotUser { action, bot_user } => {
-                let sym = self.owners.intern(&bot_user.id);
-                let slot = self.owners.value_mut(sym);
-                if slot.is_none() {
-                    self.counts.bot_users += 1;
-                }
-                let bot = slot.get_or_insert_with(BotState::default);
-                if !bot_user.name.is_empty() {
-                    bot.name = bot_user.name.as_str().into();
-                }
-                let created = bot_user.created_at.map_or(at, micros);
-                match action {
-                    CredentialAction::Created => {
-                        bot.created_at = Some(created);
-                        insert_sorted(&mut bot.active_history, (created, bot_user.active));
-                    }
-                    CredentialAction::Updated => {
-                        insert_sorted(&mut bot.active_history, (at, bot_user.active))
-                    }
-                    CredentialAction::Deleted => bot.deleted_at = bot.deleted_at.min(at),
-                }
-                ApplyOutcome::Applied
-            }
+            EventBody::BotUser { action, bot_user } => self.apply_bot_user(*action, bot_user, at),
             EventBody::Credential {
                 kind,
                 action,
                 credential,
-            } => {
-                let created_at = credential.created_at.map(micros);
-                let since = match action {
-                    CredentialAction::Created => created_at.unwrap_or(at),
-                    _ => at,
-                };
-                let sym = self.credentials.intern(&credential.id);
-                match self.credentials.value_mut(sym) {
-                    Some(existing) if self.owners.name(existing.owner) != credential.owner_id => {
-                        return ApplyOutcome::OwnerChangeRejected {
-                            credential_id: credential.id.clone(),
-                            owner_id: self.owners.name(existing.owner).to_owned(),
-                            attempted_owner_id: credential.owner_id.clone(),
-                        };
-                    }
-                    Some(existing) => {
-                        if *action == CredentialAction::Created {
-                            existing.created_at = Some(since);
-                        }
-                        if *action == CredentialAction::Deleted {
-                            existing.deleted_at = existing.deleted_at.min(at);
-                        } else {
-                            insert_sorted(
-                                &mut existing.acl_history,
-                                (since, credential.bind_rules.as_slice().into()),
-                            );
-                        }
-                    }
-                    slot @ None => {
-                        let owner = self.owners.intern(&credential.owner_id);
-                        *slot = Some(CredentialState {
-                            kind: *kind,
-                            owner,
-                            created_at,
-                            deleted_at: if *action == CredentialAction::Deleted {
-                                at
-                            } else {
-                                NEVER
-                            },
-                            acl_history: vec![(
-                                created_at.unwrap_or(since),
-                                credential.bind_rules.as_slice().into(),
-                            )],
-                        });
-                        self.counts.credentials += 1;
-                    }
-                }
-                ApplyOutcome::Applied
-            }
+            } => self.apply_credential(*kind, *action, credential, at),
             EventBody::AgentSession { action, session } => {
-                let credential = self.credentials.intern(&session.credential.id);
-                let sym = self.sessions.intern(&session.session.id);
-                let entry = self.sessions.value_mut(sym);
-                if entry.credential.is_none() {
-                    // New, or so far only named by an endpoint.
-                    self.counts.sessions += 1;
-                    *entry = SessionState::default();
-                }
-                entry.credential = Some(credential);
-                if let Some(started) = session.started_at {
-                    entry.started_at = micros(started);
-                }
-                match action {
-                    SessionAction::Start => {
-                        if entry.started_at == UNKNOWN {
-                            entry.started_at = at;
-                        }
-                    }
-                    SessionAction::Stop => entry.stopped_at = session.stopped_at.map_or(at, micros),
-                }
-                ApplyOutcome::Applied
+                self.apply_agent_session(*action, session, at)
             }
-            EventBody::Endpoint { action, endpoint } => {
-                let Some(hostname) = endpoint.hostname() else {
-                    return ApplyOutcome::Ignored;
-                };
-                let host = self.hosts.intern(&hostname);
-                let id = self.endpoints.intern(&endpoint.id);
-                let start = endpoint.created_at.map_or(at, micros);
-                let existing = self
-                    .host_intervals(host)
-                    .find(|&i| self.interval(i).endpoint == id);
-                let idx = match (action, existing) {
-                    (EndpointAction::Created, Some(i)) => {
-                        // A deletion seen first guessed the start: re-chained if the guess was
-                        // wrong, so that the host's intervals stay sorted by start.
-                        if self.interval(i).start != start {
-                            self.unlink(i);
-                            self.interval_mut(i).start = start;
-                            self.link(i);
-                        }
-                        // The creation carries the full resource; a deletion seen first may not
-                        // have named the session, principal, port or labels.
-                        let session = endpoint.session_id().map(|s| self.sessions.intern(s));
-                        let principal = endpoint
-                            .principal
-                            .as_ref()
-                            .map(|p| p.id.as_str())
-                            .filter(|p| !p.is_empty())
-                            .map(|p| self.owners.intern(p));
-                        let port = endpoint.port_number();
-                        let labels = (!endpoint.labels.is_empty())
-                            .then(|| Box::new(endpoint.labels.clone()));
-                        let interval = self.interval_mut(i);
-                        if interval.session.is_none() {
-                            interval.session = session;
-                        }
-                        if interval.principal.is_none() {
-                            interval.principal = principal;
-                        }
-                        if interval.port.is_none() {
-                            interval.port = port;
-                        }
-                        if interval.labels.is_none() {
-                            interval.labels = labels;
-                        }
-                        i
-                    }
-                    (EndpointAction::Deleted, Some(i)) => {
-                        self.interval_mut(i).end = at;
-                        i
-                    }
-                    (action, None) => {
-                        // A deletion seen before its creation keeps the end; the start comes later.
-                        let end = if *action == EndpointAction::Deleted {
-                            at
-                        } else {
-                            NEVER
-                        };
-                        let interval = EndpointInterval {
-                            endpoint: id,
-                            host,
-                            session: endpoint.session_id().map(|s| self.sessions.intern(s)),
-                            principal: endpoint
-                                .principal
-                                .as_ref()
-                                .map(|p| p.id.as_str())
-                                .filter(|p| !p.is_empty())
-                                .map(|p| self.owners.intern(p)),
-                            port: endpoint.port_number(),
-                            next: None,
-                            start,
-                            end,
-                            labels: (!endpoint.labels.is_empty())
-                                .then(|| Box::new(endpoint.labels.clone())),
-                        };
-                        let i = self.alloc_interval(interval);
-                        self.link(i);
-                        i
-                    }
-                };
-                *self.endpoints.value_mut(id) = Some(idx);
-                ApplyOutcome::Applied
-            }
+            EventBody::Endpoint { action, endpoint } => self.apply_endpoint(*action, endpoint, at),
             EventBody::Http(_) | EventBody::Tcp(_) | EventBody::Audit => ApplyOutcome::Ignored,
+        }
+    }
+
+    /// A bot user created, updated or deleted at `at`: its name, creation and active history.
+    fn apply_bot_user(
+        &mut self,
+        action: CredentialAction,
+        bot_user: &BotUser,
+        at: Micros,
+    ) -> ApplyOutcome {
+        let sym = self.owners.intern(&bot_user.id);
+        let slot = self.owners.value_mut(sym);
+        if slot.is_none() {
+            self.counts.bot_users += 1;
+        }
+        let bot = slot.get_or_insert_with(BotState::default);
+        if !bot_user.name.is_empty() {
+            bot.name = bot_user.name.as_str().into();
+        }
+        let created = bot_user.created_at.map_or(at, micros);
+        match action {
+            CredentialAction::Created => {
+                bot.created_at = Some(created);
+                insert_sorted(&mut bot.active_history, (created, bot_user.active));
+            }
+            CredentialAction::Updated => {
+                insert_sorted(&mut bot.active_history, (at, bot_user.active))
+            }
+            CredentialAction::Deleted => bot.deleted_at = bot.deleted_at.min(at),
+        }
+        ApplyOutcome::Applied
+    }
+
+    /// A credential created, updated or deleted at `at`. Its owner never changes: an event that
+    /// names another owner is rejected, not applied.
+    fn apply_credential(
+        &mut self,
+        kind: CredentialKind,
+        action: CredentialAction,
+        credential: &Credential,
+        at: Micros,
+    ) -> ApplyOutcome {
+        let created_at = credential.created_at.map(micros);
+        let since = match action {
+            CredentialAction::Created => created_at.unwrap_or(at),
+            _ => at,
+        };
+        let sym = self.credentials.intern(&credential.id);
+        match self.credentials.value_mut(sym) {
+            Some(existing) if self.owners.name(existing.owner) != credential.owner_id => {
+                return ApplyOutcome::OwnerChangeRejected {
+                    credential_id: credential.id.clone(),
+                    owner_id: self.owners.name(existing.owner).to_owned(),
+                    attempted_owner_id: credential.owner_id.clone(),
+                };
+            }
+            Some(existing) => existing.record(action, since, at, &credential.bind_rules),
+            slot @ None => {
+                let owner = self.owners.intern(&credential.owner_id);
+                *slot = Some(CredentialState {
+                    kind,
+                    owner,
+                    created_at,
+                    deleted_at: if action == CredentialAction::Deleted {
+                        at
+                    } else {
+                        NEVER
+                    },
+                    acl_history: vec![(
+                        created_at.unwrap_or(since),
+                        credential.bind_rules.as_slice().into(),
+                    )],
+                });
+                self.counts.credentials += 1;
+            }
+        }
+        ApplyOutcome::Applied
+    }
+
+    /// An agent session started or stopped at `at`, with the credential it runs under.
+    fn apply_agent_session(
+        &mut self,
+        action: SessionAction,
+        session: &AgentSession,
+        at: Micros,
+    ) -> ApplyOutcome {
+        let credential = self.credentials.intern(&session.credential.id);
+        let sym = self.sessions.intern(&session.session.id);
+        let entry = self.sessions.value_mut(sym);
+        if entry.credential.is_none() {
+            // New, or so far only named by an endpoint.
+            self.counts.sessions += 1;
+            *entry = SessionState::default();
+        }
+        entry.credential = Some(credential);
+        if let Some(started) = session.started_at {
+            entry.started_at = micros(started);
+        }
+        match action {
+            SessionAction::Start => {
+                if entry.started_at == UNKNOWN {
+                    entry.started_at = at;
+                }
+            }
+            SessionAction::Stop => entry.stopped_at = session.stopped_at.map_or(at, micros),
+        }
+        ApplyOutcome::Applied
+    }
+
+    /// An endpoint created or deleted at `at`: its interval on its hostname, whichever of the two
+    /// events arrives first. An endpoint without a hostname is ignored.
+    fn apply_endpoint(
+        &mut self,
+        action: EndpointAction,
+        endpoint: &Endpoint,
+        at: Micros,
+    ) -> ApplyOutcome {
+        let Some(hostname) = endpoint.hostname() else {
+            return ApplyOutcome::Ignored;
+        };
+        let host = self.hosts.intern(&hostname);
+        let id = self.endpoints.intern(&endpoint.id);
+        let start = endpoint.created_at.map_or(at, micros);
+        let existing = self
+            .host_intervals(host)
+            .find(|&i| self.interval(i).endpoint == id);
+        let idx = match (action, existing) {
+            (EndpointAction::Created, Some(i)) => {
+                self.complete_endpoint_interval(i, start, endpoint);
+                i
+            }
+            (EndpointAction::Deleted, Some(i)) => {
+                self.interval_mut(i).end = at;
+                i
+            }
+            (action, None) => {
+                // A deletion seen before its creation keeps the end; the start comes later.
+                let end = if action == EndpointAction::Deleted {
+                    at
+                } else {
+                    NEVER
+                };
+                let links = self.endpoint_links(endpoint);
+                let interval = EndpointInterval {
+                    endpoint: id,
+                    host,
+                    session: links.session,
+                    principal: links.principal,
+                    port: links.port,
+                    next: None,
+                    start,
+                    end,
+                    labels: links.labels,
+                };
+                let i = self.alloc_interval(interval);
+                self.link(i);
+                i
+            }
+        };
+        *self.endpoints.value_mut(id) = Some(idx);
+        ApplyOutcome::Applied
+    }
+
+    /// An endpoint's creation arriving after an event that already made its interval `i` (a
+    /// deletion seen first): sets the start and fills in what that event did not name.
+    fn complete_endpoint_interval(&mut self, i: IntervalIdx, start: Micros, endpoint: &Endpoint) {
+        // A deletion seen first guessed the start: re-chained if the guess was wrong, so that the
+        // host's intervals stay sorted by start.
+        if self.interval(i).start != start {
+            self.unlink(i);
+            self.interval_mut(i).start = start;
+            self.link(i);
+        }
+        // The creation carries the full resource; a deletion seen first may not have named the
+        // session, principal, port or labels.
+        let links = self.endpoint_links(endpoint);
+        let interval = self.interval_mut(i);
+        if interval.session.is_none() {
+            interval.session = links.session;
+        }
+        if interval.principal.is_none() {
+            interval.principal = links.principal;
+        }
+        if interval.port.is_none() {
+            interval.port = links.port;
+        }
+        if interval.labels.is_none() {
+            interval.labels = links.labels;
+        }
+    }
+
+    /// What an endpoint event names besides its id, hostname and times, as an interval holds it
+    /// (the session and principal interned; an empty principal id or label set is absent).
+    fn endpoint_links(&mut self, endpoint: &Endpoint) -> EndpointLinks {
+        EndpointLinks {
+            session: endpoint.session_id().map(|s| self.sessions.intern(s)),
+            principal: endpoint
+                .principal
+                .as_ref()
+                .map(|p| p.id.as_str())
+                .filter(|p| !p.is_empty())
+                .map(|p| self.owners.intern(p)),
+            port: endpoint.port_number(),
+            labels: (!endpoint.labels.is_empty()).then(|| Box::new(endpoint.labels.clone())),
         }
     }
 
