@@ -3,12 +3,11 @@
 //! usage that must equal the simulator's ground truth exactly, and malformed messages ending as
 //! dead letters with their reason.
 
-mod support;
-
 use std::time::Duration;
 
 use botmeter::simulate::{generate, FleetConfig};
-use support::{free_port, send_raw, TestEnv};
+
+use crate::support::{self, free_port, send_raw, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_fleet_is_attributed_end_to_end() {

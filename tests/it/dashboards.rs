@@ -18,8 +18,6 @@
 //! before reading, so a panel that forgot `metric * sign` counts those rows three times and fails.
 //! `tests/python/test_dashboards_chdb.py` runs the same SQL on current ClickHouse (chDB).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +27,8 @@ use chrono::{DateTime, Datelike, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use support::{free_port, BotmeterProcess, TestEnv};
+
+use crate::support::{self, free_port, BotmeterProcess, TestEnv};
 
 // --- The dashboards ------------------------------------------------------------------------------
 
