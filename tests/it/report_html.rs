@@ -9,7 +9,7 @@
 //! `docs/customer-report.png`, the one the README shows.
 //!
 //! Chromium cannot send an `Authorization` header from its command line, so this server runs
-//! without API keys (open, on loopback); tests/api_access.rs covers the keys.
+//! without API keys (open, on loopback); api_access.rs covers the keys.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
