@@ -49,9 +49,9 @@ if [[ -f Cargo.toml ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >/dev/null \
             || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
     fi
-    # tests/report_html.rs renders the HTML customer report in Debian's headless Chromium.
+    # tests/it/report_html.rs renders the HTML customer report in Debian's headless Chromium.
     if [[ ! -x /usr/bin/chromium ]]; then
-        log "installing chromium with apt-get (renders the HTML customer report in tests/report_html.rs)"
+        log "installing chromium with apt-get (renders the HTML customer report in tests/it/report_html.rs)"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
             || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
     fi

@@ -1,7 +1,7 @@
 """The Grafana dashboards' SQL and the investigation queries on current ClickHouse, in process (chDB).
 
-tests/dashboards.rs runs the same files against the ClickHouse 18.16 server on simulated fleets and
-compares them with the ground truth and the HTTP API; this runs them on the ClickHouse that chDB
+tests/it/dashboards.rs runs the same files against the ClickHouse 18.16 server on simulated fleets
+and compares them with the ground truth and the HTTP API; this runs them on the ClickHouse that chDB
 embeds, on a few hand-made rows whose every number is worked out below, so the dashboards are known
 to work on both. Nothing is copied: the tests read dashboards/*.json and queries/*.sql.
 

@@ -1,7 +1,7 @@
 """The report SQL of the HTTP API on current ClickHouse, in process (chDB).
 
-crates/query/tests/reports.rs runs the same files, with the same rows and the same expected numbers,
-against the ClickHouse 18.16 server; this runs them on the ClickHouse that chDB embeds, so every
+crates/query/tests/it/reports.rs runs the same files, with the same rows and the same expected
+numbers, against the ClickHouse 18.16 server; this runs them on the ClickHouse that chDB embeds, so every
 report query is known to work on both. The SQL is not copied: the files are the ones the Rust crate
 embeds with include_str!, and their `?` placeholders are replaced in order by quoted literals, as the
 Rust client binds them.
@@ -99,7 +99,7 @@ def session(event_id, action, time, session_id, cred_id, started_at=None, stoppe
     return control(event_id, f"agent_session_{action}.v0", time, session_id, obj)
 
 
-# The fleet of crates/query/tests/reports.rs, row for row.
+# The fleet of crates/query/tests/it/reports.rs, row for row.
 USAGE = [
     usage("ev_1", "2024-05-01 09:10:00", "ep_1", "cr_1", bytes_in=100, bytes_out=1000, tcp_connections=1),
     usage("ev_2", "2024-05-01 09:40:00", "ep_1", "cr_1", bytes_in=200, bytes_out=2000, tcp_connections=1),

@@ -4,14 +4,13 @@
 //! fail (exit 1) naming the partition and offset once a usage row is duplicated, and exit 2 when
 //! it cannot check at all.
 
-mod support;
-
 use std::process::Output;
 use std::time::Duration;
 
 use botmeter::simulate::{generate, FleetConfig, SimMessage};
 use chrono::{DateTime, Utc};
-use support::{send_raw, TestEnv};
+
+use crate::support::{send_raw, TestEnv};
 
 /// Runs `botmeter reconcile <args>` to completion.
 fn reconcile(env: &TestEnv, args: &[&str]) -> (Option<i32>, String) {

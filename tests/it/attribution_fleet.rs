@@ -4,13 +4,12 @@
 //! Every traffic event must land on the ground truth's owner or unattributed reason, with exactly
 //! the ground truth's flags, and flagged/unattributed usage must equal the truth byte for byte.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use botmeter::simulate::{generate, FleetConfig, Usage};
-use support::TestEnv;
+
+use crate::support::TestEnv;
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {
@@ -127,7 +126,7 @@ async fn every_event_lands_on_the_ground_truth_owner_reason_and_flags() {
         .flat_map(|(owner, o)| {
             o.flagged
                 .iter()
-                .map(move |(flag, usage)| ((owner.clone(), flag.clone()), usage.clone()))
+                .map(move |(flag, usage)| ((owner.clone(), flag.clone()), *usage))
         })
         .collect();
     assert_eq!(flagged, expected_flagged);

@@ -9,12 +9,11 @@
 //! 401 JSON error with `WWW-Authenticate`. A parameter this file has no value for fails the test
 //! until one is added.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, BotmeterProcess, TestEnv};
+
+use crate::support::{free_port, BotmeterProcess, TestEnv};
 
 const ADMIN: &str = "admin-key-0123";
 const READER: &str = "reader-key-4567";

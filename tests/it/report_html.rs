@@ -9,9 +9,7 @@
 //! `docs/customer-report.png`, the one the README shows.
 //!
 //! Chromium cannot send an `Authorization` header from its command line, so this server runs
-//! without API keys (open, on loopback); tests/api_access.rs covers the keys.
-
-mod support;
+//! without API keys (open, on loopback); api_access.rs covers the keys.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use botmeter::simulate::{generate, FleetConfig};
 use chrono::{TimeZone, Utc};
-use support::{free_port, TestEnv};
+
+use crate::support::{self, free_port, TestEnv};
 
 const WINDOW: (u32, u32) = (1280, 1600);
 

@@ -1,31 +1,29 @@
 //! What the query crate's real-service tests share: the server's address and a database per test
 //! that is dropped when the test ends, panics included.
 
-#![allow(dead_code, unreachable_pub)]
-
 use botmeter_query::api::AppState;
 use botmeter_query::{migrate, ClickHouseConfig, Writer};
 
 /// `BOTMETER_CLICKHOUSE_URL`, defaulting to the local server of `scripts/services.sh`.
-pub fn clickhouse_url() -> String {
+pub(crate) fn clickhouse_url() -> String {
     std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned())
 }
 
 /// A client of the server, not bound to a database.
-pub fn server_client() -> clickhouse::Client {
+pub(crate) fn server_client() -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(clickhouse_url())
         .with_validation(false)
 }
 
 /// A database for one test; dropped when this goes out of scope, panics included.
-pub struct TestDb {
-    pub config: ClickHouseConfig,
+pub(crate) struct TestDb {
+    pub(crate) config: ClickHouseConfig,
 }
 
 impl TestDb {
     /// An empty database named after the test (created by the first migration or query).
-    pub async fn new(name: &str) -> Self {
+    pub(crate) async fn new(name: &str) -> Self {
         let config = ClickHouseConfig {
             url: clickhouse_url(),
             database: format!("botmeter_test_{name}_{}", std::process::id()),
@@ -36,21 +34,21 @@ impl TestDb {
     }
 
     /// A database with every migration applied.
-    pub async fn migrated(name: &str) -> Self {
+    pub(crate) async fn migrated(name: &str) -> Self {
         let db = Self::new(name).await;
         migrate(&db.config).await.expect("migrate");
         db
     }
 
-    pub fn client(&self) -> clickhouse::Client {
+    pub(crate) fn client(&self) -> clickhouse::Client {
         self.config.client().unwrap()
     }
 
-    pub fn writer(&self) -> Writer {
+    pub(crate) fn writer(&self) -> Writer {
         Writer::new(&self.config).unwrap()
     }
 
-    pub fn state(&self) -> AppState {
+    pub(crate) fn state(&self) -> AppState {
         AppState::new(&self.config).unwrap()
     }
 }
@@ -71,7 +69,7 @@ impl Drop for TestDb {
     }
 }
 
-pub async fn drop_database(database: &str) {
+pub(crate) async fn drop_database(database: &str) {
     server_client()
         .query("DROP DATABASE IF EXISTS ?")
         .bind(clickhouse::sql::Identifier(database))

@@ -16,9 +16,7 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 
 /// A migrated database holding this file's rows.
 async fn db_with_fleet(name: &str) -> TestDb {

@@ -18,18 +18,15 @@
 //! before reading, so a panel that forgot `metric * sign` counts those rows three times and fails.
 //! `tests/python/test_dashboards_chdb.py` runs the same SQL on current ClickHouse (chDB).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use botmeter::simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 use chrono::{DateTime, Datelike, Utc};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use support::{free_port, BotmeterProcess, TestEnv};
+
+use crate::support::{self, free_port, BotmeterProcess, TestEnv};
 
 // --- The dashboards ------------------------------------------------------------------------------
 
@@ -651,21 +648,6 @@ struct World {
     dead_letters: Vec<(String, String)>,
 }
 
-async fn send(brokers: &str, topic: &str, payload: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::<(), [u8]>::to(topic).payload(payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce a message");
-}
-
 impl World {
     /// Publishes the fleet and `extra_control` (and, `with_dead_letters`, two undecodable traffic
     /// messages and one control message), runs the pipeline until every message is stored,
@@ -681,7 +663,7 @@ impl World {
         env.create_topics(3).await;
         env.publish(&fleet).await;
         for event in &extra_control {
-            send(
+            support::send_raw(
                 &env.brokers,
                 &env.control_topic,
                 event.to_string().as_bytes(),
@@ -690,16 +672,16 @@ impl World {
         }
         let mut dead_letters = Vec::new();
         if with_dead_letters {
-            send(&env.brokers, &env.traffic_topic, b"\xffnot json").await;
+            support::send_raw(&env.brokers, &env.traffic_topic, b"\xffnot json").await;
             dead_letters.push((env.traffic_topic.clone(), "malformed_json".to_owned()));
-            send(
+            support::send_raw(
                 &env.brokers,
                 &env.traffic_topic,
                 br#"{"event_id":"ev_dash_bad","event_type":"tcp_connection_closed.v0","event_timestamp":"2026-01-01T01:00:00Z","object":{"conn":{"server_name":"x.ngrok.app","bytes_out":-5}}}"#,
             )
             .await;
             dead_letters.push((env.traffic_topic.clone(), "invalid_field".to_owned()));
-            send(&env.brokers, &env.control_topic, b"{\"event_id\": ").await;
+            support::send_raw(&env.brokers, &env.control_topic, b"{\"event_id\": ").await;
             dead_letters.push((env.control_topic.clone(), "malformed_json".to_owned()));
         }
         let mut run = env.spawn("run", &["run", "--batch-max-wait-ms", "100"]);

@@ -15,9 +15,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
-mod common;
-
-use common::{clickhouse_url, TestDb};
+use crate::common::{self, clickhouse_url, TestDb};
 
 fn secs(rfc3339: &str) -> u32 {
     u32::try_from(DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp()).unwrap()

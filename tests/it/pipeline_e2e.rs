@@ -3,12 +3,11 @@
 //! usage that must equal the simulator's ground truth exactly, and malformed messages ending as
 //! dead letters with their reason.
 
-mod support;
-
 use std::time::Duration;
 
 use botmeter::simulate::{generate, FleetConfig};
-use support::{free_port, send_raw, TestEnv};
+
+use crate::support::{self, free_port, send_raw, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_fleet_is_attributed_end_to_end() {
@@ -98,17 +97,19 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         lines[2]
     );
     let on_topic =
-        support::read_topic(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
+        support::read_topic_all(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
     assert_eq!(on_topic.len(), 3, "three messages on the dead-letter topic");
-    assert!(on_topic.iter().any(
-        |(payload, headers)| payload.as_slice() == b"\xffnot json at all"
-            && headers
+    assert!(on_topic.iter().any(|message| {
+        message.payload.as_deref().unwrap_or_default() == b"\xffnot json at all"
+            && message
+                .headers
                 .iter()
                 .any(|(k, v)| k == "botmeter.reason_kind" && v == "malformed_json")
-            && headers
+            && message
+                .headers
                 .iter()
                 .any(|(k, v)| k == "botmeter.source_topic" && *v == env.traffic_topic)
-    ));
+    }));
 
     // The operations endpoint: ready, and counters that match what was sent.
     let http = reqwest::Client::new();
@@ -209,7 +210,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
             .unwrap();
         let totals = &report["totals"];
         for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
-            let want = serde_json::to_value(&owner.usage).unwrap()[metric]
+            let want = serde_json::to_value(owner.usage).unwrap()[metric]
                 .as_u64()
                 .unwrap();
             assert_eq!(
@@ -227,7 +228,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
                 .unwrap()
                 .with_timezone(&chrono::Utc);
             let key = botmeter::simulate::hour_bucket(start);
-            let want = serde_json::to_value(&hourly[&key]).unwrap();
+            let want = serde_json::to_value(hourly[&key]).unwrap();
             for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
                 assert_eq!(bucket[metric], want[metric], "{owner_id} {key} {metric}");
             }

@@ -3,15 +3,14 @@
 //! `botmeter reattribute` without double counting, and a restart that rebuilds the ownership
 //! state from ClickHouse instead of replaying the control topic.
 
-mod support;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use support::TestEnv;
+
+use crate::support::{self, TestEnv};
 
 fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()

@@ -13,8 +13,6 @@
 //! its usage insert, concurrent start-up migrations, and the audit log shown once however many
 //! instances wrote it.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -23,7 +21,8 @@ use std::time::{Duration, Instant};
 use botmeter::simulate::{generate, Fleet, FleetConfig, SimMessage, Usage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::{BotmeterProcess, ClickHouseServer, TestEnv};
+
+use crate::support::{self, BotmeterProcess, ClickHouseServer, TestEnv};
 
 /// What ClickHouse must hold once everything published is consumed.
 struct Expected {

@@ -3,27 +3,25 @@
 //! and small ClickHouse/HTTP helpers. Addresses come from `BOTMETER_CLICKHOUSE_URL` and
 //! `BOTMETER_KAFKA_BROKERS`, defaulting to the loopback services of `scripts/services.sh`.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One test's private world: database, topics, consumer group.
-pub struct TestEnv {
-    pub clickhouse_url: String,
-    pub brokers: String,
-    pub database: String,
-    pub control_topic: String,
-    pub traffic_topic: String,
-    pub dead_letter_topic: String,
-    pub group_id: String,
-    pub log_dir: PathBuf,
+pub(crate) struct TestEnv {
+    pub(crate) clickhouse_url: String,
+    pub(crate) brokers: String,
+    pub(crate) database: String,
+    pub(crate) control_topic: String,
+    pub(crate) traffic_topic: String,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) group_id: String,
+    pub(crate) log_dir: PathBuf,
     http: reqwest::Client,
 }
 
 impl TestEnv {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let unique = format!(
             "{name}_{}_{}",
             std::process::id(),
@@ -52,7 +50,7 @@ impl TestEnv {
 
     /// Creates this test's topics: one control partition, `traffic_partitions` traffic ones, one
     /// dead-letter partition.
-    pub async fn create_topics(&self, traffic_partitions: i32) {
+    pub(crate) async fn create_topics(&self, traffic_partitions: i32) {
         ingest::admin::ensure_topics(
             &self.brokers,
             &[
@@ -66,7 +64,7 @@ impl TestEnv {
     }
 
     /// Publishes a simulated fleet to this test's topics, as fast as the broker takes it.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         fleet: &botmeter::simulate::Fleet,
     ) -> botmeter::simulate::PublishReport {
@@ -83,7 +81,7 @@ impl TestEnv {
     }
 
     /// Environment for a `botmeter` child process pointed at this test's world.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_botmeter"));
         command
             .args(args)
@@ -101,7 +99,7 @@ impl TestEnv {
     }
 
     /// Starts `botmeter <args>` in the background, its output in `log_dir/<name>.log`.
-    pub fn spawn(&self, name: &str, args: &[&str]) -> BotmeterProcess {
+    pub(crate) fn spawn(&self, name: &str, args: &[&str]) -> BotmeterProcess {
         let log = self.log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = self
@@ -118,7 +116,7 @@ impl TestEnv {
 
     /// Runs a ClickHouse query over HTTP and returns the body (TSV), panicking with the server's
     /// message on an error.
-    pub async fn clickhouse(&self, sql: &str) -> String {
+    pub(crate) async fn clickhouse(&self, sql: &str) -> String {
         let response = self
             .http
             .post(&self.clickhouse_url)
@@ -133,7 +131,7 @@ impl TestEnv {
     }
 
     /// A single number from ClickHouse.
-    pub async fn clickhouse_u64(&self, sql: &str) -> u64 {
+    pub(crate) async fn clickhouse_u64(&self, sql: &str) -> u64 {
         let body = self.clickhouse(sql).await;
         body.trim()
             .parse()
@@ -141,7 +139,7 @@ impl TestEnv {
     }
 
     /// Polls `sql` until it returns `expected`, or panics after `timeout` with the last value.
-    pub async fn wait_for_count(
+    pub(crate) async fn wait_for_count(
         &self,
         sql: &str,
         expected: u64,
@@ -176,20 +174,20 @@ impl TestEnv {
         );
     }
 
-    pub async fn drop_database(&self) {
+    pub(crate) async fn drop_database(&self) {
         self.clickhouse(&format!("DROP DATABASE IF EXISTS {}", self.database))
             .await;
     }
 }
 
 /// A `botmeter` child process, killed on drop.
-pub struct BotmeterProcess {
+pub(crate) struct BotmeterProcess {
     child: Option<Child>,
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl BotmeterProcess {
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         format!(
@@ -199,18 +197,18 @@ impl BotmeterProcess {
         )
     }
 
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
             panic!("botmeter exited early with {status}\n{}", self.log_tail());
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -243,7 +241,7 @@ impl Drop for BotmeterProcess {
 }
 
 /// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -251,56 +249,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Every message of partition 0 of `topic`, with its headers, read from the beginning until
-/// nothing new arrives for `quiet` (fetch-based, not watermark-based: tansu's high watermark is
-/// the start of the last record batch).
-pub fn read_topic(
-    brokers: &str,
-    topic: &str,
-    quiet: Duration,
-) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "it-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < quiet {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.unwrap();
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((message.payload().unwrap_or_default().to_vec(), headers));
-            last = Instant::now();
-        }
-    }
-    out
-}
-
 // --- Helpers of the delivery and dead-letter tests ----------------------------------------------
 
 impl BotmeterProcess {
     /// Sends SIGKILL (`kill -9 <pid>`: no flush, no clean-up) and reaps the process.
-    pub fn kill9(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn kill9(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         Command::new("kill")
             .args(["-KILL", &child.id().to_string()])
@@ -309,21 +262,14 @@ impl BotmeterProcess {
         child.wait().unwrap()
     }
 
-    /// Whether the process is still running (false once it exited or was killed).
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
     /// Every line of the log.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), `None` once the process is gone.
-pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status
         .lines()
@@ -339,17 +285,16 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 /// A private ClickHouse server (same binary and settings as `scripts/services.sh` generates, on
 /// free loopback ports, its data under `CARGO_TARGET_TMPDIR`), for tests that stop and restart it
 /// without disturbing the shared one. Killed on drop.
-pub struct ClickHouseServer {
+pub(crate) struct ClickHouseServer {
     child: Option<Child>,
-    pub dir: PathBuf,
-    pub http_port: u16,
-    pub tcp_port: u16,
+    pub(crate) dir: PathBuf,
+    pub(crate) http_port: u16,
     starts: u32,
 }
 
 impl ClickHouseServer {
     /// Writes the config and starts the server; returns once it answers `/ping`.
-    pub fn start(name: &str) -> Self {
+    pub(crate) fn start(name: &str) -> Self {
         let unique = format!(
             "clickhouse_{name}_{}_{}",
             std::process::id(),
@@ -425,19 +370,14 @@ impl ClickHouseServer {
             child: None,
             dir,
             http_port,
-            tcp_port,
             starts: 0,
         };
         server.restart();
         server
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     fn ping(&self) -> bool {
@@ -469,7 +409,7 @@ impl ClickHouseServer {
     }
 
     /// Starts the server (again) on the same data directory and ports; returns once it answers.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
         let out = std::fs::File::create(self.dir.join(format!("log/stdout-{}.log", self.starts)))
@@ -498,35 +438,6 @@ impl ClickHouseServer {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// SIGTERM, then waits until the process has exited and its port is closed.
-    pub fn stop(&mut self, timeout: Duration) {
-        let mut child = self.child.take().expect("running");
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if started.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        while self.port_open() {
-            assert!(
-                started.elapsed() < timeout + Duration::from_secs(10),
-                "port {} still open after the server stopped",
-                self.http_port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 impl Drop for ClickHouseServer {
@@ -543,17 +454,16 @@ impl Drop for ClickHouseServer {
 
 /// One message read back from a topic.
 #[derive(Debug, Clone)]
-pub struct TopicMessage {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
+pub(crate) struct TopicMessage {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// `None` for a message without a payload (a tombstone).
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, String)>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl TopicMessage {
-    pub fn header(&self, key: &str) -> Option<&str> {
+    pub(crate) fn header(&self, key: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == key)
@@ -562,9 +472,9 @@ impl TopicMessage {
 }
 
 /// Every message of every partition of `topic`, from the beginning until nothing new arrives for
-/// `quiet` (fetch-based, not watermark-based), with fetch limits large enough for messages over
-/// 1 MiB.
-pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicMessage> {
+/// `quiet` (fetch-based, not watermark-based: tansu's high watermark is the start of the last record
+/// batch), with fetch limits large enough for messages over 1 MiB.
+pub(crate) fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
@@ -607,7 +517,6 @@ pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicM
             out.push(TopicMessage {
                 partition: message.partition(),
                 offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
                 headers,
             });
@@ -619,7 +528,7 @@ pub fn read_topic_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<TopicM
 }
 
 /// Deletes topics, best effort (frees the broker's memory after a large test).
-pub async fn delete_topics(brokers: &str, topics: &[&str]) {
+pub(crate) async fn delete_topics(brokers: &str, topics: &[&str]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     let Ok(admin) = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -634,7 +543,7 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) {
 }
 
 /// Publishes one raw message (any bytes) and waits for the broker's acknowledgement.
-pub async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
+pub(crate) async fn send_raw(brokers: &str, topic: &str, payload: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -656,7 +565,7 @@ impl ClickHouseServer {
     /// after SIGTERM until they go idle, so under a steady writer a graceful stop can take longer
     /// than the writer needs to finish. Returns once the process is gone and its port closed;
     /// `true` if it had to be killed.
-    pub fn stop_within(&mut self, grace: Duration) -> bool {
+    pub(crate) fn stop_within(&mut self, grace: Duration) -> bool {
         let mut child = self.child.take().expect("running");
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -688,7 +597,7 @@ impl ClickHouseServer {
 
 /// `botmeter rollups check` over everything: the usage rollup equals the raw rows for every key
 /// and metric (invariant 6), or the test fails with the differences it printed.
-pub fn assert_rollup_equals_raw(env: &TestEnv) {
+pub(crate) fn assert_rollup_equals_raw(env: &TestEnv) {
     let output = env
         .command(&["rollups", "check"])
         .output()

@@ -4,15 +4,14 @@
 //! (headers), and for traffic also as a `dead_letter` usage row; the good messages around them are
 //! attributed, so no partition stalls on a poison pill.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use botmeter::simulate::{generate, FleetConfig, Usage};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::TestEnv;
+
+use crate::support::{self, TestEnv};
 
 /// Above the pipeline's 1 MiB limit.
 const OVERSIZED_BYTES: usize = (1 << 20) + 200_000;

@@ -13,15 +13,14 @@
 //!   `tunnel_credential_created.v0` event, and its first and last use are the earliest and latest
 //!   usage time of its attributed traffic in `usage_events`.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use botmeter::simulate::{generate, FleetConfig, Usage};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use support::{free_port, TestEnv};
+
+use crate::support::{self, free_port, TestEnv};
 
 /// A control event of the fleet, parsed.
 struct Control {

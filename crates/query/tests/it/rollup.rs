@@ -13,15 +13,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-mod common;
+use crate::common::{self, TestDb};
 
-use common::TestDb;
-
-const USAGE_BUCKETS_SQL: &str = include_str!("../sql/usage_buckets.sql");
-const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../sql/usage_buckets_rollup.sql");
-const OWNER_TOTALS_SQL: &str = include_str!("../sql/owner_totals.sql");
-const OWNER_TOTALS_ROLLUP_SQL: &str = include_str!("../sql/owner_totals_rollup.sql");
-const OWNER_TOTALS_TOP_SQL: &str = include_str!("../sql/owner_totals_top.sql");
+const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
+const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../../sql/usage_buckets_rollup.sql");
+const OWNER_TOTALS_SQL: &str = include_str!("../../sql/owner_totals.sql");
+const OWNER_TOTALS_ROLLUP_SQL: &str = include_str!("../../sql/owner_totals_rollup.sql");
+const OWNER_TOTALS_TOP_SQL: &str = include_str!("../../sql/owner_totals_top.sql");
 
 /// 2026-01-31T00:00:00Z: the rows span the end of January and the start of February.
 const START: u32 = 1_769_817_600;

@@ -1,0 +1,28 @@
+//! botmeter's real-service tests, in one binary (`cargo test --test it`; one module per former
+//! test file, so `cargo test --test it delivery::` runs what `tests/delivery.rs` used to).
+//!
+//! Every test here needs the services:
+//! - ClickHouse at `BOTMETER_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`);
+//! - a Kafka-compatible broker at `BOTMETER_KAFKA_BROKERS` (default `127.0.0.1:9092`).
+//!
+//! `scripts/services.sh up` starts both on those defaults (`eval "$(scripts/services.sh env)"`
+//! exports the variables), and `scripts/test.sh` starts them and then runs everything. Some tests
+//! need more: `delivery` starts private ClickHouse servers with `/usr/sbin/clickhouse-server`, and
+//! `report_html` renders in Debian's headless Chromium (`BOTMETER_CHROMIUM`, default
+//! `/usr/bin/chromium`). Each test works in its own database and topics, so they run in parallel.
+//!
+//! The tests that need no service are the unit tests (`cargo test --workspace --lib`) and
+//! `crates/model/tests`.
+
+mod support;
+
+mod api_access;
+mod attribution;
+mod attribution_fleet;
+mod dashboards;
+mod dead_letters;
+mod delivery;
+mod pipeline_e2e;
+mod reconcile;
+mod report_html;
+mod reports_fleet;
