@@ -460,12 +460,8 @@ mod tests {
     }
 
     #[test]
-    fn the_config_names_the_grace_in_milliseconds() {
-        assert_eq!(EvictionConfig::default().grace(), HOUR);
-        assert_eq!(
-            EvictionConfig { grace_ms: 1_500 }.grace(),
-            Duration::from_millis(1_500)
-        );
+    fn the_default_grace_is_an_hour_in_milliseconds() {
+        assert_eq!(Duration::from_millis(DEFAULT_EVICTION_GRACE_MS), HOUR);
     }
 
     /// One generated session with its endpoint: `(host, start, end, port, session named)`.

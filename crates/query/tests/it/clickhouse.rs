@@ -223,10 +223,11 @@ async fn rows_round_trip_field_by_field() {
     writer.insert_usage::<UsageRow>(&[]).await.unwrap();
     // The control history reads back exactly what was written (the state is rebuilt from it).
     assert_eq!(
-        writer.control_history(&control.kafka_topic).await.unwrap(),
+        db.reader().control_history(&control.kafka_topic).await.unwrap(),
         vec![control.clone()]
     );
-    assert!(writer
+    assert!(db
+        .reader()
         .control_history("another-topic")
         .await
         .unwrap()
@@ -383,7 +384,7 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     let db = TestDb::migrated("positions").await;
     let writer = db.writer();
 
-    assert_eq!(writer.positions("traffic").await.unwrap(), HashMap::new());
+    assert_eq!(db.reader().positions("traffic").await.unwrap(), HashMap::new());
 
     let at = |offset: i64, partition: i32| {
         let mut row = usage_row(
@@ -417,17 +418,17 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     writer.insert_usage(&[other_topic]).await.unwrap();
 
     assert_eq!(
-        writer.positions("traffic").await.unwrap(),
+        db.reader().positions("traffic").await.unwrap(),
         HashMap::from([(0, 9), (1, 4), (2, 20)])
     );
     assert_eq!(
-        writer.positions("control").await.unwrap(),
+        db.reader().positions("control").await.unwrap(),
         HashMap::from([(0, 100)])
     );
-    assert_eq!(writer.positions("nothing").await.unwrap(), HashMap::new());
+    assert_eq!(db.reader().positions("nothing").await.unwrap(), HashMap::new());
     // A topic name is a bound value, never SQL.
     assert_eq!(
-        writer.positions("x' OR 1=1 --").await.unwrap(),
+        db.reader().positions("x' OR 1=1 --").await.unwrap(),
         HashMap::new()
     );
 }
@@ -462,7 +463,8 @@ async fn a_control_message_stored_twice_reads_back_once() {
         3,
         "the view shows each position once"
     );
-    let offsets: Vec<i64> = writer
+    let offsets: Vec<i64> = db
+        .reader()
         .control_history("control")
         .await
         .unwrap()
@@ -522,7 +524,7 @@ async fn migrating_a_v1_database_keeps_its_control_events() {
         .await
         .unwrap();
     assert_eq!(engine, "View");
-    let history = db.writer().control_history("control").await.unwrap();
+    let history = db.reader().control_history("control").await.unwrap();
     assert_eq!(
         history,
         vec![control_row(4), control_row(5)],

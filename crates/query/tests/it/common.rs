@@ -2,7 +2,7 @@
 //! that is dropped when the test ends, panics included.
 
 use botmeter_query::api::AppState;
-use botmeter_query::{migrate, ClickHouseConfig, Writer};
+use botmeter_query::{migrate, ClickHouseConfig, Reader, Writer};
 
 /// `BOTMETER_CLICKHOUSE_URL`, defaulting to the local server of `scripts/services.sh`.
 pub(crate) fn clickhouse_url() -> String {
@@ -46,6 +46,10 @@ impl TestDb {
 
     pub(crate) fn writer(&self) -> Writer {
         Writer::new(&self.config).unwrap()
+    }
+
+    pub(crate) fn reader(&self) -> Reader {
+        Reader::new(&self.config).unwrap()
     }
 
     pub(crate) fn state(&self) -> AppState {
