@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
+use simulate::{generate, FleetConfig, Usage};
 use support::TestEnv;
 
 #[derive(Debug, serde::Deserialize)]

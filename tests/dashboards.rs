@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 use chrono::{DateTime, Datelike, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
+use simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 use support::{free_port, BotmeterProcess, TestEnv};
 
 // --- The dashboards ------------------------------------------------------------------------------

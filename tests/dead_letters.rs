@@ -9,9 +9,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use simulate::{generate, FleetConfig, Usage};
 use support::TestEnv;
 
 /// Above the pipeline's 1 MiB limit.

@@ -9,8 +9,8 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, SimMessage};
 use chrono::{DateTime, Utc};
+use simulate::{generate, FleetConfig, SimMessage};
 use support::{send_raw, TestEnv};
 
 /// Runs `botmeter reconcile <args>` to completion.

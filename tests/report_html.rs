@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, FleetConfig};
 use chrono::{TimeZone, Utc};
+use simulate::{generate, FleetConfig};
 use support::{free_port, TestEnv};
 
 const WINDOW: (u32, u32) = (1280, 1600);

@@ -18,9 +18,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use simulate::{generate, FleetConfig, Usage};
 use support::{free_port, TestEnv};
 
 /// A control event of the fleet, parsed.

@@ -66,11 +66,8 @@ impl TestEnv {
     }
 
     /// Publishes a simulated fleet to this test's topics, as fast as the broker takes it.
-    pub async fn publish(
-        &self,
-        fleet: &botmeter::simulate::Fleet,
-    ) -> botmeter::simulate::PublishReport {
-        botmeter::simulate::publish(
+    pub async fn publish(&self, fleet: &simulate::Fleet) -> simulate::PublishReport {
+        simulate::publish(
             fleet,
             &self.brokers,
             &self.control_topic,

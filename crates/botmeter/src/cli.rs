@@ -88,7 +88,7 @@ pub enum Command {
     Rollups(crate::rollups::RollupsArgs),
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
-    Simulate(SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Serve the HTTP API (usage reports) from ClickHouse.
     Serve {
         #[command(flatten)]
@@ -311,110 +311,6 @@ impl RunArgs {
     }
 }
 
-/// Flags of `botmeter simulate`.
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Seed: the same seed and sizes publish byte-identical events.
-    #[arg(long, env = "BOTMETER_SIM_SEED", default_value_t = 42)]
-    pub seed: u64,
-    /// People (`usr_…`) owning credentials.
-    #[arg(long, default_value_t = 3)]
-    pub users: usize,
-    /// Bot users (`bot_…`) owning credentials.
-    #[arg(long, default_value_t = 5)]
-    pub bot_users: usize,
-    /// Credentials of each kind (authtoken, SSH key, API key) per owner.
-    #[arg(long, default_value_t = 1)]
-    pub credentials_per_owner: usize,
-    /// Agent sessions per authtoken and SSH key.
-    #[arg(long, default_value_t = 2)]
-    pub sessions_per_credential: usize,
-    /// Endpoints per agent session.
-    #[arg(long, default_value_t = 2)]
-    pub endpoints_per_session: usize,
-    /// HTTP requests plus TCP connections in the whole window.
-    #[arg(long, env = "BOTMETER_SIM_TRAFFIC_EVENTS", default_value_t = 10_000)]
-    pub traffic_events: usize,
-    /// Start of the simulated window (RFC 3339).
-    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
-    pub start: chrono::DateTime<chrono::Utc>,
-    /// Length of the window in hours.
-    #[arg(long, default_value_t = 6)]
-    pub duration_hours: u32,
-    /// Messages per second to publish at (default: as fast as the broker takes them).
-    #[arg(long)]
-    pub rate: Option<u64>,
-    /// Traffic partitions of the topics this creates when missing.
-    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = 4)]
-    pub traffic_partitions: i32,
-    /// Where to write the ground truth (JSON): per owner and per owner-hour usage.
-    #[arg(long, default_value = "ground-truth.json")]
-    pub truth_file: std::path::PathBuf,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-}
-
-async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    use crate::simulate::{generate, publish, FleetConfig};
-    let config = FleetConfig {
-        seed: args.seed,
-        users: args.users,
-        bot_users: args.bot_users,
-        credentials_per_owner: args.credentials_per_owner,
-        sessions_per_credential: args.sessions_per_credential,
-        endpoints_per_session: args.endpoints_per_session,
-        traffic_events: args.traffic_events,
-        start: args.start,
-        duration_hours: args.duration_hours,
-        ..FleetConfig::default()
-    };
-    config.validate().context("invalid fleet")?;
-    anyhow::ensure!(
-        args.rate != Some(0),
-        "--rate must be at least 1 message per second, got 0"
-    );
-    let fleet = generate(&config);
-    ingest::admin::ensure_topics(
-        &args.kafka.brokers,
-        &[
-            (&args.kafka.control_topic, 1),
-            (&args.kafka.traffic_topic, args.traffic_partitions),
-            (&args.kafka.dead_letter_topic, 1),
-        ],
-    )
-    .await
-    .context("failed to create the topics")?;
-    let report = publish(
-        &fleet,
-        &args.kafka.brokers,
-        &args.kafka.control_topic,
-        &args.kafka.traffic_topic,
-        args.rate,
-        !args.no_progress,
-    )
-    .await
-    .context("failed to publish the fleet")?;
-    std::fs::write(&args.truth_file, fleet.truth.to_json_pretty()).with_context(|| {
-        format!(
-            "failed to write the ground truth to {}",
-            args.truth_file.display()
-        )
-    })?;
-    let truth = &fleet.truth;
-    println!(
-        "published {} control and {} traffic events ({:.0} msg/s) for {} owners; ground truth in {}",
-        truth.control_events,
-        truth.traffic_events,
-        report.messages_per_sec,
-        truth.owners.len(),
-        args.truth_file.display()
-    );
-    Ok(())
-}
-
 /// Installs the tracing subscriber.
 pub fn init_logging(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
@@ -489,7 +385,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the HTTP API failed")?;
         }
         Command::Run(args) => run(args).await?,
-        Command::Simulate(args) => simulate(args).await?,
+        Command::Simulate(args) => simulate::run(args).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
         Command::Rollups(args) => return crate::rollups::execute(args).await,
         Command::Reattribute {

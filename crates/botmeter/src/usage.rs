@@ -301,8 +301,8 @@ impl AsUsageRow for PendingUsage {
 mod tests {
     use super::*;
     use crate::pipeline::set_attribution;
-    use crate::simulate::{generate, FleetConfig};
     use query::rows::UsageRow;
+    use simulate::{generate, FleetConfig};
 
     /// The owned path (`set_attribution`, as `reattribute` builds rows) for the same event.
     fn reference_row(

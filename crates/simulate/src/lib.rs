@@ -1,4 +1,4 @@
-//! `botmeter::simulate`: a deterministic generator of ngrok-format events for a synthetic
+//! botmeter's fleet simulator: a deterministic generator of ngrok-format events for a synthetic
 //! account — users, bot users, their credentials, agent sessions, endpoints, API activity and
 //! traffic — with the ground truth botmeter must report for it, and a Kafka publisher.
 //!
@@ -18,7 +18,10 @@
 //! mismatches, unknown hostnames, sessions, credentials and owners), and
 //! [`FleetConfig::late_control`] chains whose control events arrive after their traffic; the
 //! ground truth names every traffic event's owner and flags, or its unattributed reason.
+//!
+//! [`cli`] is the `botmeter simulate` command ([`SimulateArgs`], [`run`]).
 
+pub mod cli;
 mod config;
 mod encode;
 mod generate;
@@ -29,6 +32,7 @@ mod truth;
 #[cfg(test)]
 mod tests;
 
+pub use cli::{run, SimulateArgs};
 pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use publish::{publish, PublishReport};
