@@ -23,11 +23,18 @@
 
 pub mod cli;
 mod config;
+mod control;
+mod draw;
+mod edits;
 mod encode;
 mod generate;
+mod late_control;
+mod plan;
 mod publish;
 mod scenarios;
+mod traffic;
 mod truth;
+mod world;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +42,6 @@ mod tests;
 pub use cli::{run, SimulateArgs};
 pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
+pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
-pub use scenarios::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use truth::{hour_bucket, ExpectedEvent, GroundTruth, Inventory, OwnerTruth, Usage};
