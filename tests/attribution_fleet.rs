@@ -127,7 +127,7 @@ async fn every_event_lands_on_the_ground_truth_owner_reason_and_flags() {
         .flat_map(|(owner, o)| {
             o.flagged
                 .iter()
-                .map(move |(flag, usage)| ((owner.clone(), flag.clone()), usage.clone()))
+                .map(move |(flag, usage)| ((owner.clone(), flag.clone()), *usage))
         })
         .collect();
     assert_eq!(flagged, expected_flagged);

@@ -209,7 +209,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
             .unwrap();
         let totals = &report["totals"];
         for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
-            let want = serde_json::to_value(&owner.usage).unwrap()[metric]
+            let want = serde_json::to_value(owner.usage).unwrap()[metric]
                 .as_u64()
                 .unwrap();
             assert_eq!(
@@ -227,7 +227,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
                 .unwrap()
                 .with_timezone(&chrono::Utc);
             let key = simulate::hour_bucket(start);
-            let want = serde_json::to_value(&hourly[&key]).unwrap();
+            let want = serde_json::to_value(hourly[&key]).unwrap();
             for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
                 assert_eq!(bucket[metric], want[metric], "{owner_id} {key} {metric}");
             }

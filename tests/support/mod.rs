@@ -248,14 +248,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A message's payload and its headers (`(key, value)`, in order).
+pub type PayloadAndHeaders = (Vec<u8>, Vec<(String, String)>);
+
 /// Every message of partition 0 of `topic`, with its headers, read from the beginning until
 /// nothing new arrives for `quiet` (fetch-based, not watermark-based: tansu's high watermark is
 /// the start of the last record batch).
-pub fn read_topic(
-    brokers: &str,
-    topic: &str,
-    quiet: Duration,
-) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+pub fn read_topic(brokers: &str, topic: &str, quiet: Duration) -> Vec<PayloadAndHeaders> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
