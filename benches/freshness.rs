@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, publish, FleetConfig};
+use simulate::{generate, publish, FleetConfig};
 #[path = "support/targets.rs"]
 mod targets;
 use chrono::{SecondsFormat, Utc};

@@ -16,7 +16,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, publish, FleetConfig};
+use simulate::{generate, publish, FleetConfig};
 #[path = "support/targets.rs"]
 mod targets;
 use query::rows::UsageRow;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
+use simulate::{generate, FleetConfig, Usage};
 
 use crate::support::TestEnv;
 

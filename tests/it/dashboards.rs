@@ -22,9 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{json, Value};
+use simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 
 use crate::support::{self, free_port, BotmeterProcess, TestEnv};
 

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use simulate::{generate, FleetConfig, Usage};
 
 use crate::support::{self, TestEnv};
 

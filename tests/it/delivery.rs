@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, Fleet, FleetConfig, SimMessage, Usage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use simulate::{generate, Fleet, FleetConfig, SimMessage, Usage};
 
 use crate::support::{self, BotmeterProcess, ClickHouseServer, TestEnv};
 

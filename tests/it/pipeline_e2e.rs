@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig};
+use simulate::{generate, FleetConfig};
 
 use crate::support::{self, free_port, send_raw, TestEnv};
 
@@ -169,7 +169,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         .clickhouse_u64(&format!(
             "SELECT count() FROM {}.control_events WHERE position(object, '{}') > 0",
             env.database,
-            botmeter::simulate::TOKEN_MARKER
+            simulate::TOKEN_MARKER
         ))
         .await;
     assert_eq!(tokens, 0);
@@ -227,7 +227,7 @@ async fn simulated_fleet_is_attributed_end_to_end() {
             let start = chrono::DateTime::parse_from_rfc3339(start)
                 .unwrap()
                 .with_timezone(&chrono::Utc);
-            let key = botmeter::simulate::hour_bucket(start);
+            let key = simulate::hour_bucket(start);
             let want = serde_json::to_value(hourly[&key]).unwrap();
             for metric in ["bytes_in", "bytes_out", "http_requests", "tcp_connections"] {
                 assert_eq!(bucket[metric], want[metric], "{owner_id} {key} {metric}");

@@ -7,8 +7,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use botmeter::simulate::{generate, FleetConfig, SimMessage};
 use chrono::{DateTime, Utc};
+use simulate::{generate, FleetConfig, SimMessage};
 
 use crate::support::{send_raw, TestEnv};
 

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, FleetConfig};
 use chrono::{TimeZone, Utc};
+use simulate::{generate, FleetConfig};
 
 use crate::support::{self, free_port, TestEnv};
 

@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use botmeter::simulate::{generate, FleetConfig, Usage};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use simulate::{generate, FleetConfig, Usage};
 
 use crate::support::{self, free_port, TestEnv};
 

@@ -64,11 +64,8 @@ impl TestEnv {
     }
 
     /// Publishes a simulated fleet to this test's topics, as fast as the broker takes it.
-    pub(crate) async fn publish(
-        &self,
-        fleet: &botmeter::simulate::Fleet,
-    ) -> botmeter::simulate::PublishReport {
-        botmeter::simulate::publish(
+    pub(crate) async fn publish(&self, fleet: &simulate::Fleet) -> simulate::PublishReport {
+        simulate::publish(
             fleet,
             &self.brokers,
             &self.control_topic,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ingest::{KafkaConfig, ValidKafkaConfig};
+use ingest::{KafkaArgs, KafkaConfig, ValidKafkaConfig};
 use query::ClickHouseConfig;
 use tracing::info;
 
@@ -88,7 +88,7 @@ pub enum Command {
     Rollups(crate::rollups::RollupsArgs),
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
-    Simulate(SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Serve the HTTP API (usage reports) from ClickHouse.
     Serve {
         #[command(flatten)]
@@ -199,40 +199,6 @@ impl ClickHouseArgs {
     }
 }
 
-/// Where Kafka is and which topics to use.
-#[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers, `host:port[,host:port]`.
-    #[arg(
-        long = "kafka-brokers",
-        env = "BOTMETER_KAFKA_BROKERS",
-        default_value = ingest::config::DEFAULT_BROKERS
-    )]
-    pub brokers: String,
-    /// Control-plane topic.
-    #[arg(long, env = "BOTMETER_CONTROL_TOPIC", default_value = model::topics::CONTROL)]
-    pub control_topic: String,
-    /// Traffic topic.
-    #[arg(long, env = "BOTMETER_TRAFFIC_TOPIC", default_value = model::topics::TRAFFIC)]
-    pub traffic_topic: String,
-    /// Dead-letter topic.
-    #[arg(long, env = "BOTMETER_DEAD_LETTER_TOPIC", default_value = model::topics::DEAD_LETTER)]
-    pub dead_letter_topic: String,
-}
-
-impl KafkaArgs {
-    /// These topics and brokers, with every other Kafka setting at its default.
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig {
-            brokers: self.brokers.clone(),
-            control_topic: self.control_topic.clone(),
-            traffic_topic: self.traffic_topic.clone(),
-            dead_letter_topic: self.dead_letter_topic.clone(),
-            ..KafkaConfig::default()
-        }
-    }
-}
-
 /// Flags of `botmeter run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -320,103 +286,6 @@ impl RunArgs {
     }
 }
 
-/// Flags of `botmeter simulate`.
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Seed: the same seed and sizes publish byte-identical events.
-    #[arg(long, env = "BOTMETER_SIM_SEED", default_value_t = 42)]
-    pub seed: u64,
-    /// People (`usr_…`) owning credentials.
-    #[arg(long, default_value_t = 3)]
-    pub users: usize,
-    /// Bot users (`bot_…`) owning credentials.
-    #[arg(long, default_value_t = 5)]
-    pub bot_users: usize,
-    /// Credentials of each kind (authtoken, SSH key, API key) per owner.
-    #[arg(long, default_value_t = 1)]
-    pub credentials_per_owner: usize,
-    /// Agent sessions per authtoken and SSH key.
-    #[arg(long, default_value_t = 2)]
-    pub sessions_per_credential: usize,
-    /// Endpoints per agent session.
-    #[arg(long, default_value_t = 2)]
-    pub endpoints_per_session: usize,
-    /// HTTP requests plus TCP connections in the whole window.
-    #[arg(long, env = "BOTMETER_SIM_TRAFFIC_EVENTS", default_value_t = 10_000)]
-    pub traffic_events: usize,
-    /// Start of the simulated window (RFC 3339).
-    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
-    pub start: chrono::DateTime<chrono::Utc>,
-    /// Length of the window in hours.
-    #[arg(long, default_value_t = 6)]
-    pub duration_hours: u32,
-    /// Messages per second to publish at (default: as fast as the broker takes them).
-    #[arg(long)]
-    pub rate: Option<u64>,
-    /// Traffic partitions of the topics this creates when missing.
-    #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = ingest::config::DEFAULT_TRAFFIC_PARTITIONS)]
-    pub traffic_partitions: i32,
-    /// Where to write the ground truth (JSON): per owner and per owner-hour usage.
-    #[arg(long, default_value = "ground-truth.json")]
-    pub truth_file: std::path::PathBuf,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-}
-
-async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    use crate::simulate::{generate, publish, FleetConfig};
-    let config = FleetConfig {
-        seed: args.seed,
-        users: args.users,
-        bot_users: args.bot_users,
-        credentials_per_owner: args.credentials_per_owner,
-        sessions_per_credential: args.sessions_per_credential,
-        endpoints_per_session: args.endpoints_per_session,
-        traffic_events: args.traffic_events,
-        start: args.start,
-        duration_hours: args.duration_hours,
-        ..FleetConfig::default()
-    };
-    config.validate().context("invalid fleet")?;
-    anyhow::ensure!(
-        args.rate != Some(0),
-        "--rate must be at least 1 message per second, got 0"
-    );
-    let fleet = generate(&config);
-    ingest::admin::ensure_pipeline_topics(&args.kafka.config(), args.traffic_partitions)
-        .await
-        .context("failed to create the topics")?;
-    let report = publish(
-        &fleet,
-        &args.kafka.brokers,
-        &args.kafka.control_topic,
-        &args.kafka.traffic_topic,
-        args.rate,
-        !args.no_progress,
-    )
-    .await
-    .context("failed to publish the fleet")?;
-    std::fs::write(&args.truth_file, fleet.truth.to_json_pretty()).with_context(|| {
-        format!(
-            "failed to write the ground truth to {}",
-            args.truth_file.display()
-        )
-    })?;
-    let truth = &fleet.truth;
-    println!(
-        "published {} control and {} traffic events ({:.0} msg/s) for {} owners; ground truth in {}",
-        truth.control_events,
-        truth.traffic_events,
-        report.messages_per_sec,
-        truth.owners.len(),
-        args.truth_file.display()
-    );
-    Ok(())
-}
-
 /// Installs the tracing subscriber.
 pub fn init_logging(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
@@ -491,7 +360,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the HTTP API failed")?;
         }
         Command::Run(args) => run(args).await?,
-        Command::Simulate(args) => simulate(args).await?,
+        Command::Simulate(args) => simulate::run(args).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
         Command::Rollups(args) => return crate::rollups::execute(args).await,
         Command::Reattribute {

@@ -1,5 +1,6 @@
-//! The `botmeter` binary's library side: the command-line interface, the pipeline that wires
-//! ingest → enrich → query together, and the fleet simulator. It holds no domain logic of its own.
+//! The `botmeter` binary's library side: the command-line interface and the pipeline that wires
+//! ingest → enrich → query together (the fleet simulator is the `simulate` crate). It holds no
+//! domain logic of its own.
 
 pub mod cli;
 pub mod ops;
@@ -7,4 +8,3 @@ pub mod pipeline;
 pub mod reattribute;
 pub mod reconcile;
 pub mod rollups;
-pub mod simulate;

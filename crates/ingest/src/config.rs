@@ -1,5 +1,6 @@
 //! What the user sets for Kafka, validated before any IO.
 
+use clap::Args;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -172,6 +173,40 @@ impl KafkaConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// Where Kafka is and which topics to use.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long = "kafka-brokers",
+        env = "BOTMETER_KAFKA_BROKERS",
+        default_value = DEFAULT_BROKERS
+    )]
+    pub brokers: String,
+    /// Control-plane topic.
+    #[arg(long, env = "BOTMETER_CONTROL_TOPIC", default_value = model::topics::CONTROL)]
+    pub control_topic: String,
+    /// Traffic topic.
+    #[arg(long, env = "BOTMETER_TRAFFIC_TOPIC", default_value = model::topics::TRAFFIC)]
+    pub traffic_topic: String,
+    /// Dead-letter topic.
+    #[arg(long, env = "BOTMETER_DEAD_LETTER_TOPIC", default_value = model::topics::DEAD_LETTER)]
+    pub dead_letter_topic: String,
+}
+
+impl KafkaArgs {
+    /// These topics and brokers, with every other Kafka setting at its default.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            control_topic: self.control_topic.clone(),
+            traffic_topic: self.traffic_topic.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            ..KafkaConfig::default()
+        }
     }
 }
 

@@ -14,7 +14,7 @@ pub mod decode;
 mod error;
 pub mod traffic;
 
-pub use config::{KafkaConfig, ValidKafkaConfig};
+pub use config::{KafkaArgs, KafkaConfig, ValidKafkaConfig};
 pub use control::{high_watermarks, partitions_of, ControlSource};
 pub use dead_letter::{DeadLetter, DeadLetterProducer};
 pub use decode::{decode, decode_control, decode_traffic, MAX_MESSAGE_BYTES};

@@ -7,7 +7,7 @@ use enrich::OwnershipState;
 use model::{TrafficKind, TrafficRef};
 use query::rows::{status, AsUsageRow, PendingUsage, TrafficRecord, UsageRow};
 
-use crate::simulate::{generate, FleetConfig};
+use simulate::{generate, FleetConfig};
 
 /// The owned path (`set_attribution`, as `reattribute` builds rows) for the same event.
 fn reference_row(

@@ -5,7 +5,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use crate::cli::{ClickHouseArgs, KafkaArgs};
+use crate::cli::ClickHouseArgs;
+use ingest::KafkaArgs;
 
 /// The long help of `botmeter reconcile`.
 pub const LONG_ABOUT: &str = "\

@@ -223,7 +223,10 @@ async fn rows_round_trip_field_by_field() {
     writer.insert_usage::<UsageRow>(&[]).await.unwrap();
     // The control history reads back exactly what was written (the state is rebuilt from it).
     assert_eq!(
-        db.reader().control_history(&control.kafka_topic).await.unwrap(),
+        db.reader()
+            .control_history(&control.kafka_topic)
+            .await
+            .unwrap(),
         vec![control.clone()]
     );
     assert!(db
@@ -384,7 +387,10 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
     let db = TestDb::migrated("positions").await;
     let writer = db.writer();
 
-    assert_eq!(db.reader().positions("traffic").await.unwrap(), HashMap::new());
+    assert_eq!(
+        db.reader().positions("traffic").await.unwrap(),
+        HashMap::new()
+    );
 
     let at = |offset: i64, partition: i32| {
         let mut row = usage_row(
@@ -425,7 +431,10 @@ async fn positions_are_max_offsets_per_partition_across_tables() {
         db.reader().positions("control").await.unwrap(),
         HashMap::from([(0, 100)])
     );
-    assert_eq!(db.reader().positions("nothing").await.unwrap(), HashMap::new());
+    assert_eq!(
+        db.reader().positions("nothing").await.unwrap(),
+        HashMap::new()
+    );
     // A topic name is a bound value, never SQL.
     assert_eq!(
         db.reader().positions("x' OR 1=1 --").await.unwrap(),

@@ -1,4 +1,4 @@
-//! `botmeter::simulate`: a deterministic generator of ngrok-format events for a synthetic
+//! botmeter's fleet simulator: a deterministic generator of ngrok-format events for a synthetic
 //! account — users, bot users, their credentials, agent sessions, endpoints, API activity and
 //! traffic — with the ground truth botmeter must report for it, and a Kafka publisher.
 //!
@@ -18,19 +18,30 @@
 //! mismatches, unknown hostnames, sessions, credentials and owners), and
 //! [`FleetConfig::late_control`] chains whose control events arrive after their traffic; the
 //! ground truth names every traffic event's owner and flags, or its unattributed reason.
+//!
+//! [`cli`] is the `botmeter simulate` command ([`SimulateArgs`], [`run`]).
 
+pub mod cli;
 mod config;
+mod control;
+mod draw;
+mod edits;
 mod encode;
 mod generate;
+mod late_control;
+mod plan;
 mod publish;
 mod scenarios;
+mod traffic;
 mod truth;
+mod world;
 
 #[cfg(test)]
 mod tests;
 
+pub use cli::{run, SimulateArgs};
 pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
+pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
-pub use scenarios::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use truth::{hour_bucket, ExpectedEvent, GroundTruth, Inventory, OwnerTruth, Usage};

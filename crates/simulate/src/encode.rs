@@ -11,7 +11,12 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub(crate) const API: &str = "https://api.ngrok.com";
+const API: &str = "https://api.ngrok.com";
+
+/// Where ngrok's API serves the resource `id` of `collection`: `https://api.ngrok.com/<collection>/<id>`.
+pub(crate) fn uri(collection: &str, id: &str) -> String {
+    format!("{API}/{collection}/{id}")
+}
 
 /// The ngrok event envelope.
 #[derive(Debug, Serialize)]
@@ -47,7 +52,36 @@ impl Ref {
     pub(crate) fn new(id: &str, collection: &str) -> Self {
         Self {
             id: id.to_owned(),
-            uri: format!("{API}/{collection}/{id}"),
+            uri: uri(collection, id),
+        }
+    }
+}
+
+/// The fields ngrok's credential, reserved domain and IP policy resources begin with, in order.
+#[derive(Debug, Serialize)]
+pub(crate) struct Resource<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) uri: String,
+    pub(crate) created_at: String,
+    pub(crate) description: &'a str,
+    pub(crate) metadata: &'a str,
+}
+
+impl<'a> Resource<'a> {
+    /// The resource `id` of `collection`, created at `created_at`.
+    pub(crate) fn new(
+        id: &'a str,
+        collection: &str,
+        created_at: DateTime<Utc>,
+        description: &'a str,
+        metadata: &'a str,
+    ) -> Self {
+        Self {
+            id,
+            uri: uri(collection, id),
+            created_at: ts(created_at),
+            description,
+            metadata,
         }
     }
 }
@@ -65,11 +99,8 @@ pub(crate) struct BotUserObject<'a> {
 /// `tunnel_credential_*`, `ssh_public_key_*`, `api_key_*` object: the credential resource.
 #[derive(Debug, Serialize)]
 pub(crate) struct CredentialObject<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) uri: String,
-    pub(crate) created_at: String,
-    pub(crate) description: &'a str,
-    pub(crate) metadata: &'a str,
+    #[serde(flatten)]
+    pub(crate) resource: Resource<'a>,
     /// Returned once, at creation (authtokens and API keys); botmeter must drop it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<String>,
@@ -129,11 +160,8 @@ pub(crate) struct EndpointObject<'a> {
 /// `domain_created.v0` object: ngrok's Reserved Domain resource (abridged).
 #[derive(Debug, Serialize)]
 pub(crate) struct DomainObject<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) uri: String,
-    pub(crate) created_at: String,
-    pub(crate) description: &'a str,
-    pub(crate) metadata: &'a str,
+    #[serde(flatten)]
+    pub(crate) resource: Resource<'a>,
     pub(crate) domain: &'a str,
     pub(crate) region: &'a str,
     pub(crate) cname_target: Option<String>,
@@ -142,11 +170,8 @@ pub(crate) struct DomainObject<'a> {
 /// `ip_policy_created.v0` object, as in ngrok's example.
 #[derive(Debug, Serialize)]
 pub(crate) struct IpPolicyObject<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) uri: String,
-    pub(crate) created_at: String,
-    pub(crate) description: &'a str,
-    pub(crate) metadata: &'a str,
+    #[serde(flatten)]
+    pub(crate) resource: Resource<'a>,
     pub(crate) action: &'a str,
 }
 

@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
@@ -58,61 +57,35 @@ pub async fn publish(
     if rate_per_sec == Some(0) {
         bail!("invalid rate_per_sec 0: expected at least 1 message per second, or no limit");
     }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
-        .create()
-        .with_context(|| format!("failed to create a Kafka producer for {brokers}"))?;
+    let producer = producer(brokers)?;
 
     // Fail fast and readably when the brokers cannot be reached, rather than after every message
     // has timed out.
     check_connectivity(&producer, brokers, CONNECT_TIMEOUT).await?;
 
     let total = (fleet.control.len() + fleet.traffic.len() + fleet.late_control.len()) as u64;
-    let bar = if progress {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:>8} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec}, eta {eta})",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(total, progress);
 
     let started = Instant::now();
     let mut pacer = Pacer::new(rate_per_sec, started);
-    bar.set_message("control");
-    send_all(&producer, control_topic, &fleet.control, &mut pacer, &bar)
-        .await
-        .with_context(|| {
-            format!("failed to publish the control events to {control_topic} on {brokers}")
-        })?;
-    bar.set_message("traffic");
-    send_all(&producer, traffic_topic, &fleet.traffic, &mut pacer, &bar)
-        .await
-        .with_context(|| {
-            format!("failed to publish the traffic events to {traffic_topic} on {brokers}")
-        })?;
+    // (progress label, topic, messages, what they are), in publishing order.
+    let mut phases = vec![
+        ("control", control_topic, &fleet.control, "control events"),
+        ("traffic", traffic_topic, &fleet.traffic, "traffic events"),
+    ];
     if !fleet.late_control.is_empty() {
-        bar.set_message("late");
-        send_all(
-            &producer,
+        phases.push((
+            "late",
             control_topic,
             &fleet.late_control,
-            &mut pacer,
-            &bar,
-        )
-        .await
-        .with_context(|| {
-            format!("failed to publish the late control events to {control_topic} on {brokers}")
-        })?;
+            "late control events",
+        ));
+    }
+    for (label, topic, messages, what) in phases {
+        bar.set_message(label);
+        send_all(&producer, topic, messages, &mut pacer, &bar)
+            .await
+            .with_context(|| format!("failed to publish the {what} to {topic} on {brokers}"))?;
     }
 
     // Every delivery is already acknowledged; flush is a formality, but it blocks, so not here.
@@ -123,7 +96,38 @@ pub async fn publish(
         .with_context(|| format!("failed to flush the producer for {brokers}"))?;
     bar.finish_with_message("done");
 
-    let elapsed = started.elapsed();
+    Ok(report(fleet, started.elapsed()))
+}
+
+/// The producer [`publish`] sends with: every message acknowledged by all in-sync replicas.
+fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    ingest::client::producer_config(brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .create()
+        .with_context(|| format!("failed to create a Kafka producer for {brokers}"))
+}
+
+/// A progress bar on stderr over `total` messages, or a hidden one without `progress`.
+fn progress_bar(total: u64, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>8} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec}, eta {eta})",
+        )
+        .expect("a valid template"),
+    );
+    bar
+}
+
+/// What publishing all of `fleet` in `elapsed` did.
+fn report(fleet: &Fleet, elapsed: Duration) -> PublishReport {
+    let total = (fleet.control.len() + fleet.traffic.len() + fleet.late_control.len()) as u64;
     let payload_bytes = fleet
         .control
         .iter()
@@ -131,7 +135,7 @@ pub async fn publish(
         .chain(&fleet.late_control)
         .map(|m| m.payload.len() as u64)
         .sum();
-    Ok(PublishReport {
+    PublishReport {
         control_messages: fleet.control.len() as u64,
         traffic_messages: fleet.traffic.len() as u64,
         late_control_messages: fleet.late_control.len() as u64,
@@ -142,7 +146,7 @@ pub async fn publish(
         } else {
             total as f64 / elapsed.as_secs_f64()
         },
-    })
+    }
 }
 
 /// Asks the brokers for metadata, so that an unreachable cluster is one readable error.
@@ -303,8 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_broker_is_a_readable_error() {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
+        let producer: FutureProducer = ingest::client::producer_config("127.0.0.1:1")
             .create()
             .expect("a producer");
         let err = check_connectivity(&producer, "127.0.0.1:1", Duration::from_millis(300))

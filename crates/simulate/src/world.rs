@@ -1,0 +1,253 @@
+//! The simulated account as the generator plans it and the scenarios edit it: owners,
+//! credentials, agent sessions, endpoints, addresses with no endpoint, API activity, and the time
+//! each appears and goes ([`World`]). Events are rendered from it (`control.rs`, `traffic.rs`)
+//! only once it is complete.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use model::{CredentialKind, OwnerKind};
+use rand_chacha::ChaCha8Rng;
+
+use super::draw::{pick, pick_str, AGENT_VERSIONS, OSES, REGIONS};
+
+#[derive(Debug)]
+pub(super) struct Owner {
+    pub(super) id: String,
+    pub(super) kind: OwnerKind,
+    /// Email of a user, name of a bot user (ngrok's `principal.subject`).
+    pub(super) subject: String,
+    /// When the owner exists from: a bot user's creation; the window start for users.
+    pub(super) created_at: DateTime<Utc>,
+    /// Who created a bot user (a user on the dashboard), if anyone.
+    pub(super) created_by: Option<usize>,
+    /// Whether a `bot_user_created.v0` announces it (always for users, who have no event). A bot
+    /// never announced is the missing link of an `unknown_owner` chain.
+    pub(super) announced: bool,
+    /// Whether its creation is published late (in [`Fleet::late_control`](crate::Fleet::late_control)).
+    pub(super) late: bool,
+    /// `(since, active)` changes after creation, in time order (`bot_user_updated.v0`).
+    pub(super) active_changes: Vec<(DateTime<Utc>, bool)>,
+    /// When the bot user was deleted (`bot_user_deleted.v0`).
+    pub(super) deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Owner {
+    pub(super) fn new(
+        id: String,
+        kind: OwnerKind,
+        subject: String,
+        created_at: DateTime<Utc>,
+        created_by: Option<usize>,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            subject,
+            created_at,
+            created_by,
+            announced: true,
+            late: false,
+            active_changes: Vec::new(),
+            deleted_at: None,
+        }
+    }
+
+    pub(super) fn active_at(&self, t: DateTime<Utc>) -> bool {
+        self.active_changes
+            .iter()
+            .take_while(|(since, _)| *since <= t)
+            .last()
+            .is_none_or(|(_, active)| *active)
+    }
+}
+
+/// How a tunnel credential or SSH key restricts what it may bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AclMode {
+    /// `acl: []`
+    Open,
+    /// `acl: ["*"]`
+    Star,
+    /// One `bind:host` / `bind:host:port` per endpoint.
+    Exact,
+    /// `bind:*.<slug>.ngrok.app` (its HTTPS endpoints are named under it) plus TCP addresses.
+    Wildcard,
+}
+
+#[derive(Debug)]
+pub(super) struct Credential {
+    pub(super) id: String,
+    pub(super) kind: CredentialKind,
+    pub(super) owner: usize,
+    pub(super) created_at: DateTime<Utc>,
+    /// The owner that made it: the user itself, or for a bot a user on the dashboard (or the bot
+    /// over the API when the fleet has no users).
+    pub(super) created_by: usize,
+    pub(super) description: String,
+    pub(super) metadata: String,
+    pub(super) acl_mode: AclMode,
+    /// Subdomain label for [`AclMode::Wildcard`].
+    pub(super) slug: String,
+    pub(super) acl: Vec<String>,
+    /// Whether a `*_created.v0` announces it (the missing link of an `unknown_credential` chain).
+    pub(super) announced: bool,
+    /// Whether its creation is published late.
+    pub(super) late: bool,
+    /// When it was deleted (`*_deleted.v0`): rotated away, or revoked with its bot user.
+    pub(super) deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) id: String,
+    pub(super) credential: usize,
+    pub(super) started_at: DateTime<Utc>,
+    pub(super) agent_ip: String,
+    pub(super) region: &'static str,
+    pub(super) os: (&'static str, &'static str),
+    pub(super) user_agent: &'static str,
+    /// Whether an `agent_session_start.v0` announces it (the missing link of `unknown_session`).
+    pub(super) announced: bool,
+    /// Whether its start is published late.
+    pub(super) late: bool,
+    /// When it stopped (`agent_session_stop.v0`): it moved to a rotated credential.
+    pub(super) stopped_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scheme {
+    Https,
+    Tcp,
+}
+
+#[derive(Debug)]
+pub(super) struct Endpoint {
+    pub(super) id: String,
+    pub(super) session: usize,
+    /// The owner the endpoint names as its principal: its credential's owner, except for a
+    /// `principal_mismatch`.
+    pub(super) principal: usize,
+    pub(super) scheme: Scheme,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) url: String,
+    pub(super) created_at: DateTime<Utc>,
+    /// Relative share of the traffic.
+    pub(super) weight: u32,
+    /// When it went away (`endpoint_deleted.v0`).
+    pub(super) deleted_at: Option<DateTime<Utc>>,
+    /// Deliberately outside its credential's bind rules.
+    pub(super) acl_violation: bool,
+    /// Whether its creation is published late.
+    pub(super) late: bool,
+}
+
+/// The traffic message key: what identifies an endpoint among live ones, the hostname for HTTPS
+/// and `host:port` for TCP.
+pub(super) fn address(scheme: Scheme, host: &str, port: u16) -> String {
+    match scheme {
+        Scheme::Https => host.to_owned(),
+        Scheme::Tcp => format!("{host}:{port}"),
+    }
+}
+
+/// An address with traffic but no endpoint over `[from, to)`: a hostname never announced, or a
+/// reused hostname between its two owners.
+#[derive(Debug)]
+pub(super) struct Unbound {
+    pub(super) scheme: Scheme,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) from: DateTime<Utc>,
+    pub(super) to: DateTime<Utc>,
+    /// `from` and `to` are boundaries (a gap between two endpoints) rather than the window.
+    pub(super) is_gap: bool,
+    pub(super) weight: u32,
+}
+
+/// Where a traffic event is aimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// An endpoint, during its life.
+    Endpoint(usize),
+    /// An address with no endpoint.
+    Unbound(usize),
+}
+
+/// Traffic the scenarios need, generated before the random traffic.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Probe {
+    /// One event in each phase of the target's life (between consecutive boundaries).
+    Phases(Target),
+    /// One event at this time.
+    At(Target, DateTime<Utc>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AuditKind {
+    DomainCreated,
+    IpPolicyCreated,
+}
+
+#[derive(Debug)]
+pub(super) struct Audit {
+    pub(super) owner: usize,
+    pub(super) api_key: usize,
+    pub(super) at: DateTime<Utc>,
+    pub(super) kind: AuditKind,
+    pub(super) object_id: String,
+    pub(super) domain: String,
+}
+
+/// Everything in the simulated account, with the time each thing appears and goes.
+#[derive(Debug)]
+pub(super) struct World {
+    pub(super) account_id: String,
+    pub(super) start: DateTime<Utc>,
+    pub(super) end: DateTime<Utc>,
+    /// A quarter of the control phase (the first tenth of the window).
+    pub(super) step_ms: i64,
+    pub(super) owners: Vec<Owner>,
+    pub(super) credentials: Vec<Credential>,
+    pub(super) sessions: Vec<Session>,
+    pub(super) endpoints: Vec<Endpoint>,
+    pub(super) unbound: Vec<Unbound>,
+    pub(super) probes: Vec<Probe>,
+    pub(super) audits: Vec<Audit>,
+    pub(super) client_ips: Vec<String>,
+    /// TCP addresses in use (`N.tcp.ngrok.io`, port).
+    pub(super) tcp_addresses: HashSet<(u32, u16)>,
+}
+
+impl Session {
+    /// A session of `credential` from the agent at `agent_ip`, in a random region and OS.
+    pub(super) fn new(
+        rng: &mut ChaCha8Rng,
+        agent_ip: String,
+        id: String,
+        credential: usize,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            credential,
+            started_at,
+            agent_ip,
+            region: pick_str(rng, REGIONS),
+            os: *pick(rng, OSES),
+            user_agent: pick_str(rng, AGENT_VERSIONS),
+            announced: true,
+            late: false,
+            stopped_at: None,
+        }
+    }
+}
+
+/// `https://host` or `tcp://host:port`.
+pub(super) fn url(scheme: Scheme, host: &str, port: u16) -> String {
+    match scheme {
+        Scheme::Https => format!("https://{host}"),
+        Scheme::Tcp => format!("tcp://{host}:{port}"),
+    }
+}
