@@ -309,25 +309,7 @@ pub fn init_logging(args: &LogArgs) {
 /// Runs one command.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Migrate { clickhouse } => {
-            let config = clickhouse.config()?;
-            let report = query::migrate(&config).await.context("failed to migrate")?;
-            println!(
-                "ClickHouse {} database {:?}: server {}",
-                config.url, config.database, report.server_version
-            );
-            for m in &report.applied {
-                println!(
-                    "  applied {:04}_{} ({} statements)",
-                    m.version, m.name, m.statements
-                );
-            }
-            println!(
-                "  {} already applied, {} applied now",
-                report.already_applied.len(),
-                report.applied.len()
-            );
-        }
+        Command::Migrate { clickhouse } => migrate(&clickhouse).await?,
         Command::Serve {
             clickhouse,
             listen,
@@ -336,22 +318,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             customer_metadata_key,
         } => {
             let config = clickhouse.config()?;
-            let mut state =
-                query::AppState::new(&config).context("failed to build the API state")?;
-            if let Some(path) = plan {
-                state = state.with_plan(query::api::Plan::load(&path).context("invalid --plan")?);
-            }
-            if let Some(path) = api_keys_file {
-                let keys = query::api::ApiKeys::load(&path).context("invalid --api-keys-file")?;
-                info!(keys = keys.len(), "api keys loaded");
-                state = state.with_api_keys(keys);
-            }
-            if let Some(key) = customer_metadata_key {
-                state = state
-                    .with_customer_metadata_key(&key)
-                    .map_err(anyhow::Error::msg)
-                    .context("invalid --customer-metadata-key")?;
-            }
+            let state = api_state(&config, plan, api_keys_file, customer_metadata_key)?;
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );
@@ -369,28 +336,77 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             no_progress,
-        } => {
-            let config = clickhouse.config()?;
-            let writer =
-                query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
-            let reader =
-                query::Reader::new(&config).context("failed to build the ClickHouse reader")?;
-            let report = crate::reattribute::reattribute(
-                &writer,
-                &reader,
-                &control_topic,
-                from,
-                to,
-                !no_progress,
-            )
-            .await?;
-            println!(
-                "{} unattributed rows in [{from}, {to}): {} now attributed, {} with another reason, still unattributed: {:?}",
-                report.candidates, report.attributed, report.reason_changed, report.still_unattributed
-            );
-        }
+        } => reattribute(&clickhouse, &control_topic, from, to, !no_progress).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `botmeter migrate`: applies the pending migrations and lists them.
+async fn migrate(clickhouse: &ClickHouseArgs) -> anyhow::Result<()> {
+    let config = clickhouse.config()?;
+    let report = query::migrate(&config).await.context("failed to migrate")?;
+    println!(
+        "ClickHouse {} database {:?}: server {}",
+        config.url, config.database, report.server_version
+    );
+    for m in &report.applied {
+        println!(
+            "  applied {:04}_{} ({} statements)",
+            m.version, m.name, m.statements
+        );
+    }
+    println!(
+        "  {} already applied, {} applied now",
+        report.already_applied.len(),
+        report.applied.len()
+    );
+    Ok(())
+}
+
+/// The API's state from `botmeter serve`'s flags (files read and checked before listening).
+fn api_state(
+    config: &ClickHouseConfig,
+    plan: Option<std::path::PathBuf>,
+    api_keys_file: Option<std::path::PathBuf>,
+    customer_metadata_key: Option<String>,
+) -> anyhow::Result<query::AppState> {
+    let mut state = query::AppState::new(config).context("failed to build the API state")?;
+    if let Some(path) = plan {
+        state = state.with_plan(query::api::Plan::load(&path).context("invalid --plan")?);
+    }
+    if let Some(path) = api_keys_file {
+        let keys = query::api::ApiKeys::load(&path).context("invalid --api-keys-file")?;
+        info!(keys = keys.len(), "api keys loaded");
+        state = state.with_api_keys(keys);
+    }
+    if let Some(key) = customer_metadata_key {
+        state = state
+            .with_customer_metadata_key(&key)
+            .map_err(anyhow::Error::msg)
+            .context("invalid --customer-metadata-key")?;
+    }
+    Ok(state)
+}
+
+/// `botmeter reattribute`: restates unattributed usage in `[from, to)`.
+async fn reattribute(
+    clickhouse: &ClickHouseArgs,
+    control_topic: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let config = clickhouse.config()?;
+    let writer = query::Writer::new(&config).context("failed to build the ClickHouse writer")?;
+    let reader = query::Reader::new(&config).context("failed to build the ClickHouse reader")?;
+    let report =
+        crate::reattribute::reattribute(&writer, &reader, control_topic, from, to, progress)
+            .await?;
+    println!(
+        "{} unattributed rows in [{from}, {to}): {} now attributed, {} with another reason, still unattributed: {:?}",
+        report.candidates, report.attributed, report.reason_changed, report.still_unattributed
+    );
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

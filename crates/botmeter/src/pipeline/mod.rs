@@ -198,12 +198,24 @@ fn positions_fn(shared: &Shared) -> ingest::PositionsFn {
         shared.stop.clone(),
     );
     Arc::new(move |topic: &str| {
-        retry_blocking(&handle, &stop, "read traffic positions", || {
-            reader.positions(topic)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+        // Never gives up (a rebalance callback cannot fail, and resuming without positions would
+        // re-read what is durable): retried until it answers or the run stops, when nothing is
+        // written any more.
+        let mut backoff = Backoff::new(Duration::from_secs(5));
+        loop {
+            match handle.block_on(reader.positions(topic)) {
+                Ok(positions) => return positions,
+                Err(e) if stop.load(Ordering::SeqCst) => {
+                    warn!(error = %e, "failed to read traffic positions; stopping");
+                    return HashMap::new();
+                }
+                Err(e) => {
+                    let pause = backoff.next_pause();
+                    warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "failed to read traffic positions; retrying");
+                    std::thread::sleep(pause);
+                }
+            }
+        }
     })
 }
 

@@ -226,20 +226,8 @@ impl TrafficLoop {
         let event_count = events.len();
         let rows = self.attribute(events, &letters, &topic);
         let summary = summarize(&rows);
-        if !letters.is_empty() {
-            publish_dead_letters(&self.shared.dead_letters, &letters)?;
-            let dead_rows = dead_letter_rows(&letters);
-            match self.write_holding(
-                fence,
-                std::slice::from_ref(&dead_rows),
-                None,
-                None,
-                |rows| self.shared.writer.insert_dead_letters(rows),
-            )? {
-                Written::All => {}
-                Written::Stopped => return Ok(Step::Finish),
-                Written::Rebalanced => return Ok(Step::Next),
-            }
+        if let Some(step) = self.write_letters(fence, &letters)? {
+            return Ok(step);
         }
         let batch = Batch {
             fence,
@@ -254,21 +242,8 @@ impl TrafficLoop {
             started: Instant::now(),
         };
         let finish_started = Instant::now();
-        // The previous batch's insert ran while this one was polled, decoded and attributed:
-        // it must be durable before this one is written (positions only grow).
-        if let Some(previous) = self.in_flight.take() {
-            match self.finish(previous)? {
-                Written::All => {}
-                Written::Stopped => return Ok(Step::Stop),
-                // The partitions moved: what this batch holds from before the move was dropped
-                // (fence check); the new assignment re-reads from ClickHouse.
-                Written::Rebalanced => {
-                    info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
-                    if !self.source.holds(batch.fence) {
-                        return Ok(Step::Next);
-                    }
-                }
-            }
+        if let Some(step) = self.finish_previous(batch.fence)? {
+            return Ok(step);
         }
         // Where a batch's time goes (debug level): polling and decoding, waiting for the control
         // plane, attributing, waiting for the previous batch's insert.
@@ -290,6 +265,48 @@ impl TrafficLoop {
             self.last_lag = Instant::now();
         }
         Ok(Step::Next)
+    }
+
+    /// Publishes a batch's dead letters and records them (holding the partitions while
+    /// ClickHouse fails); `Some` when the loop must not go on with the batch.
+    fn write_letters(&self, fence: Fence, letters: &[DeadLetter]) -> anyhow::Result<Option<Step>> {
+        if letters.is_empty() {
+            return Ok(None);
+        }
+        publish_dead_letters(&self.shared.dead_letters, letters)?;
+        let dead_rows = dead_letter_rows(letters);
+        Ok(
+            match self.write_holding(
+                fence,
+                std::slice::from_ref(&dead_rows),
+                None,
+                None,
+                |rows| self.shared.writer.insert_dead_letters(rows),
+            )? {
+                Written::All => None,
+                Written::Stopped => Some(Step::Finish),
+                Written::Rebalanced => Some(Step::Next),
+            },
+        )
+    }
+
+    /// The previous batch's insert ran while this one was polled, decoded and attributed: it
+    /// must be durable before this one (polled under `fence`) is written, since positions only
+    /// grow. `Some` when the loop must not go on with this batch.
+    fn finish_previous(&mut self, fence: Fence) -> anyhow::Result<Option<Step>> {
+        let Some(previous) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        Ok(match self.finish(previous)? {
+            Written::All => None,
+            Written::Stopped => Some(Step::Stop),
+            // The partitions moved: what this batch holds from before the move was dropped
+            // (fence check); the new assignment re-reads from ClickHouse.
+            Written::Rebalanced => {
+                info!("batch partly written when its partitions moved; the new owner resumes from ClickHouse");
+                (!self.source.holds(fence)).then_some(Step::Next)
+            }
+        })
     }
 
     /// Resolves each event against the state as of its time; dead letters get a row of their
