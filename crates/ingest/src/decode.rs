@@ -10,6 +10,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// The source position of a message.
+#[inline]
 pub fn position<'a>(message: &'a BorrowedMessage<'_>) -> SourcePosition<'a> {
     SourcePosition {
         topic: message.topic(),

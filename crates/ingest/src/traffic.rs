@@ -77,6 +77,7 @@ impl std::fmt::Debug for TrafficContext {
 impl TrafficContext {
     /// Counts rebalances: a batch polled under one generation must not be written after the
     /// partitions moved (another instance resumes them from ClickHouse).
+    #[inline]
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
@@ -87,6 +88,7 @@ impl TrafficContext {
     }
 
     /// Records that `partition` is durable up to `last` (inclusive), before re-positioning it.
+    #[inline]
     fn mark_stored(&self, partition: i32, last: i64) {
         self.stored
             .lock()
@@ -151,6 +153,7 @@ impl TrafficContext {
     }
 
     /// Whether this message's row is already durable (it was re-read because of the rewind).
+    #[inline]
     fn already_stored(&self, partition: i32, offset: i64) -> bool {
         self.stored
             .lock()
@@ -265,16 +268,19 @@ impl TrafficSource {
     }
 
     /// The next message, waiting up to `timeout`; serves rebalances (see [`Self::holds`]).
+    #[inline]
     pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         self.consumer.poll(timeout)
     }
 
     /// The current assignment's fence.
+    #[inline]
     pub fn fence(&self) -> Fence {
         Fence(self.consumer.context().generation())
     }
 
     /// Whether no rebalance ran since `fence` was taken.
+    #[inline]
     pub fn holds(&self, fence: Fence) -> bool {
         self.fence() == fence
     }
@@ -283,6 +289,7 @@ impl TrafficSource {
     /// resume rewind) and not handed out before (tansu may deliver offsets again after a seek
     /// into a record batch). A new message is remembered, so a repeat is never written twice; a
     /// batch dropped at a rebalance is re-read after it, which resets this from ClickHouse.
+    #[inline]
     pub fn claim(&self, partition: i32, offset: i64) -> bool {
         let context = self.consumer.context();
         if context.already_stored(partition, offset) {

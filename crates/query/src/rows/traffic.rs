@@ -2,6 +2,10 @@
 //! event instead of a dozen): [`TrafficRecord`], a decoded traffic event held until its batch can
 //! be attributed, and [`PendingUsage`], the attributed `usage_events` row held until its insert is
 //! durable, written by lending its columns as a [`UsageRowRef`].
+//!
+//! The per-event functions are `#[inline]`: they run in the pipeline's loop in another crate,
+//! and without it each would be an out-of-line call per event (measured: ~8% of the pipeline's
+//! throughput when they moved here from the `botmeter` crate).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ struct Strings {
 }
 
 impl Strings {
+    #[inline]
     fn with_capacity(bytes: usize) -> Self {
         Self {
             text: String::with_capacity(bytes),
@@ -37,18 +42,21 @@ impl Strings {
         }
     }
 
+    #[inline]
     fn set(&mut self, index: usize, value: &str) {
         let start = self.text.len();
         self.text.push_str(value);
         self.spans[index] = (start as u32, self.text.len() as u32);
     }
 
+    #[inline]
     fn set_lowercase(&mut self, index: usize, value: &str) {
         self.set(index, value);
         let (start, end) = self.spans[index];
         self.text[start as usize..end as usize].make_ascii_lowercase();
     }
 
+    #[inline]
     fn get(&self, index: usize) -> &str {
         let (start, end) = self.spans[index];
         &self.text[start as usize..end as usize]
@@ -82,6 +90,7 @@ const ATTRIBUTION_BYTES: usize = 112;
 
 impl TrafficRecord {
     /// Keeps what the usage row needs of `traffic`.
+    #[inline]
     pub fn new(traffic: &TrafficRef<'_>, partition: i32, offset: i64) -> Self {
         let endpoint_id = traffic.endpoint_id.as_deref();
         let mut strings = Strings::with_capacity(
@@ -112,6 +121,7 @@ impl TrafficRecord {
     }
 
     /// Resolves the event against `state` as of its usage time: the row to write.
+    #[inline]
     pub fn attribute(
         self,
         state: &OwnershipState,
@@ -155,6 +165,7 @@ pub struct PendingUsage {
 }
 
 impl PendingUsage {
+    #[inline]
     fn attributed(
         record: TrafficRecord,
         resolution: &ResolutionRef<'_>,
@@ -251,17 +262,20 @@ impl PendingUsage {
     }
 
     /// `event_time`: whole seconds (UTC), 0 before the epoch or after 2106 as the column holds.
+    #[inline]
     pub fn event_time(&self) -> u32 {
         u32::try_from(self.event_time_us.div_euclid(1_000_000)).unwrap_or(0)
     }
 
     /// (topic, partition, offset).
+    #[inline]
     pub fn position(&self) -> (&str, i32, i64) {
         (&self.kafka_topic, self.kafka_partition, self.kafka_offset)
     }
 }
 
 impl AsUsageRow for PendingUsage {
+    #[inline]
     fn usage_row(&self) -> UsageRowRef<'_> {
         let strings = &self.strings;
         UsageRowRef {
