@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::support::{self, TestEnv};
 
-fn producer(brokers: &str) -> FutureProducer {
+pub(crate) fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
@@ -20,7 +20,7 @@ fn producer(brokers: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn send(producer: &FutureProducer, topic: &str, event: &serde_json::Value) {
+pub(crate) async fn send(producer: &FutureProducer, topic: &str, event: &serde_json::Value) {
     let payload = event.to_string();
     producer
         .send(
@@ -32,12 +32,12 @@ async fn send(producer: &FutureProducer, topic: &str, event: &serde_json::Value)
         .expect("produce");
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The control events of one chain: bot → authtoken → session → endpoint on `host`, all at `at`.
-fn chain(tag: &str, host: &str, at: DateTime<Utc>) -> Vec<serde_json::Value> {
+pub(crate) fn chain(tag: &str, host: &str, at: DateTime<Utc>) -> Vec<serde_json::Value> {
     let bot = format!("bot_{tag}");
     let event = |kind: &str, object: serde_json::Value| json!({"event_id": format!("ev_{tag}_{kind}"), "event_type": kind, "event_timestamp": ts(at), "account_id": "ac_it", "object": object});
     vec![
@@ -60,7 +60,13 @@ fn chain(tag: &str, host: &str, at: DateTime<Utc>) -> Vec<serde_json::Value> {
     ]
 }
 
-fn tcp(tag: &str, n: usize, host: &str, at: DateTime<Utc>, bytes_out: u64) -> serde_json::Value {
+pub(crate) fn tcp(
+    tag: &str,
+    n: usize,
+    host: &str,
+    at: DateTime<Utc>,
+    bytes_out: u64,
+) -> serde_json::Value {
     json!({"event_id": format!("ev_{tag}_tcp_{n}"), "event_type": "tcp_connection_closed.v0", "event_timestamp": ts(at), "account_id": "ac_it",
            "object": {"conn": {"server_name": host, "server_port": 443, "bytes_in": 10, "bytes_out": bytes_out, "start_ts": ts(at - chrono::Duration::seconds(1)), "end_ts": ts(at)}}})
 }

@@ -22,6 +22,7 @@ mod attribution_fleet;
 mod dashboards;
 mod dead_letters;
 mod delivery;
+mod hardening;
 mod pipeline_e2e;
 mod reconcile;
 mod report_html;

@@ -242,6 +242,25 @@ pub struct RunArgs {
     /// memory; traffic arriving later than that on them is unattributed.
     #[arg(long, env = "BOTMETER_EVICTION_GRACE_MS", default_value_t = enrich::DEFAULT_EVICTION_GRACE_MS)]
     pub eviction_grace_ms: u64,
+    /// Longest a traffic batch waits for the control plane to be read past its time (ms); then
+    /// its traffic after what the control plane covers is written unattributed with reason
+    /// `control_plane_behind`, for `botmeter reattribute` to restate. Meanwhile the partitions
+    /// are paused and polled, so the consumer stays in its group.
+    #[arg(long, env = "BOTMETER_MAX_CONTROL_WAIT_MS", default_value_t = pipeline::DEFAULT_MAX_CONTROL_WAIT_MS)]
+    pub max_control_wait_ms: u64,
+    /// How far ahead of this machine's clock a traffic event may be stamped (ms). Traffic beyond
+    /// it is dead-lettered (`event_time_out_of_range`) instead of waited on, and traffic within
+    /// it is waited on only up to now. (A control event stamped in the future is applied, but
+    /// counts for the control watermark only as of when it was read.)
+    #[arg(long, env = "BOTMETER_MAX_CLOCK_SKEW_MS", default_value_t = pipeline::DEFAULT_MAX_CLOCK_SKEW_MS)]
+    pub max_clock_skew_ms: u64,
+    /// Traffic stamped before this time (RFC 3339) is dead-lettered (`event_time_out_of_range`).
+    #[arg(long, env = "BOTMETER_MIN_EVENT_TIME", default_value = pipeline::DEFAULT_MIN_EVENT_TIME)]
+    pub min_event_time: chrono::DateTime<chrono::Utc>,
+    /// Testing only: the control reader starts reading this long after the pipeline (ms), to
+    /// exercise `--max-control-wait-ms`.
+    #[arg(long, env = "BOTMETER_HOLD_CONTROL_READER_MS", default_value_t = 0, hide = true)]
+    pub hold_control_reader_ms: u64,
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
     #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = ingest::config::DEFAULT_TRAFFIC_PARTITIONS)]
     pub traffic_partitions: i32,
@@ -272,6 +291,10 @@ impl RunArgs {
             "--batch-max-rows must be at least 1, got 0"
         );
         anyhow::ensure!(
+            self.max_control_wait_ms > 0,
+            "--max-control-wait-ms must be at least 1, got 0"
+        );
+        anyhow::ensure!(
             self.traffic_partitions > 0,
             "--traffic-partitions must be at least 1, got {}",
             self.traffic_partitions
@@ -281,6 +304,10 @@ impl RunArgs {
             batch_max_wait_ms: self.batch_max_wait_ms,
             control_lateness_ms: self.control_lateness_ms,
             eviction_grace_ms: self.eviction_grace_ms,
+            max_control_wait_ms: self.max_control_wait_ms,
+            max_clock_skew_ms: self.max_clock_skew_ms,
+            min_event_time: self.min_event_time,
+            hold_control_reader_ms: self.hold_control_reader_ms,
             ..RunSettings::default()
         })
     }

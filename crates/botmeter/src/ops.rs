@@ -41,6 +41,9 @@ pub mod names {
     /// Times a failed insert left the rollups short of the raw rows (`botmeter rollups rebuild`
     /// repairs them; the error log names the months).
     pub const ROLLUP_DAMAGE: &str = "botmeter_rollup_damage_total";
+    /// Batches whose wait for the control plane ran out (`--max-control-wait-ms`): their traffic
+    /// after what the control plane covered is written unattributed (`control_plane_behind`).
+    pub const CONTROL_WAIT_BOUNDED: &str = "botmeter_control_wait_bounded_total";
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.

@@ -46,6 +46,9 @@ pub enum UnattributedReason {
     UnknownCredential,
     /// The credential's owner is a bot user never seen.
     UnknownOwner,
+    /// Not resolved: the control plane had not been read past the event's time within the
+    /// pipeline's bound on waiting (`--max-control-wait-ms`); `botmeter reattribute` restates it.
+    ControlPlaneBehind,
 }
 
 impl UnattributedReason {
@@ -56,6 +59,7 @@ impl UnattributedReason {
             Self::UnknownSession => "unknown_session",
             Self::UnknownCredential => "unknown_credential",
             Self::UnknownOwner => "unknown_owner",
+            Self::ControlPlaneBehind => "control_plane_behind",
         }
     }
 }

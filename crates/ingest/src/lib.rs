@@ -17,6 +17,6 @@ pub mod traffic;
 pub use config::{KafkaArgs, KafkaConfig, ValidKafkaConfig};
 pub use control::{high_watermarks, partitions_of, ControlSource};
 pub use dead_letter::{DeadLetter, DeadLetterProducer};
-pub use decode::{decode, decode_control, decode_traffic, MAX_MESSAGE_BYTES};
+pub use decode::{decode, decode_control, decode_traffic, EventTimeWindow, MAX_MESSAGE_BYTES};
 pub use error::{Error, Result};
 pub use traffic::{Fence, Paused, PositionsFn, TrafficSource, WriteInFlight};

@@ -38,6 +38,10 @@ impl DecodeError {
     pub fn kind(&self) -> &'static str {
         if self.field == "<payload>" {
             "malformed_json"
+        } else if self.reason.contains(crate::limits::TIME_OUT_OF_RANGE) {
+            "event_time_out_of_range"
+        } else if self.reason.contains(crate::limits::COUNT_OUT_OF_RANGE) {
+            "count_out_of_range"
         } else if self.reason.starts_with("missing field") {
             "missing_field"
         } else {

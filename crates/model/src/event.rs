@@ -344,7 +344,7 @@ fn parse_head(payload: &[u8]) -> Result<Head<'_>> {
     })
 }
 
-/// `event_timestamp`: required, RFC 3339.
+/// `event_timestamp`: required, RFC 3339, within the storable range ([`crate::limits`]).
 fn parse_timestamp(raw: Option<&str>) -> Result<DateTime<Utc>> {
     let Some(raw) = raw else {
         return Err(DecodeError::new(
@@ -352,14 +352,21 @@ fn parse_timestamp(raw: Option<&str>) -> Result<DateTime<Utc>> {
             "missing field event_timestamp",
         ));
     };
-    DateTime::parse_from_rfc3339(raw)
+    let t = DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             DecodeError::new(
                 "event_timestamp",
                 format!("expected an RFC 3339 timestamp, found {raw:?} ({e})"),
             )
-        })
+        })?;
+    if !crate::limits::storable_time(t) {
+        return Err(DecodeError::new(
+            "event_timestamp",
+            crate::limits::time_out_of_range(t),
+        ));
+    }
+    Ok(t)
 }
 
 /// `account_id`: a string, empty when absent or `null`.
@@ -486,6 +493,29 @@ fn require_id(id: &str, field: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_and_counts_outside_what_can_be_stored_are_refused_by_name() {
+        let tcp = |timestamp: &str, end_ts: &str, bytes_out: &str| {
+            format!(
+                r#"{{"event_id":"ev_9","event_type":"tcp_connection_closed.v0","event_timestamp":"{timestamp}","object":{{"conn":{{"server_name":"1.tcp.ngrok.io","bytes_out":{bytes_out},"end_ts":"{end_ts}"}}}}}}"#
+            )
+        };
+        let ok = "2026-03-01T10:00:05Z";
+        for (payload, field, kind) in [
+            (tcp("2150-01-01T00:00:00Z", ok, "1"), "event_timestamp", "event_time_out_of_range"),
+            (tcp("1969-12-31T23:59:59Z", ok, "1"), "event_timestamp", "event_time_out_of_range"),
+            (tcp(ok, "2107-01-01T00:00:00Z", "1"), "object.conn.end_ts", "event_time_out_of_range"),
+            (tcp(ok, ok, "9223372036854775808"), "object.conn.bytes_out", "count_out_of_range"),
+        ] {
+            let err = decode(payload.as_bytes()).unwrap_err();
+            assert_eq!((err.field.as_str(), err.kind()), (field, kind), "{err}");
+            assert!(err.to_string().contains("ev_9"), "{err}");
+        }
+        let max = tcp(ok, ok, "9223372036854775807");
+        assert!(decode(max.as_bytes()).is_ok());
+        assert!(decode(tcp("2106-02-07T06:28:15Z", ok, "1").as_bytes()).is_ok());
+    }
 
     #[test]
     fn error_names_event_field_and_value() {

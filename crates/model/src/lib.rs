@@ -10,7 +10,9 @@ mod bind;
 mod dead_letter;
 mod error;
 mod event;
+pub mod limits;
 mod objects;
+pub mod redact;
 mod traffic;
 
 pub use bind::{BindRule, BindRuleError, LabelPattern};

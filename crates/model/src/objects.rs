@@ -239,10 +239,10 @@ pub struct TrafficConn {
     #[serde(default, deserialize_with = "null_as_default")]
     pub client_ip: String,
     /// Bytes that arrived at the endpoint.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_count")]
     pub bytes_in: u64,
     /// Bytes that left the endpoint (what ngrok bills as data transfer out).
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_count")]
     pub bytes_out: u64,
     /// Connection start.
     #[serde(default, deserialize_with = "opt_timestamp")]
@@ -324,7 +324,7 @@ impl From<RawTcp> for TcpConnectionClosed {
 struct RawHttpRequest {
     #[serde(default, deserialize_with = "null_as_default")]
     method: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_count")]
     body_length: u64,
 }
 
@@ -332,7 +332,7 @@ struct RawHttpRequest {
 struct RawHttpResponse {
     #[serde(default, deserialize_with = "null_as_default")]
     status_code: u16,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_count")]
     body_length: u64,
 }
 
@@ -415,12 +415,33 @@ where
     let raw: Option<Text<'de>> = Option::deserialize(deserializer)?;
     match raw.as_ref().map(|Text(s)| s.as_ref()) {
         None | Some("") => Ok(None),
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| {
-                de::Error::custom(format!("expected an RFC 3339 timestamp, found {s:?} ({e})"))
-            }),
+        Some(s) => {
+            let t = DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    de::Error::custom(format!(
+                        "expected an RFC 3339 timestamp, found {s:?} ({e})"
+                    ))
+                })?;
+            if !crate::limits::storable_time(t) {
+                return Err(de::Error::custom(crate::limits::time_out_of_range(t)));
+            }
+            Ok(Some(t))
+        }
     }
+}
+
+/// A byte count or length: an unsigned integer up to [`crate::limits::MAX_COUNT`], `0` for
+/// `null` or absent.
+pub(crate) fn bounded_count<'de, D>(deserializer: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let n: u64 = null_as_default(deserializer)?;
+    if n > crate::limits::MAX_COUNT {
+        return Err(de::Error::custom(crate::limits::count_out_of_range(n)));
+    }
+    Ok(n)
 }
 
 /// A port: an integer, a numeric string, or `""`/`null` for none (ngrok's examples send `""`).

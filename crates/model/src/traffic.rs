@@ -127,6 +127,9 @@ pub fn decode_traffic(payload: &[u8]) -> Option<TrafficRef<'_>> {
     let event_timestamp = DateTime::parse_from_rfc3339(text(envelope.event_timestamp).as_deref()?)
         .ok()?
         .with_timezone(&Utc);
+    if !crate::limits::storable_time(event_timestamp) {
+        return None; // the full decoder names the range
+    }
     let object = envelope
         .object
         .map(|MapOnly(object)| object)
@@ -142,6 +145,18 @@ pub fn decode_traffic(payload: &[u8]) -> Option<TrafficRef<'_>> {
     let MapOnly(http) = object.http;
     let (MapOnly(request), MapOnly(response)) = (http.request, http.response);
     let is_http = kind == TrafficKind::Http;
+    let counts = [
+        conn.bytes_in,
+        conn.bytes_out,
+        request.body_length,
+        response.body_length,
+    ];
+    if counts
+        .iter()
+        .any(|n| n.is_some_and(|n| n > crate::limits::MAX_COUNT))
+    {
+        return None; // the full decoder names the field and the bound
+    }
     Some(TrafficRef {
         event_id,
         kind,
@@ -385,10 +400,17 @@ mod tests {
                     "\"2026-03-01T10:00:05Z\"",
                     "\"2026-03-01T10:00:05+05:30\"",
                     "\"nope\"",
+                    "\"2106-02-07T06:28:16Z\"",
+                    "\"1969-12-31T23:59:59Z\"",
                 ]
             }
             "server_port" => vec!["443", "\" 80 \"", "\"65536\"", "70000", "\"\""],
-            "bytes_in" | "bytes_out" | "body_length" => vec!["0", "18446744073709551615"],
+            "bytes_in" | "bytes_out" | "body_length" => vec![
+                "0",
+                "9223372036854775807",
+                "9223372036854775808",
+                "18446744073709551615",
+            ],
             "status_code" => vec!["200", "65536"],
             "event_type" => vec![
                 "\"http_request_complete.v0\"",

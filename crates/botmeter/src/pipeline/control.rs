@@ -18,7 +18,7 @@ use query::write::runs::contiguous_runs;
 use tracing::warn;
 
 use super::report::write_dead_letters;
-use super::{retry_blocking_with, RunStats, Shared};
+use super::{retry_blocking_with, RunSettings, RunStats, Shared};
 
 /// Most control messages written in one round.
 const ROUND_MAX_MESSAGES: usize = 5_000;
@@ -93,6 +93,7 @@ pub(crate) struct ControlLoop {
     seen: HashMap<i32, i64>,
     shared: Shared,
     max_backoff: Duration,
+    hold: Duration,
 }
 
 /// What one round of the control reader polled.
@@ -108,18 +109,23 @@ impl ControlLoop {
         source: ControlSource,
         stored: HashMap<i32, i64>,
         shared: Shared,
-        max_backoff: Duration,
+        settings: &RunSettings,
     ) -> Self {
         Self {
             source,
             seen: stored,
             shared,
-            max_backoff,
+            max_backoff: settings.max_backoff(),
+            hold: Duration::from_millis(settings.hold_control_reader_ms),
         }
     }
 
     /// Polls, applies and writes rounds until stopped.
     pub(crate) fn run(mut self) -> anyhow::Result<()> {
+        let held_until = Instant::now() + self.hold;
+        while Instant::now() < held_until && !self.shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         while !self.shared.stop.load(Ordering::SeqCst) {
             let round = self.poll_round()?;
             if !round.letters.is_empty() {
@@ -174,7 +180,12 @@ impl ControlLoop {
                     round
                         .rows
                         .push(ControlRow::new(&event, source, anomalies, now));
-                    let time = event.event_timestamp.timestamp_micros();
+                    // A control event stamped in the future must not count as the control plane
+                    // being read past every later time: its time counts up to when it was read.
+                    let time = event
+                        .event_timestamp
+                        .timestamp_micros()
+                        .min(Utc::now().timestamp_micros());
                     let max = round.max_time.entry(source.partition).or_insert(time);
                     *max = (*max).max(time);
                 }
@@ -250,7 +261,12 @@ pub(crate) struct ControlWait {
     partitions: Vec<i32>,
     lateness_us: i64,
     cache: Option<ControlEnds>,
+    /// The ends of the last fetch that answered for every partition (for [`Self::covered_us`]).
+    last_highs: HashMap<i32, i64>,
 }
+
+/// How long one [`ControlWait::wait_slice`] blocks at most.
+const SLICE: Duration = Duration::from_millis(200);
 
 impl ControlWait {
     pub(crate) fn new(topic: String, partitions: Vec<i32>, lateness_ms: u64) -> Self {
@@ -261,73 +277,99 @@ impl ControlWait {
                 .unwrap_or(i64::MAX / 2)
                 .saturating_mul(1000),
             cache: None,
+            last_highs: HashMap::new(),
         }
     }
 
-    /// Blocks until the control plane has been read past `t_us` (the latest usage time in the
-    /// batch): each control partition has applied an event at or after `t_us`, or it is read to
-    /// the end (its high watermark, fetched after the batch was polled) and `t_us` is older than
-    /// the allowed lateness, so a control event published a little after its traffic is still
-    /// waited for. Returns `false` when stopping.
+    /// Whether the control plane has been read past `t_us` (the latest usage time in the
+    /// batch), waiting up to a slice of 200 ms for it: each control partition has applied an
+    /// event at or after `t_us`, or it is read to the end (its high watermark, fetched after the
+    /// batch was polled) and `t_us` is older than the allowed lateness, so a control event
+    /// published a little after its traffic is still waited for. The caller repeats slices,
+    /// polling its consumer in between, until its bound.
     ///
     /// The high watermarks are cached with the wall-clock time they were fetched: when that
     /// fetch came after `t_us` plus the lateness, every control event allowed to matter was
     /// already published then, so the cached ends are ends enough and no round trip to the
     /// broker is made (a backlog of older traffic never fetches; live traffic fetches about once
     /// per batch).
-    pub(crate) fn wait(&mut self, traffic: &TrafficSource, shared: &Shared, t_us: i64) -> bool {
+    pub(crate) fn wait_slice(&mut self, traffic: &TrafficSource, shared: &Shared, t_us: i64) -> bool {
         if self.cached_ends_suffice(shared, t_us) {
             return true;
         }
-        let started = Instant::now();
-        let mut warned = false;
-        loop {
-            let fetched_us = Utc::now().timestamp_micros();
-            let highs = match traffic.high_watermarks(&self.topic, &self.partitions) {
-                Ok(highs) => highs,
-                Err(e) => {
-                    warn!(error = %e, "cannot read control high watermarks; retrying");
-                    HashMap::new()
-                }
-            };
-            let fetched = Instant::now();
-            if highs.len() == self.partitions.len() {
-                self.cache = Some(ControlEnds {
-                    highs: highs.clone(),
-                    fetched_us,
-                });
+        let fetched_us = Utc::now().timestamp_micros();
+        let highs = match traffic.high_watermarks(&self.topic, &self.partitions) {
+            Ok(highs) => highs,
+            Err(e) => {
+                warn!(error = %e, "cannot read control high watermarks; retrying");
+                HashMap::new()
             }
-            let mut watermark = shared.progress.watermark.lock().expect("progress lock");
-            while fetched.elapsed() < Duration::from_millis(200) {
-                let now_us = Utc::now().timestamp_micros();
-                let ends_count = now_us.saturating_sub(self.lateness_us) >= t_us;
-                let behind: Vec<i32> = self
-                    .partitions
-                    .iter()
-                    .copied()
-                    .filter(|&p| !watermark.read_past(p, t_us, &highs, ends_count))
-                    .collect();
-                if behind.is_empty() {
-                    return true;
-                }
-                if shared.stop.load(Ordering::SeqCst) {
-                    return false;
-                }
-                if !warned && started.elapsed() > Duration::from_secs(5) {
-                    warn!(
-                        ?behind,
-                        "traffic waits for the control plane to be read past its time"
-                    );
-                    warned = true;
-                }
-                watermark = shared
-                    .progress
-                    .changed
-                    .wait_timeout(watermark, Duration::from_millis(20))
-                    .expect("progress lock")
-                    .0;
-            }
+        };
+        let fetched = Instant::now();
+        if highs.len() == self.partitions.len() {
+            self.cache = Some(ControlEnds {
+                highs: highs.clone(),
+                fetched_us,
+            });
+            self.last_highs.clone_from(&highs);
         }
+        let mut watermark = shared.progress.watermark.lock().expect("progress lock");
+        while fetched.elapsed() < SLICE {
+            let now_us = Utc::now().timestamp_micros();
+            let ends_count = now_us.saturating_sub(self.lateness_us) >= t_us;
+            if self
+                .partitions
+                .iter()
+                .all(|&p| watermark.read_past(p, t_us, &highs, ends_count))
+            {
+                return true;
+            }
+            if shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            watermark = shared
+                .progress
+                .changed
+                .wait_timeout(watermark, Duration::from_millis(20))
+                .expect("progress lock")
+                .0;
+        }
+        false
+    }
+
+    /// The partitions not read past `t_us` yet (for the log).
+    pub(crate) fn behind(&self, shared: &Shared, t_us: i64) -> Vec<i32> {
+        let watermark = shared.progress.watermark.lock().expect("progress lock");
+        self.partitions
+            .iter()
+            .copied()
+            .filter(|&p| !watermark.read_past(p, t_us, &self.last_highs, false))
+            .collect()
+    }
+
+    /// The latest time the control plane is read past now: per partition, the latest event time
+    /// applied, or — read to its last fetched end — now less the allowed lateness; the earliest
+    /// of those over the partitions. Traffic at or before it is resolved as usual.
+    pub(crate) fn covered_us(&self, shared: &Shared) -> i64 {
+        let watermark = shared.progress.watermark.lock().expect("progress lock");
+        let read_to_end_us = Utc::now()
+            .timestamp_micros()
+            .saturating_sub(self.lateness_us);
+        self.partitions
+            .iter()
+            .map(|&p| {
+                let applied = watermark.max_time_us.get(&p).copied().unwrap_or(i64::MIN);
+                let at_end = self.last_highs.get(&p).is_some_and(|&high| {
+                    watermark.next.get(&p).copied().unwrap_or(0) >= high
+                });
+                if at_end {
+                    applied.max(read_to_end_us)
+                } else {
+                    applied
+                }
+            })
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Whether the cached ends were fetched late enough for `t_us` and every partition is read

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use enrich::OwnershipState;
 use ingest::{ControlSource, DeadLetterProducer, TrafficSource, ValidKafkaConfig};
 use query::rows::ControlRow;
@@ -41,6 +42,13 @@ pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
 pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 250;
 /// Default allowed lateness of a control event behind the traffic that needs it, in milliseconds.
 pub const DEFAULT_CONTROL_LATENESS_MS: u64 = 1_000;
+/// Default longest traffic waits for the control plane before it is written unattributed
+/// (`control_plane_behind`), in milliseconds.
+pub const DEFAULT_MAX_CONTROL_WAIT_MS: u64 = 30_000;
+/// Default largest clock skew of an event producer ahead of this instance, in milliseconds.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 300_000;
+/// Default earliest plausible event time (RFC 3339).
+pub const DEFAULT_MIN_EVENT_TIME: &str = "2000-01-01T00:00:00Z";
 
 /// Tuning of `botmeter run`.
 #[derive(Debug, Clone)]
@@ -57,6 +65,17 @@ pub struct RunSettings {
     /// Ended sessions and endpoints are evicted from memory this long (by traffic time) after
     /// their end; later traffic on them is unattributed. Must exceed how late traffic arrives.
     pub eviction_grace_ms: u64,
+    /// Longest a batch waits for the control plane; then what it still lacks is written
+    /// unattributed (`control_plane_behind`), for `botmeter reattribute` to restate.
+    pub max_control_wait_ms: u64,
+    /// How far ahead of this instance's clock a traffic event's time may be: traffic beyond it
+    /// is dead-lettered (`event_time_out_of_range`) instead of waited on. (Any control event
+    /// counts for the control watermark only up to when it was read.)
+    pub max_clock_skew_ms: u64,
+    /// Traffic stamped before this is dead-lettered (`event_time_out_of_range`).
+    pub min_event_time: DateTime<Utc>,
+    /// Testing only: the control reader starts this long after the pipeline, in milliseconds.
+    pub hold_control_reader_ms: u64,
 }
 
 impl Default for RunSettings {
@@ -67,6 +86,12 @@ impl Default for RunSettings {
             max_backoff_ms: query::write::retry::DEFAULT_MAX_BACKOFF_MS,
             control_lateness_ms: DEFAULT_CONTROL_LATENESS_MS,
             eviction_grace_ms: enrich::DEFAULT_EVICTION_GRACE_MS,
+            max_control_wait_ms: DEFAULT_MAX_CONTROL_WAIT_MS,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            min_event_time: DEFAULT_MIN_EVENT_TIME
+                .parse()
+                .expect("the default floor is RFC 3339"),
+            hold_control_reader_ms: 0,
         }
     }
 }
@@ -74,6 +99,15 @@ impl Default for RunSettings {
 impl RunSettings {
     fn max_backoff(&self) -> Duration {
         Duration::from_millis(self.max_backoff_ms)
+    }
+
+    /// The plausible event times of traffic polled now.
+    fn event_time_window(&self) -> ingest::EventTimeWindow {
+        ingest::EventTimeWindow::at(
+            Utc::now(),
+            Duration::from_millis(self.max_clock_skew_ms),
+            self.min_event_time,
+        )
     }
 }
 
@@ -220,7 +254,9 @@ fn positions_fn(shared: &Shared) -> ingest::PositionsFn {
 }
 
 /// Rebuilds the ownership state from the audit log, in the order the events were consumed, and
-/// the latest event time per control partition.
+/// the latest event time per control partition — each event's time capped at when it was written,
+/// so that one event stamped in the future does not count as the control plane being read past
+/// every later time.
 pub(crate) fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlWatermark) {
     let mut state = OwnershipState::new();
     let mut watermark = ControlWatermark::default();
@@ -228,7 +264,9 @@ pub(crate) fn rebuild_state(history: &[ControlRow]) -> (OwnershipState, ControlW
         match query::rows::decode_control_row(row) {
             Ok(event) => {
                 state.apply(&event);
-                watermark.applied(row.kafka_partition, row.event_time_us);
+                let written_us = i64::from(row.ingested_at).saturating_mul(1_000_000);
+                let time_us = row.event_time_us.min(written_us);
+                watermark.applied(row.kafka_partition, time_us);
             }
             Err(e) => {
                 warn!(event_id = %row.event_id, error = %e, "stored control event no longer decodes; skipped")

@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use enrich::UnattributedReason;
 use ingest::{DeadLetter, Fence, TrafficSource};
 use query::rows::{PendingUsage, TrafficRecord};
 use query::write::runs::contiguous_runs;
 use rdkafka::message::Message;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::control::ControlWait;
 use super::report::{dead_letter_rows, publish_dead_letters, record_lag, summarize};
 use super::write::{Batch, InFlight, Written};
 use super::{RunSettings, Shared};
+use crate::ops::names;
 
 /// While messages keep coming, the collector reads the clock once per this many.
 const CLOCK_EVERY: u32 = 64;
@@ -68,6 +70,23 @@ impl Collected {
         self.fence = fence;
     }
 }
+
+/// How waiting for the control plane ended.
+enum ControlWaited {
+    /// The control plane is read past the batch's time.
+    Covered,
+    /// The bound ran out; the control plane is read past `covered_us` only.
+    Bounded { covered_us: i64 },
+    /// Stopping.
+    Stopped,
+    /// A rebalance ran while the partitions were paused.
+    Rebalanced,
+}
+
+/// After this long, waiting traffic pauses its partitions and polls between slices.
+const PAUSE_WAITING_AFTER: Duration = Duration::from_millis(500);
+/// After this long, waiting traffic says so.
+const CONTROL_WAIT_WARN: Duration = Duration::from_secs(5);
 
 /// What the loop does after a batch.
 enum Step {
@@ -151,6 +170,7 @@ impl TrafficLoop {
             started,
         };
         let deadline = started + Duration::from_millis(self.settings.batch_max_wait_ms);
+        let window = self.settings.event_time_window();
         // The clock is read once per CLOCK_EVERY messages while messages are waiting (a poll that
         // returns at once needs no timeout), and on every poll that came back empty.
         let mut timeout = deadline.saturating_duration_since(started);
@@ -193,7 +213,7 @@ impl TrafficLoop {
             batch
                 .commit
                 .insert(message.partition(), message.offset() + 1);
-            match ingest::decode_traffic(&message, TrafficRecord::new) {
+            match ingest::decode_traffic(&message, &window, TrafficRecord::new) {
                 Ok(record) => batch.events.push(record),
                 Err(letter) => batch.letters.push(letter),
             }
@@ -212,19 +232,27 @@ impl TrafficLoop {
             commit,
             started: collect_started,
         } = collected;
+        // Waited on up to now at most: traffic stamped ahead of this clock (within the allowed
+        // skew) needs the control plane as it is now, not as it will be.
         let t_max = events
             .iter()
             .map(|record| record.usage_time_us)
             .max()
-            .unwrap_or(i64::MIN);
+            .unwrap_or(i64::MIN)
+            .min(Utc::now().timestamp_micros());
         let t_min = events.iter().map(|record| record.usage_time_us).min();
         let control_started = Instant::now();
-        if !self.control.wait(&self.source, &self.shared, t_max) {
-            return Ok(Step::Finish); // stopping: the batch was not written and will be re-read
-        }
+        let covered_us = match self.wait_for_control(fence, t_max)? {
+            ControlWaited::Covered => None,
+            ControlWaited::Bounded { covered_us } => Some(covered_us),
+            // Stopping: the batch was not written and will be re-read.
+            ControlWaited::Stopped => return Ok(Step::Finish),
+            // The partitions moved while paused: the new owner resumes from ClickHouse.
+            ControlWaited::Rebalanced => return Ok(Step::Next),
+        };
         let attribute_started = Instant::now();
         let event_count = events.len();
-        let rows = self.attribute(events, &letters, &topic);
+        let rows = self.attribute(events, &letters, &topic, covered_us);
         let summary = summarize(&rows);
         if let Some(step) = self.write_letters(fence, &letters)? {
             return Ok(step);
@@ -309,24 +337,85 @@ impl TrafficLoop {
         })
     }
 
-    /// Resolves each event against the state as of its time; dead letters get a row of their
-    /// own so that their positions are stored like any other.
+    /// Waits until the control plane is read past `t_us`, at most `max_control_wait_ms`. After
+    /// a moment the traffic partitions are paused and the consumer polled between slices of the
+    /// wait, so the group never evicts it however long the control plane takes.
+    fn wait_for_control(&mut self, fence: Fence, t_us: i64) -> anyhow::Result<ControlWaited> {
+        let started = Instant::now();
+        let bound = Duration::from_millis(self.settings.max_control_wait_ms);
+        let mut paused = None;
+        let mut warned = false;
+        let waited = loop {
+            if self.control.wait_slice(&self.source, &self.shared, t_us) {
+                break ControlWaited::Covered;
+            }
+            if self.stopping() {
+                break ControlWaited::Stopped;
+            }
+            if started.elapsed() >= bound {
+                let covered_us = self.control.covered_us(&self.shared);
+                metrics::counter!(names::CONTROL_WAIT_BOUNDED).increment(1);
+                warn!(
+                    behind = ?self.control.behind(&self.shared, t_us),
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    covered_until = %DateTime::from_timestamp_micros(covered_us).unwrap_or_default(),
+                    "the control plane is not read past the batch's time within --max-control-wait-ms; later traffic is written unattributed (control_plane_behind) for `botmeter reattribute`"
+                );
+                break ControlWaited::Bounded { covered_us };
+            }
+            if !warned && started.elapsed() > CONTROL_WAIT_WARN {
+                warn!(
+                    behind = ?self.control.behind(&self.shared, t_us),
+                    "traffic waits for the control plane to be read past its time"
+                );
+                warned = true;
+            }
+            if started.elapsed() >= PAUSE_WAITING_AFTER {
+                if paused.is_none() {
+                    paused = Some(self.source.pause()?);
+                }
+                if let Some(Ok(message)) = self.source.poll(Duration::ZERO) {
+                    debug!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "message while paused; it is re-read on resume"
+                    );
+                }
+                if !self.source.holds(fence) {
+                    let partitions = self.source.resume_from_stored()?;
+                    info!(partitions, "partitions moved while traffic waited for the control plane; resumed from ClickHouse's positions");
+                    return Ok(ControlWaited::Rebalanced);
+                }
+            }
+        };
+        if let Some(paused) = paused {
+            self.source.resume(paused)?;
+        }
+        Ok(waited)
+    }
+
+    /// Resolves each event against the state as of its time (events after `covered_us`, when
+    /// the wait for the control plane ran out, are left unresolved: `control_plane_behind`);
+    /// dead letters get a row of their own so that their positions are stored like any other.
     fn attribute(
         &self,
         mut events: Vec<TrafficRecord>,
         letters: &[DeadLetter],
         topic: &str,
+        covered_us: Option<i64>,
     ) -> Vec<PendingUsage> {
         let now = Utc::now().timestamp() as u32;
         let topic_name: Arc<str> = Arc::from(topic);
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
             let state = self.shared.state.read().expect("state lock");
-            rows.extend(
-                events
-                    .drain(..)
-                    .map(|record| record.attribute(&state, &topic_name, now)),
-            );
+            rows.extend(events.drain(..).map(|record| {
+                if covered_us.is_some_and(|covered| record.usage_time_us > covered) {
+                    record.unresolved(UnattributedReason::ControlPlaneBehind, &topic_name, now)
+                } else {
+                    record.attribute(&state, &topic_name, now)
+                }
+            }));
         }
         rows.extend(letters.iter().map(|letter| {
             PendingUsage::dead_letter(

@@ -376,7 +376,7 @@ impl DeadLetterRow {
             kafka_offset: letter.offset,
             reason_kind: letter.reason_kind.clone(),
             reason: letter.reason.clone(),
-            payload_bytes: letter.payload.len() as u64,
+            payload_bytes: letter.payload_bytes,
             payload: letter.payload.clone(),
             received_at,
         }

@@ -137,6 +137,20 @@ impl TrafficRecord {
         );
         PendingUsage::attributed(self, &resolution, topic, ingested_at)
     }
+
+    /// The row of an event left unresolved for `reason` (the chain was not looked up).
+    pub fn unresolved(
+        self,
+        reason: enrich::UnattributedReason,
+        topic: &Arc<str>,
+        ingested_at: u32,
+    ) -> PendingUsage {
+        let resolution = ResolutionRef {
+            unattributed: Some(reason),
+            ..ResolutionRef::default()
+        };
+        PendingUsage::attributed(self, &resolution, topic, ingested_at)
+    }
 }
 
 /// A `usage_events` row, held until its insert is durable.
