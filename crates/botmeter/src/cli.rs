@@ -259,7 +259,12 @@ pub struct RunArgs {
     pub min_event_time: chrono::DateTime<chrono::Utc>,
     /// Testing only: the control reader starts reading this long after the pipeline (ms), to
     /// exercise `--max-control-wait-ms`.
-    #[arg(long, env = "BOTMETER_HOLD_CONTROL_READER_MS", default_value_t = 0, hide = true)]
+    #[arg(
+        long,
+        env = "BOTMETER_HOLD_CONTROL_READER_MS",
+        default_value_t = 0,
+        hide = true
+    )]
     pub hold_control_reader_ms: u64,
     /// Create missing topics with this many traffic partitions (control and dead letters get 1).
     #[arg(long, env = "BOTMETER_TRAFFIC_PARTITIONS", default_value_t = ingest::config::DEFAULT_TRAFFIC_PARTITIONS)]

@@ -83,11 +83,18 @@ pub struct EventTimeWindow {
 
 impl EventTimeWindow {
     /// The window at `now`.
-    pub fn at(now: DateTime<Utc>, max_clock_skew: std::time::Duration, floor: DateTime<Utc>) -> Self {
-        let max_clock_skew = chrono::Duration::from_std(max_clock_skew).unwrap_or(chrono::Duration::MAX);
+    pub fn at(
+        now: DateTime<Utc>,
+        max_clock_skew: std::time::Duration,
+        floor: DateTime<Utc>,
+    ) -> Self {
+        let max_clock_skew =
+            chrono::Duration::from_std(max_clock_skew).unwrap_or(chrono::Duration::MAX);
         Self {
             earliest: floor,
-            latest: now.checked_add_signed(max_clock_skew).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            latest: now
+                .checked_add_signed(max_clock_skew)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
             max_clock_skew,
         }
     }
@@ -150,7 +157,11 @@ fn in_window(
         Some(why) => Err(dead_letter(
             message,
             "event_time_out_of_range",
-            format!("event {} ({}): {why}", traffic.event_id, traffic.kind.event_type()),
+            format!(
+                "event {} ({}): {why}",
+                traffic.event_id,
+                traffic.kind.event_type()
+            ),
         )),
     }
 }
@@ -176,9 +187,15 @@ mod tests {
         assert_eq!(window.refuses(t("2026-12-06T12:05:00Z")), None);
         assert_eq!(window.refuses(t("2000-01-01T00:00:00Z")), None);
         let future = window.refuses(t("2030-01-01T00:00:00Z")).unwrap();
-        assert!(future.contains("2030-01-01") && future.contains("300 s"), "{future}");
+        assert!(
+            future.contains("2030-01-01") && future.contains("300 s"),
+            "{future}"
+        );
         let past = window.refuses(t("1999-12-31T23:59:59Z")).unwrap();
-        assert!(past.contains("1999-12-31") && past.contains("--min-event-time"), "{past}");
+        assert!(
+            past.contains("1999-12-31") && past.contains("--min-event-time"),
+            "{past}"
+        );
     }
 
     #[test]

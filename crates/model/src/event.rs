@@ -503,10 +503,26 @@ mod tests {
         };
         let ok = "2026-03-01T10:00:05Z";
         for (payload, field, kind) in [
-            (tcp("2150-01-01T00:00:00Z", ok, "1"), "event_timestamp", "event_time_out_of_range"),
-            (tcp("1969-12-31T23:59:59Z", ok, "1"), "event_timestamp", "event_time_out_of_range"),
-            (tcp(ok, "2107-01-01T00:00:00Z", "1"), "object.conn.end_ts", "event_time_out_of_range"),
-            (tcp(ok, ok, "9223372036854775808"), "object.conn.bytes_out", "count_out_of_range"),
+            (
+                tcp("2150-01-01T00:00:00Z", ok, "1"),
+                "event_timestamp",
+                "event_time_out_of_range",
+            ),
+            (
+                tcp("1969-12-31T23:59:59Z", ok, "1"),
+                "event_timestamp",
+                "event_time_out_of_range",
+            ),
+            (
+                tcp(ok, "2107-01-01T00:00:00Z", "1"),
+                "object.conn.end_ts",
+                "event_time_out_of_range",
+            ),
+            (
+                tcp(ok, ok, "9223372036854775808"),
+                "object.conn.bytes_out",
+                "count_out_of_range",
+            ),
         ] {
             let err = decode(payload.as_bytes()).unwrap_err();
             assert_eq!((err.field.as_str(), err.kind()), (field, kind), "{err}");

@@ -419,9 +419,7 @@ where
             let t = DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|e| {
-                    de::Error::custom(format!(
-                        "expected an RFC 3339 timestamp, found {s:?} ({e})"
-                    ))
+                    de::Error::custom(format!("expected an RFC 3339 timestamp, found {s:?} ({e})"))
                 })?;
             if !crate::limits::storable_time(t) {
                 return Err(de::Error::custom(crate::limits::time_out_of_range(t)));

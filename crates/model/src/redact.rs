@@ -58,7 +58,9 @@ fn redact_value(value: &mut Value, secrets: &mut Vec<String>) {
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| redact_value(item, secrets)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_value(item, secrets)),
         _ => {}
     }
 }
@@ -172,7 +174,14 @@ mod tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["token_id", "id", "owner_id", "description", "acl", "tokens_used"] {
+        for key in [
+            "token_id",
+            "id",
+            "owner_id",
+            "description",
+            "acl",
+            "tokens_used",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
@@ -190,7 +199,11 @@ mod tests {
         assert_eq!(value["object"]["acl"]["x"], 1);
         assert_eq!(value["event_id"], "ev_1");
         let clean = r#"{"b":1,   "a":2}"#;
-        assert_eq!(redacted(clean), (clean.to_owned(), Vec::new()), "untouched bytes");
+        assert_eq!(
+            redacted(clean),
+            (clean.to_owned(), Vec::new()),
+            "untouched bytes"
+        );
     }
 
     #[test]
@@ -209,7 +222,10 @@ mod tests {
             assert_eq!(secrets, [secret], "{payload}");
         }
         let (text, secrets) = redacted("tokenizer: plain words, no = secret here");
-        assert!(secrets.is_empty() && text.starts_with("tokenizer"), "{text}");
+        assert!(
+            secrets.is_empty() && text.starts_with("tokenizer"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -693,6 +693,11 @@ fn invalid_payloads_are_rejected_by_schema_and_decoder() {
             "object.conn.bytes_out",
         ),
         (
+            "bytes_out past what an Int64 sum holds",
+            with(tcp.clone(), "/object/conn/bytes_out", Some(json!(u64::MAX))),
+            "object.conn.bytes_out",
+        ),
+        (
             "fractional bytes_in",
             with(tcp.clone(), "/object/conn/bytes_in", Some(json!(1.5))),
             "object.conn.bytes_in",
@@ -1042,8 +1047,8 @@ fn known_quirks_are_accepted_by_schema_and_decoder() {
             with(tcp.clone(), "/object/conn/bytes_in", Some(Value::Null)),
         ),
         (
-            "bytes huge",
-            with(tcp.clone(), "/object/conn/bytes_out", Some(json!(u64::MAX))),
+            "bytes at the Int64 limit",
+            with(tcp.clone(), "/object/conn/bytes_out", Some(json!(i64::MAX))),
         ),
         ("no conn at all", with(tcp.clone(), "/object/conn", None)),
         (

@@ -293,7 +293,12 @@ impl ControlWait {
     /// already published then, so the cached ends are ends enough and no round trip to the
     /// broker is made (a backlog of older traffic never fetches; live traffic fetches about once
     /// per batch).
-    pub(crate) fn wait_slice(&mut self, traffic: &TrafficSource, shared: &Shared, t_us: i64) -> bool {
+    pub(crate) fn wait_slice(
+        &mut self,
+        traffic: &TrafficSource,
+        shared: &Shared,
+        t_us: i64,
+    ) -> bool {
         if self.cached_ends_suffice(shared, t_us) {
             return true;
         }
@@ -359,9 +364,10 @@ impl ControlWait {
             .iter()
             .map(|&p| {
                 let applied = watermark.max_time_us.get(&p).copied().unwrap_or(i64::MIN);
-                let at_end = self.last_highs.get(&p).is_some_and(|&high| {
-                    watermark.next.get(&p).copied().unwrap_or(0) >= high
-                });
+                let at_end = self
+                    .last_highs
+                    .get(&p)
+                    .is_some_and(|&high| watermark.next.get(&p).copied().unwrap_or(0) >= high);
                 if at_end {
                     applied.max(read_to_end_us)
                 } else {

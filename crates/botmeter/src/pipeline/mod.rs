@@ -175,12 +175,7 @@ pub fn run(
     let source = ControlSource::new(&kafka, &start)?;
     info!(partitions = ?source.partitions(), stored = ?stored_control, "control reader assigned");
     let control_partitions = source.partitions().to_vec();
-    let control = ControlLoop::new(
-        source,
-        stored_control,
-        shared.clone(),
-        settings.max_backoff(),
-    );
+    let control = ControlLoop::new(source, stored_control, shared.clone(), &settings);
     let control_thread = std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control.run())?;
