@@ -27,28 +27,28 @@ async fn db_with_fleet(name: &str) -> TestDb {
     db
 }
 
-fn secs(time: &str) -> u32 {
+pub(crate) fn secs(time: &str) -> u32 {
     let rfc3339 = format!("{}Z", time.replace(' ', "T"));
     u32::try_from(DateTime::parse_from_rfc3339(&rfc3339).unwrap().timestamp()).unwrap()
 }
 
-fn us(time: &str) -> i64 {
+pub(crate) fn us(time: &str) -> i64 {
     i64::from(secs(time)) * 1_000_000
 }
 
 #[derive(Default)]
-struct Traffic {
-    bytes_in: u64,
-    bytes_out: u64,
-    http: bool,
-    sign: i8,
-    status: &'static str,
-    reason: &'static str,
-    hostname: &'static str,
-    flags: &'static [&'static str],
+pub(crate) struct Traffic {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) http: bool,
+    pub(crate) sign: i8,
+    pub(crate) status: &'static str,
+    pub(crate) reason: &'static str,
+    pub(crate) hostname: &'static str,
+    pub(crate) flags: &'static [&'static str],
 }
 
-fn usage(
+pub(crate) fn usage(
     event_id: &str,
     time: &str,
     endpoint: &str,
@@ -271,7 +271,7 @@ fn usage_rows() -> Vec<UsageRow> {
     ]
 }
 
-fn control(
+pub(crate) fn control(
     event_id: &str,
     event_type: &str,
     time: &str,
@@ -305,7 +305,7 @@ fn by_admin(mut row: ControlRow) -> ControlRow {
     row
 }
 
-fn credential(
+pub(crate) fn credential(
     event_id: &str,
     event_type: &str,
     time: &str,
@@ -323,7 +323,7 @@ fn credential(
     ))
 }
 
-fn bot_user(
+pub(crate) fn bot_user(
     event_id: &str,
     action: &str,
     time: &str,
@@ -576,7 +576,7 @@ fn control_rows() -> Vec<ControlRow> {
     ]
 }
 
-async fn get(
+pub(crate) async fn get(
     state: &AppState,
     uri: &str,
     headers: &[(&str, &str)],
