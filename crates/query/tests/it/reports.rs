@@ -1060,11 +1060,9 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
             )
         })
         .collect();
-    // bot_a's credentials and cr_x, whose metadata names acme; ages to the end of May (ak_1: to its deletion).
-    assert_eq!(
-        credentials,
-        [("ak_1", 31), ("cr_1", 61), ("cr_2", 61), ("cr_x", 61)]
-    );
+    // bot_a's credentials, not cr_x: its metadata names acme, but bot_b owns it. Ages to the end
+    // of May (ak_1: to its deletion).
+    assert_eq!(credentials, [("ak_1", 31), ("cr_1", 61), ("cr_2", 61)]);
     let t = &report["totals"];
     assert_eq!(
         (
@@ -1074,11 +1072,11 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
             t["endpoints"].clone(),
             t["active_endpoint_hours"].clone()
         ),
-        (json!(336), json!(3093), json!(7), json!(3), json!(5))
+        (json!(327), json!(3084), json!(6), json!(2), json!(4))
     );
     assert_eq!(
         (t["agent_sessions"].clone(), t["session_hours"].clone()),
-        (json!(7), json!(2132.5))
+        (json!(6), json!(1397.5))
     );
     assert_eq!(report["days"][0]["start"], "2024-05-01T00:00:00Z");
 
@@ -1101,7 +1099,7 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
         csv.lines()
             .last()
             .unwrap()
-            .starts_with("total,336,3093,1,7,3,5,7,2132.5"),
+            .starts_with("total,327,3084,1,6,2,4,6,1397.5"),
         "{csv}"
     );
 
@@ -1115,7 +1113,8 @@ async fn customer_report_in_json_csv_and_html_behind_keys() {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = String::from_utf8(body).unwrap();
     assert_eq!(page.matches("<rect class=\"bar\"").count(), 31);
-    assert!(page.contains("<code>cr_x</code>") && page.contains("payments-ci-2"));
+    assert!(page.contains("<code>cr_1</code>") && page.contains("payments-ci-2"));
+    assert!(!page.contains("cr_x"));
 
     // The customer key sees its bot users' usage, nothing else.
     let (status, _, _) = get(&state, &format!("/v1/owners/bot_a/usage?{RANGE}"), &acme).await;

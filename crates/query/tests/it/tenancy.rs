@@ -51,9 +51,17 @@ fn usage_rows() -> Vec<UsageRow> {
 
 fn control_rows() -> Vec<ControlRow> {
     let created = "2024-03-01 00:00:00";
-    let bot = |id: &str, metadata: &str| bot_user(id, "created", created, id, id, true, Some(metadata));
+    let bot =
+        |id: &str, metadata: &str| bot_user(id, "created", created, id, id, true, Some(metadata));
     let cred = |id: &str, owner: &str, metadata: &str| {
-        credential(id, "tunnel_credential_created.v0", created, id, owner, metadata)
+        credential(
+            id,
+            "tunnel_credential_created.v0",
+            created,
+            id,
+            owner,
+            metadata,
+        )
     };
     vec![
         bot("bot_a", ACME),
@@ -74,7 +82,10 @@ fn control_rows() -> Vec<ControlRow> {
         cred("cr_m", "bot_m", ""),
         bot("bot_n", r#"{"owner":{"customer":"acme"}}"#),
         cred("cr_n", "bot_n", ""),
-        bot("bot_t", r#"{"tags":{"customer":"globex"},"customer":"acme"}"#),
+        bot(
+            "bot_t",
+            r#"{"tags":{"customer":"globex"},"customer":"acme"}"#,
+        ),
         cred("cr_t", "bot_t", ""),
     ]
 }
@@ -176,10 +187,27 @@ async fn a_bot_users_customer_is_read_as_of_the_reports_range() {
     let (status, report) = call(&state, "/v1/customers/acme/report?month=2024-05", "acme").await;
     assert_eq!(status, StatusCode::OK);
     let (bots, credentials, _) = summary(&report);
-    assert!(bots.contains(&"bot_m") && credentials.contains(&"cr_m"), "{report}");
-    let (status, _) = call(&state, "/v1/customers/globex/report?month=2024-05", "globex").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "globex had no bot user in May");
-    let (status, report) = call(&state, "/v1/customers/globex/report?month=2024-07", "globex").await;
+    assert!(
+        bots.contains(&"bot_m") && credentials.contains(&"cr_m"),
+        "{report}"
+    );
+    let (status, _) = call(
+        &state,
+        "/v1/customers/globex/report?month=2024-05",
+        "globex",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "globex had no bot user in May"
+    );
+    let (status, report) = call(
+        &state,
+        "/v1/customers/globex/report?month=2024-07",
+        "globex",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(summary(&report), (vec!["bot_m"], vec!["cr_m"], 7_000_000));
     // The same rule for the owner usage a customer key may read.
@@ -203,10 +231,7 @@ async fn the_metadata_key_counts_at_the_top_level_only() {
     assert_eq!(bots, ["bot_a", "bot_m", "bot_t"], "{report}");
     let (status, _) = call(&state, "/v1/customers/globex/report?month=2024-05", "ops").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    for (owner, expected) in [
-        ("bot_n", StatusCode::NOT_FOUND),
-        ("bot_t", StatusCode::OK),
-    ] {
+    for (owner, expected) in [("bot_n", StatusCode::NOT_FOUND), ("bot_t", StatusCode::OK)] {
         let uri = format!("/v1/owners/{owner}/usage?{MAY}");
         assert_eq!(call(&state, &uri, "acme").await.0, expected, "{owner}");
     }
