@@ -615,3 +615,57 @@ async fn every_route_keeps_customers_apart() {
     drop(server);
     env.drop_database().await;
 }
+
+/// `botmeter serve --api-keys-file <file>` with `text` in the file: its exit status and output, or
+/// a panic if it is still serving after a few seconds.
+fn serve_with_keys(env: &TestEnv, name: &str, text: &str) -> (std::process::ExitStatus, String) {
+    let file = env.log_dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = env
+        .command(&["serve", "--listen", &listen, "--api-keys-file"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn botmeter serve");
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return (output.status, text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("botmeter serve started with the keys file {name}:\n{text}");
+}
+
+#[test]
+fn serve_refuses_an_empty_or_ambiguous_keys_file() {
+    let env = TestEnv::new("api_keys_refused");
+    let (status, output) = serve_with_keys(&env, "empty.toml", "keys = []\n");
+    assert!(!status.success());
+    assert!(
+        output.contains("empty.toml") && output.contains("no keys"),
+        "{output}"
+    );
+
+    let digest = query::api::key_digest("shared-key");
+    let twice = format!(
+        "[[keys]]\nname = \"a\"\nsha256 = \"{digest}\"\nrole = \"admin\"\n\
+         [[keys]]\nname = \"b\"\nsha256 = \"{}\"\nrole = \"customer:acme\"\n",
+        digest.to_uppercase()
+    );
+    let (status, output) = serve_with_keys(&env, "twice.toml", &twice);
+    assert!(!status.success());
+    assert!(
+        output.contains("twice.toml") && output.contains(&digest),
+        "{output}"
+    );
+}

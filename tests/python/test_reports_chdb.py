@@ -281,35 +281,48 @@ def catalog(db, name, *values):
 
 def test_credentials_catalog(fleet):
     us = lambda text: ts(text) * 1_000_000  # noqa: E731
-    types, rows = catalog(fleet, "credentials_catalog.sql", "customer", 1, [], [], "")
-    assert types == ["String"] * 5 + ["Int64", "Int64"]
+    types, rows = catalog(fleet, "credentials_catalog.sql", 1, [], [])
+    assert types == ["String"] * 4 + ["Int64", "Int64"]
     assert rows == [
-        ["ak_1", "api_key", "bot_a", "", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00")],
-        ["cr_1", "authtoken", "bot_a", "", "", us("2024-04-01 00:00:00"), 0],
-        ["cr_2", "ssh_key", "bot_a", "", "", us("2024-04-01 00:00:00"), 0],
-        ["cr_x", "authtoken", "bot_b", "", "acme", us("2024-04-01 00:00:00"), 0],
+        ["ak_1", "api_key", "bot_a", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00")],
+        ["cr_1", "authtoken", "bot_a", "", us("2024-04-01 00:00:00"), 0],
+        ["cr_2", "ssh_key", "bot_a", "", us("2024-04-01 00:00:00"), 0],
+        ["cr_x", "authtoken", "bot_b", "", us("2024-04-01 00:00:00"), 0],
     ]
-    # A customer's credentials: its bots' and those whose metadata names it.
-    _, rows = catalog(fleet, "credentials_catalog.sql", "customer", 0, ["bot_a"], [], "acme")
-    assert [r[0] for r in rows] == ["ak_1", "cr_1", "cr_2", "cr_x"]
-    _, rows = catalog(fleet, "credentials_catalog.sql", "", 0, [], ["cr_2"], "")
+    # A customer's credentials are its bots': cr_x, whose metadata names acme, is bot_b's.
+    _, rows = catalog(fleet, "credentials_catalog.sql", 0, ["bot_a"], [])
+    assert [r[0] for r in rows] == ["ak_1", "cr_1", "cr_2"]
+    _, rows = catalog(fleet, "credentials_catalog.sql", 0, [], ["cr_2"])
     assert [r[0] for r in rows] == ["cr_2"]
-    _, rows = catalog(fleet, "credentials_catalog.sql", "customer", 0, [], [], "acme' OR 1=1 --")
+    _, rows = catalog(fleet, "credentials_catalog.sql", 0, ["bot_a' OR 1=1 --"], [])
     assert rows == []
 
 
 def test_bot_users_catalog(fleet):
     us = lambda text: ts(text) * 1_000_000  # noqa: E731
-    types, rows = catalog(fleet, "bot_users_catalog.sql", "customer", 1, [], "")
-    assert types == ["String", "String", "UInt8", "UInt8", "String", "Int64", "Int64"]
+    types, rows = catalog(fleet, "bot_users_catalog.sql", 1, [])
+    assert types == ["String", "String", "UInt8", "UInt8", "Int64", "Int64"]
     assert rows == [
-        ["bot_a", "payments-ci-2", 0, 0, "acme", us("2024-03-01 00:00:00"), 0],
-        ["bot_b", "search", 0, 1, "", us("2024-03-02 00:00:00"), us("2024-05-02 00:00:00")],
+        ["bot_a", "payments-ci-2", 0, 0, us("2024-03-01 00:00:00"), 0],
+        ["bot_b", "search", 0, 1, us("2024-03-02 00:00:00"), us("2024-05-02 00:00:00")],
     ]
-    _, rows = catalog(fleet, "bot_users_catalog.sql", "customer", 0, [], "acme")
-    assert [r[0] for r in rows] == ["bot_a"]
-    _, rows = catalog(fleet, "bot_users_catalog.sql", "", 0, ["bot_b"], "acme")
+    _, rows = catalog(fleet, "bot_users_catalog.sql", 0, ["bot_b"])
     assert [r[0] for r in rows] == ["bot_b"]
+
+
+def test_bot_user_metadata_as_of(fleet):
+    """Each bot user's object in its latest created or updated version before a time."""
+    import json
+
+    before = lambda text: ts(text) * 1_000_000  # noqa: E731
+    types, rows = catalog(fleet, "bot_user_metadata.sql", before("2024-05-01 12:00:00"))
+    assert types == ["String", "String"]
+    assert [(r[0], json.loads(r[1])["name"]) for r in rows] == [("bot_a", "payments-ci"), ("bot_b", "search")]
+    assert json.loads(json.loads(rows[0][1])["metadata"]) == {"customer": "acme"}
+    # The update at 12:00 is read from then on; nothing exists before the first event.
+    _, rows = catalog(fleet, "bot_user_metadata.sql", before("2024-06-01 00:00:00"))
+    assert [(r[0], json.loads(r[1])["name"]) for r in rows] == [("bot_a", "payments-ci-2"), ("bot_b", "search")]
+    assert catalog(fleet, "bot_user_metadata.sql", before("2024-03-01 00:00:00"))[1] == []
 
 
 def test_principals(fleet):

@@ -99,12 +99,14 @@ pub enum Command {
         /// Plan quotas and unit prices for /v1/overage (TOML, or JSON when it ends in .json).
         #[arg(long, env = "BOTMETER_PLAN")]
         plan: Option<std::path::PathBuf>,
-        /// API keys (SHA-256 digests with roles admin, reader, customer:<id>; TOML or .json).
-        /// Without it the API is open to anyone who can reach it.
+        /// API keys (SHA-256 digests with roles admin, reader, customer:<id>; TOML or .json): at
+        /// least one, each digest once, else serve refuses to start. Without it the API is open
+        /// to anyone who can reach it.
         #[arg(long, env = "BOTMETER_API_KEYS_FILE")]
         api_keys_file: Option<std::path::PathBuf>,
-        /// Key of bot users' and credentials' JSON metadata whose value names a customer
-        /// (/v1/customers/<value>/report); customers are bot user ids only without it.
+        /// Key at the top level of bot users' JSON metadata whose value names their customer
+        /// (/v1/customers/<value>/report), as of the end of the report's range; a customer's
+        /// credentials are those its bot users own. Customers are bot user ids only without it.
         #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]
         customer_metadata_key: Option<String>,
     },

@@ -1,34 +1,29 @@
 -- Every credential of the audit log, one row each: kind, owner at creation (ownership never
--- changes; events flagged owner_change_rejected are ignored for it), latest description and
--- metadata, first event (created) and deletion time, and the value of a key in its metadata (the
--- customer it belongs to, when `--customer-metadata-key` is set). Read verbatim by the HTTP API
+-- changes; events flagged owner_change_rejected are ignored for it), latest description, first
+-- event (created) and deletion time. Read verbatim by the HTTP API
 -- (crates/query/src/api/catalog.rs) and by tests/python/test_reports_chdb.py.
 --
--- ngrok's metadata is a string, usually holding JSON: the key is looked up in that JSON (or in the
--- object itself when metadata is a JSON object).
--- Placeholders, in order: metadata key (String, '' for none), all (UInt8: 1 for every credential),
--- owner ids (Array(String)), credential ids (Array(String)), customer (String, '' for none). A
--- credential is listed when all is 1, or its owner or its id is listed, or its metadata value is
--- the customer.
+-- Tenancy is by ownership: a customer's credentials are those its bot users own (the API lists
+-- them by owner), never those whose metadata names it, so no metadata is read here.
+-- Placeholders, in order: all (UInt8: 1 for every credential), owner ids (Array(String)),
+-- credential ids (Array(String)). A credential is listed when all is 1, or its owner or its id is
+-- listed.
 -- Must run on ClickHouse 18.16: no JSONExtract (visitParamExtract* on compact JSON instead).
 SELECT
     toString(credential_id)  AS c_credential_id,
     toString(kind)           AS c_kind,
     toString(owner)          AS c_owner_id,
     toString(description)    AS c_description,
-    toString(customer_value) AS c_customer,
     toInt64(created_us)      AS c_created_us,
     toInt64(deleted_us)      AS c_deleted_us
 FROM
 (
-    WITH ? AS metadata_key
     SELECT
         object_id AS credential_id,
         any(multiIf(startsWith(event_type, 'tunnel_credential_'), 'authtoken',
                     startsWith(event_type, 'ssh_public_key_'), 'ssh_key', 'api_key')) AS kind,
         argMinIf(owner_id, event_time_us, accepted AND owner_id != '')                 AS owner,
         argMaxIf(visitParamExtractString(object, 'description'), event_time_us, accepted) AS description,
-        argMaxIf(visitParamExtractString(metadata_json, metadata_key), event_time_us, accepted) AS customer_value,
         min(event_time_us)                                                              AS created_us,
         maxIf(event_time_us, endsWith(event_type, '_deleted.v0'))                       AS deleted_us
     FROM
@@ -39,10 +34,7 @@ FROM
             event_time_us,
             owner_id,
             object,
-            NOT has(anomalies, 'owner_change_rejected') AS accepted,
-            if(startsWith(visitParamExtractRaw(object, 'metadata'), '{'),
-               visitParamExtractRaw(object, 'metadata'),
-               visitParamExtractString(object, 'metadata')) AS metadata_json
+            NOT has(anomalies, 'owner_change_rejected') AS accepted
         FROM control_events
         WHERE event_type IN (
                 'tunnel_credential_created.v0', 'tunnel_credential_updated.v0', 'tunnel_credential_deleted.v0',
@@ -54,5 +46,4 @@ FROM
 WHERE ? = 1
    OR owner IN (SELECT arrayJoin(CAST(? AS Array(String))))
    OR credential_id IN (SELECT arrayJoin(CAST(? AS Array(String))))
-   OR (customer_value != '' AND customer_value = ?)
 ORDER BY c_credential_id

@@ -26,6 +26,7 @@ mod params;
 mod plan;
 mod report;
 mod settings;
+mod tenancy;
 mod top;
 mod usage;
 
@@ -124,8 +125,9 @@ impl AppState {
         self
     }
 
-    /// Also finds customers by this key of bot users' and credentials' JSON metadata. The key is
-    /// letters, digits, `_`, `-` and `.`, at most 64 characters.
+    /// Also finds a customer's bot users by this key at the top level of their JSON metadata (as of
+    /// the end of the report's range); credentials are the customer's by ownership only. The key
+    /// is letters, digits, `_`, `-` and `.`, at most 64 characters.
     pub fn with_customer_metadata_key(mut self, key: &str) -> std::result::Result<Self, String> {
         let valid = !key.is_empty()
             && key.len() <= 64

@@ -16,8 +16,12 @@
 //! - `reader`: every report, not the audit trail (`/v1/audit`, which shows who did what with
 //!   which API key);
 //! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`) and the usage of the
-//!   bot users that belong to it (`/v1/owners/<bot>/usage`); another customer or owner answers 404
-//!   (its existence is not confirmed), any other route 403.
+//!   bot users that belong to it (`/v1/owners/<bot>/usage`), by the one ownership rule of
+//!   [`super::tenancy`] (a bot user's metadata as of the end of the requested range); another
+//!   customer or owner answers 404 (its existence is not confirmed), any other route 403.
+//!
+//! A keys file with no keys, or with two keys of the same digest (which one a request gets would be
+//! arbitrary: a customer key could act as an admin), is refused when `serve` starts.
 //!
 //! With no keys configured the API is open (every route, as admin), and `serve` logs a warning.
 //! `/healthz`, `/readyz` and `/openapi.json` never need a key.
@@ -44,7 +48,7 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysFile {
-    /// The keys; an empty list leaves the API open.
+    /// The keys: at least one (without `--api-keys-file` the API is open), each digest once.
     #[serde(default)]
     pub keys: Vec<ApiKeyEntry>,
 }
@@ -55,7 +59,8 @@ pub struct ApiKeysFile {
 pub struct ApiKeyEntry {
     /// A name for logs (who holds the key); unique in the file.
     pub name: String,
-    /// The key's SHA-256 digest, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    /// The key's SHA-256 digest, 64 hex digits (`printf %s "$KEY" | sha256sum`); unique in the
+    /// file.
     pub sha256: String,
     /// `admin`, `reader`, or `customer:<customer id>`.
     pub role: String,
@@ -125,53 +130,20 @@ impl ApiKeys {
         Self::validate(path, file)
     }
 
-    /// Checks every entry.
+    /// Checks every entry: at least one key, names and digests unique, roles known.
     pub fn validate(path: &std::path::Path, file: ApiKeysFile) -> Result<Self, SettingsError> {
-        let invalid = |i: usize, field: &str, message: String| SettingsError::Invalid {
-            path: path.to_owned(),
-            field: format!("keys[{i}].{field}"),
-            message,
-        };
-        let mut keys = Vec::with_capacity(file.keys.len());
-        for (i, entry) in file.keys.into_iter().enumerate() {
-            if entry.name.trim().is_empty() {
-                return Err(invalid(i, "name", "must not be empty".to_owned()));
-            }
-            if keys.iter().any(|k: &StoredKey| k.name == entry.name) {
-                return Err(invalid(
-                    i,
-                    "name",
-                    format!("{:?} is used twice", entry.name),
-                ));
-            }
-            let digest = hex::decode(&entry.sha256)
-                .ok()
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        i,
-                        "sha256",
-                        format!(
-                            "expected 64 hex digits (the SHA-256 of the key, not the key), found {} characters",
-                            entry.sha256.len()
-                        ),
-                    )
-                })?;
-            let role = Role::parse(&entry.role).ok_or_else(|| {
-                invalid(
-                    i,
-                    "role",
-                    format!(
-                        "expected admin, reader or customer:<id> (letters, digits, _, - and .), found {:?}",
-                        entry.role
-                    ),
-                )
-            })?;
-            keys.push(StoredKey {
-                name: entry.name,
-                digest,
-                role,
+        if file.keys.is_empty() {
+            return Err(SettingsError::Invalid {
+                path: path.to_owned(),
+                field: "keys".to_owned(),
+                message: "the file has no keys; omit --api-keys-file to leave the API open"
+                    .to_owned(),
             });
+        }
+        let mut keys: Vec<StoredKey> = Vec::with_capacity(file.keys.len());
+        for (i, entry) in file.keys.into_iter().enumerate() {
+            let key = check_entry(path, i, entry, &keys)?;
+            keys.push(key);
         }
         Ok(Self {
             keys: Arc::new(keys),
@@ -200,6 +172,63 @@ impl ApiKeys {
         }
         found
     }
+}
+
+/// Keys file entry `i`, checked against the entries before it (`earlier`).
+fn check_entry(
+    path: &std::path::Path,
+    i: usize,
+    entry: ApiKeyEntry,
+    earlier: &[StoredKey],
+) -> Result<StoredKey, SettingsError> {
+    let invalid = |field: &str, message: String| SettingsError::Invalid {
+        path: path.to_owned(),
+        field: format!("keys[{i}].{field}"),
+        message,
+    };
+    if entry.name.trim().is_empty() {
+        return Err(invalid("name", "must not be empty".to_owned()));
+    }
+    if earlier.iter().any(|k| k.name == entry.name) {
+        return Err(invalid("name", format!("{:?} is used twice", entry.name)));
+    }
+    let digest = hex::decode(&entry.sha256)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| {
+            invalid(
+                "sha256",
+                format!(
+                    "expected 64 hex digits (the SHA-256 of the key, not the key), found {} characters",
+                    entry.sha256.len()
+                ),
+            )
+        })?;
+    // One key, one role: with a digest twice, which role a request gets would be arbitrary.
+    if let Some((j, other)) = earlier.iter().enumerate().find(|(_, k)| k.digest == digest) {
+        return Err(invalid(
+            "sha256",
+            format!(
+                "digest {} is also the digest of keys[{j}] ({:?}): each key must be unique",
+                hex::encode(digest),
+                other.name
+            ),
+        ));
+    }
+    let role = Role::parse(&entry.role).ok_or_else(|| {
+        invalid(
+            "role",
+            format!(
+                "expected admin, reader or customer:<id> (letters, digits, _, - and .), found {:?}",
+                entry.role
+            ),
+        )
+    })?;
+    Ok(StoredKey {
+        name: entry.name,
+        digest,
+        role,
+    })
 }
 
 /// Who is asking, as established by [`authenticate`].
@@ -267,17 +296,19 @@ impl Access {
         }
     }
 
-    /// An owner's usage: any account-wide key, or a customer key when the owner is one of that
-    /// customer's bot users (else 404).
+    /// An owner's usage up to `before` (Unix seconds): any account-wide key, or a customer key when
+    /// the owner is one of that customer's bot users as of `before`, by the rule of the customer
+    /// report ([`super::tenancy`]); else 404.
     pub(super) async fn check_owner(
         &self,
         state: &AppState,
         owner_id: &str,
+        before: u32,
     ) -> Result<(), ApiError> {
         let Some(customer) = self.customer() else {
             return Ok(());
         };
-        let resolved = super::customers::resolve(state, customer).await?;
+        let resolved = super::tenancy::resolve(state, customer, before).await?;
         if resolved.bot_ids().any(|bot| bot == owner_id) {
             Ok(())
         } else {
@@ -421,6 +452,28 @@ mod tests {
         assert!(keys(&bad_customer).is_err());
         let twice = format!("{}{}", file(), file());
         assert!(keys(&twice).unwrap_err().to_string().contains("used twice"));
+        // No keys: refused, naming the file (an open API is had by omitting the file).
+        for empty in ["", "keys = []\n"] {
+            let err = keys(empty).unwrap_err().to_string();
+            assert!(
+                err.starts_with("keys.toml: keys:") && err.contains("no keys"),
+                "{err}"
+            );
+        }
+        // The same digest twice, whatever its case: refused, naming the file and the digest.
+        let digest = key_digest("admin-key");
+        let same = format!(
+            "{}[[keys]]\nname = \"ops2\"\nsha256 = \"{}\"\nrole = \"customer:acme\"\n",
+            file(),
+            digest.to_uppercase()
+        );
+        let err = keys(&same).unwrap_err().to_string();
+        assert!(
+            err.starts_with("keys.toml: keys[3].sha256:")
+                && err.contains(&digest)
+                && err.contains("keys[0]"),
+            "{err}"
+        );
         let unknown = "[[keys]]\nname = \"a\"\nkey = \"plain\"\n";
         assert!(matches!(keys(unknown), Err(SettingsError::Parse { .. })));
         let json = ApiKeys::parse(

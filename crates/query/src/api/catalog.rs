@@ -1,5 +1,6 @@
 //! What the audit log says about credentials, bot users and principals, for the reports that name
-//! them (`crates/query/sql/credentials_catalog.sql`, `bot_users_catalog.sql`, `principals.sql`).
+//! them (`crates/query/sql/credentials_catalog.sql`, `bot_users_catalog.sql`,
+//! `bot_user_metadata.sql`, `principals.sql`).
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -8,10 +9,12 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState};
 use crate::error::with_deadline;
 
-/// Placeholders: metadata key, all, owners, credentials, customer.
+/// Placeholders: all, owners, credentials.
 pub(super) const CREDENTIALS_SQL: &str = include_str!("../../sql/credentials_catalog.sql");
-/// Placeholders: metadata key, all, bot ids, customer.
+/// Placeholders: all, bot ids.
 pub(super) const BOT_USERS_SQL: &str = include_str!("../../sql/bot_users_catalog.sql");
+/// Placeholder: before (microseconds).
+pub(super) const BOT_USER_METADATA_SQL: &str = include_str!("../../sql/bot_user_metadata.sql");
 /// No placeholders.
 pub(super) const PRINCIPALS_SQL: &str = include_str!("../../sql/principals.sql");
 
@@ -22,9 +25,6 @@ pub(super) struct CredentialRow {
     pub(super) kind: String,
     pub(super) owner_id: String,
     pub(super) description: String,
-    /// Read positionally (RowBinary needs every column); the SQL already filtered on it.
-    #[serde(rename = "customer")]
-    _customer: String,
     pub(super) created_us: i64,
     pub(super) deleted_us: i64,
 }
@@ -36,11 +36,16 @@ pub(super) struct BotUserRow {
     pub(super) name: String,
     pub(super) active: u8,
     pub(super) deleted: u8,
-    /// Read positionally (RowBinary needs every column); the SQL already filtered on it.
-    #[serde(rename = "customer")]
-    _customer: String,
     pub(super) created_us: i64,
     pub(super) deleted_us: i64,
+}
+
+/// One bot user's object as of a time, positional row of `bot_user_metadata.sql`.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub(super) struct BotUserObjectRow {
+    pub(super) bot_id: String,
+    /// The JSON object of its latest created or updated event before that time.
+    pub(super) object: String,
 }
 
 /// One principal or owner with its latest subject.
@@ -56,7 +61,6 @@ pub(super) struct CredentialFilter<'a> {
     pub(super) all: bool,
     pub(super) owners: &'a [String],
     pub(super) credentials: &'a [String],
-    pub(super) customer: &'a str,
 }
 
 /// Credentials matching `filter`.
@@ -70,22 +74,19 @@ pub(super) async fn credentials(
         state
             .client
             .query(CREDENTIALS_SQL)
-            .bind(state.metadata_key())
             .bind(u8::from(filter.all))
             .bind(filter.owners)
             .bind(filter.credentials)
-            .bind(filter.customer)
             .fetch_all::<CredentialRow>(),
     )
     .await?)
 }
 
-/// Bot users: all, or those listed, or those whose metadata names `customer`.
+/// Bot users: all, or those listed.
 pub(super) async fn bot_users(
     state: &AppState,
     all: bool,
     bot_ids: &[String],
-    customer: &str,
 ) -> Result<Vec<BotUserRow>, ApiError> {
     Ok(with_deadline(
         "read the bot user catalog",
@@ -93,11 +94,26 @@ pub(super) async fn bot_users(
         state
             .client
             .query(BOT_USERS_SQL)
-            .bind(state.metadata_key())
             .bind(u8::from(all))
             .bind(bot_ids)
-            .bind(customer)
             .fetch_all::<BotUserRow>(),
+    )
+    .await?)
+}
+
+/// Every bot user's object as of `before_us` (events before it).
+pub(super) async fn bot_user_objects(
+    state: &AppState,
+    before_us: i64,
+) -> Result<Vec<BotUserObjectRow>, ApiError> {
+    Ok(with_deadline(
+        "read the bot users' metadata",
+        state.query_timeout,
+        state
+            .client
+            .query(BOT_USER_METADATA_SQL)
+            .bind(before_us)
+            .fetch_all::<BotUserObjectRow>(),
     )
     .await?)
 }

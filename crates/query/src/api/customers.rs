@@ -2,10 +2,11 @@
 //! month, as JSON (default), CSV (`format=csv` or `Accept: text/csv`) or a readable HTML page
 //! (`format=html` or `Accept: text/html`) with a daily usage chart.
 //!
-//! A customer is a bot user (`customer_id` is its id) or, when `botmeter serve
-//! --customer-metadata-key KEY` is set, the value of `KEY` in the JSON metadata of bot users or
-//! credentials: its usage is that of those bot users (all their credentials) plus that of the
-//! credentials whose metadata names it. An id that matches nothing answers 404.
+//! A customer is its bot users: the one whose id is `customer_id` and, when `botmeter serve
+//! --customer-metadata-key KEY` is set, those whose metadata has `KEY` = `customer_id` at its top
+//! level at the end of the month. Its credentials are the ones they own, its usage theirs (see
+//! [`super::tenancy`]); a credential of anyone else never counts, whatever its metadata says. An id
+//! that matches no bot user answers 404.
 //!
 //! Days and the month are UTC; metrics as in the owner usage report (summed times `sign`, active
 //! endpoint hours per UTC hour, session-hours within the month).
@@ -22,65 +23,20 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
-use super::catalog::{self, BotUserRow, CredentialFilter, CredentialRow};
+use super::catalog::CredentialRow;
 use super::customer_render;
 use super::params::{
     check_id, date_of, date_of_us, days_between, path_param, rfc3339, rfc3339_us,
     rfc3339_us_if_set, Choice, Month, QueryParams, TimeRange,
 };
 use super::report::{
-    self, Granularity, GroupBy, Scope, Series, SeriesSpec, UsageBucket, UsageGroup, UsageMetrics,
+    self, Granularity, GroupBy, Series, SeriesSpec, UsageBucket, UsageGroup, UsageMetrics,
 };
+use super::tenancy::{self, Resolved};
 use super::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/customers/{customer_id}/report", get(customer_report))
-}
-
-/// Who a customer is, per the audit log.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Resolved {
-    pub(super) bots: Vec<BotUserRow>,
-    pub(super) credentials: Vec<CredentialRow>,
-}
-
-impl Resolved {
-    pub(super) fn bot_ids(&self) -> impl Iterator<Item = &str> {
-        self.bots.iter().map(|b| b.bot_id.as_str())
-    }
-
-    fn scope(&self) -> Scope {
-        Scope {
-            owners: self.bots.iter().map(|b| b.bot_id.clone()).collect(),
-            credentials: self
-                .credentials
-                .iter()
-                .map(|c| c.credential_id.clone())
-                .collect(),
-        }
-    }
-}
-
-/// The bot users and credentials of `customer_id`.
-pub(super) async fn resolve(state: &AppState, customer_id: &str) -> Result<Resolved, ApiError> {
-    let by_metadata = if state.metadata_key().is_empty() {
-        ""
-    } else {
-        customer_id
-    };
-    let bots = catalog::bot_users(state, false, &[customer_id.to_owned()], by_metadata).await?;
-    let bot_ids: Vec<String> = bots.iter().map(|b| b.bot_id.clone()).collect();
-    let credentials = catalog::credentials(
-        state,
-        CredentialFilter {
-            all: false,
-            owners: &bot_ids,
-            credentials: &[],
-            customer: by_metadata,
-        },
-    )
-    .await?;
-    Ok(Resolved { bots, credentials })
 }
 
 /// How to answer.
@@ -130,9 +86,10 @@ pub struct CustomerReport {
     pub from: String,
     /// Start of the next month.
     pub to: String,
-    /// The customer's bot users.
+    /// The customer's bot users: the one whose id is the customer id, and those whose metadata
+    /// names the customer at the top level at the end of the month.
     pub bot_users: Vec<CustomerBotUser>,
-    /// The customer's credentials, with their usage in the month.
+    /// The credentials the customer's bot users own (and no other), with their usage in the month.
     pub credentials: Vec<CustomerCredential>,
     /// The month's totals.
     pub totals: UsageMetrics,
@@ -181,7 +138,7 @@ pub struct CustomerCredential {
     path = "/v1/customers/{customer_id}/report",
     tag = "customers",
     params(
-        ("customer_id" = String, Path, description = "A bot user id, or a value of the customer metadata key"),
+        ("customer_id" = String, Path, description = "A bot user id, or a value of the customer metadata key at the top level of bot users' metadata (as of the end of the month). The report covers those bot users, the credentials they own and their usage only; a credential owned by anyone else never counts, whatever its metadata says"),
         ("month" = String, Query, description = "YYYY-MM, a UTC calendar month"),
         ("format" = Option<String>, Query, description = "json (default), csv or html; else chosen by Accept"),
     ),
@@ -210,8 +167,8 @@ pub(super) async fn customer_report(
     let format = negotiate(params.choice("format")?, &headers);
     let range = month.checked_range()?;
 
-    let resolved = resolve(&state, &customer_id).await?;
-    if resolved.bots.is_empty() && resolved.credentials.is_empty() {
+    let resolved = tenancy::resolve(&state, &customer_id, range.to).await?;
+    if resolved.is_empty() {
         return Err(ApiError::Missing {
             what: format!("customer {customer_id:?}"),
         });

@@ -138,7 +138,7 @@ impl Modify for ParameterSchemas {
         (name = "anomalies", description = "Flagged, unattributed and dead-lettered usage"),
         (name = "audit", description = "The audit trail of an owner or credential (admin)"),
         (name = "overage", description = "Usage against the plan's quotas"),
-        (name = "customers", description = "Per-customer monthly reports"),
+        (name = "customers", description = "Per-customer monthly reports. A customer is its bot users (the one whose id is the customer id, and those whose metadata has the --customer-metadata-key at its top level naming it, as of the end of the month); it covers the credentials they own and their usage only, never a credential of another owner, whatever its metadata says. A customer:<id> API key reads the usage of the same bot users only (as of the end of the requested range)"),
         (name = "operations", description = "Health and this description"),
     )
 )]

@@ -98,7 +98,7 @@ pub(super) async fn owners(
         }
     };
     let (bots, credentials, principals, usage) = tokio::try_join!(
-        catalog::bot_users(&state, true, &[], ""),
+        catalog::bot_users(&state, true, &[]),
         catalog::credentials(
             &state,
             CredentialFilter {

@@ -99,7 +99,7 @@ pub(super) struct UsageRequest {
         (status = 200, description = "Usage per bucket", body = UsageReport),
         (status = 400, description = "A bad parameter, named in the message", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = super::openapi::ErrorBody),
-        (status = 404, description = "Not visible to this customer key", body = super::openapi::ErrorBody),
+        (status = 404, description = "Not visible to this customer key: the owner is not one of its customer's bot users as of `to` (the rule of the customer report)", body = super::openapi::ErrorBody),
         (status = 503, description = "ClickHouse is unavailable", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = []), ()),
@@ -112,7 +112,9 @@ pub(super) async fn owner_usage(
 ) -> Result<Json<UsageReport>, ApiError> {
     let owner_id = path_param("owner_id", owner_id)?;
     let request = parse_request(&owner_id, query.as_deref())?;
-    access.check_owner(&state, &request.owner_id).await?;
+    access
+        .check_owner(&state, &request.owner_id, request.range.to)
+        .await?;
     let spec = SeriesSpec {
         scope: Scope::owner(&request.owner_id),
         range: request.range,

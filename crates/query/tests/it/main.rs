@@ -15,3 +15,4 @@ mod common;
 mod clickhouse;
 mod reports;
 mod rollup;
+mod tenancy;
