@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 
 use simulate::{generate, publish, FleetConfig};
 #[path = "support/targets.rs"]
+#[expect(
+    dead_code,
+    reason = "this harness reports only some kinds of target line"
+)]
 mod targets;
 use chrono::{SecondsFormat, Utc};
 use rdkafka::config::ClientConfig;

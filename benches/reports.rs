@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use query::rows::status;
 #[path = "support/targets.rs"]
+#[expect(
+    dead_code,
+    reason = "this harness reports only some kinds of target line"
+)]
 mod targets;
 use query::ClickHouseConfig;
 use targets::{report, Bar};

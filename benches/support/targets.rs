@@ -1,14 +1,11 @@
 //! The performance issue's targets as the harnesses report them: one line per target,
 //! `target | what | measured | bar | ratio | verdict`, which `scripts/bench.sh` gathers from every
 //! harness into the one table BENCHMARKS.md shows. Included by path in each harness (it is not a
-//! harness of its own).
+//! harness of its own); a harness that reports only some kinds of line says so with an `expect`
+//! on its `mod targets`.
 
 /// Which side of its bar a figure must be on.
 #[derive(Debug, Clone, Copy)]
-#[allow(
-    dead_code,
-    reason = "included by path in each harness; a harness that uses only some kinds would warn, and one that uses all would not, so `expect` cannot fit every harness"
-)]
 pub(crate) enum Bar {
     /// The figure must reach the bar (throughput, speed-ups).
     AtLeast(f64),
@@ -63,10 +60,6 @@ pub(crate) fn report(what: &str, measured: f64, unit: &str, bar: Bar) {
 }
 
 /// Prints one target line for a yes/no target (exact totals): no ratio.
-#[allow(
-    dead_code,
-    reason = "included by path in each harness; not every harness reports a yes/no target"
-)]
 pub(crate) fn report_check(what: &str, measured: &str, bar: &str, met: bool) {
     println!(
         "target | {what} | {measured} | {bar} | — | {}",

@@ -12,7 +12,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-BINARY = ROOT / "target" / "debug" / "botmeter"
+# The binary `cargo build` made: under CARGO_TARGET_DIR when it is set (relative to the repository).
+BINARY = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "botmeter"
 
 
 def services():

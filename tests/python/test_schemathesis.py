@@ -19,7 +19,7 @@ responses, where "" means none); negative cases are sent as generated. A config 
 requests reach reports with data, not only 404s.
 
 Environment: BOTMETER_CLICKHOUSE_URL (default http://127.0.0.1:8123), BOTMETER_BIN (default
-target/debug/botmeter), SCHEMATHESIS_MAX_EXAMPLES (default 40), SCHEMATHESIS_SEED (default 20240501).
+target/debug/botmeter, under CARGO_TARGET_DIR when set), SCHEMATHESIS_MAX_EXAMPLES (default 40), SCHEMATHESIS_SEED (default 20240501).
 """
 
 import hashlib
@@ -39,7 +39,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLICKHOUSE_URL = os.environ.get("BOTMETER_CLICKHOUSE_URL", "http://127.0.0.1:8123")
-BINARY = Path(os.environ.get("BOTMETER_BIN", ROOT / "target" / "debug" / "botmeter"))
+BINARY = Path(
+    os.environ.get(
+        "BOTMETER_BIN", ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "botmeter"
+    )
+)
 ADMIN_KEY = "schemathesis-admin-key"
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "40"))
 SEED = int(os.environ.get("SCHEMATHESIS_SEED", "20240501"))

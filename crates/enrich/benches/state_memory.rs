@@ -19,6 +19,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 #[path = "../../../benches/support/targets.rs"]
+#[expect(
+    dead_code,
+    reason = "this harness reports only some kinds of target line"
+)]
 mod targets;
 
 use botmeter_enrich::{OwnershipState, Resolution};
