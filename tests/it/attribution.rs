@@ -71,6 +71,25 @@ pub(crate) fn tcp(
            "object": {"conn": {"server_name": host, "server_port": 443, "bytes_in": 10, "bytes_out": bytes_out, "start_ts": ts(at - chrono::Duration::seconds(1)), "end_ts": ts(at)}}})
 }
 
+/// Sends one traffic event now and waits until it is written: the traffic reader then holds its
+/// partitions (tansu's group join takes seconds).
+pub(crate) async fn warm_up(env: &TestEnv, run: &mut support::BotmeterProcess) {
+    let producer = producer(&env.brokers);
+    send(
+        &producer,
+        &env.traffic_topic,
+        &tcp("warmup", 0, "warmup.ngrok.app", Utc::now(), 1),
+    )
+    .await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.usage_events", env.database),
+        1,
+        Duration::from_secs(60),
+        run,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_events_published_after_their_traffic_still_attribute() {
     let env = TestEnv::new("race");
@@ -85,22 +104,9 @@ async fn control_events_published_after_their_traffic_still_attribute() {
             "2000",
         ],
     );
+    // The rounds below must really race the control reader.
+    warm_up(&env, &mut run).await;
     let producer = producer(&env.brokers);
-    // Wait until the traffic reader holds its partitions (tansu's group join takes seconds), so
-    // the rounds below really race the control reader.
-    send(
-        &producer,
-        &env.traffic_topic,
-        &tcp("warmup", 0, "warmup.ngrok.app", Utc::now(), 1),
-    )
-    .await;
-    env.wait_for_count(
-        &format!("SELECT count() FROM {}.usage_events", env.database),
-        1,
-        Duration::from_secs(60),
-        &mut run,
-    )
-    .await;
     let rounds = 5;
     let per_round = 20;
     for round in 0..rounds {

@@ -12,27 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use simulate::{generate, FleetConfig};
 
-use crate::attribution::{chain, producer, send, tcp, ts};
+use crate::attribution::{chain, producer, send, tcp, ts, warm_up};
 use crate::support::{self, TestEnv};
-
-/// Sends one traffic event now and waits until it is written: the traffic reader then holds its
-/// partitions (tansu's group join takes seconds).
-async fn warm_up(env: &TestEnv, run: &mut support::BotmeterProcess) {
-    let producer = producer(&env.brokers);
-    send(
-        &producer,
-        &env.traffic_topic,
-        &tcp("warmup", 0, "warmup.ngrok.app", Utc::now(), 1),
-    )
-    .await;
-    env.wait_for_count(
-        &format!("SELECT count() FROM {}.usage_events", env.database),
-        1,
-        Duration::from_secs(60),
-        run,
-    )
-    .await;
-}
 
 fn tcp_raw(event_id: &str, timestamp: &str, conn: &str) -> serde_json::Value {
     let conn: serde_json::Value = serde_json::from_str(conn).unwrap();
@@ -64,11 +45,16 @@ async fn traffic_outside_the_storable_or_plausible_range_is_dead_lettered_and_ho
     ] {
         send(&producer, &env.traffic_topic, &bad).await;
     }
-    // A chain and 100 ordinary events after the bad ones, on the same partition.
-    let at = Utc::now() - chrono::Duration::seconds(30);
-    for event in chain("ok", "ok.ngrok.app", at - chrono::Duration::minutes(1)) {
+    // A chain and 100 ordinary events after the bad ones, on the same partition. The traffic is
+    // stamped after the chain was published, so the chain is never a late control event.
+    for event in chain(
+        "ok",
+        "ok.ngrok.app",
+        Utc::now() - chrono::Duration::minutes(1),
+    ) {
         send(&producer, &env.control_topic, &event).await;
     }
+    let at = Utc::now();
     for n in 0..100 {
         send(
             &producer,
