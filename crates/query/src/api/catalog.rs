@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 
 /// Placeholders: metadata key, all, owners, credentials, customer.
 pub(super) const CREDENTIALS_SQL: &str = include_str!("../../sql/credentials_catalog.sql");
@@ -64,20 +63,18 @@ pub(super) async fn credentials(
     state: &AppState,
     filter: CredentialFilter<'_>,
 ) -> Result<Vec<CredentialRow>, ApiError> {
-    Ok(with_deadline(
-        "read the credential catalog",
-        state.query_timeout,
-        state
-            .client
-            .query(CREDENTIALS_SQL)
-            .bind(state.metadata_key())
-            .bind(u8::from(filter.all))
-            .bind(filter.owners)
-            .bind(filter.credentials)
-            .bind(filter.customer)
-            .fetch_all::<CredentialRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the credential catalog", |client| {
+            client
+                .query(CREDENTIALS_SQL)
+                .bind(state.metadata_key())
+                .bind(u8::from(filter.all))
+                .bind(filter.owners)
+                .bind(filter.credentials)
+                .bind(filter.customer)
+                .fetch_all::<CredentialRow>()
+        })
+        .await?)
 }
 
 /// Bot users: all, or those listed, or those whose metadata names `customer`.
@@ -87,32 +84,26 @@ pub(super) async fn bot_users(
     bot_ids: &[String],
     customer: &str,
 ) -> Result<Vec<BotUserRow>, ApiError> {
-    Ok(with_deadline(
-        "read the bot user catalog",
-        state.query_timeout,
-        state
-            .client
-            .query(BOT_USERS_SQL)
-            .bind(state.metadata_key())
-            .bind(u8::from(all))
-            .bind(bot_ids)
-            .bind(customer)
-            .fetch_all::<BotUserRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the bot user catalog", |client| {
+            client
+                .query(BOT_USERS_SQL)
+                .bind(state.metadata_key())
+                .bind(u8::from(all))
+                .bind(bot_ids)
+                .bind(customer)
+                .fetch_all::<BotUserRow>()
+        })
+        .await?)
 }
 
 /// Every principal and credential owner of the audit log.
 pub(super) async fn principals(state: &AppState) -> Result<Vec<PrincipalRow>, ApiError> {
-    Ok(with_deadline(
-        "read the principals",
-        state.query_timeout,
-        state
-            .client
-            .query(PRINCIPALS_SQL)
-            .fetch_all::<PrincipalRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the principals", |client| {
+            client.query(PRINCIPALS_SQL).fetch_all::<PrincipalRow>()
+        })
+        .await?)
 }
 
 /// Credentials by kind.

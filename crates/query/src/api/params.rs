@@ -81,6 +81,17 @@ impl TimeRange {
     pub(super) fn on_quarter_hours(self) -> bool {
         self.from.is_multiple_of(ROLLUP_GRAIN_SECS) && self.to.is_multiple_of(ROLLUP_GRAIN_SECS)
     }
+
+    /// The whole quarter hours inside the range, when there is at least one: the part the rollup
+    /// answers for, leaving a ragged edge of under a quarter hour at either end.
+    pub(super) fn aligned_middle(self) -> Option<TimeRange> {
+        let from = self
+            .from
+            .div_ceil(ROLLUP_GRAIN_SECS)
+            .checked_mul(ROLLUP_GRAIN_SECS)?;
+        let to = self.to / ROLLUP_GRAIN_SECS * ROLLUP_GRAIN_SECS;
+        (from < to).then_some(TimeRange { from, to })
+    }
 }
 
 /// The rollup's time grain: a quarter hour (schemas/clickhouse/0006_usage_rollup.sql).

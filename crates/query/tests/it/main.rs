@@ -13,5 +13,6 @@
 mod common;
 
 mod clickhouse;
+mod limits;
 mod reports;
 mod rollup;
