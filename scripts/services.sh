@@ -227,10 +227,10 @@ reader_reachable() {
     [[ $(curl -s --max-time 2 "http://$HOST:$CH_HTTP_PORT/?user=$CH_READER" --data-binary 'SELECT 1' 2>/dev/null) == 1 ]]
 }
 
-# A server this script started gets the current users.xml (and is waited on until the reader
-# answers); one it did not start is only checked.
+# A server this script started (its pid file is live and its config has this port) gets the current
+# users.xml and is waited on until the reader answers; one it did not start is only checked.
 clickhouse_reader() {
-    if live_pid "$CH_PID" >/dev/null; then
+    if live_pid "$CH_PID" >/dev/null && grep -q "<http_port>$CH_HTTP_PORT</http_port>" "$CH_DIR/config.xml" 2>/dev/null; then
         write_users_config
         wait_until "clickhouse user $CH_READER" reader_reachable "$CH_PID" "$CH_ERR_LOG"
     elif ! reader_reachable; then

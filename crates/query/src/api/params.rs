@@ -540,6 +540,17 @@ pub(super) fn quote(value: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_aligned_middle_is_the_whole_quarter_hours_inside() {
+        let range = |from, to| TimeRange { from, to };
+        assert_eq!(range(1, 2_699).aligned_middle(), Some(range(900, 1_800)));
+        assert_eq!(range(900, 1_800).aligned_middle(), Some(range(900, 1_800)));
+        // Less than one whole quarter hour inside: none.
+        assert_eq!(range(1, 1_799).aligned_middle(), None);
+        assert_eq!(range(901, 1_799).aligned_middle(), None);
+        assert_eq!(range(u32::MAX - 10, u32::MAX).aligned_middle(), None);
+    }
+
     fn bad(result: Result<impl std::fmt::Debug, ApiError>) -> (String, String, String) {
         match result {
             Err(ApiError::BadParameter {

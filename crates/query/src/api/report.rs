@@ -271,6 +271,7 @@ pub(super) async fn fetch_buckets(
             _ if range.on_quarter_hours() => filter(head(USAGE_BUCKETS_ROLLUP_SQL))
                 .bind(range.from)
                 .bind(range.to),
+            // The raw edges ([from, middle) and [middle end, to)), then the rollup's middle.
             Some(middle) => filter(
                 filter(head(USAGE_BUCKETS_RAGGED_SQL).bind(tz.name()))
                     .bind(range.from)
