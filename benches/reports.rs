@@ -6,6 +6,8 @@
 //! - per-owner month: `GET /v1/owners/{owner}/usage?granularity=month` for a month, a different
 //!   owner each time;
 //! - top-N: `GET /v1/usage/top?metric=bytes_out&limit=10` for the month.
+//! - per-owner year, aligned (`from=2026-01-01T00:00:00Z`, all rollup) and ragged
+//!   (`from=2026-01-01T00:00:01Z`: the rollup for its whole quarter hours, raw rows for the edges).
 //!
 //! Run: `scripts/services.sh up && cargo bench --bench reports`. Settings (environment):
 //! `BOTMETER_BENCH_REPORT_ROWS` (default 100,000,000), `BOTMETER_BENCH_REPORT_ENDPOINTS` (5,000;
@@ -198,6 +200,9 @@ async fn main() {
     let (_, top_api) = get(format!("/v1/usage/top?metric=bytes_out&limit=10&{month}")).await;
     let mut owner_month = Vec::with_capacity(runs);
     let mut top = Vec::with_capacity(runs);
+    // A year aligned on quarter hours (all rollup) and the same year from 00:00:01 (the rollup for
+    // its whole quarter hours, raw rows for the two ragged edges).
+    let (mut year, mut year_ragged) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for run in 0..runs {
         let owner = format!("bot_{}", (run as u64 * 7_919) % owners);
         owner_month.push(
@@ -212,6 +217,9 @@ async fn main() {
                 .await
                 .0,
         );
+        let usage = format!("/v1/owners/{owner}/usage?granularity=month&to=2027-01-01T00:00:00Z");
+        year.push(get(format!("{usage}&from=2026-01-01T00:00:00Z")).await.0);
+        year_ragged.push(get(format!("{usage}&from=2026-01-01T00:00:01Z")).await.0);
     }
     let _ = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
@@ -265,6 +273,8 @@ async fn main() {
 
     let (owner_p50, owner_p99) = summary("per-owner month, API (rollup)", owner_month);
     let (top_p50, top_p99) = summary("top 10 by bytes_out, API (rollup)", top);
+    let (_, year_p99) = summary("per-owner year, aligned, API", year);
+    let (_, year_ragged_p99) = summary("per-owner year from 00:00:01, API", year_ragged);
     let (owner_raw_p50, _) = summary("per-owner month, SQL over raw rows", owner_month_raw);
     let (top_raw_p50, _) = summary("top 10 by bytes_out, SQL over raw rows", top_raw);
     println!(
@@ -287,6 +297,12 @@ async fn main() {
         top_p99.as_secs_f64() * 1e3,
         "ms",
         Bar::AtMost(50.0),
+    );
+    report(
+        "per-owner year from 00:00:01 (ragged), p99 ÷ aligned year p99",
+        year_ragged_p99.as_secs_f64() / year_p99.as_secs_f64(),
+        "×",
+        Bar::AtMost(2.0),
     );
     report(
         "per-owner month, speed-up over the raw rows (p50)",

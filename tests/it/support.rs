@@ -92,6 +92,11 @@ impl TestEnv {
             .env("BOTMETER_LOG", "info")
             // Tests run many pipelines at once: each gets its own operations port.
             .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0");
+        if args.first() == Some(&"serve") {
+            // The API reads as the read-only user `scripts/services.sh` creates, as it should in
+            // production.
+            command.env("BOTMETER_CLICKHOUSE_USER", reader_user());
+        }
         command
     }
 
@@ -606,4 +611,11 @@ pub(crate) fn assert_rollup_equals_raw(env: &TestEnv) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `BOTMETER_CLICKHOUSE_READER_USER`, default `botmeter_reader` (`scripts/services.sh` creates it,
+/// `readonly = 1`): the user every `botmeter serve` of the tests connects as.
+pub(crate) fn reader_user() -> String {
+    std::env::var("BOTMETER_CLICKHOUSE_READER_USER")
+        .unwrap_or_else(|_| "botmeter_reader".to_owned())
 }

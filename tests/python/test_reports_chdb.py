@@ -398,3 +398,31 @@ def test_audit(fleet):
         ["cr_1", us("2024-05-01 09:10:00"), us("2024-05-03 00:00:00"), 4],
         ["cr_2", us("2024-05-01 10:05:00"), us("2024-05-02 00:30:00"), 3],
     ]
+
+
+def test_ragged_range_reads_the_rollup_middle_and_raw_edges(db):  # noqa: F811
+    # usage_buckets_ragged.sql: the whole quarter hours of a range from the rollup, the ragged edges
+    # from the raw rows. The same numbers as usage_buckets.sql over the whole range; ev_1 (09:10) and
+    # ev_6 (00:30) sit in the edges, ev_2..ev_5 in the middle, and ev_1's hour mixes both.
+    db.insert("usage_events", USAGE)
+    lo, hi = ts("2024-05-01 09:07:00"), ts("2024-05-02 00:40:00")
+    mid_lo, mid_hi = ts("2024-05-01 09:15:00"), ts("2024-05-02 00:30:00")
+    raw_sql, ragged_sql = read_sql("usage_buckets.sql"), read_sql("usage_buckets_ragged.sql")
+    for tz, granularity, group in [
+        ("UTC", "hour", ""),
+        ("UTC", "all", ""),
+        ("Asia/Kolkata", "hour", "endpoint"),
+        ("Asia/Kathmandu", "day", "credential"),
+        ("UTC", "all", "credential_endpoint"),
+    ]:
+        owners, creds = ["bot_a"], []
+        raw = db.rows(bind(raw_sql, tz, granularity, group, owners, creds, "attributed", lo, hi))
+        ragged = db.rows(
+            bind(
+                ragged_sql, tz, granularity, group,
+                tz, owners, creds, "attributed", lo, mid_lo, mid_hi, hi,
+                tz, owners, creds, "attributed", mid_lo, mid_hi,
+            )
+        )
+        assert ragged == raw, (tz, granularity, group)
+        assert raw[1], (tz, granularity, group)

@@ -109,7 +109,22 @@ pub enum Command {
         /// credentials are those its bot users own. Customers are bot user ids only without it.
         #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]
         customer_metadata_key: Option<String>,
+        /// Report requests answered at once; one more is answered 503 with `Retry-After` at once
+        /// (shed, not queued), so the API cannot pile queries onto ClickHouse.
+        #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
+            default_value_t = query::api::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_at_least_one)]
+        max_concurrent_requests: usize,
     },
+}
+
+/// A count of at least 1.
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least 1, found {text:?}"
+        )),
+    }
 }
 
 /// `KEY=VALUE` → `(KEY, VALUE)`.
@@ -141,7 +156,8 @@ pub struct ClickHouseArgs {
         default_value = query::config::DEFAULT_DATABASE
     )]
     pub database: String,
-    /// ClickHouse user.
+    /// ClickHouse user. `serve` should use a read-only one (`readonly = 1`, with
+    /// `max_execution_time` in its profile): `scripts/services.sh` creates `botmeter_reader`.
     #[arg(
         long = "clickhouse-user",
         env = "BOTMETER_CLICKHOUSE_USER",
@@ -350,9 +366,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             plan,
             api_keys_file,
             customer_metadata_key,
+            max_concurrent_requests,
         } => {
             let config = clickhouse.config()?;
-            let state = api_state(&config, plan, api_keys_file, customer_metadata_key)?;
+            let state = api_state(&config, plan, api_keys_file, customer_metadata_key)?
+                .with_max_concurrent_requests(max_concurrent_requests);
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );

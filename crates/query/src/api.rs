@@ -24,6 +24,7 @@ mod overage;
 mod owners;
 mod params;
 mod plan;
+mod reads;
 mod report;
 mod settings;
 mod tenancy;
@@ -36,10 +37,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{Method, Uri};
 use axum::Router;
 use clickhouse::Client;
 use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, Semaphore};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
 use tracing::{info, warn};
 
 use crate::config::ClickHouseConfig;
@@ -61,6 +66,7 @@ pub use overage::{
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
+pub use reads::REQUEST_ID_HEADER;
 pub use settings::{Format as SettingsFormat, SettingsError};
 pub use top::{TopOwner, TopReport, MAX_TOP_LIMIT};
 pub use usage::{UsageBucket, UsageGroup, UsageMetrics, UsageReport};
@@ -79,11 +85,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/customers/{customer_id}/report"),
 ];
 
+/// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
+/// API sheds load (503 with `Retry-After`).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 16;
+
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     client: Client,
     query_timeout: Duration,
+    /// Whether queries may carry settings, learned from the server on the first read.
+    read_mode: Arc<OnceCell<reads::ReadMode>>,
+    /// Permits of the requests in flight; one more is shed.
+    concurrency: Arc<Semaphore>,
+    max_concurrent_requests: usize,
     api_keys: ApiKeys,
     plan: Option<Arc<Plan>>,
     customer_metadata_key: Arc<str>,
@@ -93,6 +108,7 @@ impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppState")
             .field("query_timeout", &self.query_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("api_keys", &self.api_keys)
             .field("plan", &self.plan.as_ref().map(|p| p.name.as_str()))
             .field("customer_metadata_key", &self.customer_metadata_key)
@@ -107,10 +123,23 @@ impl AppState {
         Ok(Self {
             client: config.client()?,
             query_timeout: config.query_timeout(),
+            read_mode: Arc::new(OnceCell::new()),
+            concurrency: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_REQUESTS)),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             api_keys: ApiKeys::default(),
             plan: None,
             customer_metadata_key: Arc::from(""),
         })
+    }
+
+    /// Answers at most `max` requests at once (at least 1); one more is answered 503 with
+    /// `Retry-After` at once rather than queued. Liveness, readiness and the OpenAPI description
+    /// are not counted.
+    pub fn with_max_concurrent_requests(mut self, max: usize) -> Self {
+        let max = max.max(1);
+        self.concurrency = Arc::new(Semaphore::new(max));
+        self.max_concurrent_requests = max;
+        self
     }
 
     /// Requires these API keys (an empty set leaves the API open).
@@ -154,11 +183,18 @@ impl AppState {
     }
 }
 
-/// The whole API.
+/// The whole API. The reports share one concurrency limit ([`AppState::with_max_concurrent_requests`]):
+/// beyond it a request is shed (503, `Retry-After`), never queued.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(openapi::router())
+    let limit = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            state.concurrency.clone(),
+        ));
+    let reports = Router::new()
         .merge(usage::router())
         .merge(owners::router())
         .merge(top::router())
@@ -166,12 +202,18 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(overage::router())
         .merge(customers::router())
+        .route_layer(limit);
+    Router::new()
+        .merge(health::router())
+        .merge(openapi::router())
+        .merge(reports)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(reads::request_id))
         .with_state(state)
 }
 

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::auth::Access;
 use super::params::{rfc3339, rfc3339_us, QueryParams, TimeRange};
 use super::{ApiError, AppState};
-use crate::error::{with_deadline, Error};
+use crate::error::Error;
 use crate::rows::status;
 
 /// Placeholders: status, from, to.
@@ -215,18 +215,16 @@ pub(super) async fn anomalies(
 }
 
 async fn fetch_flagged(state: &AppState, range: TimeRange) -> Result<Vec<FlaggedRow>, Error> {
-    with_deadline(
-        "read flagged usage",
-        state.query_timeout,
-        state
-            .client
-            .query(FLAGGED_SQL)
-            .bind(status::ATTRIBUTED)
-            .bind(range.from)
-            .bind(range.to)
-            .fetch_all::<FlaggedRow>(),
-    )
-    .await
+    state
+        .read("read flagged usage", |client| {
+            client
+                .query(FLAGGED_SQL)
+                .bind(status::ATTRIBUTED)
+                .bind(range.from)
+                .bind(range.to)
+                .fetch_all::<FlaggedRow>()
+        })
+        .await
 }
 
 /// Usage rows of `status` (unattributed or dead letters), per reason.
@@ -235,18 +233,16 @@ async fn fetch_unresolved(
     status: &'static str,
     range: TimeRange,
 ) -> Result<Vec<UnresolvedRow>, Error> {
-    with_deadline(
-        format!("read {status} usage"),
-        state.query_timeout,
-        state
-            .client
-            .query(UNRESOLVED_SQL)
-            .bind(status)
-            .bind(range.from)
-            .bind(range.to)
-            .fetch_all::<UnresolvedRow>(),
-    )
-    .await
+    state
+        .read(format!("read {status} usage"), |client| {
+            client
+                .query(UNRESOLVED_SQL)
+                .bind(status)
+                .bind(range.from)
+                .bind(range.to)
+                .fetch_all::<UnresolvedRow>()
+        })
+        .await
 }
 
 /// Newest first, one more than [`MAX_CONTROL_ANOMALIES`] to tell truncation.
@@ -254,18 +250,16 @@ async fn fetch_control(
     state: &AppState,
     range: TimeRange,
 ) -> Result<Vec<ControlAnomalyRow>, Error> {
-    with_deadline(
-        "read control-plane anomalies",
-        state.query_timeout,
-        state
-            .client
-            .query(CONTROL_ANOMALIES_SQL)
-            .bind(range.from)
-            .bind(range.to)
-            .bind(MAX_CONTROL_ANOMALIES + 1)
-            .fetch_all::<ControlAnomalyRow>(),
-    )
-    .await
+    state
+        .read("read control-plane anomalies", |client| {
+            client
+                .query(CONTROL_ANOMALIES_SQL)
+                .bind(range.from)
+                .bind(range.to)
+                .bind(MAX_CONTROL_ANOMALIES + 1)
+                .fetch_all::<ControlAnomalyRow>()
+        })
+        .await
 }
 
 impl From<FlaggedRow> for FlaggedUsage {

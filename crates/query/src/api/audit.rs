@@ -23,7 +23,6 @@ use super::auth::Access;
 use super::catalog::{self, CredentialFilter, CredentialRow};
 use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, QueryParams, TimeRange};
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 use crate::rows::status;
 
 /// Placeholders: ids four times, from, to, limit.
@@ -295,22 +294,20 @@ impl Trail {
         subject: &str,
         window: TimeRange,
     ) -> Result<Vec<EventRow>, ApiError> {
-        Ok(with_deadline(
-            format!("read the audit trail of {subject:?}"),
-            state.query_timeout,
-            state
-                .client
-                .query(AUDIT_EVENTS_SQL)
-                .bind(&self.objects)
-                .bind(&self.owners)
-                .bind(&self.principals)
-                .bind(&self.api_keys)
-                .bind(window.from)
-                .bind(window.to)
-                .bind(MAX_AUDIT_EVENTS + 1)
-                .fetch_all::<EventRow>(),
-        )
-        .await?)
+        Ok(state
+            .read(format!("read the audit trail of {subject:?}"), |client| {
+                client
+                    .query(AUDIT_EVENTS_SQL)
+                    .bind(&self.objects)
+                    .bind(&self.owners)
+                    .bind(&self.principals)
+                    .bind(&self.api_keys)
+                    .bind(window.from)
+                    .bind(window.to)
+                    .bind(MAX_AUDIT_EVENTS + 1)
+                    .fetch_all::<EventRow>()
+            })
+            .await?)
     }
 
     /// The first [`MAX_AUDIT_EVENTS`] events as (lifecycle, actions): what happened to the
@@ -343,19 +340,20 @@ async fn fetch_uses(
     credential_ids: &[String],
     window: TimeRange,
 ) -> Result<Vec<UseRow>, ApiError> {
-    Ok(with_deadline(
-        format!("read the credential use of {subject:?}"),
-        state.query_timeout,
-        state
-            .client
-            .query(CREDENTIAL_USE_SQL)
-            .bind(credential_ids)
-            .bind(status::ATTRIBUTED)
-            .bind(window.from)
-            .bind(window.to)
-            .fetch_all::<UseRow>(),
-    )
-    .await?)
+    Ok(state
+        .read(
+            format!("read the credential use of {subject:?}"),
+            |client| {
+                client
+                    .query(CREDENTIAL_USE_SQL)
+                    .bind(credential_ids)
+                    .bind(status::ATTRIBUTED)
+                    .bind(window.from)
+                    .bind(window.to)
+                    .fetch_all::<UseRow>()
+            },
+        )
+        .await?)
 }
 
 fn audit_event(row: EventRow) -> AuditEvent {

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 
 /// Placeholders: all, owners, credentials.
 pub(super) const CREDENTIALS_SQL: &str = include_str!("../../sql/credentials_catalog.sql");
@@ -68,18 +67,16 @@ pub(super) async fn credentials(
     state: &AppState,
     filter: CredentialFilter<'_>,
 ) -> Result<Vec<CredentialRow>, ApiError> {
-    Ok(with_deadline(
-        "read the credential catalog",
-        state.query_timeout,
-        state
-            .client
-            .query(CREDENTIALS_SQL)
-            .bind(u8::from(filter.all))
-            .bind(filter.owners)
-            .bind(filter.credentials)
-            .fetch_all::<CredentialRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the credential catalog", |client| {
+            client
+                .query(CREDENTIALS_SQL)
+                .bind(u8::from(filter.all))
+                .bind(filter.owners)
+                .bind(filter.credentials)
+                .fetch_all::<CredentialRow>()
+        })
+        .await?)
 }
 
 /// Bot users: all, or those listed.
@@ -88,17 +85,15 @@ pub(super) async fn bot_users(
     all: bool,
     bot_ids: &[String],
 ) -> Result<Vec<BotUserRow>, ApiError> {
-    Ok(with_deadline(
-        "read the bot user catalog",
-        state.query_timeout,
-        state
-            .client
-            .query(BOT_USERS_SQL)
-            .bind(u8::from(all))
-            .bind(bot_ids)
-            .fetch_all::<BotUserRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the bot user catalog", |client| {
+            client
+                .query(BOT_USERS_SQL)
+                .bind(u8::from(all))
+                .bind(bot_ids)
+                .fetch_all::<BotUserRow>()
+        })
+        .await?)
 }
 
 /// Every bot user's object as of `before_us` (events before it).
@@ -106,29 +101,23 @@ pub(super) async fn bot_user_objects(
     state: &AppState,
     before_us: i64,
 ) -> Result<Vec<BotUserObjectRow>, ApiError> {
-    Ok(with_deadline(
-        "read the bot users' metadata",
-        state.query_timeout,
-        state
-            .client
-            .query(BOT_USER_METADATA_SQL)
-            .bind(before_us)
-            .fetch_all::<BotUserObjectRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the bot users' metadata", |client| {
+            client
+                .query(BOT_USER_METADATA_SQL)
+                .bind(before_us)
+                .fetch_all::<BotUserObjectRow>()
+        })
+        .await?)
 }
 
 /// Every principal and credential owner of the audit log.
 pub(super) async fn principals(state: &AppState) -> Result<Vec<PrincipalRow>, ApiError> {
-    Ok(with_deadline(
-        "read the principals",
-        state.query_timeout,
-        state
-            .client
-            .query(PRINCIPALS_SQL)
-            .fetch_all::<PrincipalRow>(),
-    )
-    .await?)
+    Ok(state
+        .read("read the principals", |client| {
+            client.query(PRINCIPALS_SQL).fetch_all::<PrincipalRow>()
+        })
+        .await?)
 }
 
 /// Credentials by kind.

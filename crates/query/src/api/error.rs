@@ -55,6 +55,8 @@ pub enum ApiError {
     },
     /// ClickHouse failed, refused or was too slow: 503.
     Unavailable(crate::Error),
+    /// As many requests as allowed are being answered already: 503, `Retry-After: 1`.
+    Overloaded,
 }
 
 impl ApiError {
@@ -81,7 +83,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -95,6 +97,7 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -112,6 +115,9 @@ impl ApiError {
             }
             Self::Unavailable(_) => {
                 "the usage store is unavailable or too slow; try again shortly".to_owned()
+            }
+            Self::Overloaded => {
+                "too many requests in flight; try again after the Retry-After seconds".to_owned()
             }
         }
     }
@@ -141,9 +147,14 @@ impl IntoResponse for ApiError {
             );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
+            let after = if matches!(self, Self::Overloaded) {
+                "1"
+            } else {
+                "5"
+            };
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         response
     }

@@ -7,7 +7,6 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -29,12 +28,11 @@ pub(super) async fn healthz() -> &'static str {
         (status = 503, description = "ClickHouse is unavailable", body = super::openapi::ErrorBody),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    with_deadline(
-        "check readiness with SELECT 1",
-        state.query_timeout,
-        state.client.query("SELECT 1").execute(),
-    )
-    .await?;
+    state
+        .read("check readiness with SELECT 1", |client| {
+            client.query("SELECT 1").execute()
+        })
+        .await?;
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -81,6 +81,17 @@ impl TimeRange {
     pub(super) fn on_quarter_hours(self) -> bool {
         self.from.is_multiple_of(ROLLUP_GRAIN_SECS) && self.to.is_multiple_of(ROLLUP_GRAIN_SECS)
     }
+
+    /// The whole quarter hours inside the range, when there is at least one: the part the rollup
+    /// answers for, leaving a ragged edge of under a quarter hour at either end.
+    pub(super) fn aligned_middle(self) -> Option<TimeRange> {
+        let from = self
+            .from
+            .div_ceil(ROLLUP_GRAIN_SECS)
+            .checked_mul(ROLLUP_GRAIN_SECS)?;
+        let to = self.to / ROLLUP_GRAIN_SECS * ROLLUP_GRAIN_SECS;
+        (from < to).then_some(TimeRange { from, to })
+    }
 }
 
 /// The rollup's time grain: a quarter hour (schemas/clickhouse/0006_usage_rollup.sql).
@@ -528,6 +539,17 @@ pub(super) fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aligned_middle_is_the_whole_quarter_hours_inside() {
+        let range = |from, to| TimeRange { from, to };
+        assert_eq!(range(1, 2_699).aligned_middle(), Some(range(900, 1_800)));
+        assert_eq!(range(900, 1_800).aligned_middle(), Some(range(900, 1_800)));
+        // Less than one whole quarter hour inside: none.
+        assert_eq!(range(1, 1_799).aligned_middle(), None);
+        assert_eq!(range(901, 1_799).aligned_middle(), None);
+        assert_eq!(range(u32::MAX - 10, u32::MAX).aligned_middle(), None);
+    }
 
     fn bad(result: Result<impl std::fmt::Debug, ApiError>) -> (String, String, String) {
         match result {

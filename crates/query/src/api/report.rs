@@ -23,7 +23,6 @@ use utoipa::ToSchema;
 
 use super::params::{rfc3339_in, Choice, TimeRange};
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 use crate::rows::status;
 use buckets::session_buckets;
 
@@ -31,6 +30,9 @@ use buckets::session_buckets;
 const USAGE_BUCKETS_SQL: &str = include_str!("../../sql/usage_buckets.sql");
 /// The same query over the rollup, for ranges on whole quarter hours; the same placeholders.
 const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../../sql/usage_buckets_rollup.sql");
+/// The same query for a range with ragged ends: the rollup for its whole quarter hours, the raw
+/// rows for the edges; see the file for its placeholders.
+const USAGE_BUCKETS_RAGGED_SQL: &str = include_str!("../../sql/usage_buckets_ragged.sql");
 /// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
 pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
 /// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
@@ -238,8 +240,9 @@ pub(super) enum SessionScope<'a> {
     Of(&'a Scope),
 }
 
-/// Runs `usage_buckets_rollup.sql` when the range is on quarter hours, else `usage_buckets.sql`
-/// (the same answer from the raw rows).
+/// Runs `usage_buckets_rollup.sql` when the range is on quarter hours; `usage_buckets_ragged.sql`
+/// (rollup for the whole quarter hours, raw rows for the edges) when it holds at least one;
+/// else `usage_buckets.sql`. All three give the answer of the raw rows.
 pub(super) async fn fetch_buckets(
     state: &AppState,
     scope: &Scope,
@@ -250,28 +253,47 @@ pub(super) async fn fetch_buckets(
 ) -> Result<Vec<BucketRow>, ApiError> {
     let granularity = granularity.map_or("all", |g| g.name());
     let group = group.unwrap_or("");
-    with_deadline(
-        format!("read usage per {granularity} of {scope:?}"),
-        state.query_timeout,
-        state
-            .client
-            .query(if range.on_quarter_hours() {
-                USAGE_BUCKETS_ROLLUP_SQL
-            } else {
-                USAGE_BUCKETS_SQL
-            })
-            .bind(tz.name())
-            .bind(granularity)
-            .bind(group)
-            .bind(&scope.owners)
-            .bind(&scope.credentials)
-            .bind(status::ATTRIBUTED)
-            .bind(range.from)
-            .bind(range.to)
-            .fetch_all::<BucketRow>(),
-    )
-    .await
-    .map_err(|err| timezone_error(err, tz))
+    let query = |client: clickhouse::Client| {
+        let head = |sql: &str| {
+            client
+                .query(sql)
+                .bind(tz.name())
+                .bind(granularity)
+                .bind(group)
+        };
+        let filter = |query: clickhouse::query::Query| {
+            query
+                .bind(&scope.owners)
+                .bind(&scope.credentials)
+                .bind(status::ATTRIBUTED)
+        };
+        match range.aligned_middle() {
+            _ if range.on_quarter_hours() => filter(head(USAGE_BUCKETS_ROLLUP_SQL))
+                .bind(range.from)
+                .bind(range.to),
+            // The raw edges ([from, middle) and [middle end, to)), then the rollup's middle.
+            Some(middle) => filter(
+                filter(head(USAGE_BUCKETS_RAGGED_SQL).bind(tz.name()))
+                    .bind(range.from)
+                    .bind(middle.from)
+                    .bind(middle.to)
+                    .bind(range.to)
+                    .bind(tz.name()),
+            )
+            .bind(middle.from)
+            .bind(middle.to),
+            None => filter(head(USAGE_BUCKETS_SQL))
+                .bind(range.from)
+                .bind(range.to),
+        }
+    };
+    state
+        .read(
+            format!("read usage per {granularity} of {scope:?}"),
+            |client| query(client).fetch_all::<BucketRow>(),
+        )
+        .await
+        .map_err(|err| timezone_error(err, tz))
 }
 
 /// Runs `agent_sessions.sql` and clips the sessions to `range` and to now.
@@ -285,20 +307,18 @@ pub(super) async fn fetch_sessions(
         SessionScope::All => (1_u8, &empty),
         SessionScope::Of(scope) => (0_u8, scope),
     };
-    let rows = with_deadline(
-        format!("read agent sessions of {listed:?}"),
-        state.query_timeout,
-        state
-            .client
-            .query(AGENT_SESSIONS_SQL)
-            .bind(range.to)
-            .bind(all)
-            .bind(&listed.owners)
-            .bind(&listed.credentials)
-            .bind(range.start_us())
-            .fetch_all::<SessionRow>(),
-    )
-    .await?;
+    let rows = state
+        .read(format!("read agent sessions of {listed:?}"), |client| {
+            client
+                .query(AGENT_SESSIONS_SQL)
+                .bind(range.to)
+                .bind(all)
+                .bind(&listed.owners)
+                .bind(&listed.credentials)
+                .bind(range.start_us())
+                .fetch_all::<SessionRow>()
+        })
+        .await?;
     Ok(clip_sessions(rows, range, Utc::now().timestamp_micros()))
 }
 
@@ -530,6 +550,7 @@ mod tests {
         for (name, sql, binds) in [
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
             ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
+            ("usage_buckets_ragged", USAGE_BUCKETS_RAGGED_SQL, 17),
             ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
             ("owner_totals_top", top::OWNER_TOTALS_TOP_SQL, 12),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),

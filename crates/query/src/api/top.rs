@@ -14,7 +14,6 @@ use super::auth::Access;
 use super::params::{rfc3339, Choice, QueryParams, TimeRange};
 use super::report::UsageMetrics;
 use super::{ApiError, AppState};
-use crate::error::with_deadline;
 use crate::rows::status;
 
 /// Placeholders: metric, status, from, to, limit.
@@ -89,42 +88,43 @@ pub(super) async fn owner_totals(
     metric: RankMetric,
     limit: u32,
 ) -> Result<Vec<OwnerTotalsRow>, ApiError> {
-    let query = if range.on_days() && metric != RankMetric::ActiveEndpointHours {
-        state
-            .client
-            .query(OWNER_TOTALS_TOP_SQL)
-            .bind(metric.name())
-            .bind(status::ATTRIBUTED)
-            .bind(range.from)
-            .bind(range.to)
-            .bind(status::ATTRIBUTED)
-            .bind(range.from)
-            .bind(range.to)
-            .bind(metric.name())
-            .bind(metric.name())
-            .bind(metric.name())
-            .bind(limit)
-            .bind(limit)
+    let top = range.on_days() && metric != RankMetric::ActiveEndpointHours;
+    let sql = if range.on_quarter_hours() {
+        OWNER_TOTALS_ROLLUP_SQL
     } else {
-        state
-            .client
-            .query(if range.on_quarter_hours() {
-                OWNER_TOTALS_ROLLUP_SQL
-            } else {
-                OWNER_TOTALS_SQL
-            })
-            .bind(metric.name())
-            .bind(status::ATTRIBUTED)
-            .bind(range.from)
-            .bind(range.to)
-            .bind(limit)
+        OWNER_TOTALS_SQL
     };
-    Ok(with_deadline(
-        "read usage per owner",
-        state.query_timeout,
-        query.fetch_all::<OwnerTotalsRow>(),
-    )
-    .await?)
+    let query = |client: clickhouse::Client| {
+        if top {
+            client
+                .query(OWNER_TOTALS_TOP_SQL)
+                .bind(metric.name())
+                .bind(status::ATTRIBUTED)
+                .bind(range.from)
+                .bind(range.to)
+                .bind(status::ATTRIBUTED)
+                .bind(range.from)
+                .bind(range.to)
+                .bind(metric.name())
+                .bind(metric.name())
+                .bind(metric.name())
+                .bind(limit)
+                .bind(limit)
+        } else {
+            client
+                .query(sql)
+                .bind(metric.name())
+                .bind(status::ATTRIBUTED)
+                .bind(range.from)
+                .bind(range.to)
+                .bind(limit)
+        }
+    };
+    Ok(state
+        .read("read usage per owner", |client| {
+            query(client).fetch_all::<OwnerTotalsRow>()
+        })
+        .await?)
 }
 
 /// The response of `/v1/usage/top`.

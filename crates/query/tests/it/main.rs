@@ -13,6 +13,7 @@
 mod common;
 
 mod clickhouse;
+mod limits;
 mod reports;
 mod rollup;
 mod tenancy;

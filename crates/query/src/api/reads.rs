@@ -1,0 +1,210 @@
+//! How every API read reaches ClickHouse, so that no request can leave work behind on the server.
+//!
+//! - Each request gets an id ([`RequestId`], logged on the request's span and returned as
+//!   `x-request-id`); each of its queries runs with the ClickHouse `query_id` `<request id>-<n>`.
+//! - Each query carries `max_execution_time` (whole seconds, the query deadline rounded up), so
+//!   the server stops it by itself — unless the user is `readonly = 1`, which may not change any
+//!   setting in a request: then the user's profile must set `max_execution_time`
+//!   (`scripts/services.sh` gives `botmeter_reader` one), and [`ReadMode`] says which applies.
+//! - A query whose future is dropped before it answered — the deadline passed, or the client went
+//!   away and axum dropped the handler — is cancelled on the server with
+//!   `KILL QUERY WHERE query_id = … ASYNC` (ClickHouse 18.16 does not notice a closed HTTP
+//!   connection while a query produces nothing). A user may kill its own queries, read-only or not.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tracing::{info, warn, Instrument};
+
+use super::AppState;
+use crate::error::{with_deadline, Error, Result};
+
+/// The response header naming the request id (the prefix of its ClickHouse query ids).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How long the kill of an abandoned query may take before botmeter gives up on it.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+tokio::task_local! {
+    static REQUEST: RequestId;
+}
+
+/// One request's id and the count of queries it has sent.
+#[derive(Debug, Clone)]
+pub(super) struct RequestId {
+    id: Arc<str>,
+    queries: Arc<AtomicU32>,
+}
+
+impl RequestId {
+    /// A fresh id: 16 random hex digits (std's hasher keys are random per process and per call).
+    fn new() -> Self {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        Self {
+            id: Arc::from(format!("{:016x}", hasher.finish())),
+            queries: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// The next query id of this request.
+    fn next_query_id(&self) -> String {
+        let n = self.queries.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n}", self.id)
+    }
+}
+
+/// Middleware: gives the request its id, runs it in a span naming the id, answers with the id.
+pub(super) async fn request_id(request: Request, next: Next) -> Response {
+    let id = RequestId::new();
+    let span = tracing::info_span!("request", request_id = %id.id, method = %request.method(),
+        path = %request.uri().path());
+    let header = HeaderValue::from_str(&id.id).ok();
+    let mut response = REQUEST.scope(id, next.run(request)).instrument(span).await;
+    if let Some(value) = header {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Whether queries may carry settings: learned once per state from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadMode {
+    /// Send `max_execution_time` with every query.
+    WithSettings,
+    /// The user is `readonly = 1`: send no settings; its profile's `max_execution_time` applies.
+    ProfileOnly,
+}
+
+/// One row of the session probe.
+#[derive(Debug, Row, Deserialize)]
+struct SettingRow {
+    name: String,
+    value: String,
+}
+
+impl AppState {
+    /// Runs one read: `run` gets a client whose queries carry this read's `query_id` (and
+    /// `max_execution_time` when the user may set it); past the query deadline, or when the caller
+    /// drops the returned future, the query is killed on the server.
+    pub(crate) async fn read<T, F, Fut>(&self, action: impl Into<String>, run: F) -> Result<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        let mode = self.read_mode().await;
+        let query_id = REQUEST
+            .try_with(RequestId::next_query_id)
+            .unwrap_or_else(|_| RequestId::new().next_query_id());
+        let mut client = self.client.clone().with_option("query_id", &query_id);
+        if mode == ReadMode::WithSettings {
+            client =
+                client.with_option("max_execution_time", self.max_execution_secs().to_string());
+        }
+        let mut guard = KillOnDrop {
+            client: Some(self.client.clone()),
+            query_id,
+        };
+        let result = with_deadline(action, self.query_timeout, run(client)).await;
+        if !matches!(result, Err(Error::Timeout { .. })) {
+            // It answered (or failed) on the server: nothing is left running there.
+            guard.client = None;
+        }
+        result
+    }
+
+    /// [`Self::query_timeout`] in whole seconds, rounded up: the server's own deadline.
+    pub(super) fn max_execution_secs(&self) -> u64 {
+        self.query_timeout.as_millis().div_ceil(1000).max(1) as u64
+    }
+
+    /// Asks the server once whether this user may change settings (`readonly` other than 1). A
+    /// failed probe is not remembered: the read goes ahead with settings, the next one asks again.
+    async fn read_mode(&self) -> ReadMode {
+        let cell: &OnceCell<ReadMode> = &self.read_mode;
+        if let Some(mode) = cell.get() {
+            return *mode;
+        }
+        let probe = with_deadline(
+            "read the session's readonly and max_execution_time",
+            self.query_timeout,
+            self.client
+                .query(
+                    "SELECT name, value FROM system.settings \
+                     WHERE name IN ('readonly', 'max_execution_time')",
+                )
+                .fetch_all::<SettingRow>(),
+        )
+        .await;
+        let rows = match probe {
+            Ok(rows) => rows,
+            Err(err) => {
+                warn!(error = %err, "could not read the clickhouse session's settings");
+                return ReadMode::WithSettings;
+            }
+        };
+        let setting = |name: &str| {
+            rows.iter()
+                .find(|r| r.name == name)
+                .map_or("0", |r| r.value.as_str())
+                .to_owned()
+        };
+        let (readonly, profile_limit) = (setting("readonly"), setting("max_execution_time"));
+        let mode = if readonly == "1" {
+            ReadMode::ProfileOnly
+        } else {
+            ReadMode::WithSettings
+        };
+        if mode == ReadMode::ProfileOnly && profile_limit == "0" {
+            warn!(
+                "the clickhouse user is readonly = 1 without max_execution_time in its profile: \
+                   queries are killed at the deadline, but the server sets no limit of its own"
+            );
+        }
+        info!(%readonly, profile_max_execution_time = %profile_limit, ?mode, "clickhouse session");
+        *cell.get_or_init(|| async { mode }).await
+    }
+}
+
+/// Kills its query on the server when dropped armed (`client` is `Some`).
+struct KillOnDrop {
+    client: Option<Client>,
+    query_id: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let query_id = std::mem::take(&mut self.query_id);
+        runtime.spawn(async move {
+            let kill = client
+                .query("KILL QUERY WHERE query_id = ? ASYNC")
+                .bind(query_id.as_str())
+                .execute();
+            match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+                Ok(Ok(())) => info!(%query_id, "abandoned query killed on clickhouse"),
+                Ok(Err(err)) => warn!(%query_id, error = %err, "failed to kill an abandoned query"),
+                Err(_) => warn!(%query_id, "failed to kill an abandoned query: no answer in 5s"),
+            }
+        });
+    }
+}
