@@ -708,6 +708,63 @@ async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
     unreachable!()
 }
 
+/// Invariant 2 when an insert outlives its client: ClickHouse is frozen (SIGSTOP) for longer than
+/// the insert timeout while inserts are in flight, then thawed (SIGCONT). An insert the client
+/// gave up on may still commit once the server runs again; the pipeline must know it finished or
+/// was killed before it reads positions or sends those rows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_clickhouse_that_commits_after_the_insert_timed_out_counts_nothing_twice() {
+    let clickhouse = ClickHouseServer::start("frozen");
+    let mut env = TestEnv::new("frozen");
+    env.clickhouse_url = clickhouse.url();
+    let _topics = DeleteTopicsOnDrop::new(&env);
+    env.create_topics(4).await;
+    let fleet = fleet(4004, 100_000);
+    let expected = publish_copies(&env, fleet, 2, 4).await;
+    // Small batches (a few hundred kB): the whole insert body sits in the frozen server's socket
+    // buffer, so the server reads it all and commits when it runs again.
+    let mut run = env.spawn(
+        "run",
+        &[
+            "run",
+            "--batch-max-rows",
+            "2000",
+            "--clickhouse-insert-timeout-ms",
+            "1500",
+        ],
+    );
+    let writing = wait_until(
+        &env,
+        &rows_sql(&env),
+        |n| n >= 20_000,
+        Duration::from_secs(90),
+        &mut [&mut run],
+    )
+    .await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &clickhouse.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    };
+    signal("STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    signal("CONT");
+    eprintln!("clickhouse frozen for 6 s at ~{writing} rows");
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(120),
+        &mut [&mut run],
+    )
+    .await;
+    let status = run.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", run.log_tail());
+    assert_exactly_once(&env, &expected, 1).await;
+}
+
 /// Invariant 2 across a rebalance: two instances share four partitions; one is SIGKILLed mid-run
 /// and the other takes its partitions over from ClickHouse's positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -410,6 +410,11 @@ impl ClickHouseServer {
         .is_ok()
     }
 
+    /// The running server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Starts the server (again) on the same data directory and ports; returns once it answers.
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");

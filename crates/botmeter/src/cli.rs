@@ -177,6 +177,10 @@ pub struct ClickHouseArgs {
     /// otherwise (across a network it saves bandwidth).
     #[arg(long = "clickhouse-insert-compression", env = "BOTMETER_CLICKHOUSE_INSERT_COMPRESSION", value_enum, default_value_t = InsertCompression::Auto)]
     pub insert_compression: InsertCompression,
+    /// Deadline for ClickHouse to acknowledge one insert (ms). An insert past it is retried;
+    /// the one that timed out is first made sure to be finished or killed on the server.
+    #[arg(long = "clickhouse-insert-timeout-ms", env = "BOTMETER_CLICKHOUSE_INSERT_TIMEOUT_MS", default_value_t = query::config::DEFAULT_INSERT_TIMEOUT_MS)]
+    pub insert_timeout_ms: u64,
 }
 
 /// How insert bodies travel to ClickHouse.
@@ -210,6 +214,7 @@ impl ClickHouseArgs {
             user: self.user.clone(),
             password: self.password.clone(),
             compress_inserts: self.insert_compression.compresses(&self.url),
+            insert_timeout_ms: self.insert_timeout_ms,
             ..ClickHouseConfig::default()
         };
         config.validate().context("invalid ClickHouse settings")?;

@@ -21,6 +21,8 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8123";
 pub const DEFAULT_DATABASE: &str = "botmeter";
 /// Default user.
 pub const DEFAULT_USER: &str = "default";
+/// Default deadline for one insert, in milliseconds.
+pub const DEFAULT_INSERT_TIMEOUT_MS: u64 = 30_000;
 
 /// The ClickHouse connection.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +76,7 @@ impl Default for ClickHouseConfig {
             user: DEFAULT_USER.to_owned(),
             password: String::new(),
             query_timeout_ms: 10_000,
-            insert_timeout_ms: 30_000,
+            insert_timeout_ms: DEFAULT_INSERT_TIMEOUT_MS,
             ddl_timeout_ms: 60_000,
             compress_inserts: true,
         }

@@ -309,7 +309,7 @@ impl TrafficLoop {
                 std::slice::from_ref(&dead_rows),
                 None,
                 None,
-                |rows| self.shared.writer.insert_dead_letters(rows),
+                |rows, _query_id| self.shared.writer.insert_dead_letters(rows),
             )? {
                 Written::All => None,
                 Written::Stopped => Some(Step::Finish),

@@ -42,8 +42,15 @@ pub(crate) struct Batch {
 }
 
 /// The runs of a batch (see [`query::write::runs::contiguous_runs`]), how many of them are
-/// durable, and the error that stopped the next one, if any.
-type InsertOutcome = (Vec<Vec<PendingUsage>>, usize, Option<query::Error>);
+/// durable, and the failure that stopped the next one, if any.
+type InsertOutcome = (Vec<Vec<PendingUsage>>, usize, Option<Failed>);
+
+/// A failed insert: its error, and its `query_id` (which may still run on the server).
+pub(crate) type Failed = (query::Error, String);
+
+/// How long one attempt at fencing a failed insert may take (`Writer::fence`): short, since the
+/// traffic thread does not poll Kafka meanwhile.
+const FENCE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A batch whose usage insert runs in the background.
 pub(crate) struct InFlight {
@@ -82,6 +89,9 @@ struct Hold {
     paused: Option<Paused>,
     /// The time range (Unix seconds) of runs that had landed before their insert failed.
     landed: Option<(u32, u32)>,
+    /// The failed insert not yet known to be over on the server: until it is, its rows are
+    /// neither sent again nor looked for in the positions.
+    unfenced: Option<String>,
 }
 
 /// What a failed attempt leads to.
@@ -90,6 +100,8 @@ enum Retry<'a, R> {
     Again,
     /// Part had landed: write these remaining parts instead.
     Remaining(Vec<&'a [R]>),
+    /// The failed insert may still run on the server: wait again, sending nothing.
+    Unfenced(query::Error),
     /// Give up on the batch.
     Done(Written),
 }
@@ -103,8 +115,9 @@ impl TrafficLoop {
         let task = self.shared.handle.spawn(async move {
             let _guard = guard;
             for (index, run) in runs.iter().enumerate() {
-                if let Err(e) = writer.insert_usage(run).await {
-                    return (runs, index, Some(e));
+                let query_id = query::write::new_query_id();
+                if let Err(e) = writer.insert_usage_as(run, &query_id).await {
+                    return (runs, index, Some((e, query_id)));
                 }
             }
             let done = runs.len();
@@ -128,7 +141,10 @@ impl TrafficLoop {
                 &runs[done..],
                 Some(&USAGE_KEYS),
                 Some(error),
-                |rows| self.shared.writer.insert_usage(rows),
+                |rows, query_id| {
+                    let writer = &self.shared.writer;
+                    async move { writer.insert_usage_as(rows, &query_id).await }
+                },
             )? {
                 Written::All => {}
                 other => return Ok(other),
@@ -187,18 +203,19 @@ impl TrafficLoop {
     /// what is durable. If a rebalance moves the partitions during the outage, the batch is
     /// abandoned; a failure that cannot be cured by retrying ends the run with its error.
     /// `keys`, when given, enable the lost-response filter and the rollup check (see
-    /// [`RowKeys`]). `failed` is the error of a first attempt at `runs[0]` made elsewhere (the
-    /// background insert): the retry starts at once, dropping what landed.
+    /// [`RowKeys`]), and then each failed insert is fenced first: known finished or killed on the
+    /// server before its rows are looked for or sent again. `failed` is a first attempt at
+    /// `runs[0]` made elsewhere (the background insert): the retry starts at once.
     pub(super) fn write_holding<'a, R, F, Fut>(
         &self,
         fence: Fence,
         runs: &'a [Vec<R>],
         keys: Option<&RowKeys<R>>,
-        mut failed: Option<query::Error>,
+        mut failed: Option<Failed>,
         insert: F,
     ) -> anyhow::Result<Written>
     where
-        F: Fn(&'a [R]) -> Fut,
+        F: Fn(&'a [R], String) -> Fut,
         Fut: std::future::Future<Output = query::Result<()>>,
     {
         let mut hold = Hold {
@@ -206,6 +223,7 @@ impl TrafficLoop {
             backoff: Backoff::new(self.settings.max_backoff()),
             paused: None,
             landed: None,
+            unfenced: None,
         };
         let mut queue: VecDeque<&'a [R]> = runs
             .iter()
@@ -215,14 +233,27 @@ impl TrafficLoop {
         while let Some(run) = queue.pop_front() {
             loop {
                 let error = match failed.take() {
-                    Some(e) => e,
-                    None => match self.shared.handle.block_on(insert(run)) {
-                        Ok(()) => break,
-                        Err(e) => e,
-                    },
+                    Some((e, query_id)) => {
+                        hold.unfenced = keys.is_some().then_some(query_id);
+                        e
+                    }
+                    None => {
+                        let query_id = query::write::new_query_id();
+                        match self.shared.handle.block_on(insert(run, query_id.clone())) {
+                            Ok(()) => break,
+                            Err(e) => {
+                                hold.unfenced = keys.is_some().then_some(query_id);
+                                e
+                            }
+                        }
+                    }
                 };
                 match self.after_failure(&mut hold, run, keys, error)? {
                     Retry::Again => {}
+                    Retry::Unfenced(error) => {
+                        let query_id = hold.unfenced.take().unwrap_or_default();
+                        failed = Some((error, query_id));
+                    }
                     Retry::Remaining(parts) => {
                         // Each remaining part is one Kafka partition's rows after its stored
                         // position, in offset order: written one insert each, in order.
@@ -279,6 +310,10 @@ impl TrafficLoop {
             return Ok(Retry::Done(Written::Stopped));
         }
         if !self.source.holds(hold.fence) {
+            // Positions are read again right below: an insert of ours may not land after that.
+            if let Some(query_id) = hold.unfenced.take() {
+                self.fence_until_over(&query_id);
+            }
             let partitions = self.source.resume_from_stored()?;
             info!(
                 partitions,
@@ -287,11 +322,53 @@ impl TrafficLoop {
             self.shared.stats.degraded.store(false, Ordering::SeqCst);
             return Ok(Retry::Done(Written::Rebalanced));
         }
+        if let Some(query_id) = &hold.unfenced {
+            if !self.fenced(query_id) {
+                hold.backoff.next_pause();
+                return Ok(Retry::Unfenced(error));
+            }
+            hold.unfenced = None;
+        }
         if let Some(parts) = keys.and_then(|keys| self.not_landed(hold, run, keys)) {
             return Ok(Retry::Remaining(parts));
         }
         hold.backoff.next_pause();
         Ok(Retry::Again)
+    }
+
+    /// One attempt at knowing the failed insert `query_id` over on the server (see
+    /// `query::Writer::fence`).
+    fn fenced(&self, query_id: &str) -> bool {
+        match self
+            .shared
+            .handle
+            .block_on(self.shared.writer.fence(query_id, FENCE_WITHIN))
+        {
+            Ok(true) => {
+                debug!(query_id, "the failed insert is over on the server");
+                true
+            }
+            Ok(false) => {
+                warn!(query_id, "the failed insert still runs on the server; its rows are not sent again until it is over");
+                false
+            }
+            Err(e) => {
+                warn!(query_id, error = %e, "cannot tell whether the failed insert is over on the server; its rows are not sent again until it is known");
+                false
+            }
+        }
+    }
+
+    /// Fences `query_id` before positions are read after a rebalance, polling the paused consumer
+    /// between attempts; gives up (saying so) when stopping.
+    fn fence_until_over(&self, query_id: &str) {
+        let mut backoff = Backoff::new(self.settings.max_backoff());
+        while !self.fenced(query_id) {
+            if !self.wait_paused(backoff.next_pause()) {
+                warn!(query_id, "stopping before the failed insert was known over");
+                return;
+            }
+        }
     }
 
     /// Polls the paused consumer for `pause` (heartbeats and rebalances; no messages of ours);

@@ -38,7 +38,26 @@ pub const DEAD_LETTER_TABLE: &str = "dead_letters";
 pub struct Writer {
     /// LZ4 request bodies, for inserts.
     insert_client: Client,
+    /// Plain responses, for [`Writer::fence`].
+    client: Client,
     insert_timeout: Duration,
+}
+
+/// A `query_id` for one insert attempt, unique across processes and restarts:
+/// `botmeter-<pid>-<start, µs>-<n>`.
+pub fn new_query_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        format!(
+            "botmeter-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        )
+    });
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl fmt::Debug for Writer {
@@ -54,21 +73,38 @@ impl Writer {
     pub fn new(config: &ClickHouseConfig) -> Result<Self> {
         Ok(Self {
             insert_client: config.insert_client()?,
+            client: config.client()?,
             insert_timeout: config.insert_timeout(),
         })
     }
 
     /// Inserts attributed and unattributed usage in one `INSERT`.
     pub async fn insert_usage<R: AsUsageRow + Sync>(&self, rows: &[R]) -> Result<()> {
+        self.insert_usage_as(rows, &new_query_id()).await
+    }
+
+    /// [`Self::insert_usage`] as ClickHouse query `query_id` (see [`new_query_id`]): a failed one
+    /// can then be fenced ([`Self::fence`]).
+    pub async fn insert_usage_as<R: AsUsageRow + Sync>(
+        &self,
+        rows: &[R],
+        query_id: &str,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let client = &self.insert_client;
         with_deadline(
-            format!("insert {} rows into {USAGE_TABLE}", rows.len()),
+            format!(
+                "insert {} rows into {USAGE_TABLE} (query {query_id})",
+                rows.len()
+            ),
             self.insert_timeout,
             async move {
-                let mut insert = client.insert::<UsageRowRef<'_>>(USAGE_TABLE).await?;
+                let mut insert = client
+                    .insert::<UsageRowRef<'_>>(USAGE_TABLE)
+                    .await?
+                    .with_option("query_id", query_id);
                 for row in rows {
                     insert.write(&row.usage_row()).await?;
                 }
@@ -78,6 +114,35 @@ impl Writer {
         .await?;
         debug!(table = USAGE_TABLE, rows = rows.len(), "rows inserted");
         Ok(())
+    }
+
+    /// Whether the insert `query_id` is over on the server — finished or killed — so that its
+    /// rows are either durable or never will be: an insert the client gave up on (a timeout, a
+    /// lost connection) may still be running there and commit later. Kills it (`KILL QUERY …
+    /// SYNC`) and checks `system.processes`. `Ok(false)` while it still runs; an error when
+    /// ClickHouse does not answer within `within`: then nothing is known, and the caller must not
+    /// read positions or send those rows again.
+    pub async fn fence(&self, query_id: &str, within: Duration) -> Result<bool> {
+        let client = &self.client;
+        with_deadline(
+            format!("kill query {query_id}"),
+            within,
+            client
+                .query("KILL QUERY WHERE query_id = ? SYNC")
+                .bind(query_id)
+                .execute(),
+        )
+        .await?;
+        let running = with_deadline(
+            format!("look for query {query_id} in system.processes"),
+            within,
+            client
+                .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                .bind(query_id)
+                .fetch_one::<u64>(),
+        )
+        .await?;
+        Ok(running == 0)
     }
 
     /// Inserts control-plane events in one `INSERT`.
@@ -121,6 +186,16 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_ids_are_unique_and_name_the_process() {
+        let (a, b) = (new_query_id(), new_query_id());
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(&format!("botmeter-{}-", std::process::id())),
+            "{a}"
+        );
+    }
 
     #[test]
     fn debug_shows_no_client_internals() {
