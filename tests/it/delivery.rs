@@ -692,11 +692,17 @@ async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
                         break;
                     }
                 }
-                None => assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "{label} never joined its group\n{}",
-                    run.log_tail()
-                ),
+                // The same race can also leave the new member waiting in a join that never
+                // completes: it is started again the same way.
+                None if started.elapsed() > Duration::from_secs(60) => {
+                    eprintln!(
+                        "{label}: tansu never completed its group join in 60 s; killing it and starting again\n{}",
+                        run.log_tail()
+                    );
+                    run.kill9();
+                    break;
+                }
+                None => {}
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
