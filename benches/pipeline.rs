@@ -439,10 +439,11 @@ async fn measure(run: usize, events: usize, partitions: i32, instances: usize) -
         url: url.clone(),
         database: database.clone(),
         ..ClickHouseConfig::default()
-    };
+    }
+    .validate()
+    .expect("a valid config");
     let rows: Vec<UsageRow> = source
         .client()
-        .unwrap()
         .query("SELECT ?fields FROM usage_events ORDER BY kafka_partition, kafka_offset")
         .fetch_all()
         .await
@@ -467,7 +468,9 @@ async fn measure(run: usize, events: usize, partitions: i32, instances: usize) -
         database: format!("{database}_bare"),
         compress_inserts,
         ..ClickHouseConfig::default()
-    };
+    }
+    .validate()
+    .expect("a valid config");
     query::migrate(&bare_config)
         .await
         .expect("migrate the bare database");

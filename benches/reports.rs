@@ -76,14 +76,17 @@ async fn main() {
         url: url.clone(),
         database: DATABASE.into(),
         ..ClickHouseConfig::default()
-    };
+    }
+    .validate()
+    .unwrap();
     let server = ClickHouseConfig {
         database: "system".into(),
-        ..config.clone()
+        ..ClickHouseConfig::clone(&config)
     }
-    .client()
-    .unwrap();
-    let client = config.client().unwrap();
+    .validate()
+    .unwrap()
+    .client();
+    let client = config.client();
 
     // 1. The month of usage, unless a kept database already holds it.
     let existing: u64 = client

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ingest::{KafkaArgs, KafkaConfig, ValidKafkaConfig};
-use query::ClickHouseConfig;
+use query::{ClickHouseConfig, ValidClickHouseConfig};
 use tracing::info;
 
 use crate::pipeline::{self, RunSettings, RunStats};
@@ -207,7 +207,7 @@ impl InsertCompression {
 
 impl ClickHouseArgs {
     /// The validated ClickHouse configuration.
-    pub fn config(&self) -> anyhow::Result<ClickHouseConfig> {
+    pub fn config(&self) -> anyhow::Result<ValidClickHouseConfig> {
         let config = ClickHouseConfig {
             url: self.url.clone(),
             database: self.database.clone(),
@@ -217,8 +217,7 @@ impl ClickHouseArgs {
             insert_timeout_ms: self.insert_timeout_ms,
             ..ClickHouseConfig::default()
         };
-        config.validate().context("invalid ClickHouse settings")?;
-        Ok(config)
+        config.validate().context("invalid ClickHouse settings")
     }
 }
 
@@ -422,7 +421,7 @@ async fn migrate(clickhouse: &ClickHouseArgs) -> anyhow::Result<()> {
 
 /// The API's state from `botmeter serve`'s flags (files read and checked before listening).
 fn api_state(
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     plan: Option<std::path::PathBuf>,
     api_keys_file: Option<std::path::PathBuf>,
     customer_metadata_key: Option<String>,

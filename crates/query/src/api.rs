@@ -47,7 +47,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
 
-use crate::config::ClickHouseConfig;
+use crate::config::ValidClickHouseConfig;
 use crate::error::{Error, Result};
 
 pub use anomalies::{
@@ -119,9 +119,9 @@ impl fmt::Debug for AppState {
 impl AppState {
     /// State reading the configured database (validates the config; no IO). Open (no API keys),
     /// no plan, customers by bot user id only, until the `with_*` methods say otherwise.
-    pub fn new(config: &ClickHouseConfig) -> Result<Self> {
+    pub fn new(config: &ValidClickHouseConfig) -> Result<Self> {
         Ok(Self {
-            client: config.client()?,
+            client: config.client(),
             query_timeout: config.query_timeout(),
             read_mode: Arc::new(OnceCell::new()),
             concurrency: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_REQUESTS)),
@@ -272,12 +272,12 @@ pub(crate) mod test_support {
 
     /// State whose ClickHouse refuses every connection (nothing listens on port 1).
     pub(crate) fn unreachable_state() -> AppState {
-        let config = ClickHouseConfig {
+        let config = crate::ClickHouseConfig {
             url: "http://127.0.0.1:1".to_owned(),
             query_timeout_ms: 2_000,
-            ..ClickHouseConfig::default()
+            ..crate::ClickHouseConfig::default()
         };
-        AppState::new(&config).unwrap()
+        AppState::new(&config.validate().unwrap()).unwrap()
     }
 
     pub(crate) async fn call(

@@ -105,9 +105,34 @@ impl fmt::Debug for ClickHouseConfig {
     }
 }
 
+/// A [`ClickHouseConfig`] that passed [`ClickHouseConfig::validate`]: what every client builder
+/// of this crate takes ([`crate::Writer`], [`crate::Reader`], [`crate::AppState`], the
+/// migrations, the rollup tools), so that settings are checked once, before any IO.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ValidClickHouseConfig(ClickHouseConfig);
+
+impl std::ops::Deref for ValidClickHouseConfig {
+    type Target = ClickHouseConfig;
+
+    fn deref(&self) -> &ClickHouseConfig {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ValidClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl ClickHouseConfig {
-    /// Checks every field without any IO.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks every field without any IO; the checked config is what the builders take.
+    pub fn validate(self) -> Result<ValidClickHouseConfig> {
+        self.check()?;
+        Ok(ValidClickHouseConfig(self))
+    }
+
+    fn check(&self) -> Result<()> {
         validate_url(&self.url)?;
         validate_identifier(&self.database).map_err(|message| Error::Config {
             field: "database",
@@ -134,37 +159,6 @@ impl ClickHouseConfig {
         Ok(())
     }
 
-    /// Validates, then builds the client for queries and schema statements on [`Self::database`]:
-    /// responses uncompressed (see the module docs). Builds only: no request is sent.
-    pub fn client(&self) -> Result<Client> {
-        self.validate()?;
-        Ok(self.server_client().with_database(&self.database))
-    }
-
-    /// Validates, then builds the client for inserts into [`Self::database`]: request bodies
-    /// LZ4-compressed when [`Self::compress_inserts`]. Use it for inserts only; its queries would
-    /// ask for compressed responses.
-    pub fn insert_client(&self) -> Result<Client> {
-        let compression = if self.compress_inserts {
-            Compression::Lz4
-        } else {
-            Compression::None
-        };
-        Ok(self.client()?.with_compression(compression))
-    }
-
-    /// A client with no database selected, for statements that must run before the database
-    /// exists (`CREATE DATABASE`, `SELECT version()`). Call after [`Self::validate`].
-    pub(crate) fn server_client(&self) -> Client {
-        Client::default()
-            .with_url(&self.url)
-            .with_user(&self.user)
-            .with_password(&self.password)
-            .with_compression(Compression::None)
-            // `RowBinaryWithNamesAndTypes` does not exist on ClickHouse 18.16.
-            .with_validation(false)
-    }
-
     /// [`Self::query_timeout_ms`] as a duration.
     pub fn query_timeout(&self) -> Duration {
         Duration::from_millis(self.query_timeout_ms)
@@ -178,6 +172,38 @@ impl ClickHouseConfig {
     /// [`Self::ddl_timeout_ms`] as a duration.
     pub fn ddl_timeout(&self) -> Duration {
         Duration::from_millis(self.ddl_timeout_ms)
+    }
+}
+
+impl ValidClickHouseConfig {
+    /// The client for queries and schema statements on the database: responses uncompressed
+    /// (see the module docs). Builds only: no request is sent.
+    pub fn client(&self) -> Client {
+        self.server_client().with_database(&self.database)
+    }
+
+    /// The client for inserts into the database: request bodies LZ4-compressed when
+    /// [`ClickHouseConfig::compress_inserts`]. Use it for inserts only; its queries would ask for
+    /// compressed responses.
+    pub fn insert_client(&self) -> Client {
+        let compression = if self.compress_inserts {
+            Compression::Lz4
+        } else {
+            Compression::None
+        };
+        self.client().with_compression(compression)
+    }
+
+    /// A client with no database selected, for statements that must run before the database
+    /// exists (`CREATE DATABASE`, `SELECT version()`).
+    pub(crate) fn server_client(&self) -> Client {
+        Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_compression(Compression::None)
+            // `RowBinaryWithNamesAndTypes` does not exist on ClickHouse 18.16.
+            .with_validation(false)
     }
 }
 
@@ -271,7 +297,7 @@ mod tests {
         config
     }
 
-    fn field_of(result: Result<()>) -> &'static str {
+    fn field_of<T: std::fmt::Debug>(result: Result<T>) -> &'static str {
         match result {
             Err(Error::Config { field, .. }) => field,
             other => panic!("expected a config error, found {other:?}"),
@@ -280,9 +306,8 @@ mod tests {
 
     #[test]
     fn default_is_valid() {
-        ClickHouseConfig::default().validate().unwrap();
-        ClickHouseConfig::default().client().unwrap();
-        ClickHouseConfig::default().insert_client().unwrap();
+        let config = ClickHouseConfig::default().validate().unwrap();
+        let _ = (config.client(), config.insert_client());
     }
 
     #[test]

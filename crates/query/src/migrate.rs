@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::ClickHouseConfig;
+use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Error, Result};
 
 /// The migration files, by file name. Adding a file under `schemas/clickhouse/` means adding it here;
@@ -178,8 +178,7 @@ pub fn migrations() -> Result<Vec<Migration>> {
 
 /// Asks the server its version; also the readable connectivity check (works before the database
 /// exists).
-pub async fn server_version(config: &ClickHouseConfig) -> Result<String> {
-    config.validate()?;
+pub async fn server_version(config: &ValidClickHouseConfig) -> Result<String> {
     with_deadline(
         format!("ask {} for its version", config.url),
         config.query_timeout(),
@@ -192,8 +191,7 @@ pub async fn server_version(config: &ClickHouseConfig) -> Result<String> {
 }
 
 /// Creates the database if needed and applies every pending migration; see the module docs.
-pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
-    config.validate()?;
+pub async fn migrate(config: &ValidClickHouseConfig) -> Result<MigrationReport> {
     let migrations = migrations()?;
     let server_version = server_version(config).await?;
     let client = create_database_and_table(config).await?;
@@ -229,7 +227,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<MigrationReport> {
 }
 
 /// Creates the database and [`MIGRATIONS_TABLE`] in it when missing; a client of the database.
-async fn create_database_and_table(config: &ClickHouseConfig) -> Result<clickhouse::Client> {
+async fn create_database_and_table(config: &ValidClickHouseConfig) -> Result<clickhouse::Client> {
     let ddl_timeout = config.ddl_timeout();
     with_deadline(
         format!("create database {}", config.database),
@@ -242,7 +240,7 @@ async fn create_database_and_table(config: &ClickHouseConfig) -> Result<clickhou
     )
     .await?;
 
-    let client = config.client()?;
+    let client = config.client();
     with_deadline(
         format!("create table {MIGRATIONS_TABLE}"),
         ddl_timeout,
@@ -296,7 +294,7 @@ enum AppliedBy {
 /// Runs a pending migration's statements in order.
 async fn run_statements(
     client: &clickhouse::Client,
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     migration: &Migration,
 ) -> Result<AppliedBy> {
     let statements = migration.statements();
@@ -320,7 +318,7 @@ async fn run_statements(
 /// Runs one statement of `migration`, tolerating what a concurrent run may have done first.
 async fn run_statement(
     client: &clickhouse::Client,
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     migration: &Migration,
     statement: &str,
     action: &str,
@@ -368,7 +366,7 @@ async fn run_statement(
 /// Records `migration` in [`MIGRATIONS_TABLE`] as applied now.
 async fn record(
     client: &clickhouse::Client,
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     migration: &Migration,
     statements: usize,
 ) -> Result<()> {
@@ -400,7 +398,7 @@ async fn record(
 
 /// The rollups' views see only what is inserted after they exist: fills them from the raw rows
 /// when this run created one (a database that had usage before the upgrade).
-async fn fill_new_rollups(config: &ClickHouseConfig, report: &MigrationReport) -> Result<()> {
+async fn fill_new_rollups(config: &ValidClickHouseConfig, report: &MigrationReport) -> Result<()> {
     if report
         .applied
         .iter()
@@ -430,7 +428,7 @@ const CONCURRENT_RETRY_WAIT: std::time::Duration = std::time::Duration::from_mil
 /// twice; any of its rows must match.
 async fn read_recorded(
     client: &clickhouse::Client,
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
 ) -> Result<BTreeMap<u32, Vec<RecordedMigration>>> {
     let recorded = with_deadline(
         format!("read {MIGRATIONS_TABLE}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
-use crate::config::ClickHouseConfig;
+use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Result};
 use crate::rows::{ControlRow, UsageRow};
 #[cfg(test)]
@@ -43,9 +43,9 @@ impl fmt::Debug for Reader {
 
 impl Reader {
     /// A reader of the configured database (validates the config; no IO).
-    pub fn new(config: &ClickHouseConfig) -> Result<Self> {
+    pub fn new(config: &ValidClickHouseConfig) -> Result<Self> {
         Ok(Self {
-            client: config.client()?,
+            client: config.client(),
             query_timeout: config.query_timeout(),
         })
     }

@@ -20,7 +20,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::config::ClickHouseConfig;
+use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Result};
 
 /// The coarsest rollup's grain, in seconds: a range checked in whole UTC days compares every
@@ -127,16 +127,15 @@ pub struct RollupDifference {
 /// whole quarter hours the quarter-hour one) whose rollup differs from the raw rows, at most
 /// `limit` per rollup. Empty when the rollups are exact.
 pub async fn check(
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     from: u32,
     to: u32,
     limit: u64,
 ) -> Result<Vec<RollupDifference>> {
-    config.validate()?;
     let timeout = config
         .query_timeout()
         .max(std::time::Duration::from_secs(600));
-    check_with(&config.client()?, timeout, from, to, limit).await
+    check_with(&config.client(), timeout, from, to, limit).await
 }
 
 /// [`check`] on an existing client.
@@ -192,12 +191,11 @@ struct MonthRow {
 /// the rollups hold when `None`) from the raw rows, swapping each month in whole. `progress` is
 /// called after each month.
 pub async fn rebuild(
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     months: Option<&[u32]>,
     mut progress: impl FnMut(&RebuiltMonth, usize, usize),
 ) -> Result<Vec<RebuiltMonth>> {
-    config.validate()?;
-    let client = config.client()?;
+    let client = config.client();
     let long = config
         .query_timeout()
         .max(std::time::Duration::from_secs(3600));
@@ -245,7 +243,7 @@ fn months_sql() -> String {
 
 /// Rebuilds one month of one rollup; returns its rows.
 async fn rebuild_month(
-    config: &ClickHouseConfig,
+    config: &ValidClickHouseConfig,
     client: &clickhouse::Client,
     rollup: Rollup,
     month: u32,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clickhouse::{Client, RowOwned, RowWrite};
 use tracing::debug;
 
-use crate::config::ClickHouseConfig;
+use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Result};
 use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRowRef};
 
@@ -70,10 +70,10 @@ impl fmt::Debug for Writer {
 
 impl Writer {
     /// A writer for the configured database (validates the config; no IO).
-    pub fn new(config: &ClickHouseConfig) -> Result<Self> {
+    pub fn new(config: &ValidClickHouseConfig) -> Result<Self> {
         Ok(Self {
-            insert_client: config.insert_client()?,
-            client: config.client()?,
+            insert_client: config.insert_client(),
+            client: config.client(),
             insert_timeout: config.insert_timeout(),
         })
     }
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_client_internals() {
-        let writer = Writer::new(&ClickHouseConfig::default()).unwrap();
+        let writer = Writer::new(&crate::ClickHouseConfig::default().validate().unwrap()).unwrap();
         assert!(format!("{writer:?}").starts_with("Writer {"));
     }
 }

@@ -693,7 +693,9 @@ async fn server_version_answers() {
         url: clickhouse_url(),
         ..ClickHouseConfig::default()
     };
-    let version = botmeter_query::server_version(&config).await.unwrap();
+    let version = botmeter_query::server_version(&config.validate().unwrap())
+        .await
+        .unwrap();
     assert!(
         version.chars().next().unwrap().is_ascii_digit(),
         "{version}"

@@ -2,7 +2,7 @@
 //! that is dropped when the test ends, panics included.
 
 use botmeter_query::api::AppState;
-use botmeter_query::{migrate, ClickHouseConfig, Reader, Writer};
+use botmeter_query::{migrate, ClickHouseConfig, Reader, ValidClickHouseConfig, Writer};
 
 /// `BOTMETER_CLICKHOUSE_URL`, defaulting to the local server of `scripts/services.sh`.
 pub(crate) fn clickhouse_url() -> String {
@@ -18,7 +18,7 @@ pub(crate) fn server_client() -> clickhouse::Client {
 
 /// A database for one test; dropped when this goes out of scope, panics included.
 pub(crate) struct TestDb {
-    pub(crate) config: ClickHouseConfig,
+    pub(crate) config: ValidClickHouseConfig,
 }
 
 impl TestDb {
@@ -28,7 +28,9 @@ impl TestDb {
             url: clickhouse_url(),
             database: format!("botmeter_test_{name}_{}", std::process::id()),
             ..ClickHouseConfig::default()
-        };
+        }
+        .validate()
+        .expect("a valid test config");
         drop_database(&config.database).await;
         Self { config }
     }
@@ -41,7 +43,7 @@ impl TestDb {
     }
 
     pub(crate) fn client(&self) -> clickhouse::Client {
-        self.config.client().unwrap()
+        self.config.client()
     }
 
     pub(crate) fn writer(&self) -> Writer {

@@ -169,9 +169,9 @@ async fn get(state: AppState, uri: impl AsRef<str>) -> (StatusCode, axum::http::
 }
 
 fn state_with(db: &TestDb, edit: impl FnOnce(&mut botmeter_query::ClickHouseConfig)) -> AppState {
-    let mut config = db.config.clone();
+    let mut config = botmeter_query::ClickHouseConfig::clone(&db.config);
     edit(&mut config);
-    AppState::new(&config).unwrap()
+    AppState::new(&config.validate().unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -291,11 +291,12 @@ async fn serve_reads_as_the_read_only_user_whose_profile_limits_queries() {
     let left = endless.wait_gone(Duration::from_secs(3)).await;
     assert!(left.is_empty(), "{left:?}");
     // The reader cannot write.
-    let mut config = endless.db.config.clone();
+    let mut config = botmeter_query::ClickHouseConfig::clone(&endless.db.config);
     config.user = reader;
     let err = config
-        .client()
+        .validate()
         .unwrap()
+        .client()
         .query("CREATE TABLE t (x UInt8) ENGINE = Memory")
         .execute()
         .await
