@@ -40,7 +40,6 @@ struct TrafficContext {
     topic: String,
     positions: PositionsFn,
     rewind: i64,
-    assigned: Mutex<BTreeSet<i32>>,
     stored: Mutex<HashMap<i32, i64>>,
     generation: AtomicU64,
     writes: Arc<WritesInFlight>,
@@ -185,8 +184,7 @@ impl ConsumerContext for TrafficContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = self.adopt_stored_positions();
-                let mut assigned = self.assigned.lock().expect("assigned lock");
-                assigned.clear();
+                let mut assigned = BTreeSet::new();
                 for mut elem in tpl.elements_for_topic(&self.topic) {
                     let partition = elem.partition();
                     // Stored offsets are inclusive (the last row written); resume one past it,
@@ -197,21 +195,19 @@ impl ConsumerContext for TrafficContext {
                     }
                     assigned.insert(partition);
                 }
-                info!(topic = %self.topic, partitions = ?*assigned, resume = ?positions, "traffic partitions assigned");
+                info!(topic = %self.topic, partitions = ?assigned, resume = ?positions, "traffic partitions assigned");
                 if let Err(e) = base_consumer.assign(tpl) {
                     warn!(error = %e, "assign failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 info!(topic = %self.topic, "traffic partitions revoked");
-                self.assigned.lock().expect("assigned lock").clear();
                 if let Err(e) = base_consumer.unassign() {
                     warn!(error = %e, "unassign failed");
                 }
             }
             other => {
                 warn!(error = ?other, "rebalance error");
-                self.assigned.lock().expect("assigned lock").clear();
                 let _ = base_consumer.unassign();
             }
         }
@@ -249,7 +245,6 @@ impl TrafficSource {
             topic: config.traffic_topic.clone(),
             positions,
             rewind: config.resume_rewind_messages,
-            assigned: Mutex::default(),
             stored: Mutex::default(),
             generation: AtomicU64::new(0),
             writes: Arc::default(),
