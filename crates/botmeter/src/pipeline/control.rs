@@ -14,6 +14,7 @@ use enrich::OwnershipState;
 use ingest::{ControlSource, DeadLetter, TrafficSource};
 use model::{Event, EventBody};
 use query::rows::ControlRow;
+use query::write::retry::Backoff;
 use query::write::runs::contiguous_runs;
 use tracing::warn;
 
@@ -201,7 +202,7 @@ impl ControlLoop {
             &self.shared.handle,
             &self.shared.stop,
             "write control events",
-            self.max_backoff,
+            Backoff::new(self.max_backoff),
             &self.shared.stats,
             || self.shared.writer.insert_control(run),
         )?;

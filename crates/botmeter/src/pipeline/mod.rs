@@ -227,24 +227,19 @@ fn positions_fn(shared: &Shared) -> ingest::PositionsFn {
         shared.stop.clone(),
     );
     Arc::new(move |topic: &str| {
-        // Never gives up (a rebalance callback cannot fail, and resuming without positions would
-        // re-read what is durable): retried until it answers or the run stops, when nothing is
-        // written any more.
-        let mut backoff = Backoff::new(Duration::from_secs(5));
-        loop {
-            match handle.block_on(reader.positions(topic)) {
-                Ok(positions) => return positions,
-                Err(e) if stop.load(Ordering::SeqCst) => {
-                    warn!(error = %e, "failed to read traffic positions; stopping");
-                    return HashMap::new();
-                }
-                Err(e) => {
-                    let pause = backoff.next_pause();
-                    warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "failed to read traffic positions; retrying");
-                    std::thread::sleep(pause);
-                }
-            }
-        }
+        // A rebalance callback cannot fail, and resuming without positions would re-read what is
+        // durable: retried until it answers or the run stops, when nothing is written any more.
+        retry_blocking_with(
+            &handle,
+            &stop,
+            "read traffic positions",
+            Backoff::forever(Duration::from_secs(5)),
+            &RunStats::default(),
+            || reader.positions(topic),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default()
     })
 }
 
@@ -287,7 +282,7 @@ where
         handle,
         stop,
         what,
-        Duration::from_secs(5),
+        Backoff::new(Duration::from_secs(5)),
         &RunStats::default(),
         f,
     )
@@ -300,7 +295,7 @@ fn retry_blocking_with<T, F, Fut>(
     handle: &Handle,
     stop: &AtomicBool,
     what: &str,
-    max_backoff: Duration,
+    mut backoff: Backoff,
     stats: &RunStats,
     mut f: F,
 ) -> anyhow::Result<Option<T>>
@@ -308,7 +303,6 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = query::Result<T>>,
 {
-    let mut backoff = Backoff::new(max_backoff);
     loop {
         match handle.block_on(f()) {
             Ok(value) => return Ok(Some(value)),

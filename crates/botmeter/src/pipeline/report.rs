@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use ingest::{DeadLetter, DeadLetterProducer, TrafficSource};
 use query::rows::{status, AsUsageRow, DeadLetterRow, StrList};
+use query::write::retry::Backoff;
 use tracing::warn;
 
 use super::{retry_blocking_with, Shared};
@@ -126,7 +127,7 @@ pub(crate) fn write_dead_letters(
         &shared.handle,
         &shared.stop,
         "write dead letters",
-        max_backoff,
+        Backoff::new(max_backoff),
         &shared.stats,
         || shared.writer.insert_dead_letters(&rows),
     )?;

@@ -71,6 +71,8 @@ pub struct Backoff {
     next: Duration,
     max: Duration,
     permanent_failures: u32,
+    /// Permanent failures that end the retries ([`PERMANENT_ATTEMPTS`], or never).
+    permanent_attempts: u32,
 }
 
 impl Backoff {
@@ -80,6 +82,16 @@ impl Backoff {
             next: FIRST_BACKOFF,
             max,
             permanent_failures: 0,
+            permanent_attempts: PERMANENT_ATTEMPTS,
+        }
+    }
+
+    /// Like [`Self::new`], but no failure ends the retries: for a call that cannot give up (the
+    /// positions a rebalance resumes from; without them it would re-read what is durable).
+    pub fn forever(max: Duration) -> Self {
+        Self {
+            permanent_attempts: u32::MAX,
+            ..Self::new(max)
         }
     }
 
@@ -100,7 +112,7 @@ impl Backoff {
     pub fn failed(&mut self, error: Error) -> Result<Error, Error> {
         if is_permanent(&error) {
             self.permanent_failures += 1;
-            if self.permanent_failures >= PERMANENT_ATTEMPTS {
+            if self.permanent_failures >= self.permanent_attempts {
                 return Err(error);
             }
         }
@@ -164,5 +176,9 @@ mod tests {
         }
         let error = backoff.failed(bad()).unwrap_err();
         assert!(error.to_string().contains("Incorrect data"), "{error}");
+        let mut forever = Backoff::forever(Duration::from_secs(1));
+        for _ in 0..100 {
+            assert!(forever.failed(bad()).is_ok());
+        }
     }
 }
