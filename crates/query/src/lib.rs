@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod query_id;
 pub mod read;
 pub mod rollup;
 pub mod rows;

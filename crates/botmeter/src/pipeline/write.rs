@@ -115,7 +115,7 @@ impl TrafficLoop {
         let task = self.shared.handle.spawn(async move {
             let _guard = guard;
             for (index, run) in runs.iter().enumerate() {
-                let query_id = query::write::new_query_id();
+                let query_id = query::query_id::new_query_id();
                 if let Err(e) = writer.insert_usage_as(run, &query_id).await {
                     return (runs, index, Some((e, query_id)));
                 }
@@ -238,7 +238,7 @@ impl TrafficLoop {
                         e
                     }
                     None => {
-                        let query_id = query::write::new_query_id();
+                        let query_id = query::query_id::new_query_id();
                         match self.shared.handle.block_on(insert(run, query_id.clone())) {
                             Ok(()) => break,
                             Err(e) => {

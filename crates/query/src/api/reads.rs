@@ -12,7 +12,6 @@
 //!   connection while a query produces nothing). A user may kill its own queries, read-only or not.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,7 @@ use tracing::{info, warn, Instrument};
 
 use super::AppState;
 use crate::error::{with_deadline, Error, Result};
+use crate::query_id::{self, new_query_id};
 
 /// The response header naming the request id (the prefix of its ClickHouse query ids).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -47,16 +47,10 @@ pub(super) struct RequestId {
 }
 
 impl RequestId {
-    /// A fresh id: 16 random hex digits (std's hasher keys are random per process and per call).
+    /// A fresh id, unique across processes and restarts (see [`new_query_id`]).
     fn new() -> Self {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
         Self {
-            id: Arc::from(format!("{:016x}", hasher.finish())),
+            id: Arc::from(new_query_id()),
             queries: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -196,10 +190,7 @@ impl Drop for KillOnDrop {
         };
         let query_id = std::mem::take(&mut self.query_id);
         runtime.spawn(async move {
-            let kill = client
-                .query("KILL QUERY WHERE query_id = ? ASYNC")
-                .bind(query_id.as_str())
-                .execute();
+            let kill = query_id::kill(&client, &query_id, query_id::Wait::Async);
             match tokio::time::timeout(KILL_TIMEOUT, kill).await {
                 Ok(Ok(())) => info!(%query_id, "abandoned query killed on clickhouse"),
                 Ok(Err(err)) => warn!(%query_id, error = %err, "failed to kill an abandoned query"),

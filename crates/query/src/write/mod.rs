@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Result};
+use crate::query_id::{self, new_query_id};
 use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRowRef};
 
 /// Table of [`UsageRow`].
@@ -41,23 +42,6 @@ pub struct Writer {
     /// Plain responses, for [`Writer::fence`].
     client: Client,
     insert_timeout: Duration,
-}
-
-/// A `query_id` for one insert attempt, unique across processes and restarts:
-/// `botmeter-<pid>-<start, µs>-<n>`.
-pub fn new_query_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        format!(
-            "botmeter-{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_micros()
-        )
-    });
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl fmt::Debug for Writer {
@@ -127,10 +111,7 @@ impl Writer {
         with_deadline(
             format!("kill query {query_id}"),
             within,
-            client
-                .query("KILL QUERY WHERE query_id = ? SYNC")
-                .bind(query_id)
-                .execute(),
+            query_id::kill(client, query_id, query_id::Wait::Sync),
         )
         .await?;
         let running = with_deadline(
