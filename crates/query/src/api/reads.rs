@@ -12,6 +12,7 @@
 //!   connection while a query produces nothing). A user may kill its own queries, read-only or not.
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use tracing::{info, warn, Instrument};
 
 use super::AppState;
 use crate::error::{with_deadline, Error, Result};
-use crate::query_id::{self, new_query_id};
+use crate::query_id;
 
 /// The response header naming the request id (the prefix of its ClickHouse query ids).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -47,10 +48,16 @@ pub(super) struct RequestId {
 }
 
 impl RequestId {
-    /// A fresh id, unique across processes and restarts (see [`new_query_id`]).
+    /// A fresh id: 16 random hex digits (std's hasher keys are random per process and per call).
     fn new() -> Self {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         Self {
-            id: Arc::from(new_query_id()),
+            id: Arc::from(format!("{:016x}", hasher.finish())),
             queries: Arc::new(AtomicU32::new(0)),
         }
     }
