@@ -86,13 +86,17 @@ impl TrafficContext {
         self.rewind
     }
 
-    /// Records that `partition` is durable up to `last` (inclusive), before re-positioning it.
+    /// Records that `partition` is durable (or handed to a batch) up to `last`, inclusive, and
+    /// returns the mark now in force. The mark never moves back: a position read right after a
+    /// seek, before anything was fetched, names the seek's target, and lowering the mark to it
+    /// would let messages already written be written again. (A new assignment replaces the marks
+    /// with ClickHouse's positions instead.)
     #[inline]
-    fn mark_stored(&self, partition: i32, last: i64) {
-        self.stored
-            .lock()
-            .expect("stored lock")
-            .insert(partition, last);
+    fn mark_stored(&self, partition: i32, last: i64) -> i64 {
+        let mut stored = self.stored.lock().expect("stored lock");
+        let mark = stored.entry(partition).or_insert(last);
+        *mark = (*mark).max(last);
+        *mark
     }
 
     /// Marks an insert of this reader's rows as running until the returned guard is dropped.
@@ -326,8 +330,8 @@ impl TrafficSource {
         let context = self.consumer.context();
         for element in positions.elements() {
             if let Offset::Offset(next) = element.offset() {
-                context.mark_stored(element.partition(), next - 1);
-                let start = start_offset(Some(next - 1), context.rewind());
+                let last = context.mark_stored(element.partition(), next - 1);
+                let start = start_offset(Some(last), context.rewind());
                 self.seek(element.topic(), element.partition(), start);
             }
         }
@@ -414,6 +418,23 @@ impl TrafficSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_mark_never_moves_back() {
+        let context = TrafficContext {
+            topic: "t".into(),
+            positions: Arc::new(|_: &str| HashMap::new()),
+            rewind: 10,
+            stored: Mutex::default(),
+            generation: AtomicU64::new(0),
+            writes: Arc::default(),
+        };
+        assert_eq!(context.mark_stored(1, 999), 999);
+        // A position read just after a seek to the partition's start: not a step back.
+        assert_eq!(context.mark_stored(1, -1), 999);
+        assert!(context.already_stored(1, 49));
+        assert!(!context.already_stored(1, 1000));
+    }
 
     #[test]
     fn resume_starts_after_the_stored_offset_rewound_but_never_before_zero() {
