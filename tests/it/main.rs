@@ -25,5 +25,6 @@ mod delivery;
 mod hardening;
 mod pipeline_e2e;
 mod reconcile;
+mod repeats;
 mod report_html;
 mod reports_fleet;

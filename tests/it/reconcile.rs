@@ -110,16 +110,17 @@ async fn reconcile_agrees_after_a_run_and_names_a_duplicate() {
     assert_eq!(traffic.len(), 4, "three partitions and the total:\n{out}");
     for row in &traffic[..3] {
         assert_eq!(row[2], row[3], "every message in Kafka is stored: {row:?}");
-        assert_eq!(&row[7..], ["0", "0", "0", "0", "ok"], "{row:?}");
+        assert_eq!(&row[7..], ["0", "0", "0", "0", "0", "ok"], "{row:?}");
     }
     let (t, c) = (
         traffic_messages.to_string(),
         truth.traffic_events.to_string(),
     );
-    // total, offsets, messages, stored, attributed, unattributed, dead letters, duplicates, lost, gaps, not consumed, status
+    // total, offsets, messages, stored, attributed, unattributed, dead letters, repeats,
+    // duplicates, lost, gaps, not consumed, status
     assert_eq!(
         traffic[3],
-        ["total", "-", &t, &t, &c, "0", "2", "0", "0", "0", "0", "ok"],
+        ["total", "-", &t, &t, &c, "0", "2", "0", "0", "0", "0", "0", "ok"],
         "{out}"
     );
     let control = table_of(&out, &format!("control topic {}", env.control_topic));
@@ -171,6 +172,7 @@ async fn reconcile_agrees_after_a_run_and_names_a_duplicate() {
             "0",
             "0",
             "0",
+            "0",
             "ok"
         ],
         "{out}"
@@ -193,7 +195,7 @@ async fn reconcile_agrees_after_a_run_and_names_a_duplicate() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("; 3 messages not consumed yet."), "{out}");
     let traffic = table_of(&out, &format!("traffic topic {}", env.traffic_topic));
-    assert_eq!(traffic[3][10], "3", "{out}");
+    assert_eq!(traffic[3][11], "3", "{out}");
     assert_eq!(traffic[3][2], (traffic_messages + 3).to_string(), "{out}");
     let (code, out) = reconcile(&env, &["--expect-caught-up"]);
     assert_eq!(code, Some(1), "{out}");
@@ -225,7 +227,7 @@ async fn reconcile_agrees_after_a_run_and_names_a_duplicate() {
     let traffic = table_of(&out, &format!("traffic topic {}", env.traffic_topic));
     let row = traffic.iter().find(|row| row[0] == partition).unwrap();
     assert_eq!(
-        (row[7].as_str(), row[11].as_str()),
+        (row[8].as_str(), row[12].as_str()),
         ("1", "MISMATCH"),
         "{out}"
     );

@@ -426,3 +426,55 @@ def test_ragged_range_reads_the_rollup_middle_and_raw_edges(db):  # noqa: F811
         )
         assert ragged == raw, (tz, granularity, group)
         assert raw[1], (tz, granularity, group)
+
+
+def test_recent_event_ids_rebuild_the_repeat_window(db):  # noqa: F811
+    # recent_event_ids.sql: the ids written within the window of the topic's newest event time,
+    # netting to one row (a restated event once; duplicates and dead letters never), newest first.
+    def row(event_id, time, status="attributed", sign=1, topic="traffic", offset=0):
+        out = usage(event_id, time, "ep_1", "cr_1", status=status, sign=sign)
+        out.update(kafka_topic=topic, kafka_partition=1, kafka_offset=offset)
+        return out
+
+    db.insert("usage_events", [
+        row("ev_old", "2024-05-01 08:59:59", offset=1),
+        row("ev_edge", "2024-05-01 09:00:00", offset=2),
+        row("ev_new", "2024-05-01 10:00:00", offset=3),
+        # Restated: the original, its cancelling copy and the new row, one net row.
+        row("ev_restated", "2024-05-01 09:30:00", status="unattributed", offset=4),
+        row("ev_restated", "2024-05-01 09:30:00", status="unattributed", sign=-1, offset=4),
+        row("ev_restated", "2024-05-01 09:30:00", offset=4),
+        row("ev_new", "2024-05-01 10:00:00", status="duplicate", offset=5),
+        row("", "2024-05-01 10:00:00", status="dead_letter", offset=6),
+        row("ev_other_topic", "2024-05-01 11:00:00", topic="elsewhere", offset=7),
+    ])
+    sql = read_sql("recent_event_ids.sql")
+    types, rows = db.rows(bind(sql, "traffic", "traffic", 3600, 100))
+    assert types == ["String", "Int64", "Int32", "Int64"]
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    assert rows == [
+        ["ev_new", us("2024-05-01 10:00:00"), 1, 3],
+        ["ev_restated", us("2024-05-01 09:30:00"), 1, 4],
+        ["ev_edge", us("2024-05-01 09:00:00"), 1, 2],
+    ]
+    _, rows = db.rows(bind(sql, "traffic", "traffic", 3600, 2))
+    assert [r[0] for r in rows] == ["ev_new", "ev_restated"]
+
+
+def test_reconcile_traffic_counts_repeats_apart(db):  # noqa: F811
+    # reconcile_traffic.sql: a repeated delivery is a message of its own (its position nets to one
+    # row) counted under window_repeated, not as attributed.
+    def row(event_id, offset, status="attributed", sign=1):
+        out = usage(event_id, "2024-05-01 10:00:00", "ep_1", "cr_1", status=status, sign=sign)
+        out.update(kafka_partition=0, kafka_offset=offset)
+        return out
+
+    db.insert("usage_events", [
+        row("ev_1", 0),
+        row("ev_2", 1, status="unattributed"),
+        row("ev_1", 2, status="duplicate"),
+        row("", 3, status="dead_letter"),
+    ])
+    types, rows = db.rows(bind(read_sql("reconcile_traffic.sql"), 0, 4294967295, "traffic", "traffic"))
+    assert types[-5:] == ["Int64"] * 5
+    assert rows == [[0, 4, 0, 3, 0, 0, [], 1, 1, 0, 1, 1]]

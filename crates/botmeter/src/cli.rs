@@ -279,6 +279,17 @@ pub struct RunArgs {
     /// Traffic stamped before this time (RFC 3339) is dead-lettered (`event_time_out_of_range`).
     #[arg(long, env = "BOTMETER_MIN_EVENT_TIME", default_value = pipeline::DEFAULT_MIN_EVENT_TIME)]
     pub min_event_time: chrono::DateTime<chrono::Utc>,
+    /// A traffic event whose `event_id` was already written at another Kafka position, within
+    /// this much event time (ms) of the newest event, is a repeated delivery (ngrok's event
+    /// destinations deliver at least once): written with status `duplicate` so that its position
+    /// is covered, and counted in no report (`/v1/anomalies` and `reconcile` list repeats).
+    #[arg(long, env = "BOTMETER_REPEAT_WINDOW_MS", default_value_t = ingest::repeats::DEFAULT_WINDOW_MS)]
+    pub repeat_window_ms: u64,
+    /// Most event ids the repeat window remembers (about 60–120 bytes each); beyond it the
+    /// oldest are forgotten early (`botmeter_repeat_window_evicted_total`). 0 turns repeat
+    /// detection off.
+    #[arg(long, env = "BOTMETER_REPEAT_WINDOW_MAX_IDS", default_value_t = ingest::repeats::DEFAULT_MAX_IDS)]
+    pub repeat_window_max_ids: usize,
     /// Testing only: the control reader starts reading this long after the pipeline (ms), to
     /// exercise `--max-control-wait-ms`.
     #[arg(
@@ -335,6 +346,8 @@ impl RunArgs {
             max_clock_skew_ms: self.max_clock_skew_ms,
             min_event_time: self.min_event_time,
             hold_control_reader_ms: self.hold_control_reader_ms,
+            repeat_window_ms: self.repeat_window_ms,
+            repeat_window_max_ids: self.repeat_window_max_ids,
             ..RunSettings::default()
         })
     }
@@ -528,6 +541,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         control_in = s(&stats.control_in),
         attributed = s(&stats.attributed),
         unattributed = s(&stats.unattributed),
+        repeated = s(&stats.repeated),
         dead_letters = s(&stats.dead_letters),
         "pipeline stopped"
     );

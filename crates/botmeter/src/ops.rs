@@ -44,6 +44,13 @@ pub mod names {
     /// Batches whose wait for the control plane ran out (`--max-control-wait-ms`): their traffic
     /// after what the control plane covered is written unattributed (`control_plane_behind`).
     pub const CONTROL_WAIT_BOUNDED: &str = "botmeter_control_wait_bounded_total";
+    /// Repeated deliveries of an event id already written (status `duplicate`, counted nowhere).
+    pub const REPEATED_EVENTS: &str = "botmeter_repeated_events_total";
+    /// Event ids the repeat window remembers now (`--repeat-window-ms`, `--repeat-window-max-ids`).
+    pub const REPEAT_WINDOW_IDS: &str = "botmeter_repeat_window_ids";
+    /// Event ids the repeat window forgot before their window ended, because it held
+    /// `--repeat-window-max-ids`: a repeat of one of them would be counted.
+    pub const REPEAT_WINDOW_EVICTED: &str = "botmeter_repeat_window_evicted_total";
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.

@@ -19,7 +19,8 @@ SELECT
     toInt64(0)                                         AS window_attributed,
     toInt64(0)                                         AS window_unattributed,
     toInt64(sum(position_control))                     AS window_control_events,
-    toInt64(sum(position_dead_letter))                 AS window_dead_letters
+    toInt64(sum(position_dead_letter))                 AS window_dead_letters,
+    toInt64(0)                                         AS window_repeated
 FROM
 (
     SELECT

@@ -3,7 +3,8 @@
 -- over its position is 1 (a restatement adds a -1 copy and a +1 row at the same position). A
 -- traffic dead letter also has a dead_letters row (ReplacingMergeTree, so possibly twice before a
 -- merge); that row makes the position stored but adds no net row, so a position held only by
--- dead_letters nets to 0 and is reported.
+-- dead_letters nets to 0 and is reported. A repeated delivery of an event (status `duplicate`) is a
+-- message of its own: its position nets to one row, counted under `window_repeated`.
 -- Placeholders, in order: the window start and end (Unix seconds, Int64, start inclusive and end
 -- exclusive) of the outcome counts, then the topic twice (String), once per table. Duplicate and
 -- lost positions are counted over every row, whatever the window.
@@ -20,7 +21,8 @@ SELECT
     toInt64(sum(position_attributed))                  AS window_attributed,
     toInt64(sum(position_unattributed))                AS window_unattributed,
     toInt64(0)                                         AS window_control_events,
-    toInt64(sum(position_dead_letter))                 AS window_dead_letters
+    toInt64(sum(position_dead_letter))                 AS window_dead_letters,
+    toInt64(sum(position_repeated))                    AS window_repeated
 FROM
 (
     SELECT
@@ -29,7 +31,8 @@ FROM
         sum(row_net)                                              AS position_net,
         sum(row_net * row_in_window * (row_status = 'attributed'))   AS position_attributed,
         sum(row_net * row_in_window * (row_status = 'unattributed')) AS position_unattributed,
-        sum(row_net * row_in_window * (row_status = 'dead_letter'))  AS position_dead_letter
+        sum(row_net * row_in_window * (row_status = 'dead_letter'))  AS position_dead_letter,
+        sum(row_net * row_in_window * (row_status = 'duplicate'))    AS position_repeated
     FROM
     (
         SELECT

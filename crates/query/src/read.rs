@@ -1,6 +1,6 @@
 //! The read side of botmeter's own bookkeeping (the reports are in [`crate::api`]): where each
 //! Kafka partition is durable (the resume point), the control-event history the ownership state
-//! is rebuilt from, unattributed rows for `reattribute`, the rollup check, and the per-partition
+//! is rebuilt from, unattributed rows for `reattribute`, the event ids written lately (the repeat window), the rollup check, and the per-partition
 //! figures `reconcile` compares with Kafka.
 
 use std::collections::HashMap;
@@ -18,6 +18,22 @@ use crate::write::{CONTROL_TABLE, DEAD_LETTER_TABLE, USAGE_TABLE};
 
 /// Max offset per partition of one topic over the three tables; the topic bound three times.
 const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
+
+/// The newest written event ids of a topic; see the file's header.
+const RECENT_EVENT_IDS_SQL: &str = include_str!("../sql/recent_event_ids.sql");
+
+/// An event written to `usage_events`, for the pipeline's repeat window.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct WrittenEvent {
+    /// The event id.
+    pub event_id: String,
+    /// Its event time, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// The partition it was written from.
+    pub partition: i32,
+    /// The offset it was written from.
+    pub offset: i64,
+}
 
 #[derive(Debug, Row, Deserialize)]
 struct PositionRow {
@@ -103,6 +119,28 @@ impl Reader {
             .collect())
     }
 
+    /// The event ids written for `topic` within `window_secs` of its newest event time, newest
+    /// first, at most `limit`: what the pipeline's repeat window is rebuilt from at start-up.
+    pub async fn recent_events(
+        &self,
+        topic: &str,
+        window_secs: i64,
+        limit: u64,
+    ) -> Result<Vec<WrittenEvent>> {
+        with_deadline(
+            format!("read the event ids written for topic {topic:?} in the last {window_secs} s of event time"),
+            self.query_timeout.max(Duration::from_secs(300)),
+            self.client
+                .query(RECENT_EVENT_IDS_SQL)
+                .bind(topic)
+                .bind(topic)
+                .bind(window_secs)
+                .bind(limit)
+                .fetch_all::<WrittenEvent>(),
+        )
+        .await
+    }
+
     /// Every rollup key over `[from, to)` (Unix seconds, whole UTC days) whose rollup differs
     /// from the raw rows, at most `limit` per rollup: [`crate::rollup::check`] on this reader's
     /// connection.
@@ -162,6 +200,9 @@ pub struct StoredPartition {
     /// Dead letters in the window: net `dead_letter` usage rows (traffic, by `event_time`, the time
     /// botmeter received them) or `dead_letters` positions (control, by `received_at`).
     pub window_dead_letters: i64,
+    /// Net `duplicate` usage rows in the window: repeated deliveries of events already written,
+    /// counted nowhere else (traffic only).
+    pub window_repeated: i64,
 }
 
 impl Reader {

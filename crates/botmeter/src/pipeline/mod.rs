@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use enrich::OwnershipState;
-use ingest::{ControlSource, DeadLetterProducer, TrafficSource, ValidKafkaConfig};
+use ingest::{ControlSource, DeadLetterProducer, RepeatWindow, TrafficSource, ValidKafkaConfig};
 use query::rows::ControlRow;
 use query::write::retry::Backoff;
 use query::{Reader, Writer};
@@ -76,6 +76,11 @@ pub struct RunSettings {
     pub min_event_time: DateTime<Utc>,
     /// Testing only: the control reader starts this long after the pipeline, in milliseconds.
     pub hold_control_reader_ms: u64,
+    /// A traffic event whose id was already written at another position within this much event
+    /// time (ms) of the newest event is a repeated delivery: status `duplicate`, counted nowhere.
+    pub repeat_window_ms: u64,
+    /// Most event ids the repeat window remembers (0: repeats are not looked for).
+    pub repeat_window_max_ids: usize,
 }
 
 impl Default for RunSettings {
@@ -92,6 +97,8 @@ impl Default for RunSettings {
                 .parse()
                 .expect("the default floor is RFC 3339"),
             hold_control_reader_ms: 0,
+            repeat_window_ms: ingest::repeats::DEFAULT_WINDOW_MS,
+            repeat_window_max_ids: ingest::repeats::DEFAULT_MAX_IDS,
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct RunStats {
     pub attributed: AtomicU64,
     /// Traffic rows unattributed.
     pub unattributed: AtomicU64,
+    /// Traffic rows that repeat an event already written (status `duplicate`).
+    pub repeated: AtomicU64,
     /// Messages dead-lettered (both topics).
     pub dead_letters: AtomicU64,
     /// Credential events that tried to change an owner.
@@ -180,6 +189,12 @@ pub fn run(
         .name("control".into())
         .spawn(move || control.run())?;
 
+    let Some(repeats) = restore_repeats(&shared, &kafka.traffic_topic, &settings)? else {
+        stop.store(true, Ordering::SeqCst);
+        return control_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("control reader panicked"))?;
+    };
     let traffic = TrafficSource::new(&kafka, positions_fn(&shared))?;
     stats.started.store(true, Ordering::SeqCst);
     let result = TrafficLoop::new(
@@ -188,6 +203,7 @@ pub fn run(
         control_partitions,
         shared,
         settings,
+        repeats,
     )
     .run();
     stop.store(true, Ordering::SeqCst);
@@ -216,6 +232,53 @@ fn restore(
     let (state, watermark) = rebuild_state(&history);
     info!(events = history.len(), stats = ?state.stats(), "ownership state rebuilt from ClickHouse");
     Ok((state, watermark, stored))
+}
+
+/// The repeat window as the traffic written so far leaves it: the event ids written within the
+/// window of the newest event time, so that a repeat arriving after a restart (or at another
+/// instance after a rebalance) is still recognized. `None` when stopping meanwhile.
+fn restore_repeats(
+    shared: &Shared,
+    traffic_topic: &str,
+    settings: &RunSettings,
+) -> anyhow::Result<Option<RepeatWindow>> {
+    let window = Duration::from_millis(settings.repeat_window_ms);
+    let mut repeats = RepeatWindow::new(window, settings.repeat_window_max_ids);
+    if settings.repeat_window_max_ids == 0 {
+        return Ok(Some(repeats));
+    }
+    let started = std::time::Instant::now();
+    let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    let Some(mut written) = retry_blocking(
+        &shared.handle,
+        &shared.stop,
+        "read the event ids written lately (repeat window)",
+        || {
+            shared.reader.recent_events(
+                traffic_topic,
+                window_secs,
+                settings.repeat_window_max_ids as u64,
+            )
+        },
+    )?
+    else {
+        return Ok(None);
+    };
+    // Oldest first, as they were written.
+    written.reverse();
+    for event in &written {
+        let position = ingest::repeats::Position {
+            partition: event.partition,
+            offset: event.offset,
+        };
+        repeats.check(&event.event_id, event.event_time_us, position);
+    }
+    info!(
+        ids = repeats.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "repeat window rebuilt from ClickHouse"
+    );
+    Ok(Some(repeats))
 }
 
 /// Where each newly assigned traffic partition resumes: ClickHouse's positions, read on the

@@ -23,6 +23,7 @@ pub(crate) struct BatchSummary {
     dead_letters: u64,
     pub(crate) attributed: u64,
     pub(crate) unattributed: u64,
+    pub(crate) repeated: u64,
     unattributed_by_reason: HashMap<String, u64>,
     flagged: HashMap<String, u64>,
 }
@@ -50,6 +51,10 @@ pub(crate) fn summarize<R: AsUsageRow>(rows: &[R]) -> BatchSummary {
             status::UNATTRIBUTED => {
                 summary.unattributed += 1;
                 count(&mut summary.unattributed_by_reason, row.unattributed_reason);
+            }
+            status::DUPLICATE => {
+                summary.repeated += 1;
+                continue; // a message like any other, but its flags count nowhere
             }
             _ => {}
         }
@@ -80,6 +85,9 @@ pub(crate) fn record_traffic_metrics(summary: &BatchSummary) {
     }
     for (flag, &n) in &summary.flagged {
         metrics::counter!(names::FLAGGED, "flag" => flag.clone()).increment(n);
+    }
+    if summary.repeated > 0 {
+        metrics::counter!(names::REPEATED_EVENTS).increment(summary.repeated);
     }
 }
 

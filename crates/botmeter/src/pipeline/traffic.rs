@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use enrich::UnattributedReason;
-use ingest::{DeadLetter, Fence, TrafficSource};
+use ingest::{DeadLetter, Fence, RepeatWindow, Seen, TrafficSource};
 use query::rows::{PendingUsage, TrafficRecord};
 use query::write::runs::contiguous_runs;
 use rdkafka::message::Message;
@@ -39,6 +39,10 @@ pub(crate) struct TrafficLoop {
     /// At most one batch's insert runs while the next batch is polled, decoded and attributed,
     /// so ClickHouse's work overlaps the pipeline's (two cores, two halves of the work).
     in_flight: Option<InFlight>,
+    /// The event ids seen lately, to tell a repeated delivery from a new event.
+    repeats: RepeatWindow,
+    /// Early evictions of the repeat window already published.
+    repeats_evicted_published: u64,
 }
 
 /// A batch as polled, before attribution.
@@ -105,6 +109,7 @@ impl TrafficLoop {
         control_partitions: Vec<i32>,
         shared: Shared,
         settings: RunSettings,
+        repeats: RepeatWindow,
     ) -> Self {
         let control = ControlWait::new(
             control_topic,
@@ -119,6 +124,8 @@ impl TrafficLoop {
             last_eviction: Instant::now(),
             last_lag: Instant::now(),
             in_flight: None,
+            repeats,
+            repeats_evicted_published: 0,
         }
     }
 
@@ -263,6 +270,7 @@ impl TrafficLoop {
             letters: letters.len(),
             attributed: summary.attributed,
             unattributed: summary.unattributed,
+            repeated: summary.repeated,
             summary,
             t_min: t_min.and_then(DateTime::from_timestamp_micros),
             topic,
@@ -395,10 +403,11 @@ impl TrafficLoop {
     }
 
     /// Resolves each event against the state as of its time (events after `covered_us`, when
-    /// the wait for the control plane ran out, are left unresolved: `control_plane_behind`);
-    /// dead letters get a row of their own so that their positions are stored like any other.
+    /// the wait for the control plane ran out, are left unresolved: `control_plane_behind`) and
+    /// marks repeated deliveries (status `duplicate`); dead letters get a row of their own so
+    /// that their positions are stored like any other.
     fn attribute(
-        &self,
+        &mut self,
         mut events: Vec<TrafficRecord>,
         letters: &[DeadLetter],
         topic: &str,
@@ -409,14 +418,24 @@ impl TrafficLoop {
         let mut rows = Vec::with_capacity(events.len() + letters.len());
         {
             let state = self.shared.state.read().expect("state lock");
+            let repeats = &mut self.repeats;
             rows.extend(events.drain(..).map(|record| {
-                if covered_us.is_some_and(|covered| record.usage_time_us > covered) {
+                let mut row = if covered_us.is_some_and(|covered| record.usage_time_us > covered) {
                     record.unresolved(UnattributedReason::ControlPlaneBehind, &topic_name, now)
                 } else {
                     record.attribute(&state, &topic_name, now)
+                };
+                let (_, partition, offset) = row.position();
+                let position = ingest::repeats::Position { partition, offset };
+                if let Seen::Repeat { .. } =
+                    repeats.check(row.event_id(), row.event_time_us(), position)
+                {
+                    row.mark_repeat();
                 }
+                row
             }));
         }
+        self.publish_repeat_window();
         rows.extend(letters.iter().map(|letter| {
             PendingUsage::dead_letter(
                 &letter.reason_kind,
@@ -427,5 +446,22 @@ impl TrafficLoop {
             )
         }));
         rows
+    }
+
+    /// Publishes the repeat window's size and its early evictions.
+    fn publish_repeat_window(&mut self) {
+        metrics::gauge!(names::REPEAT_WINDOW_IDS).set(self.repeats.len() as f64);
+        let evicted = self.repeats.evicted_early();
+        if evicted > self.repeats_evicted_published {
+            let new = evicted - self.repeats_evicted_published;
+            metrics::counter!(names::REPEAT_WINDOW_EVICTED).increment(new);
+            if self.repeats_evicted_published == 0 {
+                warn!(
+                    evicted = new,
+                    "the repeat window is full (--repeat-window-max-ids): event ids are forgotten before --repeat-window-ms of event time, and a repeat of one of them would be counted"
+                );
+            }
+            self.repeats_evicted_published = evicted;
+        }
     }
 }

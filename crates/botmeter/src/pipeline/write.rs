@@ -33,6 +33,7 @@ pub(crate) struct Batch {
     pub(crate) letters: usize,
     pub(crate) attributed: u64,
     pub(crate) unattributed: u64,
+    pub(crate) repeated: u64,
     /// The earliest usage time: a safe "now" for eviction (a backlog still needs what ended
     /// long ago, so eviction goes by traffic time, not the wall clock).
     pub(crate) t_min: Option<DateTime<Utc>>,
@@ -177,6 +178,7 @@ impl TrafficLoop {
         stats
             .dead_letters
             .fetch_add(batch.letters as u64, Ordering::Relaxed);
+        stats.repeated.fetch_add(batch.repeated, Ordering::Relaxed);
         debug!(rows, inserts, "traffic batch written");
     }
 

@@ -14,7 +14,8 @@ Check that every Kafka message botmeter consumed ends in exactly one net row in 
 
 For the traffic and the control topic, per partition, it compares Kafka's low watermark and true
 end with the positions stored in ClickHouse, and prints a table: messages in Kafka, positions
-stored, net rows by outcome (traffic: attributed, unattributed, dead letters, each the sum of
+stored, net rows by outcome (traffic: attributed, unattributed, dead letters, and repeats —
+repeated deliveries of an event id already written, counted nowhere else — each the sum of
 `sign`; control: control events, dead letters), duplicates (positions netting to more than one
 row), lost (positions netting to less than one), gaps (offsets missing below the highest stored
 one) and messages not consumed yet.

@@ -206,6 +206,7 @@ pub(super) mod tests {
             window_unattributed: 0,
             window_control_events: 0,
             window_dead_letters: 0,
+            window_repeated: 0,
         }
     }
 

@@ -76,7 +76,7 @@ fn render_topic(out: &mut String, report: &TopicReport, expect_caught_up: bool) 
     };
     let _ = writeln!(out, "\n{role} topic {}", report.topic);
     let outcomes: &[&str] = match report.role {
-        TopicRole::Traffic => &["attributed", "unattributed", "dead letters"],
+        TopicRole::Traffic => &["attributed", "unattributed", "dead letters", "repeats"],
         TopicRole::Control => &["control events", "dead letters"],
     };
     let mut header = vec!["partition", "kafka offsets", "messages", "stored"];
@@ -164,6 +164,7 @@ fn outcome_values(role: TopicRole, stored: Option<&StoredPartition>) -> Vec<i64>
             s(|s| s.window_attributed),
             s(|s| s.window_unattributed),
             s(|s| s.window_dead_letters),
+            s(|s| s.window_repeated),
         ],
         TopicRole::Control => vec![s(|s| s.window_control_events), s(|s| s.window_dead_letters)],
     }
@@ -338,10 +339,11 @@ mod tests {
             .find(|l| l.trim_start().starts_with("total"))
             .unwrap();
         let cells: Vec<&str> = total.split_whitespace().collect();
-        // total, offsets, messages, stored, attributed, unattributed, dead letters, duplicates, lost, gaps, not consumed, status
+        // total, offsets, messages, stored, attributed, unattributed, dead letters, repeats,
+        // duplicates, lost, gaps, not consumed, status
         assert_eq!(
             cells,
-            ["total", "-", "20", "18", "18", "0", "0", "1", "0", "2", "0", "MISMATCH"],
+            ["total", "-", "20", "18", "18", "0", "0", "0", "1", "0", "2", "0", "MISMATCH"],
             "{text}"
         );
     }

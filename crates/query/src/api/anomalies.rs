@@ -5,6 +5,8 @@
 //! - `unattributed`: usage no owner could be found for, per reason (the missing link), and per
 //!   hostname and port for `no_endpoint`;
 //! - `dead_letters`: messages that could not be decoded, per reason class;
+//! - `duplicates`: repeated deliveries of events already written (status `duplicate`, reason
+//!   `repeated_event_id`), with what they would have added had they been counted;
 //! - `control`: control-plane events with anomalies (rejected owner changes, API keys used by a
 //!   principal that does not own them), newest first, at most [`MAX_CONTROL_ANOMALIES`].
 //!
@@ -51,6 +53,9 @@ pub struct AnomalyReport {
     pub unattributed: Vec<UnattributedUsage>,
     /// Dead letters, per reason class.
     pub dead_letters: Vec<UnattributedUsage>,
+    /// Repeated deliveries of events already written (counted nowhere else), per reason
+    /// (`repeated_event_id`).
+    pub duplicates: Vec<UnattributedUsage>,
     /// Control-plane events with anomalies, newest first.
     pub control: Vec<ControlAnomaly>,
     /// Whether `control` was cut at its limit.
@@ -161,7 +166,7 @@ struct ControlAnomalyRow {
     owner_id: String,
 }
 
-/// Flagged, unattributed and dead-lettered usage, and control-plane anomalies.
+/// Flagged, unattributed, dead-lettered and repeated usage, and control-plane anomalies.
 #[utoipa::path(
     get,
     path = "/v1/anomalies",
@@ -186,10 +191,11 @@ pub(super) async fn anomalies(
 ) -> Result<Json<AnomalyReport>, ApiError> {
     access.require_reader()?;
     let range = QueryParams::parse(query.as_deref(), &["from", "to"])?.range()?;
-    let (flagged, unattributed, dead_letters, control) = tokio::try_join!(
+    let (flagged, unattributed, dead_letters, duplicates, control) = tokio::try_join!(
         fetch_flagged(&state, range),
         fetch_unresolved(&state, status::UNATTRIBUTED, range),
         fetch_unresolved(&state, status::DEAD_LETTER, range),
+        fetch_unresolved(&state, status::DUPLICATE, range),
         fetch_control(&state, range),
     )?;
     let control_truncated = control.len() > MAX_CONTROL_ANOMALIES as usize;
@@ -202,6 +208,10 @@ pub(super) async fn anomalies(
             .map(UnattributedUsage::from)
             .collect(),
         dead_letters: dead_letters
+            .into_iter()
+            .map(UnattributedUsage::from)
+            .collect(),
+        duplicates: duplicates
             .into_iter()
             .map(UnattributedUsage::from)
             .collect(),
@@ -227,7 +237,7 @@ async fn fetch_flagged(state: &AppState, range: TimeRange) -> Result<Vec<Flagged
         .await
 }
 
-/// Usage rows of `status` (unattributed or dead letters), per reason.
+/// Usage rows of `status` (unattributed, dead letters or duplicates), per reason.
 async fn fetch_unresolved(
     state: &AppState,
     status: &'static str,

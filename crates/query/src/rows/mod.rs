@@ -20,7 +20,14 @@ pub mod status {
     pub const ATTRIBUTED: &str = "attributed";
     /// A link of the chain was missing; `unattributed_reason` names it.
     pub const UNATTRIBUTED: &str = "unattributed";
+    /// Another delivery of an event already written at another position (ngrok's destinations
+    /// deliver at least once): attributed like the first but counted nowhere;
+    /// `unattributed_reason` is [`REPEATED_EVENT_ID`](super::REPEATED_EVENT_ID).
+    pub const DUPLICATE: &str = "duplicate";
 }
+
+/// The `unattributed_reason` of a [`status::DUPLICATE`] row.
+pub const REPEATED_EVENT_ID: &str = "repeated_event_id";
 
 /// One traffic event with its attribution: a row of `usage_events`.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -35,7 +42,8 @@ pub struct UsageRow {
     pub event_time_us: i64,
     /// `ac_…`
     pub account_id: String,
-    /// [`status::ATTRIBUTED`] or [`status::UNATTRIBUTED`].
+    /// [`status::ATTRIBUTED`], [`status::UNATTRIBUTED`], [`status::DUPLICATE`] or
+    /// [`status::DEAD_LETTER`].
     pub status: String,
     /// Which link was missing, empty when attributed.
     pub unattributed_reason: String,

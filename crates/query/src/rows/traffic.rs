@@ -281,6 +281,25 @@ impl PendingUsage {
         u32::try_from(self.event_time_us.div_euclid(1_000_000)).unwrap_or(0)
     }
 
+    /// The event id (empty for a dead letter).
+    #[inline]
+    pub fn event_id(&self) -> &str {
+        self.strings.get(field::EVENT_ID)
+    }
+
+    /// Event time, microseconds since the epoch.
+    #[inline]
+    pub fn event_time_us(&self) -> i64 {
+        self.event_time_us
+    }
+
+    /// Makes this row another delivery of an event already written: status
+    /// [`status::DUPLICATE`], counted nowhere (its attribution is kept, for the audit).
+    pub fn mark_repeat(&mut self) {
+        self.status = status::DUPLICATE;
+        self.unattributed_reason = Cow::Borrowed(super::REPEATED_EVENT_ID);
+    }
+
     /// (topic, partition, offset).
     #[inline]
     pub fn position(&self) -> (&str, i32, i64) {
