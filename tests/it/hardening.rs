@@ -355,49 +355,11 @@ async fn no_secret_of_a_malformed_message_survives_anywhere() {
         "SECRET_SIX",
         "SECRET_SEVEN",
     ];
-    // Every String column of every table.
-    let columns = env
-        .clickhouse(&format!(
-            "SELECT table, name, type FROM system.columns WHERE database = '{}' AND type LIKE '%String%' AND table NOT LIKE '.inner%' FORMAT TSV",
-            env.database
-        ))
-        .await;
-    let mut scanned = 0;
-    for line in columns.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let (table, column, kind) = (fields[0], fields[1], fields[2]);
-        for secret in secrets {
-            let test = if kind.starts_with("Array") {
-                format!("arrayExists(x -> position(x, '{secret}') > 0, `{column}`)")
-            } else {
-                format!("position(`{column}`, '{secret}') > 0")
-            };
-            let found = env
-                .clickhouse_u64(&format!(
-                    "SELECT count() FROM {}.`{table}` WHERE {test}",
-                    env.database
-                ))
-                .await;
-            assert_eq!(found, 0, "{secret} in {table}.{column}");
-        }
-        scanned += 1;
-    }
-    assert!(scanned > 10, "{columns}");
-    // The dead-letter topic: payloads and headers.
+    support::assert_no_secret_stored(&env, &secrets).await;
     let letters =
         support::read_topic_all(&env.brokers, &env.dead_letter_topic, Duration::from_secs(3));
     assert_eq!(letters.len(), messages.len());
-    for letter in &letters {
-        let payload = String::from_utf8_lossy(letter.payload.as_deref().unwrap_or_default());
-        let text = format!("{payload} {:?}", letter.headers);
-        assert!(letter.header("botmeter.reason").is_some(), "{text}");
-        for secret in secrets {
-            assert!(
-                !text.contains(secret),
-                "{secret} on the dead-letter topic: {text}"
-            );
-        }
-    }
+    support::assert_no_secret_on_topic(&letters, &secrets);
     let status = run.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", run.log_tail());
     // The logs.

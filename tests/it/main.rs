@@ -19,6 +19,7 @@ mod support;
 mod api_access;
 mod attribution;
 mod attribution_fleet;
+mod bad_feed;
 mod dashboards;
 mod dead_letters;
 mod delivery;

@@ -624,3 +624,51 @@ pub(crate) fn reader_user() -> String {
     std::env::var("BOTMETER_CLICKHOUSE_READER_USER")
         .unwrap_or_else(|_| "botmeter_reader".to_owned())
 }
+
+/// Asserts that no `secret` is in any String (or Array(String)) column of any table of the test's
+/// database.
+pub(crate) async fn assert_no_secret_stored(env: &TestEnv, secrets: &[&str]) {
+    let columns = env
+        .clickhouse(&format!(
+            "SELECT table, name, type FROM system.columns WHERE database = '{}' AND type LIKE '%String%' AND table NOT LIKE '.inner%' FORMAT TSV",
+            env.database
+        ))
+        .await;
+    let mut scanned = 0;
+    for line in columns.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let (table, column, kind) = (fields[0], fields[1], fields[2]);
+        for secret in secrets {
+            let test = if kind.starts_with("Array") {
+                format!("arrayExists(x -> position(x, '{secret}') > 0, `{column}`)")
+            } else {
+                format!("position(`{column}`, '{secret}') > 0")
+            };
+            let found = env
+                .clickhouse_u64(&format!(
+                    "SELECT count() FROM {}.`{table}` WHERE {test}",
+                    env.database
+                ))
+                .await;
+            assert_eq!(found, 0, "{secret} in {table}.{column}");
+        }
+        scanned += 1;
+    }
+    assert!(scanned > 10, "too few columns scanned: {columns}");
+}
+
+/// Asserts that every dead letter names its reason and that no `secret` is in any payload or
+/// header of `letters`.
+pub(crate) fn assert_no_secret_on_topic(letters: &[TopicMessage], secrets: &[&str]) {
+    for letter in letters {
+        let payload = String::from_utf8_lossy(letter.payload.as_deref().unwrap_or_default());
+        let text = format!("{payload} {:?}", letter.headers);
+        assert!(letter.header("botmeter.reason").is_some(), "{text}");
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{secret} on the dead-letter topic: {text}"
+            );
+        }
+    }
+}

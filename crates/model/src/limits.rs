@@ -26,7 +26,7 @@ pub(crate) fn time_out_of_range(t: DateTime<Utc>) -> String {
 }
 
 /// Why a count is refused.
-pub(crate) fn count_out_of_range(n: u64) -> String {
+pub(crate) fn count_out_of_range(n: impl std::fmt::Display) -> String {
     format!("{n} exceeds {MAX_COUNT}, {COUNT_OUT_OF_RANGE}")
 }
 

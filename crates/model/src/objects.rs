@@ -435,7 +435,39 @@ pub(crate) fn bounded_count<'de, D>(deserializer: D) -> Result<u64, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let n: u64 = null_as_default(deserializer)?;
+    /// A `u64` as serde_json hands integers over, except that one too large for a `u64` (which
+    /// serde_json hands over as a float) is a count out of range, not a type error.
+    struct Count(u64);
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct CountVisitor;
+            impl Visitor<'_> for CountVisitor {
+                type Value = Count;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("u64")
+                }
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
+                    Ok(Count(n))
+                }
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
+                    u64::try_from(n)
+                        .map(Count)
+                        .map_err(|_| E::invalid_type(de::Unexpected::Signed(n), &self))
+                }
+                fn visit_f64<E: de::Error>(self, n: f64) -> Result<Count, E> {
+                    if n.fract() == 0.0 && n >= 18_446_744_073_709_551_616.0 {
+                        Err(E::custom(crate::limits::count_out_of_range(
+                            "a number above 18446744073709551615",
+                        )))
+                    } else {
+                        Err(E::invalid_type(de::Unexpected::Float(n), &self))
+                    }
+                }
+            }
+            deserializer.deserialize_any(CountVisitor)
+        }
+    }
+    let Count(n) = null_as_default::<D, Option<Count>>(deserializer)?.unwrap_or(Count(0));
     if n > crate::limits::MAX_COUNT {
         return Err(de::Error::custom(crate::limits::count_out_of_range(n)));
     }

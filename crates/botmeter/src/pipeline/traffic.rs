@@ -137,6 +137,8 @@ impl TrafficLoop {
     pub(crate) fn run(mut self) -> anyhow::Result<()> {
         while !self.stopping() {
             let collected = self.collect()?;
+            // Also while idle, so that the gauge reaches 0 once the backlog is written.
+            self.record_lag_now_and_then();
             if collected.len() == 0 {
                 // Idle: nothing to overlap the insert in flight with, so finish it now.
                 if let Some(previous) = self.in_flight.take() {
@@ -296,11 +298,15 @@ impl TrafficLoop {
             (partition, offset, row.event_time())
         });
         self.in_flight = Some(self.start(batch, runs));
+        Ok(Step::Next)
+    }
+
+    /// Publishes the consumer lag at most every [`LAG_EVERY`].
+    fn record_lag_now_and_then(&mut self) {
         if self.last_lag.elapsed() >= LAG_EVERY {
             record_lag(&self.source);
             self.last_lag = Instant::now();
         }
-        Ok(Step::Next)
     }
 
     /// Publishes a batch's dead letters and records them (holding the partitions while
