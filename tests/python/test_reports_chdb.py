@@ -282,12 +282,14 @@ def catalog(db, name, *values):
 def test_credentials_catalog(fleet):
     us = lambda text: ts(text) * 1_000_000  # noqa: E731
     types, rows = catalog(fleet, "credentials_catalog.sql", 1, [], [])
-    assert types == ["String"] * 4 + ["Int64", "Int64"]
+    assert types == ["String"] * 4 + ["Int64", "Int64", "UInt8", "String"]
     assert rows == [
-        ["ak_1", "api_key", "bot_a", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00")],
-        ["cr_1", "authtoken", "bot_a", "", us("2024-04-01 00:00:00"), 0],
-        ["cr_2", "ssh_key", "bot_a", "", us("2024-04-01 00:00:00"), 0],
-        ["cr_x", "authtoken", "bot_b", "", us("2024-04-01 00:00:00"), 0],
+        ["ak_1", "api_key", "bot_a", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00"), 0, ""],
+        ["cr_1", "authtoken", "bot_a", "", us("2024-04-01 00:00:00"), 0, 0, ""],
+        ["cr_2", "ssh_key", "bot_a", "", us("2024-04-01 00:00:00"), 0, 0, ""],
+        # bot_b was deleted on 2024-05-02 with no deletion of cr_x: deleting a bot revokes its
+        # credentials.
+        ["cr_x", "authtoken", "bot_b", "", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00"), 1, "ev_b4"],
     ]
     # A customer's credentials are its bots': cr_x, whose metadata names acme, is bot_b's.
     _, rows = catalog(fleet, "credentials_catalog.sql", 0, ["bot_a"], [])

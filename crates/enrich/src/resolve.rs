@@ -1,4 +1,5 @@
-//! The as-of join: traffic at time *t* → endpoint (by id, or by hostname/port at *t*) → agent
+//! The as-of join: traffic at time *t* → endpoint (by id, or by hostname/port at *t*: the exact
+//! name first, then the wildcard endpoint `*.suffix` with the longest suffix) → agent
 //! session → credential → owner, with the anomaly flags of what should not have happened, or the
 //! missing link when the chain breaks. Never drops an event: every call returns a [`Resolution`].
 
@@ -10,7 +11,8 @@ use crate::state::{micros, EndpointInterval, Micros, OwnershipState};
 /// An anomaly on attributed usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Flag {
-    /// The credential had been deleted (revoked) before the event.
+    /// The credential had been deleted (revoked) before the event, by its own deletion or by
+    /// its owning bot user's.
     CredentialDeleted,
     /// The owning bot user was deactivated at the event's time.
     OwnerInactive,
@@ -181,7 +183,10 @@ impl OwnershipState {
         resolution.owner_kind = owner_kind;
 
         let flags = &mut resolution.flags;
-        if credential.deleted_at <= t {
+        // Deleting a bot user revokes its credentials (ngrok's behaviour), whether or not a
+        // deletion event of each credential follows.
+        let revoked_with_owner = bot.is_some_and(|bot| bot.deleted_at <= t);
+        if credential.deleted_at <= t || revoked_with_owner {
             flags.push(Flag::CredentialDeleted);
         }
         if let Some(bot) = bot {
@@ -221,6 +226,24 @@ impl OwnershipState {
                 .map(|i| self.interval(i))
                 .filter(|i| i.covers(t));
         }
+        if let Some(found) = self.find_on_host(hostname, port, t) {
+            return Some(found);
+        }
+        if self.has_wildcards {
+            self.find_wildcard(hostname, port, t)
+        } else {
+            None
+        }
+    }
+
+    /// The endpoint on exactly `hostname` at `t`: the latest-starting interval that covers `t`
+    /// and agrees on the port (when both name one).
+    fn find_on_host(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        t: Micros,
+    ) -> Option<&EndpointInterval> {
         let host = match self.hosts.get(hostname) {
             Some(host) => host,
             None if hostname.bytes().any(|b| b.is_ascii_uppercase()) => {
@@ -228,11 +251,46 @@ impl OwnershipState {
             }
             None => return None,
         };
-        // Latest-starting interval that covers t and agrees on the port (when both name one).
         self.host_intervals(host)
             .map(|i| self.interval(i))
             .skip_while(|i| i.start > t)
             .find(|i| i.covers(t) && !matches!((port, i.port), (Some(a), Some(b)) if a != b))
+    }
+
+    /// The endpoint of the wildcard name `*.suffix` with the longest suffix of `hostname` that
+    /// serves it at `t` (any depth: `*.example.com` serves `a.b.example.com`). Only asked when
+    /// no endpoint has the exact name at `t`: exact beats wildcard. The names are built in a
+    /// stack buffer, so a lookup allocates nothing: one hash lookup per label of `hostname`.
+    fn find_wildcard(
+        &self,
+        hostname: &str,
+        port: Option<u16>,
+        t: Micros,
+    ) -> Option<&EndpointInterval> {
+        // DNS names are at most 253 bytes; anything longer has no wildcard endpoint.
+        const MAX_NAME: usize = 255;
+        if hostname.len() >= MAX_NAME {
+            return None;
+        }
+        let mut buffer = [0_u8; MAX_NAME + 1];
+        buffer[0] = b'*';
+        // Longest suffix first: the dots from the left.
+        for (dot, _) in hostname.match_indices('.') {
+            let suffix = &hostname.as_bytes()[dot..];
+            if suffix.len() < 2 {
+                continue; // a trailing dot
+            }
+            let name = &mut buffer[..=suffix.len()];
+            name[1..].copy_from_slice(suffix);
+            name.make_ascii_lowercase();
+            let Ok(name) = std::str::from_utf8(name) else {
+                return None; // not reached: a suffix of a str after an ASCII dot is a str
+            };
+            if let Some(found) = self.find_on_host(name, port, t) {
+                return Some(found);
+            }
+        }
+        None
     }
 }
 
@@ -478,6 +536,179 @@ mod tests {
                 .owner_id
                 .as_deref(),
             Some("bot_a")
+        );
+    }
+
+    /// `fleet()` plus a second bot whose session serves the wildcard `*.factory.example.com`
+    /// from 00:10, and `*.example.com` on the first bot's session from 00:05.
+    fn wildcard_fleet() -> OwnershipState {
+        let mut state = fleet();
+        for e in [
+            control(
+                "bot_user_created.v0",
+                "2024-01-01T00:00:00Z",
+                serde_json::json!({"id": "bot_w", "name": "fleet", "active": true}),
+            ),
+            control(
+                "tunnel_credential_created.v0",
+                "2024-01-01T00:01:00Z",
+                serde_json::json!({"id": "cr_w", "owner_id": "bot_w", "acl": ["bind:*.example.com"]}),
+            ),
+            control(
+                "agent_session_start.v0",
+                "2024-01-01T00:02:00Z",
+                serde_json::json!({"session": {"id": "ts_w"}, "credential": {"id": "cr_w"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                "2024-01-01T00:10:00Z",
+                serde_json::json!({"id": "ep_w", "url": "https://*.Factory.example.com", "tunnel_session": {"id": "ts_w"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                "2024-01-01T00:05:00Z",
+                serde_json::json!({"id": "ep_wide", "url": "https://*.example.com", "tunnel_session": {"id": "ts_a"}}),
+            ),
+        ] {
+            assert_eq!(state.apply(&e), crate::ApplyOutcome::Applied);
+        }
+        state
+    }
+
+    fn endpoint_at(state: &OwnershipState, hostname: &str, at: &str) -> Option<String> {
+        state.resolve(hostname, None, None, t(at)).endpoint_id
+    }
+
+    #[test]
+    fn a_wildcard_serves_every_subdomain_the_longest_suffix_first() {
+        let state = wildcard_fleet();
+        let at = "2024-01-01T01:00:00Z";
+        let found = state.resolve("dev7.factory.example.com", None, None, t(at));
+        assert_eq!(found.endpoint_id.as_deref(), Some("ep_w"));
+        assert_eq!(found.owner_id.as_deref(), Some("bot_w"));
+        assert_eq!(found.flags, vec![]);
+        // Any depth, any case.
+        assert_eq!(
+            endpoint_at(&state, "a.b.Factory.example.com", at).as_deref(),
+            Some("ep_w")
+        );
+        // Outside the longer suffix, the shorter wildcard.
+        assert_eq!(
+            endpoint_at(&state, "shop.example.com", at).as_deref(),
+            Some("ep_wide")
+        );
+        // Before the longer wildcard came up, the shorter one served its names.
+        assert_eq!(
+            endpoint_at(&state, "dev7.factory.example.com", "2024-01-01T00:07:00Z").as_deref(),
+            Some("ep_wide")
+        );
+        // Neither serves the apex or another domain.
+        assert_eq!(endpoint_at(&state, "example.com", at), None);
+        assert_eq!(endpoint_at(&state, "dev7.factory.example.org", at), None);
+    }
+
+    #[test]
+    fn an_exact_name_beats_a_wildcard_while_it_serves() {
+        let mut state = wildcard_fleet();
+        // api.example.com (fleet()) is exact: never the wildcard's.
+        assert_eq!(
+            endpoint_at(&state, "api.example.com", "2024-01-01T01:00:00Z").as_deref(),
+            Some("ep_a")
+        );
+        state.apply(&control(
+            "endpoint_created.v0",
+            "2024-01-01T02:00:00Z",
+            serde_json::json!({"id": "ep_dev7", "url": "https://dev7.factory.example.com", "tunnel_session": {"id": "ts_a"}}),
+        ));
+        state.apply(&control(
+            "endpoint_deleted.v0",
+            "2024-01-01T03:00:00Z",
+            serde_json::json!({"id": "ep_dev7", "url": "https://dev7.factory.example.com"}),
+        ));
+        let dev7 =
+            |state: &OwnershipState, at: &str| endpoint_at(state, "dev7.factory.example.com", at);
+        assert_eq!(
+            dev7(&state, "2024-01-01T01:59:59Z").as_deref(),
+            Some("ep_w")
+        );
+        assert_eq!(
+            dev7(&state, "2024-01-01T02:30:00Z").as_deref(),
+            Some("ep_dev7")
+        );
+        assert_eq!(
+            dev7(&state, "2024-01-01T03:00:00Z").as_deref(),
+            Some("ep_w")
+        );
+        // A wildcard that ended serves nothing after its end: the shorter one takes over.
+        state.apply(&control(
+            "endpoint_deleted.v0",
+            "2024-01-01T04:00:00Z",
+            serde_json::json!({"id": "ep_w", "url": "https://*.factory.example.com"}),
+        ));
+        assert_eq!(
+            dev7(&state, "2024-01-01T03:59:59Z").as_deref(),
+            Some("ep_w")
+        );
+        assert_eq!(
+            dev7(&state, "2024-01-01T04:00:00Z").as_deref(),
+            Some("ep_wide")
+        );
+    }
+
+    #[test]
+    fn a_wildcard_endpoint_is_checked_against_the_acl_by_its_own_name() {
+        let mut state = wildcard_fleet();
+        // cr_a allows *.example.com: its wildcard *.example.com is within it.
+        assert_eq!(
+            state
+                .resolve("shop.example.com", None, None, t("2024-01-01T01:00:00Z"))
+                .flags,
+            vec![]
+        );
+        // A credential allowed only one device's name may not serve the site's wildcard.
+        for e in [
+            control(
+                "tunnel_credential_created.v0",
+                "2024-01-01T00:01:00Z",
+                serde_json::json!({"id": "cr_one", "owner_id": "bot_w", "acl": ["bind:dev1.site.example.net"]}),
+            ),
+            control(
+                "agent_session_start.v0",
+                "2024-01-01T00:02:00Z",
+                serde_json::json!({"session": {"id": "ts_one"}, "credential": {"id": "cr_one"}}),
+            ),
+            control(
+                "endpoint_created.v0",
+                "2024-01-01T00:03:00Z",
+                serde_json::json!({"id": "ep_site", "url": "https://*.site.example.net", "tunnel_session": {"id": "ts_one"}}),
+            ),
+        ] {
+            state.apply(&e);
+        }
+        let found = state.resolve(
+            "dev1.site.example.net",
+            None,
+            None,
+            t("2024-01-01T01:00:00Z"),
+        );
+        assert_eq!(found.endpoint_id.as_deref(), Some("ep_site"));
+        assert_eq!(found.flags, vec![Flag::AclViolation]);
+    }
+
+    #[test]
+    fn deleting_a_bot_user_revokes_its_credentials() {
+        let mut state = fleet();
+        state.apply(&control(
+            "bot_user_deleted.v0",
+            "2024-01-01T05:00:00Z",
+            serde_json::json!({"id": "bot_a"}),
+        ));
+        let flags = |at: &str| state.resolve("api.example.com", None, None, t(at)).flags;
+        assert_eq!(flags("2024-01-01T04:59:59Z"), vec![]);
+        // No tunnel_credential_deleted.v0 came: the credential is revoked all the same.
+        assert_eq!(
+            flags("2024-01-01T05:00:00Z"),
+            vec![Flag::CredentialDeleted, Flag::OwnerDeleted]
         );
     }
 }

@@ -233,6 +233,9 @@ pub struct OwnershipState {
     pub(crate) intervals: Vec<Option<EndpointInterval>>,
     pub(crate) free_intervals: Vec<IntervalIdx>,
     pub(crate) counts: StateStats,
+    /// Whether any endpoint has had a wildcard name (`*.suffix`): until one has, resolving a
+    /// hostname with no exact endpoint looks no further.
+    pub(crate) has_wildcards: bool,
 }
 
 impl OwnershipState {
@@ -422,6 +425,7 @@ impl OwnershipState {
             return ApplyOutcome::Ignored;
         };
         let host = self.hosts.intern(&hostname);
+        self.has_wildcards |= hostname.starts_with("*.");
         let id = self.endpoints.intern(&endpoint.id);
         let start = endpoint.created_at.map_or(at, micros);
         let existing = self

@@ -3,7 +3,8 @@
 //!
 //! For an owner (`usr_…`/`bot_…`):
 //! - `lifecycle`: events of the bot user itself and of every credential it owns (created, updated,
-//!   deactivated, deleted), and rejected attempts to change a credential's owner to or from it
+//!   deactivated, deleted; `revoked_with_owner` for a credential its owner's deletion revoked,
+//!   with no deletion of its own before), and rejected attempts to change a credential's owner to or from it
 //!   (anomaly `owner_change_rejected`);
 //! - `credentials`: each of its credentials with its first and last attributed use;
 //! - `actions`: the audit events it is the principal of, with the API key used
@@ -74,8 +75,9 @@ pub struct AuditEvent {
     pub event_id: String,
     /// Its type, e.g. `tunnel_credential_deleted.v0`.
     pub event_type: String,
-    /// `created`, `updated`, `deactivated`, `deleted`, `owner_change_rejected`, `session_start`,
-    /// `session_stop`, or `action` for any other audit event.
+    /// `created`, `updated`, `deactivated`, `deleted`, `revoked_with_owner` (the owner's
+    /// `bot_user_deleted.v0`, about a credential it revoked), `owner_change_rejected`,
+    /// `session_start`, `session_stop`, or `action` for any other audit event.
     pub action: String,
     /// RFC 3339 UTC, to the microsecond.
     pub time: String,
@@ -156,6 +158,8 @@ fn action_of(row: &EventRow) -> &'static str {
     match t {
         "agent_session_start.v0" => "session_start",
         "agent_session_stop.v0" => "session_stop",
+        // Only made by `revocations`: the owner's deletion, about a credential.
+        "bot_user_deleted.v0" if !row.object_id.starts_with("bot_") => "revoked_with_owner",
         _ if lifecycle && t.ends_with("_created.v0") => "created",
         _ if lifecycle && t.ends_with("_deleted.v0") => "deleted",
         "bot_user_updated.v0" if row.active == "false" => "deactivated",
@@ -218,10 +222,12 @@ pub(super) async fn audit(
         .collect();
     let trail = Trail::new(&subject, by_owner, &credential_ids);
     let window = range.unwrap_or(ALL_TIME);
-    let (events, uses) = tokio::try_join!(
+    let (mut events, uses) = tokio::try_join!(
         trail.fetch_events(&state, &subject, window),
         fetch_uses(&state, &subject, &credential_ids, window),
     )?;
+    events.extend(revocations(&credentials, window));
+    events.sort_by(|a, b| (a.time_us, &a.event_id).cmp(&(b.time_us, &b.event_id)));
     let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
     let (lifecycle, actions) = trail.split(events);
     Ok(Json(AuditReport {
@@ -331,6 +337,33 @@ impl Trail {
         }
         (lifecycle, actions)
     }
+}
+
+/// A `revoked_with_owner` lifecycle entry for each credential that its owner's deletion revoked
+/// within `window` (no deletion of its own came first): the owner's `bot_user_deleted.v0`, about
+/// the credential. Deleting a bot user revokes its credentials whether or not ngrok sends a
+/// deletion event for each.
+fn revocations(credentials: &[CredentialRow], window: TimeRange) -> Vec<EventRow> {
+    let (from_us, to_us) = (
+        i64::from(window.from) * 1_000_000,
+        i64::from(window.to) * 1_000_000,
+    );
+    credentials
+        .iter()
+        .filter(|c| c.revoked_with_owner == 1 && (from_us..to_us).contains(&c.deleted_us))
+        .map(|c| EventRow {
+            event_id: c.revoking_event_id.clone(),
+            event_type: "bot_user_deleted.v0".to_owned(),
+            time_us: c.deleted_us,
+            principal_id: String::new(),
+            principal_subject: String::new(),
+            principal_credential_id: String::new(),
+            object_id: c.credential_id.clone(),
+            owner_id: c.owner_id.clone(),
+            active: String::new(),
+            anomalies: Vec::new(),
+        })
+        .collect()
 }
 
 /// First and last attributed use of each of `credential_ids` in `window`.

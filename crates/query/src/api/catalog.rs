@@ -25,7 +25,13 @@ pub(super) struct CredentialRow {
     pub(super) owner_id: String,
     pub(super) description: String,
     pub(super) created_us: i64,
+    /// Its deletion, or its owner's when that came first (deleting a bot user revokes its
+    /// credentials); 0 while live.
     pub(super) deleted_us: i64,
+    /// 1 when the owner's deletion revoked it (no deletion of its own came first).
+    pub(super) revoked_with_owner: u8,
+    /// The `bot_user_deleted.v0` event that revoked it, when `revoked_with_owner`.
+    pub(super) revoking_event_id: String,
 }
 
 /// One bot user, positional row of `bot_users_catalog.sql`.

@@ -806,6 +806,17 @@ async fn owners_top_anomalies_and_audit() {
         ),
         (json!(true), json!(9))
     );
+    // Deleting bot_b revoked cr_x, though no deletion of cr_x came: no live credential left.
+    assert_eq!(
+        (
+            owners[1]["credentials"].clone(),
+            owners[1]["deleted_credentials"].clone()
+        ),
+        (
+            json!({"authtoken": 0, "ssh_key": 0, "api_key": 0}),
+            json!(1)
+        )
+    );
     assert_eq!(
         (owners[2]["kind"].clone(), owners[2]["active"].clone()),
         (json!("user"), json!(true))
@@ -911,6 +922,51 @@ async fn owners_top_anomalies_and_audit() {
              "first_used_at": "2024-05-01T10:05:00Z", "last_used_at": "2024-05-02T00:30:00Z", "events": 3},
         ])
     );
+    // The owner's deletion is in the trail of each credential it revoked.
+    let audit = get_json(&state, "/v1/audit?owner_id=bot_b").await;
+    let revoked: Vec<(&str, &str, &str, &str)> = audit["lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_id"] == "ev_b4")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["object_id"].as_str().unwrap(),
+                e["event_type"].as_str().unwrap(),
+                e["time"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        revoked,
+        [
+            (
+                "deleted",
+                "bot_b",
+                "bot_user_deleted.v0",
+                "2024-05-02T00:00:00Z"
+            ),
+            (
+                "revoked_with_owner",
+                "cr_x",
+                "bot_user_deleted.v0",
+                "2024-05-02T00:00:00Z"
+            ),
+        ]
+    );
+    assert_eq!(
+        audit["credentials"][0]["deleted_at"],
+        "2024-05-02T00:00:00Z"
+    );
+    let audit = get_json(&state, "/v1/audit?credential_id=cr_x").await;
+    let actions: Vec<&str> = audit["lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "revoked_with_owner"]);
     let audit = get_json(&state, &format!("/v1/audit?credential_id=ak_1&{RANGE}")).await;
     let ids = |key: &str| -> Vec<String> {
         audit[key]
