@@ -152,6 +152,17 @@ impl Fleet {
         )
     }
 
+    /// A wildcard endpoint `*.site-<w>.fleet.example.com` on session `w`, created after every
+    /// other event.
+    fn wildcard_event(&self, w: usize) -> String {
+        let at = self.at(self.bots + self.credentials + 2 * self.sessions + w);
+        format!(
+            r#"{{"event_id":"ev_w{w}","event_type":"endpoint_created.v0","event_timestamp":"{at}","account_id":"ac_2Xbench","object":{{"id":"{}","url":"https://*.site-{w}.fleet.example.com","proto":"https","tunnel_session":{{"id":"{}"}},"created_at":"{at}"}}}}"#,
+            id("ep_", 6, w),
+            id("ts_", 3, w),
+        )
+    }
+
     /// Session `s` stops and its endpoint goes away at `at`.
     fn end_events(&self, s: usize, at: DateTime<Utc>) -> [String; 2] {
         let at = at.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -169,10 +180,10 @@ impl Fleet {
         ]
     }
 
-    /// After every event of the fleet.
+    /// After every event of the fleet (and of as many wildcards as sessions).
     fn now(&self) -> DateTime<Utc> {
         self.base
-            + Duration::milliseconds((self.bots + self.credentials + 2 * self.sessions + 1) as i64)
+            + Duration::milliseconds((self.bots + self.credentials + 3 * self.sessions + 1) as i64)
     }
 }
 
@@ -382,7 +393,55 @@ pub(crate) fn main() {
     table.time_resolves("unknown hostname", &misses, |h| {
         state.resolve(h, Some(443), None, now)
     });
-    drop((hosts, hot, endpoint_ids, misses));
+
+    // Wildcards: one per ten sessions (100k beside 1M exact endpoints at N = 1M), each serving a
+    // site's devices. Exact names resolve as before; a hostname with no exact endpoint now also
+    // looks up `*.<suffix>` once per label.
+    let wildcards = n / 10;
+    let started = Instant::now();
+    for w in 0..wildcards {
+        apply(&mut state, &fleet.wildcard_event(w));
+    }
+    let wildcard_build = started.elapsed();
+    table.row(
+        "wildcard endpoints added (decode + apply, ms)",
+        format!("{wildcards}  ({:.0})", wildcard_build.as_secs_f64() * 1e3),
+    );
+    let with_wildcards = table.memory("with the wildcards", &state);
+    targets::report(
+        &format!(
+            "RSS with {} live sessions + {} exact and {} wildcard endpoints (this allocator)",
+            targets::number(n as f64),
+            targets::number(n as f64),
+            targets::number(wildcards as f64)
+        ),
+        with_wildcards.rss_kb as f64 * 1024.0 / 1e6,
+        "MB",
+        targets::Bar::AtMost(300.0),
+    );
+    let mut devices = Names::default();
+    let mut rng = Rng(7);
+    for i in 0..queries {
+        let site = rng.below(wildcards.max(1));
+        if i % 3 == 0 {
+            devices.push(&format!(
+                "cam-{i}.line-{}.site-{site}.fleet.example.com",
+                i % 5
+            ));
+        } else {
+            devices.push(&format!("dev-{i}.site-{site}.fleet.example.com"));
+        }
+    }
+    table.time_resolves("by hostname, with wildcards", &hosts, |h| {
+        state.resolve(h, None, None, now)
+    });
+    table.time_resolves("under a wildcard (1 or 2 labels deep)", &devices, |h| {
+        state.resolve(h, None, None, now)
+    });
+    table.time_resolves("unknown hostname, with wildcards", &misses, |h| {
+        state.resolve(h, Some(443), None, now)
+    });
+    drop((hosts, hot, endpoint_ids, misses, devices));
 
     // Churn: 1% of the sessions stop and their endpoints go away, then half; once the grace has
     // passed they are evicted, and as many new ones take their place.
