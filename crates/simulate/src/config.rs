@@ -58,7 +58,8 @@ pub struct FleetConfig {
     /// lifecycle events later), traffic anywhere after the endpoint it uses came up.
     pub duration_hours: u32,
     /// Anomalies to add (rotated, deleted and deactivated credentials and bot users, reused
-    /// hostnames, ACL violations, unknown links). None by default.
+    /// hostnames, ACL violations, unknown links, wildcard sites, device metadata). None by
+    /// default.
     pub scenarios: Scenarios,
     /// Late chains: this many extra credential → agent session → endpoint chains, each created a
     /// few milliseconds before its first traffic, whose control events are in
@@ -111,6 +112,33 @@ pub struct Scenarios {
     /// Credentials (each with a session and an endpoint) owned by a bot user never announced:
     /// unattributed `unknown_owner`.
     pub unknown_owners: usize,
+    /// Bot users deleted mid-window with only `bot_user_deleted.v0` published: no `*_deleted.v0`
+    /// for any of their credentials. Deleting a bot user revokes its credentials all the same
+    /// (ngrok's behaviour), so their endpoints' later usage is flagged `credential_deleted` and
+    /// `owner_deleted`, exactly as for [`bot_deletions`](Self::bot_deletions). When every bot
+    /// user is already taken by the other bot scenarios, a deactivated one is deleted.
+    pub bot_deletions_without_credential_deletes: usize,
+    /// Wildcard sites, ngrok's fleet pattern (one URL per device under a site's wildcard
+    /// domain). The fleet gets a catch-all wildcard endpoint `https://*.factory.example.com`
+    /// (deleted at 80–90% of the window), and each site `siteN` a wildcard endpoint
+    /// `https://*.siteN.factory.example.com` (site 1's deleted at 60–72%), each on its own
+    /// authtoken whose ACL is `bind:*.factory.example.com` (which allows the wildcard names
+    /// themselves), a bot user's when there is one. Traffic goes to device hostnames under the
+    /// sites (`dev7.site2.factory.example.com`, nested `a.dev9.site2.factory.example.com`) and
+    /// under the catch-all alone (`status.factory.example.com`, a site with no wildcard of its
+    /// own); two devices per site also get an exact endpoint on a per-device authtoken of
+    /// another owner for part of the window. Each event belongs to the endpoint serving its
+    /// hostname at its time: an exact name beats any wildcard, the longest wildcard suffix
+    /// wins, a wildcard covers names at any depth below it, and an endpoint serves from its
+    /// creation until its deletion; with none, `no_endpoint`.
+    pub wildcard_sites: usize,
+    /// Credential metadata with device keys: this many credentials of each kind (authtoken, SSH
+    /// key, API key) carry `{"device_id":"dev…","site":"site…","environment":"…"}` (API keys
+    /// without `device_id`) instead of the plan's (empty, or only `team`), and the first of
+    /// each kind gets a `*_updated.v0` at 35–55% of the window that moves it to the next site.
+    /// Usage is grouped by metadata as of each event's time
+    /// ([`GroundTruth::by_metadata`](super::GroundTruth::by_metadata)).
+    pub credential_metadata: usize,
 }
 
 impl Scenarios {
@@ -127,6 +155,9 @@ impl Scenarios {
             unknown_sessions: 1,
             unknown_credentials: 1,
             unknown_owners: 1,
+            bot_deletions_without_credential_deletes: 1,
+            wildcard_sites: 2,
+            credential_metadata: 2,
         }
     }
 
@@ -135,7 +166,7 @@ impl Scenarios {
         *self == Self::default()
     }
 
-    fn counts(&self) -> [(&'static str, usize); 10] {
+    fn counts(&self) -> [(&'static str, usize); 13] {
         [
             ("scenarios.rotations", self.rotations),
             ("scenarios.bot_deactivations", self.bot_deactivations),
@@ -147,6 +178,12 @@ impl Scenarios {
             ("scenarios.unknown_sessions", self.unknown_sessions),
             ("scenarios.unknown_credentials", self.unknown_credentials),
             ("scenarios.unknown_owners", self.unknown_owners),
+            (
+                "scenarios.bot_deletions_without_credential_deletes",
+                self.bot_deletions_without_credential_deletes,
+            ),
+            ("scenarios.wildcard_sites", self.wildcard_sites),
+            ("scenarios.credential_metadata", self.credential_metadata),
         ]
     }
 }

@@ -1,10 +1,12 @@
 //! The control events of a world: bot users, credentials, agent sessions and endpoints as they
 //! are created, the API keys' audit events, then what the scenarios change after creation
-//! (updates, deletions, stops), in time order; the late chains' creations apart, for publishing
-//! after the traffic.
+//! (updates, deletions, stops, metadata changes), in time order; the late chains' creations
+//! apart, for publishing after the traffic.
 //!
 //! The sections draw from the generator's stream in a fixed order (bot users, credentials,
-//! sessions, endpoints, audit events, then the lifecycle); changing it changes every fleet's bytes.
+//! sessions, endpoints, audit events, then the lifecycle: bot users, credential deletions,
+//! session stops, endpoint deletions, credential updates); changing it changes every fleet's
+//! bytes.
 
 use chrono::{DateTime, Utc};
 use model::{CredentialKind, OwnerKind};
@@ -63,6 +65,7 @@ impl World {
         self.credential_deletions(rng, &mut out);
         self.session_stops(rng, &server_ips, &mut out);
         self.endpoint_deletions(rng, &mut out);
+        self.credential_updates(rng, &mut out);
 
         // Stable: equal times keep emission order, which is causal.
         out.on_time.sort_by_key(|m| m.event_time);
@@ -142,7 +145,7 @@ impl World {
                 key.push_str(&owner.subject);
                 key
             });
-            let object = self.credential_object(cred, token, public_key);
+            let object = self.credential_object(cred, &cred.metadata, token, public_key);
             // A bot with no user to create its keys uses the API (ngrok: owner defaults to the caller).
             let principal = self.principal(cred.created_by, None);
             let env = self.envelope(rng, event_type, cred.created_at, Some(principal), object);
@@ -287,6 +290,8 @@ impl World {
         }
     }
 
+    /// Each published credential deletion. A bot user's deletion revokes its credentials
+    /// without one when the scenario says so (`bot_deletions_without_credential_deletes`).
     fn credential_deletions(&self, rng: &mut ChaCha8Rng, out: &mut ControlMessages) {
         for cred in self.credentials.iter().filter(|c| c.announced) {
             if let Some(at) = cred.deleted_at {
@@ -295,13 +300,36 @@ impl World {
                     CredentialKind::SshKey => "ssh_public_key_deleted.v0",
                     CredentialKind::ApiKey => "api_key_deleted.v0",
                 };
-                let object = self.credential_object(cred, None, None);
+                let object = self.credential_object(cred, cred.metadata_at(at), None, None);
                 let principal = self.principal(cred.created_by, None);
                 let env = self.envelope(rng, event_type, at, Some(principal), object);
                 out.push(
                     false,
                     &self.owners[cred.owner].id,
                     at,
+                    encode::to_bytes(&env),
+                );
+            }
+        }
+    }
+
+    /// Each metadata change's `*_updated.v0`: the whole credential (its ACL unchanged), with the
+    /// new metadata.
+    fn credential_updates(&self, rng: &mut ChaCha8Rng, out: &mut ControlMessages) {
+        for cred in self.credentials.iter().filter(|c| c.announced) {
+            for (at, metadata) in &cred.metadata_changes {
+                let event_type = match cred.kind {
+                    CredentialKind::Authtoken => "tunnel_credential_updated.v0",
+                    CredentialKind::SshKey => "ssh_public_key_updated.v0",
+                    CredentialKind::ApiKey => "api_key_updated.v0",
+                };
+                let object = self.credential_object(cred, metadata, None, None);
+                let principal = self.principal(cred.created_by, None);
+                let env = self.envelope(rng, event_type, *at, Some(principal), object);
+                out.push(
+                    false,
+                    &self.owners[cred.owner].id,
+                    *at,
                     encode::to_bytes(&env),
                 );
             }
@@ -353,9 +381,11 @@ impl World {
         }
     }
 
+    /// A credential as ngrok returns it, with `metadata` (its metadata at the event's time).
     fn credential_object<'a>(
         &'a self,
         cred: &'a Credential,
+        metadata: &'a str,
         token: Option<String>,
         public_key: Option<String>,
     ) -> encode::CredentialObject<'a> {
@@ -370,7 +400,7 @@ impl World {
                 collection,
                 cred.created_at,
                 &cred.description,
-                &cred.metadata,
+                metadata,
             ),
             token,
             public_key,

@@ -36,6 +36,7 @@ pub(super) const FIRST_NAMES: &[&str] = &[
     "ada", "bob", "chen", "dana", "eli", "fatima", "gus", "hana", "ivan", "jo",
 ];
 pub(super) const TEAMS: &[&str] = &["platform", "payments", "growth", "infra", "data", "mobile"];
+pub(super) const ENVIRONMENTS: &[&str] = &["prod", "staging", "lab"];
 pub(super) const OSES: &[(&str, &str)] = &[
     ("linux", "amd64"),
     ("linux", "arm64"),

@@ -2,6 +2,8 @@
 //! (preferring what no other anomaly touched), instants as shares of the window, and adding
 //! credentials, agent sessions and endpoints to a planned world.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Duration, Utc};
 use model::{CredentialKind, OwnerKind};
 use rand::Rng;
@@ -92,6 +94,32 @@ impl World {
             && !e.late
     }
 
+    /// An announced owner never deleted, for a scenario to build on: of `kind` and not in `not`
+    /// when there is one, else not in `not`, else any; among those, preferring one that no other
+    /// anomaly `touched` and that is never deactivated.
+    pub(super) fn pick_owner(
+        &self,
+        rng: &mut ChaCha8Rng,
+        kind: OwnerKind,
+        not: &[usize],
+        touched: &HashSet<usize>,
+    ) -> Option<usize> {
+        let busy = |o: usize| touched.contains(&o) || !self.owners[o].active_changes.is_empty();
+        for (same_kind, other) in [(true, true), (false, true), (false, false)] {
+            let eligible = |o: usize| {
+                let owner = &self.owners[o];
+                owner.announced
+                    && owner.deleted_at.is_none()
+                    && (!same_kind || owner.kind == kind)
+                    && (!other || !not.contains(&o))
+            };
+            if let Some(owner) = choose(rng, self.owners.len(), busy, eligible) {
+                return Some(owner);
+            }
+        }
+        None
+    }
+
     pub(super) fn credential_of(&self, endpoint: usize) -> usize {
         self.sessions[self.endpoints[endpoint].session].credential
     }
@@ -121,6 +149,7 @@ impl World {
             created_by: self.creator_of(owner),
             description: format!("agent authtoken for {subject}"),
             metadata: String::new(),
+            metadata_changes: Vec::new(),
             acl_mode: AclMode::Open,
             slug: format!("{}-{}", pick_str(rng, NOUNS), index + 1),
             acl: Vec::new(),

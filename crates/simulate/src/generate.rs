@@ -134,6 +134,7 @@ impl World {
                     credentials: 0,
                     agent_sessions: 0,
                     endpoints: 0,
+                    by_metadata: BTreeMap::new(),
                 },
             );
         }
@@ -190,6 +191,7 @@ impl World {
             owners,
             hourly: BTreeMap::new(),
             unattributed: BTreeMap::new(),
+            by_metadata: BTreeMap::new(),
             events: BTreeMap::new(),
         }
     }

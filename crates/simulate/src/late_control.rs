@@ -100,6 +100,7 @@ pub fn late_control_scenario(now: DateTime<Utc>, seed: u64) -> Fleet {
         sessions: Vec::new(),
         endpoints: Vec::new(),
         unbound: Vec::new(),
+        served_hosts: Vec::new(),
         probes: Vec::new(),
         audits: Vec::new(),
         client_ips,

@@ -34,6 +34,7 @@ mod publish;
 mod scenarios;
 mod traffic;
 mod truth;
+mod wildcard_sites;
 mod world;
 
 #[cfg(test)]
@@ -44,4 +45,7 @@ pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
-pub use truth::{hour_bucket, ExpectedEvent, GroundTruth, Inventory, OwnerTruth, Usage};
+pub use truth::{
+    hour_bucket, metadata_values, ExpectedEvent, GroundTruth, Inventory, MetadataUsage, OwnerTruth,
+    Usage, METADATA_KEYS, NO_METADATA_VALUE,
+};

@@ -59,6 +59,7 @@ impl World {
             sessions,
             endpoints,
             unbound: Vec::new(),
+            served_hosts: Vec::new(),
             probes: Vec::new(),
             audits,
             client_ips,
@@ -68,7 +69,8 @@ impl World {
 
     /// Writes each credential's ACL from the endpoints its sessions serve, so that every endpoint
     /// satisfies its credential, except the deliberate ACL violations, which are then checked to
-    /// violate.
+    /// violate. Preset rules (a wildcard site's) are left as written and checked to allow their
+    /// endpoints (a wildcard endpoint by its own name, `*.site1.factory.example.com`).
     pub(super) fn finalize_acls(&mut self) {
         for endpoint in &self.endpoints {
             let session = &self.sessions[endpoint.session];
@@ -77,7 +79,7 @@ impl World {
             }
             let cred = &mut self.credentials[session.credential];
             let rule = match (cred.acl_mode, endpoint.scheme) {
-                (AclMode::Open | AclMode::Star, _) => None,
+                (AclMode::Open | AclMode::Star | AclMode::Preset, _) => None,
                 (AclMode::Exact, Scheme::Https) => Some(format!("bind:{}", endpoint.host)),
                 // A reused hostname outside the slug needs its own rule.
                 (AclMode::Wildcard, Scheme::Https)
@@ -103,20 +105,23 @@ impl World {
                 cred.acl.push("*".to_owned());
             }
         }
-        for endpoint in self.endpoints.iter().filter(|e| e.acl_violation) {
+        // The deliberate violations must violate; preset rules must allow their endpoints.
+        for endpoint in &self.endpoints {
             let cred = &self.credentials[self.sessions[endpoint.session].credential];
+            if !endpoint.acl_violation && cred.acl_mode != AclMode::Preset {
+                continue;
+            }
             let rules = BindRule::parse_all(&cred.acl).expect("simulated ACLs parse");
-            assert!(
-                !BindRule::permits(
-                    &rules,
-                    &endpoint.host,
-                    Some(endpoint.port),
-                    &BTreeMap::new()
-                ),
-                "ACL violation {}:{} is allowed by {:?}",
-                endpoint.host,
-                endpoint.port,
-                cred.acl
+            let permitted = BindRule::permits(
+                &rules,
+                &endpoint.host,
+                Some(endpoint.port),
+                &BTreeMap::new(),
+            );
+            assert_eq!(
+                permitted, !endpoint.acl_violation,
+                "{}:{} (ACL violation: {}) against {:?}",
+                endpoint.host, endpoint.port, endpoint.acl_violation, cred.acl
             );
         }
     }
@@ -244,6 +249,7 @@ fn plan_credential(
         created_by,
         description,
         metadata,
+        metadata_changes: Vec::new(),
         acl_mode,
         slug,
         acl: Vec::new(),

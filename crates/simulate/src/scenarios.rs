@@ -9,8 +9,11 @@
 //! building blocks they share are in `edits.rs`.
 //!
 //! The kinds are applied, and draw from the scenarios' stream, in a fixed order (bot deletions,
-//! bot deactivations, rotations, hostname reuses, ACL violations, principal mismatches, unknown
-//! hostnames, sessions, credentials and owners, late chains): changing it changes the fleets.
+//! bot deactivations, bot deletions without credential deletes, rotations, hostname reuses, ACL
+//! violations, principal mismatches, unknown hostnames, sessions, credentials and owners,
+//! wildcard sites (in `wildcard_sites.rs`), credential metadata, late chains): changing it
+//! changes the fleets. A kind whose count is 0 draws nothing, so adding one leaves the fleets
+//! without it as they were.
 
 use std::collections::HashSet;
 
@@ -21,7 +24,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::{FleetConfig, Scenarios};
 use super::draw::{
-    after, fresh_tcp_address, ngrok_id, pick, pick_str, ADJECTIVES, BOT_PURPOSES, NOUNS,
+    after, fresh_tcp_address, ngrok_id, pick, pick_str, ADJECTIVES, BOT_PURPOSES, ENVIRONMENTS,
+    NOUNS,
 };
 use super::edits::{choose, take, NewEndpoint};
 use super::world::{AclMode, Credential, Owner, Probe, Scheme, Session, Target, Unbound, World};
@@ -32,9 +36,9 @@ const PROBED_ENDPOINTS_PER_CREDENTIAL: usize = 4;
 /// What the anomalies so far have touched: the later ones pick among the rest while there are
 /// any, so that each anomaly shows on its own.
 #[derive(Debug, Default)]
-struct Touched {
-    credentials: HashSet<usize>,
-    owners: HashSet<usize>,
+pub(super) struct Touched {
+    pub(super) credentials: HashSet<usize>,
+    pub(super) owners: HashSet<usize>,
 }
 
 impl World {
@@ -61,12 +65,15 @@ impl World {
         );
         self.add_unknown_hostnames(scenarios.unknown_hostnames, rng);
         self.add_broken_chains(scenarios, &announced_owners, rng);
+        self.add_wildcard_sites(scenarios.wildcard_sites, &mut touched, rng);
+        self.add_credential_metadata(scenarios.credential_metadata, &mut touched, rng);
         self.add_late_chains(config.late_control, &announced_owners, &touched.owners, rng);
     }
 
-    /// Bot users deleted, then others deactivated (every other one reactivated later). Their
-    /// endpoints keep serving: that is the anomaly. Traffic in every phase on a few endpoints of
-    /// each credential of those bot users.
+    /// Bot users deleted, then others deactivated (every other one reactivated later), then
+    /// others deleted without their credentials' deletions (a deactivated one when no other is
+    /// left). Their endpoints keep serving: that is the anomaly. Traffic in every phase on a few
+    /// endpoints of each credential of those bot users.
     fn add_bot_lifecycles(
         &mut self,
         scenarios: &Scenarios,
@@ -79,8 +86,25 @@ impl World {
             .copied()
             .filter(|&o| self.owners[o].kind == OwnerKind::BotUser)
             .collect();
-        self.delete_bots(scenarios.bot_deletions, &mut bots, touched, rng);
-        self.deactivate_bots(scenarios.bot_deactivations, &mut bots, touched, rng);
+        let mut deactivated: Vec<usize> = Vec::new();
+        self.delete_bots(scenarios.bot_deletions, true, &mut bots, touched, rng);
+        self.deactivate_bots(
+            scenarios.bot_deactivations,
+            &mut bots,
+            &mut deactivated,
+            touched,
+            rng,
+        );
+        if bots.is_empty() {
+            bots.append(&mut deactivated);
+        }
+        self.delete_bots(
+            scenarios.bot_deletions_without_credential_deletes,
+            false,
+            &mut bots,
+            touched,
+            rng,
+        );
         let mut probed = vec![0; self.credentials.len()];
         for endpoint in 0..self.endpoints.len() {
             let cred = self.credential_of(endpoint);
@@ -92,10 +116,12 @@ impl World {
         }
     }
 
-    /// Deletes `count` of `bots` (taking them out of it), and with each its credentials.
+    /// Deletes `count` of `bots` (taking them out of it), which revokes its credentials; with
+    /// `publish_credential_deletes` each of them also gets its `*_deleted.v0`.
     fn delete_bots(
         &mut self,
         count: usize,
+        publish_credential_deletes: bool,
         bots: &mut Vec<usize>,
         touched: &mut Touched,
         rng: &mut ChaCha8Rng,
@@ -107,24 +133,27 @@ impl World {
             let deleted_at = self.at_share(rng, 50, 70);
             self.owners[bot].deleted_at = Some(deleted_at);
             touched.owners.insert(bot);
-            // Deleting a bot user revokes its credentials: each gets its `*_deleted.v0`.
             for (index, cred) in self
                 .credentials
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, c)| c.owner == bot)
             {
-                cred.deleted_at = Some(deleted_at);
+                if publish_credential_deletes {
+                    cred.deleted_at = Some(deleted_at);
+                }
                 touched.credentials.insert(index);
             }
         }
     }
 
-    /// Deactivates `count` of `bots` (taking them out of it), reactivating every other one.
+    /// Deactivates `count` of `bots` (taking them out of it, into `deactivated`), reactivating
+    /// every other one.
     fn deactivate_bots(
         &mut self,
         count: usize,
         bots: &mut Vec<usize>,
+        deactivated: &mut Vec<usize>,
         touched: &mut Touched,
         rng: &mut ChaCha8Rng,
     ) {
@@ -132,6 +161,7 @@ impl World {
             let Some(bot) = take(rng, bots) else {
                 break;
             };
+            deactivated.push(bot);
             let deactivated_at = self.at_share(rng, 25, 45);
             let mut changes = vec![(deactivated_at, false)];
             if n % 2 == 0 {
@@ -188,6 +218,7 @@ impl World {
             created_by: old_cred.created_by,
             description: format!("{} (rotated)", old_cred.description),
             metadata: old_cred.metadata.clone(),
+            metadata_changes: Vec::new(),
             acl_mode: old_cred.acl_mode,
             slug: old_cred.slug.clone(),
             acl: Vec::new(),
@@ -507,4 +538,70 @@ impl World {
             self.probes.push(Probe::Phases(Target::Endpoint(endpoint)));
         }
     }
+
+    /// Credential metadata: `count` stable credentials of each kind (with a live session, for
+    /// the kinds that have sessions) get device metadata, and the first of each kind a change
+    /// mid-window that moves it to the next site; traffic on each side of the change.
+    fn add_credential_metadata(
+        &mut self,
+        count: usize,
+        touched: &mut Touched,
+        rng: &mut ChaCha8Rng,
+    ) {
+        let live = self.live_sessions();
+        for kind in [
+            CredentialKind::Authtoken,
+            CredentialKind::SshKey,
+            CredentialKind::ApiKey,
+        ] {
+            for n in 0..count {
+                let Some(cred) = choose(
+                    rng,
+                    self.credentials.len(),
+                    |c| touched.credentials.contains(&c),
+                    |c| {
+                        let cred = &self.credentials[c];
+                        cred.kind == kind
+                            && self.stable(c)
+                            && cred.acl_mode != AclMode::Preset
+                            && cred.metadata_changes.is_empty()
+                            && (kind == CredentialKind::ApiKey || live[c].is_some())
+                    },
+                ) else {
+                    break;
+                };
+                touched.credentials.insert(cred);
+                let site = rng.gen_range(1..=4u32);
+                let environment = pick_str(rng, ENVIRONMENTS);
+                let device = (kind != CredentialKind::ApiKey).then(|| format!("dev{}", 100 + cred));
+                let metadata = |site: u32| device_metadata(device.as_deref(), site, environment);
+                self.credentials[cred].metadata = metadata(site);
+                if n > 0 {
+                    continue;
+                }
+                let changed_at = self.at_share(rng, 35, 55);
+                self.credentials[cred]
+                    .metadata_changes
+                    .push((changed_at, metadata(site % 4 + 1)));
+                let mut probed = 0;
+                for endpoint in 0..self.endpoints.len() {
+                    if probed < PROBED_ENDPOINTS_PER_CREDENTIAL
+                        && self.credential_of(endpoint) == cred
+                        && self.plain(endpoint)
+                    {
+                        probed += 1;
+                        self.probes.push(Probe::Phases(Target::Endpoint(endpoint)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ngrok-style credential metadata, a JSON object in a string: `device_id` (when on a device),
+/// `site` and `environment`. Written out by hand so that the bytes never depend on a JSON
+/// library's key order; the values are plain identifiers.
+pub(super) fn device_metadata(device: Option<&str>, site: u32, environment: &str) -> String {
+    let device = device.map_or(String::new(), |d| format!(r#""device_id":"{d}","#));
+    format!(r#"{{{device}"site":"site{site}","environment":"{environment}"}}"#)
 }

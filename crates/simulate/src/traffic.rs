@@ -1,7 +1,12 @@
 //! The traffic of a world: HTTP requests and TCP connections on its targets (each endpoint
-//! during its life, and the addresses with no endpoint), the scenarios' probes first, then
-//! events drawn by the targets' weights; each one's expected outcome read off the world at its
-//! time. No event falls within [`GUARD_MS`] of a boundary that changes its outcome.
+//! during its life, the addresses with no endpoint, and the hostnames under wildcard endpoints),
+//! the scenarios' probes first, then events drawn by the targets' weights; each one's expected
+//! outcome read off the world at its time. No event falls within [`GUARD_MS`] of a boundary that
+//! changes its outcome.
+//!
+//! A wildcard endpoint is never a target itself (no traffic names `*.suffix`): traffic to a
+//! hostname under it is a [`Target::Served`], whose endpoint is resolved at each event's time
+//! among every endpoint covering the name ([`World::candidates`], [`World::serving_endpoint`]).
 
 use chrono::{DateTime, Duration, Utc};
 use rand::distributions::{Distribution, WeightedIndex};
@@ -11,8 +16,56 @@ use rand_chacha::ChaCha8Rng;
 use super::draw::{log_uniform, pick, pick_str, HTTP_PATHS, SERVER_IPS, USER_AGENTS};
 use super::encode::{self, ts};
 use super::generate::{SimMessage, GUARD_MS};
-use super::truth::{ExpectedEvent, GroundTruth, Usage};
+use super::truth::{metadata_values, ExpectedEvent, GroundTruth, Usage, METADATA_KEYS};
 use super::world::{address, Probe, Scheme, Target, World};
+
+/// A credential's metadata values ([`metadata_values`]) from each instant on: its creation's,
+/// then each change's.
+type MetadataHistory = Vec<(DateTime<Utc>, [String; METADATA_KEYS.len()])>;
+
+/// What the traffic of a world looks up for every event, computed once: the endpoints that may
+/// serve each [`Target::Served`] hostname, best first, and each credential's metadata values.
+#[derive(Debug)]
+struct Lookups {
+    served: Vec<Vec<usize>>,
+    metadata: Vec<MetadataHistory>,
+}
+
+impl Lookups {
+    fn new(world: &World) -> Self {
+        let served = world
+            .served_hosts
+            .iter()
+            .map(|served| world.candidates(&served.host))
+            .collect();
+        let metadata = world
+            .credentials
+            .iter()
+            .map(|cred| {
+                std::iter::once((DateTime::<Utc>::MIN_UTC, cred.metadata.as_str()))
+                    .chain(
+                        cred.metadata_changes
+                            .iter()
+                            .map(|(at, m)| (*at, m.as_str())),
+                    )
+                    .map(|(since, metadata)| (since, metadata_values(metadata)))
+                    .collect()
+            })
+            .collect();
+        Self { served, metadata }
+    }
+
+    /// Credential `credential`'s metadata values as of `t`.
+    fn metadata_at(&self, credential: usize, t: DateTime<Utc>) -> &[String] {
+        let history = &self.metadata[credential];
+        let (_, values) = history
+            .iter()
+            .take_while(|(since, _)| *since <= t)
+            .last()
+            .unwrap_or(&history[0]);
+        values
+    }
+}
 
 /// Where and when one connection happens, as its `conn` reports it.
 #[derive(Debug)]
@@ -64,13 +117,28 @@ impl World {
         match target {
             Target::Endpoint(index) => self.endpoints[index].weight,
             Target::Unbound(index) => self.unbound[index].weight,
+            Target::Served(index) => self.served_hosts[index].weight,
         }
     }
 
     /// When traffic on the target may happen, `[lo, hi)`, and the instant its connections can
     /// have started from at the earliest.
-    fn span(&self, target: Target) -> (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) {
+    fn span(
+        &self,
+        lookups: &Lookups,
+        target: Target,
+    ) -> (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) {
         match target {
+            Target::Served(index) => {
+                // From the first endpoint that can serve it to the window's end: whatever
+                // serves it at each instant, if anything.
+                let first = lookups.served[index]
+                    .iter()
+                    .map(|&e| self.endpoints[e].created_at)
+                    .min()
+                    .expect("a served hostname has an endpoint that covers it");
+                (first + Duration::milliseconds(2), self.end, first)
+            }
             Target::Endpoint(index) => {
                 let endpoint = &self.endpoints[index];
                 // Strictly after the endpoint came up, before it goes or the window ends.
@@ -93,20 +161,26 @@ impl World {
     }
 
     /// The instants around which no traffic on the target may fall: anything that changes its
-    /// outcome (a deletion, a (de)activation, the ends of a gap).
-    fn boundaries(&self, target: Target) -> Vec<DateTime<Utc>> {
+    /// outcome (a deletion, a (de)activation, a metadata change, the ends of a gap, an endpoint
+    /// coming up or going under a served hostname).
+    fn boundaries(&self, lookups: &Lookups, target: Target) -> Vec<DateTime<Utc>> {
         match target {
             Target::Endpoint(index) => {
-                let endpoint = &self.endpoints[index];
-                let cred = &self.credentials[self.sessions[endpoint.session].credential];
-                let owner = &self.owners[cred.owner];
-                let mut times: Vec<DateTime<Utc>> =
-                    [endpoint.deleted_at, cred.deleted_at, owner.deleted_at]
-                        .into_iter()
-                        .flatten()
-                        .chain(owner.active_changes.iter().map(|(at, _)| *at))
-                        .collect();
+                let mut times = self.endpoint_boundaries(index);
                 times.sort();
+                times
+            }
+            Target::Served(index) => {
+                let mut times: Vec<DateTime<Utc>> = lookups.served[index]
+                    .iter()
+                    .flat_map(|&e| {
+                        let mut times = self.endpoint_boundaries(e);
+                        times.push(self.endpoints[e].created_at);
+                        times
+                    })
+                    .collect();
+                times.sort();
+                times.dedup();
                 times
             }
             Target::Unbound(index) => {
@@ -118,6 +192,20 @@ impl World {
                 }
             }
         }
+    }
+
+    /// What changes the outcome of traffic on endpoint `index` while it serves: its deletion,
+    /// its credential's deletion or metadata changes, its owner's deletion and (de)activations.
+    fn endpoint_boundaries(&self, index: usize) -> Vec<DateTime<Utc>> {
+        let endpoint = &self.endpoints[index];
+        let cred = &self.credentials[self.sessions[endpoint.session].credential];
+        let owner = &self.owners[cred.owner];
+        [endpoint.deleted_at, cred.deleted_at, owner.deleted_at]
+            .into_iter()
+            .flatten()
+            .chain(owner.active_changes.iter().map(|(at, _)| *at))
+            .chain(cred.metadata_changes.iter().map(|(at, _)| *at))
+            .collect()
     }
 
     /// A time in `[lo, hi)` at least [`GUARD_MS`] from every boundary. The scenarios keep their
@@ -143,14 +231,14 @@ impl World {
 
     /// The probes as (target, time): one event in every phase of every scenario target, and the
     /// late chains' first events.
-    fn probe_times(&self, rng: &mut ChaCha8Rng) -> Vec<(Target, DateTime<Utc>)> {
+    fn probe_times(&self, lookups: &Lookups, rng: &mut ChaCha8Rng) -> Vec<(Target, DateTime<Utc>)> {
         let mut out = Vec::new();
         for probe in &self.probes {
             match *probe {
                 Probe::At(target, at) => out.push((target, at)),
                 Probe::Phases(target) => {
-                    let (lo, hi, _) = self.span(target);
-                    let boundaries = self.boundaries(target);
+                    let (lo, hi, _) = self.span(lookups, target);
+                    let boundaries = self.boundaries(lookups, target);
                     let mut cuts: Vec<DateTime<Utc>> = boundaries
                         .iter()
                         .copied()
@@ -185,26 +273,31 @@ impl World {
         if count == 0 {
             return out;
         }
+        let lookups = Lookups::new(self);
         let targets: Vec<Target> = (0..self.endpoints.len())
+            .filter(|&e| !self.endpoints[e].is_wildcard())
             .map(Target::Endpoint)
             .chain((0..self.unbound.len()).map(Target::Unbound))
+            .chain((0..self.served_hosts.len()).map(Target::Served))
             .collect();
         let weights = WeightedIndex::new(targets.iter().map(|t| self.weight(*t)))
             .expect("validate() ensures endpoints");
-        let boundaries: Vec<Vec<DateTime<Utc>>> =
-            targets.iter().map(|t| self.boundaries(*t)).collect();
+        let boundaries: Vec<Vec<DateTime<Utc>>> = targets
+            .iter()
+            .map(|t| self.boundaries(&lookups, *t))
+            .collect();
         // Every phase of every scenario first, so that each occurs however small the fleet.
-        let probes = self.probe_times(rng);
+        let probes = self.probe_times(&lookups, rng);
         let forced = probes.len().min(count);
         for (target, at) in probes.into_iter().take(count) {
-            out.push(self.traffic_event(rng, target, at, record, truth));
+            out.push(self.traffic_event(rng, &lookups, target, at, record, truth));
         }
         for _ in forced..count {
             let index = weights.sample(rng);
             let target = targets[index];
-            let (lo, hi, _) = self.span(target);
+            let (lo, hi, _) = self.span(&lookups, target);
             let at = Self::draw_time(rng, lo, hi, &boundaries[index]);
-            out.push(self.traffic_event(rng, target, at, record, truth));
+            out.push(self.traffic_event(rng, &lookups, target, at, record, truth));
         }
         out.sort_by_key(|m| m.event_time);
         out
@@ -214,6 +307,7 @@ impl World {
     fn traffic_event(
         &self,
         rng: &mut ChaCha8Rng,
+        lookups: &Lookups,
         target: Target,
         at: DateTime<Utc>,
         record: bool,
@@ -228,8 +322,18 @@ impl World {
                 let u = &self.unbound[index];
                 (u.scheme, u.host.as_str(), u.port)
             }
+            Target::Served(index) => (Scheme::Https, self.served_hosts[index].host.as_str(), 443),
         };
-        let (_, _, up_since) = self.span(target);
+        // The endpoint the event reaches: the target itself, or whichever serves the name now.
+        let endpoint = match target {
+            Target::Endpoint(index) => Some(index),
+            Target::Unbound(_) => None,
+            Target::Served(index) => self.serving_endpoint(&lookups.served[index], at),
+        };
+        let up_since = match (target, endpoint) {
+            (Target::Served(_), Some(index)) => self.endpoints[index].created_at,
+            _ => self.span(lookups, target).2,
+        };
         let is_http = scheme == Scheme::Https && rng.gen_ratio(3, 4);
         let site = ConnectionSite {
             host,
@@ -244,7 +348,14 @@ impl World {
         } else {
             self.tcp_connection(rng, &site)
         };
-        truth.record(&event_id, at, self.expected(target, at, usage), record);
+        let (outcome, credential) = match endpoint {
+            Some(index) => self.expected(index, at, usage),
+            None => (ExpectedEvent::unattributed("no_endpoint", usage), None),
+        };
+        let metadata = credential
+            .filter(|_| outcome.owner_id.is_some())
+            .map(|c| lookups.metadata_at(c, at));
+        truth.record(&event_id, at, outcome, metadata, record);
         SimMessage {
             key: address(scheme, host, port),
             payload,
@@ -332,33 +443,42 @@ impl World {
         )
     }
 
-    /// What botmeter must conclude about traffic on `target` at `at`: the world as of `at`,
-    /// link by link, then the flags in botmeter's order.
-    fn expected(&self, target: Target, at: DateTime<Utc>, usage: Usage) -> ExpectedEvent {
-        let unattributed = |reason: &str| ExpectedEvent {
-            owner_id: None,
-            unattributed_reason: Some(reason.to_owned()),
-            flags: Vec::new(),
-            usage,
-        };
-        let Target::Endpoint(index) = target else {
-            return unattributed("no_endpoint");
-        };
+    /// What botmeter must conclude about traffic that endpoint `index` serves at `at`: the world
+    /// as of `at`, link by link, then the flags in botmeter's order. Also the credential whose
+    /// metadata the usage is grouped by, when the chain reaches one.
+    fn expected(
+        &self,
+        index: usize,
+        at: DateTime<Utc>,
+        usage: Usage,
+    ) -> (ExpectedEvent, Option<usize>) {
         let endpoint = &self.endpoints[index];
+        let mut outcome = ExpectedEvent {
+            endpoint_id: Some(endpoint.id.clone()),
+            ..ExpectedEvent::unattributed("unknown_session", usage)
+        };
         let session = &self.sessions[endpoint.session];
         if !session.announced {
-            return unattributed("unknown_session");
+            return (outcome, None);
         }
-        let cred = &self.credentials[session.credential];
+        let cred_index = session.credential;
+        let cred = &self.credentials[cred_index];
+        outcome.credential_id = Some(cred.id.clone());
         if !cred.announced {
-            return unattributed("unknown_credential");
+            outcome.unattributed_reason = Some("unknown_credential".to_owned());
+            return (outcome, Some(cred_index));
         }
         let owner = &self.owners[cred.owner];
         if !owner.announced {
-            return unattributed("unknown_owner");
+            outcome.unattributed_reason = Some("unknown_owner".to_owned());
+            return (outcome, Some(cred_index));
         }
-        let mut flags = Vec::new();
-        if cred.deleted_at.is_some_and(|deleted| deleted <= at) {
+        let flags = &mut outcome.flags;
+        // Deleting a bot user revokes its credentials, published or not.
+        if self
+            .revoked_at(cred_index)
+            .is_some_and(|revoked| revoked <= at)
+        {
             flags.push("credential_deleted".to_owned());
         }
         if owner.deleted_at.is_some_and(|deleted| deleted <= at) {
@@ -372,11 +492,8 @@ impl World {
         if endpoint.principal != cred.owner {
             flags.push("principal_mismatch".to_owned());
         }
-        ExpectedEvent {
-            owner_id: Some(owner.id.clone()),
-            unattributed_reason: None,
-            flags,
-            usage,
-        }
+        outcome.owner_id = Some(owner.id.clone());
+        outcome.unattributed_reason = None;
+        (outcome, Some(cred_index))
     }
 }

@@ -9,12 +9,54 @@
 //! unattributed with the missing link (`no_endpoint`, `unknown_session`, `unknown_credential`,
 //! `unknown_owner`). Owners' usage and hours count attributed usage only, flagged included;
 //! [`GroundTruth::unattributed`] holds the rest, and [`GroundTruth::totals`] is all of it.
+//!
+//! Attributed usage is also grouped by credential metadata ([`GroundTruth::by_metadata`],
+//! [`OwnerTruth::by_metadata`]): for each of [`METADATA_KEYS`], by the value the event's
+//! credential's metadata had under that key at the event's time, [`NO_METADATA_VALUE`] when it
+//! had none.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Timelike, Utc};
 use model::OwnerKind;
 use serde::{Deserialize, Serialize};
+
+/// The credential metadata keys the truth groups attributed usage by.
+pub const METADATA_KEYS: [&str; 4] = ["device_id", "environment", "site", "team"];
+
+/// The group of usage whose credential's metadata, at the event's time, had no value under the
+/// key: no metadata, metadata that is not a JSON object, or an object without the key.
+pub const NO_METADATA_VALUE: &str = "(none)";
+
+/// Usage per metadata key, per value (or [`NO_METADATA_VALUE`]).
+pub type MetadataUsage = BTreeMap<String, BTreeMap<String, Usage>>;
+
+/// What a credential's metadata (ngrok's `metadata`, a JSON object in a string) holds under
+/// each of [`METADATA_KEYS`]: the string there, else [`NO_METADATA_VALUE`]. The simulator only
+/// writes string values.
+pub fn metadata_values(metadata: &str) -> [String; METADATA_KEYS.len()] {
+    let object = serde_json::from_str::<serde_json::Value>(metadata).ok();
+    METADATA_KEYS.map(|key| {
+        object
+            .as_ref()
+            .and_then(|o| o.get(key))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(NO_METADATA_VALUE)
+            .to_owned()
+    })
+}
+
+/// Adds `usage` under each key's value.
+fn add_by_metadata(groups: &mut MetadataUsage, values: &[String], usage: &Usage) {
+    for (key, value) in METADATA_KEYS.iter().zip(values) {
+        groups
+            .entry((*key).to_owned())
+            .or_default()
+            .entry(value.clone())
+            .or_default()
+            .add(usage);
+    }
+}
 
 /// Usage metrics for one owner, in total or in one hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -79,6 +121,10 @@ pub struct OwnerTruth {
     /// Endpoints served by those sessions (each `endpoint_created.v0`; an endpoint that came back
     /// on the same address after a rotation counts again).
     pub endpoints: u64,
+    /// `usage` grouped by credential metadata as [`GroundTruth::by_metadata`] is: per key of
+    /// [`METADATA_KEYS`], per value; each key's values sum to `usage`. Empty without usage.
+    #[serde(default)]
+    pub by_metadata: MetadataUsage,
 }
 
 /// What botmeter must conclude about one traffic event.
@@ -91,10 +137,32 @@ pub struct ExpectedEvent {
     pub unattributed_reason: Option<String>,
     /// Flags of attributed usage, in botmeter's order: `credential_deleted`, `owner_inactive`,
     /// `owner_deleted`, `acl_violation`, `principal_mismatch`. Empty when unattributed.
+    /// `credential_deleted` once the credential was deleted or its bot user was (deleting a bot
+    /// user revokes its credentials, whether or not their `*_deleted.v0` are published).
     pub flags: Vec<String>,
+    /// The endpoint that served the event at its time (`ep_…`): the one with its hostname (and
+    /// port), else the wildcard covering it with the longest suffix. `None` for `no_endpoint`.
+    #[serde(default)]
+    pub endpoint_id: Option<String>,
+    /// The credential of that endpoint's agent session; `None` when there is no endpoint or the
+    /// session was never announced (`unknown_session`). Set for `unknown_credential`, which
+    /// names it.
+    #[serde(default)]
+    pub credential_id: Option<String>,
     /// Its metrics.
     #[serde(flatten)]
     pub usage: Usage,
+}
+
+impl ExpectedEvent {
+    /// Unattributed for `reason`, with no link found.
+    pub(crate) fn unattributed(reason: &str, usage: Usage) -> Self {
+        Self {
+            unattributed_reason: Some(reason.to_owned()),
+            usage,
+            ..Self::default()
+        }
+    }
 }
 
 /// How many of each thing the fleet has.
@@ -143,6 +211,13 @@ pub struct GroundTruth {
     /// occurred.
     #[serde(default)]
     pub unattributed: BTreeMap<String, Usage>,
+    /// Attributed usage (flagged included) per credential metadata key of [`METADATA_KEYS`]
+    /// (`device_id`, `environment`, `site`, `team`), per value the key had in the event's
+    /// credential's metadata **at the event's time** (a `*_updated.v0` moves later usage to the
+    /// new value), [`NO_METADATA_VALUE`] (`(none)`) when it had none. Each key's values sum to
+    /// the attributed usage; every key is present once anything is attributed.
+    #[serde(default)]
+    pub by_metadata: MetadataUsage,
     /// Per traffic `event_id`, what botmeter must conclude about it. Empty when not recorded
     /// ([`FleetConfig::record_events`](super::FleetConfig::record_events); by default recorded for
     /// fleets of at most 200,000 traffic events).
@@ -162,12 +237,14 @@ pub fn hour_bucket(t: DateTime<Utc>) -> String {
 
 impl GroundTruth {
     /// Counts one traffic event: on its owner (and each flag) when attributed, on its reason when
-    /// not, always in the totals; and lists it when `record` is set.
+    /// not, always in the totals; and lists it when `record` is set. `metadata` is what its
+    /// credential's metadata held under each of [`METADATA_KEYS`] at `at` (attributed events).
     pub(crate) fn record(
         &mut self,
         event_id: &str,
         at: DateTime<Utc>,
         outcome: ExpectedEvent,
+        metadata: Option<&[String]>,
         record: bool,
     ) {
         let usage = outcome.usage;
@@ -182,6 +259,9 @@ impl GroundTruth {
                 for flag in &outcome.flags {
                     entry.flagged.entry(flag.clone()).or_default().add(&usage);
                 }
+                let metadata = metadata.expect("attributed usage has a credential");
+                add_by_metadata(&mut entry.by_metadata, metadata, &usage);
+                add_by_metadata(&mut self.by_metadata, metadata, &usage);
                 self.hourly
                     .entry(owner.clone())
                     .or_default()

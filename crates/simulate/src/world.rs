@@ -73,6 +73,9 @@ pub(super) enum AclMode {
     Exact,
     /// `bind:*.<slug>.ngrok.app` (its HTTPS endpoints are named under it) plus TCP addresses.
     Wildcard,
+    /// Rules a scenario wrote itself (a wildcard site's gateway or device token);
+    /// [`World::finalize_acls`] adds none and checks that they allow every endpoint.
+    Preset,
 }
 
 #[derive(Debug)]
@@ -85,7 +88,10 @@ pub(super) struct Credential {
     /// over the API when the fleet has no users).
     pub(super) created_by: usize,
     pub(super) description: String,
+    /// ngrok's `metadata` at creation: a JSON object as a string, or empty.
     pub(super) metadata: String,
+    /// `(since, metadata)` changes after creation, in time order (`*_updated.v0`).
+    pub(super) metadata_changes: Vec<(DateTime<Utc>, String)>,
     pub(super) acl_mode: AclMode,
     /// Subdomain label for [`AclMode::Wildcard`].
     pub(super) slug: String,
@@ -94,8 +100,20 @@ pub(super) struct Credential {
     pub(super) announced: bool,
     /// Whether its creation is published late.
     pub(super) late: bool,
-    /// When it was deleted (`*_deleted.v0`): rotated away, or revoked with its bot user.
+    /// When its `*_deleted.v0` says it was deleted: rotated away, or revoked with its bot user.
+    /// A bot user's deletion revokes it even without one ([`World::revoked_at`]).
     pub(super) deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Credential {
+    /// Its metadata as of `t`: the last change at or before `t`, else the creation's.
+    pub(super) fn metadata_at(&self, t: DateTime<Utc>) -> &str {
+        self.metadata_changes
+            .iter()
+            .take_while(|(since, _)| *since <= t)
+            .last()
+            .map_or(self.metadata.as_str(), |(_, metadata)| metadata.as_str())
+    }
 }
 
 #[derive(Debug)]
@@ -143,6 +161,43 @@ pub(super) struct Endpoint {
     pub(super) late: bool,
 }
 
+impl Endpoint {
+    /// A wildcard endpoint (`https://*.suffix`): traffic names the hostnames under it, never
+    /// its own name, so it is a candidate of [`ServedHost`]s rather than a target itself.
+    pub(super) fn is_wildcard(&self) -> bool {
+        self.host.starts_with("*.")
+    }
+
+    /// Whether it serves at `t`: from its creation until its deletion.
+    pub(super) fn serves_at(&self, t: DateTime<Utc>) -> bool {
+        self.created_at <= t && self.deleted_at.is_none_or(|deleted| t < deleted)
+    }
+
+    /// How specifically this HTTPS endpoint's name covers `host`, if it does: an exact name
+    /// above every wildcard, a wildcard `*.suffix` (covering any name ending in `.suffix`, at
+    /// any depth) by the length of its suffix. The higher serves.
+    pub(super) fn covers(&self, host: &str) -> Option<usize> {
+        if self.scheme != Scheme::Https {
+            return None;
+        }
+        match self.host.strip_prefix('*') {
+            Some(dot_suffix) => (host.len() > dot_suffix.len() && host.ends_with(dot_suffix))
+                .then(|| dot_suffix.len() - 1),
+            None => (self.host == host).then_some(usize::MAX),
+        }
+    }
+}
+
+/// A hostname that traffic reaches by name and that, at each instant, the endpoint the
+/// resolution rules pick serves ([`World::serving_endpoint`]): a device under a wildcard site,
+/// which its own exact endpoint may serve for part of the window.
+#[derive(Debug)]
+pub(super) struct ServedHost {
+    pub(super) host: String,
+    /// Relative share of the traffic.
+    pub(super) weight: u32,
+}
+
 /// The traffic message key: what identifies an endpoint among live ones, the hostname for HTTPS
 /// and `host:port` for TCP.
 pub(super) fn address(scheme: Scheme, host: &str, port: u16) -> String {
@@ -173,6 +228,9 @@ pub(super) enum Target {
     Endpoint(usize),
     /// An address with no endpoint.
     Unbound(usize),
+    /// A hostname served, at each event's time, by whichever endpoint covers it best then
+    /// ([`World::serving_endpoint`]), or by none.
+    Served(usize),
 }
 
 /// Traffic the scenarios need, generated before the random traffic.
@@ -213,6 +271,8 @@ pub(super) struct World {
     pub(super) sessions: Vec<Session>,
     pub(super) endpoints: Vec<Endpoint>,
     pub(super) unbound: Vec<Unbound>,
+    /// Hostnames under wildcard endpoints that get traffic (the wildcard sites' devices).
+    pub(super) served_hosts: Vec<ServedHost>,
     pub(super) probes: Vec<Probe>,
     pub(super) audits: Vec<Audit>,
     pub(super) client_ips: Vec<String>,
@@ -241,6 +301,51 @@ impl Session {
             late: false,
             stopped_at: None,
         }
+    }
+}
+
+impl World {
+    /// When credential `credential` stops being usable: its deletion, or its owner's (deleting
+    /// a bot user revokes every credential it owns, whether or not a `*_deleted.v0` says so),
+    /// whichever comes first.
+    pub(super) fn revoked_at(&self, credential: usize) -> Option<DateTime<Utc>> {
+        let cred = &self.credentials[credential];
+        let owner_deleted = self.owners[cred.owner].deleted_at;
+        match (cred.deleted_at, owner_deleted) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The endpoints that may serve `host`, best first: the exact endpoints of that name, then
+    /// the wildcards covering it, longest suffix first; among equals the latest created first
+    /// (as botmeter picks among endpoints reusing a name).
+    pub(super) fn candidates(&self, host: &str) -> Vec<usize> {
+        let mut found: Vec<(usize, usize)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(index, e)| e.covers(host).map(|rank| (rank, index)))
+            .collect();
+        found.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then(
+                    self.endpoints[b.1]
+                        .created_at
+                        .cmp(&self.endpoints[a.1].created_at),
+                )
+                .then(a.1.cmp(&b.1))
+        });
+        found.into_iter().map(|(_, index)| index).collect()
+    }
+
+    /// The endpoint serving a hostname at `t`, among its [`World::candidates`]: the first that
+    /// serves then. Exact beats wildcard, the longest suffix wins, all as of `t`.
+    pub(super) fn serving_endpoint(&self, candidates: &[usize], t: DateTime<Utc>) -> Option<usize> {
+        candidates
+            .iter()
+            .copied()
+            .find(|&e| self.endpoints[e].serves_at(t))
     }
 }
 
