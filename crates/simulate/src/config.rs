@@ -77,7 +77,10 @@ pub struct FleetConfig {
 /// Anomalies in a fleet, each a count of occurrences. A count larger than the fleet can host
 /// (it needs bot users, authtokens with several sessions, untouched owners…) is clamped:
 /// scenarios pick disjoint credentials and bot users where they can. Every kind gets traffic in
-/// each of its phases (before and after a deletion, inside a deactivation, in a hostname's gap).
+/// each of its phases (before and after a deletion, inside a deactivation, in a hostname's gap,
+/// under each endpoint that serves a wildcard site's hostname in turn, on each side of a
+/// metadata change). A kind at 0 draws nothing: a fleet without it is byte for byte what it was
+/// before the kind existed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scenarios {

@@ -11,18 +11,23 @@
 //!   one it needs: bot user → credential → agent session → endpoint → traffic on that endpoint;
 //! - in a clean fleet every endpoint satisfies its credential's ACL bind rules, and no two live
 //!   endpoints share an address (hostname for HTTPS, `host:port` for TCP);
-//! - the ground truth says, for every traffic event, the owner botmeter must attribute it to and
-//!   its flags, or why it cannot be attributed, and equals what botmeter's resolver concludes
-//!   from the decoded events (the tests replay them through `enrich::OwnershipState`);
-//! - no traffic falls within [`GUARD_MS`] of a lifecycle boundary (a deletion, a deactivation, the
-//!   end of a hostname's gap), so that `<` against `<=` never decides an outcome.
+//! - the ground truth says, for every traffic event, the owner botmeter must attribute it to, its
+//!   flags, endpoint and credential, or why it cannot be attributed, and equals both the
+//!   resolution rules re-applied by brute force to the decoded control events and what
+//!   botmeter's resolver concludes from them (the tests replay them through
+//!   `enrich::OwnershipState`);
+//! - no traffic falls within [`GUARD_MS`] of a lifecycle boundary (a deletion, a deactivation, a
+//!   metadata change, the end of a hostname's gap, an endpoint coming or going under a wildcard
+//!   site's hostname), so that `<` against `<=` never decides an outcome.
 //!
 //! Structure: [`World::plan`] (in `plan.rs`) builds the clean account ([`World`], in
 //! `world.rs`), `World::add_scenarios` (in `scenarios.rs`) edits it, then the world is emitted as
 //! control events (`control.rs`), and traffic (`traffic.rs`) is drawn on its *targets*: each
-//! endpoint during its life, and addresses with no endpoint (unknown hostnames, a reused
-//! hostname's gap). Each traffic event's expected outcome is read from the world at the event's
-//! time. The seeded draws they share (ids, names, addresses) are in `draw.rs`.
+//! endpoint during its life (wildcard endpoints aside), addresses with no endpoint (unknown
+//! hostnames, a reused hostname's gap), and hostnames under wildcard endpoints, served by
+//! whichever endpoint covers them best at each event's time (`wildcard_sites.rs`). Each traffic
+//! event's expected outcome is read from the world at the event's time. The seeded draws they
+//! share (ids, names, addresses) are in `draw.rs`.
 
 use std::collections::BTreeMap;
 

@@ -14,10 +14,13 @@
 //!
 //! [`FleetConfig::default()`] is a clean fleet: every traffic event attributes, unflagged.
 //! [`Scenarios`] add the anomalies botmeter must flag or leave unattributed (rotated and revoked
-//! credentials, deactivated and deleted bot users, reused hostnames, ACL violations, principal
-//! mismatches, unknown hostnames, sessions, credentials and owners), and
-//! [`FleetConfig::late_control`] chains whose control events arrive after their traffic; the
-//! ground truth names every traffic event's owner and flags, or its unattributed reason.
+//! credentials, deactivated and deleted bot users — with or without their credentials'
+//! deletions —, reused hostnames, ACL violations, principal mismatches, unknown hostnames,
+//! sessions, credentials and owners), wildcard sites (device hostnames under wildcard
+//! endpoints, some with exact endpoints of their own for a while), credential metadata with
+//! device and site keys, and [`FleetConfig::late_control`] chains whose control events arrive
+//! after their traffic; the ground truth names every traffic event's owner, flags, endpoint and
+//! credential, or its unattributed reason, and groups attributed usage by credential metadata.
 //!
 //! [`cli`] is the `botmeter simulate` command ([`SimulateArgs`], [`run`]).
 

@@ -3,11 +3,6 @@
 //! control events, every fleet against the resolution rules re-applied by brute force to the
 //! decoded control events ([`Rules`]), and against botmeter's resolver
 //! (`enrich::OwnershipState`), event by event.
-//!
-//! Botmeter's resolver does not yet resolve wildcard endpoints nor revoke a deleted bot user's
-//! credentials without their `*_deleted.v0` (issue 15, items 1 and 2): until it does, it is
-//! compared on fleets without those two scenarios ([`without_issue_15_resolution`]), and the
-//! comparison on full fleets is an ignored test to enable then.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -899,23 +894,9 @@ fn checked_fleets() -> Vec<FleetConfig> {
     ]
 }
 
-/// `cfg` without the scenarios botmeter's resolver does not handle yet (issue 15, items 1 and
-/// 2): wildcard sites, and bot users deleted without their credentials' deletions.
-fn without_issue_15_resolution(cfg: FleetConfig) -> FleetConfig {
-    FleetConfig {
-        scenarios: Scenarios {
-            wildcard_sites: 0,
-            bot_deletions_without_credential_deletes: 0,
-            ..cfg.scenarios
-        },
-        ..cfg
-    }
-}
-
 #[test]
 fn the_resolver_agrees_with_the_truth_on_every_event() {
     for cfg in checked_fleets() {
-        let cfg = without_issue_15_resolution(cfg);
         let fleet = generate(&cfg);
         let counts = assert_resolver_agrees(&fleet);
         if cfg.scenarios.is_none() {
@@ -924,14 +905,6 @@ fn the_resolver_agrees_with_the_truth_on_every_event() {
                 "a clean fleet has no flag and no unattributed event: {counts:?}"
             );
         }
-    }
-}
-
-#[test]
-#[ignore = "needs issue 15 items 1 and 2 in enrich: wildcard endpoints, a bot user's deletion revoking its credentials"]
-fn the_resolver_agrees_with_the_truth_on_wildcard_sites_and_revoking_deletions() {
-    for cfg in checked_fleets() {
-        assert_resolver_agrees(&generate(&cfg));
     }
 }
 
@@ -1152,10 +1125,10 @@ fn anomaly_fleets_are_deterministic_and_decode_in_order_within_the_window() {
 
 #[test]
 fn late_control_is_what_attributes_the_late_chains() {
-    let cfg = without_issue_15_resolution(FleetConfig {
+    let cfg = FleetConfig {
         late_control: 3,
         ..anomalies()
-    });
+    };
     let fleet = generate(&cfg);
     let late = decoded(&fleet.late_control);
     let types: Vec<&str> = late.iter().map(|e| e.event_type.as_str()).collect();
@@ -1791,7 +1764,10 @@ fn wildcard_sites_exercise_every_resolution_rule() {
                 BindRule::permits(&acl, &wildcard.host, Some(443), &BTreeMap::new()),
                 "the ACL allows the wildcard's own name"
             );
-            assert!(truth_knows(&fleet, &owner));
+            assert!(
+                fleet.truth.owners.contains_key(&owner),
+                "{owner} is announced"
+            );
         }
         let site_owners: HashSet<String> = wildcards
             .iter()
@@ -1876,10 +1852,6 @@ fn wildcard_sites_exercise_every_resolution_rule() {
             "no device name that changes hands between its exact endpoint and a wildcard"
         );
     }
-}
-
-fn truth_knows(fleet: &Fleet, owner: &str) -> bool {
-    fleet.truth.owners.contains_key(owner)
 }
 
 #[test]

@@ -46,15 +46,20 @@ pub fn metadata_values(metadata: &str) -> [String; METADATA_KEYS.len()] {
     })
 }
 
-/// Adds `usage` under each key's value.
+/// Adds `usage` under each key's value (allocating only for a key or value not seen yet: this
+/// runs for every attributed event).
 fn add_by_metadata(groups: &mut MetadataUsage, values: &[String], usage: &Usage) {
     for (key, value) in METADATA_KEYS.iter().zip(values) {
-        groups
-            .entry((*key).to_owned())
-            .or_default()
-            .entry(value.clone())
-            .or_default()
-            .add(usage);
+        if !groups.contains_key(*key) {
+            groups.insert((*key).to_owned(), BTreeMap::new());
+        }
+        let by_value = groups.get_mut(*key).expect("inserted above");
+        match by_value.get_mut(value.as_str()) {
+            Some(sum) => sum.add(usage),
+            None => {
+                by_value.insert(value.clone(), *usage);
+            }
+        }
     }
 }
 

@@ -6,19 +6,24 @@
 //!
 //! Under [`FLEET_DOMAIN`] (`factory.example.com`), with `count` sites:
 //!
-//! | endpoint | credential (ACL) | lives |
-//! |---|---|---|
-//! | `https://*.factory.example.com` (catch-all) | fleet gateway, a user's when there is one (`bind:*.factory.example.com`) | control phase → 80–90% |
-//! | `https://*.siteN.factory.example.com` | site gateway, a bot user's when there is one (`bind:*.factory.example.com`) | control phase → end; site 1's → 60–72% |
-//! | `https://devK.siteN.factory.example.com`, first device of a site | per-device authtoken of another owner (`bind:devK.siteN.factory.example.com`) | 25–35% → 45–55% |
-//! | the same, second device | the same | 40–50% → 84–95% |
+//! - `https://*.factory.example.com`, the catch-all: a fleet gateway authtoken (a user's when
+//!   there is one) bound by `bind:*.factory.example.com`; up in the control phase, deleted at
+//!   80–90% of the window.
+//! - `https://*.siteN.factory.example.com` per site: a site gateway authtoken (a bot user's when
+//!   there is one) with the same rule, which allows the wildcard names themselves; up in the
+//!   control phase, site 1's deleted at 60–72%.
+//! - `https://devK.siteN.factory.example.com` for the first two devices of each site: a
+//!   per-device authtoken of another owner bound by `bind:devK.siteN.factory.example.com`; the
+//!   first device's from 25–35% to 45–55%, the second's from 40–50% to 84–95% (which may
+//!   outlive site 1's wildcard and the catch-all).
 //!
 //! Traffic ([`Target::Served`]) goes to [`DEVICES_PER_SITE`] devices per site (`devK`, numbered
 //! across the fleet), to `a.devK…` under the first and third device of each site (nested: the
 //! first device's exact endpoint does not serve it), and to two names only the catch-all covers
-//! (`status.factory.example.com`, and a device of a site with no wildcard of its own). So site
-//! 1's devices go to its wildcard, then the catch-all, then nowhere (`no_endpoint`); its first
-//! two devices to their exact endpoints in between. Every phase of every name gets a probe.
+//! (`status.factory.example.com`, and a device of a site with no wildcard of its own). So a
+//! device of site 1 goes to its site's wildcard while that serves (the longer suffix), to the
+//! catch-all before and after, and nowhere (`no_endpoint`) once both are gone; its first two
+//! devices to their exact endpoints while those serve. Every phase of every name gets a probe.
 //!
 //! The gateway and device credentials carry site metadata (`{"site":"siteN",…}`, with
 //! `device_id` for devices), the fleet gateway `{"team":"platform",…}`.
@@ -38,19 +43,19 @@ pub(super) const FLEET_DOMAIN: &str = "factory.example.com";
 /// Device hostnames per site.
 pub(super) const DEVICES_PER_SITE: usize = 8;
 
-/// An exact device endpoint's life, as shares of the window: (created from, to), (deleted from, to).
+/// The lives of the exact endpoints of a site's first devices, in percent of the window:
+/// ((created from, to), (deleted from, to)).
 const EXACT_DEVICE_LIVES: [((i64, i64), (i64, i64)); 2] =
     [((25, 35), (45, 55)), ((40, 50), (84, 95))];
 
 /// A wildcard endpoint a scenario adds: its owner, its host (`*.suffix`), and its credential's
 /// description and metadata.
 #[derive(Debug)]
-struct Gateway<'a> {
+struct Gateway {
     owner: usize,
     host: String,
     description: String,
     metadata: String,
-    acl: &'a str,
 }
 
 impl World {
@@ -65,7 +70,6 @@ impl World {
         if count == 0 {
             return;
         }
-        let acl = format!("bind:*.{FLEET_DOMAIN}");
         let Some(fleet_owner) = self.pick_owner(rng, OwnerKind::User, &[], &touched.owners) else {
             return;
         };
@@ -77,7 +81,6 @@ impl World {
                 host: format!("*.{FLEET_DOMAIN}"),
                 description: format!("fleet gateway for {FLEET_DOMAIN}"),
                 metadata: r#"{"team":"platform","environment":"prod"}"#.to_owned(),
-                acl: &acl,
             },
             touched,
         );
@@ -99,7 +102,6 @@ impl World {
                     host: format!("*.{domain}"),
                     description: format!("site gateway for site{site}"),
                     metadata: device_metadata(None, site as u32, "prod"),
-                    acl: &acl,
                 },
                 touched,
             );
@@ -133,12 +135,12 @@ impl World {
         self.push_served_host(rng, format!("status.{FLEET_DOMAIN}"));
     }
 
-    /// A gateway authtoken of `gateway.owner` with its one session and its wildcard endpoint,
-    /// created in the control phase; returns the endpoint.
+    /// A gateway authtoken of `gateway.owner`, bound by `bind:*.`[`FLEET_DOMAIN`], with its one
+    /// session and its wildcard endpoint, created in the control phase; returns the endpoint.
     fn push_gateway(
         &mut self,
         rng: &mut ChaCha8Rng,
-        gateway: Gateway<'_>,
+        gateway: Gateway,
         touched: &mut Touched,
     ) -> usize {
         let created_at = after(rng, self.owners[gateway.owner].created_at, self.step_ms);
@@ -148,7 +150,7 @@ impl World {
         credential.description = gateway.description;
         credential.metadata = gateway.metadata;
         credential.acl_mode = AclMode::Preset;
-        credential.acl = vec![gateway.acl.to_owned()];
+        credential.acl = vec![format!("bind:*.{FLEET_DOMAIN}")];
         let started_at = after(rng, created_at, self.step_ms);
         let session = self.push_session(rng, cred, started_at);
         let created_at = after(rng, started_at, self.step_ms);

@@ -1,7 +1,13 @@
 //! The simulated account as the generator plans it and the scenarios edit it: owners,
-//! credentials, agent sessions, endpoints, addresses with no endpoint, API activity, and the time
-//! each appears and goes ([`World`]). Events are rendered from it (`control.rs`, `traffic.rs`)
-//! only once it is complete.
+//! credentials, agent sessions, endpoints, addresses with no endpoint, hostnames under wildcard
+//! endpoints, API activity, and the time each appears, changes and goes ([`World`]). Events are
+//! rendered from it (`control.rs`, `traffic.rs`) only once it is complete.
+//!
+//! It also holds the two rules the truth reads off it besides the links themselves: which
+//! endpoint serves a hostname at an instant ([`World::candidates`], [`World::serving_endpoint`]:
+//! an exact name beats any wildcard, the longest wildcard suffix wins, a wildcard covers names at
+//! any depth, an endpoint serves from its creation until its deletion), and when a credential is
+//! revoked ([`World::revoked_at`]: at its deletion or its bot user's, whichever comes first).
 
 use std::collections::HashSet;
 
