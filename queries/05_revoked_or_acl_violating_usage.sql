@@ -10,8 +10,9 @@
 --   wanted_flags  the flags to list; the others are owner_inactive, owner_deleted and
 --                 principal_mismatch
 -- Columns: owner, credential, credential_kind, flag; events, data out and in (GB), HTTP requests,
---   TCP connections, endpoints, up to 5 hostnames, first and last traffic; revoked_at (empty
---   when the credential was never deleted) and acl (the credential's latest bind rules).
+--   TCP connections, endpoints, up to 5 hostnames, first and last traffic; revoked_at (its own
+--   deletion or its owner's, whichever came first; empty when neither happened) and acl (the
+--   credential's latest bind rules).
 -- Run: clickhouse-client --database botmeter < queries/05_revoked_or_acl_violating_usage.sql
 -- Runs on ClickHouse 18.16 and current ClickHouse. Every metric is summed times `sign`, every
 -- count is sum(sign).
@@ -62,19 +63,45 @@ FROM
 ) AS flagged
 ANY LEFT JOIN
 (
-    -- Every credential's revocation and latest bind rules, from the audit log (small).
+    -- Every credential's revocation and latest bind rules, from the audit log (small). Deleting
+    -- a bot user revokes its credentials: a credential is revoked at its own deletion or its
+    -- owner's, whichever came first.
     SELECT
-        object_id                                                              AS credential,
-        if(countIf(endsWith(event_type, '_deleted.v0')) = 0, '',
-           toString(maxIf(event_time, endsWith(event_type, '_deleted.v0'))))   AS revoked_at,
-        argMaxIf(visitParamExtractRaw(object, 'acl'), event_time_us,
-                 visitParamHas(object, 'acl'))                                 AS acl
-    FROM control_events
-    WHERE (startsWith(event_type, 'tunnel_credential_')
-        OR startsWith(event_type, 'ssh_public_key_')
-        OR startsWith(event_type, 'api_key_'))
-      -- Events that tried to change the credential's owner were ignored for attribution: here too.
-      AND NOT has(anomalies, 'owner_change_rejected')
-    GROUP BY credential
+        credential,
+        if(revoked_us = 0, '', toString(toDateTime(intDiv(revoked_us, 1000000), 'UTC'))) AS revoked_at,
+        acl
+    FROM
+    (
+        SELECT
+            credential,
+            acl,
+            multiIf(owner_deleted_us = 0, own_deleted_us,
+                    own_deleted_us = 0, owner_deleted_us,
+                    least(own_deleted_us, owner_deleted_us))                   AS revoked_us
+        FROM
+        (
+            SELECT
+                object_id                                                      AS credential,
+                argMinIf(owner_id, event_time_us, owner_id != '')              AS credential_owner,
+                maxIf(event_time_us, endsWith(event_type, '_deleted.v0'))      AS own_deleted_us,
+                argMaxIf(visitParamExtractRaw(object, 'acl'), event_time_us,
+                         visitParamHas(object, 'acl'))                         AS acl
+            FROM control_events
+            WHERE (startsWith(event_type, 'tunnel_credential_')
+                OR startsWith(event_type, 'ssh_public_key_')
+                OR startsWith(event_type, 'api_key_'))
+              -- Events that tried to change the credential's owner were ignored for attribution:
+              -- here too.
+              AND NOT has(anomalies, 'owner_change_rejected')
+            GROUP BY credential
+        ) AS own
+        ANY LEFT JOIN
+        (
+            SELECT object_id AS credential_owner, min(event_time_us) AS owner_deleted_us
+            FROM control_events
+            WHERE event_type = 'bot_user_deleted.v0'
+            GROUP BY credential_owner
+        ) AS owner_deletions USING credential_owner
+    )
 ) AS credentials USING credential
 ORDER BY data_out_gb DESC, events DESC, owner, credential, flag;
