@@ -240,7 +240,7 @@ async fn a_bad_feed_stalls_nothing_leaks_nothing_and_counts_exactly_once() {
         .unwrap();
     let lags: Vec<&str> = metrics
         .lines()
-        .filter(|line| line.starts_with("botmeter_consumer_lag{"))
+        .filter(|line| line.starts_with("botmeter_consumer_lag_messages{"))
         .collect();
     assert_eq!(lags.len(), 2, "{metrics}");
     assert!(lags.iter().all(|line| line.ends_with(" 0")), "{lags:?}");

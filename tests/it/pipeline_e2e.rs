@@ -163,6 +163,11 @@ async fn simulated_fleet_is_attributed_end_to_end() {
         metrics.contains("botmeter_batch_write_seconds_bucket"),
         "{metrics}"
     );
+    support::assert_metrics_readable(&metrics);
+    assert!(
+        metrics.contains("botmeter_build_info{version=\""),
+        "{metrics}"
+    );
 
     // No credential token reaches ClickHouse.
     let tokens = env

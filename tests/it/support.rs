@@ -672,3 +672,53 @@ pub(crate) fn assert_no_secret_on_topic(letters: &[TopicMessage], secrets: &[&st
         }
     }
 }
+
+/// Checks a Prometheus text exposition the way a person reading it would: every metric has a
+/// `# HELP` line, and every histogram that observed anything has its values inside its finite
+/// buckets (the largest finite bucket holds every observation: none only in `+Inf`).
+pub(crate) fn assert_metrics_readable(text: &str) {
+    let mut types: Vec<(&str, &str)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut fields = rest.split_whitespace();
+            types.push((fields.next().unwrap(), fields.next().unwrap_or("")));
+        }
+    }
+    assert!(!types.is_empty(), "no metric in {text}");
+    for (name, kind) in &types {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!("# HELP {name} "))),
+            "no HELP for {name}\n{text}"
+        );
+        if *kind != "histogram" {
+            continue;
+        }
+        // Per label set: the largest finite bucket's count equals the total count.
+        let value = |line: &str| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        let counts: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}_count")))
+            .collect();
+        for count_line in counts {
+            let count = value(count_line);
+            let labels = count_line
+                .strip_prefix(&format!("{name}_count"))
+                .unwrap()
+                .rsplit_once(' ')
+                .unwrap()
+                .0
+                .trim_matches(|c| c == '{' || c == '}');
+            let finite_max = text
+                .lines()
+                .filter(|line| line.starts_with(&format!("{name}_bucket{{")))
+                .filter(|line| line.contains(labels) && !line.contains("le=\"+Inf\""))
+                .map(value)
+                .fold(0.0, f64::max);
+            assert_eq!(
+                finite_max, count,
+                "{name}{{{labels}}}: {count} observations, {finite_max} within the finite buckets\n{text}"
+            );
+        }
+    }
+}

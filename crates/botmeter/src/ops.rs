@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::pipeline::RunStats;
 
@@ -30,8 +30,8 @@ pub mod names {
     pub const BATCH_SECONDS: &str = "botmeter_batch_write_seconds";
     /// Failed ClickHouse writes (each retried).
     pub const CLICKHOUSE_ERRORS: &str = "botmeter_clickhouse_errors_total";
-    /// Messages behind the end of each traffic partition.
-    pub const LAG: &str = "botmeter_consumer_lag";
+    /// Messages behind the end of each traffic partition, by topic and partition.
+    pub const LAG: &str = "botmeter_consumer_lag_messages";
     /// 1 while ClickHouse writes fail and partitions are paused.
     pub const DEGRADED: &str = "botmeter_degraded";
     /// Ended sessions, endpoints and names evicted from the ownership state.
@@ -51,15 +51,116 @@ pub mod names {
     /// Event ids the repeat window forgot before their window ended, because it held
     /// `--repeat-window-max-ids`: a repeat of one of them would be counted.
     pub const REPEAT_WINDOW_EVICTED: &str = "botmeter_repeat_window_evicted_total";
+    /// Always 1, labeled with the version: which build runs.
+    pub const BUILD_INFO: &str = "botmeter_build_info";
+}
+
+/// Buckets of `botmeter_batch_rows`: a batch holds 1 to `--batch-max-rows` (50,000 by default)
+/// messages.
+const ROW_BUCKETS: &[f64] = &[
+    1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0, 100_000.0, 250_000.0,
+];
+/// Buckets of every histogram in seconds.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// `HELP` text and unit of every metric `botmeter run` publishes.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        names::EVENTS,
+        Unit::Count,
+        "Messages consumed and written, by topic (control, traffic) and event kind"
+    );
+    describe_counter!(
+        names::DEAD_LETTERS,
+        Unit::Count,
+        "Messages that could not be decoded, by reason and source topic"
+    );
+    describe_counter!(
+        names::UNATTRIBUTED,
+        Unit::Count,
+        "Traffic events written unattributed, by reason (the missing link)"
+    );
+    describe_counter!(
+        names::FLAGGED,
+        Unit::Count,
+        "Attributed traffic events with an anomaly flag, by flag"
+    );
+    describe_histogram!(
+        names::BATCH_ROWS,
+        Unit::Count,
+        "Messages per traffic batch (one atomic insert with its Kafka positions)"
+    );
+    describe_histogram!(
+        names::BATCH_SECONDS,
+        Unit::Seconds,
+        "Seconds to write one traffic batch to ClickHouse (all its inserts)"
+    );
+    describe_counter!(
+        names::CLICKHOUSE_ERRORS,
+        Unit::Count,
+        "Failed ClickHouse writes (each retried with backoff)"
+    );
+    describe_gauge!(
+        names::LAG,
+        Unit::Count,
+        "Messages between the consumer's position and the end of each assigned traffic partition"
+    );
+    describe_gauge!(
+        names::DEGRADED,
+        "1 while ClickHouse writes fail and the traffic partitions are paused, else 0"
+    );
+    describe_counter!(
+        names::EVICTED,
+        Unit::Count,
+        "Ended sessions, endpoints and names evicted from the ownership state"
+    );
+    describe_gauge!(
+        names::STATE_ENTRIES,
+        Unit::Count,
+        "Entries in the in-memory ownership state, by kind"
+    );
+    describe_counter!(
+        names::ROLLUP_DAMAGE,
+        Unit::Count,
+        "Failed inserts that left the rollups short of the raw rows (botmeter rollups rebuild)"
+    );
+    describe_counter!(
+        names::CONTROL_WAIT_BOUNDED,
+        Unit::Count,
+        "Traffic batches whose wait for the control plane ran out (--max-control-wait-ms)"
+    );
+    describe_counter!(
+        names::REPEATED_EVENTS,
+        Unit::Count,
+        "Repeated deliveries of an event id already written (status duplicate, counted nowhere)"
+    );
+    describe_gauge!(
+        names::REPEAT_WINDOW_IDS,
+        Unit::Count,
+        "Event ids the repeat window remembers"
+    );
+    describe_counter!(
+        names::REPEAT_WINDOW_EVICTED,
+        Unit::Count,
+        "Event ids forgotten before their window ended (--repeat-window-max-ids reached)"
+    );
+    describe_gauge!(
+        names::BUILD_INFO,
+        "Always 1; the version label names the build"
+    );
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])?
+        .set_buckets(SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(names::BATCH_ROWS.to_owned()), ROW_BUCKETS)?
         .install_recorder()?;
+    describe();
+    metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 

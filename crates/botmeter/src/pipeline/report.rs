@@ -91,11 +91,12 @@ pub(crate) fn record_traffic_metrics(summary: &BatchSummary) {
     }
 }
 
-/// Publishes `botmeter_consumer_lag{partition}`: messages between each assigned partition's
-/// position and its end.
+/// Publishes `botmeter_consumer_lag_messages{topic,partition}`: messages between each assigned
+/// partition's position and its end.
 pub(crate) fn record_lag(source: &TrafficSource) {
-    for (_topic, partition, lag) in source.lag() {
-        metrics::gauge!(names::LAG, "partition" => partition.to_string()).set(lag as f64);
+    for (topic, partition, lag) in source.lag() {
+        metrics::gauge!(names::LAG, "topic" => topic, "partition" => partition.to_string())
+            .set(lag as f64);
     }
 }
 
