@@ -246,7 +246,8 @@ pub enum Access {
 }
 
 impl Access {
-    fn customer(&self) -> Option<&str> {
+    /// The customer of a `customer:<id>` key; `None` for account-wide access.
+    pub(super) fn customer(&self) -> Option<&str> {
         match self {
             Self::Key {
                 role: Role::Customer(id),
@@ -262,8 +263,8 @@ impl Access {
             None => Ok(()),
             Some(id) => Err(ApiError::Forbidden {
                 message: format!(
-                    "this key is scoped to customer {id:?}: it may read /v1/customers/{id}/report \
-                     and the usage of that customer's bot users only"
+                    "this key is scoped to customer {id:?}: it may read /v1/customers/{id}/report, \
+                     the usage of that customer's bot users and their credentials only"
                 ),
             }),
         }
