@@ -576,3 +576,85 @@ async fn the_rotation_period_comes_from_the_server_unless_asked() {
     );
     assert!(state.clone().with_credential_rotation_days(0).is_err());
 }
+
+/// The owner dashboard's "Credential hygiene" panel, expanded as Grafana and the ClickHouse plugin
+/// expand it (`${owner:singlequote}`, `$__toTime`), reports what the API reports for that owner
+/// with `deleted=true` as of the end of the range, column for column (the dashboards test runs it
+/// on a simulated fleet too; this fleet has the edge cases).
+#[tokio::test]
+async fn the_owner_dashboard_panel_agrees_with_the_api() {
+    let (db, state) = fleet("panel").await;
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/owner.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let panel = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Credential hygiene")
+        .expect("the owner dashboard has a Credential hygiene panel");
+    let raw_sql = panel["targets"][0]["rawSql"].as_str().unwrap();
+    let at = crate::reports::secs("2024-07-01 00:00:00");
+    for owner in ["bot_a", "bot_b", "usr_1"] {
+        let sql = raw_sql
+            .replace("${owner:singlequote}", &format!("'{owner}'"))
+            .replace("$__toTime", &format!("toDateTime({at})"));
+        let bytes = db
+            .client()
+            .query(&sql)
+            .fetch_bytes("JSONEachRow")
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{owner}: {e}"));
+        let rows: Vec<Value> = String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let api = report(&state, &format!("{AT}&deleted=true&owner_id={owner}")).await;
+        let api = api["credentials"].as_array().unwrap();
+        assert_eq!(rows.len(), api.len(), "{owner}");
+        assert!(!rows.is_empty(), "{owner}");
+        // 18.16 writes 64-bit integers as JSON strings.
+        let int = |v: &Value| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .unwrap()
+        };
+        let time = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .map(|t| t.replace('T', " ").replace('Z', ""))
+                .unwrap_or_default()
+        };
+        for (row, c) in rows.iter().zip(api) {
+            let id = c["credential_id"].as_str().unwrap();
+            assert_eq!(row["credential"], c["credential_id"], "{owner}");
+            assert_eq!(row["credential_type"], c["kind"], "{id}");
+            assert_eq!(row["description"], c["description"], "{id}");
+            assert_eq!(row["metadata"], c["metadata"], "{id}");
+            assert_eq!(row["created_at"].as_str().unwrap(), time(c.get("created_at")), "{id}");
+            assert_eq!(row["deleted_at"].as_str().unwrap(), time(c.get("deleted_at")), "{id}");
+            assert_eq!(row["last_used_at"].as_str().unwrap(), time(c.get("last_used_at")), "{id}");
+            for (column, field) in [
+                ("age_days", "age_days"),
+                ("unused_days", "unused_days"),
+                ("acl_violations", "acl_violations"),
+                ("used_after_owner_deactivated", "used_after_owner_deactivated"),
+            ] {
+                assert_eq!(int(&row[column]), c[field].as_i64().unwrap(), "{id} {column}");
+            }
+            for column in ["rotation_due", "no_acl", "wildcard_acl"] {
+                assert_eq!(
+                    int(&row[column]) == 1,
+                    c[column].as_bool().unwrap(),
+                    "{id} {column}"
+                );
+            }
+        }
+    }
+}
