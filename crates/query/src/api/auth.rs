@@ -15,8 +15,9 @@
 //! - `admin`: every route;
 //! - `reader`: every report, not the audit trail (`/v1/audit`, which shows who did what with
 //!   which API key);
-//! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`) and the usage of the
-//!   bot users that belong to it (`/v1/owners/<bot>/usage`), by the one ownership rule of
+//! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`), the usage of the
+//!   bot users that belong to it (`/v1/owners/<bot>/usage`) and their credentials
+//!   (`/v1/credentials`, as of its `at`), by the one ownership rule of
 //!   [`super::tenancy`] (a bot user's metadata as of the end of the requested range); another
 //!   customer or owner answers 404 (its existence is not confirmed), any other route 403.
 //!

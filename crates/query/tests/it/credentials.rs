@@ -637,16 +637,35 @@ async fn the_owner_dashboard_panel_agrees_with_the_api() {
             assert_eq!(row["credential_type"], c["kind"], "{id}");
             assert_eq!(row["description"], c["description"], "{id}");
             assert_eq!(row["metadata"], c["metadata"], "{id}");
-            assert_eq!(row["created_at"].as_str().unwrap(), time(c.get("created_at")), "{id}");
-            assert_eq!(row["deleted_at"].as_str().unwrap(), time(c.get("deleted_at")), "{id}");
-            assert_eq!(row["last_used_at"].as_str().unwrap(), time(c.get("last_used_at")), "{id}");
+            assert_eq!(
+                row["created_at"].as_str().unwrap(),
+                time(c.get("created_at")),
+                "{id}"
+            );
+            assert_eq!(
+                row["deleted_at"].as_str().unwrap(),
+                time(c.get("deleted_at")),
+                "{id}"
+            );
+            assert_eq!(
+                row["last_used_at"].as_str().unwrap(),
+                time(c.get("last_used_at")),
+                "{id}"
+            );
             for (column, field) in [
                 ("age_days", "age_days"),
                 ("unused_days", "unused_days"),
                 ("acl_violations", "acl_violations"),
-                ("used_after_owner_deactivated", "used_after_owner_deactivated"),
+                (
+                    "used_after_owner_deactivated",
+                    "used_after_owner_deactivated",
+                ),
             ] {
-                assert_eq!(int(&row[column]), c[field].as_i64().unwrap(), "{id} {column}");
+                assert_eq!(
+                    int(&row[column]),
+                    c[field].as_i64().unwrap(),
+                    "{id} {column}"
+                );
             }
             for column in ["rotation_due", "no_acl", "wildcard_acl"] {
                 assert_eq!(
