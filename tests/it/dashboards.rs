@@ -1863,6 +1863,64 @@ async fn check_owner(
     assert!(results["Credentials"]
         .rows()
         .all(|r| !r.str("created_at").is_empty()));
+
+    // Credential hygiene: the API's report for this owner as of the end of the range, row for row,
+    // and the flagged events of the truth.
+    let at = world.window().1.to_rfc3339();
+    let api = world
+        .api(
+            "/v1/credentials",
+            &[("owner_id", owner), ("at", &at), ("deleted", "true")],
+        )
+        .await;
+    let api = api["credentials"].as_array().unwrap();
+    let hygiene = &results["Credential hygiene"];
+    assert_eq!(hygiene.data.len(), api.len(), "{owner}: credential hygiene");
+    assert_eq!(
+        hygiene.data.len() as u64,
+        o.credentials,
+        "{owner}: credential hygiene"
+    );
+    for (r, c) in hygiene.rows().zip(api) {
+        let id = r.str("credential");
+        assert_eq!(id, c["credential_id"].as_str().unwrap(), "{owner}: order");
+        assert_eq!(r.str("metadata"), c["metadata"].as_str().unwrap(), "{id}");
+        assert_eq!(
+            r.str("description"),
+            c["description"].as_str().unwrap(),
+            "{id}"
+        );
+        for column in [
+            "age_days",
+            "unused_days",
+            "acl_violations",
+            "used_after_owner_deactivated",
+        ] {
+            assert_eq!(r.i64(column), c[column].as_i64().unwrap(), "{id}: {column}");
+        }
+        for column in ["rotation_due", "no_acl", "wildcard_acl"] {
+            assert_eq!(
+                r.u64(column) == 1,
+                c[column].as_bool().unwrap(),
+                "{id}: {column}"
+            );
+        }
+    }
+    for (flag, column) in [
+        ("acl_violation", "acl_violations"),
+        ("owner_inactive", "used_after_owner_deactivated"),
+    ] {
+        let want = truth
+            .events
+            .values()
+            .filter(|e| e.owner_id.as_deref() == Some(owner) && e.flags.iter().any(|f| f == flag))
+            .count();
+        assert_eq!(
+            hygiene.sum_where(column, |_| true) as usize,
+            want,
+            "{owner}: {column} against the truth"
+        );
+    }
     assert!(
         !results["Audit trail"].data.is_empty(),
         "{owner}: audit trail"

@@ -336,6 +336,18 @@ def test_owner_drill_down(fleet):
     assert endpoints["ep_a2"]["endpoint_hours"] == 2 and endpoints["ep_a2"]["port"] == 12345
     assert endpoints["ep_a1"]["requests"] == 1 and endpoints["ep_a1"]["endpoint_hours"] == 1
     assert [(row["flag"], row["events"], row["data_out"]) for row in r["Flagged usage"][1]] == [("acl_violation", 1, 500_000_000)]
+    # Credential hygiene as of the end of the range (ordered by age, then id): cr_a's ACL binds
+    # *.a.example.com only; its last use is e4; the API key has no bind rules.
+    assert [{k: row[k] for k in ("credential", "credential_type", "age_days", "deleted_at", "last_used_at", "unused_days",
+                                  "rotation_due", "no_acl", "wildcard_acl", "acl_violations", "used_after_owner_deactivated")}
+            for row in r["Credential hygiene"][1]] == [
+        {"credential": "ak_a", "credential_type": "api_key", "age_days": 1, "deleted_at": "", "last_used_at": "",
+         "unused_days": 1, "rotation_due": 0, "no_acl": 0, "wildcard_acl": 0, "acl_violations": 0,
+         "used_after_owner_deactivated": 0},
+        {"credential": "cr_a", "credential_type": "authtoken", "age_days": 1, "deleted_at": "",
+         "last_used_at": "2026-03-02 11:05:00", "unused_days": 0, "rotation_due": 0, "no_acl": 0, "wildcard_acl": 0,
+         "acl_violations": 1, "used_after_owner_deactivated": 0},
+    ]
 
     # bot_b: deactivated, its credential revoked; the rejected change names it but moves nothing.
     r = run_dashboard(fleet, by_name("owner.json"), dict(VARIABLES, owner="bot_b"))
@@ -343,6 +355,11 @@ def test_owner_drill_down(fleet):
     assert (info["state"], info["credentials"], info["credentials_revoked"]) == ("inactive", 1, 1)
     (credential,) = r["Credentials"][1]
     assert credential["credential"] == "cr_b" and credential["revoked_at"] == "2026-03-02 09:00:00"
+    (hygiene,) = r["Credential hygiene"][1]
+    # Deleted 32h57m after its creation, used after its deletion (so unused 0 days), an empty ACL.
+    assert (hygiene["credential"], hygiene["age_days"], hygiene["deleted_at"], hygiene["last_used_at"]) == (
+        "cr_b", 1, "2026-03-02 09:00:00", "2026-03-02 10:40:00")
+    assert (hygiene["unused_days"], hygiene["rotation_due"], hygiene["no_acl"], hygiene["wildcard_acl"]) == (0, 0, 1, 0)
     assert [row["anomaly"] for row in r["Control-plane anomalies"][1]] == ["owner_change_rejected"]
 
     r = run_dashboard(fleet, by_name("owner.json"), dict(VARIABLES, owner="usr_c"))

@@ -300,6 +300,35 @@ def test_credentials_catalog(fleet):
     assert rows == []
 
 
+def test_credential_hygiene(fleet):
+    """credential_hygiene.sql as of `TO` and as of 2024-05-01 10:00, on the fleet above: cr_1's
+    restated ev_r is no use (its last use is ev_o at `TO`, excluded: ev_5), cr_2's ev_6 is flagged
+    owner_inactive, cr_x (revoked with bot_b) acl_violation and owner_inactive."""
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    sql = read_sql("credential_hygiene.sql")
+    types, rows = fleet.rows(bind(sql, TO * 1_000_000, TO * 1_000_000, 1, [], TO, 1, []))
+    assert types == ["String"] * 4 + ["Int64", "Int64", "UInt8", "Int64", "Int64", "Int64"]
+    objects = {r[0]: r[3] for r in rows}
+    assert objects["cr_x"] == '{"id":"cr_x","metadata":"{\\"customer\\":\\"acme\\"}","owner_id":"bot_b"}'
+    assert [r[:3] + r[4:] for r in rows] == [
+        ["ak_1", "api_key", "bot_a", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00"), 0, 0, 0, 0],
+        ["cr_1", "authtoken", "bot_a", us("2024-04-01 00:00:00"), 0, 0, us("2024-05-01 10:50:00"), 0, 0],
+        ["cr_2", "ssh_key", "bot_a", us("2024-04-01 00:00:00"), 0, 0, us("2024-05-02 00:30:00"), 0, 1],
+        ["cr_x", "authtoken", "bot_b", us("2024-04-01 00:00:00"), us("2024-05-02 00:00:00"), 1,
+         us("2024-05-01 09:10:00"), 1, 1],
+    ]
+    # Earlier: no deletion yet, usage before 10:00 only; bot_a's credentials only.
+    at = ts("2024-05-01 10:00:00")
+    _, rows = fleet.rows(bind(sql, at * 1_000_000, at * 1_000_000, 0, ["bot_a"], at, 0, ["bot_a"]))
+    assert [[r[0], r[5], r[6], r[7]] for r in rows] == [
+        ["ak_1", 0, 0, 0],
+        ["cr_1", 0, 0, us("2024-05-01 09:40:00")],
+        ["cr_2", 0, 0, 0],
+    ]
+    _, rows = fleet.rows(bind(sql, at * 1_000_000, at * 1_000_000, 0, ["bot_a' OR 1=1 --"], at, 0, []))
+    assert rows == []
+
+
 def test_bot_users_catalog(fleet):
     us = lambda text: ts(text) * 1_000_000  # noqa: E731
     types, rows = catalog(fleet, "bot_users_catalog.sql", 1, [])

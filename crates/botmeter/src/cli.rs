@@ -109,6 +109,12 @@ pub enum Command {
         /// credentials are those its bot users own. Customers are bot user ids only without it.
         #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]
         customer_metadata_key: Option<String>,
+        /// Whole days after which a live credential is reported due for rotation by
+        /// /v1/credentials (a request may ask for another period with rotation_days).
+        #[arg(long, env = "BOTMETER_CREDENTIAL_ROTATION_DAYS",
+            default_value_t = query::api::DEFAULT_CREDENTIAL_ROTATION_DAYS,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(query::api::MAX_ROTATION_DAYS)))]
+        credential_rotation_days: u32,
         /// Report requests answered at once; one more is answered 503 with `Retry-After` at once
         /// (shed, not queued), so the API cannot pile queries onto ClickHouse.
         #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
@@ -383,10 +389,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             plan,
             api_keys_file,
             customer_metadata_key,
+            credential_rotation_days,
             max_concurrent_requests,
         } => {
             let config = clickhouse.config()?;
             let state = api_state(&config, plan, api_keys_file, customer_metadata_key)?
+                .with_credential_rotation_days(credential_rotation_days)
+                .map_err(anyhow::Error::msg)
+                .context("invalid --credential-rotation-days")?
                 .with_max_concurrent_requests(max_concurrent_requests);
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"

@@ -19,6 +19,7 @@ mod customer_render;
 mod customers;
 mod error;
 mod health;
+mod hygiene;
 mod openapi;
 mod overage;
 mod owners;
@@ -59,6 +60,10 @@ pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
+pub use hygiene::{
+    CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,
+    MAX_CREDENTIALS_LIMIT, MAX_ROTATION_DAYS,
+};
 pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
 pub use overage::{
     CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
@@ -83,6 +88,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("GET", "/v1/overage"),
     ("GET", "/v1/customers/{customer_id}/report"),
+    ("GET", "/v1/credentials"),
 ];
 
 /// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
@@ -102,6 +108,8 @@ pub struct AppState {
     api_keys: ApiKeys,
     plan: Option<Arc<Plan>>,
     customer_metadata_key: Arc<str>,
+    /// Days after which a live credential is due for rotation in `/v1/credentials`.
+    credential_rotation_days: u32,
 }
 
 impl fmt::Debug for AppState {
@@ -112,6 +120,7 @@ impl fmt::Debug for AppState {
             .field("api_keys", &self.api_keys)
             .field("plan", &self.plan.as_ref().map(|p| p.name.as_str()))
             .field("customer_metadata_key", &self.customer_metadata_key)
+            .field("credential_rotation_days", &self.credential_rotation_days)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +138,7 @@ impl AppState {
             api_keys: ApiKeys::default(),
             plan: None,
             customer_metadata_key: Arc::from(""),
+            credential_rotation_days: DEFAULT_CREDENTIAL_ROTATION_DAYS,
         })
     }
 
@@ -172,6 +182,18 @@ impl AppState {
         Ok(self)
     }
 
+    /// Reports a live credential as due for rotation in `/v1/credentials` once it is this many
+    /// whole days old (1 to [`MAX_ROTATION_DAYS`]; a request may ask for another period).
+    pub fn with_credential_rotation_days(mut self, days: u32) -> std::result::Result<Self, String> {
+        if !(1..=MAX_ROTATION_DAYS).contains(&days) {
+            return Err(format!(
+                "credential rotation days: expected 1 to {MAX_ROTATION_DAYS}, found {days}"
+            ));
+        }
+        self.credential_rotation_days = days;
+        Ok(self)
+    }
+
     /// The customer metadata key, empty when none.
     pub(crate) fn metadata_key(&self) -> &str {
         &self.customer_metadata_key
@@ -202,6 +224,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(overage::router())
         .merge(customers::router())
+        .merge(hygiene::router())
         .route_layer(limit);
     Router::new()
         .merge(health::router())

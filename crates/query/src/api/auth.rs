@@ -15,8 +15,9 @@
 //! - `admin`: every route;
 //! - `reader`: every report, not the audit trail (`/v1/audit`, which shows who did what with
 //!   which API key);
-//! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`) and the usage of the
-//!   bot users that belong to it (`/v1/owners/<bot>/usage`), by the one ownership rule of
+//! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`), the usage of the
+//!   bot users that belong to it (`/v1/owners/<bot>/usage`) and their credentials
+//!   (`/v1/credentials`, as of its `at`), by the one ownership rule of
 //!   [`super::tenancy`] (a bot user's metadata as of the end of the requested range); another
 //!   customer or owner answers 404 (its existence is not confirmed), any other route 403.
 //!
@@ -246,7 +247,8 @@ pub enum Access {
 }
 
 impl Access {
-    fn customer(&self) -> Option<&str> {
+    /// The customer of a `customer:<id>` key; `None` for account-wide access.
+    pub(super) fn customer(&self) -> Option<&str> {
         match self {
             Self::Key {
                 role: Role::Customer(id),
@@ -262,8 +264,8 @@ impl Access {
             None => Ok(()),
             Some(id) => Err(ApiError::Forbidden {
                 message: format!(
-                    "this key is scoped to customer {id:?}: it may read /v1/customers/{id}/report \
-                     and the usage of that customer's bot users only"
+                    "this key is scoped to customer {id:?}: it may read /v1/customers/{id}/report, \
+                     the usage of that customer's bot users and their credentials only"
                 ),
             }),
         }

@@ -59,13 +59,35 @@ impl Modify for BearerAuth {
 /// exactly one of `owner_id` and `credential_id`) stays in the descriptions and answers 400.
 struct ParameterSchemas;
 
-/// The schema of a parameter named `name`, `None` for a name this does not know.
-fn parameter_schema(name: &str) -> Option<Schema> {
+/// The schema of a parameter named `name` of the route `path`, `None` for a name this does not
+/// know. Names mean the same everywhere but `format` and `limit` of `/v1/credentials` (no HTML,
+/// a higher limit).
+fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
     fn choices<T: Choice>() -> Vec<&'static str> {
         T::ALL.iter().map(|(spelling, _)| *spelling).collect()
     }
     let string = || ObjectBuilder::new().schema_type(Type::String);
+    let integer = |min: u32, max: u32| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    let boolean = || string().enum_values(Some(["true", "false"]));
+    let credentials = path == "/v1/credentials";
     let schema = match name {
+        "format" if credentials => {
+            string().enum_values(Some(choices::<super::hygiene::ListFormat>()))
+        }
+        "limit" if credentials => integer(1, super::hygiene::MAX_CREDENTIALS_LIMIT),
+        "at" => string().pattern(Some(TIME_PATTERN)),
+        "kind" => string().enum_values(Some(choices::<super::hygiene::Kind>())),
+        "sort" => string().enum_values(Some(choices::<super::hygiene::SortKey>())),
+        "order" => string().enum_values(Some(choices::<super::hygiene::Order>())),
+        "rotation_days" => integer(1, super::hygiene::MAX_ROTATION_DAYS),
+        "unused_days_min" => integer(0, super::hygiene::MAX_ROTATION_DAYS),
+        "rotation_due" | "no_acl" | "deleted" => boolean(),
         "owner_id" | "credential_id" | "customer_id" => string()
             .pattern(Some(ID_PATTERN))
             .min_length(Some(1))
@@ -77,11 +99,7 @@ fn parameter_schema(name: &str) -> Option<Schema> {
         "metric" => string().enum_values(Some(choices::<super::top::RankMetric>())),
         "format" => string().enum_values(Some(choices::<super::customers::Format>())),
         "timezone" => string().enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))),
-        "limit" => ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-            .minimum(Some(1))
-            .maximum(Some(super::top::MAX_TOP_LIMIT)),
+        "limit" => integer(1, super::top::MAX_TOP_LIMIT),
         _ => return None,
     };
     Some(Schema::Object(schema.build()))
@@ -89,7 +107,7 @@ fn parameter_schema(name: &str) -> Option<Schema> {
 
 impl Modify for ParameterSchemas {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -102,7 +120,7 @@ impl Modify for ParameterSchemas {
             ];
             for operation in operations.into_iter().flatten() {
                 for parameter in operation.parameters.iter_mut().flatten() {
-                    if let Some(schema) = parameter_schema(&parameter.name) {
+                    if let Some(schema) = parameter_schema(path, &parameter.name) {
                         parameter.schema = Some(RefOr::T(schema));
                     }
                 }
@@ -129,6 +147,7 @@ impl Modify for ParameterSchemas {
         super::audit::audit,
         super::overage::overage,
         super::customers::customer_report,
+        super::hygiene::credentials,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &ParameterSchemas),
@@ -139,6 +158,7 @@ impl Modify for ParameterSchemas {
         (name = "audit", description = "The audit trail of an owner or credential (admin)"),
         (name = "overage", description = "Usage against the plan's quotas"),
         (name = "customers", description = "Per-customer monthly reports. A customer is its bot users (the one whose id is the customer id, and those whose metadata has the --customer-metadata-key at its top level naming it, as of the end of the month); it covers the credentials they own and their usage only, never a credential of another owner, whatever its metadata says. A customer:<id> API key reads the usage of the same bot users only (as of the end of the requested range)"),
+        (name = "credentials", description = "Credential hygiene: age, last use, rotation due, unused days, ACLs that bind anywhere, ACL violations and use after the owner's deactivation, per credential. A customer:<id> key sees its customer's bot users' credentials only"),
         (name = "operations", description = "Health and this description"),
     )
 )]
@@ -171,7 +191,7 @@ mod tests {
                 for parameter in operation["parameters"].as_array().into_iter().flatten() {
                     let name = parameter["name"].as_str().unwrap();
                     assert!(
-                        parameter_schema(name).is_some(),
+                        parameter_schema(path, name).is_some(),
                         "{method} {path}: parameter {name} has no schema in parameter_schema"
                     );
                     let schema = &parameter["schema"];
@@ -185,7 +205,7 @@ mod tests {
             }
         }
         // Every zone the description lists is one the parser takes.
-        let Some(Schema::Object(zones)) = parameter_schema("timezone") else {
+        let Some(Schema::Object(zones)) = parameter_schema("/v1/usage/top", "timezone") else {
             panic!("timezone")
         };
         let zones = zones.enum_values.unwrap();

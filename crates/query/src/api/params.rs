@@ -233,6 +233,30 @@ impl QueryParams {
             })
     }
 
+    /// `true` or `false`, `None` when absent.
+    pub(super) fn boolean(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(value) => Err(ApiError::bad(
+                "invalid_parameter",
+                name,
+                format!(
+                    "query parameter {name}: expected true or false, found {}",
+                    quote(value)
+                ),
+            )),
+        }
+    }
+
+    /// A time (RFC 3339 or `YYYY-MM-DD`, as `from` and `to`) in Unix seconds, `None` when absent.
+    pub(super) fn time(&self, name: &'static str) -> Result<Option<u32>, ApiError> {
+        self.get(name)
+            .map(|value| parse_bound(name, value))
+            .transpose()
+    }
+
     /// A required `YYYY-MM` month.
     pub(super) fn month(&self, name: &'static str) -> Result<Month, ApiError> {
         let value = self.get(name).ok_or_else(|| {
@@ -654,6 +678,34 @@ mod tests {
             assert_eq!(parameter, "limit");
             assert!(message.contains("from 1 to 1000"), "{message}");
         }
+    }
+
+    #[test]
+    fn booleans_and_single_times() {
+        let params = |q: &str| QueryParams::parse(Some(q), &["deleted", "at"]).unwrap();
+        assert_eq!(params("").boolean("deleted").unwrap(), None);
+        assert_eq!(
+            params("deleted=true").boolean("deleted").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            params("deleted=false").boolean("deleted").unwrap(),
+            Some(false)
+        );
+        for value in ["1", "yes", "True", ""] {
+            let (_, parameter, message) =
+                bad(params(&format!("deleted={value}")).boolean("deleted"));
+            assert_eq!(parameter, "deleted");
+            assert!(message.contains("true or false"), "{message}");
+        }
+        assert_eq!(params("").time("at").unwrap(), None);
+        assert_eq!(
+            params("at=2024-05-01").time("at").unwrap(),
+            Some(secs("2024-05-01T00:00:00Z"))
+        );
+        let (_, parameter, message) = bad(params("at=yesterday").time("at"));
+        assert_eq!(parameter, "at");
+        assert!(message.contains("\"yesterday\""), "{message}");
     }
 
     #[test]

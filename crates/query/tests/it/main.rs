@@ -13,6 +13,7 @@
 mod common;
 
 mod clickhouse;
+mod credentials;
 mod limits;
 mod reports;
 mod rollup;
