@@ -147,7 +147,16 @@ async fn main() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let mut serve = spawn(&["serve", "--listen", &addr.to_string()], &envs);
+    let mut serve = spawn(
+        &[
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &envs,
+    );
     let http = reqwest::Client::new();
     // The top-owners report for today (every owner of the fleet fits in it): it reads only the
     // rollups, so polling it often does not load ClickHouse the way the per-owner report

@@ -164,6 +164,8 @@ async fn main() {
             DATABASE,
             "--clickhouse-url",
             &url,
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .env("BOTMETER_LOG", "warn")
         .stdout(Stdio::null())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{free_port, BotmeterProcess, TestEnv};
+use crate::support::{self, free_port, BotmeterProcess, TestEnv};
 
 const ADMIN: &str = "admin-key-0123";
 const READER: &str = "reader-key-4567";
@@ -293,13 +293,29 @@ fn request_for(path: &str, operation: &Value, c: &Customer) -> String {
     }
 }
 
-/// Whether a route is about one customer (its report) or one owner (its usage): the only routes a
-/// customer key may read, for its own customer and bot users.
+/// Whether a route is about one customer (its report), one owner (its usage) or the credentials of
+/// one owner (the hygiene report, `owner_id` in its query): the only routes a customer key may
+/// read, for its own customer and bot users.
 fn is_customer_route(path: &str) -> bool {
-    path.contains("{customer_id}") || path.contains("{owner_id}")
+    path.contains("{customer_id}") || path.contains("{owner_id}") || path == "/v1/credentials"
+}
+
+/// What a customer's own answer on `path` must show of it: its bytes, or for the hygiene report
+/// (no usage figures) its credential.
+fn own_mark(path: &str, mine: &Customer) -> String {
+    if path == "/v1/credentials" {
+        mine.credential.to_owned()
+    } else {
+        mine.bytes_out.to_string()
+    }
 }
 
 async fn start(env: &TestEnv) -> Server {
+    start_with(env, &[]).await
+}
+
+/// [`start`] with more `serve` flags.
+async fn start_with(env: &TestEnv, extra: &[&str]) -> Server {
     let keys = [
         (ADMIN, "admin"),
         (READER, "reader"),
@@ -333,7 +349,10 @@ async fn start(env: &TestEnv) -> Server {
             plan_file.to_str().unwrap(),
             "--customer-metadata-key",
             "customer",
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     let http = reqwest::Client::new();
     for _ in 0..200 {
@@ -502,7 +521,7 @@ async fn every_route_keeps_customers_apart() {
                     );
                 }
                 assert!(
-                    answer.body.contains(&mine.bytes_out.to_string()),
+                    answer.body.contains(&own_mark(path, mine)),
                     "{own}: {}",
                     answer.body
                 );
@@ -668,4 +687,87 @@ fn serve_refuses_an_empty_or_ambiguous_keys_file() {
         output.contains("twice.toml") && output.contains(&digest),
         "{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_metrics_count_every_request_by_route_and_status() {
+    let env = TestEnv::new("api_metrics");
+    let status = env
+        .command(&["migrate"])
+        .output()
+        .expect("run botmeter migrate");
+    assert!(
+        status.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for c in [&ACME_DATA, &GLOBEX_DATA] {
+        insert(&env, "usage_events", &usage_rows(c)).await;
+    }
+    let metrics_listen = format!("127.0.0.1:{}", free_port());
+    let server = start_with(&env, &["--metrics-listen", &metrics_listen]).await;
+    let range = "from=2024-05-01&to=2024-06-01";
+    // A burst: 6 answered, 3 bad requests, 2 without a key, 1 unknown route.
+    for _ in 0..6 {
+        let answer = server
+            .get(&format!("/v1/usage/top?{range}"), Some(ADMIN))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    for _ in 0..3 {
+        let answer = server
+            .get("/v1/usage/top?from=yesterday&to=2024-06-01", Some(ADMIN))
+            .await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .get(&format!("/v1/usage/top?{range}"), None)
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        server.get("/v1/nothing/here", Some(ADMIN)).await.status,
+        404
+    );
+    let text = reqwest::get(format!("http://{metrics_listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> u64 {
+        text.lines()
+            .find(|line| line.starts_with(line_start))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}")) as u64
+    };
+    let requests = |route: &str, status: u16| {
+        format!("botmeter_api_requests_total{{route=\"{route}\",status=\"{status}\"}} ")
+    };
+    assert_eq!(value(&requests("/v1/usage/top", 200)), 6);
+    assert_eq!(value(&requests("/v1/usage/top", 400)), 3);
+    assert_eq!(value(&requests("/v1/usage/top", 401)), 2);
+    assert_eq!(value(&requests("unmatched", 404)), 1);
+    // Latency per route, and the ClickHouse share of it, for the 11 requests of the route.
+    assert_eq!(
+        value("botmeter_api_request_seconds_count{route=\"/v1/usage/top\"} "),
+        11
+    );
+    assert_eq!(
+        value("botmeter_api_clickhouse_seconds_count{route=\"/v1/usage/top\"} "),
+        11
+    );
+    support::assert_metrics_readable(&text);
+    // The access log: one line per request with its status and route.
+    let log = std::fs::read_to_string(env.log_dir.join("serve.log")).unwrap();
+    let answered = log
+        .lines()
+        .filter(|line| line.contains("request answered") && line.contains("route=/v1/usage/top"))
+        .count();
+    assert_eq!(answered, 11, "{log}");
+    env.drop_database().await;
 }

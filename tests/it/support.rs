@@ -91,7 +91,8 @@ impl TestEnv {
             .env("BOTMETER_GROUP_ID", &self.group_id)
             .env("BOTMETER_LOG", "info")
             // Tests run many pipelines at once: each gets its own operations port.
-            .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0");
+            .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0")
+            .env("BOTMETER_METRICS_LISTEN", "127.0.0.1:0");
         if args.first() == Some(&"serve") {
             // The API reads as the read-only user `scripts/services.sh` creates, as it should in
             // production.

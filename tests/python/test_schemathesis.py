@@ -305,7 +305,7 @@ def live_api(tmp_path):
             process = subprocess.Popen(
                 [BINARY, "serve", "--listen", url.removeprefix("http://"),
                  "--api-keys-file", tmp_path / "keys.toml", "--plan", tmp_path / "plan.toml",
-                 "--customer-metadata-key", "customer"],
+                 "--customer-metadata-key", "customer", "--metrics-listen", "127.0.0.1:0"],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         wait_until_up(url, process, log)

@@ -120,6 +120,15 @@ pub enum Command {
         #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
             default_value_t = query::api::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_at_least_one)]
         max_concurrent_requests: usize,
+        /// Serve the API's Prometheus `/metrics` (requests by route and status, latency,
+        /// ClickHouse time per request, requests shed, queries killed) on this address, apart
+        /// from the API so that it is not exposed with it.
+        #[arg(
+            long,
+            env = "BOTMETER_METRICS_LISTEN",
+            default_value = "127.0.0.1:9465"
+        )]
+        metrics_listen: SocketAddr,
     },
 }
 
@@ -391,6 +400,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             customer_metadata_key,
             credential_rotation_days,
             max_concurrent_requests,
+            metrics_listen,
         } => {
             let config = clickhouse.config()?;
             let state = api_state(&config, plan, api_keys_file, customer_metadata_key)?
@@ -398,6 +408,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)
                 .context("invalid --credential-rotation-days")?
                 .with_max_concurrent_requests(max_concurrent_requests);
+            serve_metrics(metrics_listen).await?;
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );
@@ -439,6 +450,23 @@ async fn migrate(clickhouse: &ClickHouseArgs) -> anyhow::Result<()> {
         report.already_applied.len(),
         report.applied.len()
     );
+    Ok(())
+}
+
+/// Installs the metrics recorder and serves `/metrics` on `addr` in the background.
+async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    let prometheus =
+        crate::ops::install_recorder().context("failed to install the metrics recorder")?;
+    query::api::describe_metrics();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to listen on --metrics-listen {addr}"))?;
+    info!(addr = %listener.local_addr().unwrap_or(addr), "API metrics listening (/metrics)");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, crate::ops::metrics_router(prometheus)).await {
+            tracing::error!(error = %e, "API metrics endpoint failed");
+        }
+    });
     Ok(())
 }
 

@@ -179,6 +179,22 @@ pub fn router(stats: Arc<RunStats>, prometheus: PrometheusHandle) -> Router {
         .with_state(OpsState { stats, prometheus })
 }
 
+/// `botmeter serve`'s metrics endpoint: `/metrics` only (its health is on the API's own
+/// `/healthz` and `/readyz`).
+pub fn metrics_router(prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(prometheus): State<PrometheusHandle>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    prometheus.render(),
+                )
+            }),
+        )
+        .with_state(prometheus)
+}
+
 async fn metrics_text(State(state): State<OpsState>) -> impl IntoResponse {
     metrics::gauge!(names::DEGRADED).set(if state.stats.degraded.load(Ordering::Relaxed) {
         1.0

@@ -71,7 +71,7 @@ pub use overage::{
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
-pub use reads::REQUEST_ID_HEADER;
+pub use reads::{describe_metrics, metric, REQUEST_ID_HEADER};
 pub use settings::{Format as SettingsFormat, SettingsError};
 pub use top::{TopOwner, TopReport, MAX_TOP_LIMIT};
 pub use usage::{UsageBucket, UsageGroup, UsageMetrics, UsageReport};
@@ -210,6 +210,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let limit = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            metrics::counter!(reads::metric::SHED).increment(1);
             ApiError::Overloaded
         }))
         .load_shed()

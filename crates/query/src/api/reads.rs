@@ -13,11 +13,11 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -45,6 +45,8 @@ tokio::task_local! {
 pub(super) struct RequestId {
     id: Arc<str>,
     queries: Arc<AtomicU32>,
+    /// Microseconds its reads waited for ClickHouse, summed.
+    clickhouse_us: Arc<AtomicU64>,
 }
 
 impl RequestId {
@@ -59,6 +61,7 @@ impl RequestId {
         Self {
             id: Arc::from(format!("{:016x}", hasher.finish())),
             queries: Arc::new(AtomicU32::new(0)),
+            clickhouse_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -69,17 +72,92 @@ impl RequestId {
     }
 }
 
-/// Middleware: gives the request its id, runs it in a span naming the id, answers with the id.
+/// Middleware: gives the request its id, runs it in a span naming the id, answers with the id,
+/// and writes the access log line and the request metrics ([`metric`]) when it is answered.
 pub(super) async fn request_id(request: Request, next: Next) -> Response {
     let id = RequestId::new();
-    let span = tracing::info_span!("request", request_id = %id.id, method = %request.method(),
+    // The route as the router names it (`/v1/owners/{owner_id}/usage`), never the raw path: a
+    // label per owner id would grow without bound.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", request_id = %id.id, %method,
         path = %request.uri().path());
     let header = HeaderValue::from_str(&id.id).ok();
-    let mut response = REQUEST.scope(id, next.run(request)).instrument(span).await;
+    let (queries, clickhouse_us) = (id.queries.clone(), id.clickhouse_us.clone());
+    let started = Instant::now();
+    let mut response = REQUEST
+        .scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
+    let elapsed = started.elapsed();
+    let clickhouse = Duration::from_micros(clickhouse_us.load(Ordering::Relaxed));
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            clickhouse_ms = clickhouse.as_secs_f64() * 1e3,
+            queries = queries.load(Ordering::Relaxed),
+            route = %route,
+            "request answered"
+        );
+    });
+    let labels = [("route", route), ("status", status.to_string())];
+    metrics::counter!(metric::REQUESTS, &labels).increment(1);
+    let route_label = [("route", labels[0].1.clone())];
+    metrics::histogram!(metric::REQUEST_SECONDS, &route_label).record(elapsed.as_secs_f64());
+    metrics::histogram!(metric::CLICKHOUSE_SECONDS, &route_label).record(clickhouse.as_secs_f64());
     if let Some(value) = header {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The API's metrics, published by `botmeter serve --metrics-listen` ([`describe_metrics`]).
+pub mod metric {
+    /// Requests answered, by route (as the router names it) and HTTP status.
+    pub const REQUESTS: &str = "botmeter_api_requests_total";
+    /// Seconds from receiving a request to answering it, by route.
+    pub const REQUEST_SECONDS: &str = "botmeter_api_request_seconds";
+    /// Seconds a request spent waiting for ClickHouse (all its queries), by route.
+    pub const CLICKHOUSE_SECONDS: &str = "botmeter_api_clickhouse_seconds";
+    /// Requests shed with 503 because `--max-concurrent-requests` reports were running.
+    pub const SHED: &str = "botmeter_api_shed_total";
+    /// ClickHouse queries killed because their request went away or their deadline passed.
+    pub const KILLED_QUERIES: &str = "botmeter_api_killed_queries_total";
+}
+
+/// `HELP` text and units of the API's metrics.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        metric::REQUESTS,
+        Unit::Count,
+        "API requests answered, by route and HTTP status"
+    );
+    describe_histogram!(
+        metric::REQUEST_SECONDS,
+        Unit::Seconds,
+        "Seconds from receiving an API request to answering it, by route"
+    );
+    describe_histogram!(
+        metric::CLICKHOUSE_SECONDS,
+        Unit::Seconds,
+        "Seconds an API request spent waiting for ClickHouse (all its queries), by route"
+    );
+    describe_counter!(
+        metric::SHED,
+        Unit::Count,
+        "Report requests shed with 503 at the concurrency limit (--max-concurrent-requests)"
+    );
+    describe_counter!(
+        metric::KILLED_QUERIES,
+        Unit::Count,
+        "ClickHouse queries killed because their request went away or their deadline passed"
+    );
 }
 
 /// Whether queries may carry settings: learned once per state from the server.
@@ -120,7 +198,13 @@ impl AppState {
             client: Some(self.client.clone()),
             query_id,
         };
+        let started = Instant::now();
         let result = with_deadline(action, self.query_timeout, run(client)).await;
+        let _ = REQUEST.try_with(|request| {
+            request
+                .clickhouse_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed)
+        });
         if !matches!(result, Err(Error::Timeout { .. })) {
             // It answered (or failed) on the server: nothing is left running there.
             guard.client = None;
@@ -199,7 +283,10 @@ impl Drop for KillOnDrop {
         runtime.spawn(async move {
             let kill = query_id::kill(&client, &query_id, query_id::Wait::Async);
             match tokio::time::timeout(KILL_TIMEOUT, kill).await {
-                Ok(Ok(())) => info!(%query_id, "abandoned query killed on clickhouse"),
+                Ok(Ok(())) => {
+                    metrics::counter!(metric::KILLED_QUERIES).increment(1);
+                    info!(%query_id, "abandoned query killed on clickhouse")
+                }
                 Ok(Err(err)) => warn!(%query_id, error = %err, "failed to kill an abandoned query"),
                 Err(_) => warn!(%query_id, "failed to kill an abandoned query: no answer in 5s"),
             }
