@@ -509,3 +509,39 @@ def test_reconcile_traffic_counts_repeats_apart(db):  # noqa: F811
     types, rows = db.rows(bind(read_sql("reconcile_traffic.sql"), 0, 4294967295, "traffic", "traffic"))
     assert types[-5:] == ["Int64"] * 5
     assert rows == [[0, 4, 0, 3, 0, 0, [], 1, 1, 0, 1, 1]]
+
+
+def test_usage_by_metadata_value(db):  # noqa: F811
+    # usage_buckets_metadata.sql: cr_1 is at s3 until 10:30 then s4 (spans), cr_2 at s3 throughout
+    # (looked up), cr_3 has no value ((none)); ep_1 is an endpoint-hour of s3 and of s4 at 10:00.
+    db.insert("usage_events", [
+        usage("ev_1", "2024-05-01 10:00:00", "ep_1", "cr_1", owner="bot_m", bytes_out=1),
+        usage("ev_2", "2024-05-01 10:50:00", "ep_1", "cr_1", owner="bot_m", bytes_out=10),
+        usage("ev_3", "2024-05-01 11:10:00", "ep_1", "cr_1", owner="bot_m", bytes_out=100),
+        usage("ev_4", "2024-05-01 10:20:00", "ep_2", "cr_2", owner="bot_m", bytes_out=1000),
+        usage("ev_5", "2024-05-01 10:40:00", "ep_3", "cr_3", owner="bot_m", bytes_out=10000),
+    ])
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+    lo, hi = ts("2024-05-01 00:00:00"), ts("2024-05-02 00:00:00")
+    sql = read_sql("usage_buckets_metadata.sql")
+    types, rows = db.rows(bind(
+        sql, "UTC", "all",
+        "UTC", ["cr_2"], ["s3"], ["cr_2"], ["bot_m"], [], ["cr_1"], "attributed", lo, hi,
+        "UTC", ["bot_m"], [], ["cr_1"], "attributed", lo, hi,
+        ["cr_1", "cr_1"], [us("2024-05-01 00:00:00"), us("2024-05-01 10:30:00")],
+        [us("2024-05-01 10:30:00"), us("2024-05-02 00:00:00")], ["s3", "s4"],
+    ))
+    assert types == ["UInt32", "String"] + ["UInt64"] * 6
+    assert rows == [
+        [0, "(none)", 0, 10000, 0, 0, 1, 1],
+        [0, "s3", 0, 1001, 0, 0, 2, 2],
+        [0, "s4", 0, 110, 0, 0, 1, 2],
+    ]
+    db.insert("control_events_log", [
+        credential("ev_c1", "authtoken", "created", "2024-04-01 00:00:00", "cr_1", "bot_m", metadata='{"site":"s3"}'),
+        credential("ev_c1u", "authtoken", "updated", "2024-05-01 10:30:00", "cr_1", "bot_m", metadata='{"site":"s4"}'),
+    ])
+    types, rows = db.rows(bind(read_sql("credential_metadata.sql"), ["cr_1"], us("2024-05-02 00:00:00")))
+    assert types == ["String", "Int64", "String"]
+    assert [(r[0], r[1]) for r in rows] == [("cr_1", us("2024-04-01 00:00:00")), ("cr_1", us("2024-05-01 10:30:00"))]
+    assert '\\"site\\":\\"s4\\"' in rows[1][2] or '"site":"s4"' in rows[1][2], rows[1][2]

@@ -20,6 +20,7 @@ mod customers;
 mod error;
 mod health;
 mod hygiene;
+mod metadata_groups;
 mod openapi;
 mod overage;
 mod owners;

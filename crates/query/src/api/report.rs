@@ -131,10 +131,11 @@ pub struct UsageBucket {
     pub metrics: UsageMetrics,
 }
 
-/// Usage of one credential or endpoint.
+/// Usage of one credential, endpoint or metadata value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageGroup {
-    /// The credential or endpoint id.
+    /// The credential or endpoint id, or the metadata value (`(none)` for credentials without
+    /// one).
     pub key: String,
     /// Its buckets with traffic, in order.
     pub buckets: Vec<UsageBucket>,
@@ -143,6 +144,13 @@ pub struct UsageGroup {
     pub session_only_buckets: Vec<UsageBucket>,
     /// Its sums over the range.
     pub totals: UsageMetrics,
+    /// A credential's description as of the end of the range (`group_by=credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A credential's metadata as of the end of the range, as ngrok sends it (a string;
+    /// `group_by=credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// A report asked for.
@@ -514,6 +522,8 @@ fn group(
                 buckets,
                 session_only_buckets,
                 totals: totals_with_sessions(total, &mine),
+                description: None,
+                metadata: None,
             }
         }
         GroupBy::Endpoint => UsageGroup {
@@ -527,6 +537,8 @@ fn group(
                 .collect(),
             session_only_buckets: Vec::new(),
             totals: total.map(BucketRow::metrics).unwrap_or_default(),
+            description: None,
+            metadata: None,
         },
     }
 }
@@ -558,6 +570,16 @@ mod tests {
             ("bot_users_catalog", catalog::BOT_USERS_SQL, 2),
             ("bot_user_metadata", catalog::BOT_USER_METADATA_SQL, 1),
             ("principals", catalog::PRINCIPALS_SQL, 0),
+            (
+                "credential_metadata",
+                crate::api::metadata_groups::CREDENTIAL_METADATA_SQL,
+                2,
+            ),
+            (
+                "usage_buckets_metadata",
+                crate::api::metadata_groups::USAGE_BUCKETS_METADATA_SQL,
+                23,
+            ),
             ("owner_totals", top::OWNER_TOTALS_SQL, 5),
             ("flagged_usage", anomalies::FLAGGED_SQL, 3),
             ("unresolved_usage", anomalies::UNRESOLVED_SQL, 3),

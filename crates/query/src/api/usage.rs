@@ -1,5 +1,5 @@
 //! `GET /v1/owners/{owner_id}/usage?from=…&to=…[&granularity=hour|day|month][&timezone=…]
-//! [&group_by=credential|endpoint]`: one owner's attributed usage per bucket.
+//! [&group_by=credential|endpoint|metadata.<key>]`: one owner's attributed usage per bucket.
 //!
 //! - `from` (inclusive) and `to` (exclusive): see [`super::params`]; at most
 //!   [`MAX_RANGE_DAYS`](super::MAX_RANGE_DAYS) days.
@@ -13,8 +13,10 @@
 //!   outgoing bytes, hours of `timezone`), `agent_sessions` (sessions running in the bucket) and
 //!   `session_hours` (their time within the bucket and the range). `totals` covers the range:
 //!   endpoints and sessions are counted once however many buckets they span.
-//! - `group_by` adds `groups`: the same per credential (with its sessions) or per endpoint
-//!   (without sessions, which serve several endpoints).
+//! - `group_by` adds `groups`: the same per credential (with its sessions, description and
+//!   metadata), per endpoint (without sessions, which serve several endpoints), or per value of a
+//!   key of the credentials' metadata as of each event's time (`metadata.<key>`, without
+//!   sessions; see [`super::metadata_groups`]).
 //! - The SQL is `crates/query/sql/usage_buckets.sql` and `agent_sessions.sql` (see
 //!   [`super::report`]), every value bound.
 
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
+use super::metadata_groups::{self, MetadataKey};
 use super::params::{check_id, path_param, rfc3339, Choice, QueryParams, TimeRange};
 use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec};
 use super::{ApiError, AppState};
@@ -53,7 +56,7 @@ pub struct UsageReport {
     /// The IANA time zone of the buckets.
     #[serde(default = "utc")]
     pub timezone: String,
-    /// `credential` or `endpoint` when grouped.
+    /// `credential`, `endpoint` or `metadata.<key>` when grouped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<String>,
     /// One per bucket with attributed traffic, in order (with that bucket's sessions too).
@@ -63,7 +66,7 @@ pub struct UsageReport {
     pub session_only_buckets: Vec<UsageBucket>,
     /// Over the whole range.
     pub totals: UsageMetrics,
-    /// Per credential or endpoint, when `group_by` is given.
+    /// Per credential, endpoint or metadata value, when `group_by` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<UsageGroup>>,
 }
@@ -80,6 +83,8 @@ pub(super) struct UsageRequest {
     pub(super) granularity: Granularity,
     pub(super) tz: Tz,
     pub(super) group_by: Option<GroupBy>,
+    /// `group_by=metadata.<key>` (then `group_by` is `None`).
+    pub(super) metadata_key: Option<MetadataKey>,
 }
 
 /// Attributed usage of one owner per bucket.
@@ -93,7 +98,7 @@ pub(super) struct UsageRequest {
         ("to" = String, Query, description = "End, exclusive: RFC 3339 or YYYY-MM-DD; at most 366 days after from"),
         ("granularity" = Option<String>, Query, description = "`hour` (default), `day` or `month`"),
         ("timezone" = Option<String>, Query, description = "IANA time zone of the buckets, default UTC"),
-        ("group_by" = Option<String>, Query, description = "`credential` or `endpoint`"),
+        ("group_by" = Option<String>, Query, description = "`credential`, `endpoint` or `metadata.<key>` (a key of the credentials' JSON metadata, as of each event's time; `(none)` groups credentials without it)"),
     ),
     responses(
         (status = 200, description = "Usage per bucket", body = UsageReport),
@@ -123,17 +128,35 @@ pub(super) async fn owner_usage(
         group_by: request.group_by,
     };
     let series = report::series(&state, &spec).await?;
+    let mut groups = series.groups;
+    if let Some(key) = &request.metadata_key {
+        groups = Some(metadata_groups::groups(&state, &spec, key).await?);
+    }
+    if let (Some(GroupBy::Credential), Some(groups)) = (request.group_by, groups.as_mut()) {
+        let ids: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+        let latest = metadata_groups::latest_versions(&state, &ids, request.range).await?;
+        for group in groups {
+            if let Some((description, metadata)) = latest.get(&group.key) {
+                group.description = Some(description.clone());
+                group.metadata = Some(metadata.clone());
+            }
+        }
+    }
+    let group_by = match &request.metadata_key {
+        Some(key) => Some(format!("{}{}", metadata_groups::PREFIX, key.0)),
+        None => request.group_by.map(|g| g.name().to_owned()),
+    };
     Ok(Json(UsageReport {
         owner_id: request.owner_id,
         from: rfc3339(request.range.from),
         to: rfc3339(request.range.to),
         granularity: request.granularity.name().to_owned(),
         timezone: request.tz.name().to_owned(),
-        group_by: request.group_by.map(|g| g.name().to_owned()),
+        group_by,
         buckets: series.buckets,
         session_only_buckets: series.session_only,
         totals: series.totals,
-        groups: series.groups,
+        groups,
     }))
 }
 
@@ -144,13 +167,17 @@ pub(super) fn parse_request(owner_id: &str, query: Option<&str>) -> Result<Usage
     let range = params.range()?;
     let granularity = params.choice("granularity")?.unwrap_or(Granularity::Hour);
     let tz = params.timezone()?;
-    let group_by = params.choice("group_by")?;
+    let (group_by, metadata_key) = match params.get("group_by").and_then(MetadataKey::parse) {
+        Some(key) => (None, Some(key?)),
+        None => (params.choice("group_by")?, None),
+    };
     Ok(UsageRequest {
         owner_id: owner_id.to_owned(),
         range,
         granularity,
         tz,
         group_by,
+        metadata_key,
     })
 }
 
@@ -195,6 +222,7 @@ mod tests {
                 granularity: Granularity::Hour,
                 tz: Tz::UTC,
                 group_by: None,
+                metadata_key: None,
             }
         );
         // Fractions are dropped: event_time has whole seconds.

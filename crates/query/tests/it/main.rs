@@ -15,6 +15,7 @@ mod common;
 mod clickhouse;
 mod credentials;
 mod limits;
+mod metadata_groups;
 mod reports;
 mod rollup;
 mod tenancy;
