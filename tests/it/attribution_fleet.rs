@@ -322,5 +322,94 @@ async fn wildcard_sites_and_revoking_deletions_land_on_the_ground_truth() {
             .for_each(|r| got.add(&r.usage()));
         assert_eq!(&got, revoked, "{bot}: usage on revoked credentials");
     }
+    metadata_groups_equal_the_truth(&env, &fleet).await;
     env.drop_database().await;
+}
+
+/// Usage grouped by each metadata key of the truth (`group_by=metadata.<key>`), per owner and
+/// account-wide (the top route), through `botmeter serve`: every value's sums equal the truth's
+/// (the value as of each event's time, `(none)` without it).
+async fn metadata_groups_equal_the_truth(env: &TestEnv, fleet: &Fleet) {
+    let truth = &fleet.truth;
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let mut serve = env.spawn("serve", &["serve", "--listen", &listen]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let mut ready = false;
+    for _ in 0..200 {
+        serve.assert_running();
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            if response.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "serve never became ready\n{}", serve.log_tail());
+    let range = format!(
+        "from={}&to={}",
+        truth
+            .window_start
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        truth
+            .window_end
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let usage_of = |json: &serde_json::Value| Usage {
+        bytes_in: json["bytes_in"].as_u64().unwrap(),
+        bytes_out: json["bytes_out"].as_u64().unwrap(),
+        http_requests: json["http_requests"].as_u64().unwrap(),
+        tcp_connections: json["tcp_connections"].as_u64().unwrap(),
+    };
+    let mut checked = 0;
+    for (key, expected) in &truth.by_metadata {
+        let top = get(format!(
+            "{base}/v1/usage/top?{range}&group_by=metadata.{key}&limit=1000"
+        ))
+        .await;
+        let got: BTreeMap<String, Usage> = top["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["key"].as_str().unwrap().to_owned(), usage_of(&g["usage"])))
+            .collect();
+        assert_eq!(&got, expected, "account-wide by metadata.{key}");
+        for (owner, owner_truth) in &truth.owners {
+            let Some(expected) = owner_truth.by_metadata.get(key) else {
+                continue;
+            };
+            let report = get(format!(
+                "{base}/v1/owners/{owner}/usage?{range}&granularity=day&group_by=metadata.{key}"
+            ))
+            .await;
+            let got: BTreeMap<String, Usage> = report["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    (
+                        g["key"].as_str().unwrap().to_owned(),
+                        usage_of(&g["totals"]),
+                    )
+                })
+                .collect();
+            assert_eq!(&got, expected, "{owner} by metadata.{key}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 4, "only {checked} owner and key pairs");
+    assert!(
+        truth.by_metadata["site"].len() > 2,
+        "the fleet's credentials name several sites: {:?}",
+        truth.by_metadata["site"].keys()
+    );
 }

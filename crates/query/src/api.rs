@@ -74,7 +74,7 @@ pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
 pub use reads::{describe_metrics, metric, REQUEST_ID_HEADER};
 pub use settings::{Format as SettingsFormat, SettingsError};
-pub use top::{TopOwner, TopReport, MAX_TOP_LIMIT};
+pub use top::{TopGroup, TopOwner, TopReport, MAX_TOP_LIMIT};
 pub use usage::{UsageBucket, UsageGroup, UsageMetrics, UsageReport};
 
 /// Every route: method and path, as the router and the OpenAPI description name them.

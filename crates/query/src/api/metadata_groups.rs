@@ -22,7 +22,9 @@ use serde_json::Value;
 
 use super::catalog::{self, CredentialFilter};
 use super::params::{rfc3339_in, Choice, TimeRange};
-use super::report::{BucketRow, Granularity, Scope, SeriesSpec, UsageBucket, UsageGroup};
+use super::report::{
+    BucketRow, Granularity, Scope, SeriesSpec, UsageBucket, UsageGroup, UsageMetrics,
+};
 use super::{ApiError, AppState};
 use crate::rows::status;
 
@@ -147,29 +149,32 @@ fn values(versions: &[VersionRow], key: &str, from_us: i64, to_us: i64) -> Value
     out
 }
 
+/// The value of `key` of each credential of `filter` over `range`, and the credentials' ids.
+async fn credential_values(
+    state: &AppState,
+    filter: CredentialFilter<'_>,
+    range: TimeRange,
+    key: &MetadataKey,
+) -> Result<(Vec<String>, Values), ApiError> {
+    let credentials = catalog::credentials(state, filter).await?;
+    let ids: Vec<String> = credentials.into_iter().map(|c| c.credential_id).collect();
+    let versions = fetch_versions(state, &ids, range.end_us()).await?;
+    let values = values(&versions, &key.0, range.start_us(), range.end_us());
+    Ok((ids, values))
+}
+
 /// The spec's usage per value of `key`, per bucket and over the range.
 pub(super) async fn groups(
     state: &AppState,
     spec: &SeriesSpec,
     key: &MetadataKey,
 ) -> Result<Vec<UsageGroup>, ApiError> {
-    let credentials = catalog::credentials(
-        state,
-        CredentialFilter {
-            all: false,
-            owners: &spec.scope.owners,
-            credentials: &spec.scope.credentials,
-        },
-    )
-    .await?;
-    let ids: Vec<String> = credentials.into_iter().map(|c| c.credential_id).collect();
-    let versions = fetch_versions(state, &ids, spec.range.end_us()).await?;
-    let values = values(
-        &versions,
-        &key.0,
-        spec.range.start_us(),
-        spec.range.end_us(),
-    );
+    let filter = CredentialFilter {
+        all: false,
+        owners: &spec.scope.owners,
+        credentials: &spec.scope.credentials,
+    };
+    let (_, values) = credential_values(state, filter, spec.range, key).await?;
     let (buckets, totals) = tokio::try_join!(
         fetch(state, &spec.scope, spec, &values, Some(spec.granularity)),
         fetch(state, &spec.scope, spec, &values, None),
@@ -197,6 +202,43 @@ pub(super) async fn groups(
             metadata: None,
         })
         .collect())
+}
+
+/// The account's usage per value of `key` over `range` (endpoint-hours in UTC hours), largest
+/// `metric` first (ties by value), at most `limit`: the top route's `group_by=metadata.<key>`.
+pub(super) async fn ranked(
+    state: &AppState,
+    range: TimeRange,
+    key: &MetadataKey,
+    metric: impl Fn(&UsageMetrics) -> u64,
+    limit: u32,
+) -> Result<Vec<(String, UsageMetrics)>, ApiError> {
+    let filter = CredentialFilter {
+        all: true,
+        owners: &[],
+        credentials: &[],
+    };
+    let (ids, values) = credential_values(state, filter, range, key).await?;
+    // Every credential of the account is in scope: attributed usage always has one.
+    let scope = Scope {
+        owners: Vec::new(),
+        credentials: ids,
+    };
+    let spec = SeriesSpec {
+        scope: scope.clone(),
+        range,
+        tz: chrono_tz::Tz::UTC,
+        granularity: Granularity::Hour,
+        group_by: None,
+    };
+    let mut totals: Vec<(String, UsageMetrics)> = fetch(state, &scope, &spec, &values, None)
+        .await?
+        .into_iter()
+        .map(|row| (row.group_key.clone(), row.metrics()))
+        .collect();
+    totals.sort_by(|(a_key, a), (b_key, b)| metric(b).cmp(&metric(a)).then(a_key.cmp(b_key)));
+    totals.truncate(limit as usize);
+    Ok(totals)
 }
 
 /// The metadata of each credential as of the end of `range`, for the groups of

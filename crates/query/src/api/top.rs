@@ -1,7 +1,10 @@
-//! `GET /v1/usage/top?metric=…&from=…&to=…&limit=…`: the owners that used the most of one metric
-//! (`bytes_out` by default; `bytes_in`, `http_requests`, `tcp_connections`,
-//! `active_endpoint_hours`), `limit` of them (1 to 1000, default 10), ties by owner id. Active
-//! endpoint hours here are UTC hours. SQL: `crates/query/sql/owner_totals.sql`.
+//! `GET /v1/usage/top?metric=…&from=…&to=…&limit=…[&group_by=metadata.<key>]`: the owners that
+//! used the most of one metric (`bytes_out` by default; `bytes_in`, `http_requests`,
+//! `tcp_connections`, `active_endpoint_hours`), `limit` of them (1 to 1000, default 10), ties by
+//! owner id. Active endpoint hours here are UTC hours. SQL: `crates/query/sql/owner_totals.sql`.
+//! With `group_by=metadata.<key>`, the values of a key of the credentials' metadata (as of each
+//! event's time, `(none)` without it) are ranked instead, in `groups` (see
+//! [`super::metadata_groups`]); `owners` is then empty.
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
+use super::metadata_groups::{self, MetadataKey};
 use super::params::{rfc3339, Choice, QueryParams, TimeRange};
 use super::report::UsageMetrics;
 use super::{ApiError, AppState};
@@ -38,6 +42,19 @@ pub(super) enum RankMetric {
     HttpRequests,
     TcpConnections,
     ActiveEndpointHours,
+}
+
+impl RankMetric {
+    /// This metric of `usage`.
+    pub(super) fn of(self, usage: &UsageMetrics) -> u64 {
+        match self {
+            Self::BytesIn => usage.bytes_in,
+            Self::BytesOut => usage.bytes_out,
+            Self::HttpRequests => usage.http_requests,
+            Self::TcpConnections => usage.tcp_connections,
+            Self::ActiveEndpointHours => usage.active_endpoint_hours,
+        }
+    }
 }
 
 impl Choice for RankMetric {
@@ -136,8 +153,25 @@ pub struct TopReport {
     pub from: String,
     /// End of the range (exclusive), RFC 3339 UTC.
     pub to: String,
-    /// The owners, largest first.
+    /// The owners, largest first (empty with `group_by`).
     pub owners: Vec<TopOwner>,
+    /// `metadata.<key>` when the metadata values are ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// The metadata values, largest first, with `group_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<TopGroup>>,
+}
+
+/// One ranked metadata value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopGroup {
+    /// 1 for the largest.
+    pub rank: u32,
+    /// The value (`(none)` for credentials without the key).
+    pub key: String,
+    /// Its usage over the range.
+    pub usage: UsageMetrics,
 }
 
 /// One ranked owner.
@@ -163,6 +197,7 @@ pub struct TopOwner {
         ("from" = String, Query, description = "Start, inclusive: RFC 3339 or YYYY-MM-DD"),
         ("to" = String, Query, description = "End, exclusive; at most 366 days after from"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 10"),
+        ("group_by" = Option<String>, Query, description = "`metadata.<key>`: rank the values of a key of the credentials' JSON metadata (as of each event's time) instead of owners"),
     ),
     responses(
         (status = 200, body = TopReport),
@@ -179,10 +214,37 @@ pub(super) async fn top(
     RawQuery(query): RawQuery,
 ) -> Result<Json<TopReport>, ApiError> {
     access.require_reader()?;
-    let params = QueryParams::parse(query.as_deref(), &["metric", "from", "to", "limit"])?;
+    let params = QueryParams::parse(
+        query.as_deref(),
+        &["metric", "from", "to", "limit", "group_by"],
+    )?;
     let metric = params.choice("metric")?.unwrap_or(RankMetric::BytesOut);
     let range = params.range()?;
     let limit = params.integer("limit", 1, MAX_TOP_LIMIT, 10)?;
+    if let Some(group_by) = params.get("group_by") {
+        let key = MetadataKey::parse(group_by).unwrap_or_else(|| {
+            Err(ApiError::bad(
+                "invalid_parameter",
+                "group_by",
+                format!("query parameter group_by: expected metadata.<key>, found {group_by:?}"),
+            ))
+        })?;
+        let ranked = metadata_groups::ranked(&state, range, &key, |m| metric.of(m), limit).await?;
+        return Ok(Json(TopReport {
+            metric: metric.name().to_owned(),
+            from: rfc3339(range.from),
+            to: rfc3339(range.to),
+            owners: Vec::new(),
+            group_by: Some(format!("{}{}", metadata_groups::PREFIX, key.0)),
+            groups: Some(
+                ranked
+                    .into_iter()
+                    .zip(1..)
+                    .map(|((key, usage), rank)| TopGroup { rank, key, usage })
+                    .collect(),
+            ),
+        }));
+    }
     let rows = owner_totals(&state, range, metric, limit).await?;
     Ok(Json(TopReport {
         metric: metric.name().to_owned(),
@@ -198,6 +260,8 @@ pub(super) async fn top(
                 owner_kind: row.owner_kind,
             })
             .collect(),
+        group_by: None,
+        groups: None,
     }))
 }
 

@@ -202,6 +202,49 @@ async fn usage_groups_by_a_metadata_key_as_of_each_events_time() {
         )
     );
 
+    // The top route ranks the account's metadata values instead of owners.
+    let top = json(
+        &state,
+        "/v1/usage/top?from=2024-05-01&to=2024-05-02&group_by=metadata.site&limit=2",
+    )
+    .await;
+    assert_eq!(top["group_by"], "metadata.site");
+    assert_eq!(top["owners"], json!([]));
+    let ranked: Vec<(u64, &str, u64, u64)> = top["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["rank"].as_u64().unwrap(),
+                g["key"].as_str().unwrap(),
+                g["usage"]["bytes_out"].as_u64().unwrap(),
+                g["usage"]["active_endpoint_hours"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, [(1, "(none)", 110_000, 2), (2, "s3", 1_001, 2)]);
+    let top = json(
+        &state,
+        "/v1/usage/top?from=2024-05-01&to=2024-05-02&group_by=metadata.site&metric=active_endpoint_hours",
+    )
+    .await;
+    let keys: Vec<&str> = top["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["key"].as_str().unwrap())
+        .collect();
+    // Two endpoint-hours each: ties by value.
+    assert_eq!(keys, ["(none)", "s3", "s4"]);
+    let (status, _, _) = get(
+        &state,
+        "/v1/usage/top?from=2024-05-01&to=2024-05-02&group_by=credential",
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // A key that cannot be one.
     let (status, _, body) = get(&state, &format!("{base}&group_by=metadata."), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
