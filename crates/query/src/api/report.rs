@@ -2,11 +2,16 @@
 //! [`Scope`] (owners and/or credentials) per time bucket in a time zone, optionally per credential
 //! or endpoint, with agent sessions and session-hours.
 //!
-//! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign`.
+//! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign` (or its
+//!   rollup variants, same numbers). A scope's owners count over the whole range, or, for a
+//!   customer's bot user whose metadata named the customer for part of it ([`super::tenancy`]),
+//!   within spans: `usage_buckets_spans.sql` reads those from the raw rows and sums them with the
+//!   rest per (local hour, endpoint, credential) before endpoints and endpoint-hours are counted.
 //! - Sessions come from `crates/query/sql/agent_sessions.sql` (the audit log); a session lasts from
 //!   its start to its stop, or to the end of the range (and never past now) when it has not
-//!   stopped. Its overlap with each bucket, clipped to the range, is its session-hours there; a
-//!   session counts in every bucket it overlaps, and once in the totals.
+//!   stopped, cut to the spans of a partly counted owner. Its overlap with each bucket, clipped to
+//!   the range, is its session-hours there; a session counts in every bucket it overlaps, and once
+//!   in the totals.
 //! - Bucket boundaries are the ones ClickHouse computes for the same zone (`toStartOfHour`,
 //!   `toStartOfDay`, `toStartOfMonth` of `toTimeZone(event_time, tz)`); this module computes the
 //!   same starts for sessions, so both line up (a test runs both on the real server).
@@ -33,6 +38,9 @@ const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../../sql/usage_buckets_rol
 /// The same query for a range with ragged ends: the rollup for its whole quarter hours, the raw
 /// rows for the edges; see the file for its placeholders.
 const USAGE_BUCKETS_RAGGED_SQL: &str = include_str!("../../sql/usage_buckets_ragged.sql");
+/// The same query for a scope with partly counted owners: the ragged query for the rest, the raw
+/// rows within their spans for them; see the file for its placeholders.
+const USAGE_BUCKETS_SPANS_SQL: &str = include_str!("../../sql/usage_buckets_spans.sql");
 /// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
 pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
 /// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
@@ -75,13 +83,17 @@ impl Choice for GroupBy {
     ];
 }
 
-/// Whose usage: rows whose owner or credential is listed.
+/// Whose usage: rows whose owner or credential is listed, over the whole range; and rows of the
+/// partly counted owners (or of their credentials) whose event time is in one of their spans.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Scope {
-    /// Owner ids.
+    /// Owner ids, counted over the whole range.
     pub(super) owners: Vec<String>,
-    /// Credential ids.
+    /// Credential ids, counted over the whole range.
     pub(super) credentials: Vec<String>,
+    /// Owners counted in some spans of the range only (a customer's bot user whose metadata named
+    /// the customer for part of it). A row matching `owners` or `credentials` counts once, there.
+    pub(super) partial: Vec<PartialOwner>,
 }
 
 impl Scope {
@@ -89,8 +101,80 @@ impl Scope {
     pub(super) fn owner(owner_id: &str) -> Self {
         Self {
             owners: vec![owner_id.to_owned()],
-            credentials: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Whether a row or session of this owner and credential counts over the whole range.
+    fn whole(&self, owner_id: &str, credential_id: &str) -> bool {
+        self.owners.iter().any(|o| o == owner_id)
+            || self.credentials.iter().any(|c| c == credential_id)
+    }
+}
+
+/// An owner whose usage, and its credentials' usage, counts within some spans only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PartialOwner {
+    pub(super) owner_id: String,
+    /// The credentials it owns: their usage follows its spans.
+    pub(super) credentials: Vec<String>,
+    /// Disjoint, in order, inside the range.
+    pub(super) spans: Vec<Span>,
+}
+
+impl PartialOwner {
+    fn matches(&self, owner_id: &str, credential_id: &str) -> bool {
+        self.owner_id == owner_id || self.credentials.iter().any(|c| c == credential_id)
+    }
+}
+
+/// `[from_us, to_us)`, Unix microseconds as `event_time_us` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) from_us: i64,
+    pub(super) to_us: i64,
+}
+
+impl Span {
+    /// The whole of a range.
+    pub(super) fn of(range: TimeRange) -> Self {
+        Self {
+            from_us: range.start_us(),
+            to_us: range.end_us(),
+        }
+    }
+}
+
+/// The binds of `usage_buckets_spans.sql` for the partly counted owners.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SpanBinds {
+    /// Their ids.
+    owners: Vec<String>,
+    /// Their credentials' ids, and beside each its owner.
+    credentials: Vec<String>,
+    credential_owners: Vec<String>,
+    /// Every span, as owner, start and end.
+    span_owners: Vec<String>,
+    span_from_us: Vec<i64>,
+    span_to_us: Vec<i64>,
+}
+
+impl SpanBinds {
+    fn of(partial: &[PartialOwner]) -> Self {
+        let mut binds = Self::default();
+        for owner in partial {
+            binds.owners.push(owner.owner_id.clone());
+            for credential in &owner.credentials {
+                binds.credentials.push(credential.clone());
+                binds.credential_owners.push(owner.owner_id.clone());
+            }
+            for span in &owner.spans {
+                binds.span_owners.push(owner.owner_id.clone());
+                binds.span_from_us.push(span.from_us);
+                binds.span_to_us.push(span.to_us);
+            }
+        }
+        binds
     }
 }
 
@@ -240,9 +324,10 @@ pub(super) enum SessionScope<'a> {
     Of(&'a Scope),
 }
 
-/// Runs `usage_buckets_rollup.sql` when the range is on quarter hours; `usage_buckets_ragged.sql`
+/// Runs `usage_buckets_spans.sql` when the scope has partly counted owners; else
+/// `usage_buckets_rollup.sql` when the range is on quarter hours; `usage_buckets_ragged.sql`
 /// (rollup for the whole quarter hours, raw rows for the edges) when it holds at least one;
-/// else `usage_buckets.sql`. All three give the answer of the raw rows.
+/// else `usage_buckets.sql`. All give the answer of the raw rows.
 pub(super) async fn fetch_buckets(
     state: &AppState,
     scope: &Scope,
@@ -267,6 +352,42 @@ pub(super) async fn fetch_buckets(
                 .bind(&scope.credentials)
                 .bind(status::ATTRIBUTED)
         };
+        if !scope.partial.is_empty() {
+            // An aligned range is all middle; one without a whole quarter hour, all edge.
+            let middle = if range.on_quarter_hours() {
+                range
+            } else {
+                range.aligned_middle().unwrap_or(TimeRange {
+                    from: range.from,
+                    to: range.from,
+                })
+            };
+            let spans = SpanBinds::of(&scope.partial);
+            return filter(
+                filter(head(USAGE_BUCKETS_SPANS_SQL).bind(tz.name()))
+                    .bind(range.from)
+                    .bind(middle.from)
+                    .bind(middle.to)
+                    .bind(range.to)
+                    .bind(tz.name()),
+            )
+            .bind(middle.from)
+            .bind(middle.to)
+            .bind(tz.name())
+            .bind(&spans.span_owners)
+            .bind(&spans.span_from_us)
+            .bind(&spans.span_to_us)
+            .bind(&spans.owners)
+            .bind(&spans.credentials)
+            .bind(&scope.owners)
+            .bind(&scope.credentials)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(&spans.owners)
+            .bind(&spans.credential_owners)
+            .bind(&spans.credentials);
+        }
         match range.aligned_middle() {
             _ if range.on_quarter_hours() => filter(head(USAGE_BUCKETS_ROLLUP_SQL))
                 .bind(range.from)
@@ -302,24 +423,72 @@ pub(super) async fn fetch_sessions(
     scope: SessionScope<'_>,
     range: TimeRange,
 ) -> Result<Vec<Session>, ApiError> {
-    let empty = Scope::default();
-    let (all, listed) = match scope {
-        SessionScope::All => (1_u8, &empty),
-        SessionScope::Of(scope) => (0_u8, scope),
+    let (all, owners, credentials) = match scope {
+        SessionScope::All => (1_u8, Vec::new(), Vec::new()),
+        // The partly counted owners' sessions too, cut to their spans below.
+        SessionScope::Of(scope) => {
+            let spans = SpanBinds::of(&scope.partial);
+            (
+                0_u8,
+                [scope.owners.clone(), spans.owners].concat(),
+                [scope.credentials.clone(), spans.credentials].concat(),
+            )
+        }
     };
     let rows = state
-        .read(format!("read agent sessions of {listed:?}"), |client| {
-            client
-                .query(AGENT_SESSIONS_SQL)
-                .bind(range.to)
-                .bind(all)
-                .bind(&listed.owners)
-                .bind(&listed.credentials)
-                .bind(range.start_us())
-                .fetch_all::<SessionRow>()
-        })
+        .read(
+            format!("read agent sessions of owners {owners:?} and credentials {credentials:?}"),
+            |client| {
+                client
+                    .query(AGENT_SESSIONS_SQL)
+                    .bind(range.to)
+                    .bind(all)
+                    .bind(&owners)
+                    .bind(&credentials)
+                    .bind(range.start_us())
+                    .fetch_all::<SessionRow>()
+            },
+        )
         .await?;
-    Ok(clip_sessions(rows, range, Utc::now().timestamp_micros()))
+    let sessions = clip_sessions(rows, range, Utc::now().timestamp_micros());
+    Ok(match scope {
+        SessionScope::All => sessions,
+        SessionScope::Of(scope) => cut_to_spans(sessions, scope),
+    })
+}
+
+/// The sessions as `scope` counts them: whole for its whole-range owners and credentials; for a
+/// partly counted owner, the pieces within its spans (one session may leave several pieces, all
+/// with its id); none for anyone else.
+fn cut_to_spans(sessions: Vec<Session>, scope: &Scope) -> Vec<Session> {
+    let mut out = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        if scope.whole(&session.owner_id, &session.credential_id) {
+            out.push(session);
+            continue;
+        }
+        let Some(owner) = scope
+            .partial
+            .iter()
+            .find(|p| p.matches(&session.owner_id, &session.credential_id))
+        else {
+            continue;
+        };
+        for span in &owner.spans {
+            let (start_us, end_us) = (
+                session.start_us.max(span.from_us),
+                session.end_us.min(span.to_us),
+            );
+            if start_us < end_us {
+                out.push(Session {
+                    start_us,
+                    end_us,
+                    ..session.clone()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A ClickHouse that does not know a zone chrono-tz knows (an older tz database) is the client's
@@ -551,12 +720,13 @@ mod tests {
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
             ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
             ("usage_buckets_ragged", USAGE_BUCKETS_RAGGED_SQL, 17),
+            ("usage_buckets_spans", USAGE_BUCKETS_SPANS_SQL, 31),
             ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
             ("owner_totals_top", top::OWNER_TOTALS_TOP_SQL, 12),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),
             ("credentials_catalog", catalog::CREDENTIALS_SQL, 3),
             ("bot_users_catalog", catalog::BOT_USERS_SQL, 2),
-            ("bot_user_metadata", catalog::BOT_USER_METADATA_SQL, 1),
+            ("bot_user_metadata", catalog::BOT_USER_METADATA_SQL, 3),
             ("principals", catalog::PRINCIPALS_SQL, 0),
             ("owner_totals", top::OWNER_TOTALS_SQL, 5),
             ("flagged_usage", anomalies::FLAGGED_SQL, 3),
@@ -698,6 +868,90 @@ mod tests {
             now,
         );
         assert_eq!(open[0].end_us, now);
+    }
+
+    #[test]
+    fn partly_counted_owners_bind_their_spans_and_credentials() {
+        let span = |from_us, to_us| Span { from_us, to_us };
+        let binds = SpanBinds::of(&[
+            PartialOwner {
+                owner_id: "bot_s".to_owned(),
+                credentials: vec!["cr_s1".to_owned(), "cr_s2".to_owned()],
+                spans: vec![span(1, 2), span(5, 9)],
+            },
+            PartialOwner {
+                owner_id: "bot_t".to_owned(),
+                credentials: Vec::new(),
+                spans: vec![span(3, 4)],
+            },
+        ]);
+        assert_eq!(
+            binds,
+            SpanBinds {
+                owners: vec!["bot_s".to_owned(), "bot_t".to_owned()],
+                credentials: vec!["cr_s1".to_owned(), "cr_s2".to_owned()],
+                credential_owners: vec!["bot_s".to_owned(), "bot_s".to_owned()],
+                span_owners: vec!["bot_s".to_owned(), "bot_s".to_owned(), "bot_t".to_owned()],
+                span_from_us: vec![1, 5, 3],
+                span_to_us: vec![2, 9, 4],
+            }
+        );
+    }
+
+    #[test]
+    fn sessions_of_partly_counted_owners_are_cut_to_their_spans() {
+        let session = |id: &str, credential_id: &str, owner_id: &str, start_us, end_us| Session {
+            id: id.to_owned(),
+            credential_id: credential_id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            start_us,
+            end_us,
+        };
+        let scope = Scope {
+            owners: vec!["bot_a".to_owned()],
+            credentials: vec!["cr_a".to_owned()],
+            partial: vec![PartialOwner {
+                owner_id: "bot_s".to_owned(),
+                credentials: vec!["cr_s".to_owned()],
+                spans: vec![
+                    Span {
+                        from_us: 10,
+                        to_us: 20,
+                    },
+                    Span {
+                        from_us: 30,
+                        to_us: 40,
+                    },
+                ],
+            }],
+        };
+        let cut = cut_to_spans(
+            vec![
+                session("whole", "cr_a", "bot_a", 0, 100),
+                session("across", "cr_s", "bot_s", 15, 35),
+                session("outside", "cr_s", "bot_s", 20, 30),
+                session("other", "cr_x", "bot_x", 0, 100),
+            ],
+            &scope,
+        );
+        let spans: Vec<(&str, i64, i64)> = cut
+            .iter()
+            .map(|s| (s.id.as_str(), s.start_us, s.end_us))
+            .collect();
+        assert_eq!(
+            spans,
+            [("whole", 0, 100), ("across", 15, 20), ("across", 30, 35)]
+        );
+        // The two pieces of one session in one bucket are one session there.
+        let hour = 3_600_000_000;
+        let pieces = [
+            session("ts", "cr_s", "bot_s", 0, hour / 4),
+            session("ts", "cr_s", "bot_s", hour / 2, hour),
+        ];
+        assert_eq!(
+            session_buckets(&pieces, Granularity::Hour, Tz::UTC),
+            BTreeMap::from([(0, (1, 3 * hour / 4))])
+        );
     }
 
     #[test]
