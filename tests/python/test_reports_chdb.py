@@ -453,7 +453,7 @@ def test_ragged_range_reads_the_rollup_middle_and_raw_edges(db):  # noqa: F811
 
 def spans_buckets(db, tz, granularity, group, lo, hi, owners=(), credentials=(), partial=()):
     """usage_buckets_spans.sql, bound as crates/query/src/api/report.rs binds it: `partial` lists
-    (owner, its credentials, its spans as (from, to) Unix seconds)."""
+    (owner, its spans as (from, to) Unix seconds)."""
     aligned_lo, aligned_hi = -(-lo // 900) * 900, hi // 900 * 900
     if lo % 900 == 0 and hi % 900 == 0:
         mid_lo, mid_hi = lo, hi
@@ -462,18 +462,17 @@ def spans_buckets(db, tz, granularity, group, lo, hi, owners=(), credentials=(),
     else:
         mid_lo, mid_hi = lo, lo
     owners, credentials = list(owners), list(credentials)
-    partial_owners = [owner for owner, _, _ in partial]
-    partial_creds = [cred for _, creds, _ in partial for cred in creds]
-    cred_owners = [owner for owner, creds, _ in partial for _ in creds]
-    spans = [(owner, a * 1_000_000, b * 1_000_000) for owner, _, owner_spans in partial for a, b in owner_spans]
+    spans = [(owner, a * 1_000_000, b * 1_000_000) for owner, owner_spans in partial for a, b in owner_spans]
+    span_columns = [[s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]]
+    cut = sorted({end // 900 * 900 for _, owner_spans in partial for span in owner_spans for end in span if end % 900})
+    partial_owners = [owner for owner, _ in partial]
     types, rows = db.rows(
         bind(
             read_sql("usage_buckets_spans.sql"), tz, granularity, group,
             tz, owners, credentials, "attributed", lo, mid_lo, mid_hi, hi,
             tz, owners, credentials, "attributed", mid_lo, mid_hi,
-            tz, [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans],
-            partial_owners, partial_creds, owners, credentials, "attributed", lo, hi,
-            partial_owners, cred_owners, partial_creds,
+            tz, partial_owners, owners, credentials, "attributed", lo, hi, cut, *span_columns,
+            tz, partial_owners, owners, credentials, "attributed", lo, hi, *span_columns,
         )
     )
     assert types == ["UInt32", "String"] + ["UInt64"] * 6
@@ -498,32 +497,34 @@ def test_spans_count_an_owner_while_it_is_in_scope(db):  # noqa: F811
             raw = db.rows(bind(raw_sql, tz, granularity, group, ["bot_a"], [], "attributed", lo, hi))
             # Whole-range owners alone, with or without an empty span list; a span over the range.
             assert spans_buckets(db, tz, granularity, group, lo, hi, owners=["bot_a"]) == raw[1]
-            assert spans_buckets(db, tz, granularity, group, lo, hi, partial=[("bot_a", [], [(lo, hi)])]) == raw[1]
+            assert spans_buckets(db, tz, granularity, group, lo, hi, partial=[("bot_a", [(lo, hi)])]) == raw[1]
             assert spans_buckets(db, tz, granularity, group, lo, hi, owners=["bot_a"],
-                                 partial=[("bot_a", ["cr_1"], [(lo, hi)])]) == raw[1], "never twice"
+                                 partial=[("bot_a", [(lo, hi)])]) == raw[1], "never twice"
+            assert spans_buckets(db, tz, granularity, group, lo, hi, credentials=["cr_1", "cr_2"],
+                                 partial=[("bot_a", [(lo, hi)])]) == raw[1], "never twice"
     # bot_a moves at 09:30 on May 1, inside ep_1's hour: each side counts its rows, ep_1's hour once.
     change = ts("2024-05-01 09:30:00")
-    before = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", ["cr_1", "cr_2"], [(FROM, change)])])
-    after = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", ["cr_1", "cr_2"], [(change, TO)])])
+    before = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", [(FROM, change)])])
+    after = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", [(change, TO)])])
     assert before == [[ts("2024-05-01 09:00:00"), "", 100, 1000, 0, 1, 1, 1]]
     assert after == [
         [ts("2024-05-01 09:00:00"), "", 200, 2000, 0, 1, 1, 1],
         [ts("2024-05-01 10:00:00"), "", 11, 5, 1, 2, 2, 1],
         [ts("2024-05-02 00:00:00"), "", 7, 70, 0, 1, 1, 1],
     ]
-    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a", [], [(FROM, change)])]) == [
+    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a", [(FROM, change)])]) == [
         [0, "", 100, 1000, 0, 1, 1, 1]
     ]
     # Two spans of one owner; a row at a span's end belongs to the next version.
     assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[
-        ("bot_a", [], [(FROM, ts("2024-05-01 09:10:00")), (ts("2024-05-01 09:40:00"), ts("2024-05-01 10:06:00"))])
+        ("bot_a", [(FROM, ts("2024-05-01 09:10:00")), (ts("2024-05-01 09:40:00"), ts("2024-05-01 10:06:00"))])
     ]) == [[0, "", 210, 2000, 0, 2, 2, 1]]
-    # A credential's rows follow its owner's spans when only the credential is listed (bot_z owns
-    # cr_2 here); with bot_b over the whole range, ep_2's 10:00 hour is counted once.
+    # With bot_b over the whole range and bot_a from 10:10, ep_2's 10:00 hour (bot_a's ev_4) is
+    # counted once and bot_b's 09:00 row whole.
     assert spans_buckets(db, "UTC", "hour", "", FROM, TO, owners=["bot_b"],
-                         partial=[("bot_z", ["cr_2"], [(ts("2024-05-01 10:10:00"), TO)])]) == [
+                         partial=[("bot_a", [(ts("2024-05-01 10:10:00"), TO)])]) == [
         [ts("2024-05-01 09:00:00"), "", 9, 9, 0, 1, 1, 1],
-        [ts("2024-05-01 10:00:00"), "", 0, 0, 1, 0, 1, 0],
+        [ts("2024-05-01 10:00:00"), "", 1, 5, 1, 1, 2, 1],
         [ts("2024-05-02 00:00:00"), "", 7, 70, 0, 1, 1, 1],
     ]
-    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a' OR 1=1 --", [], [(FROM, TO)])]) == []
+    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a' OR 1=1 --", [(FROM, TO)])]) == []

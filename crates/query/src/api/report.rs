@@ -5,8 +5,9 @@
 //! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign` (or its
 //!   rollup variants, same numbers). A scope's owners count over the whole range, or, for a
 //!   customer's bot user whose metadata named the customer for part of it ([`super::tenancy`]),
-//!   within spans: `usage_buckets_spans.sql` reads those from the raw rows and sums them with the
-//!   rest per (local hour, endpoint, credential) before endpoints and endpoint-hours are counted.
+//!   within spans: `usage_buckets_spans.sql` reads those (the rollup for the quarter hours inside
+//!   a span, the raw rows for those a span's end cuts) and sums them with the rest per (local
+//!   hour, endpoint, credential) before endpoints and endpoint-hours are counted.
 //! - Sessions come from `crates/query/sql/agent_sessions.sql` (the audit log); a session lasts from
 //!   its start to its stop, or to the end of the range (and never past now) when it has not
 //!   stopped, cut to the spans of a partly counted owner. Its overlap with each bucket, clipped to
@@ -112,20 +113,14 @@ impl Scope {
     }
 }
 
-/// An owner whose usage, and its credentials' usage, counts within some spans only.
+/// An owner whose usage counts within some spans only. Its credentials' usage follows it: the
+/// owner of every attributed row and session of a credential is the credential's owner
+/// (ownership never changes), so rows and sessions are matched by owner id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PartialOwner {
     pub(super) owner_id: String,
-    /// The credentials it owns: their usage follows its spans.
-    pub(super) credentials: Vec<String>,
     /// Disjoint, in order, inside the range.
     pub(super) spans: Vec<Span>,
-}
-
-impl PartialOwner {
-    fn matches(&self, owner_id: &str, credential_id: &str) -> bool {
-        self.owner_id == owner_id || self.credentials.iter().any(|c| c == credential_id)
-    }
 }
 
 /// `[from_us, to_us)`, Unix microseconds as `event_time_us` counts them.
@@ -150,30 +145,34 @@ impl Span {
 struct SpanBinds {
     /// Their ids.
     owners: Vec<String>,
-    /// Their credentials' ids, and beside each its owner.
-    credentials: Vec<String>,
-    credential_owners: Vec<String>,
     /// Every span, as owner, start and end.
     span_owners: Vec<String>,
     span_from_us: Vec<i64>,
     span_to_us: Vec<i64>,
+    /// The quarter hours (Unix seconds of their start, in order, once each) that a span's end cuts:
+    /// the only ones read from the raw rows, the rest from the rollup.
+    cut_quarters: Vec<i64>,
 }
 
 impl SpanBinds {
     fn of(partial: &[PartialOwner]) -> Self {
+        const QUARTER_US: i64 = 900 * 1_000_000;
         let mut binds = Self::default();
+        let mut cut = BTreeSet::new();
         for owner in partial {
             binds.owners.push(owner.owner_id.clone());
-            for credential in &owner.credentials {
-                binds.credentials.push(credential.clone());
-                binds.credential_owners.push(owner.owner_id.clone());
-            }
             for span in &owner.spans {
                 binds.span_owners.push(owner.owner_id.clone());
                 binds.span_from_us.push(span.from_us);
                 binds.span_to_us.push(span.to_us);
+                for end_us in [span.from_us, span.to_us] {
+                    if end_us.rem_euclid(QUARTER_US) != 0 {
+                        cut.insert(end_us.div_euclid(QUARTER_US) * 900);
+                    }
+                }
             }
         }
+        binds.cut_quarters = cut.into_iter().collect();
         binds
     }
 }
@@ -374,19 +373,26 @@ pub(super) async fn fetch_buckets(
             .bind(middle.from)
             .bind(middle.to)
             .bind(tz.name())
-            .bind(&spans.span_owners)
-            .bind(&spans.span_from_us)
-            .bind(&spans.span_to_us)
             .bind(&spans.owners)
-            .bind(&spans.credentials)
             .bind(&scope.owners)
             .bind(&scope.credentials)
             .bind(status::ATTRIBUTED)
             .bind(range.from)
             .bind(range.to)
+            .bind(&spans.cut_quarters)
+            .bind(&spans.span_owners)
+            .bind(&spans.span_from_us)
+            .bind(&spans.span_to_us)
+            .bind(tz.name())
             .bind(&spans.owners)
-            .bind(&spans.credential_owners)
-            .bind(&spans.credentials);
+            .bind(&scope.owners)
+            .bind(&scope.credentials)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(&spans.span_owners)
+            .bind(&spans.span_from_us)
+            .bind(&spans.span_to_us);
         }
         match range.aligned_middle() {
             _ if range.on_quarter_hours() => filter(head(USAGE_BUCKETS_ROLLUP_SQL))
@@ -426,14 +432,11 @@ pub(super) async fn fetch_sessions(
     let (all, owners, credentials) = match scope {
         SessionScope::All => (1_u8, Vec::new(), Vec::new()),
         // The partly counted owners' sessions too, cut to their spans below.
-        SessionScope::Of(scope) => {
-            let spans = SpanBinds::of(&scope.partial);
-            (
-                0_u8,
-                [scope.owners.clone(), spans.owners].concat(),
-                [scope.credentials.clone(), spans.credentials].concat(),
-            )
-        }
+        SessionScope::Of(scope) => (
+            0_u8,
+            [scope.owners.clone(), SpanBinds::of(&scope.partial).owners].concat(),
+            scope.credentials.clone(),
+        ),
     };
     let rows = state
         .read(
@@ -470,7 +473,7 @@ fn cut_to_spans(sessions: Vec<Session>, scope: &Scope) -> Vec<Session> {
         let Some(owner) = scope
             .partial
             .iter()
-            .find(|p| p.matches(&session.owner_id, &session.credential_id))
+            .find(|p| p.owner_id == session.owner_id)
         else {
             continue;
         };
@@ -720,7 +723,7 @@ mod tests {
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
             ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
             ("usage_buckets_ragged", USAGE_BUCKETS_RAGGED_SQL, 17),
-            ("usage_buckets_spans", USAGE_BUCKETS_SPANS_SQL, 31),
+            ("usage_buckets_spans", USAGE_BUCKETS_SPANS_SQL, 38),
             ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
             ("owner_totals_top", top::OWNER_TOTALS_TOP_SQL, 12),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),
@@ -871,29 +874,34 @@ mod tests {
     }
 
     #[test]
-    fn partly_counted_owners_bind_their_spans_and_credentials() {
+    fn partly_counted_owners_bind_their_spans() {
+        let q = 900 * 1_000_000;
         let span = |from_us, to_us| Span { from_us, to_us };
         let binds = SpanBinds::of(&[
             PartialOwner {
                 owner_id: "bot_s".to_owned(),
-                credentials: vec!["cr_s1".to_owned(), "cr_s2".to_owned()],
-                spans: vec![span(1, 2), span(5, 9)],
+                // From a quarter's start to the middle of a quarter; then within one quarter.
+                spans: vec![span(0, 3 * q + q / 2), span(5 * q + 1, 5 * q + 2)],
             },
             PartialOwner {
                 owner_id: "bot_t".to_owned(),
-                credentials: Vec::new(),
-                spans: vec![span(3, 4)],
+                // Whole quarters, and a cut one bot_s cuts too.
+                spans: vec![span(q, 2 * q), span(3 * q + 7, 4 * q)],
             },
         ]);
         assert_eq!(
             binds,
             SpanBinds {
                 owners: vec!["bot_s".to_owned(), "bot_t".to_owned()],
-                credentials: vec!["cr_s1".to_owned(), "cr_s2".to_owned()],
-                credential_owners: vec!["bot_s".to_owned(), "bot_s".to_owned()],
-                span_owners: vec!["bot_s".to_owned(), "bot_s".to_owned(), "bot_t".to_owned()],
-                span_from_us: vec![1, 5, 3],
-                span_to_us: vec![2, 9, 4],
+                span_owners: vec![
+                    "bot_s".to_owned(),
+                    "bot_s".to_owned(),
+                    "bot_t".to_owned(),
+                    "bot_t".to_owned()
+                ],
+                span_from_us: vec![0, 5 * q + 1, q, 3 * q + 7],
+                span_to_us: vec![3 * q + q / 2, 5 * q + 2, 2 * q, 4 * q],
+                cut_quarters: vec![3 * 900, 5 * 900],
             }
         );
     }
@@ -912,7 +920,6 @@ mod tests {
             credentials: vec!["cr_a".to_owned()],
             partial: vec![PartialOwner {
                 owner_id: "bot_s".to_owned(),
-                credentials: vec!["cr_s".to_owned()],
                 spans: vec![
                     Span {
                         from_us: 10,

@@ -19,9 +19,10 @@
 //!   object, or a string holding one (ngrok's metadata is a string), and `{"org": {"KEY": …}}`
 //!   names no customer. ClickHouse 18.16's JSON functions (visitParam*) find a key at any depth,
 //!   so the SQL (`bot_user_metadata.sql`) only hands over each bot user's versions.
-//! - Bot users that are the customer's over the whole range are read as any owner is (the
-//!   rollups); the others from the raw rows within their spans (`usage_buckets_spans.sql`, see
-//!   [`super::report`]), summed with the rest before endpoints and endpoint-hours are counted.
+//! - Bot users that are the customer's over the whole range are read as any owner is; the others
+//!   within their spans (`usage_buckets_spans.sql`, see [`super::report`]: the rollup for the
+//!   quarter hours inside a span, the raw rows for those a change cuts), summed with the rest
+//!   before endpoints and endpoint-hours are counted.
 
 use std::collections::BTreeMap;
 
@@ -55,19 +56,19 @@ impl Resolved {
     pub(super) fn scope(&self) -> Scope {
         let mut scope = Scope::default();
         for bot in &self.bots {
-            let owned = self
-                .credentials
-                .iter()
-                .filter(|c| c.owner_id == bot.bot_id)
-                .map(|c| c.credential_id.clone());
             match self.partial.get(&bot.bot_id) {
                 None => {
                     scope.owners.push(bot.bot_id.clone());
-                    scope.credentials.extend(owned);
+                    scope.credentials.extend(
+                        self.credentials
+                            .iter()
+                            .filter(|c| c.owner_id == bot.bot_id)
+                            .map(|c| c.credential_id.clone()),
+                    );
                 }
+                // Its credentials follow it: their rows carry it as owner.
                 Some(spans) => scope.partial.push(PartialOwner {
                     owner_id: bot.bot_id.clone(),
-                    credentials: owned.collect(),
                     spans: spans.clone(),
                 }),
             }
@@ -86,7 +87,6 @@ impl Resolved {
             Some(spans) => Scope {
                 partial: vec![PartialOwner {
                     owner_id: owner_id.to_owned(),
-                    credentials: Vec::new(),
                     spans: spans.clone(),
                 }],
                 ..Scope::default()
