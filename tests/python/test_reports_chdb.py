@@ -341,19 +341,42 @@ def test_bot_users_catalog(fleet):
     assert [r[0] for r in rows] == ["bot_b"]
 
 
-def test_bot_user_metadata_as_of(fleet):
-    """Each bot user's object in its latest created or updated version before a time."""
+def test_bot_user_metadata_versions(fleet):
+    """Each bot user's versions in force during a range: the one in force at its start, then each
+    created or updated event inside it, with the time it is in force from."""
     import json
 
-    before = lambda text: ts(text) * 1_000_000  # noqa: E731
-    types, rows = catalog(fleet, "bot_user_metadata.sql", before("2024-05-01 12:00:00"))
-    assert types == ["String", "String"]
-    assert [(r[0], json.loads(r[1])["name"]) for r in rows] == [("bot_a", "payments-ci"), ("bot_b", "search")]
-    assert json.loads(json.loads(rows[0][1])["metadata"]) == {"customer": "acme"}
-    # The update at 12:00 is read from then on; nothing exists before the first event.
-    _, rows = catalog(fleet, "bot_user_metadata.sql", before("2024-06-01 00:00:00"))
-    assert [(r[0], json.loads(r[1])["name"]) for r in rows] == [("bot_a", "payments-ci-2"), ("bot_b", "search")]
-    assert catalog(fleet, "bot_user_metadata.sql", before("2024-03-01 00:00:00"))[1] == []
+    us = lambda text: ts(text) * 1_000_000  # noqa: E731
+
+    def versions(lo, hi):
+        types, rows = catalog(fleet, "bot_user_metadata.sql", us(lo), us(lo), us(hi))
+        assert types == ["String", "Int64", "String"]
+        return [(r[0], r[1], json.loads(r[2])["name"]) for r in rows]
+
+    # bot_a changed at 12:00 on May 1; bot_b's deletion is no version.
+    assert versions("2024-05-01 00:00:00", "2024-06-01 00:00:00") == [
+        ("bot_a", us("2024-03-01 00:00:00"), "payments-ci"),
+        ("bot_a", us("2024-05-01 12:00:00"), "payments-ci-2"),
+        ("bot_b", us("2024-03-02 00:00:00"), "search"),
+    ]
+    _, rows = catalog(fleet, "bot_user_metadata.sql", us("2024-05-01 00:00:00"), us("2024-05-01 00:00:00"),
+                      us("2024-06-01 00:00:00"))
+    assert json.loads(json.loads(rows[0][2])["metadata"]) == {"customer": "acme"}
+    # A version at the range's start is the one in force there; `to` is exclusive.
+    assert versions("2024-05-01 12:00:00", "2024-06-01 00:00:00") == [
+        ("bot_a", us("2024-05-01 12:00:00"), "payments-ci-2"),
+        ("bot_b", us("2024-03-02 00:00:00"), "search"),
+    ]
+    assert versions("2024-04-01 00:00:00", "2024-05-01 12:00:00") == [
+        ("bot_a", us("2024-03-01 00:00:00"), "payments-ci"),
+        ("bot_b", us("2024-03-02 00:00:00"), "search"),
+    ]
+    # Nothing exists before the first event; one created inside the range is listed from then.
+    assert versions("2024-01-01 00:00:00", "2024-03-01 00:00:00") == []
+    assert versions("2024-02-01 00:00:00", "2024-03-02 00:00:01") == [
+        ("bot_a", us("2024-03-01 00:00:00"), "payments-ci"),
+        ("bot_b", us("2024-03-02 00:00:00"), "search"),
+    ]
 
 
 def test_principals(fleet):
@@ -545,3 +568,82 @@ def test_usage_by_metadata_value(db):  # noqa: F811
     assert types == ["String", "Int64", "String"]
     assert [(r[0], r[1]) for r in rows] == [("cr_1", us("2024-04-01 00:00:00")), ("cr_1", us("2024-05-01 10:30:00"))]
     assert '\\"site\\":\\"s4\\"' in rows[1][2] or '"site":"s4"' in rows[1][2], rows[1][2]
+
+
+def spans_buckets(db, tz, granularity, group, lo, hi, owners=(), credentials=(), partial=()):
+    """usage_buckets_spans.sql, bound as crates/query/src/api/report.rs binds it: `partial` lists
+    (owner, its spans as (from, to) Unix seconds)."""
+    aligned_lo, aligned_hi = -(-lo // 900) * 900, hi // 900 * 900
+    if lo % 900 == 0 and hi % 900 == 0:
+        mid_lo, mid_hi = lo, hi
+    elif aligned_lo < aligned_hi:
+        mid_lo, mid_hi = aligned_lo, aligned_hi
+    else:
+        mid_lo, mid_hi = lo, lo
+    owners, credentials = list(owners), list(credentials)
+    spans = [(owner, a * 1_000_000, b * 1_000_000) for owner, owner_spans in partial for a, b in owner_spans]
+    span_columns = [[s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]]
+    cut = sorted({end // 900 * 900 for _, owner_spans in partial for span in owner_spans for end in span if end % 900})
+    partial_owners = [owner for owner, _ in partial]
+    types, rows = db.rows(
+        bind(
+            read_sql("usage_buckets_spans.sql"), tz, granularity, group,
+            tz, owners, credentials, "attributed", lo, mid_lo, mid_hi, hi,
+            tz, owners, credentials, "attributed", mid_lo, mid_hi,
+            tz, partial_owners, owners, credentials, "attributed", lo, hi, cut, *span_columns,
+            tz, partial_owners, owners, credentials, "attributed", lo, hi, *span_columns,
+        )
+    )
+    assert types == ["UInt32", "String"] + ["UInt64"] * 6
+    return rows
+
+
+def test_spans_count_an_owner_while_it_is_in_scope(db):  # noqa: F811
+    # usage_buckets_spans.sql: owners counted over the whole range as usage_buckets_ragged.sql
+    # counts them, plus owners counted within spans, from the raw rows, summed before counting.
+    db.insert("usage_events", USAGE)
+    raw_sql = read_sql("usage_buckets.sql")
+    cases = [
+        ("UTC", "hour", ""),
+        ("UTC", "all", ""),
+        ("Asia/Kolkata", "hour", "endpoint"),
+        ("Asia/Kathmandu", "day", "credential"),
+        ("UTC", "all", "credential_endpoint"),
+    ]
+    for lo, hi in [(FROM, TO), (ts("2024-05-01 09:07:00"), ts("2024-05-02 00:40:00")),
+                   (ts("2024-05-01 09:07:00"), ts("2024-05-01 09:14:00"))]:
+        for tz, granularity, group in cases:
+            raw = db.rows(bind(raw_sql, tz, granularity, group, ["bot_a"], [], "attributed", lo, hi))
+            # Whole-range owners alone, with or without an empty span list; a span over the range.
+            assert spans_buckets(db, tz, granularity, group, lo, hi, owners=["bot_a"]) == raw[1]
+            assert spans_buckets(db, tz, granularity, group, lo, hi, partial=[("bot_a", [(lo, hi)])]) == raw[1]
+            assert spans_buckets(db, tz, granularity, group, lo, hi, owners=["bot_a"],
+                                 partial=[("bot_a", [(lo, hi)])]) == raw[1], "never twice"
+            assert spans_buckets(db, tz, granularity, group, lo, hi, credentials=["cr_1", "cr_2"],
+                                 partial=[("bot_a", [(lo, hi)])]) == raw[1], "never twice"
+    # bot_a moves at 09:30 on May 1, inside ep_1's hour: each side counts its rows, ep_1's hour once.
+    change = ts("2024-05-01 09:30:00")
+    before = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", [(FROM, change)])])
+    after = spans_buckets(db, "UTC", "hour", "", FROM, TO, partial=[("bot_a", [(change, TO)])])
+    assert before == [[ts("2024-05-01 09:00:00"), "", 100, 1000, 0, 1, 1, 1]]
+    assert after == [
+        [ts("2024-05-01 09:00:00"), "", 200, 2000, 0, 1, 1, 1],
+        [ts("2024-05-01 10:00:00"), "", 11, 5, 1, 2, 2, 1],
+        [ts("2024-05-02 00:00:00"), "", 7, 70, 0, 1, 1, 1],
+    ]
+    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a", [(FROM, change)])]) == [
+        [0, "", 100, 1000, 0, 1, 1, 1]
+    ]
+    # Two spans of one owner; a row at a span's end belongs to the next version.
+    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[
+        ("bot_a", [(FROM, ts("2024-05-01 09:10:00")), (ts("2024-05-01 09:40:00"), ts("2024-05-01 10:06:00"))])
+    ]) == [[0, "", 210, 2000, 0, 2, 2, 1]]
+    # With bot_b over the whole range and bot_a from 10:10, ep_2's 10:00 hour (bot_a's ev_4) is
+    # counted once and bot_b's 09:00 row whole.
+    assert spans_buckets(db, "UTC", "hour", "", FROM, TO, owners=["bot_b"],
+                         partial=[("bot_a", [(ts("2024-05-01 10:10:00"), TO)])]) == [
+        [ts("2024-05-01 09:00:00"), "", 9, 9, 0, 1, 1, 1],
+        [ts("2024-05-01 10:00:00"), "", 1, 5, 1, 1, 2, 1],
+        [ts("2024-05-02 00:00:00"), "", 7, 70, 0, 1, 1, 1],
+    ]
+    assert spans_buckets(db, "UTC", "all", "", FROM, TO, partial=[("bot_a' OR 1=1 --", [(FROM, TO)])]) == []

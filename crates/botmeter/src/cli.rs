@@ -105,8 +105,9 @@ pub enum Command {
         #[arg(long, env = "BOTMETER_API_KEYS_FILE")]
         api_keys_file: Option<std::path::PathBuf>,
         /// Key at the top level of bot users' JSON metadata whose value names their customer
-        /// (/v1/customers/<value>/report), as of the end of the report's range; a customer's
-        /// credentials are those its bot users own. Customers are bot user ids only without it.
+        /// (/v1/customers/<value>/report), as of each event's time (a bot user moved mid-month
+        /// counts on each side for its own part); a customer's credentials are those its bot users
+        /// own. Customers are bot user ids only without it.
         #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]
         customer_metadata_key: Option<String>,
         /// Whole days after which a live credential is reported due for rotation by

@@ -166,7 +166,7 @@ impl AppState {
     }
 
     /// Also finds a customer's bot users by this key at the top level of their JSON metadata (as of
-    /// the end of the report's range); credentials are the customer's by ownership only. The key
+    /// each event's time); credentials are the customer's by ownership only. The key
     /// is letters, digits, `_`, `-` and `.`, at most 64 characters.
     pub fn with_customer_metadata_key(mut self, key: &str) -> std::result::Result<Self, String> {
         let valid = !key.is_empty()

@@ -16,10 +16,12 @@
 //! - `reader`: every report, not the audit trail (`/v1/audit`, which shows who did what with
 //!   which API key);
 //! - `customer:<id>`: only that customer's report (`/v1/customers/<id>/report`), the usage of the
-//!   bot users that belong to it (`/v1/owners/<bot>/usage`) and their credentials
-//!   (`/v1/credentials`, as of its `at`), by the one ownership rule of
-//!   [`super::tenancy`] (a bot user's metadata as of the end of the requested range); another
-//!   customer or owner answers 404 (its existence is not confirmed), any other route 403.
+//!   bot users that belong to it (`/v1/owners/<bot>/usage`, while they belong to it: a bot user
+//!   that moved to another customer within the requested range shows the customer's side only)
+//!   and their credentials (`/v1/credentials`, the bot users that belong to it at its `at`), by
+//!   the one ownership rule of [`super::tenancy`] (a bot user's metadata as of each event's
+//!   time); another customer or owner answers 404 (its existence is not confirmed), any other
+//!   route 403.
 //!
 //! A keys file with no keys, or with two keys of the same digest (which one a request gets would be
 //! arbitrary: a customer key could act as an admin), is refused when `serve` starts.
@@ -38,7 +40,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::debug;
 
-use super::params::check_id;
+use super::params::{check_id, TimeRange};
+use super::report::Scope;
 use super::settings::{self, Format, SettingsError};
 use super::{ApiError, AppState};
 
@@ -298,26 +301,24 @@ impl Access {
         }
     }
 
-    /// An owner's usage up to `before` (Unix seconds): any account-wide key, or a customer key when
-    /// the owner is one of that customer's bot users as of `before`, by the rule of the customer
-    /// report ([`super::tenancy`]); else 404.
-    pub(super) async fn check_owner(
+    /// The usage of `owner_id` over `range` this key may read: all of it for an account-wide key;
+    /// for a customer key, the owner's usage while it is one of that customer's bot users, by the
+    /// rule of the customer report ([`super::tenancy`]); 404 when it never is in the range.
+    pub(super) async fn owner_scope(
         &self,
         state: &AppState,
         owner_id: &str,
-        before: u32,
-    ) -> Result<(), ApiError> {
+        range: TimeRange,
+    ) -> Result<Scope, ApiError> {
         let Some(customer) = self.customer() else {
-            return Ok(());
+            return Ok(Scope::owner(owner_id));
         };
-        let resolved = super::tenancy::resolve(state, customer, before).await?;
-        if resolved.bot_ids().any(|bot| bot == owner_id) {
-            Ok(())
-        } else {
-            Err(ApiError::Missing {
+        super::tenancy::resolve(state, customer, range)
+            .await?
+            .owner_scope(owner_id)
+            .ok_or_else(|| ApiError::Missing {
                 what: format!("owner {owner_id:?}"),
             })
-        }
     }
 }
 

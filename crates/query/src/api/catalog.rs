@@ -12,7 +12,7 @@ use super::{ApiError, AppState};
 pub(super) const CREDENTIALS_SQL: &str = include_str!("../../sql/credentials_catalog.sql");
 /// Placeholders: all, bot ids.
 pub(super) const BOT_USERS_SQL: &str = include_str!("../../sql/bot_users_catalog.sql");
-/// Placeholder: before (microseconds).
+/// Placeholders: from, from, to (microseconds).
 pub(super) const BOT_USER_METADATA_SQL: &str = include_str!("../../sql/bot_user_metadata.sql");
 /// No placeholders.
 pub(super) const PRINCIPALS_SQL: &str = include_str!("../../sql/principals.sql");
@@ -45,11 +45,13 @@ pub(super) struct BotUserRow {
     pub(super) deleted_us: i64,
 }
 
-/// One bot user's object as of a time, positional row of `bot_user_metadata.sql`.
+/// One version of a bot user's object, positional row of `bot_user_metadata.sql`.
 #[derive(Debug, Clone, Row, Deserialize)]
-pub(super) struct BotUserObjectRow {
+pub(super) struct BotUserVersionRow {
     pub(super) bot_id: String,
-    /// The JSON object of its latest created or updated event before that time.
+    /// When it came into force (its created or updated event's time), Unix microseconds.
+    pub(super) since_us: i64,
+    /// The JSON object of that event.
     pub(super) object: String,
 }
 
@@ -102,17 +104,21 @@ pub(super) async fn bot_users(
         .await?)
 }
 
-/// Every bot user's object as of `before_us` (events before it).
-pub(super) async fn bot_user_objects(
+/// Every bot user's versions in force during `[from_us, to_us)`: the one in force at `from_us`
+/// and those that came into force after it, in order of bot user and time.
+pub(super) async fn bot_user_versions(
     state: &AppState,
-    before_us: i64,
-) -> Result<Vec<BotUserObjectRow>, ApiError> {
+    from_us: i64,
+    to_us: i64,
+) -> Result<Vec<BotUserVersionRow>, ApiError> {
     Ok(state
         .read("read the bot users' metadata", |client| {
             client
                 .query(BOT_USER_METADATA_SQL)
-                .bind(before_us)
-                .fetch_all::<BotUserObjectRow>()
+                .bind(from_us)
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_all::<BotUserVersionRow>()
         })
         .await?)
 }

@@ -4,9 +4,10 @@
 //!
 //! A customer is its bot users: the one whose id is `customer_id` and, when `botmeter serve
 //! --customer-metadata-key KEY` is set, those whose metadata has `KEY` = `customer_id` at its top
-//! level at the end of the month. Its credentials are the ones they own, its usage theirs (see
-//! [`super::tenancy`]); a credential of anyone else never counts, whatever its metadata says. An id
-//! that matches no bot user answers 404.
+//! level at some time in the month. Its credentials are the ones they own, its usage theirs while
+//! the metadata in force at each event's time names the customer (see [`super::tenancy`]); a
+//! credential of anyone else never counts, whatever its metadata says. An id that matches no bot
+//! user in the month answers 404.
 //!
 //! Days and the month are UTC; metrics as in the owner usage report (summed times `sign`, active
 //! endpoint hours per UTC hour, session-hours within the month).
@@ -87,9 +88,11 @@ pub struct CustomerReport {
     /// Start of the next month.
     pub to: String,
     /// The customer's bot users: the one whose id is the customer id, and those whose metadata
-    /// names the customer at the top level at the end of the month.
+    /// names the customer at the top level at some time in the month (their usage counts while it
+    /// does).
     pub bot_users: Vec<CustomerBotUser>,
-    /// The credentials the customer's bot users own (and no other), with their usage in the month.
+    /// The credentials the customer's bot users own (and no other), with their usage in the month
+    /// while their owner is the customer's.
     pub credentials: Vec<CustomerCredential>,
     /// The month's totals.
     pub totals: UsageMetrics,
@@ -138,7 +141,7 @@ pub struct CustomerCredential {
     path = "/v1/customers/{customer_id}/report",
     tag = "customers",
     params(
-        ("customer_id" = String, Path, description = "A bot user id, or a value of the customer metadata key at the top level of bot users' metadata (as of the end of the month). The report covers those bot users, the credentials they own and their usage only; a credential owned by anyone else never counts, whatever its metadata says"),
+        ("customer_id" = String, Path, description = "A bot user id, or a value of the customer metadata key at the top level of bot users' metadata (read as of each event's time: a bot user counts while its metadata names the customer). The report covers those bot users, the credentials they own and their usage while they are the customer's only; a credential owned by anyone else never counts, whatever its metadata says"),
         ("month" = String, Query, description = "YYYY-MM, a UTC calendar month"),
         ("format" = Option<String>, Query, description = "json (default), csv or html; else chosen by Accept"),
     ),
@@ -167,7 +170,7 @@ pub(super) async fn customer_report(
     let format = negotiate(params.choice("format")?, &headers);
     let range = month.checked_range()?;
 
-    let resolved = tenancy::resolve(&state, &customer_id, range.to).await?;
+    let resolved = tenancy::resolve(&state, &customer_id, range).await?;
     if resolved.is_empty() {
         return Err(ApiError::Missing {
             what: format!("customer {customer_id:?}"),

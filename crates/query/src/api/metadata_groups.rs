@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::catalog::{self, CredentialFilter};
 use super::params::{rfc3339_in, Choice, TimeRange};
 use super::report::{
-    BucketRow, Granularity, Scope, SeriesSpec, UsageBucket, UsageGroup, UsageMetrics,
+    BucketRow, Granularity, Scope, SeriesSpec, Span, UsageBucket, UsageGroup, UsageMetrics,
 };
 use super::{ApiError, AppState};
 use crate::rows::status;
@@ -149,6 +149,52 @@ fn values(versions: &[VersionRow], key: &str, from_us: i64, to_us: i64) -> Value
     out
 }
 
+impl Values {
+    /// Makes `credentials` count only within `spans` (disjoint, inside `range`): each becomes a
+    /// changing credential whose value spans are cut to them (a credential with no value span
+    /// is `(none)` within them).
+    fn cut_to(&mut self, credentials: &[&str], spans: &[Span], range: TimeRange) {
+        for &credential in credentials {
+            // Its value spans over the whole range, taken out of the lists.
+            let mut own: Vec<(i64, i64, String)> = Vec::new();
+            if let Some(i) = self.constant_ids.iter().position(|c| c == credential) {
+                self.constant_ids.remove(i);
+                let value = self.constant_values.remove(i);
+                own.push((range.start_us(), range.end_us(), value));
+            } else if let Some(i) = self.changing_ids.iter().position(|c| c == credential) {
+                self.changing_ids.remove(i);
+                let mut j = 0;
+                while j < self.span_credentials.len() {
+                    if self.span_credentials[j] == credential {
+                        self.span_credentials.remove(j);
+                        own.push((
+                            self.span_from_us.remove(j),
+                            self.span_to_us.remove(j),
+                            self.span_values.remove(j),
+                        ));
+                    } else {
+                        j += 1;
+                    }
+                }
+            } else {
+                own.push((range.start_us(), range.end_us(), NO_VALUE.to_owned()));
+            }
+            self.changing_ids.push(credential.to_owned());
+            for (from_us, to_us, value) in &own {
+                for span in spans {
+                    let (start, end) = ((*from_us).max(span.from_us), (*to_us).min(span.to_us));
+                    if start < end {
+                        self.span_credentials.push(credential.to_owned());
+                        self.span_from_us.push(start);
+                        self.span_to_us.push(end);
+                        self.span_values.push(value.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The value of `key` of each credential of `filter` over `range`, and the credentials' ids.
 async fn credential_values(
     state: &AppState,
@@ -169,15 +215,53 @@ pub(super) async fn groups(
     spec: &SeriesSpec,
     key: &MetadataKey,
 ) -> Result<Vec<UsageGroup>, ApiError> {
+    // Owners counted in spans only (a customer key reading a bot user that moved customers):
+    // their credentials are read as changing ones, each value span cut to the owner's spans.
+    let partial_owners: Vec<String> = spec
+        .scope
+        .partial
+        .iter()
+        .map(|p| p.owner_id.clone())
+        .collect();
+    let owners: Vec<String> = spec
+        .scope
+        .owners
+        .iter()
+        .chain(&partial_owners)
+        .cloned()
+        .collect();
     let filter = CredentialFilter {
         all: false,
-        owners: &spec.scope.owners,
+        owners: &owners,
         credentials: &spec.scope.credentials,
     };
-    let (_, values) = credential_values(state, filter, spec.range, key).await?;
+    let credentials = catalog::credentials(state, filter).await?;
+    let ids: Vec<String> = credentials
+        .iter()
+        .map(|c| c.credential_id.clone())
+        .collect();
+    let versions = fetch_versions(state, &ids, spec.range.end_us()).await?;
+    let mut values = values(
+        &versions,
+        &key.0,
+        spec.range.start_us(),
+        spec.range.end_us(),
+    );
+    let mut scope = spec.scope.clone();
+    for partial in &spec.scope.partial {
+        let owned: Vec<&str> = credentials
+            .iter()
+            .filter(|c| c.owner_id == partial.owner_id)
+            .map(|c| c.credential_id.as_str())
+            .collect();
+        values.cut_to(&owned, &partial.spans, spec.range);
+        scope
+            .credentials
+            .extend(owned.iter().map(|c| (*c).to_owned()));
+    }
     let (buckets, totals) = tokio::try_join!(
-        fetch(state, &spec.scope, spec, &values, Some(spec.granularity)),
-        fetch(state, &spec.scope, spec, &values, None),
+        fetch(state, &scope, spec, &values, Some(spec.granularity)),
+        fetch(state, &scope, spec, &values, None),
     )?;
     let keys: BTreeSet<&str> = totals.iter().map(|r| r.group_key.as_str()).collect();
     Ok(keys
@@ -221,8 +305,8 @@ pub(super) async fn ranked(
     let (ids, values) = credential_values(state, filter, range, key).await?;
     // Every credential of the account is in scope: attributed usage always has one.
     let scope = Scope {
-        owners: Vec::new(),
         credentials: ids,
+        ..Scope::default()
     };
     let spec = SeriesSpec {
         scope: scope.clone(),
@@ -399,6 +483,52 @@ mod tests {
                 span_to_us: vec![70, 100, 60, 100],
                 span_values: vec![NO_VALUE.into(), "s9".into(), "s3".into(), "s4".into()],
             }
+        );
+    }
+
+    #[test]
+    fn an_owner_counted_in_spans_has_its_credentials_cut_to_them() {
+        let versions = [
+            version("cr_const", 0, r#"{"site":"s1"}"#),
+            version("cr_moves", 0, r#"{"site":"s3"}"#),
+            version("cr_moves", 60, r#"{"site":"s4"}"#),
+        ];
+        let range = TimeRange { from: 0, to: 1 };
+        let mut got = values(&versions, "site", 0, 1_000_000);
+        let spans = [
+            Span {
+                from_us: 50,
+                to_us: 70,
+            },
+            Span {
+                from_us: 900_000,
+                to_us: 1_000_000,
+            },
+        ];
+        got.cut_to(&["cr_const", "cr_moves", "cr_bare"], &spans, range);
+        assert!(got.constant_ids.is_empty());
+        assert_eq!(got.changing_ids, ["cr_const", "cr_moves", "cr_bare"]);
+        let spans: Vec<(&str, i64, i64, &str)> = (0..got.span_credentials.len())
+            .map(|i| {
+                (
+                    got.span_credentials[i].as_str(),
+                    got.span_from_us[i],
+                    got.span_to_us[i],
+                    got.span_values[i].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("cr_const", 50, 70, "s1"),
+                ("cr_const", 900_000, 1_000_000, "s1"),
+                ("cr_moves", 50, 60, "s3"),
+                ("cr_moves", 60, 70, "s4"),
+                ("cr_moves", 900_000, 1_000_000, "s4"),
+                ("cr_bare", 50, 70, NO_VALUE),
+                ("cr_bare", 900_000, 1_000_000, NO_VALUE),
+            ]
         );
     }
 

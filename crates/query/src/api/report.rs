@@ -2,11 +2,17 @@
 //! [`Scope`] (owners and/or credentials) per time bucket in a time zone, optionally per credential
 //! or endpoint, with agent sessions and session-hours.
 //!
-//! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign`.
+//! - Traffic metrics come from `crates/query/sql/usage_buckets.sql`, summed times `sign` (or its
+//!   rollup variants, same numbers). A scope's owners count over the whole range, or, for a
+//!   customer's bot user whose metadata named the customer for part of it ([`super::tenancy`]),
+//!   within spans: `usage_buckets_spans.sql` reads those (the rollup for the quarter hours inside
+//!   a span, the raw rows for those a span's end cuts) and sums them with the rest per (local
+//!   hour, endpoint, credential) before endpoints and endpoint-hours are counted.
 //! - Sessions come from `crates/query/sql/agent_sessions.sql` (the audit log); a session lasts from
 //!   its start to its stop, or to the end of the range (and never past now) when it has not
-//!   stopped. Its overlap with each bucket, clipped to the range, is its session-hours there; a
-//!   session counts in every bucket it overlaps, and once in the totals.
+//!   stopped, cut to the spans of a partly counted owner. Its overlap with each bucket, clipped to
+//!   the range, is its session-hours there; a session counts in every bucket it overlaps, and once
+//!   in the totals.
 //! - Bucket boundaries are the ones ClickHouse computes for the same zone (`toStartOfHour`,
 //!   `toStartOfDay`, `toStartOfMonth` of `toTimeZone(event_time, tz)`); this module computes the
 //!   same starts for sessions, so both line up (a test runs both on the real server).
@@ -33,6 +39,9 @@ const USAGE_BUCKETS_ROLLUP_SQL: &str = include_str!("../../sql/usage_buckets_rol
 /// The same query for a range with ragged ends: the rollup for its whole quarter hours, the raw
 /// rows for the edges; see the file for its placeholders.
 const USAGE_BUCKETS_RAGGED_SQL: &str = include_str!("../../sql/usage_buckets_ragged.sql");
+/// The same query for a scope with partly counted owners: the ragged query for the rest, the raw
+/// rows within their spans for them; see the file for its placeholders.
+const USAGE_BUCKETS_SPANS_SQL: &str = include_str!("../../sql/usage_buckets_spans.sql");
 /// The `usage_buckets.sql` group of (credential, endpoint) pairs, keyed `"<credential> <endpoint>"`.
 pub(super) const GROUP_CREDENTIAL_ENDPOINT: &str = "credential_endpoint";
 /// Placeholders: to (seconds), all, owners, credentials, from (microseconds).
@@ -75,13 +84,17 @@ impl Choice for GroupBy {
     ];
 }
 
-/// Whose usage: rows whose owner or credential is listed.
+/// Whose usage: rows whose owner or credential is listed, over the whole range; and rows of the
+/// partly counted owners (or of their credentials) whose event time is in one of their spans.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Scope {
-    /// Owner ids.
+    /// Owner ids, counted over the whole range.
     pub(super) owners: Vec<String>,
-    /// Credential ids.
+    /// Credential ids, counted over the whole range.
     pub(super) credentials: Vec<String>,
+    /// Owners counted in some spans of the range only (a customer's bot user whose metadata named
+    /// the customer for part of it). A row matching `owners` or `credentials` counts once, there.
+    pub(super) partial: Vec<PartialOwner>,
 }
 
 impl Scope {
@@ -89,8 +102,78 @@ impl Scope {
     pub(super) fn owner(owner_id: &str) -> Self {
         Self {
             owners: vec![owner_id.to_owned()],
-            credentials: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Whether a row or session of this owner and credential counts over the whole range.
+    fn whole(&self, owner_id: &str, credential_id: &str) -> bool {
+        self.owners.iter().any(|o| o == owner_id)
+            || self.credentials.iter().any(|c| c == credential_id)
+    }
+}
+
+/// An owner whose usage counts within some spans only. Its credentials' usage follows it: the
+/// owner of every attributed row and session of a credential is the credential's owner
+/// (ownership never changes), so rows and sessions are matched by owner id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PartialOwner {
+    pub(super) owner_id: String,
+    /// Disjoint, in order, inside the range.
+    pub(super) spans: Vec<Span>,
+}
+
+/// `[from_us, to_us)`, Unix microseconds as `event_time_us` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) from_us: i64,
+    pub(super) to_us: i64,
+}
+
+impl Span {
+    /// The whole of a range.
+    pub(super) fn of(range: TimeRange) -> Self {
+        Self {
+            from_us: range.start_us(),
+            to_us: range.end_us(),
+        }
+    }
+}
+
+/// The binds of `usage_buckets_spans.sql` for the partly counted owners.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SpanBinds {
+    /// Their ids.
+    owners: Vec<String>,
+    /// Every span, as owner, start and end.
+    span_owners: Vec<String>,
+    span_from_us: Vec<i64>,
+    span_to_us: Vec<i64>,
+    /// The quarter hours (Unix seconds of their start, in order, once each) that a span's end cuts:
+    /// the only ones read from the raw rows, the rest from the rollup.
+    cut_quarters: Vec<i64>,
+}
+
+impl SpanBinds {
+    fn of(partial: &[PartialOwner]) -> Self {
+        const QUARTER_US: i64 = 900 * 1_000_000;
+        let mut binds = Self::default();
+        let mut cut = BTreeSet::new();
+        for owner in partial {
+            binds.owners.push(owner.owner_id.clone());
+            for span in &owner.spans {
+                binds.span_owners.push(owner.owner_id.clone());
+                binds.span_from_us.push(span.from_us);
+                binds.span_to_us.push(span.to_us);
+                for end_us in [span.from_us, span.to_us] {
+                    if end_us.rem_euclid(QUARTER_US) != 0 {
+                        cut.insert(end_us.div_euclid(QUARTER_US) * 900);
+                    }
+                }
+            }
+        }
+        binds.cut_quarters = cut.into_iter().collect();
+        binds
     }
 }
 
@@ -248,9 +331,10 @@ pub(super) enum SessionScope<'a> {
     Of(&'a Scope),
 }
 
-/// Runs `usage_buckets_rollup.sql` when the range is on quarter hours; `usage_buckets_ragged.sql`
+/// Runs `usage_buckets_spans.sql` when the scope has partly counted owners; else
+/// `usage_buckets_rollup.sql` when the range is on quarter hours; `usage_buckets_ragged.sql`
 /// (rollup for the whole quarter hours, raw rows for the edges) when it holds at least one;
-/// else `usage_buckets.sql`. All three give the answer of the raw rows.
+/// else `usage_buckets.sql`. All give the answer of the raw rows.
 pub(super) async fn fetch_buckets(
     state: &AppState,
     scope: &Scope,
@@ -275,6 +359,49 @@ pub(super) async fn fetch_buckets(
                 .bind(&scope.credentials)
                 .bind(status::ATTRIBUTED)
         };
+        if !scope.partial.is_empty() {
+            // An aligned range is all middle; one without a whole quarter hour, all edge.
+            let middle = if range.on_quarter_hours() {
+                range
+            } else {
+                range.aligned_middle().unwrap_or(TimeRange {
+                    from: range.from,
+                    to: range.from,
+                })
+            };
+            let spans = SpanBinds::of(&scope.partial);
+            return filter(
+                filter(head(USAGE_BUCKETS_SPANS_SQL).bind(tz.name()))
+                    .bind(range.from)
+                    .bind(middle.from)
+                    .bind(middle.to)
+                    .bind(range.to)
+                    .bind(tz.name()),
+            )
+            .bind(middle.from)
+            .bind(middle.to)
+            .bind(tz.name())
+            .bind(&spans.owners)
+            .bind(&scope.owners)
+            .bind(&scope.credentials)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(&spans.cut_quarters)
+            .bind(&spans.span_owners)
+            .bind(&spans.span_from_us)
+            .bind(&spans.span_to_us)
+            .bind(tz.name())
+            .bind(&spans.owners)
+            .bind(&scope.owners)
+            .bind(&scope.credentials)
+            .bind(status::ATTRIBUTED)
+            .bind(range.from)
+            .bind(range.to)
+            .bind(&spans.span_owners)
+            .bind(&spans.span_from_us)
+            .bind(&spans.span_to_us);
+        }
         match range.aligned_middle() {
             _ if range.on_quarter_hours() => filter(head(USAGE_BUCKETS_ROLLUP_SQL))
                 .bind(range.from)
@@ -310,24 +437,69 @@ pub(super) async fn fetch_sessions(
     scope: SessionScope<'_>,
     range: TimeRange,
 ) -> Result<Vec<Session>, ApiError> {
-    let empty = Scope::default();
-    let (all, listed) = match scope {
-        SessionScope::All => (1_u8, &empty),
-        SessionScope::Of(scope) => (0_u8, scope),
+    let (all, owners, credentials) = match scope {
+        SessionScope::All => (1_u8, Vec::new(), Vec::new()),
+        // The partly counted owners' sessions too, cut to their spans below.
+        SessionScope::Of(scope) => (
+            0_u8,
+            [scope.owners.clone(), SpanBinds::of(&scope.partial).owners].concat(),
+            scope.credentials.clone(),
+        ),
     };
     let rows = state
-        .read(format!("read agent sessions of {listed:?}"), |client| {
-            client
-                .query(AGENT_SESSIONS_SQL)
-                .bind(range.to)
-                .bind(all)
-                .bind(&listed.owners)
-                .bind(&listed.credentials)
-                .bind(range.start_us())
-                .fetch_all::<SessionRow>()
-        })
+        .read(
+            format!("read agent sessions of owners {owners:?} and credentials {credentials:?}"),
+            |client| {
+                client
+                    .query(AGENT_SESSIONS_SQL)
+                    .bind(range.to)
+                    .bind(all)
+                    .bind(&owners)
+                    .bind(&credentials)
+                    .bind(range.start_us())
+                    .fetch_all::<SessionRow>()
+            },
+        )
         .await?;
-    Ok(clip_sessions(rows, range, Utc::now().timestamp_micros()))
+    let sessions = clip_sessions(rows, range, Utc::now().timestamp_micros());
+    Ok(match scope {
+        SessionScope::All => sessions,
+        SessionScope::Of(scope) => cut_to_spans(sessions, scope),
+    })
+}
+
+/// The sessions as `scope` counts them: whole for its whole-range owners and credentials; for a
+/// partly counted owner, the pieces within its spans (one session may leave several pieces, all
+/// with its id); none for anyone else.
+fn cut_to_spans(sessions: Vec<Session>, scope: &Scope) -> Vec<Session> {
+    let mut out = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        if scope.whole(&session.owner_id, &session.credential_id) {
+            out.push(session);
+            continue;
+        }
+        let Some(owner) = scope
+            .partial
+            .iter()
+            .find(|p| p.owner_id == session.owner_id)
+        else {
+            continue;
+        };
+        for span in &owner.spans {
+            let (start_us, end_us) = (
+                session.start_us.max(span.from_us),
+                session.end_us.min(span.to_us),
+            );
+            if start_us < end_us {
+                out.push(Session {
+                    start_us,
+                    end_us,
+                    ..session.clone()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A ClickHouse that does not know a zone chrono-tz knows (an older tz database) is the client's
@@ -563,12 +735,13 @@ mod tests {
             ("usage_buckets", USAGE_BUCKETS_SQL, 8),
             ("usage_buckets_rollup", USAGE_BUCKETS_ROLLUP_SQL, 8),
             ("usage_buckets_ragged", USAGE_BUCKETS_RAGGED_SQL, 17),
+            ("usage_buckets_spans", USAGE_BUCKETS_SPANS_SQL, 38),
             ("owner_totals_rollup", top::OWNER_TOTALS_ROLLUP_SQL, 5),
             ("owner_totals_top", top::OWNER_TOTALS_TOP_SQL, 12),
             ("agent_sessions", AGENT_SESSIONS_SQL, 5),
             ("credentials_catalog", catalog::CREDENTIALS_SQL, 3),
             ("bot_users_catalog", catalog::BOT_USERS_SQL, 2),
-            ("bot_user_metadata", catalog::BOT_USER_METADATA_SQL, 1),
+            ("bot_user_metadata", catalog::BOT_USER_METADATA_SQL, 3),
             ("principals", catalog::PRINCIPALS_SQL, 0),
             (
                 "credential_metadata",
@@ -720,6 +893,94 @@ mod tests {
             now,
         );
         assert_eq!(open[0].end_us, now);
+    }
+
+    #[test]
+    fn partly_counted_owners_bind_their_spans() {
+        let q = 900 * 1_000_000;
+        let span = |from_us, to_us| Span { from_us, to_us };
+        let binds = SpanBinds::of(&[
+            PartialOwner {
+                owner_id: "bot_s".to_owned(),
+                // From a quarter's start to the middle of a quarter; then within one quarter.
+                spans: vec![span(0, 3 * q + q / 2), span(5 * q + 1, 5 * q + 2)],
+            },
+            PartialOwner {
+                owner_id: "bot_t".to_owned(),
+                // Whole quarters, and a cut one bot_s cuts too.
+                spans: vec![span(q, 2 * q), span(3 * q + 7, 4 * q)],
+            },
+        ]);
+        assert_eq!(
+            binds,
+            SpanBinds {
+                owners: vec!["bot_s".to_owned(), "bot_t".to_owned()],
+                span_owners: vec![
+                    "bot_s".to_owned(),
+                    "bot_s".to_owned(),
+                    "bot_t".to_owned(),
+                    "bot_t".to_owned()
+                ],
+                span_from_us: vec![0, 5 * q + 1, q, 3 * q + 7],
+                span_to_us: vec![3 * q + q / 2, 5 * q + 2, 2 * q, 4 * q],
+                cut_quarters: vec![3 * 900, 5 * 900],
+            }
+        );
+    }
+
+    #[test]
+    fn sessions_of_partly_counted_owners_are_cut_to_their_spans() {
+        let session = |id: &str, credential_id: &str, owner_id: &str, start_us, end_us| Session {
+            id: id.to_owned(),
+            credential_id: credential_id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            start_us,
+            end_us,
+        };
+        let scope = Scope {
+            owners: vec!["bot_a".to_owned()],
+            credentials: vec!["cr_a".to_owned()],
+            partial: vec![PartialOwner {
+                owner_id: "bot_s".to_owned(),
+                spans: vec![
+                    Span {
+                        from_us: 10,
+                        to_us: 20,
+                    },
+                    Span {
+                        from_us: 30,
+                        to_us: 40,
+                    },
+                ],
+            }],
+        };
+        let cut = cut_to_spans(
+            vec![
+                session("whole", "cr_a", "bot_a", 0, 100),
+                session("across", "cr_s", "bot_s", 15, 35),
+                session("outside", "cr_s", "bot_s", 20, 30),
+                session("other", "cr_x", "bot_x", 0, 100),
+            ],
+            &scope,
+        );
+        let spans: Vec<(&str, i64, i64)> = cut
+            .iter()
+            .map(|s| (s.id.as_str(), s.start_us, s.end_us))
+            .collect();
+        assert_eq!(
+            spans,
+            [("whole", 0, 100), ("across", 15, 20), ("across", 30, 35)]
+        );
+        // The two pieces of one session in one bucket are one session there.
+        let hour = 3_600_000_000;
+        let pieces = [
+            session("ts", "cr_s", "bot_s", 0, hour / 4),
+            session("ts", "cr_s", "bot_s", hour / 2, hour),
+        ];
+        assert_eq!(
+            session_buckets(&pieces, Granularity::Hour, Tz::UTC),
+            BTreeMap::from([(0, (1, 3 * hour / 4))])
+        );
     }
 
     #[test]

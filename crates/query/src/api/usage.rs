@@ -19,6 +19,8 @@
 //!   sessions; see [`super::metadata_groups`]).
 //! - The SQL is `crates/query/sql/usage_buckets.sql` and `agent_sessions.sql` (see
 //!   [`super::report`]), every value bound.
+//! - A `customer:<id>` key reads an owner that is one of that customer's bot users at some time in
+//!   the range, and only its usage while it is ([`super::tenancy`]); 404 otherwise.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -31,7 +33,7 @@ use utoipa::ToSchema;
 use super::auth::Access;
 use super::metadata_groups::{self, MetadataKey};
 use super::params::{check_id, path_param, rfc3339, Choice, QueryParams, TimeRange};
-use super::report::{self, Granularity, GroupBy, Scope, SeriesSpec};
+use super::report::{self, Granularity, GroupBy, SeriesSpec};
 use super::{ApiError, AppState};
 
 pub use super::report::{UsageBucket, UsageGroup, UsageMetrics};
@@ -104,7 +106,7 @@ pub(super) struct UsageRequest {
         (status = 200, description = "Usage per bucket", body = UsageReport),
         (status = 400, description = "A bad parameter, named in the message", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = super::openapi::ErrorBody),
-        (status = 404, description = "Not visible to this customer key: the owner is not one of its customer's bot users as of `to` (the rule of the customer report)", body = super::openapi::ErrorBody),
+        (status = 404, description = "Not visible to this customer key: the owner is not one of its customer's bot users at any time in the range (the rule of the customer report; a customer key sees an owner's usage while it is its customer's only)", body = super::openapi::ErrorBody),
         (status = 503, description = "ClickHouse is unavailable", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = []), ()),
@@ -117,11 +119,11 @@ pub(super) async fn owner_usage(
 ) -> Result<Json<UsageReport>, ApiError> {
     let owner_id = path_param("owner_id", owner_id)?;
     let request = parse_request(&owner_id, query.as_deref())?;
-    access
-        .check_owner(&state, &request.owner_id, request.range.to)
+    let scope = access
+        .owner_scope(&state, &request.owner_id, request.range)
         .await?;
     let spec = SeriesSpec {
-        scope: Scope::owner(&request.owner_id),
+        scope,
         range: request.range,
         tz: request.tz,
         granularity: request.granularity,

@@ -346,7 +346,7 @@ pub(crate) fn bot_user(
     ))
 }
 
-fn session(
+pub(crate) fn session(
     event_id: &str,
     action: &str,
     time: &str,

@@ -2,7 +2,7 @@
 //! `toStartOfDay`, `toStartOfMonth` of `toTimeZone(event_time, tz)`), and sessions spread over
 //! those buckets: what lets session figures line up with the SQL's traffic buckets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -68,13 +68,15 @@ fn local_midnight(date: NaiveDate, tz: Tz) -> i64 {
         .map_or_else(|| midnight.and_utc().timestamp(), |t| t.timestamp())
 }
 
-/// Per bucket start: the sessions overlapping it and their microseconds within it.
+/// Per bucket start: the sessions overlapping it and their microseconds within it. A session cut
+/// into pieces (a bot user that changed customer while it ran) counts once per bucket.
 pub(super) fn session_buckets<'a>(
     sessions: impl IntoIterator<Item = &'a Session>,
     granularity: Granularity,
     tz: Tz,
 ) -> BTreeMap<u32, (u64, i64)> {
     let mut out: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+    let mut counted: BTreeSet<(u32, &str)> = BTreeSet::new();
     for session in sessions {
         let end = session.end_us.div_euclid(1_000_000)
             + i64::from(session.end_us.rem_euclid(1_000_000) > 0);
@@ -84,8 +86,11 @@ pub(super) fn session_buckets<'a>(
             let overlap =
                 session.end_us.min(next * 1_000_000) - session.start_us.max(start * 1_000_000);
             if overlap > 0 {
-                let slot = out.entry(u32::try_from(start).unwrap_or(0)).or_default();
-                slot.0 += 1;
+                let bucket = u32::try_from(start).unwrap_or(0);
+                let slot = out.entry(bucket).or_default();
+                if counted.insert((bucket, session.id.as_str())) {
+                    slot.0 += 1;
+                }
                 slot.1 += overlap;
             }
             start = next;
