@@ -95,7 +95,15 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
         "from" | "to" => string().pattern(Some(TIME_PATTERN)),
         "month" => string().pattern(Some(MONTH_PATTERN)),
         "granularity" => string().enum_values(Some(choices::<super::report::Granularity>())),
-        "group_by" => string().enum_values(Some(choices::<super::report::GroupBy>())),
+        // The top route groups by metadata keys only; owner usage also by credential or endpoint.
+        // Keys: the parser takes any 1 to 128 bytes; the description offers the usual spelling.
+        "group_by" if path == "/v1/usage/top" => {
+            string().pattern(Some(r"^metadata\.[A-Za-z0-9_.-]{1,64}$"))
+        }
+        "group_by" => {
+            let fixed = choices::<super::report::GroupBy>().join("|");
+            string().pattern(Some(format!(r"^({fixed}|metadata\.[A-Za-z0-9_.-]{{1,64}})$")))
+        }
         "metric" => string().enum_values(Some(choices::<super::top::RankMetric>())),
         "format" => string().enum_values(Some(choices::<super::customers::Format>())),
         "timezone" => string().enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))),
