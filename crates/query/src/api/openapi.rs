@@ -102,7 +102,9 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
         }
         "group_by" => {
             let fixed = choices::<super::report::GroupBy>().join("|");
-            string().pattern(Some(format!(r"^({fixed}|metadata\.[A-Za-z0-9_.-]{{1,64}})$")))
+            string().pattern(Some(format!(
+                r"^({fixed}|metadata\.[A-Za-z0-9_.-]{{1,64}})$"
+            )))
         }
         "metric" => string().enum_values(Some(choices::<super::top::RankMetric>())),
         "format" => string().enum_values(Some(choices::<super::customers::Format>())),
