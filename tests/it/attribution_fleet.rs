@@ -331,22 +331,8 @@ async fn wildcard_sites_and_revoking_deletions_land_on_the_ground_truth() {
 /// (the value as of each event's time, `(none)` without it).
 async fn metadata_groups_equal_the_truth(env: &TestEnv, fleet: &Fleet) {
     let truth = &fleet.truth;
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut serve = env.spawn("serve", &["serve", "--listen", &listen]);
+    let (_serve, base) = env.serve().await;
     let http = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    let mut ready = false;
-    for _ in 0..200 {
-        serve.assert_running();
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "serve never became ready\n{}", serve.log_tail());
     let range = format!(
         "from={}&to={}",
         truth

@@ -6,7 +6,6 @@
 //! reconcile --expect-caught-up`), no secret is found in any table, on the dead-letter topic or in
 //! the log, and ingestion never stalled longer than the configured bound on waiting.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -49,26 +48,6 @@ fn tcp_at(event_id: &str, at: &str, conn: serde_json::Value) -> Vec<u8> {
            "account_id": "ac_it", "object": {"conn": conn}})
     .to_string()
     .into_bytes()
-}
-
-/// Net attributed usage per owner: (bytes out, HTTP requests, TCP connections).
-type Totals = BTreeMap<String, (u64, u64, u64)>;
-
-async fn stored_totals(env: &TestEnv) -> Totals {
-    let body = env
-        .clickhouse(&format!(
-            "SELECT owner_id, sum(bytes_out * sign), sum(toInt64(http_requests) * sign), sum(toInt64(tcp_connections) * sign) \
-             FROM {}.usage_events WHERE status = 'attributed' GROUP BY owner_id HAVING sum(sign) != 0 ORDER BY owner_id FORMAT TSV",
-            env.database
-        ))
-        .await;
-    body.lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            let n = |i: usize| f[i].parse::<u64>().unwrap();
-            (f[0].to_owned(), (n(1), n(2), n(3)))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,23 +235,14 @@ async fn a_bad_feed_stalls_nothing_leaks_nothing_and_counts_exactly_once() {
     );
 
     // --- Exactly the truth --------------------------------------------------------------------
-    let mut expected: Totals = truth
-        .owners
-        .iter()
-        .filter(|(_, o)| o.usage.http_requests + o.usage.tcp_connections > 0)
-        .map(|(id, o)| {
-            (
-                id.clone(),
-                (
-                    o.usage.bytes_out,
-                    o.usage.http_requests,
-                    o.usage.tcp_connections,
-                ),
-            )
-        })
-        .collect();
+    let mut expected = support::truth_totals(truth);
     expected.insert("bot_skew".to_owned(), (2_000, 0, 20));
-    assert_eq!(stored_totals(&env).await, expected, "{}", run.log_tail());
+    assert_eq!(
+        env.attributed_totals().await,
+        expected,
+        "{}",
+        run.log_tail()
+    );
     let by_status = env
         .clickhouse(&format!(
             "SELECT status, sum(sign) FROM {}.usage_events GROUP BY status ORDER BY status FORMAT TSV",
@@ -307,16 +277,7 @@ async fn a_bad_feed_stalls_nothing_leaks_nothing_and_counts_exactly_once() {
     let status = run.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", run.log_tail());
     // Every Kafka position nets to exactly one row, on both topics.
-    let output = env
-        .command(&["reconcile", "--expect-caught-up"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    env.reconcile_caught_up();
 
     // No secret anywhere.
     support::assert_no_secret_stored(&env, &secrets).await;

@@ -5,7 +5,6 @@
 //! written unattributed, the consumer never leaves its group, and `reattribute` makes the totals
 //! exact); and no secret of a malformed message survives anywhere.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -257,37 +256,7 @@ async fn a_control_plane_that_cannot_be_read_does_not_stop_traffic() {
         String::from_utf8_lossy(&output.stderr)
     );
     // Net per owner: exactly the ground truth.
-    let body = env
-        .clickhouse(&format!(
-            "SELECT owner_id, sum(bytes_out * sign), sum(toInt64(http_requests) * sign), sum(toInt64(tcp_connections) * sign) \
-             FROM {}.usage_events WHERE status = 'attributed' GROUP BY owner_id ORDER BY owner_id FORMAT TSV",
-            env.database
-        ))
-        .await;
-    let stored: BTreeMap<String, (u64, u64, u64)> = body
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            let n = |i: usize| f[i].parse::<u64>().unwrap();
-            (f[0].to_owned(), (n(1), n(2), n(3)))
-        })
-        .collect();
-    let expected: BTreeMap<String, (u64, u64, u64)> = truth
-        .owners
-        .iter()
-        .filter(|(_, o)| o.usage.http_requests + o.usage.tcp_connections > 0)
-        .map(|(id, o)| {
-            (
-                id.clone(),
-                (
-                    o.usage.bytes_out,
-                    o.usage.http_requests,
-                    o.usage.tcp_connections,
-                ),
-            )
-        })
-        .collect();
-    assert_eq!(stored, expected);
+    assert_eq!(env.attributed_totals().await, support::truth_totals(truth));
     let status = run.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", run.log_tail());
     env.drop_database().await;

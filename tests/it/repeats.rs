@@ -153,16 +153,7 @@ async fn a_repeated_event_id_is_kept_as_a_duplicate_and_counted_nowhere_also_aft
     assert!(status.success(), "{status}\n{}", run.log_tail());
 
     // reconcile: every position nets to one row; the repeats have a column of their own.
-    let output = env
-        .command(&["reconcile", "--expect-caught-up"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = env.reconcile_caught_up();
     let header = text
         .lines()
         .find(|l| l.starts_with("partition") && l.contains(" repeats "))

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use simulate::{generate, FleetConfig, Usage};
 
-use crate::support::{self, free_port, TestEnv};
+use crate::support::{self, TestEnv};
 
 /// A control event of the fleet, parsed.
 struct Control {
@@ -168,22 +168,8 @@ async fn api_reports_agree_with_a_simulated_fleet() {
         run.log_tail()
     );
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut serve = env.spawn("serve", &["serve", "--listen", &listen]);
+    let (mut serve, base) = env.serve().await;
     let http = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    let mut ready = false;
-    for _ in 0..200 {
-        serve.assert_running();
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "serve never became ready\n{}", serve.log_tail());
 
     // --- /v1/owners over the whole window -------------------------------------------------------
     let (window_from, window_to) = (truth.window_start, truth.window_end);

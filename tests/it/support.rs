@@ -723,3 +723,81 @@ pub(crate) fn assert_metrics_readable(text: &str) {
         }
     }
 }
+
+/// Net attributed usage per owner: (bytes out, HTTP requests, TCP connections).
+pub(crate) type OwnerTotals = std::collections::BTreeMap<String, (u64, u64, u64)>;
+
+impl TestEnv {
+    /// Net attributed usage per owner as stored (owners whose rows net to nothing left out).
+    pub(crate) async fn attributed_totals(&self) -> OwnerTotals {
+        let body = self
+            .clickhouse(&format!(
+                "SELECT owner_id, sum(bytes_out * sign), sum(toInt64(http_requests) * sign), sum(toInt64(tcp_connections) * sign) \
+                 FROM {}.usage_events WHERE status = 'attributed' GROUP BY owner_id HAVING sum(sign) != 0 ORDER BY owner_id FORMAT TSV",
+                self.database
+            ))
+            .await;
+        body.lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                (f[0].to_owned(), (n(1), n(2), n(3)))
+            })
+            .collect()
+    }
+
+    /// Runs `botmeter reconcile --expect-caught-up`, asserts that it found everything agreeing
+    /// (exit 0), and returns its report.
+    pub(crate) fn reconcile_caught_up(&self) -> String {
+        let output = self
+            .command(&["reconcile", "--expect-caught-up"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    /// Starts `botmeter serve` on a free port and waits until it is ready; returns the process
+    /// and the API's base URL.
+    pub(crate) async fn serve(&self) -> (BotmeterProcess, String) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut serve = self.spawn("serve", &["serve", "--listen", &listen]);
+        let http = reqwest::Client::new();
+        let base = format!("http://{listen}");
+        for _ in 0..200 {
+            serve.assert_running();
+            if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+                if response.status() == 200 {
+                    return (serve, base);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("serve never became ready\n{}", serve.log_tail());
+    }
+}
+
+/// The truth's attributed usage per owner with any traffic, as [`TestEnv::attributed_totals`]
+/// reads it.
+pub(crate) fn truth_totals(truth: &simulate::GroundTruth) -> OwnerTotals {
+    truth
+        .owners
+        .iter()
+        .filter(|(_, o)| o.usage.http_requests + o.usage.tcp_connections > 0)
+        .map(|(id, o)| {
+            (
+                id.clone(),
+                (
+                    o.usage.bytes_out,
+                    o.usage.http_requests,
+                    o.usage.tcp_connections,
+                ),
+            )
+        })
+        .collect()
+}
