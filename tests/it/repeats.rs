@@ -10,7 +10,7 @@ use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::attribution::{chain, producer, send, tcp, warm_up};
-use crate::support::{free_port, TestEnv};
+use crate::support::{free_port, BotmeterProcess, TestEnv};
 
 /// Sends `event` to one partition of `topic`.
 pub(crate) async fn send_to(
@@ -32,8 +32,24 @@ pub(crate) async fn send_to(
         .expect("produce");
 }
 
-/// Net sums of `bot_rep`'s attributed usage: raw rows, then the quarter-hour rollup.
-async fn attributed_bytes_out(env: &TestEnv) -> (String, String) {
+/// Net sums of `bot_rep`'s attributed usage: raw rows, then the quarter-hour rollup (waited for
+/// until it nets to `rows`: ClickHouse 18.16 writes the materialized view's rows after the raw
+/// ones, so a reader can see the raw rows first).
+async fn attributed_bytes_out(
+    env: &TestEnv,
+    rows: u64,
+    run: &mut BotmeterProcess,
+) -> (String, String) {
+    env.wait_for_count(
+        &format!(
+            "SELECT sum(net_rows) FROM {}.usage_rollup WHERE status = 'attributed' AND owner_id = 'bot_rep'",
+            env.database
+        ),
+        rows,
+        Duration::from_secs(30),
+        run,
+    )
+    .await;
     let raw = env
         .clickhouse(&format!(
             "SELECT sum(bytes_out * sign), sum(sign) FROM {}.usage_events WHERE status = 'attributed' AND owner_id = 'bot_rep' FORMAT TSV",
@@ -83,7 +99,7 @@ async fn a_repeated_event_id_is_kept_as_a_duplicate_and_counted_nowhere_also_aft
     env.wait_for_count(&rows(&env), 1 + 40 + 15, Duration::from_secs(60), &mut run)
         .await;
     assert_eq!(
-        attributed_bytes_out(&env).await,
+        attributed_bytes_out(&env, 40, &mut run).await,
         ("40000\t40\n".to_owned(), "40000\t40\n".to_owned()),
         "{}",
         run.log_tail()
@@ -138,7 +154,7 @@ async fn a_repeated_event_id_is_kept_as_a_duplicate_and_counted_nowhere_also_aft
     )
     .await;
     assert_eq!(
-        attributed_bytes_out(&env).await,
+        attributed_bytes_out(&env, 45, &mut run).await,
         ("45000\t45\n".to_owned(), "45000\t45\n".to_owned()),
         "{}",
         run.log_tail()
