@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::{generate, publish, FleetConfig};
+use crate::{generate, publish, FleetConfig, Scenarios};
 
 /// Flags of `botmeter simulate`.
 #[derive(Debug, Args)]
@@ -51,23 +51,42 @@ pub struct SimulateArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Include every anomaly scenario, one or two of each: rotated authtokens, deactivated and
+    /// deleted bot users (one deleted without its credentials' deletions), hostname reuse, ACL
+    /// violations, endpoint owner mismatches, unknown hostnames, sessions, credentials and owners,
+    /// wildcard sites and credential metadata that changes; the ground truth has each event's
+    /// expected owner, reason and flags. Without it the fleet is clean.
+    #[arg(long)]
+    pub anomalies: bool,
+}
+
+impl SimulateArgs {
+    /// The fleet these flags ask for (not yet validated).
+    pub fn fleet_config(&self) -> FleetConfig {
+        FleetConfig {
+            seed: self.seed,
+            users: self.users,
+            bot_users: self.bot_users,
+            credentials_per_owner: self.credentials_per_owner,
+            sessions_per_credential: self.sessions_per_credential,
+            endpoints_per_session: self.endpoints_per_session,
+            traffic_events: self.traffic_events,
+            start: self.start,
+            duration_hours: self.duration_hours,
+            scenarios: if self.anomalies {
+                Scenarios::standard()
+            } else {
+                Scenarios::default()
+            },
+            ..FleetConfig::default()
+        }
+    }
 }
 
 /// Runs `botmeter simulate`: generates the fleet, creates the topics when missing, publishes the
 /// fleet and writes its ground truth to `--truth-file`.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let config = FleetConfig {
-        seed: args.seed,
-        users: args.users,
-        bot_users: args.bot_users,
-        credentials_per_owner: args.credentials_per_owner,
-        sessions_per_credential: args.sessions_per_credential,
-        endpoints_per_session: args.endpoints_per_session,
-        traffic_events: args.traffic_events,
-        start: args.start,
-        duration_hours: args.duration_hours,
-        ..FleetConfig::default()
-    };
+    let config = args.fleet_config();
     config.validate().context("invalid fleet")?;
     anyhow::ensure!(
         args.rate != Some(0),
@@ -103,4 +122,35 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         args.truth_file.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn anomalies_asks_for_every_scenario_and_the_default_fleet_is_clean() {
+        let parse = |flags: &[&str]| {
+            Command::try_parse_from(std::iter::once("simulate").chain(flags.iter().copied()))
+                .unwrap()
+                .args
+                .fleet_config()
+        };
+        let clean = parse(&[]);
+        assert_eq!(clean.scenarios, Scenarios::default());
+        let anomalies = parse(&["--anomalies"]);
+        assert_eq!(anomalies.scenarios, Scenarios::standard());
+        // The default sizes can hold every scenario.
+        anomalies.validate().unwrap();
+        let fleet = generate(&anomalies);
+        assert!(!fleet.truth.unattributed.is_empty());
+    }
 }
