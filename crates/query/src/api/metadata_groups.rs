@@ -20,7 +20,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::catalog::{self, CredentialFilter};
+use super::catalog::{self, CredentialFilter, CredentialRow};
 use super::params::{rfc3339_in, Choice, TimeRange};
 use super::report::{
     BucketRow, Granularity, Scope, SeriesSpec, Span, UsageBucket, UsageGroup, UsageMetrics,
@@ -86,11 +86,27 @@ pub(super) fn value_in(object: &str, key: &str) -> Option<String> {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Values {
     /// Credentials with one value (other than none) over the whole range, and that value.
+    constant: BTreeMap<String, String>,
+    /// The value spans of the credentials whose value changes within the range, each
+    /// credential's spans together and in time order.
+    spans: Vec<ValueSpan>,
+}
+
+/// `value` from `from_us` until `to_us` (exclusive) for `credential`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ValueSpan {
+    credential: String,
+    from_us: i64,
+    to_us: i64,
+    value: String,
+}
+
+/// [`Values`] as `usage_buckets_metadata.sql` binds them: arrays of one length each.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BoundValues {
     constant_ids: Vec<String>,
     constant_values: Vec<String>,
-    /// Credentials whose value changes within the range.
     changing_ids: Vec<String>,
-    /// Their spans, as four arrays of one length: credential, start and end (µs), value.
     span_credentials: Vec<String>,
     span_from_us: Vec<i64>,
     span_to_us: Vec<i64>,
@@ -111,40 +127,40 @@ fn values(versions: &[VersionRow], key: &str, from_us: i64, to_us: i64) -> Value
     let mut out = Values::default();
     for (credential, history) in by_credential {
         // The value in force at `from_us`, then each change inside the range.
-        let mut spans: Vec<(i64, String)> = Vec::new();
         let at_start = history
             .iter()
             .take_while(|(t, _)| *t <= from_us)
             .last()
             .map_or(NO_VALUE, |(_, v)| v.as_str());
-        spans.push((from_us, at_start.to_owned()));
+        let mut starts: Vec<(i64, String)> = vec![(from_us, at_start.to_owned())];
         for (t, value) in history.iter().filter(|(t, _)| *t > from_us && *t < to_us) {
-            if spans.last().is_some_and(|(_, v)| v == value) {
-                continue;
+            if starts.last().is_some_and(|(_, v)| v != value) {
+                starts.push((*t, value.clone()));
             }
-            spans.push((*t, value.clone()));
         }
-        if spans.len() == 1 {
-            let (_, value) = spans.pop().expect("one span");
+        if let [(_, value)] = starts.as_slice() {
             if value != NO_VALUE {
-                out.constant_ids.push(credential.to_owned());
-                out.constant_values.push(value);
+                out.constant.insert(credential.to_owned(), value.clone());
             }
             continue;
         }
-        out.changing_ids.push(credential.to_owned());
-        let ends: Vec<i64> = spans
+        let ends: Vec<i64> = starts
             .iter()
             .skip(1)
             .map(|(t, _)| *t)
             .chain([to_us])
             .collect();
-        for ((start, value), end) in spans.into_iter().zip(ends) {
-            out.span_credentials.push(credential.to_owned());
-            out.span_from_us.push(start);
-            out.span_to_us.push(end);
-            out.span_values.push(value);
-        }
+        out.spans.extend(
+            starts
+                .into_iter()
+                .zip(ends)
+                .map(|((from_us, value), to_us)| ValueSpan {
+                    credential: credential.to_owned(),
+                    from_us,
+                    to_us,
+                    value,
+                }),
+        );
     }
     out
 }
@@ -155,58 +171,83 @@ impl Values {
     /// is `(none)` within them).
     fn cut_to(&mut self, credentials: &[&str], spans: &[Span], range: TimeRange) {
         for &credential in credentials {
-            // Its value spans over the whole range, taken out of the lists.
-            let mut own: Vec<(i64, i64, String)> = Vec::new();
-            if let Some(i) = self.constant_ids.iter().position(|c| c == credential) {
-                self.constant_ids.remove(i);
-                let value = self.constant_values.remove(i);
-                own.push((range.start_us(), range.end_us(), value));
-            } else if let Some(i) = self.changing_ids.iter().position(|c| c == credential) {
-                self.changing_ids.remove(i);
-                let mut j = 0;
-                while j < self.span_credentials.len() {
-                    if self.span_credentials[j] == credential {
-                        self.span_credentials.remove(j);
-                        own.push((
-                            self.span_from_us.remove(j),
-                            self.span_to_us.remove(j),
-                            self.span_values.remove(j),
-                        ));
-                    } else {
-                        j += 1;
-                    }
+            // Its value spans over the whole range, taken out.
+            let own: Vec<ValueSpan> = match self.constant.remove(credential) {
+                Some(value) => vec![ValueSpan {
+                    credential: credential.to_owned(),
+                    from_us: range.start_us(),
+                    to_us: range.end_us(),
+                    value,
+                }],
+                None => {
+                    let (own, others) = std::mem::take(&mut self.spans)
+                        .into_iter()
+                        .partition(|s| s.credential == credential);
+                    self.spans = others;
+                    own
                 }
+            };
+            let own = if own.is_empty() {
+                vec![ValueSpan {
+                    credential: credential.to_owned(),
+                    from_us: range.start_us(),
+                    to_us: range.end_us(),
+                    value: NO_VALUE.to_owned(),
+                }]
             } else {
-                own.push((range.start_us(), range.end_us(), NO_VALUE.to_owned()));
-            }
-            self.changing_ids.push(credential.to_owned());
-            for (from_us, to_us, value) in &own {
+                own
+            };
+            for value_span in &own {
                 for span in spans {
-                    let (start, end) = ((*from_us).max(span.from_us), (*to_us).min(span.to_us));
-                    if start < end {
-                        self.span_credentials.push(credential.to_owned());
-                        self.span_from_us.push(start);
-                        self.span_to_us.push(end);
-                        self.span_values.push(value.clone());
+                    let from_us = value_span.from_us.max(span.from_us);
+                    let to_us = value_span.to_us.min(span.to_us);
+                    if from_us < to_us {
+                        self.spans.push(ValueSpan {
+                            from_us,
+                            to_us,
+                            ..value_span.clone()
+                        });
                     }
                 }
             }
         }
     }
+
+    /// The arrays the SQL binds.
+    fn bound(&self) -> BoundValues {
+        let mut bound = BoundValues {
+            constant_ids: self.constant.keys().cloned().collect(),
+            constant_values: self.constant.values().cloned().collect(),
+            ..BoundValues::default()
+        };
+        for span in &self.spans {
+            if bound.changing_ids.last() != Some(&span.credential) {
+                bound.changing_ids.push(span.credential.clone());
+            }
+            bound.span_credentials.push(span.credential.clone());
+            bound.span_from_us.push(span.from_us);
+            bound.span_to_us.push(span.to_us);
+            bound.span_values.push(span.value.clone());
+        }
+        bound
+    }
 }
 
-/// The value of `key` of each credential of `filter` over `range`, and the credentials' ids.
+/// The credentials of `filter` and the value of `key` of each over `range`.
 async fn credential_values(
     state: &AppState,
     filter: CredentialFilter<'_>,
     range: TimeRange,
     key: &MetadataKey,
-) -> Result<(Vec<String>, Values), ApiError> {
+) -> Result<(Vec<CredentialRow>, Values), ApiError> {
     let credentials = catalog::credentials(state, filter).await?;
-    let ids: Vec<String> = credentials.into_iter().map(|c| c.credential_id).collect();
+    let ids: Vec<String> = credentials
+        .iter()
+        .map(|c| c.credential_id.clone())
+        .collect();
     let versions = fetch_versions(state, &ids, range.end_us()).await?;
     let values = values(&versions, &key.0, range.start_us(), range.end_us());
-    Ok((ids, values))
+    Ok((credentials, values))
 }
 
 /// The spec's usage per value of `key`, per bucket and over the range.
@@ -235,18 +276,7 @@ pub(super) async fn groups(
         owners: &owners,
         credentials: &spec.scope.credentials,
     };
-    let credentials = catalog::credentials(state, filter).await?;
-    let ids: Vec<String> = credentials
-        .iter()
-        .map(|c| c.credential_id.clone())
-        .collect();
-    let versions = fetch_versions(state, &ids, spec.range.end_us()).await?;
-    let mut values = values(
-        &versions,
-        &key.0,
-        spec.range.start_us(),
-        spec.range.end_us(),
-    );
+    let (credentials, mut values) = credential_values(state, filter, spec.range, key).await?;
     let mut scope = spec.scope.clone();
     for partial in &spec.scope.partial {
         let owned: Vec<&str> = credentials
@@ -259,9 +289,17 @@ pub(super) async fn groups(
             .credentials
             .extend(owned.iter().map(|c| (*c).to_owned()));
     }
+    let bound = values.bound();
     let (buckets, totals) = tokio::try_join!(
-        fetch(state, &scope, spec, &values, Some(spec.granularity)),
-        fetch(state, &scope, spec, &values, None),
+        fetch(
+            state,
+            &scope,
+            spec.range,
+            spec.tz,
+            &bound,
+            Some(spec.granularity)
+        ),
+        fetch(state, &scope, spec.range, spec.tz, &bound, None),
     )?;
     let keys: BTreeSet<&str> = totals.iter().map(|r| r.group_key.as_str()).collect();
     Ok(keys
@@ -302,24 +340,19 @@ pub(super) async fn ranked(
         owners: &[],
         credentials: &[],
     };
-    let (ids, values) = credential_values(state, filter, range, key).await?;
+    let (credentials, values) = credential_values(state, filter, range, key).await?;
     // Every credential of the account is in scope: attributed usage always has one.
     let scope = Scope {
-        credentials: ids,
+        credentials: credentials.into_iter().map(|c| c.credential_id).collect(),
         ..Scope::default()
     };
-    let spec = SeriesSpec {
-        scope: scope.clone(),
-        range,
-        tz: chrono_tz::Tz::UTC,
-        granularity: Granularity::Hour,
-        group_by: None,
-    };
-    let mut totals: Vec<(String, UsageMetrics)> = fetch(state, &scope, &spec, &values, None)
-        .await?
-        .into_iter()
-        .map(|row| (row.group_key.clone(), row.metrics()))
-        .collect();
+    let bound = values.bound();
+    let mut totals: Vec<(String, UsageMetrics)> =
+        fetch(state, &scope, range, chrono_tz::Tz::UTC, &bound, None)
+            .await?
+            .into_iter()
+            .map(|row| (row.group_key.clone(), row.metrics()))
+            .collect();
     totals.sort_by(|(a_key, a), (b_key, b)| metric(b).cmp(&metric(a)).then(a_key.cmp(b_key)));
     totals.truncate(limit as usize);
     Ok(totals)
@@ -369,16 +402,18 @@ async fn fetch_versions(
         .await?)
 }
 
+/// `usage_buckets_metadata.sql` over `scope` and `range`, per bucket of `granularity` (or over the
+/// range) of `tz`.
 async fn fetch(
     state: &AppState,
     scope: &Scope,
-    spec: &SeriesSpec,
-    values: &Values,
+    range: TimeRange,
+    tz: chrono_tz::Tz,
+    values: &BoundValues,
     granularity: Option<Granularity>,
 ) -> Result<Vec<BucketRow>, ApiError> {
     let granularity = granularity.map_or("all", |g| g.name());
-    let tz = spec.tz.name();
-    let range = spec.range;
+    let tz = tz.name();
     Ok(state
         .read(
             format!("read usage per {granularity} and metadata value of {scope:?}"),
@@ -466,10 +501,10 @@ mod tests {
             version("cr_before", 0, r#"{"site":"s5"}"#),
             version("cr_before", 20, r#"{"site":"s6"}"#),
         ];
-        let got = values(&versions, "site", 20, 100);
+        let got = values(&versions, "site", 20, 100).bound();
         assert_eq!(
             got,
-            Values {
+            BoundValues {
                 constant_ids: vec!["cr_before".into(), "cr_const".into()],
                 constant_values: vec!["s6".into(), "s1".into()],
                 changing_ids: vec!["cr_late".into(), "cr_moves".into()],
@@ -506,6 +541,7 @@ mod tests {
             },
         ];
         got.cut_to(&["cr_const", "cr_moves", "cr_bare"], &spans, range);
+        let got = got.bound();
         assert!(got.constant_ids.is_empty());
         assert_eq!(got.changing_ids, ["cr_const", "cr_moves", "cr_bare"]);
         let spans: Vec<(&str, i64, i64, &str)> = (0..got.span_credentials.len())
