@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use simulate::{generate, FleetConfig};
 
 use crate::attribution::{chain, tcp, ts};
-use crate::support::{self, free_port, TestEnv};
+use crate::support::{self, free_port, send_to_partition as send, TestEnv};
 
 /// The longest a batch may wait for the control plane in this test (`--max-control-wait-ms`).
 const MAX_CONTROL_WAIT: Duration = Duration::from_secs(5);
@@ -28,19 +28,6 @@ fn producer(brokers: &str) -> FutureProducer {
         .set("message.max.bytes", "4000000")
         .create()
         .unwrap()
-}
-
-async fn send(producer: &FutureProducer, topic: &str, partition: i32, payload: &[u8]) {
-    producer
-        .send(
-            FutureRecord::<(), [u8]>::to(topic)
-                .partition(partition)
-                .payload(payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
 }
 
 fn tcp_at(event_id: &str, at: &str, conn: serde_json::Value) -> Vec<u8> {

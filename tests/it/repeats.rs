@@ -7,29 +7,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use crate::attribution::{chain, producer, send, tcp, warm_up};
-use crate::support::{free_port, BotmeterProcess, TestEnv};
+use crate::support::{self, free_port, BotmeterProcess, TestEnv};
 
 /// Sends `event` to one partition of `topic`.
-pub(crate) async fn send_to(
+async fn send_to(
     producer: &FutureProducer,
     topic: &str,
     partition: i32,
     event: &serde_json::Value,
 ) {
-    let payload = event.to_string();
-    producer
-        .send(
-            FutureRecord::<(), str>::to(topic)
-                .partition(partition)
-                .payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
+    support::send_to_partition(producer, topic, partition, event.to_string().as_bytes()).await;
 }
 
 /// Net sums of `bot_rep`'s attributed usage: raw rows, then the quarter-hour rollup (waited for

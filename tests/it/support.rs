@@ -801,3 +801,22 @@ pub(crate) fn truth_totals(truth: &simulate::GroundTruth) -> OwnerTotals {
         })
         .collect()
 }
+
+/// Sends `payload` to one partition of `topic` and waits until the broker has it.
+pub(crate) async fn send_to_partition(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &[u8],
+) {
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}

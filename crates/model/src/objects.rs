@@ -467,7 +467,7 @@ where
             deserializer.deserialize_any(CountVisitor)
         }
     }
-    let Count(n) = null_as_default::<D, Option<Count>>(deserializer)?.unwrap_or(Count(0));
+    let n = Option::<Count>::deserialize(deserializer)?.map_or(0, |Count(n)| n);
     if n > crate::limits::MAX_COUNT {
         return Err(de::Error::custom(crate::limits::count_out_of_range(n)));
     }

@@ -46,7 +46,7 @@ use utoipa::ToSchema;
 
 use super::auth::Access;
 use super::customers::{negotiate, Format};
-use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, Choice, QueryParams, TimeRange};
+use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, Choice, QueryParams};
 use super::tenancy;
 use super::{ApiError, AppState};
 
@@ -340,13 +340,7 @@ pub(super) async fn credentials(
         (None, None) => (true, Vec::new()),
         (None, Some(owner)) => (false, vec![owner.clone()]),
         (Some(customer), owner) => {
-            // The bot users that are the customer's at `at` (in its last second).
-            let at_second = TimeRange {
-                from: request.at.saturating_sub(1),
-                to: request.at,
-            };
-            let resolved = tenancy::resolve(&state, customer, at_second).await?;
-            let mut bots: Vec<String> = resolved.bots.iter().map(|b| b.bot_id.clone()).collect();
+            let mut bots = tenancy::bots_at(&state, customer, request.at).await?;
             if let Some(owner) = owner {
                 if !bots.contains(owner) {
                     return Err(ApiError::Missing {

@@ -95,6 +95,21 @@ impl Resolved {
     }
 }
 
+/// The ids of the bot users that are `customer_id`'s at `at` (Unix seconds; the versions in
+/// force in its last second, as every "as of" read takes events before it).
+pub(super) async fn bots_at(
+    state: &AppState,
+    customer_id: &str,
+    at: u32,
+) -> Result<Vec<String>, ApiError> {
+    let last_second = TimeRange {
+        from: at.saturating_sub(1),
+        to: at,
+    };
+    let resolved = resolve(state, customer_id, last_second).await?;
+    Ok(resolved.bots.into_iter().map(|b| b.bot_id).collect())
+}
+
 /// The bot users of `customer_id` in `range`, when each is, and their credentials.
 pub(super) async fn resolve(
     state: &AppState,

@@ -169,16 +169,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_ids_are_unique_and_name_the_process() {
-        let (a, b) = (new_query_id(), new_query_id());
-        assert_ne!(a, b);
-        assert!(
-            a.starts_with(&format!("botmeter-{}-", std::process::id())),
-            "{a}"
-        );
-    }
-
-    #[test]
     fn debug_shows_no_client_internals() {
         let writer = Writer::new(&crate::ClickHouseConfig::default().validate().unwrap()).unwrap();
         assert!(format!("{writer:?}").starts_with("Writer {"));

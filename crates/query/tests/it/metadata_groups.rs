@@ -16,7 +16,7 @@ use botmeter_query::rows::{ControlRow, UsageRow};
 use serde_json::{json, Value};
 
 use crate::common::TestDb;
-use crate::reports::{credential, get, usage, Traffic};
+use crate::reports::{credential, get, get_json as json, usage, Traffic};
 
 fn usage_rows() -> Vec<UsageRow> {
     let out = |bytes_out| Traffic {
@@ -100,17 +100,6 @@ fn control_rows() -> Vec<ControlRow> {
             r#"{"where":{"site":"s9"}}"#,
         ),
     ]
-}
-
-async fn json(state: &botmeter_query::api::AppState, uri: &str) -> Value {
-    let (status, _, body) = get(state, uri, &[]).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{uri}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap()
 }
 
 /// (group key, bytes out, endpoints, endpoint-hours) of each group's totals.

@@ -601,7 +601,7 @@ pub(crate) async fn get(
     (status, content_type, body.to_vec())
 }
 
-async fn get_json(state: &AppState, uri: &str) -> Value {
+pub(crate) async fn get_json(state: &AppState, uri: &str) -> Value {
     let (status, _, body) = get(state, uri, &[]).await;
     assert_eq!(
         status,
