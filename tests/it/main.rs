@@ -14,9 +14,11 @@
 //! The tests that need no service are the unit tests (`cargo test --workspace --lib`) and
 //! `crates/model/tests`.
 
+mod browser;
 mod support;
 
 mod api_access;
+mod api_docs;
 mod attribution;
 mod attribution_fleet;
 mod bad_feed;

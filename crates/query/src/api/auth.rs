@@ -27,7 +27,8 @@
 //! arbitrary: a customer key could act as an admin), is refused when `serve` starts.
 //!
 //! With no keys configured the API is open (every route, as admin), and `serve` logs a warning.
-//! `/healthz`, `/readyz` and `/openapi.json` never need a key.
+//! `/healthz`, `/readyz`, `/openapi.json` and the API page under `/docs` never need a key (the
+//! page holds no data; its "Authorize" button sends the key with each call it makes).
 
 use std::sync::Arc;
 
@@ -47,6 +48,14 @@ use super::{ApiError, AppState};
 
 /// Paths that never need a key.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// Whether `path` never needs a key: a [`PUBLIC_PATHS`] entry, or the API page's own files.
+fn is_public(path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path)
+        || path
+            .strip_prefix(super::openapi::DOCS_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// The keys file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -336,7 +345,7 @@ pub(super) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let access = if state.api_keys.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
+    let access = if state.api_keys.is_empty() || is_public(request.uri().path()) {
         Access::Open
     } else {
         match bearer(&request) {
@@ -514,8 +523,13 @@ mod tests {
             assert_eq!(body["error"]["code"], "unauthorized");
             assert!(www.starts_with("Bearer"), "{www}");
         }
-        // Health and the spec stay open.
-        for path in ["/healthz", "/openapi.json"] {
+        // Health, the spec and the API page stay open.
+        for path in [
+            "/healthz",
+            "/openapi.json",
+            "/docs/",
+            "/docs/swagger-ui.css",
+        ] {
             let (status, _, _, _) = call_with(with_keys(), "GET", path, None).await;
             assert_eq!(status, StatusCode::OK, "{path}");
         }

@@ -1,7 +1,8 @@
 //! The customer report as CSV (one row per day of the month, then a `total` row) and as a
 //! self-contained HTML page: totals, a server-rendered SVG bar chart of daily data transfer out,
-//! and the credentials with their age. Every value from the audit log (names, descriptions,
-//! ids) is HTML-escaped: metadata is whatever a user typed.
+//! and the credentials with their age. The page is the askama template
+//! `templates/customer_report.html`, which escapes every value at compile time: names,
+//! descriptions and ids come from the audit log, and metadata is whatever a user typed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,22 +63,6 @@ pub(super) fn csv(report: &CustomerReport, month: Month) -> String {
     out
 }
 
-/// Escapes text for HTML content and attribute values.
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Bytes as B, kB, MB, GB, TB (powers of 1000, as ngrok bills).
 pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -107,172 +92,211 @@ fn grouped(n: u64) -> String {
     out
 }
 
-/// The daily bytes-out bar chart.
-pub(super) fn chart(days: &[(String, UsageMetrics)]) -> String {
-    const WIDTH: f64 = 760.0;
-    const HEIGHT: f64 = 240.0;
-    const LEFT: f64 = 70.0;
-    const BOTTOM: f64 = 30.0;
-    const TOP: f64 = 20.0;
-    let max = days
-        .iter()
-        .map(|(_, m)| m.bytes_out)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let plot_w = WIDTH - LEFT - 10.0;
-    let plot_h = HEIGHT - BOTTOM - TOP;
-    let slot = plot_w / days.len().max(1) as f64;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-labelledby="chart-title"><title id="chart-title">Data transfer out per day</title>"##
-    );
-    let _ = write!(
-        svg,
-        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{y}" stroke="#888"/><line x1="{LEFT}" y1="{y}" x2="{x2}" y2="{y}" stroke="#888"/>"##,
-        y = TOP + plot_h,
-        x2 = LEFT + plot_w
-    );
-    let _ = write!(
-        svg,
-        r##"<text x="{x}" y="{y}" font-size="11" text-anchor="end">{label}</text><text x="{x}" y="{y0}" font-size="11" text-anchor="end">0</text>"##,
-        x = LEFT - 6.0,
-        y = TOP + 4.0,
-        y0 = TOP + plot_h,
-        label = escape(&human_bytes(max))
-    );
-    for (i, (date, metrics)) in days.iter().enumerate() {
-        let h = metrics.bytes_out as f64 / max as f64 * plot_h;
-        let x = LEFT + i as f64 * slot + slot * 0.15;
-        let y = TOP + plot_h - h;
-        let _ = write!(
-            svg,
-            r##"<rect class="bar" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="#3b6fd8"><title>{date}: {label}</title></rect>"##,
-            w = slot * 0.7,
-            date = escape(date),
-            label = escape(&human_bytes(metrics.bytes_out))
-        );
-        let day = date.get(8..10).unwrap_or("");
-        if i == 0 || (i + 1) % 5 == 0 {
-            let _ = write!(
-                svg,
-                r##"<text x="{x:.1}" y="{y:.1}" font-size="10" text-anchor="middle">{day}</text>"##,
-                x = x + slot * 0.35,
-                y = TOP + plot_h + 14.0,
-                day = escape(day)
-            );
+/// The page, `templates/customer_report.html`. Every field is text the template escapes (askama
+/// escapes every `{{ }}` of an `.html` template unless told not to, and this one never is): names,
+/// descriptions and ids come from the audit log, and metadata is whatever a user typed.
+#[derive(Debug, askama::Template)]
+#[template(path = "customer_report.html")]
+struct ReportPage<'a> {
+    title: String,
+    from: &'a str,
+    to: &'a str,
+    bot_users: Vec<BotUserLine<'a>>,
+    totals: Totals,
+    chart: Chart,
+    credentials: Vec<CredentialRow<'a>>,
+}
+
+/// A bot user: its name, its id and ` (deleted)`, ` (inactive)` or nothing.
+#[derive(Debug)]
+struct BotUserLine<'a> {
+    name: &'a str,
+    id: &'a str,
+    state: &'static str,
+}
+
+/// The month's totals, as they read.
+#[derive(Debug)]
+struct Totals {
+    bytes_out: String,
+    bytes_in: String,
+    http_requests: String,
+    tcp_connections: String,
+    endpoints: String,
+    active_endpoint_hours: String,
+    agent_sessions: String,
+    session_hours: String,
+}
+
+impl Totals {
+    fn of(t: &UsageMetrics) -> Self {
+        Self {
+            bytes_out: human_bytes(t.bytes_out),
+            bytes_in: human_bytes(t.bytes_in),
+            http_requests: grouped(t.http_requests),
+            tcp_connections: grouped(t.tcp_connections),
+            endpoints: grouped(t.endpoints),
+            active_endpoint_hours: grouped(t.active_endpoint_hours),
+            agent_sessions: grouped(t.agent_sessions.unwrap_or(0)),
+            session_hours: format!("{:.2}", t.session_hours.unwrap_or(0.0)),
         }
     }
-    svg.push_str("</svg>");
-    svg
+}
+
+/// The daily bytes-out bar chart, laid out: the axes, the largest value's label, a bar per day.
+#[derive(Debug)]
+struct Chart {
+    width: f64,
+    height: f64,
+    left: f64,
+    top: f64,
+    axis_y: f64,
+    axis_x2: f64,
+    label_x: f64,
+    max_label_y: f64,
+    max_label: String,
+    bars: Vec<Bar>,
+}
+
+/// One day's bar, with its day of the month under it on the first day and every fifth.
+#[derive(Debug)]
+struct Bar {
+    x: String,
+    y: String,
+    width: String,
+    height: String,
+    date: String,
+    label: String,
+    tick: Option<Tick>,
+}
+
+/// A day-of-month label under the axis.
+#[derive(Debug)]
+struct Tick {
+    x: String,
+    y: String,
+    day: String,
+}
+
+impl Chart {
+    fn of(days: &[(String, UsageMetrics)]) -> Self {
+        const WIDTH: f64 = 760.0;
+        const HEIGHT: f64 = 240.0;
+        const LEFT: f64 = 70.0;
+        const BOTTOM: f64 = 30.0;
+        const TOP: f64 = 20.0;
+        let max = days
+            .iter()
+            .map(|(_, m)| m.bytes_out)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let plot_w = WIDTH - LEFT - 10.0;
+        let plot_h = HEIGHT - BOTTOM - TOP;
+        let slot = plot_w / days.len().max(1) as f64;
+        let bars = days
+            .iter()
+            .enumerate()
+            .map(|(i, (date, metrics))| {
+                let h = metrics.bytes_out as f64 / max as f64 * plot_h;
+                let x = LEFT + i as f64 * slot + slot * 0.15;
+                let tick = (i == 0 || (i + 1) % 5 == 0).then(|| Tick {
+                    x: format!("{:.1}", x + slot * 0.35),
+                    y: format!("{:.1}", TOP + plot_h + 14.0),
+                    day: date.get(8..10).unwrap_or("").to_owned(),
+                });
+                Bar {
+                    x: format!("{x:.1}"),
+                    y: format!("{:.1}", TOP + plot_h - h),
+                    width: format!("{:.1}", slot * 0.7),
+                    height: format!("{h:.1}"),
+                    date: date.clone(),
+                    label: human_bytes(metrics.bytes_out),
+                    tick,
+                }
+            })
+            .collect();
+        Self {
+            width: WIDTH,
+            height: HEIGHT,
+            left: LEFT,
+            top: TOP,
+            axis_y: TOP + plot_h,
+            axis_x2: LEFT + plot_w,
+            label_x: LEFT - 6.0,
+            max_label_y: TOP + 4.0,
+            max_label: human_bytes(max),
+            bars,
+        }
+    }
+}
+
+/// A credential's row.
+#[derive(Debug)]
+struct CredentialRow<'a> {
+    credential_id: &'a str,
+    kind: &'a str,
+    owner_id: &'a str,
+    description: &'a str,
+    created: &'a str,
+    age_days: i64,
+    deleted: &'a str,
+    bytes_out: String,
+    http_requests: String,
+    session_hours: String,
+}
+
+impl<'a> CredentialRow<'a> {
+    fn of(c: &'a CustomerCredential) -> Self {
+        Self {
+            credential_id: &c.credential_id,
+            kind: &c.kind,
+            owner_id: &c.owner_id,
+            description: &c.description,
+            created: c.created_at.get(..10).unwrap_or(&c.created_at),
+            age_days: c.age_days,
+            deleted: c
+                .deleted_at
+                .as_deref()
+                .and_then(|d| d.get(..10))
+                .unwrap_or(""),
+            bytes_out: human_bytes(c.usage.bytes_out),
+            http_requests: grouped(c.usage.http_requests),
+            session_hours: format!("{:.2}", c.usage.session_hours.unwrap_or(0.0)),
+        }
+    }
 }
 
 /// The readable page.
 pub(super) fn html(report: &CustomerReport, month: Month) -> String {
-    let days = all_days(report, month);
-    let mut page = String::new();
-    write_head(&mut page, report);
-    write_totals(&mut page, &report.totals);
-    let _ = write!(
-        page,
-        "<h2>Data transfer out per day</h2>\n{}\n",
-        chart(&days)
-    );
-    write_credentials(&mut page, &report.credentials);
-    page.push_str("</table>\n<p class=\"muted\">Generated by botmeter. Data transfer is measured at the endpoints; \
-                   an active endpoint hour is an endpoint with outgoing traffic in a UTC hour.</p>\n</body></html>\n");
-    page
-}
-
-/// The document head, the title and the line naming the month and the bot users.
-fn write_head(page: &mut String, report: &CustomerReport) {
-    let title = format!("Usage of {} in {}", report.customer_id, report.month);
-    let _ = write!(
-        page,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:76rem}}h1{{font-size:1.6rem}}\
-         table{{border-collapse:collapse;margin:1rem 0;font-size:.85rem;max-width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.25rem .5rem;text-align:left}}\
-         code{{word-break:break-all}}\
-         td.n{{text-align:right;font-variant-numeric:tabular-nums}}.muted{{color:#777}}</style></head><body>\n\
-         <h1>{title}</h1>\n<p class=\"muted\">{from} to {to} (UTC). Bot users: {bots}.</p>\n",
-        title = escape(&title),
-        from = escape(&report.from),
-        to = escape(&report.to),
-        bots = bot_user_list(report),
-    );
-}
-
-/// The bot users, each with its name, id and state, or `none`.
-fn bot_user_list(report: &CustomerReport) -> String {
-    if report.bot_users.is_empty() {
-        return "none".to_owned();
-    }
-    report
-        .bot_users
-        .iter()
-        .map(|b| {
-            let state = if b.deleted {
-                " (deleted)"
-            } else if b.active {
-                ""
-            } else {
-                " (inactive)"
-            };
-            format!("{} <code>{}</code>{state}", escape(&b.name), escape(&b.id))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The month's totals table.
-fn write_totals(page: &mut String, t: &UsageMetrics) {
-    let _ = write!(
-        page,
-        "<h2>Totals</h2>\n<table id=\"totals\"><tr><th>Data transfer out</th><td class=\"n\">{}</td></tr>\
-         <tr><th>Data transfer in</th><td class=\"n\">{}</td></tr>\
-         <tr><th>HTTP requests</th><td class=\"n\">{}</td></tr>\
-         <tr><th>TCP connections</th><td class=\"n\">{}</td></tr>\
-         <tr><th>Endpoints</th><td class=\"n\">{}</td></tr>\
-         <tr><th>Active endpoint hours</th><td class=\"n\">{}</td></tr>\
-         <tr><th>Agent sessions</th><td class=\"n\">{}</td></tr>\
-         <tr><th>Session hours</th><td class=\"n\">{:.2}</td></tr></table>\n",
-        escape(&human_bytes(t.bytes_out)),
-        escape(&human_bytes(t.bytes_in)),
-        grouped(t.http_requests),
-        grouped(t.tcp_connections),
-        grouped(t.endpoints),
-        grouped(t.active_endpoint_hours),
-        grouped(t.agent_sessions.unwrap_or(0)),
-        t.session_hours.unwrap_or(0.0),
-    );
-}
-
-/// The credentials table, a row per credential, left open for the caller to close.
-fn write_credentials(page: &mut String, credentials: &[CustomerCredential]) {
-    page.push_str(
-        "<h2>Credentials</h2>\n<table id=\"credentials\"><tr><th>Credential</th><th>Kind</th><th>Owner</th>\
-         <th>Description</th><th>Created</th><th>Age (days)</th><th>Deleted</th><th>Data out</th>\
-         <th>Requests</th><th>Session hours</th></tr>\n",
-    );
-    for c in credentials {
-        let _ = writeln!(
-            page,
-            "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
-             <td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>",
-            escape(&c.credential_id),
-            escape(&c.kind),
-            escape(&c.owner_id),
-            escape(&c.description),
-            escape(c.created_at.get(..10).unwrap_or(&c.created_at)),
-            c.age_days,
-            escape(c.deleted_at.as_deref().and_then(|d| d.get(..10)).unwrap_or("")),
-            escape(&human_bytes(c.usage.bytes_out)),
-            grouped(c.usage.http_requests),
-            c.usage.session_hours.unwrap_or(0.0),
-        );
-    }
+    use askama::Template as _;
+    let page = ReportPage {
+        title: format!("Usage of {} in {}", report.customer_id, report.month),
+        from: &report.from,
+        to: &report.to,
+        bot_users: report
+            .bot_users
+            .iter()
+            .map(|b| BotUserLine {
+                name: &b.name,
+                id: &b.id,
+                state: if b.deleted {
+                    " (deleted)"
+                } else if b.active {
+                    ""
+                } else {
+                    " (inactive)"
+                },
+            })
+            .collect(),
+        totals: Totals::of(&report.totals),
+        chart: Chart::of(&all_days(report, month)),
+        credentials: report.credentials.iter().map(CredentialRow::of).collect(),
+    };
+    // Writing into a String fails only when a value's Display does, and every value here is a
+    // string or a number.
+    page.render()
+        .expect("the customer report renders: its values are strings and numbers")
 }
 
 #[cfg(test)]
@@ -346,8 +370,13 @@ mod tests {
         let page = html(&report(), february());
         assert!(page.starts_with("<!doctype html>"));
         assert!(!page.contains("<script>"), "unescaped name");
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(page.contains("a &quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt; runner"));
+        assert!(!page.contains("<b>"), "unescaped description");
+        // askama's spelling of the escapes.
+        assert!(
+            page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{page}"
+        );
+        assert!(page.contains("a &#34;quoted&#34; &#38; &#60;b&#62;bold&#60;/b&#62; runner"));
         assert_eq!(page.matches("<rect class=\"bar\"").count(), 29);
         assert!(page.contains("2024-02-10: 1.5 MB"));
         assert!(page.contains("<td class=\"n\">60</td>"));
