@@ -769,5 +769,15 @@ async fn serve_metrics_count_every_request_by_route_and_status() {
         .filter(|line| line.contains("request answered") && line.contains("route=/v1/usage/top"))
         .count();
     assert_eq!(answered, 11, "{log}");
+    // Each on the request's span, which names its id (what `x-request-id` and the ClickHouse query
+    // ids carry).
+    for line in log.lines().filter(|line| line.contains("request answered")) {
+        let id = line
+            .split("request_id=")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', '}']).next())
+            .unwrap_or_default();
+        assert_eq!(id.len(), 16, "no request id on the access log line: {line}");
+    }
     env.drop_database().await;
 }

@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 use crate::config::ValidClickHouseConfig;
@@ -238,7 +239,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
-        .layer(axum::middleware::from_fn(reads::request_id))
+        // Outermost last: a usable client id is kept or a fresh one made, echoed on the response,
+        // named by the access log's span, and made the prefix of the request's query ids.
+        .layer(axum::middleware::from_fn(reads::count_reads))
+        .layer(reads::access_log())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(reads::FreshRequestId))
+        .layer(axum::middleware::from_fn(reads::drop_unusable_request_id))
         .with_state(state)
 }
 

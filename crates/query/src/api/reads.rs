@@ -1,7 +1,9 @@
 //! How every API read reaches ClickHouse, so that no request can leave work behind on the server.
 //!
-//! - Each request gets an id ([`RequestId`], logged on the request's span and returned as
-//!   `x-request-id`); each of its queries runs with the ClickHouse `query_id` `<request id>-<n>`.
+//! - Each request gets an id (tower-http's request-id layers: the client's `x-request-id` when it
+//!   is a usable query id prefix, else a fresh one), logged on the request's span by the access log
+//!   ([`access_log`], tower-http's `TraceLayer`) and returned as `x-request-id`; each of its
+//!   queries runs with the ClickHouse `query_id` `<request id>-<n>`.
 //! - Each query carries `max_execution_time` (whole seconds, the query deadline rounded up), so
 //!   the server stops it by itself — unless the user is `readonly = 1`, which may not change any
 //!   setting in a request: then the user's profile must set `max_execution_time`
@@ -24,7 +26,10 @@ use axum::response::Response;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
-use tracing::{info, warn, Instrument};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tower_http::trace::TraceLayer;
+use tracing::{info, warn, Span};
 
 use super::AppState;
 use crate::error::{with_deadline, Error, Result};
@@ -37,29 +42,25 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 tokio::task_local! {
-    static REQUEST: RequestId;
+    static REQUEST: RequestReads;
 }
 
-/// One request's id and the count of queries it has sent.
+/// The longest request id taken from a client's `x-request-id`.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// One request's id and the count and time of the queries it has sent.
 #[derive(Debug, Clone)]
-pub(super) struct RequestId {
+struct RequestReads {
     id: Arc<str>,
     queries: Arc<AtomicU32>,
     /// Microseconds its reads waited for ClickHouse, summed.
     clickhouse_us: Arc<AtomicU64>,
 }
 
-impl RequestId {
-    /// A fresh id: 16 random hex digits (std's hasher keys are random per process and per call).
-    fn new() -> Self {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
+impl RequestReads {
+    fn new(id: &str) -> Self {
         Self {
-            id: Arc::from(format!("{:016x}", hasher.finish())),
+            id: Arc::from(id),
             queries: Arc::new(AtomicU32::new(0)),
             clickhouse_us: Arc::new(AtomicU64::new(0)),
         }
@@ -72,48 +73,141 @@ impl RequestId {
     }
 }
 
-/// Middleware: gives the request its id, runs it in a span naming the id, answers with the id,
-/// and writes the access log line and the request metrics ([`metric`]) when it is answered.
-pub(super) async fn request_id(request: Request, next: Next) -> Response {
-    let id = RequestId::new();
+/// A fresh request id: 16 random hex digits (std's hasher keys are random per process and per
+/// call).
+fn fresh_request_id() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// Whether a client's `x-request-id` can be this request's id, and so the prefix of its ClickHouse
+/// query ids: 1 to [`MAX_REQUEST_ID_LEN`] letters, digits, `-`, `_` and `.`.
+fn usable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Makes the id of a request that came without a usable one (tower-http's `SetRequestId`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct FreshRequestId;
+
+impl MakeRequestId for FreshRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&fresh_request_id())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Middleware, before the request id is set: drops a client's `x-request-id` that cannot be a
+/// ClickHouse query id prefix (a fresh one is made instead). A usable one is kept, so a proxy's
+/// request id leads from its log to botmeter's and into ClickHouse's `system.query_log`.
+pub(super) async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let unusable = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_some_and(|id| !usable_request_id(id.as_bytes()));
+    if unusable {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
+}
+
+/// What the access log and the metrics need to know of an answered request, which only the
+/// handler's side sees: set on the response by [`count_reads`], read by [`access_log`].
+#[derive(Debug, Clone)]
+struct Answered {
+    route: String,
+    queries: u32,
+    clickhouse: Duration,
+}
+
+/// Middleware, inside the access log: runs the request with its id as the prefix of its ClickHouse
+/// query ids, counts its queries and their time, and records the request metrics ([`metric`]).
+pub(super) async fn count_reads(request: Request, next: Next) -> Response {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map_or_else(fresh_request_id, str::to_owned);
+    let reads = RequestReads::new(&id);
     // The route as the router names it (`/v1/owners/{owner_id}/usage`), never the raw path: a
     // label per owner id would grow without bound.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().clone();
-    let span = tracing::info_span!("request", request_id = %id.id, %method,
-        path = %request.uri().path());
-    let header = HeaderValue::from_str(&id.id).ok();
-    let (queries, clickhouse_us) = (id.queries.clone(), id.clickhouse_us.clone());
+    let (queries, clickhouse_us) = (reads.queries.clone(), reads.clickhouse_us.clone());
     let started = Instant::now();
-    let mut response = REQUEST
-        .scope(id, next.run(request))
-        .instrument(span.clone())
-        .await;
+    let mut response = REQUEST.scope(reads, next.run(request)).await;
     let elapsed = started.elapsed();
     let clickhouse = Duration::from_micros(clickhouse_us.load(Ordering::Relaxed));
     let status = response.status().as_u16();
-    span.in_scope(|| {
-        info!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            clickhouse_ms = clickhouse.as_secs_f64() * 1e3,
-            queries = queries.load(Ordering::Relaxed),
-            route = %route,
-            "request answered"
-        );
-    });
-    let labels = [("route", route), ("status", status.to_string())];
+    let labels = [("route", route.clone()), ("status", status.to_string())];
     metrics::counter!(metric::REQUESTS, &labels).increment(1);
-    let route_label = [("route", labels[0].1.clone())];
+    let route_label = [("route", route.clone())];
     metrics::histogram!(metric::REQUEST_SECONDS, &route_label).record(elapsed.as_secs_f64());
     metrics::histogram!(metric::CLICKHOUSE_SECONDS, &route_label).record(clickhouse.as_secs_f64());
-    if let Some(value) = header {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    response.extensions_mut().insert(Answered {
+        route,
+        queries: queries.load(Ordering::Relaxed),
+        clickhouse,
+    });
     response
+}
+
+/// The access log layer ([`access_log`]).
+pub(super) type AccessLog = TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    fn(&Request) -> Span,
+    (),
+    fn(&Response, Duration, &Span),
+    (),
+    (),
+    (),
+>;
+
+/// The access log: tower-http's `TraceLayer`, a `request` span per request naming its id, method
+/// and path (every log line of the request carries them), and one `request answered` line with the
+/// status, the latency, the route and the time spent in ClickHouse. A 5xx is in that line; no
+/// second, error-level line is written for it.
+pub(super) fn access_log() -> AccessLog {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request) -> Span)
+        .on_request(())
+        .on_response(log_answered as fn(&Response, Duration, &Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+fn request_span(request: &Request) -> Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", request_id = %id, method = %request.method(),
+        path = %request.uri().path())
+}
+
+fn log_answered(response: &Response, latency: Duration, _: &Span) {
+    let answered = response.extensions().get::<Answered>();
+    info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        clickhouse_ms = answered.map_or(0.0, |a| a.clickhouse.as_secs_f64() * 1e3),
+        queries = answered.map_or(0, |a| a.queries),
+        route = %answered.map_or("unmatched", |a| a.route.as_str()),
+        "request answered"
+    );
 }
 
 /// The API's metrics, published by `botmeter serve --metrics-listen` ([`describe_metrics`]).
@@ -187,8 +281,8 @@ impl AppState {
     {
         let mode = self.read_mode().await;
         let query_id = REQUEST
-            .try_with(RequestId::next_query_id)
-            .unwrap_or_else(|_| RequestId::new().next_query_id());
+            .try_with(RequestReads::next_query_id)
+            .unwrap_or_else(|_| RequestReads::new(&fresh_request_id()).next_query_id());
         let mut client = self.client.clone().with_option("query_id", &query_id);
         if mode == ReadMode::WithSettings {
             client =

@@ -497,3 +497,59 @@ async fn a_ragged_range_reads_the_rollup_for_its_middle_and_raw_rows_for_its_edg
     .await;
     assert_eq!(inside.totals.bytes_in, 4);
 }
+
+/// `GET uri` with `x-request-id: id`, in a task (the report never ends before its deadline).
+fn spawn_get_with_request_id(
+    state: AppState,
+    uri: String,
+    id: &'static str,
+) -> tokio::task::JoinHandle<axum::http::HeaderMap> {
+    tokio::spawn(async move {
+        let request = Request::builder()
+            .uri(uri)
+            .header(REQUEST_ID_HEADER, id)
+            .body(Body::empty())
+            .unwrap();
+        router(state)
+            .oneshot(request)
+            .await
+            .unwrap()
+            .headers()
+            .clone()
+    })
+}
+
+#[tokio::test]
+async fn a_usable_client_request_id_names_the_queries_and_an_unusable_one_is_replaced() {
+    let endless = Endless::new("request_id").await;
+    let state = state_with(&endless.db, |c| c.query_timeout_ms = 1_500);
+    // A proxy's id: kept, echoed, and the prefix of the ClickHouse query id.
+    let answered = spawn_get_with_request_id(state.clone(), endless.uri(), "edge-7f3a.b_2");
+    let running = endless.wait_running(1, Duration::from_secs(5)).await;
+    assert!(!running.is_empty(), "the report never started");
+    assert!(
+        running
+            .iter()
+            .all(|p| p.query_id.starts_with("edge-7f3a.b_2-")),
+        "{running:?}"
+    );
+    let headers = answered.await.unwrap();
+    assert_eq!(headers[REQUEST_ID_HEADER], "edge-7f3a.b_2");
+    assert!(endless.wait_gone(Duration::from_secs(3)).await.is_empty());
+    // Not a usable query id prefix: a fresh id instead, on the queries and the response alike.
+    let answered = spawn_get_with_request_id(state, endless.uri(), "x' OR 1=1 --");
+    let running = endless.wait_running(1, Duration::from_secs(5)).await;
+    assert!(!running.is_empty(), "the report never started");
+    let headers = answered.await.unwrap();
+    let id = headers[REQUEST_ID_HEADER].to_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(
+        running
+            .iter()
+            .all(|p| p.query_id.starts_with(&format!("{id}-"))),
+        "{running:?}"
+    );
+}
