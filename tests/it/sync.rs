@@ -74,7 +74,7 @@ impl Sync<'_> {
 
     /// A poll that must succeed; returns what it newly published.
     fn poll(&mut self, before: usize, extra: &[&str]) -> Vec<Published> {
-        let output = self.once_with_key(&self.api_key.to_owned(), extra);
+        let output = self.once_with_key(self.api_key, extra);
         assert!(
             output.status.success(),
             "sync failed: {}",
@@ -372,7 +372,7 @@ async fn sync_backfills_a_fleet_then_publishes_exactly_its_changes() {
     assert!(!failed.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!("GET {}/endpoints?limit=100", api.base_url()))
-            && stderr.contains("not a endpoints page")
+            && stderr.contains("not a page of /endpoints")
             && stderr.contains("published nothing"),
         "{stderr}"
     );

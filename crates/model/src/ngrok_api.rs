@@ -267,8 +267,6 @@ pub trait Page: serde::de::DeserializeOwned + Serialize {
     type Item;
     /// The list's path under the API's base URL, e.g. `/bot_users`.
     const PATH: &'static str;
-    /// The name of the items' array, e.g. `bot_users`.
-    const ITEMS: &'static str;
     /// A page of `items`.
     fn new(items: Vec<Self::Item>, uri: String, next_page_uri: Option<String>) -> Self;
     /// Its items.
@@ -296,7 +294,6 @@ macro_rules! list {
         impl Page for $name {
             type Item = $item;
             const PATH: &'static str = $path;
-            const ITEMS: &'static str = stringify!($items);
             fn new(items: Vec<$item>, uri: String, next_page_uri: Option<String>) -> Self {
                 Self { $items: items, uri, next_page_uri }
             }

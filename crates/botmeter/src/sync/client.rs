@@ -157,8 +157,8 @@ impl NgrokClient {
                             Ok(page) => return Ok(page),
                             Err(e) => (
                                 format!(
-                                    "200 OK but the body is not a {} page ({e}): {}",
-                                    P::ITEMS,
+                                    "200 OK but the body is not a page of {} ({e}): {}",
+                                    P::PATH,
                                     excerpt(&body)
                                 ),
                                 None,

@@ -350,7 +350,7 @@ impl FleetView {
         }
         // Creations by kind (each needs the kinds before it), then time; BTreeMap order made
         // `gone` already endpoints-first.
-        created.sort_by(|a, b| (a.0, a.1.event_time).cmp(&(b.0, b.1.event_time)));
+        created.sort_by_key(|(kind, event)| (*kind, event.event_time));
         created
             .into_iter()
             .chain(changed)
