@@ -447,3 +447,79 @@ async fn sync_backfills_a_fleet_then_publishes_exactly_its_changes() {
     drop(run);
     env.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_keeps_polling_survives_a_failed_poll_and_stops_on_sigterm() {
+    let env = TestEnv::new("sync_loop");
+    env.create_topics(1).await;
+    let mut fleet = ApiFleet::default();
+    fleet.bot_users.insert(
+        "bot_loop".into(),
+        model::ngrok_api::BotUser {
+            id: "bot_loop".into(),
+            name: "loop".into(),
+            active: Some(true),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        },
+    );
+    let api_key = format!("itloopkey{}", std::process::id());
+    let api = StandInApi::start(&api_key, fleet).await.unwrap();
+    let key_file = env.log_dir.join("ngrok-api-key");
+    std::fs::write(&key_file, format!("{api_key}\n")).unwrap();
+    let base_url = api.base_url();
+    let mut sync = env.spawn(
+        "sync",
+        &[
+            "sync",
+            "--ngrok-api-url",
+            &base_url,
+            "--api-key-file",
+            key_file.to_str().unwrap(),
+            "--poll-interval-secs",
+            "1",
+            "--max-attempts",
+            "1",
+        ],
+    );
+    let wait_for = |count: usize, sync: &mut crate::support::BotmeterProcess| {
+        let started = std::time::Instant::now();
+        loop {
+            sync.assert_running();
+            let messages =
+                read_topic_all(&env.brokers, &env.control_topic, Duration::from_millis(500));
+            if messages.len() >= count || started.elapsed() > Duration::from_secs(30) {
+                return decode_all(&messages);
+            }
+        }
+    };
+    let first = wait_for(1, &mut sync);
+    assert_eq!(
+        kinds(&first),
+        expected(&[("bot_user_created.v0", "bot_loop")])
+    );
+
+    // The next poll fails (garbage, one attempt): it publishes nothing, and the one after
+    // publishes the change.
+    api.push_fault(None, Fault::Garbage);
+    api.with_fleet(|f| f.bot_users.get_mut("bot_loop").unwrap().active = Some(false));
+    let second = wait_for(2, &mut sync);
+    assert_eq!(
+        kinds(&second),
+        expected(&[
+            ("bot_user_created.v0", "bot_loop"),
+            ("bot_user_updated.v0", "bot_loop"),
+        ])
+    );
+    // More polls, nothing new to publish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        read_topic_all(&env.brokers, &env.control_topic, Duration::from_millis(500)).len(),
+        2
+    );
+    assert!(api.requests("/bot_users") >= 5);
+    assert!(sync.terminate(Duration::from_secs(10)).success());
+    let log = std::fs::read_to_string(&sync.log).unwrap();
+    assert!(log.contains("published nothing"), "{log}");
+    assert!(!log.contains(&api_key), "{log}");
+}

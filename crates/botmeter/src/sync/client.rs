@@ -246,3 +246,61 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use model::ngrok_api::{BotUser, BotUserList};
+    use simulate::ngrok_api::{ApiFleet, StandInApi};
+
+    use super::*;
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            max_attempts: 1,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_on_the_same_origin_only() {
+        let mut fleet = ApiFleet::default();
+        for n in 0..150 {
+            let id = format!("bot_{n:03}");
+            fleet.bot_users.insert(
+                id.clone(),
+                BotUser {
+                    id,
+                    ..BotUser::default()
+                },
+            );
+        }
+        let api = StandInApi::start("key", fleet).await.unwrap();
+        let base = Url::parse(&api.base_url()).unwrap();
+        let client = NgrokClient::new(base.clone(), "key", settings()).unwrap();
+        let bots = client.list::<BotUserList>().await.unwrap();
+        assert_eq!(bots.len(), 150);
+        assert_eq!(api.requests("/bot_users"), 2, "two pages of 100");
+
+        // The same server under another name: its next_page_uri names 127.0.0.1, another
+        // origin than `localhost`, and the key is not sent there.
+        let mut elsewhere = base;
+        elsewhere.set_host(Some("localhost")).unwrap();
+        let client = NgrokClient::new(elsewhere, "key", settings()).unwrap();
+        let err = client.list::<BotUserList>().await.unwrap_err();
+        assert!(matches!(err, ClientError::ForeignPage { .. }), "{err}");
+        assert!(
+            err.to_string().contains("refusing to send the API key"),
+            "{err}"
+        );
+        assert_eq!(
+            api.requests("/bot_users"),
+            3,
+            "no request to the foreign page"
+        );
+        // The key never prints (the header is marked sensitive).
+        assert!(format!("{client:?}").contains("Sensitive"), "{client:?}");
+        assert!(!format!("{client:?}").contains("Bearer key"), "{client:?}");
+    }
+}
