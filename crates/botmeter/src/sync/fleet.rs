@@ -295,6 +295,32 @@ impl FleetView {
         true
     }
 
+    /// Keeps out of `self` (a poll's view) every object whose event botmeter could not decode
+    /// (an endpoint naming no host, a session naming no credential, a credential with no owner or
+    /// an ACL rule that does not parse): `botmeter run` would dead-letter it, and sync, not
+    /// finding it in what it published, would send it again every poll. Such an object keeps the
+    /// version `published` holds, if any, so a bad change is not mistaken for a deletion. Returns
+    /// what was kept out, with the decoder's reason (it names the field and the value).
+    pub fn keep_decodable(&mut self, published: &FleetView) -> Vec<(Kind, String, String)> {
+        let mut rejected = Vec::new();
+        for ((kind, id), object) in &mut self.objects {
+            let probe_time = DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01");
+            let (_, probe) = event(*kind, 0, id, probe_time, object.clone());
+            if let Err(e) = model::decode(&probe.to_json("")) {
+                rejected.push((*kind, id.clone(), e.to_string()));
+                if let Some(before) = published.objects.get(&(*kind, id.clone())) {
+                    object.clone_from(before);
+                }
+            }
+        }
+        for (kind, id, _) in &rejected {
+            if !published.objects.contains_key(&(*kind, id.clone())) {
+                self.objects.remove(&(*kind, id.clone()));
+            }
+        }
+        rejected
+    }
+
     /// Objects held.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -505,6 +531,31 @@ mod tests {
         // Nothing new: nothing to publish, and ids are deterministic.
         assert!(after.diff(&after, now).is_empty());
         assert_eq!(before.diff(&after, now), events);
+    }
+
+    #[test]
+    fn objects_botmeter_cannot_decode_are_kept_out_and_a_bad_change_is_not_a_deletion() {
+        let published = FleetView::from_lists(&lists());
+        let mut next = lists();
+        next.credentials[0].acl = vec!["bind:bad host".into()];
+        next.endpoints.push(Endpoint {
+            id: "ep_nohost".into(),
+            ..Endpoint::default()
+        });
+        let mut view = FleetView::from_lists(&next);
+        let rejected = view.keep_decodable(&published);
+        let reasons: Vec<_> = rejected.iter().map(|(_, id, r)| (id.as_str(), r)).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].0 == "cr_1" && reasons[0].1.contains("bind:bad host"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].0 == "ep_nohost" && reasons[1].1.contains("object.host"),
+            "{reasons:?}"
+        );
+        // Nothing to publish: the credential keeps its published version, the endpoint is out.
+        assert_eq!(published.diff(&view, t("2026-06-01T00:00:00Z")), Vec::new());
     }
 
     #[test]

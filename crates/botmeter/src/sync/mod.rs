@@ -207,7 +207,17 @@ pub async fn execute(
             }
         };
         let observed_at = chrono::Utc::now();
-        let next = FleetView::from_lists(&lists);
+        let mut next = FleetView::from_lists(&lists);
+        let rejected = next.keep_decodable(&published);
+        if let Some((kind, id, reason)) = rejected.first() {
+            warn!(
+                objects = rejected.len(),
+                first_kind = ?kind,
+                first_id = %id,
+                first_reason = %reason,
+                "objects botmeter cannot read were not published (kept as last published, if ever)"
+            );
+        }
         let events = published.diff(&next, observed_at);
         match topic::publish(&producer, topic, &args.account_id, &events).await {
             Ok(()) => {
