@@ -31,3 +31,4 @@ mod reconcile;
 mod repeats;
 mod report_html;
 mod reports_fleet;
+mod sync;

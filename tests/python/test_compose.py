@@ -55,7 +55,7 @@ def services():
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="apt-get install docker-compose")
 def test_compose_file_is_valid():
-    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"]):
+    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"], ["--profile", "ngrok", "config", "-q"]):
         result = subprocess.run(["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
@@ -73,7 +73,7 @@ def run_help(*args):
 def test_every_botmeter_service_runs_a_command_the_binary_accepts():
     assert BINARY.exists(), "build the binary first (cargo build)"
     found = botmeter_services()
-    assert set(found) >= {"migrate", "run", "serve", "simulate"}
+    assert set(found) >= {"migrate", "run", "serve", "simulate", "sync"}
     known = run_help().stdout
     for name, service in found.items():
         command = service["command"]
@@ -245,9 +245,10 @@ def test_services_wait_for_what_they_need():
                 assert "healthcheck" in all_services[dependency], f"{name}: {dependency} has no healthcheck"
             else:
                 assert condition == "service_completed_successfully", f"{name} -> {dependency}: {condition}"
-    # Every long-running service reports its health.
+    # Every long-running service reports its health; `sync` is a client with no listener (and no
+    # state to lose: it restarts and rebuilds from the control topic).
     for name, service in all_services.items():
-        if name not in {"migrate", "simulate"}:
+        if name not in {"migrate", "simulate", "sync"}:
             assert "healthcheck" in service, f"{name} has no healthcheck"
 
     def waits(name, dependency, condition="service_healthy"):
@@ -255,7 +256,7 @@ def test_services_wait_for_what_they_need():
 
     for name in ("migrate", "run", "serve", "grafana"):
         waits(name, "clickhouse")
-    for name in ("run", "simulate"):
+    for name in ("run", "simulate", "sync"):
         waits(name, "kafka")
     for name in ("run", "serve"):
         waits(name, "migrate", "service_completed_successfully")

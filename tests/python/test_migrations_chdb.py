@@ -147,11 +147,13 @@ def test_every_migration_applies_and_creates_the_tables(db):
     # The ALTER migrations added their columns with the types the Rust rows write.
     _, rows = db.rows(
         "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
-        "AND name IN ('sign', 'anomalies') ORDER BY table"
+        "AND name IN ('sign', 'anomalies', 'source') ORDER BY table, name"
     )
     assert rows == [
         ["control_events", "anomalies", "Array(String)"],
+        ["control_events", "source", "String"],
         ["control_events_log", "anomalies", "Array(String)"],
+        ["control_events_log", "source", "String"],
         ["usage_events", "sign", "Int8"],
     ]
     # The audit log is read through a view that shows each Kafka position once.

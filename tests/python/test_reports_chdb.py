@@ -143,7 +143,8 @@ CONTROL = [
              metadata='{"customer":"acme"}'),
     bot_user("ev_b3", "created", "2024-03-02 00:00:00", "bot_b", "search"),
     bot_user("ev_b4", "deleted", "2024-05-02 00:00:00", "bot_b", ""),
-    credential("ev_c1", "authtoken", "created", "2024-04-01 00:00:00", "cr_1", "bot_a"),
+    # Synthesized by `botmeter sync` from the ngrok API (a fleet that existed before botmeter).
+    dict(credential("ev_c1", "authtoken", "created", "2024-04-01 00:00:00", "cr_1", "bot_a"), source="botmeter-sync"),
     credential("ev_c2", "ssh_key", "created", "2024-04-01 00:00:00", "cr_2", "bot_a"),
     credential("ev_c3", "api_key", "created", "2024-04-01 00:00:00", "ak_1", "bot_a"),
     credential("ev_c3x", "api_key", "deleted", "2024-05-02 00:00:00", "ak_1", "bot_a"),
@@ -441,7 +442,10 @@ def test_audit(fleet):
     sql = read_sql("audit_events.sql")
     ids = ["bot_a", "cr_1", "cr_2", "ak_1"]
     types, rows = fleet.rows(bind(sql, ids, ids, ids, ids, 0, 4294967295, 1000))
-    assert types[:3] == ["String", "String", "Int64"] and types[-1] == "Array(String)"
+    assert types[:3] == ["String", "String", "Int64"] and types[-2:] == ["Array(String)", "String"]
+    # `source`: empty for ngrok's own events, `botmeter-sync` for what `botmeter sync` made.
+    assert {r[0]: r[-1] for r in rows}["ev_c1"] == "botmeter-sync"
+    assert {r[0]: r[-1] for r in rows}["ev_b1"] == ""
     assert [r[0] for r in rows] == ["ev_b1", "ev_c1", "ev_c2", "ev_c3", "ev_c4", "ev_a1", "ev_a2", "ev_b2", "ev_c3x"]
     _, rows = fleet.rows(bind(sql, ["ak_1"], ["ak_1"], ["ak_1"], ["ak_1"], FROM, TO, 1000))
     assert [r[0] for r in rows] == ["ev_a1", "ev_c3x"]

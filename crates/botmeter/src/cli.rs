@@ -89,6 +89,10 @@ pub enum Command {
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
     Simulate(simulate::SimulateArgs),
+    /// Read the fleet from the ngrok API (bot users, credentials, sessions, endpoints) and
+    /// publish it, then each poll's changes, to the control topic.
+    #[command(long_about = crate::sync::LONG_ABOUT)]
+    Sync(crate::sync::SyncArgs),
     /// Serve the HTTP API (usage reports) from ClickHouse.
     Serve {
         #[command(flatten)]
@@ -419,6 +423,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => run(args).await?,
         Command::Simulate(args) => simulate::run(args).await?,
+        Command::Sync(args) => crate::sync::execute(args, shutdown_signal()).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
         Command::Rollups(args) => return crate::rollups::execute(args).await,
         Command::Reattribute {

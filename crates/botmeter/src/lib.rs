@@ -8,3 +8,4 @@ pub mod pipeline;
 pub mod reattribute;
 pub mod reconcile;
 pub mod rollups;
+pub mod sync;

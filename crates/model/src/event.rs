@@ -183,7 +183,14 @@ pub struct Event {
     pub body: EventBody,
     /// The raw `object` with any `token` removed; `None` for traffic events (not kept by default).
     pub object: Option<serde_json::Value>,
+    /// Who made the event, when not ngrok: botmeter's envelope field `source` (e.g.
+    /// [`SOURCE_SYNC`] for what `botmeter sync` synthesized from the ngrok API). `None`, the
+    /// field absent or `null`, is an event of ngrok's own.
+    pub source: Option<String>,
 }
+
+/// The envelope `source` of the events `botmeter sync` synthesizes from the ngrok API.
+pub const SOURCE_SYNC: &str = "botmeter-sync";
 
 impl Event {
     /// The event's type, classified.
@@ -215,6 +222,8 @@ struct Head<'a> {
     principal: Option<&'a RawValue>,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    source: Option<&'a RawValue>,
 }
 
 /// Keys whose values are secrets in some ngrok resource (credential tokens, event-destination
@@ -287,6 +296,7 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
     }
     let event_timestamp = parse_timestamp(head.event_timestamp.as_deref()).map_err(tag)?;
     let account_id = parse_account_id(head.account_id).map_err(tag)?;
+    let source = parse_source(head.source).map_err(tag)?;
     require_object(head.principal, "principal").map_err(tag)?;
     let principal = match head.principal.map(RawValue::get) {
         None | Some("null") => None,
@@ -312,7 +322,25 @@ pub fn decode(payload: &[u8]) -> Result<Event> {
         principal,
         body,
         object,
+        source,
     })
+}
+
+/// `source`: absent or `null` (ngrok's own event), else a non-empty string.
+fn parse_source(raw: Option<&RawValue>) -> Result<Option<String>> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => Ok(None),
+        Some(raw) => match serde_json::from_str::<String>(raw) {
+            Ok(source) if !source.is_empty() => Ok(Some(source)),
+            _ => Err(DecodeError::new(
+                "source",
+                format!(
+                    "expected a non-empty string or null, found {}",
+                    truncate(raw)
+                ),
+            )),
+        },
+    }
 }
 
 /// The envelope's top-level fields, from a payload that must be a JSON object.
@@ -628,6 +656,33 @@ mod tests {
             "{kept}"
         );
         assert!(kept.contains("ed_1"));
+    }
+
+    #[test]
+    fn source_marks_synthesized_events_and_is_absent_on_ngroks() {
+        let event = |source: &str| {
+            format!(
+                r#"{{"event_id":"ev_1","event_type":"bot_user_created.v0","event_timestamp":"2022-02-23T23:51:14Z",{source}"object":{{"id":"bot_1"}}}}"#
+            )
+        };
+        assert_eq!(decode(event("").as_bytes()).unwrap().source, None);
+        assert_eq!(
+            decode(event(r#""source":null,"#).as_bytes())
+                .unwrap()
+                .source,
+            None
+        );
+        assert_eq!(
+            decode(event(r#""source":"botmeter-sync","#).as_bytes())
+                .unwrap()
+                .source
+                .as_deref(),
+            Some(SOURCE_SYNC)
+        );
+        for bad in [r#""source":5,"#, r#""source":"","#] {
+            let err = decode(event(bad).as_bytes()).unwrap_err();
+            assert_eq!(err.field, "source", "{err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod dead_letter;
 mod error;
 mod event;
 pub mod limits;
+pub mod ngrok_api;
 mod objects;
 pub mod redact;
 mod traffic;
@@ -20,7 +21,7 @@ pub use dead_letter::{DeadLetter, SourcePosition};
 pub use error::{DecodeError, Result};
 pub use event::{
     decode, CredentialAction, EndpointAction, Event, EventBody, EventType, Principal, PrincipalRef,
-    SessionAction,
+    SessionAction, SOURCE_SYNC,
 };
 pub use objects::{
     AgentSession, BotUser, Credential, CredentialKind, Endpoint, HttpRequestComplete, OwnerKind,

@@ -376,7 +376,7 @@ fn null_as_true<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::E
 }
 
 /// `null` reads as the type's default (ngrok sends `null` for absent optional values).
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

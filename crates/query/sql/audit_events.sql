@@ -2,7 +2,8 @@
 -- a credential, bot user, endpoint or session), that name one of them as owner (including rejected
 -- attempts to move a credential to it), whose principal is one of them, or that were made with one
 -- of them as API key, with the object's `active` field as JSON text (a bot user updated to `false`
--- is a deactivation). Oldest first, at most `limit`. Read verbatim by the HTTP API
+-- is a deactivation) and its `source` (`botmeter-sync` for what `botmeter sync` synthesized, empty
+-- for ngrok's own). Oldest first, at most `limit`. Read verbatim by the HTTP API
 -- (crates/query/src/api/audit.rs) and by tests/python/test_reports_chdb.py.
 -- Placeholders, in order: ids (Array(String)) four times, from and to (Unix seconds), limit.
 SELECT
@@ -15,7 +16,8 @@ SELECT
     toString(object_id)                AS e_object_id,
     toString(owner_id)                 AS e_owner_id,
     toString(visitParamExtractRaw(object, 'active')) AS e_active,
-    anomalies                          AS e_anomalies
+    anomalies                          AS e_anomalies,
+    toString(source)                   AS e_source
 FROM control_events
 WHERE (object_id IN (SELECT arrayJoin(CAST(? AS Array(String))))
        OR owner_id IN (SELECT arrayJoin(CAST(? AS Array(String))))

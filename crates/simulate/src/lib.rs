@@ -22,6 +22,9 @@
 //! after their traffic; the ground truth names every traffic event's owner, flags, endpoint and
 //! credential, or its unattributed reason, and groups attributed usage by credential metadata.
 //!
+//! [`ngrok_api`] is a stand-in for ngrok's REST API, for tests, seeded from a fleet's control
+//! events.
+//!
 //! [`cli`] is the `botmeter simulate` command ([`SimulateArgs`], [`run`]).
 
 pub mod cli;
@@ -32,6 +35,7 @@ mod edits;
 mod encode;
 mod generate;
 mod late_control;
+pub mod ngrok_api;
 mod plan;
 mod publish;
 mod scenarios;

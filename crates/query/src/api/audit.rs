@@ -93,6 +93,10 @@ pub struct AuditEvent {
     pub owner_id: String,
     /// Anomalies of the event.
     pub anomalies: Vec<String>,
+    /// Who made the event when ngrok did not: `botmeter-sync` for one `botmeter sync`
+    /// synthesized from the ngrok API (its time is as the API tells, see the README); empty for
+    /// ngrok's own.
+    pub source: String,
 }
 
 /// A credential's identity and use.
@@ -131,6 +135,7 @@ struct EventRow {
     owner_id: String,
     active: String,
     anomalies: Vec<String>,
+    source: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -226,7 +231,15 @@ pub(super) async fn audit(
         trail.fetch_events(&state, &subject, window),
         fetch_uses(&state, &subject, &credential_ids, window),
     )?;
-    events.extend(revocations(&credentials, window));
+    let mut revoked = revocations(&credentials, window);
+    // A revocation is its owner's deletion event: it has that event's source when the trail
+    // holds it (an owner's trail does; a credential's does not, and shows it empty).
+    for revocation in &mut revoked {
+        if let Some(deletion) = events.iter().find(|e| e.event_id == revocation.event_id) {
+            revocation.source.clone_from(&deletion.source);
+        }
+    }
+    events.extend(revoked);
     events.sort_by(|a, b| (a.time_us, &a.event_id).cmp(&(b.time_us, &b.event_id)));
     let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
     let (lifecycle, actions) = trail.split(events);
@@ -362,6 +375,7 @@ fn revocations(credentials: &[CredentialRow], window: TimeRange) -> Vec<EventRow
             owner_id: c.owner_id.clone(),
             active: String::new(),
             anomalies: Vec::new(),
+            source: String::new(),
         })
         .collect()
 }
@@ -401,6 +415,7 @@ fn audit_event(row: EventRow) -> AuditEvent {
         object_id: row.object_id,
         owner_id: row.owner_id,
         anomalies: row.anomalies,
+        source: row.source,
     }
 }
 

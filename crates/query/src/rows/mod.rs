@@ -260,6 +260,9 @@ pub struct ControlRow {
     pub ingested_at: u32,
     /// Anomalies of this event (`owner_change_rejected`, `api_key_owner_mismatch`).
     pub anomalies: Vec<String>,
+    /// The envelope's `source`: `botmeter-sync` for an event `botmeter sync` synthesized from
+    /// the ngrok API, empty for ngrok's own.
+    pub source: String,
 }
 
 /// A message that could not be decoded or validated: a row of `dead_letters`.
@@ -371,6 +374,7 @@ impl ControlRow {
             kafka_offset: source.offset,
             ingested_at,
             anomalies,
+            source: event.source.clone().unwrap_or_default(),
         }
     }
 }
@@ -415,6 +419,9 @@ pub fn decode_control_row(row: &ControlRow) -> model::Result<model::Event> {
         }
         envelope["principal"] = principal;
     }
+    if !row.source.is_empty() {
+        envelope["source"] = serde_json::json!(row.source);
+    }
     model::decode(envelope.to_string().as_bytes())
 }
 
@@ -424,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_stored_control_event_decodes_back_to_the_same_event() {
-        let payload = br#"{"event_id":"ev_1","event_type":"tunnel_credential_created.v0","event_timestamp":"2026-01-01T00:00:01.123456Z","account_id":"ac_1","principal":{"id":"usr_1","subject":"a@b.c","credential":{"id":"ak_1"}},"object":{"id":"cr_1","owner_id":"bot_1","acl":["bind:*.example.com"],"token":"secret"}}"#;
+        let payload = br#"{"event_id":"ev_1","event_type":"tunnel_credential_created.v0","event_timestamp":"2026-01-01T00:00:01.123456Z","account_id":"ac_1","principal":{"id":"usr_1","subject":"a@b.c","credential":{"id":"ak_1"}},"object":{"id":"cr_1","owner_id":"bot_1","acl":["bind:*.example.com"],"token":"secret"},"source":"botmeter-sync"}"#;
         let original = model::decode(payload).unwrap();
         let row = ControlRow {
             event_id: original.event_id.clone(),
@@ -443,7 +450,9 @@ mod tests {
             kafka_offset: 7,
             ingested_at: 0,
             anomalies: Vec::new(),
+            source: original.source.clone().unwrap_or_default(),
         };
+        assert_eq!(row.source, "botmeter-sync");
         let mut decoded = decode_control_row(&row).unwrap();
         // The principal's `source` is not stored; nothing reads it.
         decoded.principal.as_mut().unwrap().source =

@@ -73,6 +73,7 @@ fn control_row(offset: i64) -> ControlRow {
         kafka_offset: offset,
         ingested_at: secs("2024-05-01T09:00:02Z"),
         anomalies: vec!["api_key_owner_mismatch".to_owned()],
+        source: String::new(),
     }
 }
 
@@ -202,7 +203,11 @@ async fn rows_round_trip_field_by_field() {
     usage.response_body_bytes = 12;
     usage.kafka_partition = 5;
     usage.event_time_us = -1; // any Int64, independent of event_time
-    let control = control_row(9);
+                              // Synthesized by `botmeter sync`: the source column (migration 0012) round-trips.
+    let control = ControlRow {
+        source: "botmeter-sync".to_owned(),
+        ..control_row(9)
+    };
     // Not UTF-8: the payload column is a String holding raw bytes.
     let payload: &[u8] = &[0xff, 0x00, 0xfe, b'{', 0x80, b'\n'];
     let dead = dead_letter("traffic", 2, 13, payload);
@@ -320,6 +325,7 @@ async fn rows_round_trip_field_by_field() {
     assert_eq!(got.kafka_partition, control.kafka_partition);
     assert_eq!(got.kafka_offset, control.kafka_offset);
     assert_eq!(got.ingested_at, control.ingested_at);
+    assert_eq!(got.source, "botmeter-sync");
     assert_eq!(*got, control);
 
     let got = client
@@ -519,11 +525,18 @@ async fn migrating_a_v1_database_keeps_its_control_events() {
                 .unwrap();
         }
     }
-    let mut insert = client.insert::<ControlRow>("control_events").await.unwrap();
+    // The v1 table has no `source` (0012 adds it): rows as v1 wrote them.
     for offset in [4, 5] {
-        insert.write(&control_row(offset)).await.unwrap();
+        let mut row = serde_json::to_value(control_row(offset)).unwrap();
+        row.as_object_mut().unwrap().remove("source");
+        client
+            .query(
+                &format!("INSERT INTO control_events FORMAT JSONEachRow {row}").replace('?', "??"),
+            )
+            .execute()
+            .await
+            .unwrap();
     }
-    insert.end().await.unwrap();
 
     let report = migrate(&db.config).await.unwrap();
     assert!(report.applied.iter().any(|m| m.version == 5), "{report:?}");

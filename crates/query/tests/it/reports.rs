@@ -297,6 +297,7 @@ pub(crate) fn control(
         kafka_offset: 0,
         ingested_at: secs(time),
         anomalies: Vec::new(),
+        source: String::new(),
     }
 }
 
