@@ -89,6 +89,9 @@ pub enum Command {
     /// Publish a seeded, deterministic fleet (users, bot users, credentials, sessions, endpoints,
     /// traffic) to the topics, and write the ground truth of what each owner used.
     Simulate(simulate::SimulateArgs),
+    /// Receive ngrok's event logs from an Amazon Data Firehose stream (HTTP endpoint delivery)
+    /// and publish each event to the control or traffic topic; 200 only once Kafka has them all.
+    Receive(crate::receive::ReceiveArgs),
     /// Serve the HTTP API (usage reports) from ClickHouse.
     Serve {
         #[command(flatten)]
@@ -418,6 +421,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the HTTP API failed")?;
         }
         Command::Run(args) => run(args).await?,
+        Command::Receive(args) => crate::receive::run(args).await?,
         Command::Simulate(args) => simulate::run(args).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,
         Command::Rollups(args) => return crate::rollups::execute(args).await,

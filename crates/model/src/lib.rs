@@ -13,6 +13,7 @@ mod event;
 pub mod limits;
 mod objects;
 pub mod redact;
+pub mod route;
 mod traffic;
 
 pub use bind::{BindRule, BindRuleError, LabelPattern};
