@@ -14,6 +14,7 @@
 //! The tests that need no service are the unit tests (`cargo test --workspace --lib`) and
 //! `crates/model/tests`.
 
+mod firehose_client;
 mod support;
 
 mod api_access;
@@ -25,6 +26,7 @@ mod dead_letters;
 mod delivery;
 mod hardening;
 mod pipeline_e2e;
+mod receive;
 mod reconcile;
 mod repeats;
 mod report_html;
