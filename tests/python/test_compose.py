@@ -55,7 +55,7 @@ def services():
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="apt-get install docker-compose")
 def test_compose_file_is_valid():
-    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"]):
+    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"], ["--profile", "receive", "config", "-q"]):
         result = subprocess.run(["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
@@ -73,7 +73,7 @@ def run_help(*args):
 def test_every_botmeter_service_runs_a_command_the_binary_accepts():
     assert BINARY.exists(), "build the binary first (cargo build)"
     found = botmeter_services()
-    assert set(found) >= {"migrate", "run", "serve", "simulate"}
+    assert set(found) >= {"migrate", "run", "serve", "simulate", "receive"}
     known = run_help().stdout
     for name, service in found.items():
         command = service["command"]
@@ -255,7 +255,7 @@ def test_services_wait_for_what_they_need():
 
     for name in ("migrate", "run", "serve", "grafana"):
         waits(name, "clickhouse")
-    for name in ("run", "simulate"):
+    for name in ("run", "simulate", "receive"):
         waits(name, "kafka")
     for name in ("run", "serve"):
         waits(name, "migrate", "service_completed_successfully")
@@ -541,3 +541,24 @@ def test_ops_dashboard_reads_prometheus():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${" + variable["name"] + "}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"] and target["refId"], panel["title"]
+
+
+# --- botmeter receive ------------------------------------------------------------------------------
+
+
+def test_receive_runs_with_a_keys_file_of_digests_and_is_scraped():
+    """The receive profile mounts a keys file of SHA-256 digests (never keys; the demo key is named only in a
+    comment), serves /readyz where its health check asks, and Prometheus scrapes its metrics."""
+    import tomllib
+    receive = services()["receive"]
+    assert receive["profiles"] == ["receive"]
+    (keys_mount,) = [(s, t) for s, t, ro in mounts(receive) if is_bind(s) and ro]
+    assert receive["environment"]["BOTMETER_RECEIVE_ACCESS_KEYS_FILE"] == keys_mount[1]
+    keys = tomllib.loads((ROOT / keys_mount[0]).read_text())["keys"]
+    assert keys and all(re.fullmatch(r"[0-9a-f]{64}", k["sha256"]) for k in keys)
+    command = receive["command"]
+    listen = command[command.index("--listen") + 1]
+    assert listen.split(":")[1] in " ".join(receive["healthcheck"]["test"])
+    metrics = command[command.index("--metrics-listen") + 1].split(":")[1]
+    scraped = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    assert any(f"receive:{metrics}" in c["static_configs"][0]["targets"] for c in scraped)
