@@ -71,7 +71,12 @@ fn status_mb(pid: u32, field: &str) -> f64 {
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
@@ -111,8 +116,14 @@ impl Receive {
             .env("BOTMETER_KAFKA_BROKERS", brokers)
             .env("BOTMETER_CONTROL_TOPIC", format!("{topics}.control"))
             .env("BOTMETER_TRAFFIC_TOPIC", format!("{topics}.traffic"))
-            .env("BOTMETER_DEAD_LETTER_TOPIC", format!("{topics}.dead-letter"))
-            .env("BOTMETER_RECEIVE_REQUEST_LOG_TOPIC", format!("{topics}.requests"))
+            .env(
+                "BOTMETER_DEAD_LETTER_TOPIC",
+                format!("{topics}.dead-letter"),
+            )
+            .env(
+                "BOTMETER_RECEIVE_REQUEST_LOG_TOPIC",
+                format!("{topics}.requests"),
+            )
             .env("BOTMETER_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -135,7 +146,12 @@ impl Receive {
     }
 
     async fn counter(&self, name_and_labels: &str) -> f64 {
-        let text = reqwest::get(&self.metrics).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .filter(|l| l.starts_with(name_and_labels))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
@@ -152,7 +168,11 @@ impl Receive {
 
 /// Sends every prebuilt request with `concurrency` senders, each retried (same request id) until
 /// 200; returns the elapsed time and the 429s met.
-async fn send_all(client: &FirehoseClient, requests: &[(String, Vec<u8>)], concurrency: usize) -> (Duration, u64) {
+async fn send_all(
+    client: &FirehoseClient,
+    requests: &[(String, Vec<u8>)],
+    concurrency: usize,
+) -> (Duration, u64) {
     let started = Instant::now();
     let overloaded: Vec<u64> = futures::stream::iter(requests.iter())
         .map(|(id, body)| async move {
@@ -179,13 +199,20 @@ async fn send_all(client: &FirehoseClient, requests: &[(String, Vec<u8>)], concu
 /// The broker's bare produce rate: every event with its routing key and a request-id header,
 /// from one producer with `receive`'s settings, all acknowledged.
 async fn bare_produce(brokers: &str, topic: &str, events: &[&[u8]]) -> Duration {
-    ingest::admin::ensure_topics(brokers, &[(topic, 4)]).await.unwrap();
+    ingest::admin::ensure_topics(brokers, &[(topic, 4)])
+        .await
+        .unwrap();
     let producer: FutureProducer = botmeter::receive::publish::producer_config(brokers, 60_000)
         .create()
         .unwrap();
     // Connect before the clock starts.
     let _ = producer
-        .send(FutureRecord::<str, [u8]>::to(topic).key("warm-up").payload(b"{}"), Duration::from_secs(10))
+        .send(
+            FutureRecord::<str, [u8]>::to(topic)
+                .key("warm-up")
+                .payload(b"{}"),
+            Duration::from_secs(10),
+        )
         .await;
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
@@ -195,7 +222,10 @@ async fn bare_produce(brokers: &str, topic: &str, events: &[&[u8]]) -> Duration 
             key: botmeter::receive::publish::REQUEST_ID_HEADER,
             value: Some("00000000-0000-0000-0000-000000000000"),
         });
-        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(*event).headers(headers);
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(*event)
+            .headers(headers);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
@@ -223,14 +253,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let brokers = std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let brokers =
+        std::env::var("BOTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let events_n: usize = env_or("BOTMETER_BENCH_RECEIVE_EVENTS", 300_000);
     let runs: usize = env_or("BOTMETER_BENCH_RUNS", 3);
     let concurrency: usize = env_or("BOTMETER_BENCH_RECEIVE_CONCURRENCY", 4);
     let records: usize = env_or("BOTMETER_BENCH_RECEIVE_RECORDS", 500);
     println!(
         "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let fleet = generate(&FleetConfig {
         seed: 5,
@@ -246,7 +279,12 @@ async fn main() {
     let requests: Vec<(String, Vec<u8>)> = client
         .batches(events.iter().copied())
         .iter()
-        .map(|b| (b.request_id.clone(), FirehoseClient::gzip(&FirehoseClient::body(b))))
+        .map(|b| {
+            (
+                b.request_id.clone(),
+                FirehoseClient::gzip(&FirehoseClient::body(b)),
+            )
+        })
         .collect();
     let wire: usize = requests.iter().map(|(_, b)| b.len()).sum();
     println!(
@@ -264,15 +302,26 @@ async fn main() {
         let bare_rate = events.len() as f64 / bare.as_secs_f64();
 
         let concurrency_text = concurrency.to_string();
-        let receive = Receive::start(&brokers, &name, &["--max-concurrent-requests", &concurrency_text]).await;
+        let receive = Receive::start(
+            &brokers,
+            &name,
+            &["--max-concurrent-requests", &concurrency_text],
+        )
+        .await;
         let pid = receive.child.id();
         let cpu_before = cpu_seconds(pid);
         client.url = receive.url.clone();
         let (elapsed, overloaded) = send_all(&client, &requests, concurrency).await;
         let cpu = cpu_seconds(pid) - cpu_before;
         let rate = events.len() as f64 / elapsed.as_secs_f64();
-        let published = receive.counter("botmeter_receive_messages_total{topic=\"traffic\"}").await;
-        assert_eq!(published as usize, events.len(), "every event acknowledged once");
+        let published = receive
+            .counter("botmeter_receive_messages_total{topic=\"traffic\"}")
+            .await;
+        assert_eq!(
+            published as usize,
+            events.len(),
+            "every event acknowledged once"
+        );
         let peak = status_mb(pid, "VmHWM");
         receive.stop();
         let ratio = rate / bare_rate;
@@ -295,7 +344,12 @@ async fn main() {
     let receive = Receive::start(
         &brokers,
         &name,
-        &["--max-concurrent-requests", &concurrency_text(concurrency), "--max-body-bytes", &limit_bytes],
+        &[
+            "--max-concurrent-requests",
+            &concurrency_text(concurrency),
+            "--max-body-bytes",
+            &limit_bytes,
+        ],
     )
     .await;
     let mut big = FirehoseClient::new(&receive.url, KEY);
@@ -324,8 +378,18 @@ async fn main() {
     );
     let ratio = median(ratios);
     println!("median ratio receive / bare produce: {ratio:.2}");
-    report("receive → Kafka records/s ÷ bare produce (median)", ratio, "×", Bar::AtLeast(0.7));
-    report("receive peak RSS at the concurrency limit", peak, "MB", Bar::AtMost(bound));
+    report(
+        "receive → Kafka records/s ÷ bare produce (median)",
+        ratio,
+        "×",
+        Bar::AtLeast(0.7),
+    );
+    report(
+        "receive peak RSS at the concurrency limit",
+        peak,
+        "MB",
+        Bar::AtMost(bound),
+    );
 }
 
 fn concurrency_text(concurrency: usize) -> String {

@@ -169,6 +169,22 @@ pub fn spawn_reader(
         .with_context(|| format!("failed to assign the request log {topic}"))?;
     let highs = ingest::high_watermarks(&consumer, topic, &partitions)
         .with_context(|| format!("failed to read the end of the request log {topic}"))?;
+    // The partitions with something to read before the window is complete: not those starting at
+    // their end (nothing within the window) or already past their high watermark.
+    let highs: HashMap<i32, i64> = highs
+        .into_iter()
+        .filter(|(partition, high)| {
+            let start = assignment
+                .find_partition(topic, *partition)
+                .map_or(Offset::Beginning, |p| p.offset());
+            *high > 0
+                && match start {
+                    Offset::Offset(o) => o < *high,
+                    Offset::End => false,
+                    _ => true,
+                }
+        })
+        .collect();
     let topic = topic.to_owned();
     let thread = std::thread::Builder::new()
         .name("request-log".into())
@@ -181,10 +197,9 @@ pub fn spawn_reader(
                 }
                 let done = consumer.position().is_ok_and(|position| {
                     highs.iter().all(|(&partition, &high)| {
-                        high == 0
-                            || position.find_partition(&topic, partition).is_some_and(
-                                |p| matches!(p.offset(), Offset::Offset(o) if o >= high),
-                            )
+                        position
+                            .find_partition(&topic, partition)
+                            .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= high))
                     })
                 });
                 if done {
