@@ -239,19 +239,6 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    if state
-        .window
-        .lock()
-        .expect("window lock")
-        .contains(request_id, now_ms())
-    {
-        metrics::counter!(m::DUPLICATES).increment(1);
-        info!(
-            request_id,
-            "firehose request already published; answered without publishing again"
-        );
-        return answer(StatusCode::OK, request_id, None);
-    }
     let _in_progress = {
         let mut set = state.in_progress.lock().expect("in-progress lock");
         if !set.insert(request_id.to_owned()) {
@@ -270,6 +257,21 @@ async fn accept(
             id: request_id.to_owned(),
         }
     };
+    // Checked while holding the request id: an earlier attempt puts its id in the window before
+    // letting go of it, so an attempt sees one or the other, never neither.
+    if state
+        .window
+        .lock()
+        .expect("window lock")
+        .contains(request_id, now_ms())
+    {
+        metrics::counter!(m::DUPLICATES).increment(1);
+        info!(
+            request_id,
+            "firehose request already published; answered without publishing again"
+        );
+        return answer(StatusCode::OK, request_id, None);
+    }
     let limit = state.max_body_bytes;
     let declared =
         header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
