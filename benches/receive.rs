@@ -24,6 +24,10 @@ use simulate::{generate, FleetConfig};
 #[path = "../tests/it/firehose_client.rs"]
 mod firehose_client;
 #[path = "support/targets.rs"]
+#[expect(
+    dead_code,
+    reason = "this harness reports only some kinds of target line"
+)]
 mod targets;
 use firehose_client::{Batch, FirehoseClient};
 use targets::{report, Bar};
@@ -142,6 +146,9 @@ impl Receive {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("receive never became ready (log in {})", dir.display());
     }
 
