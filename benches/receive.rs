@@ -188,7 +188,10 @@ async fn send_all(
                 // A request refused at the limit is answered 429 before its body is read; a
                 // client still writing a large body then sees the connection close instead
                 // (Firehose retries either).
-                match client.send_raw(id, Some(KEY), client.gzip, body.clone()).await {
+                match client
+                    .send_raw(id, Some(KEY), client.gzip, body.clone())
+                    .await
+                {
                     Ok(reply) if reply.status == 200 => return overloaded,
                     Ok(reply) if reply.status == 429 => overloaded += 1,
                     Ok(reply) => panic!("request {id} answered {}: {reply:?}", reply.status),

@@ -2,7 +2,7 @@
 //! (batched, gzipped, retried with the same request id, some requests twice, one after a restart
 //! of `receive`) ends in Kafka exactly once and, through `botmeter run`, in per-owner totals equal
 //! to the ground truth; bad input is refused whole with a JSON error that names what is wrong;
-//! the concurrency limit answers 429; TLS from certificate files; a request in flight at
+//! the concurrency limit answers 429; a second instance learns the first's completed requests; TLS from certificate files; a request in flight at
 //! SIGTERM is finished.
 
 use std::collections::BTreeMap;
@@ -404,10 +404,45 @@ async fn bad_input_is_refused_whole_with_a_json_error_and_nothing_is_lost() {
 
     // Nothing lost: Firehose retries; the good request and the held one are in Kafka once each.
     assert_eq!(client.deliver(&good, 20).await, Ok(1));
+
+    // A second instance behind the same load balancer learns from the request log what the
+    // first completed: a retry that lands there is not published again.
+    let second = start_receive(&env, "receive-b", &[], None).await;
+    let window_ids = |metrics: String| async move {
+        counter(&metrics, "botmeter_receive_request_window_ids", "").await
+    };
+    let shared = Batch {
+        request_id: request_id(),
+        records: vec![event(5)],
+    };
+    assert_eq!(client.deliver(&shared, 5).await, Ok(1));
+    let known = window_ids(receive.metrics.clone()).await;
+    let mut waited = 0;
+    while window_ids(second.metrics.clone()).await < known {
+        waited += 1;
+        assert!(
+            waited < 200,
+            "the second instance never learned the first's requests\n{}",
+            second.process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let via_second = FirehoseClient::new(&second.url, ACCESS_KEY);
+    assert_eq!(via_second.deliver(&shared, 5).await, Ok(1));
+    assert_eq!(
+        counter(
+            &second.metrics,
+            "botmeter_receive_duplicate_requests_total",
+            ""
+        )
+        .await,
+        1.0
+    );
+
     let traffic = topic_payloads(&env, &env.traffic_topic);
     let mut payloads: Vec<Vec<u8>> = traffic.into_iter().map(|(p, _)| p).collect();
     payloads.sort();
-    assert_eq!(payloads, vec![event(1), event(2), event(4)]);
+    assert_eq!(payloads, vec![event(1), event(2), event(4), event(5)]);
 
     // Records that are not ngrok events are accepted and dead-lettered with the reason.
     let odd = Batch {
@@ -440,6 +475,7 @@ async fn bad_input_is_refused_whole_with_a_json_error_and_nothing_is_lost() {
         log.contains("access_key_invalid") && log.contains("invalid_base64"),
         "{log}"
     );
+    drop(second);
     drop(receive);
 }
 
