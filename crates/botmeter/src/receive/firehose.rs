@@ -4,7 +4,7 @@
 //! and [`decode`], which turns a whole body into the Kafka messages to publish — or into one
 //! [`Reject`] naming what is wrong, before anything is published (never half a request).
 //!
-//! Firehose counts only 200 as delivered; 413 is final (the batch goes to its S3 backup), every
+//! Firehose counts only 200 as delivered; its specification counts 413 as permanent (not retried), every
 //! other status is retried with the same request id until the stream's retry duration ends.
 
 use std::borrow::Cow;
