@@ -12,6 +12,7 @@
 #   freshness  cargo bench --bench freshness       at half the median end-to-end rate just measured
 #   reports    cargo bench --bench reports         per-owner month and top-N over 100M events
 #   state      cargo bench -p botmeter-enrich --bench state_memory_mimalloc   RSS, 1M sessions
+#   receive    cargo bench --bench receive         Firehose → receive → Kafka vs bare produce, RSS
 # Full outputs go to target/bench/<harness>.log.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -59,6 +60,7 @@ run() {
         cargo bench --bench freshness
     run reports cargo bench --bench reports
     run state cargo bench -p botmeter-enrich --bench state_memory_mimalloc
+    run receive cargo bench --bench receive
 } >"$out/targets.txt"
 
 echo

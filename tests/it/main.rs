@@ -15,6 +15,7 @@
 //! `crates/model/tests`.
 
 mod browser;
+mod firehose_client;
 mod support;
 
 mod api_access;
@@ -27,6 +28,7 @@ mod dead_letters;
 mod delivery;
 mod hardening;
 mod pipeline_e2e;
+mod receive;
 mod reconcile;
 mod repeats;
 mod report_html;

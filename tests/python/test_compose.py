@@ -73,7 +73,7 @@ def run_help(*args):
 def test_every_botmeter_service_runs_a_command_the_binary_accepts():
     assert BINARY.exists(), "build the binary first (cargo build)"
     found = botmeter_services()
-    assert set(found) >= {"migrate", "run", "serve", "simulate", "sync"}
+    assert set(found) >= {"migrate", "run", "serve", "simulate", "sync", "receive"}
     known = run_help().stdout
     for name, service in found.items():
         command = service["command"]
@@ -256,7 +256,7 @@ def test_services_wait_for_what_they_need():
 
     for name in ("migrate", "run", "serve", "grafana"):
         waits(name, "clickhouse")
-    for name in ("run", "simulate", "sync"):
+    for name in ("run", "simulate", "sync", "receive"):
         waits(name, "kafka")
     for name in ("run", "serve"):
         waits(name, "migrate", "service_completed_successfully")
@@ -542,3 +542,24 @@ def test_ops_dashboard_reads_prometheus():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${" + variable["name"] + "}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"] and target["refId"], panel["title"]
+
+
+# --- botmeter receive ------------------------------------------------------------------------------
+
+
+def test_receive_runs_with_a_keys_file_of_digests_and_is_scraped():
+    """The ngrok profile's receive service mounts a keys file of SHA-256 digests (never keys; the demo key is named only in a
+    comment), serves /readyz where its health check asks, and Prometheus scrapes its metrics."""
+    import tomllib
+    receive = services()["receive"]
+    assert receive["profiles"] == ["ngrok"]
+    (keys_mount,) = [(s, t) for s, t, ro in mounts(receive) if is_bind(s) and ro]
+    assert receive["environment"]["BOTMETER_RECEIVE_ACCESS_KEYS_FILE"] == keys_mount[1]
+    keys = tomllib.loads((ROOT / keys_mount[0]).read_text())["keys"]
+    assert keys and all(re.fullmatch(r"[0-9a-f]{64}", k["sha256"]) for k in keys)
+    command = receive["command"]
+    listen = command[command.index("--listen") + 1]
+    assert listen.split(":")[1] in " ".join(receive["healthcheck"]["test"])
+    metrics = command[command.index("--metrics-listen") + 1].split(":")[1]
+    scraped = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    assert any(f"receive:{metrics}" in c["static_configs"][0]["targets"] for c in scraped)

@@ -93,6 +93,9 @@ pub enum Command {
     /// publish it, then each poll's changes, to the control topic.
     #[command(long_about = crate::sync::LONG_ABOUT)]
     Sync(crate::sync::SyncArgs),
+    /// Receive ngrok's event logs from an Amazon Data Firehose stream (HTTP endpoint delivery)
+    /// and publish each event to the control or traffic topic; 200 only once Kafka has them all.
+    Receive(crate::receive::ReceiveArgs),
     /// Serve the HTTP API (usage reports) from ClickHouse.
     Serve {
         #[command(flatten)]
@@ -422,6 +425,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the HTTP API failed")?;
         }
         Command::Run(args) => run(args).await?,
+        Command::Receive(args) => crate::receive::run(args).await?,
         Command::Simulate(args) => simulate::run(args).await?,
         Command::Sync(args) => crate::sync::execute(args, shutdown_signal()).await?,
         Command::Reconcile(args) => return crate::reconcile::execute(args).await,

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod ops;
 pub mod pipeline;
 pub mod reattribute;
+pub mod receive;
 pub mod reconcile;
 pub mod rollups;
 pub mod sync;

@@ -41,36 +41,13 @@ impl DeadLetterProducer {
 
     /// Queues one dead letter; [`Self::flush`] makes it durable.
     pub fn send(&self, letter: &DeadLetter) -> Result<()> {
-        let partition = letter.partition.to_string();
-        let offset = letter.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "botmeter.reason",
-                value: Some(letter.reason.as_str()),
-            })
-            .insert(Header {
-                key: "botmeter.reason_kind",
-                value: Some(letter.reason_kind.as_str()),
-            })
-            .insert(Header {
-                key: "botmeter.source_topic",
-                value: Some(letter.topic.as_str()),
-            })
-            .insert(Header {
-                key: "botmeter.source_partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "botmeter.source_offset",
-                value: Some(offset.as_str()),
-            });
-        let key = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
+        let key = key(letter);
         self.producer
             .send(
                 BaseRecord::to(&self.topic)
                     .key(&key)
                     .payload(&letter.payload)
-                    .headers(headers),
+                    .headers(headers(letter)),
             )
             .map_err(|(e, _)| Error::Kafka {
                 context: format!("queue dead letter {key}"),
@@ -84,4 +61,38 @@ impl DeadLetterProducer {
             .flush(timeout)
             .map_err(Error::kafka("flush dead letters"))
     }
+}
+
+/// The message key of a dead letter: its source, `topic/partition/offset`.
+pub fn key(letter: &DeadLetter) -> String {
+    format!("{}/{}/{}", letter.topic, letter.partition, letter.offset)
+}
+
+/// The headers a dead letter is published with: its reason, reason class and source position
+/// (`botmeter.reason`, `botmeter.reason_kind`, `botmeter.source_topic`, `…_partition`,
+/// `…_offset`). Every producer of dead letters uses these, so one reader reads them all.
+pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
+    let partition = letter.partition.to_string();
+    let offset = letter.offset.to_string();
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "botmeter.reason",
+            value: Some(letter.reason.as_str()),
+        })
+        .insert(Header {
+            key: "botmeter.reason_kind",
+            value: Some(letter.reason_kind.as_str()),
+        })
+        .insert(Header {
+            key: "botmeter.source_topic",
+            value: Some(letter.topic.as_str()),
+        })
+        .insert(Header {
+            key: "botmeter.source_partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "botmeter.source_offset",
+            value: Some(offset.as_str()),
+        })
 }

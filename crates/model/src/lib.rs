@@ -14,6 +14,7 @@ pub mod limits;
 pub mod ngrok_api;
 mod objects;
 pub mod redact;
+pub mod route;
 mod traffic;
 
 pub use bind::{BindRule, BindRuleError, LabelPattern};
