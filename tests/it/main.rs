@@ -27,6 +27,7 @@ mod dashboards;
 mod dead_letters;
 mod delivery;
 mod hardening;
+mod ngrok_account;
 mod pipeline_e2e;
 mod receive;
 mod reconcile;

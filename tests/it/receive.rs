@@ -14,24 +14,24 @@ use simulate::{generate, FleetConfig};
 use crate::firehose_client::{request_id, Batch, FirehoseClient};
 use crate::support::{self, free_port, read_topic_all, BotmeterProcess, TestEnv};
 
-const ACCESS_KEY: &str = "firehose-test-key-7f3a9c";
+pub(crate) const ACCESS_KEY: &str = "firehose-test-key-7f3a9c";
 const ROTATED_KEY: &str = "firehose-test-key-next-51b2";
 
 /// A running `botmeter receive` and where it listens.
-struct Receive {
-    process: BotmeterProcess,
-    url: String,
+pub(crate) struct Receive {
+    pub(crate) process: BotmeterProcess,
+    pub(crate) url: String,
     metrics: String,
 }
 
 /// The request-log topic of `env`.
-fn request_log_topic(env: &TestEnv) -> String {
+pub(crate) fn request_log_topic(env: &TestEnv) -> String {
     format!("{}.requests", env.traffic_topic)
 }
 
 /// Starts `botmeter receive` for `env` with both test keys and `extra` flags; waits for
 /// `/readyz`.
-async fn start_receive(
+pub(crate) async fn start_receive(
     env: &TestEnv,
     name: &str,
     extra: &[&str],
