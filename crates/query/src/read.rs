@@ -16,6 +16,10 @@ use crate::rows::{ControlRow, UsageRow};
 #[cfg(test)]
 use crate::write::{CONTROL_TABLE, DEAD_LETTER_TABLE, USAGE_TABLE};
 
+/// The cluster's local tables behind the tables [`POSITIONS_SQL`] reads.
+const USAGE_LOCAL_TABLE: &str = "usage_events_local";
+const CONTROL_LOCAL_TABLE: &str = "control_events_log_local";
+
 /// Max offset per partition of one topic over the three tables; the topic bound three times.
 const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
 
@@ -47,6 +51,9 @@ pub struct Reader {
     /// Plain responses (ClickHouse 18.16 cannot send compressed ones).
     client: Client,
     query_timeout: Duration,
+    /// The cluster and database, when the database lives on a cluster: positions are then read
+    /// once every live replica has caught up.
+    cluster: Option<(String, String)>,
 }
 
 impl fmt::Debug for Reader {
@@ -63,6 +70,9 @@ impl Reader {
         Ok(Self {
             client: config.client(),
             query_timeout: config.query_timeout(),
+            cluster: config
+                .cluster()
+                .map(|name| (name.to_owned(), config.database.clone())),
         })
     }
 
@@ -102,7 +112,15 @@ impl Reader {
     /// The highest offset stored per partition of `topic`, across usage and control events (dead
     /// letters never move a position; see `sql/topic_positions.sql`). Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.
+    ///
+    /// On a cluster, only once every live replica holds every part written to any replica
+    /// ([`crate::cluster::replicas_caught_up`]): a position read from a replica that has not
+    /// fetched the last insert yet would re-read, and write again, what is durable. Waits up to
+    /// the query timeout for that, then fails (the callers retry).
     pub async fn positions(&self, topic: &str) -> Result<HashMap<i32, i64>> {
+        if let Some((cluster, database)) = &self.cluster {
+            self.wait_for_replicas(cluster, database).await?;
+        }
         let rows = with_deadline(
             format!("read positions of topic {topic:?}"),
             self.query_timeout,
@@ -117,6 +135,26 @@ impl Reader {
             .into_iter()
             .map(|row| (row.kafka_partition, row.max_offset))
             .collect())
+    }
+
+    /// Waits until every live replica of the tables positions are read from has caught up.
+    async fn wait_for_replicas(&self, cluster: &str, database: &str) -> Result<()> {
+        let action = format!("wait for every live replica of cluster {cluster} to catch up");
+        with_deadline(&action, self.query_timeout, async {
+            loop {
+                let mut caught_up = true;
+                for table in [USAGE_LOCAL_TABLE, CONTROL_LOCAL_TABLE] {
+                    caught_up &=
+                        crate::cluster::replicas_caught_up(&self.client, cluster, database, table)
+                            .await?;
+                }
+                if caught_up {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
     }
 
     /// The event ids written for `topic` within `window_secs` of its newest event time, newest
