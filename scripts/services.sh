@@ -544,9 +544,12 @@ EOF
     # distributed_product_mode: reports join and filter with subqueries over the Distributed
     # tables; `global` runs each subquery once on the initiator and ships its result to the shards.
     # background_pool_size: merges and fetches per server (default 16), small on 2 cores.
+    # load_balancing in_order: a Distributed insert and the reads after it use the same replica of
+    # each shard (its first live one), so what was just written is read back.
     write_users_config "$dir" '
             <distributed_product_mode>global</distributed_product_mode>
-            <background_pool_size>4</background_pool_size>'
+            <background_pool_size>4</background_pool_size>
+            <load_balancing>in_order</load_balancing>'
 }
 
 cluster_node_up() {

@@ -20,6 +20,7 @@ mod api_access;
 mod attribution;
 mod attribution_fleet;
 mod bad_feed;
+mod cluster;
 mod dashboards;
 mod dead_letters;
 mod delivery;

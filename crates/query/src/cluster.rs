@@ -1,7 +1,6 @@
 //! botmeter on a ClickHouse cluster (shards × replicas, coordinated by ZooKeeper): how the
-//! single-node migrations become the cluster schema ([`ClusterSchema::translate`]), and when every
-//! live replica holds what was written, so that positions read through the cluster are complete
-//! ([`replicas_caught_up`]).
+//! single-node migrations become the cluster schema ([`ClusterSchema::translate`]), and the
+//! positions a consumer resumes from, read from every replica ([`replica_positions`]).
 //!
 //! The cluster schema keeps every name readers use. Each table `T` of the migrations becomes
 //!
@@ -21,7 +20,7 @@
 //! `schema_migrations` is one `ReplicatedMergeTree` replicated to every server (one ZooKeeper path
 //! for all shards): the applied versions are recorded once, cluster-wide.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use clickhouse::Row;
@@ -30,6 +29,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::migrate::Migration;
+use crate::read::{PositionRow, POSITIONS_SQL};
 
 /// What a table's shard-local counterpart is called: `usage_events` → `usage_events_local`.
 pub const LOCAL_SUFFIX: &str = "_local";
@@ -301,56 +301,158 @@ impl ClusterSchema {
     }
 }
 
+/// A replica's replication state (`system.replicas`).
+#[derive(Debug, Row, Deserialize)]
+struct ReplicaState {
+    log_pointer: u64,
+    log_max_index: u64,
+    inserts_in_queue: u32,
+    zookeeper_path: String,
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct ReplicaAddress {
+    shard_num: u32,
     host_address: String,
     port: u16,
 }
 
-/// Whether every reachable replica of `cluster` has fetched every part of `local_table`
-/// committed to ZooKeeper (its replication log read to the end, no insert waiting in its queue).
-/// Then any live replica a `Distributed` read picks holds every row any replica was sent, even one
-/// that has died since, whose parts then wait in the others' queues and keep this `false` until it
-/// is back. An unreachable replica is skipped; a replica that cannot reach ZooKeeper is an error.
-pub async fn replicas_caught_up(
+/// The highest Kafka offset stored per partition of `topic` (as [`crate::Reader::positions`]),
+/// over every replica of `cluster`, each read directly (`remote()` of its local tables): a replica
+/// that has not fetched the latest insert yet cannot hide it, and no ZooKeeper is needed.
+///
+/// A replica that does not answer may hold parts no other replica has fetched yet; they are then
+/// in the others' replication queues, so the positions are given only once every answering
+/// replica has fetched every part ZooKeeper knows of ([`lagging`]), and never while a shard has
+/// no replica answering (its partitions' positions are unknown): an error the callers retry.
+pub async fn replica_positions(
     client: &clickhouse::Client,
     cluster: &str,
     database: &str,
-    local_table: &str,
-) -> std::result::Result<bool, clickhouse::error::Error> {
+    topic: &str,
+) -> std::result::Result<HashMap<i32, i64>, clickhouse::error::Error> {
     let replicas = client
-        .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
+        .query("SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = ?")
         .bind(cluster)
         .fetch_all::<ReplicaAddress>()
         .await?;
-    for replica in replicas {
+    if replicas.is_empty() {
+        return Err(custom(format!("no cluster {cluster} in system.clusters")));
+    }
+    let mut positions: HashMap<i32, i64> = HashMap::new();
+    let mut answering: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut silent = Vec::new();
+    for replica in &replicas {
         let address = format!("{}:{}", replica.host_address, replica.port);
-        let lagging = client
-            .query(
-                "SELECT count() FROM remote(?, system.replicas) WHERE database = ? AND table = ? \
-                 AND (log_pointer <= log_max_index OR inserts_in_queue > 0)",
+        answering.entry(replica.shard_num).or_default();
+        let sql = POSITIONS_SQL
+            .replace(
+                "FROM usage_events WHERE",
+                &format!("FROM remote('{address}', {database}, usage_events{LOCAL_SUFFIX}) WHERE"),
             )
-            .bind(address.as_str())
-            .bind(database)
-            .bind(local_table)
-            .fetch_one::<u64>()
-            .await;
-        match lagging {
-            Ok(0) => {}
-            Ok(_) => return Ok(false),
-            // Code 210 NETWORK_ERROR / 209 SOCKET_TIMEOUT / 279 ALL_CONNECTION_TRIES_FAILED: the
-            // replica is down; what it alone held waits in the others' queues.
-            Err(clickhouse::error::Error::BadResponse(text))
-                if ["Code: 210", "Code: 209", "Code: 279"]
-                    .iter()
-                    .any(|code| text.contains(code)) =>
-            {
-                tracing::debug!(replica = %address, "replica unreachable; skipped in the catch-up check");
+            .replace(
+                "FROM control_events_log WHERE",
+                &format!(
+                    "FROM remote('{address}', {database}, control_events_log{LOCAL_SUFFIX}) WHERE"
+                ),
+            );
+        match client
+            .query(&sql)
+            .bind(topic)
+            .bind(topic)
+            .fetch_all::<PositionRow>()
+            .await
+        {
+            Ok(rows) => {
+                for row in rows {
+                    let max = positions
+                        .entry(row.kafka_partition)
+                        .or_insert(row.max_offset);
+                    *max = (*max).max(row.max_offset);
+                }
+                answering
+                    .entry(replica.shard_num)
+                    .or_default()
+                    .push(address);
             }
+            Err(e) if is_unreachable(&e) => silent.push(address),
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    if let Some((shard, _)) = answering.iter().find(|(_, live)| live.is_empty()) {
+        return Err(custom(format!(
+            "no replica of shard {shard} of cluster {cluster} answers ({}): its partitions' positions are unknown",
+            silent.join(", ")
+        )));
+    }
+    if !silent.is_empty() {
+        for address in answering.values().flatten() {
+            for table in ["usage_events", "control_events_log"] {
+                let local = format!("{table}{LOCAL_SUFFIX}");
+                if lagging(client, address, database, &local).await? {
+                    return Err(custom(format!(
+                        "replica {address} has not fetched every part of {local} yet while {} do not answer",
+                        silent.join(", ")
+                    )));
+                }
+            }
+        }
+    }
+    Ok(positions)
+}
+
+/// A client error carrying botmeter's own message.
+fn custom(message: String) -> clickhouse::error::Error {
+    clickhouse::error::Error::Custom(message)
+}
+
+/// Whether `error` says the replica could not be reached: codes 210 NETWORK_ERROR, 209
+/// SOCKET_TIMEOUT, 279 ALL_CONNECTION_TRIES_FAILED.
+fn is_unreachable(error: &clickhouse::error::Error) -> bool {
+    matches!(error, clickhouse::error::Error::BadResponse(text)
+        if ["Code: 210", "Code: 209", "Code: 279"].iter().any(|code| text.contains(code)))
+}
+
+/// Whether the replica at `address` has not fetched every part of `local_table` committed to
+/// ZooKeeper yet: its replication log not read to the end, or an insert waiting in its queue.
+async fn lagging(
+    client: &clickhouse::Client,
+    address: &str,
+    database: &str,
+    local_table: &str,
+) -> std::result::Result<bool, clickhouse::error::Error> {
+    let states = client
+        .query(
+            "SELECT log_pointer, log_max_index, inserts_in_queue, zookeeper_path \
+             FROM remote(?, system.replicas) WHERE database = ? AND table = ?",
+        )
+        .bind(address)
+        .bind(database)
+        .bind(local_table)
+        .fetch_all::<ReplicaState>()
+        .await?;
+    for state in states {
+        if state.inserts_in_queue > 0 {
+            return Ok(true);
+        }
+        // The pointer is the next log entry to read: past the last one when caught up. Both are
+        // 0 with an empty log and with one entry not read yet: ZooKeeper tells which.
+        if state.log_pointer > state.log_max_index {
+            continue;
+        }
+        if state.log_pointer == 0 && state.log_max_index == 0 {
+            let entries = client
+                .query("SELECT count() FROM system.zookeeper WHERE path = ?")
+                .bind(format!("{}/log", state.zookeeper_path))
+                .fetch_one::<u64>()
+                .await?;
+            if entries == 0 {
+                continue;
+            }
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -472,6 +574,13 @@ mod tests {
             err.contains("0014") && err.contains("RENAME TABLE a TO b"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn positions_sql_names_the_tables_read_per_replica() {
+        for table in ["FROM usage_events WHERE", "FROM control_events_log WHERE"] {
+            assert!(POSITIONS_SQL.contains(table), "{table}");
+        }
     }
 
     #[test]

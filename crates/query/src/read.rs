@@ -16,12 +16,8 @@ use crate::rows::{ControlRow, UsageRow};
 #[cfg(test)]
 use crate::write::{CONTROL_TABLE, DEAD_LETTER_TABLE, USAGE_TABLE};
 
-/// The cluster's local tables behind the tables [`POSITIONS_SQL`] reads.
-const USAGE_LOCAL_TABLE: &str = "usage_events_local";
-const CONTROL_LOCAL_TABLE: &str = "control_events_log_local";
-
 /// Max offset per partition of one topic over the three tables; the topic bound three times.
-const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
+pub(crate) const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
 
 /// The newest written event ids of a topic; see the file's header.
 const RECENT_EVENT_IDS_SQL: &str = include_str!("../sql/recent_event_ids.sql");
@@ -40,9 +36,9 @@ pub struct WrittenEvent {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct PositionRow {
-    kafka_partition: i32,
-    max_offset: i64,
+pub(crate) struct PositionRow {
+    pub(crate) kafka_partition: i32,
+    pub(crate) max_offset: i64,
 }
 
 /// Reads botmeter's bookkeeping back; cheap to clone (shares the client's connection pool).
@@ -113,16 +109,21 @@ impl Reader {
     /// letters never move a position; see `sql/topic_positions.sql`). Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.
     ///
-    /// On a cluster, only once every live replica holds every part written to any replica
-    /// ([`crate::cluster::replicas_caught_up`]): a position read from a replica that has not
-    /// fetched the last insert yet would re-read, and write again, what is durable. Waits up to
-    /// the query timeout for that, then fails (the callers retry).
+    /// On a cluster, the highest offset over every replica of every shard, each read directly
+    /// ([`crate::cluster::replica_positions`]): no ZooKeeper needed, and no replica's lag can
+    /// hide a row another replica holds.
     pub async fn positions(&self, topic: &str) -> Result<HashMap<i32, i64>> {
+        let action = format!("read positions of topic {topic:?}");
         if let Some((cluster, database)) = &self.cluster {
-            self.wait_for_replicas(cluster, database).await?;
+            return with_deadline(
+                action,
+                self.query_timeout,
+                crate::cluster::replica_positions(&self.client, cluster, database, topic),
+            )
+            .await;
         }
         let rows = with_deadline(
-            format!("read positions of topic {topic:?}"),
+            action,
             self.query_timeout,
             self.client
                 .query(POSITIONS_SQL)
@@ -135,26 +136,6 @@ impl Reader {
             .into_iter()
             .map(|row| (row.kafka_partition, row.max_offset))
             .collect())
-    }
-
-    /// Waits until every live replica of the tables positions are read from has caught up.
-    async fn wait_for_replicas(&self, cluster: &str, database: &str) -> Result<()> {
-        let action = format!("wait for every live replica of cluster {cluster} to catch up");
-        with_deadline(&action, self.query_timeout, async {
-            loop {
-                let mut caught_up = true;
-                for table in [USAGE_LOCAL_TABLE, CONTROL_LOCAL_TABLE] {
-                    caught_up &=
-                        crate::cluster::replicas_caught_up(&self.client, cluster, database, table)
-                            .await?;
-                }
-                if caught_up {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
     }
 
     /// The event ids written for `topic` within `window_secs` of its newest event time, newest

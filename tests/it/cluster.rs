@@ -1,0 +1,261 @@
+//! botmeter on a real ClickHouse cluster: the local one of `scripts/services.sh cluster up`
+//! (ZooKeeper, 2 shards × 2 replicas of ClickHouse 18.16 on loopback). Runs only when
+//! `BOTMETER_CLUSTER` is set (`eval "$(scripts/services.sh cluster env)"`; `scripts/test.sh` does
+//! both), and says so when it skips.
+//!
+//! A simulated fleet is ingested by two `botmeter run` instances while, at seeded moments, a
+//! replica is killed (SIGKILL) and restarted, ZooKeeper is paused for 30 s (SIGSTOP/SIGCONT:
+//! every replicated table goes read-only, inserts fail) and a whole shard is down for 30 s. Then
+//! the proof of the delivery tests, read through the `Distributed` tables: per-owner totals equal
+//! the simulator's truth exactly, every Kafka position nets to one row across all shards with no
+//! gap, `botmeter rollups check` and `botmeter reconcile --expect-caught-up` exit 0. And each
+//! partition's rows live on one shard, `partition % 2`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::delivery::{
+    assert_exactly_once, clean_up, fleet, positions_sql, publish_copies, rows_sql,
+    wait_for_both_assigned, wait_until, DeleteTopicsOnDrop,
+};
+use crate::support::TestEnv;
+
+/// The cluster's servers and ZooKeeper, from `scripts/services.sh cluster env`.
+struct Cluster {
+    /// Node name (`s1r1`, …) → its HTTP URL.
+    nodes: BTreeMap<String, String>,
+    /// Node name → its pid file.
+    pid_files: BTreeMap<String, String>,
+    zookeeper_pid_file: String,
+}
+
+fn pairs(variable: &str) -> BTreeMap<String, String> {
+    let text = std::env::var(variable)
+        .unwrap_or_else(|_| panic!("{variable} (eval \"$(scripts/services.sh cluster env)\")"));
+    text.split(',')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("name=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn pid_in(file: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("read pid file {file}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+fn signal(signal: &str, pid: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+impl Cluster {
+    fn from_env() -> Self {
+        Self {
+            nodes: pairs("BOTMETER_CLUSTER_NODES"),
+            pid_files: pairs("BOTMETER_CLUSTER_PIDS"),
+            zookeeper_pid_file: std::env::var("BOTMETER_CLUSTER_ZOOKEEPER_PID")
+                .expect("BOTMETER_CLUSTER_ZOOKEEPER_PID"),
+        }
+    }
+
+    /// SIGKILLs a ClickHouse server: no flush, no clean shutdown.
+    fn kill(&self, node: &str) {
+        let pid = pid_in(&self.pid_files[node]);
+        eprintln!("killing clickhouse {node} (pid {pid})");
+        signal("KILL", &pid);
+    }
+
+    /// Starts every server that is not running (`scripts/services.sh cluster up`) and waits until
+    /// they answer.
+    fn restart_stopped(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+        let output = Command::new(script)
+            .args(["cluster", "up"])
+            .output()
+            .expect("run scripts/services.sh cluster up");
+        assert!(
+            output.status.success(),
+            "scripts/services.sh cluster up: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn zookeeper(&self, how: &str) {
+        signal(how, &pid_in(&self.zookeeper_pid_file));
+    }
+
+    /// A query on one server, by name; the body (TSV), panicking with the server's message.
+    async fn query(&self, node: &str, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(&self.nodes[node])
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("reach {node}: {e}"));
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_success(), "{node} rejected {sql:?}: {body}");
+        body
+    }
+
+    /// Waits until every replica of every table of `database` has fetched what the others hold
+    /// (`SYSTEM SYNC REPLICA` on every server): then a read through `Distributed` sees every
+    /// row, whichever replica it picks.
+    async fn sync_replicas(&self, database: &str) {
+        for node in self.nodes.keys() {
+            let tables = self
+                .query(
+                    node,
+                    &format!(
+                        "SELECT name FROM system.tables WHERE database = '{database}' \
+                         AND engine LIKE 'Replicated%' FORMAT TSV"
+                    ),
+                )
+                .await;
+            for table in tables.lines() {
+                self.query(node, &format!("SYSTEM SYNC REPLICA {database}.{table}"))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Seconds to wait, drawn from `range`.
+async fn pause(rng: &mut ChaCha8Rng, range: std::ops::Range<u64>) {
+    tokio::time::sleep(Duration::from_secs(rng.gen_range(range))).await;
+}
+
+/// The faults, in order, at seeded moments once rows are flowing; returns when all are over.
+async fn inject_faults(cluster: &Cluster, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A replica: s2r1 is the one shard 2's inserts and reads go to (load_balancing in_order), so
+    // they move to s2r2 and back.
+    pause(&mut rng, 2..6).await;
+    cluster.kill("s2r1");
+    pause(&mut rng, 5..10).await;
+    cluster.restart_stopped();
+    eprintln!("s2r1 restarted");
+    // ZooKeeper: sessions expire after 10 s, every replicated table is read-only until ZooKeeper
+    // answers again.
+    pause(&mut rng, 3..8).await;
+    eprintln!("pausing zookeeper for 30 s");
+    cluster.zookeeper("STOP");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.zookeeper("CONT");
+    eprintln!("zookeeper resumed");
+    // A whole shard.
+    pause(&mut rng, 3..8).await;
+    cluster.kill("s2r1");
+    cluster.kill("s2r2");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.restart_stopped();
+    eprintln!("shard 2 restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_through_a_replica_kill_a_zookeeper_pause_and_a_shard_outage_count_exactly_once(
+) {
+    let Some(env) = TestEnv::on_cluster("cluster") else {
+        eprintln!(
+            "SKIPPED: BOTMETER_CLUSTER is not set; start the local cluster with \
+             `scripts/services.sh cluster up` and `eval \"$(scripts/services.sh cluster env)\"` \
+             (scripts/test.sh does both)"
+        );
+        return;
+    };
+    let started = Instant::now();
+    let cluster = Cluster::from_env();
+    let _topics = DeleteTopicsOnDrop::new(&env);
+    env.create_topics(4).await;
+    let fleet = fleet(1717, 20_000);
+
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "botmeter migrate --cluster: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut a = env.spawn("run-a", &["run"]);
+    let mut b = env.spawn("run-b", &["run"]);
+    wait_for_both_assigned(&mut a, &mut b).await;
+
+    // Ten copies of the traffic, 8 s apart, while the faults happen.
+    let publishing = publish_copies(&env, fleet, 10, 4, Duration::from_secs(8));
+    let faults = async {
+        wait_until(
+            &env,
+            &rows_sql(&env),
+            |n| n > 0,
+            Duration::from_secs(90),
+            &mut [],
+        )
+        .await;
+        inject_faults(&cluster, 0x17).await;
+    };
+    let (expected, ()) = tokio::join!(publishing, faults);
+
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(300),
+        &mut [&mut a, &mut b],
+    )
+    .await;
+    for (name, process) in [("a", &mut a), ("b", &mut b)] {
+        let log = process.log_text();
+        let failures = log.matches("clickhouse write failed").count();
+        eprintln!("{name}: {failures} failed writes retried");
+        let status = process.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{name} exited with {status}\n{}",
+            process.log_tail()
+        );
+    }
+    let failed_writes = [&a, &b]
+        .iter()
+        .map(|p| p.log_text().matches("clickhouse write failed").count())
+        .sum::<usize>();
+    assert!(
+        failed_writes > 0,
+        "no insert failed: the faults missed the ingestion\n{}\n{}",
+        a.log_tail(),
+        b.log_tail()
+    );
+
+    cluster.sync_replicas(&env.database).await;
+    // Each partition's rows are on one shard: partition % 2 (shard 1 holds 0 and 2).
+    for (node, partitions) in [
+        ("s1r1", "0\n2\n"),
+        ("s1r2", "0\n2\n"),
+        ("s2r1", "1\n3\n"),
+        ("s2r2", "1\n3\n"),
+    ] {
+        let held = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT DISTINCT kafka_partition FROM {}.usage_events_local ORDER BY kafka_partition FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(held, partitions, "traffic partitions stored on {node}");
+    }
+    assert_exactly_once(&env, &expected, 2).await;
+    eprintln!("cluster test checked in {:.1?}", started.elapsed());
+    clean_up(&env).await;
+}
