@@ -546,17 +546,28 @@ EOF
     # background_pool_size: merges and fetches per server (default 16), small on 2 cores.
     # load_balancing in_order: a Distributed insert and the reads after it use the same replica of
     # each shard (its first live one), so what was just written is read back.
-    write_users_config "$dir" '
+    # insert_distributed_sync: an insert into a Distributed table returns once the shards hold the
+    # rows (botmeter sets it on its inserts; this covers clickhouse-client and the tests).
+    write_cluster_users_config "$dir"
+}
+
+write_cluster_users_config() {
+    write_users_config "$1" '
             <distributed_product_mode>global</distributed_product_mode>
             <background_pool_size>4</background_pool_size>
-            <load_balancing>in_order</load_balancing>'
+            <load_balancing>in_order</load_balancing>
+            <insert_distributed_sync>1</insert_distributed_sync>'
 }
 
 cluster_node_up() {
     local node=$1 dir pid
     dir=$CLUSTER_DIR/$node
     pid=$dir/clickhouse-server.pid
-    node_reachable "$node" && return 0
+    if node_reachable "$node"; then
+        # A running server re-reads users.xml within seconds when it changes.
+        live_pid "$pid" >/dev/null && write_cluster_users_config "$dir"
+        return 0
+    fi
     if ! live_pid "$pid" >/dev/null; then
         write_cluster_node_config "$node"
         rm -f "$pid"

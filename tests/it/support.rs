@@ -36,7 +36,7 @@ impl TestEnv {
         );
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&unique);
         std::fs::create_dir_all(&log_dir).unwrap();
-        Self {
+        let env = Self {
             clickhouse_url: std::env::var("BOTMETER_CLICKHOUSE_URL")
                 .unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
             brokers: std::env::var("BOTMETER_KAFKA_BROKERS")
@@ -49,22 +49,39 @@ impl TestEnv {
             log_dir,
             cluster: None,
             http: reqwest::Client::new(),
+        };
+        if std::env::var("BOTMETER_IT_ON_CLUSTER").is_ok_and(|v| v == "1") {
+            return env.into_cluster();
         }
+        env
+    }
+
+    /// This world moved to the local cluster (see [`TestEnv::on_cluster`]).
+    fn into_cluster(mut self) -> Self {
+        let cluster = std::env::var("BOTMETER_CLUSTER")
+            .expect("BOTMETER_CLUSTER (eval \"$(scripts/services.sh cluster env)\")");
+        self.clickhouse_url = std::env::var("BOTMETER_CLUSTER_CLICKHOUSE_URL").expect(
+            "BOTMETER_CLUSTER_CLICKHOUSE_URL (eval \"$(scripts/services.sh cluster env)\")",
+        );
+        self.cluster = Some(cluster);
+        self
     }
 
     /// A test's world on the local ClickHouse cluster of `scripts/services.sh cluster up`, from
     /// `BOTMETER_CLUSTER` (its name) and `BOTMETER_CLUSTER_CLICKHOUSE_URL` (the server botmeter and
-    /// the test talk to); `None` when `BOTMETER_CLUSTER` is unset.
+    /// the test talk to); `None` when `BOTMETER_CLUSTER` is unset. [`TestEnv::new`] gives the same
+    /// to every test when `BOTMETER_IT_ON_CLUSTER=1`: the report and dashboard tests then run
+    /// against the cluster, with the same expectations.
     pub(crate) fn on_cluster(name: &str) -> Option<Self> {
-        let cluster = std::env::var("BOTMETER_CLUSTER")
+        std::env::var("BOTMETER_CLUSTER")
             .ok()
             .filter(|c| !c.is_empty())?;
-        let mut env = Self::new(name);
-        env.clickhouse_url = std::env::var("BOTMETER_CLUSTER_CLICKHOUSE_URL").expect(
-            "BOTMETER_CLUSTER_CLICKHOUSE_URL (eval \"$(scripts/services.sh cluster env)\")",
-        );
-        env.cluster = Some(cluster);
-        Some(env)
+        let env = Self::new(name);
+        Some(if env.cluster.is_some() {
+            env
+        } else {
+            env.into_cluster()
+        })
     }
 
     /// Creates this test's topics: one control partition, `traffic_partitions` traffic ones, one
