@@ -72,6 +72,12 @@ if [[ -f Cargo.toml ]]; then
     else
         suite rust cargo test --workspace --no-fail-fast
     fi
+    # The report, API and dashboard tests once more, every database on the local cluster: they must
+    # answer the same through the Distributed tables (about a minute).
+    if [[ -n ${BOTMETER_CLUSTER:-} ]]; then
+        suite rust-on-cluster env BOTMETER_IT_ON_CLUSTER=1 cargo test --test it --no-fail-fast -- \
+            reports_fleet:: dashboards:: api_access::
+    fi
 else
     log "rust: no Cargo.toml, skipped"
 fi

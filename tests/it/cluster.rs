@@ -259,3 +259,85 @@ async fn two_instances_through_a_replica_kill_a_zookeeper_pause_and_a_shard_outa
     eprintln!("cluster test checked in {:.1?}", started.elapsed());
     clean_up(&env).await;
 }
+
+/// `botmeter migrate --cluster` builds the cluster schema on every server, records each version
+/// once for the whole cluster, applies nothing the second time, and a single-node `migrate` of
+/// that database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_layout() {
+    let Some(env) = TestEnv::on_cluster("cluster_migrate") else {
+        eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
+        return;
+    };
+    let cluster = Cluster::from_env();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec!["migrate"];
+        args.extend_from_slice(extra);
+        env.command(&args).output().unwrap()
+    };
+    let first = migrate(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let versions = query::migrate::migrations().unwrap().len();
+    let second = migrate(&[]);
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success()
+            && text.contains(&format!("{versions} already applied, 0 applied now")),
+        "{text}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    for node in cluster.nodes.keys() {
+        let engines = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT name, engine FROM system.tables WHERE database = '{}' AND name IN \
+                     ('usage_events', 'usage_events_local', 'control_events', 'usage_rollup_local', 'schema_migrations') \
+                     ORDER BY name FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(
+            engines,
+            "control_events\tDistributed\nschema_migrations\tReplicatedMergeTree\nusage_events\tDistributed\n\
+             usage_events_local\tReplicatedMergeTree\nusage_rollup_local\tReplicatedSummingMergeTree\n",
+            "tables on {node}"
+        );
+    }
+    cluster.sync_replicas(&env.database).await;
+    for node in cluster.nodes.keys() {
+        let recorded = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT uniqExact(version), count() FROM {}.schema_migrations FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(
+            recorded,
+            format!("{versions}\t{versions}\n"),
+            "versions recorded on {node}"
+        );
+    }
+    let single = env
+        .command(&["migrate"])
+        .env_remove("BOTMETER_CLICKHOUSE_CLUSTER")
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&single.stderr);
+    assert!(
+        !single.status.success()
+            && error.contains(
+                "usage_events is a Distributed table, expected a MergeTree on one server"
+            ),
+        "{error}"
+    );
+    env.drop_database().await;
+}

@@ -10,6 +10,10 @@
 //! - a file that failed half-way is applied again from its first statement on the next run, so every
 //!   statement must be safe to repeat (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, …).
 //!
+//! On a cluster ([`crate::ClickHouseConfig::cluster`]) each statement runs as its translation to
+//! the cluster schema ([`crate::cluster::ClusterSchema`]), `schema_migrations` is replicated to
+//! every server, and a database of the other layout is refused ([`Error::Layout`]).
+//!
 //! Concurrent runs (instances of one deployment starting together) may both apply a pending file,
 //! which the rule above makes harmless but records twice. When one run's statement fails because
 //! the other got there first (an `ALTER` of a table the other has already replaced by a view), the
