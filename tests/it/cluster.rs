@@ -132,6 +132,10 @@ impl Cluster {
     }
 }
 
+/// Held by each test here: they share the cluster, and the fault test stops parts of it (under
+/// nextest, .config/nextest.toml runs them one at a time instead).
+static CLUSTER_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Seconds to wait, drawn from `range`.
 async fn pause(rng: &mut ChaCha8Rng, range: std::ops::Range<u64>) {
     tokio::time::sleep(Duration::from_secs(rng.gen_range(range))).await;
@@ -175,6 +179,7 @@ async fn two_instances_through_a_replica_kill_a_zookeeper_pause_and_a_shard_outa
         );
         return;
     };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
     let started = Instant::now();
     let cluster = Cluster::from_env();
     let _topics = DeleteTopicsOnDrop::new(&env);
@@ -269,6 +274,7 @@ async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_lay
         eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
         return;
     };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
     let cluster = Cluster::from_env();
     let migrate = |extra: &[&str]| {
         let mut args = vec!["migrate"];
