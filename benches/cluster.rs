@@ -4,7 +4,9 @@
 //! (2 shards × 2 replicas), then the latency of two reports through `botmeter serve` on each:
 //! the top owners (`/v1/usage/top`, rollups) and one owner's daily usage
 //! (`/v1/owners/{id}/usage`), BOTMETER_BENCH_REQUESTS sequential requests each (default 200).
-//! Every run checks the stored rows: one per published event.
+//! Every run checks the stored rows: one per published event. Also printed: botmeter's CPU per
+//! event (all instances) and, on the cluster, the four servers' CPU per event and each one's share
+//! (from BOTMETER_CLUSTER_PIDS).
 //!
 //! Run: `scripts/services.sh up && scripts/services.sh cluster up && eval "$(scripts/services.sh
 //! env)" && eval "$(scripts/services.sh cluster env)" && cargo bench --bench cluster`
@@ -35,11 +37,42 @@ struct Target {
     cluster: Option<String>,
 }
 
+/// utime + stime of a process, in seconds (0 once it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// The cluster's ClickHouse servers' pids, from BOTMETER_CLUSTER_PIDS (`name=pidfile,...`).
+fn cluster_server_pids() -> Vec<(String, u32)> {
+    std::env::var("BOTMETER_CLUSTER_PIDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            let (name, file) = pair.split_once('=')?;
+            let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+            Some((name.to_owned(), pid))
+        })
+        .collect()
+}
+
 /// What one target measured.
 struct Measured {
     label: &'static str,
     events_per_second: f64,
     ingest_seconds: f64,
+    /// botmeter's CPU per event, all instances, µs.
+    botmeter_cpu_us: f64,
+    /// The cluster's ClickHouse CPU per event, all servers, µs, and each server's share.
+    clickhouse_cpu_us: Option<(f64, Vec<(String, f64)>)>,
     top_p50_ms: f64,
     top_p99_ms: f64,
     owner_p50_ms: f64,
@@ -168,6 +201,12 @@ async fn measure(target: &Target, run: usize) -> Measured {
                 .expect("spawn botmeter run")
         })
         .collect();
+    let servers = if target.cluster.is_some() {
+        cluster_server_pids()
+    } else {
+        Vec::new()
+    };
+    let servers_before: Vec<f64> = servers.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let count_sql = format!("SELECT count() FROM {database}.usage_events");
     let mut first_row = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -189,6 +228,12 @@ async fn measure(target: &Target, run: usize) -> Measured {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let botmeter_cpu: f64 = runs.iter().map(|run| cpu_seconds(run.id())).sum();
+    let servers_cpu: Vec<(String, f64)> = servers
+        .iter()
+        .zip(&servers_before)
+        .map(|((name, pid), before)| (name.clone(), cpu_seconds(*pid) - before))
+        .collect();
     for run in &mut runs {
         let _ = Command::new("kill")
             .args(["-TERM", &run.id().to_string()])
@@ -265,10 +310,23 @@ async fn measure(target: &Target, run: usize) -> Measured {
         .delete_topics(&topic_names, &rdkafka::admin::AdminOptions::new())
         .await;
 
+    let per_event_us = |seconds: f64| seconds * 1e6 / events as f64;
+    let clickhouse_cpu_us = (!servers_cpu.is_empty()).then(|| {
+        let total: f64 = servers_cpu.iter().map(|(_, s)| s).sum();
+        (
+            per_event_us(total),
+            servers_cpu
+                .iter()
+                .map(|(name, s)| (name.clone(), s / total))
+                .collect(),
+        )
+    });
     Measured {
         label: target.label,
         events_per_second: events as f64 / ingest_seconds,
         ingest_seconds,
+        botmeter_cpu_us: per_event_us(botmeter_cpu),
+        clickhouse_cpu_us,
         top_p50_ms,
         top_p99_ms,
         owner_p50_ms,
@@ -303,15 +361,28 @@ async fn main() {
         results.push(measured);
     }
     println!(
-        "\n| target | events/s | ingest s | top p50 ms | top p99 ms | owner p50 ms | owner p99 ms |"
+        "\n| target | events/s | ingest s | botmeter CPU µs/event | ClickHouse CPU µs/event (cluster) | top p50 ms | top p99 ms | owner p50 ms | owner p99 ms |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for m in &results {
+        let clickhouse = m
+            .clickhouse_cpu_us
+            .as_ref()
+            .map(|(total, shares)| {
+                let shares: Vec<String> = shares
+                    .iter()
+                    .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+                    .collect();
+                format!("{total:.1} ({})", shares.join(", "))
+            })
+            .unwrap_or_else(|| "—".to_owned());
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {:.0} | {:.1} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             m.label,
             m.events_per_second,
             m.ingest_seconds,
+            m.botmeter_cpu_us,
+            clickhouse,
             m.top_p50_ms,
             m.top_p99_ms,
             m.owner_p50_ms,
