@@ -347,3 +347,91 @@ async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_lay
     );
     env.drop_database().await;
 }
+
+/// Replication's block deduplication, which the pipeline relies on instead of the lost-response
+/// filter on a cluster: a batch's rows sent again unchanged, as a retry sends them, are stored
+/// once on every shard, while the next batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_sent_again_unchanged_is_stored_once_on_the_cluster() {
+    let Some(env) = TestEnv::on_cluster("cluster_dedup") else {
+        eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
+        return;
+    };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
+    let cluster = Cluster::from_env();
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let db = &env.database;
+    // 1000 rows over 4 partitions, inserted in number order: both shards get some.
+    env.clickhouse(&format!(
+        "INSERT INTO {db}.usage_events (event_id, event_time, owner_id, kafka_topic, kafka_partition, kafka_offset, bytes_out) \
+         SELECT concat('ev_', toString(number)), toDateTime('2026-01-01 00:00:00', 'UTC') + number, \
+         concat('bot_', toString(number % 7)), 'traffic', toInt32(number % 4), toInt64(intDiv(number, 4)), number \
+         FROM system.numbers LIMIT 1000"
+    ))
+    .await;
+    let config = query::ClickHouseConfig {
+        url: env.clickhouse_url.clone(),
+        database: db.clone(),
+        cluster: env.cluster.clone().unwrap(),
+        ..query::ClickHouseConfig::default()
+    }
+    .validate()
+    .unwrap();
+    let stored: Vec<query::rows::UsageRow> = config
+        .client()
+        .query("SELECT ?fields FROM usage_events ORDER BY kafka_partition, kafka_offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1000);
+    // The next batch: the messages after those, partition by partition.
+    let batch: Vec<query::rows::UsageRow> = stored
+        .into_iter()
+        .map(|mut row| {
+            row.kafka_offset += 250;
+            row.event_id.push_str("-next");
+            row
+        })
+        .collect();
+    let writer = query::Writer::new(&config).unwrap();
+    assert!(writer.deduplicates_retries());
+    let count_sql = format!("SELECT count(), uniqExact(kafka_partition, kafka_offset) FROM {db}.usage_events FORMAT TSV");
+    let count = || env.clickhouse(&count_sql);
+    writer.insert_usage(&batch).await.unwrap();
+    assert_eq!(count().await, "2000\t2000\n", "the next batch is stored");
+    // Its insert sent again unchanged, as after a lost answer; and in the other order (ClickHouse
+    // hashes a block's rows as stored, sorted by the table's key).
+    writer.insert_usage(&batch).await.unwrap();
+    assert_eq!(
+        count().await,
+        "2000\t2000\n",
+        "an insert sent again unchanged is stored once"
+    );
+    let reversed: Vec<_> = batch.iter().rev().cloned().collect();
+    writer.insert_usage(&reversed).await.unwrap();
+    assert_eq!(
+        count().await,
+        "2000\t2000\n",
+        "the same rows in another order are stored once"
+    );
+    cluster.sync_replicas(db).await;
+    for node in cluster.nodes.keys() {
+        let held = cluster
+            .query(
+                node,
+                &format!("SELECT count() FROM {db}.usage_events_local"),
+            )
+            .await;
+        assert_eq!(
+            held.trim(),
+            "1000",
+            "rows on {node} (two partitions of four)"
+        );
+    }
+    env.drop_database().await;
+}
