@@ -5,8 +5,8 @@
 //! the top owners (`/v1/usage/top`, rollups) and one owner's daily usage
 //! (`/v1/owners/{id}/usage`), BOTMETER_BENCH_REQUESTS sequential requests each (default 200).
 //! Every run checks the stored rows: one per published event. Also printed: botmeter's CPU per
-//! event (all instances) and, on the cluster, the four servers' CPU per event and each one's share
-//! (from BOTMETER_CLUSTER_PIDS).
+//! event (all instances) and ClickHouse's: the single server's (the process listening on its
+//! port, per `ss`), the cluster's four servers' (BOTMETER_CLUSTER_PIDS) with each one's share.
 //!
 //! Run: `scripts/services.sh up && scripts/services.sh cluster up && eval "$(scripts/services.sh
 //! env)" && eval "$(scripts/services.sh cluster env)" && cargo bench --bench cluster`
@@ -64,6 +64,22 @@ fn cluster_server_pids() -> Vec<(String, u32)> {
         .collect()
 }
 
+/// The pid of the process listening on the port of `url` (the single server), from `ss`.
+fn listener_pid(url: &str) -> Option<u32> {
+    let port = url.rsplit(':').next()?.trim_end_matches('/');
+    let output = Command::new("ss")
+        .args(["-H", "-ltnp", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let start = text.find("pid=")? + "pid=".len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// What one target measured.
 struct Measured {
     label: &'static str,
@@ -71,7 +87,7 @@ struct Measured {
     ingest_seconds: f64,
     /// botmeter's CPU per event, all instances, µs.
     botmeter_cpu_us: f64,
-    /// The cluster's ClickHouse CPU per event, all servers, µs, and each server's share.
+    /// ClickHouse's CPU per event, all servers, µs, and each server's share.
     clickhouse_cpu_us: Option<(f64, Vec<(String, f64)>)>,
     top_p50_ms: f64,
     top_p99_ms: f64,
@@ -204,7 +220,9 @@ async fn measure(target: &Target, run: usize) -> Measured {
     let servers = if target.cluster.is_some() {
         cluster_server_pids()
     } else {
-        Vec::new()
+        listener_pid(&target.url)
+            .map(|pid| vec![("server".to_owned(), pid)])
+            .unwrap_or_default()
     };
     let servers_before: Vec<f64> = servers.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let count_sql = format!("SELECT count() FROM {database}.usage_events");
@@ -361,7 +379,7 @@ async fn main() {
         results.push(measured);
     }
     println!(
-        "\n| target | events/s | ingest s | botmeter CPU µs/event | ClickHouse CPU µs/event (cluster) | top p50 ms | top p99 ms | owner p50 ms | owner p99 ms |"
+        "\n| target | events/s | ingest s | botmeter CPU µs/event | ClickHouse CPU µs/event (share per server) | top p50 ms | top p99 ms | owner p50 ms | owner p99 ms |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for m in &results {
