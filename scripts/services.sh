@@ -419,6 +419,8 @@ zookeeper_reachable() {
 
 zookeeper_up() {
     if zookeeper_reachable; then
+        live_pid "$ZK_PID" >/dev/null ||
+            die "zookeeper: $HOST:$ZK_PORT answers but this checkout did not start it (no live pid in ${ZK_PID#"$ROOT"/}); stop it or move the port (BOTMETER_ZOOKEEPER_PORT)"
         log "zookeeper: already reachable at $HOST:$ZK_PORT"
         return 0
     fi
@@ -564,8 +566,12 @@ cluster_node_up() {
     dir=$CLUSTER_DIR/$node
     pid=$dir/clickhouse-server.pid
     if node_reachable "$node"; then
+        # The fault test stops and restarts the servers by their pid files: a server answering on
+        # our port that this checkout did not start (another checkout's cluster) is refused.
+        live_pid "$pid" >/dev/null ||
+            die "cluster: $HOST:$(node_http_port "$node") answers but this checkout did not start it (no live pid in ${pid#"$ROOT"/}); stop it with the scripts/services.sh cluster down of the checkout that did, or move the ports (BOTMETER_CLUSTER_*_BASE)"
         # A running server re-reads users.xml within seconds when it changes.
-        live_pid "$pid" >/dev/null && write_cluster_users_config "$dir"
+        write_cluster_users_config "$dir"
         return 0
     fi
     if ! live_pid "$pid" >/dev/null; then
