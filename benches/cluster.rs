@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use simulate::{generate, publish, FleetConfig};
+#[path = "support/proc.rs"]
+mod proc;
+use proc::cpu_seconds;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -35,20 +38,6 @@ struct Target {
     label: &'static str,
     url: String,
     cluster: Option<String>,
-}
-
-/// utime + stime of a process, in seconds (0 once it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// The cluster's ClickHouse servers' pids, from BOTMETER_CLUSTER_PIDS (`name=pidfile,...`).
