@@ -3,7 +3,9 @@
 //! ([`TrafficLoop::finish`]). A failed insert holds the partitions: they are paused (the consumer
 //! keeps polling, so it stays in its group and memory stays bounded), the rest is retried with
 //! backoff after dropping what had landed (a lost response must not double count), and the
-//! partitions resume right after what is durable ([`TrafficLoop::write_holding`]).
+//! partitions resume right after what is durable ([`TrafficLoop::write_holding`]). On a cluster
+//! the same rows are sent again unchanged instead, and replication's block deduplication stores
+//! them once (see `query::Writer::deduplicates_retries`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
