@@ -323,7 +323,7 @@ struct ReplicaAddress {
 ///
 /// A replica that does not answer may hold parts no other replica has fetched yet; they are then
 /// in the others' replication queues, so the positions are given only once every answering
-/// replica has fetched every part ZooKeeper knows of ([`lagging`]), and never while a shard has
+/// replica has fetched every part ZooKeeper knows of (`lagging`), and never while a shard has
 /// no replica answering (its partitions' positions are unknown): an error the callers retry.
 pub async fn replica_positions(
     client: &clickhouse::Client,
