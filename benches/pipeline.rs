@@ -17,8 +17,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use simulate::{generate, publish, FleetConfig};
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "support/targets.rs"]
 mod targets;
+use proc::cpu_seconds;
 use query::rows::UsageRow;
 use query::{ClickHouseConfig, Writer};
 use targets::{report, report_check, Bar};
@@ -34,20 +37,6 @@ fn clickhouse(url: &str, sql: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// The local ClickHouse server's pid, when it runs on this machine (its CPU is then reported).

@@ -41,6 +41,17 @@ python3 -m pip install -q -r scripts/requirements-test.txt
 eval "$(scripts/services.sh env)"
 log "BOTMETER_CLICKHOUSE_URL=$BOTMETER_CLICKHOUSE_URL BOTMETER_KAFKA_BROKERS=$BOTMETER_KAFKA_BROKERS"
 
+# The local ClickHouse cluster (ZooKeeper, 2 shards x 2 replicas) for tests/it/cluster.rs, which
+# runs only when BOTMETER_CLUSTER is set. A cluster that does not start fails the run, after the
+# other suites (the cluster test then says it skipped).
+if scripts/services.sh cluster up; then
+    eval "$(scripts/services.sh cluster env)"
+    log "BOTMETER_CLUSTER=$BOTMETER_CLUSTER BOTMETER_CLUSTER_CLICKHOUSE_URL=$BOTMETER_CLUSTER_CLICKHOUSE_URL"
+else
+    log "the local ClickHouse cluster did not start, see the messages above"
+    failed+=("cluster-services")
+fi
+
 if [[ -f Cargo.toml ]]; then
     scripts/build-deps.sh
     # tests/python/test_compose.py validates docker-compose.yml with Debian's engine-less v1 client.
@@ -60,6 +71,12 @@ if [[ -f Cargo.toml ]]; then
         suite rust cargo nextest run --workspace --no-fail-fast --no-tests=warn
     else
         suite rust cargo test --workspace --no-fail-fast
+    fi
+    # The report, API and dashboard tests once more, every database on the local cluster: they must
+    # answer the same through the Distributed tables (about a minute).
+    if [[ -n ${BOTMETER_CLUSTER:-} ]]; then
+        suite rust-on-cluster env BOTMETER_IT_ON_CLUSTER=1 cargo test --test it --no-fail-fast -- \
+            reports_fleet:: dashboards:: api_access::
     fi
 else
     log "rust: no Cargo.toml, skipped"

@@ -25,8 +25,8 @@ use simulate::{generate, Fleet, FleetConfig, SimMessage, Usage};
 use crate::support::{self, BotmeterProcess, ClickHouseServer, TestEnv};
 
 /// What ClickHouse must hold once everything published is consumed.
-struct Expected {
-    traffic: u64,
+pub(crate) struct Expected {
+    pub(crate) traffic: u64,
     control: u64,
     traffic_partitions: i32,
     owners: BTreeMap<String, Usage>,
@@ -63,7 +63,7 @@ fn traffic_copy(traffic: &[SimMessage], copy: usize) -> Vec<SimMessage> {
 }
 
 /// A seeded fleet of `events` traffic events (default shape: three users, three bot users).
-fn fleet(seed: u64, events: usize) -> Fleet {
+pub(crate) fn fleet(seed: u64, events: usize) -> Fleet {
     let started = Instant::now();
     let fleet = generate(&FleetConfig {
         seed,
@@ -77,16 +77,21 @@ fn fleet(seed: u64, events: usize) -> Fleet {
     fleet
 }
 
-/// Publishes the control events once, then `copies` copies of the traffic; returns the truth.
-async fn publish_copies(
+/// Publishes the control events once, then `copies` copies of the traffic, `pause_between` apart;
+/// returns the truth.
+pub(crate) async fn publish_copies(
     env: &TestEnv,
     mut fleet: Fleet,
     copies: usize,
     traffic_partitions: i32,
+    pause_between: Duration,
 ) -> Expected {
     let started = Instant::now();
     let original = std::mem::take(&mut fleet.traffic);
     for copy in 0..copies {
+        if copy > 0 {
+            tokio::time::sleep(pause_between).await;
+        }
         fleet.traffic = traffic_copy(&original, copy);
         env.publish(&fleet).await;
         // The control plane is published once, with the first copy.
@@ -127,7 +132,7 @@ async fn publish_copies(
 }
 
 /// A number from ClickHouse, or `None` while it cannot answer (down, database not created yet).
-async fn try_u64(env: &TestEnv, sql: &str) -> Option<u64> {
+pub(crate) async fn try_u64(env: &TestEnv, sql: &str) -> Option<u64> {
     let response = reqwest::Client::new()
         .post(&env.clickhouse_url)
         .body(sql.to_owned())
@@ -140,11 +145,11 @@ async fn try_u64(env: &TestEnv, sql: &str) -> Option<u64> {
     response.text().await.ok()?.trim().parse().ok()
 }
 
-fn rows_sql(env: &TestEnv) -> String {
+pub(crate) fn rows_sql(env: &TestEnv) -> String {
     format!("SELECT count() FROM {}.usage_events", env.database)
 }
 
-fn positions_sql(env: &TestEnv) -> String {
+pub(crate) fn positions_sql(env: &TestEnv) -> String {
     format!(
         "SELECT uniqExact(kafka_partition, kafka_offset) FROM {}.usage_events",
         env.database
@@ -153,7 +158,7 @@ fn positions_sql(env: &TestEnv) -> String {
 
 /// Polls `sql` until `done(value)`, asserting that every process keeps running; panics after
 /// `timeout` with the last value and the processes' logs.
-async fn wait_until(
+pub(crate) async fn wait_until(
     env: &TestEnv,
     sql: &str,
     done: impl Fn(u64) -> bool,
@@ -186,7 +191,7 @@ async fn wait_until(
 /// control event to the audit log (see `two_instances_write_each_control_event_once`), so with
 /// more than one only the control positions are checked, and `reconcile` may report those
 /// control duplicates but nothing else.
-async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usize) {
+pub(crate) async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usize) {
     let db = &env.database;
     // Per owner, summed with sign, attributed only: the ground truth exactly.
     let by_owner = env
@@ -310,7 +315,7 @@ async fn assert_exactly_once(env: &TestEnv, expected: &Expected, instances: usiz
     );
 }
 
-async fn clean_up(env: &TestEnv) {
+pub(crate) async fn clean_up(env: &TestEnv) {
     env.drop_database().await;
     support::delete_topics(
         &env.brokers,
@@ -325,13 +330,13 @@ async fn clean_up(env: &TestEnv) {
 
 /// Deletes a test's topics when dropped, also when the test fails: a failed run keeps its database
 /// for inspection, but its hundreds of MB of messages would stay in the broker's memory.
-struct DeleteTopicsOnDrop {
+pub(crate) struct DeleteTopicsOnDrop {
     brokers: String,
     topics: Vec<String>,
 }
 
 impl DeleteTopicsOnDrop {
-    fn new(env: &TestEnv) -> Self {
+    pub(crate) fn new(env: &TestEnv) -> Self {
         Self {
             brokers: env.brokers.clone(),
             topics: vec![
@@ -368,7 +373,7 @@ async fn sigkill_five_times_loses_and_duplicates_nothing() {
     let _topics = DeleteTopicsOnDrop::new(&env);
     env.create_topics(4).await;
     let fleet = fleet(1001, 125_000);
-    let expected = publish_copies(&env, fleet, 8, 4).await;
+    let expected = publish_copies(&env, fleet, 8, 4, Duration::ZERO).await;
     assert!(expected.traffic >= 1_000_000);
 
     let mut rng = ChaCha8Rng::seed_from_u64(0x5161_4b11);
@@ -484,7 +489,7 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
     let _topics = DeleteTopicsOnDrop::new(&env);
     env.create_topics(4).await;
     let fleet = fleet(2002, 100_000);
-    let expected = publish_copies(&env, fleet, 3, 4).await;
+    let expected = publish_copies(&env, fleet, 3, 4, Duration::ZERO).await;
 
     let mut run = env.spawn("run", &["run"]);
     let sampler = RssSampler::start(run.pid());
@@ -652,8 +657,36 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
     .await;
 }
 
+/// Waits until both instances hold traffic partitions.
+pub(crate) async fn wait_for_both_assigned(a: &mut BotmeterProcess, b: &mut BotmeterProcess) {
+    let started = Instant::now();
+    loop {
+        a.assert_running();
+        b.assert_running();
+        let (held_a, held_b) = (assigned(a), assigned(b));
+        if held_a.as_deref().is_some_and(|p| p.len() > 2)
+            && held_b.as_deref().is_some_and(|p| p.len() > 2)
+        {
+            eprintln!(
+                "group formed in {:.1?}: a holds {}, b holds {}",
+                started.elapsed(),
+                held_a.unwrap(),
+                held_b.unwrap()
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the two instances never shared the partitions\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The traffic partitions a process's log says it holds now (its last assignment line).
-fn assigned(process: &BotmeterProcess) -> Option<String> {
+pub(crate) fn assigned(process: &BotmeterProcess) -> Option<String> {
     let log = process.log_text();
     let line = log.lines().rev().find(|l| {
         l.contains("traffic partitions assigned") || l.contains("traffic partitions revoked")
@@ -726,7 +759,7 @@ async fn a_frozen_clickhouse_that_commits_after_the_insert_timed_out_counts_noth
     let _topics = DeleteTopicsOnDrop::new(&env);
     env.create_topics(4).await;
     let fleet = fleet(4004, 100_000);
-    let expected = publish_copies(&env, fleet, 2, 4).await;
+    let expected = publish_copies(&env, fleet, 2, 4, Duration::ZERO).await;
     // Small batches (a few hundred kB): the whole insert body sits in the frozen server's socket
     // buffer, so the server reads it all and commits when it runs again.
     let mut run = env.spawn(
@@ -796,33 +829,10 @@ async fn two_instances_one_killed_mid_run_give_exact_totals() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut b = env.spawn("run-b", &["run"]);
-    let group_started = Instant::now();
-    loop {
-        a.assert_running();
-        b.assert_running();
-        let (held_a, held_b) = (assigned(&a), assigned(&b));
-        if held_a.as_deref().is_some_and(|p| p.len() > 2)
-            && held_b.as_deref().is_some_and(|p| p.len() > 2)
-        {
-            eprintln!(
-                "group formed in {:.1?}: a holds {}, b holds {}",
-                group_started.elapsed(),
-                held_a.unwrap(),
-                held_b.unwrap()
-            );
-            break;
-        }
-        assert!(
-            group_started.elapsed() < Duration::from_secs(90),
-            "the two instances never shared the partitions\n{}\n{}",
-            a.log_tail(),
-            b.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_both_assigned(&mut a, &mut b).await;
     // Six copies: enough that the kill below lands mid-run even when this test runs alone on
     // an idle box (three were drained before the kill then).
-    let expected = publish_copies(&env, fleet, 6, 4).await;
+    let expected = publish_copies(&env, fleet, 6, 4, Duration::ZERO).await;
 
     let mut rng = ChaCha8Rng::seed_from_u64(0x2_1057);
     let tenth = expected.traffic / 10;

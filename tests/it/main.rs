@@ -23,6 +23,7 @@ mod api_docs;
 mod attribution;
 mod attribution_fleet;
 mod bad_feed;
+mod cluster;
 mod dashboards;
 mod dead_letters;
 mod delivery;

@@ -68,22 +68,6 @@ fn connection(
     serde_json::to_vec(&event).unwrap()
 }
 
-/// Waits until `sql` (a count) reaches `want`, or panics after `within`.
-async fn wait_count(env: &TestEnv, sql: &str, want: u64, within: Duration, what: &str) {
-    let started = std::time::Instant::now();
-    loop {
-        let got = env.clickhouse_u64(sql).await;
-        if got >= want {
-            return;
-        }
-        assert!(
-            started.elapsed() < within,
-            "{what}: {got} of {want} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ngrok_account_through_sync_and_receive_equals_the_truth() {
     let env = TestEnv::new("ngrok_account");

@@ -17,6 +17,9 @@ pub(crate) struct TestEnv {
     pub(crate) dead_letter_topic: String,
     pub(crate) group_id: String,
     pub(crate) log_dir: PathBuf,
+    /// The ClickHouse cluster the database lives on ([`TestEnv::on_cluster`]), or `None` for one
+    /// server.
+    pub(crate) cluster: Option<String>,
     http: reqwest::Client,
 }
 
@@ -33,7 +36,7 @@ impl TestEnv {
         );
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&unique);
         std::fs::create_dir_all(&log_dir).unwrap();
-        Self {
+        let env = Self {
             clickhouse_url: std::env::var("BOTMETER_CLICKHOUSE_URL")
                 .unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
             brokers: std::env::var("BOTMETER_KAFKA_BROKERS")
@@ -44,8 +47,41 @@ impl TestEnv {
             dead_letter_topic: format!("it.{unique}.dead-letter"),
             group_id: format!("it-{unique}"),
             log_dir,
+            cluster: None,
             http: reqwest::Client::new(),
+        };
+        if std::env::var("BOTMETER_IT_ON_CLUSTER").is_ok_and(|v| v == "1") {
+            return env.into_cluster();
         }
+        env
+    }
+
+    /// This world moved to the local cluster (see [`TestEnv::on_cluster`]).
+    fn into_cluster(mut self) -> Self {
+        let cluster = std::env::var("BOTMETER_CLUSTER")
+            .expect("BOTMETER_CLUSTER (eval \"$(scripts/services.sh cluster env)\")");
+        self.clickhouse_url = std::env::var("BOTMETER_CLUSTER_CLICKHOUSE_URL").expect(
+            "BOTMETER_CLUSTER_CLICKHOUSE_URL (eval \"$(scripts/services.sh cluster env)\")",
+        );
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// A test's world on the local ClickHouse cluster of `scripts/services.sh cluster up`, from
+    /// `BOTMETER_CLUSTER` (its name) and `BOTMETER_CLUSTER_CLICKHOUSE_URL` (the server botmeter and
+    /// the test talk to); `None` when `BOTMETER_CLUSTER` is unset. [`TestEnv::new`] gives the same
+    /// to every test when `BOTMETER_IT_ON_CLUSTER=1`: the report and dashboard tests then run
+    /// against the cluster, with the same expectations.
+    pub(crate) fn on_cluster(name: &str) -> Option<Self> {
+        std::env::var("BOTMETER_CLUSTER")
+            .ok()
+            .filter(|c| !c.is_empty())?;
+        let env = Self::new(name);
+        Some(if env.cluster.is_some() {
+            env
+        } else {
+            env.into_cluster()
+        })
     }
 
     /// Creates this test's topics: one control partition, `traffic_partitions` traffic ones, one
@@ -93,6 +129,10 @@ impl TestEnv {
             // Tests run many pipelines at once: each gets its own operations port.
             .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0")
             .env("BOTMETER_METRICS_LISTEN", "127.0.0.1:0");
+        match &self.cluster {
+            Some(cluster) => command.env("BOTMETER_CLICKHOUSE_CLUSTER", cluster),
+            None => command.env_remove("BOTMETER_CLICKHOUSE_CLUSTER"),
+        };
         if args.first() == Some(&"serve") {
             // The API reads as the read-only user `scripts/services.sh` creates, as it should in
             // production.
@@ -178,8 +218,16 @@ impl TestEnv {
     }
 
     pub(crate) async fn drop_database(&self) {
-        self.clickhouse(&format!("DROP DATABASE IF EXISTS {}", self.database))
-            .await;
+        let on_cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| format!(" ON CLUSTER {c}"))
+            .unwrap_or_default();
+        self.clickhouse(&format!(
+            "DROP DATABASE IF EXISTS {}{on_cluster}",
+            self.database
+        ))
+        .await;
     }
 }
 

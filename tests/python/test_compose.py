@@ -55,7 +55,8 @@ def services():
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="apt-get install docker-compose")
 def test_compose_file_is_valid():
-    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"], ["--profile", "ngrok", "config", "-q"]):
+    for args in (["config", "-q"], ["--profile", "simulate", "config", "-q"], ["--profile", "ngrok", "config", "-q"],
+                 ["--profile", "cluster", "config", "-q"]):
         result = subprocess.run(["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
@@ -248,7 +249,7 @@ def test_services_wait_for_what_they_need():
     # Every long-running service reports its health; `sync` is a client with no listener (and no
     # state to lose: it restarts and rebuilds from the control topic).
     for name, service in all_services.items():
-        if name not in {"migrate", "simulate", "sync"}:
+        if name not in {"migrate", "simulate", "sync", "migrate-cluster"}:
             assert "healthcheck" in service, f"{name} has no healthcheck"
 
     def waits(name, dependency, condition="service_healthy"):
@@ -260,6 +261,14 @@ def test_services_wait_for_what_they_need():
         waits(name, "kafka")
     for name in ("run", "serve"):
         waits(name, "migrate", "service_completed_successfully")
+    # The cluster profile: every server waits for ZooKeeper, the migration for every server, the
+    # pipeline and the API for the migration.
+    for node in ("s1r1", "s1r2", "s2r1", "s2r2"):
+        waits(f"ch-{node}", "zookeeper")
+        waits("migrate-cluster", f"ch-{node}")
+    waits("run-cluster", "kafka")
+    for name in ("run-cluster", "serve-cluster"):
+        waits(name, "migrate-cluster", "service_completed_successfully")
 
 
 def test_healthchecks_use_tools_the_images_have():
@@ -281,6 +290,9 @@ def test_stateful_services_keep_their_data_in_volumes():
         "grafana": "/var/lib/grafana",
         "prometheus": "/prometheus",
     }
+    # The cluster profile: ZooKeeper and every ClickHouse server of the cluster.
+    data_dirs.update({"zookeeper": "/data"})
+    data_dirs.update({f"ch-{node}": "/var/lib/clickhouse" for node in ("s1r1", "s1r2", "s2r1", "s2r2")})
     for name, target in data_dirs.items():
         volumes = {t: s for s, t, _ in mounts(services()[name])}
         assert volumes.get(target) in declared, f"{name}: no named volume at {target}"

@@ -204,6 +204,19 @@ pub struct ClickHouseArgs {
     /// the one that timed out is first made sure to be finished or killed on the server.
     #[arg(long = "clickhouse-insert-timeout-ms", env = "BOTMETER_CLICKHOUSE_INSERT_TIMEOUT_MS", default_value_t = query::config::DEFAULT_INSERT_TIMEOUT_MS)]
     pub insert_timeout_ms: u64,
+    /// The ClickHouse cluster (its `remote_servers` name) the database lives on; empty for one
+    /// server. `migrate` then creates every table `ON CLUSTER` as a Replicated*MergeTree
+    /// `<table>_local` with a `Distributed` `<table>` in front (reads keep their names); `run`
+    /// inserts through the Distributed tables synchronously (each Kafka partition's rows land on
+    /// shard `partition % shards`) and relies on replication's block deduplication to retry an
+    /// insert whose answer was lost. Every command of one deployment needs the same value.
+    #[arg(
+        long = "clickhouse-cluster",
+        visible_alias = "cluster",
+        env = "BOTMETER_CLICKHOUSE_CLUSTER",
+        default_value = ""
+    )]
+    pub cluster: String,
 }
 
 /// How insert bodies travel to ClickHouse.
@@ -238,6 +251,7 @@ impl ClickHouseArgs {
             password: self.password.clone(),
             compress_inserts: self.insert_compression.compresses(&self.url),
             insert_timeout_ms: self.insert_timeout_ms,
+            cluster: self.cluster.clone(),
             ..ClickHouseConfig::default()
         };
         config.validate().context("invalid ClickHouse settings")

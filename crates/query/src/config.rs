@@ -47,6 +47,11 @@ pub struct ClickHouseConfig {
     /// LZ4-compress insert bodies. Saves bandwidth across a network; on one host it costs CPU on
     /// both ends for nothing (BENCHMARKS.md measures both).
     pub compress_inserts: bool,
+    /// The ClickHouse cluster (a `remote_servers` name) holding the database, or empty for one
+    /// server. Set, `migrate` creates the cluster schema (replicated local tables behind
+    /// `Distributed` ones, see [`crate::cluster`]), inserts go through the `Distributed` tables
+    /// synchronously, and positions are read once every live replica has caught up.
+    pub cluster: String,
 }
 
 /// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`): an insert body then never
@@ -79,6 +84,7 @@ impl Default for ClickHouseConfig {
             insert_timeout_ms: DEFAULT_INSERT_TIMEOUT_MS,
             ddl_timeout_ms: 60_000,
             compress_inserts: true,
+            cluster: String::new(),
         }
     }
 }
@@ -101,6 +107,7 @@ impl fmt::Debug for ClickHouseConfig {
             .field("insert_timeout_ms", &self.insert_timeout_ms)
             .field("ddl_timeout_ms", &self.ddl_timeout_ms)
             .field("compress_inserts", &self.compress_inserts)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -138,6 +145,12 @@ impl ClickHouseConfig {
             field: "database",
             message,
         })?;
+        if !self.cluster.is_empty() {
+            validate_identifier(&self.cluster).map_err(|message| Error::Config {
+                field: "cluster",
+                message,
+            })?;
+        }
         if self.user.is_empty() {
             return Err(Error::Config {
                 field: "user",
@@ -176,6 +189,11 @@ impl ClickHouseConfig {
 }
 
 impl ValidClickHouseConfig {
+    /// The cluster's name, when the database lives on a cluster.
+    pub fn cluster(&self) -> Option<&str> {
+        Some(self.cluster.as_str()).filter(|name| !name.is_empty())
+    }
+
     /// The client for queries and schema statements on the database: responses uncompressed
     /// (see the module docs). Builds only: no request is sent.
     pub fn client(&self) -> Client {
@@ -191,7 +209,15 @@ impl ValidClickHouseConfig {
         } else {
             Compression::None
         };
-        self.client().with_compression(compression)
+        let client = self.client().with_compression(compression);
+        if self.cluster().is_some() {
+            // A Distributed table's insert returns once every shard has stored its rows (the
+            // default queues them on this server and returns at once), so that a successful
+            // insert means durable, as on one server, and a failed one can be sent again.
+            client.with_option("insert_distributed_sync", "1")
+        } else {
+            client
+        }
     }
 
     /// A client with no database selected, for statements that must run before the database

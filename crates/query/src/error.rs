@@ -64,6 +64,21 @@ pub enum Error {
         message: String,
     },
 
+    /// The database holds the other layout: a single-node schema migrated with `--cluster`, or a
+    /// cluster schema without it.
+    #[error(
+        "database {database}: usage_events is a {engine} table, {expected}; see README \"Running \
+         on a cluster\" to move a single-node database to a cluster"
+    )]
+    Layout {
+        /// The database.
+        database: String,
+        /// The engine `usage_events` has.
+        engine: String,
+        /// What the configuration expected.
+        expected: &'static str,
+    },
+
     /// The HTTP server could not bind or failed while serving.
     #[error("http server on {addr}: {source}")]
     Serve {

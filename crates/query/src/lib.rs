@@ -7,6 +7,7 @@
 //! struct field order in [`rows`] must equal the table's column order (a real-service test guards it).
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod migrate;

@@ -10,6 +10,10 @@
 //! - a file that failed half-way is applied again from its first statement on the next run, so every
 //!   statement must be safe to repeat (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, …).
 //!
+//! On a cluster ([`crate::ClickHouseConfig::cluster`]) each statement runs as its translation to
+//! the cluster schema ([`crate::cluster::ClusterSchema`]), `schema_migrations` is replicated to
+//! every server, and a database of the other layout is refused ([`Error::Layout`]).
+//!
 //! Concurrent runs (instances of one deployment starting together) may both apply a pending file,
 //! which the rule above makes harmless but records twice. When one run's statement fails because
 //! the other got there first (an `ALTER` of a table the other has already replaced by a view), the
@@ -23,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::cluster::ClusterSchema;
 use crate::config::ValidClickHouseConfig;
 use crate::error::{with_deadline, Error, Result};
 
@@ -198,7 +203,11 @@ pub async fn server_version(config: &ValidClickHouseConfig) -> Result<String> {
 pub async fn migrate(config: &ValidClickHouseConfig) -> Result<MigrationReport> {
     let migrations = migrations()?;
     let server_version = server_version(config).await?;
-    let client = create_database_and_table(config).await?;
+    let cluster = config
+        .cluster()
+        .map(|name| ClusterSchema::new(name, &config.database, &migrations));
+    let client = create_database_and_table(config, cluster.as_ref()).await?;
+    check_layout(&client, config).await?;
     let applied = read_recorded(&client, config).await?;
     check_history(&migrations, &applied)?;
 
@@ -213,7 +222,7 @@ pub async fn migrate(config: &ValidClickHouseConfig) -> Result<MigrationReport> 
             report.already_applied.push(migration.version);
             continue;
         }
-        match run_statements(&client, config, migration).await? {
+        match run_statements(&client, config, cluster.as_ref(), migration).await? {
             AppliedBy::AnotherRun => report.already_applied.push(migration.version),
             AppliedBy::ThisRun => {
                 let statements = migration.statements().len();
@@ -226,29 +235,74 @@ pub async fn migrate(config: &ValidClickHouseConfig) -> Result<MigrationReport> 
             }
         }
     }
-    fill_new_rollups(config, &report).await?;
+    if cluster.is_none() {
+        fill_new_rollups(config, &report).await?;
+    }
     Ok(report)
 }
 
+/// Refuses a database whose `usage_events` is not what the configuration expects: a
+/// `Distributed` table on a cluster, anything else on one server.
+async fn check_layout(client: &clickhouse::Client, config: &ValidClickHouseConfig) -> Result<()> {
+    let engines = with_deadline(
+        "read the engine of usage_events",
+        config.query_timeout(),
+        client
+            .query("SELECT engine FROM system.tables WHERE database = ? AND name = 'usage_events'")
+            .bind(config.database.as_str())
+            .fetch_all::<String>(),
+    )
+    .await?;
+    let Some(engine) = engines.into_iter().next() else {
+        return Ok(());
+    };
+    let distributed = engine == "Distributed";
+    let expected = match (config.cluster().is_some(), distributed) {
+        (true, false) => "expected Distributed on a cluster (--cluster)",
+        (false, true) => "expected a MergeTree on one server: pass --cluster NAME",
+        _ => return Ok(()),
+    };
+    Err(Error::Layout {
+        database: config.database.clone(),
+        engine,
+        expected,
+    })
+}
+
 /// Creates the database and [`MIGRATIONS_TABLE`] in it when missing; a client of the database.
-async fn create_database_and_table(config: &ValidClickHouseConfig) -> Result<clickhouse::Client> {
+/// On a cluster, both on every server, and the client inserts into `Distributed` tables
+/// synchronously (a migration's `INSERT ... SELECT` is done when it returns).
+async fn create_database_and_table(
+    config: &ValidClickHouseConfig,
+    cluster: Option<&ClusterSchema>,
+) -> Result<clickhouse::Client> {
     let ddl_timeout = config.ddl_timeout();
+    let server = config.server_client();
+    let create_database = match cluster {
+        Some(cluster) => server.query(&cluster.create_database()),
+        None => server
+            .query("CREATE DATABASE IF NOT EXISTS ?")
+            .bind(Identifier(&config.database)),
+    };
     with_deadline(
         format!("create database {}", config.database),
         ddl_timeout,
-        config
-            .server_client()
-            .query("CREATE DATABASE IF NOT EXISTS ?")
-            .bind(Identifier(&config.database))
-            .execute(),
+        create_database.execute(),
     )
     .await?;
 
-    let client = config.client();
+    let mut client = config.client();
+    let create_table = match cluster {
+        Some(cluster) => {
+            client = client.with_option("insert_distributed_sync", "1");
+            cluster.create_migrations_table(CREATE_MIGRATIONS_TABLE)?
+        }
+        None => CREATE_MIGRATIONS_TABLE.to_owned(),
+    };
     with_deadline(
         format!("create table {MIGRATIONS_TABLE}"),
         ddl_timeout,
-        client.query(CREATE_MIGRATIONS_TABLE).execute(),
+        client.query(&create_table).execute(),
     )
     .await?;
     Ok(client)
@@ -296,12 +350,27 @@ enum AppliedBy {
 }
 
 /// Runs a pending migration's statements in order.
+/// On a cluster, each statement's translation (see [`crate::cluster`]).
 async fn run_statements(
     client: &clickhouse::Client,
     config: &ValidClickHouseConfig,
+    cluster: Option<&ClusterSchema>,
     migration: &Migration,
 ) -> Result<AppliedBy> {
-    let statements = migration.statements();
+    let statements: Vec<String> = match cluster {
+        Some(cluster) => {
+            let mut out = Vec::new();
+            for statement in migration.statements() {
+                out.extend(cluster.translate(migration.version, statement)?);
+            }
+            out
+        }
+        None => migration
+            .statements()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    };
     for (index, statement) in statements.iter().enumerate() {
         let action = format!(
             "apply migration {:04} ({}), statement {} of {}",

@@ -17,7 +17,7 @@ use crate::rows::{ControlRow, UsageRow};
 use crate::write::{CONTROL_TABLE, DEAD_LETTER_TABLE, USAGE_TABLE};
 
 /// Max offset per partition of one topic over the three tables; the topic bound three times.
-const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
+pub(crate) const POSITIONS_SQL: &str = include_str!("../sql/topic_positions.sql");
 
 /// The newest written event ids of a topic; see the file's header.
 const RECENT_EVENT_IDS_SQL: &str = include_str!("../sql/recent_event_ids.sql");
@@ -36,9 +36,9 @@ pub struct WrittenEvent {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct PositionRow {
-    kafka_partition: i32,
-    max_offset: i64,
+pub(crate) struct PositionRow {
+    pub(crate) kafka_partition: i32,
+    pub(crate) max_offset: i64,
 }
 
 /// Reads botmeter's bookkeeping back; cheap to clone (shares the client's connection pool).
@@ -47,6 +47,9 @@ pub struct Reader {
     /// Plain responses (ClickHouse 18.16 cannot send compressed ones).
     client: Client,
     query_timeout: Duration,
+    /// The cluster and database, when the database lives on a cluster: positions are then read
+    /// once every live replica has caught up.
+    cluster: Option<(String, String)>,
 }
 
 impl fmt::Debug for Reader {
@@ -63,6 +66,9 @@ impl Reader {
         Ok(Self {
             client: config.client(),
             query_timeout: config.query_timeout(),
+            cluster: config
+                .cluster()
+                .map(|name| (name.to_owned(), config.database.clone())),
         })
     }
 
@@ -102,9 +108,22 @@ impl Reader {
     /// The highest offset stored per partition of `topic`, across usage and control events (dead
     /// letters never move a position; see `sql/topic_positions.sql`). Offsets are inclusive: the last message that is durable. Resume at `offset + 1`; a
     /// partition absent from the map has nothing stored.
+    ///
+    /// On a cluster, the highest offset over every replica of every shard, each read directly
+    /// ([`crate::cluster::replica_positions`]): no ZooKeeper needed, and no replica's lag can
+    /// hide a row another replica holds.
     pub async fn positions(&self, topic: &str) -> Result<HashMap<i32, i64>> {
+        let action = format!("read positions of topic {topic:?}");
+        if let Some((cluster, database)) = &self.cluster {
+            return with_deadline(
+                action,
+                self.query_timeout,
+                crate::cluster::replica_positions(&self.client, cluster, database, topic),
+            )
+            .await;
+        }
         let rows = with_deadline(
-            format!("read positions of topic {topic:?}"),
+            action,
             self.query_timeout,
             self.client
                 .query(POSITIONS_SQL)

@@ -195,6 +195,16 @@ pub async fn rebuild(
     months: Option<&[u32]>,
     mut progress: impl FnMut(&RebuiltMonth, usize, usize),
 ) -> Result<Vec<RebuiltMonth>> {
+    if let Some(cluster) = config.cluster() {
+        // REPLACE PARTITION works on one server's table, not through a Distributed one.
+        return Err(crate::Error::Config {
+            field: "cluster",
+            message: format!(
+                "rebuilding rollups is supported on one server only, found cluster {cluster:?} \
+                 (README, Limits)"
+            ),
+        });
+    }
     let client = config.client();
     let long = config
         .query_timeout()

@@ -207,7 +207,19 @@ impl TrafficLoop {
                 }
                 continue;
             };
-            let message = message.context("poll the traffic topic")?;
+            let message = match message {
+                // The group dropped this member: a rebalance callback waited longer than
+                // max.poll.interval.ms for its positions (ClickHouse, or a whole shard of a
+                // cluster, down). Its partitions are revoked (the fence moves) and the next poll
+                // joins the group again: not an error of the run.
+                Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::PollExceeded,
+                )) => {
+                    warn!("left the consumer group while waiting for positions; joining again");
+                    continue;
+                }
+                other => other.context("poll the traffic topic")?,
+            };
             if !self.source.holds(batch.fence) {
                 // A rebalance ran inside this poll: messages collected before it may belong to
                 // partitions now elsewhere.

@@ -3,7 +3,9 @@
 //! ([`TrafficLoop::finish`]). A failed insert holds the partitions: they are paused (the consumer
 //! keeps polling, so it stays in its group and memory stays bounded), the rest is retried with
 //! backoff after dropping what had landed (a lost response must not double count), and the
-//! partitions resume right after what is durable ([`TrafficLoop::write_holding`]).
+//! partitions resume right after what is durable ([`TrafficLoop::write_holding`]). On a cluster
+//! the same rows are sent again unchanged instead, and replication's block deduplication stores
+//! them once (see `query::Writer::deduplicates_retries`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -93,6 +95,19 @@ struct Hold {
     /// The failed insert not yet known to be over on the server: until it is, its rows are
     /// neither sent again nor looked for in the positions.
     unfenced: Option<String>,
+    /// On a cluster, earlier failed attempts not fenced (their retries are deduplicated instead):
+    /// fenced with [`Hold::unfenced`] before positions are read after a rebalance.
+    earlier: Vec<String>,
+}
+
+impl Hold {
+    /// Widens the time range whose rollups are checked once writes recover to `run`'s rows.
+    fn may_have_landed<R>(&mut self, run: &[R], keys: &RowKeys<R>) {
+        for row in run {
+            let t = (keys.time)(row);
+            self.landed = Some(self.landed.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+        }
+    }
 }
 
 /// What a failed attempt leads to.
@@ -226,6 +241,7 @@ impl TrafficLoop {
             paused: None,
             landed: None,
             unfenced: None,
+            earlier: Vec::new(),
         };
         let mut queue: VecDeque<&'a [R]> = runs
             .iter()
@@ -313,7 +329,7 @@ impl TrafficLoop {
         }
         if !self.source.holds(hold.fence) {
             // Positions are read again right below: an insert of ours may not land after that.
-            if let Some(query_id) = hold.unfenced.take() {
+            for query_id in hold.earlier.drain(..).chain(hold.unfenced.take()) {
                 self.fence_until_over(&query_id);
             }
             let partitions = self.source.resume_from_stored()?;
@@ -323,6 +339,17 @@ impl TrafficLoop {
             );
             self.shared.stats.degraded.store(false, Ordering::SeqCst);
             return Ok(Retry::Done(Written::Rebalanced));
+        }
+        if let Some(keys) = keys.filter(|_| self.shared.writer.deduplicates_retries()) {
+            // On a cluster the same rows are sent again, unchanged: each shard stores a block it
+            // already holds once (replication's block deduplication), so neither the fence nor
+            // the lost-response filter is needed. Any failed attempt may have landed in part
+            // (in a shard, or before a materialized view's part): the rollups are checked once
+            // writes recover.
+            hold.earlier.extend(hold.unfenced.take());
+            hold.may_have_landed(run, keys);
+            hold.backoff.next_pause();
+            return Ok(Retry::Again);
         }
         if let Some(query_id) = &hold.unfenced {
             if !self.fenced(query_id) {
@@ -419,10 +446,7 @@ impl TrafficLoop {
             rows = run.len() - pending_rows,
             "part of a failed insert had landed; not written again (the rollups are checked once writes recover)"
         );
-        for row in run {
-            let t = (keys.time)(row);
-            hold.landed = Some(hold.landed.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
-        }
+        hold.may_have_landed(run, keys);
         Some(pending)
     }
 

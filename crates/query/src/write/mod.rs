@@ -10,6 +10,11 @@
 //! Because every row carries its source topic, partition and offset, the rows themselves are the
 //! consumer's position: [`crate::Reader::positions`] is where a restarted or rebalanced instance
 //! resumes.
+//!
+//! On a cluster ([`crate::ClickHouseConfig::cluster`]) the tables written are `Distributed`, with
+//! `insert_distributed_sync = 1`: one insert sends each shard its rows (those of the Kafka
+//! partitions it owns, `partition % shards`) and returns once every shard stored them, and a
+//! retried insert is deduplicated by each shard ([`Writer::deduplicates_retries`]).
 
 pub mod retry;
 pub mod runs;
@@ -42,6 +47,8 @@ pub struct Writer {
     /// Plain responses, for [`Writer::fence`].
     client: Client,
     insert_timeout: Duration,
+    /// On a cluster: inserts go to replicated tables, which store an identical block once.
+    deduplicates: bool,
 }
 
 impl fmt::Debug for Writer {
@@ -59,7 +66,17 @@ impl Writer {
             insert_client: config.insert_client(),
             client: config.client(),
             insert_timeout: config.insert_timeout(),
+            deduplicates: config.cluster().is_some(),
         })
+    }
+
+    /// Whether sending a failed insert's rows again, unchanged, stores them once whether or not
+    /// the failed one landed: true on a cluster, where every table is a Replicated*MergeTree and
+    /// ZooKeeper keeps the hash of each recent block per shard (`replicated_deduplication_window`,
+    /// 100 blocks by default), so a repeated block is dropped. Then the lost-response filter
+    /// (reading positions after a failure) is not needed; on one server it is.
+    pub fn deduplicates_retries(&self) -> bool {
+        self.deduplicates
     }
 
     /// Inserts attributed and unattributed usage in one `INSERT`.

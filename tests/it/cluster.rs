@@ -1,0 +1,437 @@
+//! botmeter on a real ClickHouse cluster: the local one of `scripts/services.sh cluster up`
+//! (ZooKeeper, 2 shards × 2 replicas of ClickHouse 18.16 on loopback). Runs only when
+//! `BOTMETER_CLUSTER` is set (`eval "$(scripts/services.sh cluster env)"`; `scripts/test.sh` does
+//! both), and says so when it skips.
+//!
+//! A simulated fleet is ingested by two `botmeter run` instances while, at seeded moments, a
+//! replica is killed (SIGKILL) and restarted, ZooKeeper is paused for 30 s (SIGSTOP/SIGCONT:
+//! every replicated table goes read-only, inserts fail) and a whole shard is down for 30 s. Then
+//! the proof of the delivery tests, read through the `Distributed` tables: per-owner totals equal
+//! the simulator's truth exactly, every Kafka position nets to one row across all shards with no
+//! gap, `botmeter rollups check` and `botmeter reconcile --expect-caught-up` exit 0. And each
+//! partition's rows live on one shard, `partition % 2`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::delivery::{
+    assert_exactly_once, clean_up, fleet, positions_sql, publish_copies, rows_sql,
+    wait_for_both_assigned, wait_until, DeleteTopicsOnDrop,
+};
+use crate::support::TestEnv;
+
+/// The cluster's servers and ZooKeeper, from `scripts/services.sh cluster env`.
+struct Cluster {
+    /// Node name (`s1r1`, …) → its HTTP URL.
+    nodes: BTreeMap<String, String>,
+    /// Node name → its pid file.
+    pid_files: BTreeMap<String, String>,
+    zookeeper_pid_file: String,
+}
+
+fn pairs(variable: &str) -> BTreeMap<String, String> {
+    let text = std::env::var(variable)
+        .unwrap_or_else(|_| panic!("{variable} (eval \"$(scripts/services.sh cluster env)\")"));
+    text.split(',')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("name=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn pid_in(file: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("read pid file {file}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+fn signal(signal: &str, pid: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+impl Cluster {
+    fn from_env() -> Self {
+        Self {
+            nodes: pairs("BOTMETER_CLUSTER_NODES"),
+            pid_files: pairs("BOTMETER_CLUSTER_PIDS"),
+            zookeeper_pid_file: std::env::var("BOTMETER_CLUSTER_ZOOKEEPER_PID")
+                .expect("BOTMETER_CLUSTER_ZOOKEEPER_PID"),
+        }
+    }
+
+    /// SIGKILLs a ClickHouse server: no flush, no clean shutdown.
+    fn kill(&self, node: &str) {
+        let pid = pid_in(&self.pid_files[node]);
+        eprintln!("killing clickhouse {node} (pid {pid})");
+        signal("KILL", &pid);
+    }
+
+    /// Starts every server that is not running (`scripts/services.sh cluster up`) and waits until
+    /// they answer.
+    fn restart_stopped(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+        let output = Command::new(script)
+            .args(["cluster", "up"])
+            .output()
+            .expect("run scripts/services.sh cluster up");
+        assert!(
+            output.status.success(),
+            "scripts/services.sh cluster up: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn zookeeper(&self, how: &str) {
+        signal(how, &pid_in(&self.zookeeper_pid_file));
+    }
+
+    /// A query on one server, by name; the body (TSV), panicking with the server's message.
+    async fn query(&self, node: &str, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(&self.nodes[node])
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("reach {node}: {e}"));
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_success(), "{node} rejected {sql:?}: {body}");
+        body
+    }
+
+    /// Waits until every replica of every table of `database` has fetched what the others hold
+    /// (`SYSTEM SYNC REPLICA` on every server): then a read through `Distributed` sees every
+    /// row, whichever replica it picks.
+    async fn sync_replicas(&self, database: &str) {
+        for node in self.nodes.keys() {
+            let tables = self
+                .query(
+                    node,
+                    &format!(
+                        "SELECT name FROM system.tables WHERE database = '{database}' \
+                         AND engine LIKE 'Replicated%' FORMAT TSV"
+                    ),
+                )
+                .await;
+            for table in tables.lines() {
+                self.query(node, &format!("SYSTEM SYNC REPLICA {database}.{table}"))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Held by each test here: they share the cluster, and the fault test stops parts of it (under
+/// nextest, .config/nextest.toml runs them one at a time instead).
+static CLUSTER_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Seconds to wait, drawn from `range`.
+async fn pause(rng: &mut ChaCha8Rng, range: std::ops::Range<u64>) {
+    tokio::time::sleep(Duration::from_secs(rng.gen_range(range))).await;
+}
+
+/// The faults, in order, at seeded moments once rows are flowing; returns when all are over.
+async fn inject_faults(cluster: &Cluster, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A replica: s2r1 is the one shard 2's inserts and reads go to (load_balancing in_order), so
+    // they move to s2r2 and back.
+    pause(&mut rng, 2..6).await;
+    cluster.kill("s2r1");
+    pause(&mut rng, 5..10).await;
+    cluster.restart_stopped();
+    eprintln!("s2r1 restarted");
+    // ZooKeeper: sessions expire after 10 s, every replicated table is read-only until ZooKeeper
+    // answers again.
+    pause(&mut rng, 3..8).await;
+    eprintln!("pausing zookeeper for 30 s");
+    cluster.zookeeper("STOP");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.zookeeper("CONT");
+    eprintln!("zookeeper resumed");
+    // A whole shard.
+    pause(&mut rng, 3..8).await;
+    cluster.kill("s2r1");
+    cluster.kill("s2r2");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.restart_stopped();
+    eprintln!("shard 2 restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_through_a_replica_kill_a_zookeeper_pause_and_a_shard_outage_count_exactly_once(
+) {
+    let Some(env) = TestEnv::on_cluster("cluster") else {
+        eprintln!(
+            "SKIPPED: BOTMETER_CLUSTER is not set; start the local cluster with \
+             `scripts/services.sh cluster up` and `eval \"$(scripts/services.sh cluster env)\"` \
+             (scripts/test.sh does both)"
+        );
+        return;
+    };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
+    let started = Instant::now();
+    let cluster = Cluster::from_env();
+    let _topics = DeleteTopicsOnDrop::new(&env);
+    env.create_topics(4).await;
+    let fleet = fleet(1717, 20_000);
+
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "botmeter migrate --cluster: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut a = env.spawn("run-a", &["run"]);
+    let mut b = env.spawn("run-b", &["run"]);
+    wait_for_both_assigned(&mut a, &mut b).await;
+
+    // Ten copies of the traffic, 8 s apart, while the faults happen.
+    let publishing = publish_copies(&env, fleet, 10, 4, Duration::from_secs(8));
+    let faults = async {
+        wait_until(
+            &env,
+            &rows_sql(&env),
+            |n| n > 0,
+            Duration::from_secs(90),
+            &mut [],
+        )
+        .await;
+        inject_faults(&cluster, 0x17).await;
+    };
+    let (expected, ()) = tokio::join!(publishing, faults);
+
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(300),
+        &mut [&mut a, &mut b],
+    )
+    .await;
+    for (name, process) in [("a", &mut a), ("b", &mut b)] {
+        let log = process.log_text();
+        let failures = log.matches("clickhouse write failed").count();
+        eprintln!("{name}: {failures} failed writes retried");
+        let status = process.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{name} exited with {status}\n{}",
+            process.log_tail()
+        );
+    }
+    let failed_writes = [&a, &b]
+        .iter()
+        .map(|p| p.log_text().matches("clickhouse write failed").count())
+        .sum::<usize>();
+    assert!(
+        failed_writes > 0,
+        "no insert failed: the faults missed the ingestion\n{}\n{}",
+        a.log_tail(),
+        b.log_tail()
+    );
+
+    cluster.sync_replicas(&env.database).await;
+    // Each partition's rows are on one shard: partition % 2 (shard 1 holds 0 and 2).
+    for (node, partitions) in [
+        ("s1r1", "0\n2\n"),
+        ("s1r2", "0\n2\n"),
+        ("s2r1", "1\n3\n"),
+        ("s2r2", "1\n3\n"),
+    ] {
+        let held = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT DISTINCT kafka_partition FROM {}.usage_events_local ORDER BY kafka_partition FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(held, partitions, "traffic partitions stored on {node}");
+    }
+    assert_exactly_once(&env, &expected, 2).await;
+    eprintln!("cluster test checked in {:.1?}", started.elapsed());
+    clean_up(&env).await;
+}
+
+/// `botmeter migrate --cluster` builds the cluster schema on every server, records each version
+/// once for the whole cluster, applies nothing the second time, and a single-node `migrate` of
+/// that database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_layout() {
+    let Some(env) = TestEnv::on_cluster("cluster_migrate") else {
+        eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
+        return;
+    };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
+    let cluster = Cluster::from_env();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec!["migrate"];
+        args.extend_from_slice(extra);
+        env.command(&args).output().unwrap()
+    };
+    let first = migrate(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let versions = query::migrate::migrations().unwrap().len();
+    let second = migrate(&[]);
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success()
+            && text.contains(&format!("{versions} already applied, 0 applied now")),
+        "{text}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    for node in cluster.nodes.keys() {
+        let engines = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT name, engine FROM system.tables WHERE database = '{}' AND name IN \
+                     ('usage_events', 'usage_events_local', 'control_events', 'usage_rollup_local', 'schema_migrations') \
+                     ORDER BY name FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(
+            engines,
+            "control_events\tDistributed\nschema_migrations\tReplicatedMergeTree\nusage_events\tDistributed\n\
+             usage_events_local\tReplicatedMergeTree\nusage_rollup_local\tReplicatedSummingMergeTree\n",
+            "tables on {node}"
+        );
+    }
+    cluster.sync_replicas(&env.database).await;
+    for node in cluster.nodes.keys() {
+        let recorded = cluster
+            .query(
+                node,
+                &format!(
+                    "SELECT uniqExact(version), count() FROM {}.schema_migrations FORMAT TSV",
+                    env.database
+                ),
+            )
+            .await;
+        assert_eq!(
+            recorded,
+            format!("{versions}\t{versions}\n"),
+            "versions recorded on {node}"
+        );
+    }
+    let single = env
+        .command(&["migrate"])
+        .env_remove("BOTMETER_CLICKHOUSE_CLUSTER")
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&single.stderr);
+    assert!(
+        !single.status.success()
+            && error.contains(
+                "usage_events is a Distributed table, expected a MergeTree on one server"
+            ),
+        "{error}"
+    );
+    env.drop_database().await;
+}
+
+/// Replication's block deduplication, which the pipeline relies on instead of the lost-response
+/// filter on a cluster: a batch's rows sent again unchanged, as a retry sends them, are stored
+/// once on every shard, while the next batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_sent_again_unchanged_is_stored_once_on_the_cluster() {
+    let Some(env) = TestEnv::on_cluster("cluster_dedup") else {
+        eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
+        return;
+    };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
+    let cluster = Cluster::from_env();
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let db = &env.database;
+    // 1000 rows over 4 partitions, inserted in number order: both shards get some.
+    env.clickhouse(&format!(
+        "INSERT INTO {db}.usage_events (event_id, event_time, owner_id, kafka_topic, kafka_partition, kafka_offset, bytes_out) \
+         SELECT concat('ev_', toString(number)), toDateTime('2026-01-01 00:00:00', 'UTC') + number, \
+         concat('bot_', toString(number % 7)), 'traffic', toInt32(number % 4), toInt64(intDiv(number, 4)), number \
+         FROM system.numbers LIMIT 1000"
+    ))
+    .await;
+    let config = query::ClickHouseConfig {
+        url: env.clickhouse_url.clone(),
+        database: db.clone(),
+        cluster: env.cluster.clone().unwrap(),
+        ..query::ClickHouseConfig::default()
+    }
+    .validate()
+    .unwrap();
+    let stored: Vec<query::rows::UsageRow> = config
+        .client()
+        .query("SELECT ?fields FROM usage_events ORDER BY kafka_partition, kafka_offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1000);
+    // The next batch: the messages after those, partition by partition.
+    let batch: Vec<query::rows::UsageRow> = stored
+        .into_iter()
+        .map(|mut row| {
+            row.kafka_offset += 250;
+            row.event_id.push_str("-next");
+            row
+        })
+        .collect();
+    let writer = query::Writer::new(&config).unwrap();
+    assert!(writer.deduplicates_retries());
+    let count_sql = format!("SELECT count(), uniqExact(kafka_partition, kafka_offset) FROM {db}.usage_events FORMAT TSV");
+    let count = || env.clickhouse(&count_sql);
+    writer.insert_usage(&batch).await.unwrap();
+    assert_eq!(count().await, "2000\t2000\n", "the next batch is stored");
+    // Its insert sent again unchanged, as after a lost answer; and in the other order (ClickHouse
+    // hashes a block's rows as stored, sorted by the table's key).
+    writer.insert_usage(&batch).await.unwrap();
+    assert_eq!(
+        count().await,
+        "2000\t2000\n",
+        "an insert sent again unchanged is stored once"
+    );
+    let reversed: Vec<_> = batch.iter().rev().cloned().collect();
+    writer.insert_usage(&reversed).await.unwrap();
+    assert_eq!(
+        count().await,
+        "2000\t2000\n",
+        "the same rows in another order are stored once"
+    );
+    cluster.sync_replicas(db).await;
+    for node in cluster.nodes.keys() {
+        let held = cluster
+            .query(
+                node,
+                &format!("SELECT count() FROM {db}.usage_events_local"),
+            )
+            .await;
+        assert_eq!(
+            held.trim(),
+            "1000",
+            "rows on {node} (two partitions of four)"
+        );
+    }
+    env.drop_database().await;
+}
