@@ -18,6 +18,7 @@ mod catalog;
 mod customer_render;
 mod customers;
 mod error;
+mod fleet;
 mod health;
 mod hygiene;
 mod metadata_groups;
@@ -61,6 +62,11 @@ pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
+pub use fleet::{
+    FleetAgent, FleetCounts, FleetCredential, FleetOwner, FleetReport, FleetState,
+    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, MAX_FLEET_DROP_GRACE_SECONDS,
+    MAX_FLEET_LIMIT,
+};
 pub use hygiene::{
     CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,
     MAX_CREDENTIALS_LIMIT, MAX_ROTATION_DAYS,
@@ -90,6 +96,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/overage"),
     ("GET", "/v1/customers/{customer_id}/report"),
     ("GET", "/v1/credentials"),
+    ("GET", "/v1/fleet"),
 ];
 
 /// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
@@ -111,6 +118,8 @@ pub struct AppState {
     customer_metadata_key: Arc<str>,
     /// Days after which a live credential is due for rotation in `/v1/credentials`.
     credential_rotation_days: u32,
+    /// Seconds with no agent online before `/v1/fleet` calls a credential dropped.
+    fleet_drop_grace_seconds: u32,
 }
 
 impl fmt::Debug for AppState {
@@ -122,6 +131,7 @@ impl fmt::Debug for AppState {
             .field("plan", &self.plan.as_ref().map(|p| p.name.as_str()))
             .field("customer_metadata_key", &self.customer_metadata_key)
             .field("credential_rotation_days", &self.credential_rotation_days)
+            .field("fleet_drop_grace_seconds", &self.fleet_drop_grace_seconds)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +150,7 @@ impl AppState {
             plan: None,
             customer_metadata_key: Arc::from(""),
             credential_rotation_days: DEFAULT_CREDENTIAL_ROTATION_DAYS,
+            fleet_drop_grace_seconds: DEFAULT_FLEET_DROP_GRACE_SECONDS,
         })
     }
 
@@ -195,6 +206,21 @@ impl AppState {
         Ok(self)
     }
 
+    /// Calls a credential dropped in `/v1/fleet` once it has had no agent online for longer than
+    /// this many seconds (0 to [`MAX_FLEET_DROP_GRACE_SECONDS`]; a request may ask for another).
+    pub fn with_fleet_drop_grace_seconds(
+        mut self,
+        seconds: u32,
+    ) -> std::result::Result<Self, String> {
+        if seconds > MAX_FLEET_DROP_GRACE_SECONDS {
+            return Err(format!(
+                "fleet drop grace: expected 0 to {MAX_FLEET_DROP_GRACE_SECONDS} seconds, found {seconds}"
+            ));
+        }
+        self.fleet_drop_grace_seconds = seconds;
+        Ok(self)
+    }
+
     /// The customer metadata key, empty when none.
     pub(crate) fn metadata_key(&self) -> &str {
         &self.customer_metadata_key
@@ -227,6 +253,7 @@ pub fn router(state: AppState) -> Router {
         .merge(overage::router())
         .merge(customers::router())
         .merge(hygiene::router())
+        .merge(fleet::router())
         .route_layer(limit);
     Router::new()
         .merge(health::router())

@@ -14,6 +14,7 @@ mod common;
 
 mod clickhouse;
 mod credentials;
+mod fleet;
 mod limits;
 mod metadata_groups;
 mod reports;
