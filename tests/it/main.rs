@@ -23,6 +23,7 @@ mod bad_feed;
 mod dashboards;
 mod dead_letters;
 mod delivery;
+mod fleet_status;
 mod hardening;
 mod pipeline_e2e;
 mod reconcile;

@@ -182,13 +182,13 @@ impl World {
                 self.sessions[session].stopped_at = Some(dropped_at + Duration::milliseconds(1));
                 let served: Vec<usize> = (0..self.endpoints.len())
                     .filter(|&e| {
-                        self.endpoints[e].session == session && self.endpoints[e].deleted_at.is_none()
+                        self.endpoints[e].session == session
+                            && self.endpoints[e].deleted_at.is_none()
                     })
                     .collect();
                 for &endpoint in &served {
                     self.endpoints[endpoint].deleted_at = Some(dropped_at);
-                    self.probes
-                        .push(Probe::Phases(Target::Endpoint(endpoint)));
+                    self.probes.push(Probe::Phases(Target::Endpoint(endpoint)));
                 }
                 if let Some(back_at) = back_at {
                     self.come_back(session, back_at, &served, rng);

@@ -51,6 +51,6 @@ pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
 pub use truth::{
-    hour_bucket, metadata_values, ExpectedEvent, FleetCredential, FleetSession, GroundTruth, Inventory, MetadataUsage, OwnerTruth,
-    Usage, METADATA_KEYS, NO_METADATA_VALUE,
+    hour_bucket, metadata_values, ExpectedEvent, FleetCredential, FleetSession, GroundTruth,
+    Inventory, MetadataUsage, OwnerTruth, Usage, METADATA_KEYS, NO_METADATA_VALUE,
 };

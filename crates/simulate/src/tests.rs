@@ -2110,7 +2110,10 @@ fn the_fleet_truth_equals_the_published_sessions_and_drops_come_back() {
                 let entry = sessions
                     .entry(object["session"]["id"].as_str().unwrap().to_owned())
                     .or_insert_with(|| {
-                        (object["credential"]["id"].as_str().unwrap().to_owned(), (None, None))
+                        (
+                            object["credential"]["id"].as_str().unwrap().to_owned(),
+                            (None, None),
+                        )
                     });
                 if json["event_type"] == "agent_session_start.v0" {
                     entry.1 .0 = at;
@@ -2126,7 +2129,11 @@ fn the_fleet_truth_equals_the_published_sessions_and_drops_come_back() {
                 );
             }
             "endpoint_deleted.v0" => {
-                endpoints.get_mut(object["id"].as_str().unwrap()).unwrap().1 .1 = at;
+                endpoints
+                    .get_mut(object["id"].as_str().unwrap())
+                    .unwrap()
+                    .1
+                     .1 = at;
             }
             _ => {}
         }
@@ -2163,7 +2170,10 @@ fn the_fleet_truth_equals_the_published_sessions_and_drops_come_back() {
             *states_seen.entry(state.state).or_default() += 1;
         }
     }
-    assert!(states_seen.contains_key("online") && states_seen.contains_key("dropped"), "{states_seen:?}");
+    assert!(
+        states_seen.contains_key("online") && states_seen.contains_key("dropped"),
+        "{states_seen:?}"
+    );
     // The dropped devices: dropped at 50%, the first and third back online at 80%, the second not.
     let mid = truth.fleet_at(truth.window_start + window / 2, grace);
     let late = truth.fleet_at(truth.window_start + window * 4 / 5, grace);
@@ -2173,7 +2183,13 @@ fn the_fleet_truth_equals_the_published_sessions_and_drops_come_back() {
         .map(|(id, _)| id)
         .collect();
     assert!(dropped.len() >= 3, "{mid:?}");
-    let back = dropped.iter().filter(|id| late[**id].state == "online").count();
+    let back = dropped
+        .iter()
+        .filter(|id| late[**id].state == "online")
+        .count();
     assert!(back >= 2, "two of three come back");
-    assert!(dropped.iter().any(|id| late[*id].state == "dropped"), "one stays dropped");
+    assert!(
+        dropped.iter().any(|id| late[*id].state == "dropped"),
+        "one stays dropped"
+    );
 }

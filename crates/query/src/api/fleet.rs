@@ -443,7 +443,10 @@ fn report(
         .collect();
     let mut agents: BTreeMap<String, Vec<OnlineSessionRow>> = BTreeMap::new();
     for row in online {
-        agents.entry(row.credential_id.clone()).or_default().push(row);
+        agents
+            .entry(row.credential_id.clone())
+            .or_default()
+            .push(row);
     }
     let mut summary = FleetCounts::default();
     let mut owners: Vec<FleetOwner> = Vec::new();
@@ -634,21 +637,36 @@ mod tests {
             .map(|c| (c.credential_id.as_str(), c))
             .collect();
         let a = by_id["cr_a"];
-        assert_eq!((a.state, a.agents_online, a.endpoints_online), (FleetState::Online, 2, 3));
+        assert_eq!(
+            (a.state, a.agents_online, a.endpoints_online),
+            (FleetState::Online, 2, 3)
+        );
         assert_eq!(a.agents[0].agent_version, "3.18.4");
-        assert_eq!((a.unseen_days, a.idle, a.dropped_at.as_deref()), (0, false, None));
+        assert_eq!(
+            (a.unseen_days, a.idle, a.dropped_at.as_deref()),
+            (0, false, None)
+        );
         let b = by_id["cr_b"];
         assert_eq!(b.state, FleetState::Reconnecting);
         assert_eq!(b.gone_seconds, Some(300));
-        assert_eq!(b.last_seen_at.as_deref(), Some(rfc3339_us(AT_US - 1).as_str()));
+        assert_eq!(
+            b.last_seen_at.as_deref(),
+            Some(rfc3339_us(AT_US - 1).as_str())
+        );
         assert_eq!(by_id["cr_c"].state, FleetState::Dropped);
         // Last seen 60 days ago (its session start): idle at 30 days.
         assert_eq!((by_id["cr_c"].unseen_days, by_id["cr_c"].idle), (60, true));
         let d = by_id["cr_d"];
-        assert_eq!((d.state, d.unseen_days, d.idle), (FleetState::NeverSeen, 90, true));
+        assert_eq!(
+            (d.state, d.unseen_days, d.idle),
+            (FleetState::NeverSeen, 90, true)
+        );
         assert_eq!(report.summary.credentials, 5);
         assert_eq!(
-            (report.summary.agents_online, report.summary.endpoints_online),
+            (
+                report.summary.agents_online,
+                report.summary.endpoints_online
+            ),
             (2, 3)
         );
         assert_eq!(

@@ -42,12 +42,25 @@ fn start(
     )
 }
 
-fn endpoint(event_id: &str, action: &str, time: &str, id: &str, session: Option<&str>) -> ControlRow {
+fn endpoint(
+    event_id: &str,
+    action: &str,
+    time: &str,
+    id: &str,
+    session: Option<&str>,
+) -> ControlRow {
     let mut object = json!({"id": id, "region": "us"});
     if let Some(session) = session {
         object["tunnel_session"] = json!({"id": session, "uri": ""});
     }
-    control(event_id, &format!("endpoint_{action}.v0"), time, id, object, "")
+    control(
+        event_id,
+        &format!("endpoint_{action}.v0"),
+        time,
+        id,
+        object,
+        "",
+    )
 }
 
 const NGROK_EU: (&str, &str, &str) = ("eu", "linux", "ngrok/3.18.4");
@@ -74,9 +87,24 @@ fn control_rows() -> Vec<ControlRow> {
             true,
             Some(r#"{"customer":"acme"}"#),
         ),
-        bot_user("ev_bc", "created", "2024-04-01 00:00:00", "bot_c", "other", true, None),
+        bot_user(
+            "ev_bc",
+            "created",
+            "2024-04-01 00:00:00",
+            "bot_c",
+            "other",
+            true,
+            None,
+        ),
         credential("ev_c1", authtoken, created, "cr_1", "bot_a", ""),
-        credential("ev_c2", "ssh_public_key_created.v0", created, "cr_2", "bot_a", ""),
+        credential(
+            "ev_c2",
+            "ssh_public_key_created.v0",
+            created,
+            "cr_2",
+            "bot_a",
+            "",
+        ),
         credential("ev_c3", authtoken, created, "cr_3", "usr_b", ""),
         credential("ev_c4", authtoken, created, "cr_4", "bot_c", ""),
         credential("ev_c5", authtoken, created, "cr_5", "bot_a", ""),
@@ -98,11 +126,36 @@ fn control_rows() -> Vec<ControlRow> {
             json!({"id": "bot_c"}),
             "bot_c",
         ),
-        start("ev_s1", "2024-05-01 09:00:00", "ts_1", "cr_1", ("us", "darwin", "ngrok/3.18.4")),
-        endpoint("ev_e1", "created", "2024-05-01 09:00:01", "ep_1", Some("ts_1")),
-        endpoint("ev_e2", "created", "2024-05-01 09:00:02", "ep_2", Some("ts_1")),
+        start(
+            "ev_s1",
+            "2024-05-01 09:00:00",
+            "ts_1",
+            "cr_1",
+            ("us", "darwin", "ngrok/3.18.4"),
+        ),
+        endpoint(
+            "ev_e1",
+            "created",
+            "2024-05-01 09:00:01",
+            "ep_1",
+            Some("ts_1"),
+        ),
+        endpoint(
+            "ev_e2",
+            "created",
+            "2024-05-01 09:00:02",
+            "ep_2",
+            Some("ts_1"),
+        ),
         endpoint("ev_e2x", "deleted", "2024-05-01 09:30:00", "ep_2", None),
-        session("ev_s1x", "stop", "2024-05-01 10:00:00", "ts_1", "cr_1", None),
+        session(
+            "ev_s1x",
+            "stop",
+            "2024-05-01 10:00:00",
+            "ts_1",
+            "cr_1",
+            None,
+        ),
         start(
             "ev_s2",
             "2024-05-01 11:00:00",
@@ -110,11 +163,31 @@ fn control_rows() -> Vec<ControlRow> {
             "cr_1",
             ("eu", "linux", "SSH-2.0-OpenSSH_9.6"),
         ),
-        endpoint("ev_e3", "created", "2024-05-01 11:00:01", "ep_3", Some("ts_2")),
+        endpoint(
+            "ev_e3",
+            "created",
+            "2024-05-01 11:00:01",
+            "ep_3",
+            Some("ts_2"),
+        ),
         start("ev_s3", "2024-05-01 09:30:00", "ts_3", "cr_3", NGROK_EU),
-        session("ev_s3x", "stop", "2024-05-01 09:45:00", "ts_3", "cr_3", None),
+        session(
+            "ev_s3x",
+            "stop",
+            "2024-05-01 09:45:00",
+            "ts_3",
+            "cr_3",
+            None,
+        ),
         start("ev_s4", "2024-05-01 09:00:00", "ts_4", "cr_4", NGROK_EU),
-        session("ev_s5x", "stop", "2024-05-01 09:00:00", "ts_5", "cr_2", None),
+        session(
+            "ev_s5x",
+            "stop",
+            "2024-05-01 09:00:00",
+            "ts_5",
+            "cr_2",
+            None,
+        ),
     ]
 }
 
@@ -132,13 +205,62 @@ fn usage_rows() -> Vec<UsageRow> {
         ..traffic()
     };
     vec![
-        usage("ev_1", "2024-05-01 09:20:00", "ep_1", "cr_1", "bot_a", traffic()),
-        usage("ev_2", "2024-05-01 09:50:00", "ep_9", "cr_3", "usr_b", traffic()),
-        usage("ev_r", "2024-05-01 09:55:00", "ep_1", "cr_1", "bot_a", traffic()),
-        usage("ev_r", "2024-05-01 09:55:00", "ep_1", "cr_1", "bot_a", restated()),
-        usage("ev_f", "2024-05-01 09:56:00", "ep_1", "cr_1", "bot_a", traffic()),
-        usage("ev_f", "2024-05-01 09:56:00", "ep_1", "cr_1", "bot_a", restated()),
-        usage("ev_f", "2024-05-01 09:56:00", "ep_1", "cr_1", "bot_a", flagged),
+        usage(
+            "ev_1",
+            "2024-05-01 09:20:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_2",
+            "2024-05-01 09:50:00",
+            "ep_9",
+            "cr_3",
+            "usr_b",
+            traffic(),
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:55:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:55:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            restated(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            restated(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            flagged,
+        ),
     ]
 }
 
@@ -157,7 +279,9 @@ async fn fleet_state(name: &str) -> (TestDb, AppState) {
         .state()
         .with_customer_metadata_key("customer")
         .unwrap()
-        .with_api_keys(ApiKeys::parse(Path::new("keys.toml"), &keys, SettingsFormat::Toml).unwrap());
+        .with_api_keys(
+            ApiKeys::parse(Path::new("keys.toml"), &keys, SettingsFormat::Toml).unwrap(),
+        );
     (db, state)
 }
 
@@ -212,7 +336,9 @@ fn states(report: &Value) -> BTreeMap<String, (String, u64, u64, String, String)
         .collect()
 }
 
-fn expect(rows: &[(&str, &str, u64, u64, &str, &str)]) -> BTreeMap<String, (String, u64, u64, String, String)> {
+fn expect(
+    rows: &[(&str, &str, u64, u64, &str, &str)],
+) -> BTreeMap<String, (String, u64, u64, String, String)> {
     rows.iter()
         .map(|(id, state, agents, endpoints, seen, dropped)| {
             let time = |t: &str| {
@@ -224,7 +350,13 @@ fn expect(rows: &[(&str, &str, u64, u64, &str, &str)]) -> BTreeMap<String, (Stri
             };
             (
                 (*id).to_owned(),
-                ((*state).to_owned(), *agents, *endpoints, time(seen), time(dropped)),
+                (
+                    (*state).to_owned(),
+                    *agents,
+                    *endpoints,
+                    time(seen),
+                    time(dropped),
+                ),
             )
         })
         .collect()
@@ -247,8 +379,18 @@ async fn the_fleet_as_of_several_times() {
     );
     let agent = &listed(&at, "cr_1")["agents"][0];
     assert_eq!(
-        (&agent["session_id"], &agent["region"], &agent["os"], &agent["agent_version"]),
-        (&json!("ts_1"), &json!("us"), &json!("darwin"), &json!("3.18.4")),
+        (
+            &agent["session_id"],
+            &agent["region"],
+            &agent["os"],
+            &agent["agent_version"]
+        ),
+        (
+            &json!("ts_1"),
+            &json!("us"),
+            &json!("darwin"),
+            &json!("3.18.4")
+        ),
         "{at}"
     );
     assert_eq!(at["summary"]["agents_online"], 3, "{at}");
@@ -260,7 +402,10 @@ async fn the_fleet_as_of_several_times() {
     assert_eq!(listed(&at, "cr_3")["state"], "reconnecting", "{at}");
     assert_eq!(listed(&at, "cr_3")["gone_seconds"], 180, "{at}");
     let at = report(&state, "at=2024-05-01T09:51:00Z&drop_grace_seconds=600").await;
-    assert_eq!(states(&at)["cr_3"], expect(&[("cr_3", "reconnecting", 0, 0, "09:50:00", "09:45:00")])["cr_3"]);
+    assert_eq!(
+        states(&at)["cr_3"],
+        expect(&[("cr_3", "reconnecting", 0, 0, "09:50:00", "09:45:00")])["cr_3"]
+    );
     let at = report(&state, "at=2024-05-01T09:51:00Z").await;
     assert_eq!(states(&at)["cr_3"].0, "dropped");
     // 10:30:00 exactly: cr_5's deletion is not before `at`; the restated 09:55 is no traffic.
@@ -286,12 +431,21 @@ async fn the_fleet_as_of_several_times() {
             ("cr_3", "dropped", 0, 0, "09:50:00", "09:45:00"),
         ])
     );
-    assert_eq!(listed(&at, "cr_1")["agents"][0]["agent_version"], "", "{at}");
+    assert_eq!(
+        listed(&at, "cr_1")["agents"][0]["agent_version"],
+        "",
+        "{at}"
+    );
     let owners: Vec<(&str, u64)> = at["owners"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["owner_id"].as_str().unwrap(), o["credentials"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["owner_id"].as_str().unwrap(),
+                o["credentials"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(owners, [("bot_a", 2), ("usr_b", 1)], "{at}");
     // Idle after 3 days unseen: cr_2 (created 08:00) and cr_3 (seen 09:50); cr_1 is online.
@@ -305,15 +459,25 @@ async fn the_fleet_as_of_several_times() {
     assert_eq!(idle, ["cr_2", "cr_3"], "{later}");
     assert_eq!(later["summary"]["idle"], 2, "{later}");
     // Filters.
-    let dropped = report(&state, "at=2024-05-01T10:30:00Z&state=dropped&owner_id=usr_b").await;
+    let dropped = report(
+        &state,
+        "at=2024-05-01T10:30:00Z&state=dropped&owner_id=usr_b",
+    )
+    .await;
     assert_eq!(dropped["matched"], 1, "{dropped}");
-    assert_eq!(dropped["credentials"][0]["credential_id"], "cr_3", "{dropped}");
+    assert_eq!(
+        dropped["credentials"][0]["credential_id"], "cr_3",
+        "{dropped}"
+    );
 }
 
 #[tokio::test]
 async fn a_customer_sees_its_bot_users_fleet_only() {
     let (_db, state) = fleet_state("tenancy").await;
-    for query in ["at=2024-05-01T09:40:00Z", "at=2024-05-01T09:40:00Z&customer=acme"] {
+    for query in [
+        "at=2024-05-01T09:40:00Z",
+        "at=2024-05-01T09:40:00Z&customer=acme",
+    ] {
         let (status, body) = call(&state, query, "acme-secret").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let ids: Vec<&str> = body["credentials"]
