@@ -24,6 +24,7 @@ mod hygiene;
 mod metadata_groups;
 mod openapi;
 mod overage;
+mod overage_forecast;
 mod owners;
 mod params;
 mod plan;
@@ -75,6 +76,7 @@ pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
 pub use overage::{
     CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
 };
+pub use overage_forecast::{MetricForecast, OverageForecast, OwnerForecast, FORECAST_METHOD};
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};

@@ -97,7 +97,7 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
             .pattern(Some(ID_PATTERN))
             .min_length(Some(1))
             .max_length(Some(MAX_ID_LEN)),
-        "from" | "to" => string().pattern(Some(TIME_PATTERN)),
+        "from" | "to" | "as_of" => string().pattern(Some(TIME_PATTERN)),
         "month" => string().pattern(Some(MONTH_PATTERN)),
         "granularity" => string().enum_values(Some(choices::<super::report::Granularity>())),
         // The top route groups by metadata keys only; owner usage also by credential or endpoint.

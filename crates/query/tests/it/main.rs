@@ -17,6 +17,7 @@ mod credentials;
 mod fleet;
 mod limits;
 mod metadata_groups;
+mod overage_forecast;
 mod reports;
 mod rollup;
 mod tenancy;
