@@ -421,6 +421,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("invalid --fleet-drop-grace-seconds")?
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
+            tokio::spawn(query::api::run_fleet_gauges(state.clone()));
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );

@@ -64,9 +64,9 @@ pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
 pub use fleet::{
-    FleetAgent, FleetCounts, FleetCredential, FleetOwner, FleetReport, FleetState,
-    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, MAX_FLEET_DROP_GRACE_SECONDS,
-    MAX_FLEET_LIMIT,
+    fleet_gauge, fleet_gauges, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
+    FleetGauges, FleetOwner, FleetReport, FleetState, DEFAULT_FLEET_DROP_GRACE_SECONDS,
+    DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
 };
 pub use hygiene::{
     CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,

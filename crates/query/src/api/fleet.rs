@@ -399,6 +399,16 @@ pub(super) async fn fleet(
             (false, bots)
         }
     };
+    Ok(Json(fleet_report(&state, &request, all, &owners).await?))
+}
+
+/// The report for `request` over every credential (`all`) or those of `owners`.
+async fn fleet_report(
+    state: &AppState,
+    request: &Request,
+    all: bool,
+    owners: &[String],
+) -> Result<FleetReport, ApiError> {
     let at_us = i64::from(request.at) * 1_000_000;
     let credentials = state.read("read the fleet's credentials", |client| {
         client
@@ -406,10 +416,10 @@ pub(super) async fn fleet(
             .bind(at_us)
             .bind(at_us)
             .bind(u8::from(all))
-            .bind(&owners)
+            .bind(owners)
             .bind(request.at)
             .bind(u8::from(all))
-            .bind(&owners)
+            .bind(owners)
             .fetch_all::<CredentialRow>()
     });
     let totals = state.read("read the fleet's sessions", |client| {
@@ -426,7 +436,111 @@ pub(super) async fn fleet(
             .fetch_all::<OnlineSessionRow>()
     });
     let (credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
-    Ok(Json(report(&request, at_us, credentials, totals, online)))
+    Ok(report(request, at_us, credentials, totals, online))
+}
+
+/// The gauges `botmeter serve` exports on its `/metrics` ([`run_fleet_gauges`]).
+pub mod fleet_gauge {
+    /// Agents (sessions) online now, over the whole fleet.
+    pub const AGENTS_ONLINE: &str = "botmeter_fleet_agents_online";
+    /// Agents online now, by the owner kind of their credential (`user`, `bot_user`, `other`).
+    pub const AGENTS_ONLINE_BY_OWNER_KIND: &str = "botmeter_fleet_agents_online_by_owner_kind";
+    /// Credentials `dropped` now (the server's drop grace).
+    pub const DROPPED: &str = "botmeter_fleet_dropped_devices";
+    /// Credentials `reconnecting` now.
+    pub const RECONNECTING: &str = "botmeter_fleet_reconnecting_devices";
+}
+
+/// How often [`run_fleet_gauges`] reads the fleet.
+pub const FLEET_GAUGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The fleet's low-cardinality figures now, as the gauges show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetGauges {
+    /// Agents online.
+    pub agents_online: u64,
+    /// Agents online by owner kind: always `user` and `bot_user`, `other` when any.
+    pub agents_online_by_owner_kind: BTreeMap<String, u64>,
+    /// Credentials dropped.
+    pub dropped: u64,
+    /// Credentials reconnecting.
+    pub reconnecting: u64,
+}
+
+impl FleetGauges {
+    /// Sets the gauges of [`fleet_gauge`] to these figures.
+    pub fn set(&self) {
+        metrics::gauge!(fleet_gauge::AGENTS_ONLINE).set(self.agents_online as f64);
+        for (kind, agents) in &self.agents_online_by_owner_kind {
+            metrics::gauge!(fleet_gauge::AGENTS_ONLINE_BY_OWNER_KIND, "owner_kind" => kind.clone())
+                .set(*agents as f64);
+        }
+        metrics::gauge!(fleet_gauge::DROPPED).set(self.dropped as f64);
+        metrics::gauge!(fleet_gauge::RECONNECTING).set(self.reconnecting as f64);
+    }
+}
+
+/// `HELP` text of the fleet gauges.
+pub(super) fn describe_gauges() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!(
+        fleet_gauge::AGENTS_ONLINE,
+        Unit::Count,
+        "Agent sessions online now (started, not stopped), read from ClickHouse"
+    );
+    describe_gauge!(
+        fleet_gauge::AGENTS_ONLINE_BY_OWNER_KIND,
+        Unit::Count,
+        "Agent sessions online now, by the owner kind of their credential"
+    );
+    describe_gauge!(
+        fleet_gauge::DROPPED,
+        Unit::Count,
+        "Credentials with no agent online for longer than --fleet-drop-grace-seconds"
+    );
+    describe_gauge!(
+        fleet_gauge::RECONNECTING,
+        Unit::Count,
+        "Credentials with no agent online, within --fleet-drop-grace-seconds of their last stop"
+    );
+}
+
+/// The fleet's figures now, with the server's drop grace.
+pub async fn fleet_gauges(state: &AppState) -> Result<FleetGauges, ApiError> {
+    let request = Request::parse(Some("limit=1"), state.fleet_drop_grace_seconds)?;
+    let report = fleet_report(state, &request, true, &[]).await?;
+    let mut by_kind: BTreeMap<String, u64> = ["user", "bot_user"]
+        .into_iter()
+        .map(|kind| (kind.to_owned(), 0))
+        .collect();
+    for owner in &report.owners {
+        let kind = if owner.owner_kind.is_empty() {
+            "other"
+        } else {
+            owner.owner_kind.as_str()
+        };
+        *by_kind.entry(kind.to_owned()).or_default() += owner.counts.agents_online;
+    }
+    Ok(FleetGauges {
+        agents_online: report.summary.agents_online,
+        agents_online_by_owner_kind: by_kind,
+        dropped: report.summary.dropped,
+        reconnecting: report.summary.reconnecting,
+    })
+}
+
+/// Refreshes the fleet gauges every [`FLEET_GAUGES_INTERVAL`] until the task is dropped; a read
+/// that fails leaves the gauges as they were and is logged.
+pub async fn run_fleet_gauges(state: AppState) {
+    let mut ticks = tokio::time::interval(FLEET_GAUGES_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match fleet_gauges(&state).await {
+            Ok(gauges) => gauges.set(),
+            Err(error) => tracing::warn!(?error, "could not read the fleet for its gauges"),
+        }
+    }
 }
 
 /// The report from the rows (credentials in owner, credential order).

@@ -502,3 +502,17 @@ async fn a_customer_sees_its_bot_users_fleet_only() {
         assert!(!body.to_string().contains("cr_3"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn the_gauges_count_the_fleet_now() {
+    let (_db, state) = fleet_state("gauges").await;
+    // Now (long after the fixture): cr_1 online with ts_2 (bot_a), cr_3 dropped (usr_b), cr_2
+    // never seen; cr_4 revoked with bot_c and cr_5 deleted are no longer in the fleet.
+    let gauges = botmeter_query::api::fleet_gauges(&state).await.unwrap();
+    assert_eq!(gauges.agents_online, 1);
+    assert_eq!(
+        gauges.agents_online_by_owner_kind,
+        BTreeMap::from([("bot_user".to_owned(), 1), ("user".to_owned(), 0)])
+    );
+    assert_eq!((gauges.dropped, gauges.reconnecting), (1, 0));
+}
