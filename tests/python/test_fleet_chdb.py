@@ -71,7 +71,7 @@ CONTROL = [
 USAGE = [
     usage("ev_1", "2024-05-01 09:20:00", "ep_1", "cr_1", bytes_out=10, tcp_connections=1),
     usage("ev_2", "2024-05-01 09:50:00", "ep_9", "cr_3", owner="usr_b", bytes_out=10, tcp_connections=1),
-    # Restated away: no traffic of cr_1 at 09:55.
+    # Restated (a -1 copy): its +1 row still counts as traffic.
     usage("ev_r", "2024-05-01 09:55:00", "ep_1", "cr_1", bytes_out=10, tcp_connections=1),
     usage("ev_r", "2024-05-01 09:55:00", "ep_1", "cr_1", sign=-1, bytes_out=10, tcp_connections=1),
     # Restated with the same credential (a flag changed): still traffic at 09:56.
@@ -89,21 +89,25 @@ def fleet_db(db):  # noqa: F811
 
 
 def credentials(db, at, all_owners=1, owners=()):
-    types, rows = db.rows(
-        bind(read_sql("fleet_credentials.sql"), us(at), us(at), all_owners, list(owners), ts(at), all_owners, list(owners))
-    )
+    types, rows = db.rows(bind(read_sql("fleet_credentials.sql"), us(at), us(at), us(at), all_owners, list(owners)))
     assert types == ["String", "String", "String", "Int64", "Int64"]
     return rows
 
 
+def traffic_before(db, at, all_credentials=1, credential_ids=()):
+    types, rows = db.rows(bind(read_sql("fleet_traffic_before.sql"), ts(at), all_credentials, list(credential_ids)))
+    assert types == ["String", "Int64"]
+    return rows
+
+
 def totals(db, at):
-    types, rows = db.rows(bind(read_sql("fleet_session_totals.sql"), us(at)))
+    types, rows = db.rows(bind(read_sql("fleet_session_totals.sql"), us(at), us(at)))
     assert types == ["String", "UInt64", "Int64", "Int64"]
     return rows
 
 
 def online(db, at):
-    types, rows = db.rows(bind(read_sql("fleet_online_sessions.sql"), us(at), us(at)))
+    types, rows = db.rows(bind(read_sql("fleet_online_sessions.sql"), us(at), us(at), us(at), us(at)))
     assert types == ["String", "String", "Int64", "String", "String", "String", "UInt64"]
     return rows
 
@@ -111,6 +115,7 @@ def online(db, at):
 def test_fleet_credentials(db):  # noqa: F811
     fleet_db(db)
     created = us("2024-05-01 08:00:00")
+    # The latest traffic of all time (the state table's); as of `at` it is read from the rows.
     assert credentials(db, "2024-05-01 10:00:00") == [
         ["cr_1", "authtoken", "bot_a", created, us("2024-05-01 09:56:00")],
         ["cr_2", "ssh_key", "bot_a", created, 0],
@@ -118,13 +123,24 @@ def test_fleet_credentials(db):  # noqa: F811
         ["cr_4", "authtoken", "bot_c", created, 0],
         ["cr_3", "authtoken", "usr_b", created, us("2024-05-01 09:50:00")],
     ]
-    # Later: cr_5 deleted, cr_4 revoked with bot_c; traffic before `at` only.
+    # Later: cr_5 deleted, cr_4 revoked with bot_c.
     assert [r[0] for r in credentials(db, "2024-05-01 12:00:01")] == ["cr_1", "cr_2", "cr_3"]
     assert credentials(db, "2024-05-01 09:30:00", 0, ["usr_b"]) == [
-        ["cr_3", "authtoken", "usr_b", created, 0],
+        ["cr_3", "authtoken", "usr_b", created, us("2024-05-01 09:50:00")],
     ]
     assert credentials(db, "2024-05-01 07:00:00") == []
     assert credentials(db, "2024-05-01 10:00:00", 0, ["bot_a' OR 1=1 --"]) == []
+
+
+def test_fleet_traffic_before(db):  # noqa: F811
+    fleet_db(db)
+    assert traffic_before(db, "2024-05-01 09:56:00") == [
+        ["cr_1", us("2024-05-01 09:55:00")],
+        ["cr_3", us("2024-05-01 09:50:00")],
+    ]
+    assert traffic_before(db, "2024-05-01 09:50:00", 0, ["cr_1"]) == [["cr_1", us("2024-05-01 09:20:00")]]
+    assert traffic_before(db, "2024-05-01 09:00:00") == []
+    assert traffic_before(db, "2024-05-01 10:00:00", 0, ["cr_1' OR 1=1 --"]) == []
 
 
 def test_fleet_sessions(db):  # noqa: F811

@@ -73,6 +73,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0011_usage_rollup_hourly_view.sql",
         include_str!("../../../schemas/clickhouse/0011_usage_rollup_hourly_view.sql"),
     ),
+    (
+        "0013_fleet_state.sql",
+        include_str!("../../../schemas/clickhouse/0013_fleet_state.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.

@@ -1,20 +1,22 @@
 //! `GET /v1/fleet`: which devices are online, per owner and per credential, as the audit log and
 //! the attributed usage in ClickHouse knew it at a time `at` (default now). Everything is read
 //! from ClickHouse on each request, never from one instance's memory, so every instance answers
-//! the same, before and after a restart.
+//! the same, before and after a restart: from the fleet state tables of migration 0013 (one row
+//! per credential, session, endpoint; fed by materialized views), and for an `at` before a
+//! credential's latest traffic, its traffic before `at` from the raw usage rows.
 //!
 //! What each field means, exactly (`crates/query/sql/fleet_*.sql` read the rows):
 //! - The fleet is every authtoken and SSH key (the credentials an agent starts a session with; API
 //!   keys never do) created before `at` and live at `at`: neither it nor its bot user deleted
 //!   before `at` (deleting a bot user revokes its credentials).
-//! - An agent is online at `at` when its `agent_session_start.v0` came before `at` and no
-//!   `agent_session_stop.v0` of it did. Its region, OS and user agent are those its start event
+//! - An agent is online at `at` when its (first) `agent_session_start.v0` came before `at` and
+//!   its first `agent_session_stop.v0` did not. Its region, OS and user agent are those its start event
 //!   carries (empty when absent); `agent_version` is the version of an `ngrok/…`, `ngrok-go/…` or
 //!   any `name/version` user agent, empty otherwise. Its endpoints online are the endpoints whose
 //!   `endpoint_created.v0` names it as `tunnel_session`, created before `at` and not deleted before
 //!   `at`.
 //! - `last_seen_at`: the later of its latest session start and its latest traffic (the usage time
-//!   of an attributed usage event of it whose rows net to a positive sign) before `at`.
+//!   of an attributed usage row of it with sign +1) before `at`.
 //! - `state`: `online` (an agent online), `never_seen` (no session ever started with it),
 //!   otherwise its last session stopped at `dropped_at` and it is `reconnecting` while `at` is at
 //!   most `drop_grace_seconds` after that, `dropped` once it is longer (`gone_seconds` says how
@@ -45,14 +47,20 @@ use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, Choice, QueryParams}
 use super::tenancy;
 use super::{ApiError, AppState};
 
-/// Placeholders: at (µs) twice, all, owners, at (s), all, owners.
+/// Placeholders: at (µs) three times, all, owners.
 pub(super) const FLEET_CREDENTIALS_SQL: &str = include_str!("../../sql/fleet_credentials.sql");
-/// Placeholders: at (µs).
+/// Placeholders: at (µs) twice.
 pub(super) const FLEET_SESSION_TOTALS_SQL: &str =
     include_str!("../../sql/fleet_session_totals.sql");
-/// Placeholders: at (µs) twice.
+/// Placeholders: at (µs) four times.
 pub(super) const FLEET_ONLINE_SESSIONS_SQL: &str =
     include_str!("../../sql/fleet_online_sessions.sql");
+/// Placeholders: at (s), all, credential ids.
+pub(super) const FLEET_TRAFFIC_BEFORE_SQL: &str =
+    include_str!("../../sql/fleet_traffic_before.sql");
+
+/// Most credentials whose traffic before `at` is read by id; more are read all at once.
+const MAX_LISTED_CREDENTIALS: usize = 1_000;
 
 /// Default of `serve --fleet-drop-grace-seconds`: how long a credential with no agent online is
 /// `reconnecting` before it counts as `dropped`.
@@ -97,7 +105,14 @@ struct CredentialRow {
     kind: String,
     owner_id: String,
     created_us: i64,
-    /// 0 when no traffic.
+    /// Of all time (then, by [`traffic_before`], before `at`); 0 when none.
+    last_traffic_us: i64,
+}
+
+/// A credential's latest traffic before `at`, positional row of `fleet_traffic_before.sql`.
+#[derive(Debug, Clone, Row, Deserialize)]
+struct TrafficBeforeRow {
+    credential_id: String,
     last_traffic_us: i64,
 }
 
@@ -415,9 +430,7 @@ async fn fleet_report(
             .query(FLEET_CREDENTIALS_SQL)
             .bind(at_us)
             .bind(at_us)
-            .bind(u8::from(all))
-            .bind(owners)
-            .bind(request.at)
+            .bind(at_us)
             .bind(u8::from(all))
             .bind(owners)
             .fetch_all::<CredentialRow>()
@@ -426,6 +439,7 @@ async fn fleet_report(
         client
             .query(FLEET_SESSION_TOTALS_SQL)
             .bind(at_us)
+            .bind(at_us)
             .fetch_all::<SessionTotalsRow>()
     });
     let online = state.read("read the fleet's agents online", |client| {
@@ -433,10 +447,56 @@ async fn fleet_report(
             .query(FLEET_ONLINE_SESSIONS_SQL)
             .bind(at_us)
             .bind(at_us)
+            .bind(at_us)
+            .bind(at_us)
             .fetch_all::<OnlineSessionRow>()
     });
-    let (credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
+    let (mut credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
+    traffic_before(state, request.at, &mut credentials).await?;
     Ok(report(request, at_us, credentials, totals, online))
+}
+
+/// Replaces the latest traffic of all time by the latest before `at` where they may differ: for
+/// the credentials whose latest traffic is not before `at` (an `at` in the past), read from the
+/// raw rows; the others' is already the answer.
+async fn traffic_before(
+    state: &AppState,
+    at: u32,
+    credentials: &mut [CredentialRow],
+) -> Result<(), ApiError> {
+    let at_us = i64::from(at) * 1_000_000;
+    let later: Vec<String> = credentials
+        .iter()
+        .filter(|c| c.last_traffic_us >= at_us)
+        .map(|c| c.credential_id.clone())
+        .collect();
+    if later.is_empty() {
+        return Ok(());
+    }
+    // A long list is slower to send and match than reading every credential's rows.
+    let all = later.len() > MAX_LISTED_CREDENTIALS;
+    let listed = if all { Vec::new() } else { later };
+    let rows = state
+        .read("read the fleet's traffic before at", |client| {
+            client
+                .query(FLEET_TRAFFIC_BEFORE_SQL)
+                .bind(at)
+                .bind(u8::from(all))
+                .bind(&listed)
+                .fetch_all::<TrafficBeforeRow>()
+        })
+        .await?;
+    let before: BTreeMap<String, i64> = rows
+        .into_iter()
+        .map(|row| (row.credential_id, row.last_traffic_us))
+        .collect();
+    for credential in credentials
+        .iter_mut()
+        .filter(|c| c.last_traffic_us >= at_us)
+    {
+        credential.last_traffic_us = before.get(&credential.credential_id).copied().unwrap_or(0);
+    }
+    Ok(())
 }
 
 /// The gauges `botmeter serve` exports on its `/metrics` ([`run_fleet_gauges`]).

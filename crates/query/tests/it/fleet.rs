@@ -4,8 +4,8 @@
 //!
 //! - `cr_1` (authtoken of `bot_a`): agent `ts_1` (us, darwin, ngrok/3.18.4) from 09:00 with `ep_1`
 //!   and `ep_2` (deleted 09:30); `ts_1` stops at 10:00 (dropped); `ts_2` (SSH user agent) from
-//!   11:00 with `ep_3`. Traffic 09:20, a restated-away event at 09:55 (no traffic), one restated
-//!   with the same credential at 09:56 (still traffic).
+//!   11:00 with `ep_3`. Traffic 09:20, 09:55 (restated: a -1 copy) and 09:56 (restated with the
+//!   same credential).
 //! - `cr_2` (SSH key of `bot_a`): never seen (a stop without a start is no session).
 //! - `cr_3` (authtoken of `usr_b`): `ts_3` 09:30 to 09:45, traffic 09:50.
 //! - `cr_4` (authtoken of `bot_c`): `ts_4` online from 09:00; revoked with `bot_c` at 12:00.
@@ -408,7 +408,7 @@ async fn the_fleet_as_of_several_times() {
     );
     let at = report(&state, "at=2024-05-01T09:51:00Z").await;
     assert_eq!(states(&at)["cr_3"].0, "dropped");
-    // 10:30:00 exactly: cr_5's deletion is not before `at`; the restated 09:55 is no traffic.
+    // 10:30:00 exactly: cr_5's deletion is not before `at`.
     let at = report(&state, "at=2024-05-01T10:30:00Z").await;
     assert_eq!(
         states(&at),
