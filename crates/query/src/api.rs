@@ -64,9 +64,10 @@ pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
 pub use fleet::{
-    fleet_gauge, fleet_gauges, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
-    FleetGauges, FleetOwner, FleetReport, FleetState, DEFAULT_FLEET_DROP_GRACE_SECONDS,
-    DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
+    fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
+    FleetGauges, FleetOwner, FleetReport, FleetSnapshot, FleetState,
+    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL,
+    FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
 };
 pub use hygiene::{
     CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,
@@ -122,6 +123,8 @@ pub struct AppState {
     credential_rotation_days: u32,
     /// Seconds with no agent online before `/v1/fleet` calls a credential dropped.
     fleet_drop_grace_seconds: u32,
+    /// The whole fleet as of a recent instant, for `/v1/fleet` without `at`.
+    fleet_snapshot: Arc<std::sync::RwLock<Option<Arc<FleetSnapshot>>>>,
 }
 
 impl fmt::Debug for AppState {
@@ -153,6 +156,7 @@ impl AppState {
             customer_metadata_key: Arc::from(""),
             credential_rotation_days: DEFAULT_CREDENTIAL_ROTATION_DAYS,
             fleet_drop_grace_seconds: DEFAULT_FLEET_DROP_GRACE_SECONDS,
+            fleet_snapshot: Arc::default(),
         })
     }
 
@@ -221,6 +225,24 @@ impl AppState {
         }
         self.fleet_drop_grace_seconds = seconds;
         Ok(self)
+    }
+
+    /// The fleet snapshot, when it describes an instant at most [`FLEET_SNAPSHOT_MAX_AGE_SECS`]
+    /// before `now` (Unix seconds).
+    pub(crate) fn fresh_fleet_snapshot(&self, now: u32) -> Option<Arc<FleetSnapshot>> {
+        let snapshot = self
+            .fleet_snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        (now.saturating_sub(snapshot.at()) <= FLEET_SNAPSHOT_MAX_AGE_SECS).then_some(snapshot)
+    }
+
+    pub(crate) fn set_fleet_snapshot(&self, snapshot: Arc<FleetSnapshot>) {
+        *self
+            .fleet_snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
     }
 
     /// The customer metadata key, empty when none.

@@ -30,7 +30,8 @@
 //! customer's bot users only (as of `at`, by [`super::tenancy`]); naming another owner or
 //! customer answers 404. `customer=<id>` narrows an account-wide key the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -203,7 +204,7 @@ pub struct FleetCounts {
 }
 
 impl FleetCounts {
-    fn add(&mut self, c: &FleetCredential) {
+    fn add(&mut self, c: &Class) {
         self.credentials += 1;
         self.agents_online += c.agents_online;
         self.endpoints_online += c.endpoints_online;
@@ -297,6 +298,8 @@ pub struct FleetAgent {
 #[derive(Debug, Clone)]
 struct Request {
     at: u32,
+    /// Whether `at` was asked for (else it is now, and a fresh snapshot may answer).
+    explicit_at: bool,
     owner_id: Option<String>,
     customer: Option<String>,
     state: Option<FleetState>,
@@ -310,8 +313,10 @@ impl Request {
     fn parse(query: Option<&str>, default_drop_grace_seconds: u32) -> Result<Self, ApiError> {
         let params = QueryParams::parse(query, PARAMETERS)?;
         let now = u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX);
+        let at = params.time("at")?;
         Ok(Self {
-            at: params.time("at")?.unwrap_or(now),
+            at: at.unwrap_or(now),
+            explicit_at: at.is_some(),
             owner_id: params.id("owner_id")?,
             customer: params.id("customer")?,
             state: params.choice("state")?,
@@ -327,7 +332,7 @@ impl Request {
         })
     }
 
-    fn keeps(&self, c: &FleetCredential) -> bool {
+    fn keeps(&self, c: &Class) -> bool {
         self.state.is_none_or(|s| s == c.state) && self.idle.is_none_or(|idle| idle == c.idle)
     }
 }
@@ -417,14 +422,54 @@ pub(super) async fn fleet(
     Ok(Json(fleet_report(&state, &request, all, &owners).await?))
 }
 
-/// The report for `request` over every credential (`all`) or those of `owners`.
+/// The report for `request` over every credential (`all`) or those of `owners`: from the fleet
+/// snapshot when `at` was not asked for and the snapshot is fresh, else read now.
 async fn fleet_report(
     state: &AppState,
     request: &Request,
     all: bool,
     owners: &[String],
 ) -> Result<FleetReport, ApiError> {
-    let at_us = i64::from(request.at) * 1_000_000;
+    let keep = |owner_id: &str| all || owners.iter().any(|o| o == owner_id);
+    if !request.explicit_at {
+        if let Some(snapshot) = state.fresh_fleet_snapshot(request.at) {
+            let request = Request {
+                at: snapshot.at,
+                ..request.clone()
+            };
+            return Ok(report(&request, &snapshot, keep));
+        }
+    }
+    let rows = read_rows(state, request.at, all, owners).await?;
+    Ok(report(request, &rows, keep))
+}
+
+/// The whole fleet's rows as of one instant: what [`report`] reads. Kept as the snapshot that
+/// answers the requests without `at` ([`run_fleet_gauges`] refreshes it).
+#[derive(Debug, Default)]
+pub struct FleetSnapshot {
+    /// The instant (Unix seconds) the rows describe.
+    at: u32,
+    credentials: Vec<CredentialRow>,
+    totals: HashMap<String, SessionTotalsRow>,
+    agents: HashMap<String, Vec<OnlineSessionRow>>,
+}
+
+impl FleetSnapshot {
+    /// The instant (Unix seconds) the rows describe.
+    pub fn at(&self) -> u32 {
+        self.at
+    }
+}
+
+/// The rows as of `at` for every credential (`all`) or those of `owners`.
+async fn read_rows(
+    state: &AppState,
+    at: u32,
+    all: bool,
+    owners: &[String],
+) -> Result<FleetSnapshot, ApiError> {
+    let at_us = i64::from(at) * 1_000_000;
     let credentials = state.read("read the fleet's credentials", |client| {
         client
             .query(FLEET_CREDENTIALS_SQL)
@@ -452,8 +497,23 @@ async fn fleet_report(
             .fetch_all::<OnlineSessionRow>()
     });
     let (mut credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
-    traffic_before(state, request.at, &mut credentials).await?;
-    Ok(report(request, at_us, credentials, totals, online))
+    traffic_before(state, at, &mut credentials).await?;
+    let mut agents: HashMap<String, Vec<OnlineSessionRow>> = HashMap::new();
+    for row in online {
+        agents
+            .entry(row.credential_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(FleetSnapshot {
+        at,
+        credentials,
+        totals: totals
+            .into_iter()
+            .map(|row| (row.credential_id.clone(), row))
+            .collect(),
+        agents,
+    })
 }
 
 /// Replaces the latest traffic of all time by the latest before `at` where they may differ: for
@@ -511,8 +571,12 @@ pub mod fleet_gauge {
     pub const RECONNECTING: &str = "botmeter_fleet_reconnecting_devices";
 }
 
-/// How often [`run_fleet_gauges`] reads the fleet.
-pub const FLEET_GAUGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often [`run_fleet_gauges`] reads the fleet (the snapshot and the gauges).
+pub const FLEET_GAUGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Oldest snapshot (seconds before the request) that answers a request without `at`; an older
+/// one (the refresher is behind or failing) is passed over for a read.
+pub const FLEET_SNAPSHOT_MAX_AGE_SECS: u32 = 30;
 
 /// The fleet's low-cardinality figures now, as the gauges show them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -565,10 +629,14 @@ pub(super) fn describe_gauges() {
     );
 }
 
-/// The fleet's figures now, with the server's drop grace.
-pub async fn fleet_gauges(state: &AppState) -> Result<FleetGauges, ApiError> {
-    let request = Request::parse(Some("limit=1"), state.fleet_drop_grace_seconds)?;
-    let report = fleet_report(state, &request, true, &[]).await?;
+/// Reads the whole fleet now, makes it the snapshot that answers requests without `at`, and
+/// returns its figures (with the server's drop grace).
+pub async fn refresh_fleet(state: &AppState) -> Result<FleetGauges, ApiError> {
+    let mut request = Request::parse(Some("limit=1"), state.fleet_drop_grace_seconds)?;
+    request.explicit_at = true;
+    let rows = Arc::new(read_rows(state, request.at, true, &[]).await?);
+    let report = report(&request, &rows, |_| true);
+    state.set_fleet_snapshot(rows);
     let mut by_kind: BTreeMap<String, u64> = ["user", "bot_user"]
         .into_iter()
         .map(|kind| (kind.to_owned(), 0))
@@ -589,66 +657,57 @@ pub async fn fleet_gauges(state: &AppState) -> Result<FleetGauges, ApiError> {
     })
 }
 
-/// Refreshes the fleet gauges every [`FLEET_GAUGES_INTERVAL`] until the task is dropped; a read
-/// that fails leaves the gauges as they were and is logged.
+/// Refreshes the fleet snapshot and gauges every [`FLEET_GAUGES_INTERVAL`] until the task is
+/// dropped; a read that fails leaves them as they were (a snapshot older than
+/// [`FLEET_SNAPSHOT_MAX_AGE_SECS`] no longer answers) and is logged.
 pub async fn run_fleet_gauges(state: AppState) {
     let mut ticks = tokio::time::interval(FLEET_GAUGES_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match fleet_gauges(&state).await {
+        match refresh_fleet(&state).await {
             Ok(gauges) => gauges.set(),
             Err(error) => tracing::warn!(?error, "could not read the fleet for its gauges"),
         }
     }
 }
 
-/// The report from the rows (credentials in owner, credential order).
-fn report(
-    request: &Request,
-    at_us: i64,
-    credentials: Vec<CredentialRow>,
-    totals: Vec<SessionTotalsRow>,
-    online: Vec<OnlineSessionRow>,
-) -> FleetReport {
-    let mut totals: BTreeMap<String, SessionTotalsRow> = totals
-        .into_iter()
-        .map(|row| (row.credential_id.clone(), row))
-        .collect();
-    let mut agents: BTreeMap<String, Vec<OnlineSessionRow>> = BTreeMap::new();
-    for row in online {
-        agents
-            .entry(row.credential_id.clone())
-            .or_default()
-            .push(row);
-    }
+/// The report from the rows (credentials in owner, credential order), for the credentials whose
+/// owner `keep`s. Every credential is classified from its numbers; only the listed ones are
+/// rendered (times as text, agents).
+fn report(request: &Request, rows: &FleetSnapshot, keep: impl Fn(&str) -> bool) -> FleetReport {
+    let at_us = i64::from(request.at) * 1_000_000;
+    let no_sessions = SessionTotalsRow::default();
     let mut summary = FleetCounts::default();
     let mut owners: Vec<FleetOwner> = Vec::new();
     let mut owner_seen_us: Vec<i64> = Vec::new();
     let mut listed = Vec::new();
     let mut matched = 0_u64;
-    for row in credentials {
-        let sessions = totals.remove(&row.credential_id).unwrap_or_default();
-        let online = agents.remove(&row.credential_id).unwrap_or_default();
-        let credential = fleet_credential(request, at_us, &row, &sessions, online);
-        summary.add(&credential);
+    for row in rows.credentials.iter().filter(|c| keep(&c.owner_id)) {
+        let sessions = rows.totals.get(&row.credential_id).unwrap_or(&no_sessions);
+        let online = rows
+            .agents
+            .get(&row.credential_id)
+            .map_or(&[][..], Vec::as_slice);
+        let class = Class::of(request, at_us, row, sessions, online);
+        summary.add(&class);
         if owners.last().is_none_or(|o| o.owner_id != row.owner_id) {
             owners.push(FleetOwner {
                 owner_id: row.owner_id.clone(),
-                owner_kind: credential.owner_kind.clone(),
+                owner_kind: owner_kind(&row.owner_id),
                 counts: FleetCounts::default(),
                 last_seen_at: None,
             });
             owner_seen_us.push(0);
         }
         let owner = owners.last_mut().expect("pushed above");
-        owner.counts.add(&credential);
+        owner.counts.add(&class);
         let seen = owner_seen_us.last_mut().expect("pushed with the owner");
-        *seen = (*seen).max(row.last_traffic_us).max(sessions.last_start_us);
-        if request.keeps(&credential) {
+        *seen = (*seen).max(class.last_seen_us);
+        if request.keeps(&class) {
             matched += 1;
             if listed.len() < request.limit as usize {
-                listed.push(credential);
+                listed.push(fleet_credential(at_us, row, sessions, online, &class));
             }
         }
     }
@@ -666,40 +725,79 @@ fn report(
     }
 }
 
-/// One credential's state at `at_us` from its rows.
+/// What a credential is at `at`, in numbers: what the counts and the filters need.
+#[derive(Debug, Clone, Copy)]
+struct Class {
+    state: FleetState,
+    agents_online: u64,
+    endpoints_online: u64,
+    /// The later of its latest session start and its latest traffic; 0 when never seen.
+    last_seen_us: i64,
+    unseen_days: i64,
+    idle: bool,
+}
+
+impl Class {
+    fn of(
+        request: &Request,
+        at_us: i64,
+        row: &CredentialRow,
+        sessions: &SessionTotalsRow,
+        online: &[OnlineSessionRow],
+    ) -> Self {
+        let last_seen_us = row.last_traffic_us.max(sessions.last_start_us);
+        let agents_online = online.len() as u64;
+        let state = if agents_online > 0 {
+            FleetState::Online
+        } else if sessions.sessions == 0 {
+            FleetState::NeverSeen
+        } else if at_us - sessions.last_stop_us > i64::from(request.drop_grace_seconds) * 1_000_000
+        {
+            FleetState::Dropped
+        } else {
+            FleetState::Reconnecting
+        };
+        let unseen_days = if state == FleetState::Online {
+            0
+        } else {
+            (at_us - last_seen_us.max(row.created_us)).max(0) / DAY_US
+        };
+        Self {
+            state,
+            agents_online,
+            endpoints_online: online.iter().map(|s| s.endpoints).sum(),
+            last_seen_us,
+            unseen_days,
+            idle: state != FleetState::Online && unseen_days >= i64::from(request.idle_days),
+        }
+    }
+}
+
+/// `user` or `bot_user` by the id's prefix; empty for any other id.
+fn owner_kind(owner_id: &str) -> String {
+    OwnerKind::of(owner_id)
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// One listed credential, rendered.
 fn fleet_credential(
-    request: &Request,
     at_us: i64,
     row: &CredentialRow,
     sessions: &SessionTotalsRow,
-    online: Vec<OnlineSessionRow>,
+    online: &[OnlineSessionRow],
+    class: &Class,
 ) -> FleetCredential {
-    let last_seen_us = row.last_traffic_us.max(sessions.last_start_us);
-    let agents_online = online.len() as u64;
-    let state = if agents_online > 0 {
-        FleetState::Online
-    } else if sessions.sessions == 0 {
-        FleetState::NeverSeen
-    } else if at_us - sessions.last_stop_us > i64::from(request.drop_grace_seconds) * 1_000_000 {
-        FleetState::Dropped
-    } else {
-        FleetState::Reconnecting
-    };
-    let gone = matches!(state, FleetState::Dropped | FleetState::Reconnecting);
-    let unseen_days = if state == FleetState::Online {
-        0
-    } else {
-        (at_us - last_seen_us.max(row.created_us)).max(0) / DAY_US
-    };
+    let gone = matches!(class.state, FleetState::Dropped | FleetState::Reconnecting);
     let agents: Vec<FleetAgent> = online
-        .into_iter()
+        .iter()
         .map(|s| FleetAgent {
             agent_version: agent_version(&s.user_agent).to_owned(),
-            session_id: s.session_id,
+            session_id: s.session_id.clone(),
             started_at: rfc3339_us(s.start_us),
-            region: s.region,
-            os: s.os,
-            user_agent: s.user_agent,
+            region: s.region.clone(),
+            os: s.os.clone(),
+            user_agent: s.user_agent.clone(),
             endpoints_online: s.endpoints,
         })
         .collect();
@@ -707,21 +805,19 @@ fn fleet_credential(
         credential_id: row.credential_id.clone(),
         kind: row.kind.clone(),
         owner_id: row.owner_id.clone(),
-        owner_kind: OwnerKind::of(&row.owner_id)
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_default(),
+        owner_kind: owner_kind(&row.owner_id),
         created_at: rfc3339_us(row.created_us),
-        state,
-        agents_online,
-        endpoints_online: agents.iter().map(|a| a.endpoints_online).sum(),
+        state: class.state,
+        agents_online: class.agents_online,
+        endpoints_online: class.endpoints_online,
         agents,
-        last_seen_at: rfc3339_us_if_set(last_seen_us),
+        last_seen_at: rfc3339_us_if_set(class.last_seen_us),
         last_session_start_at: rfc3339_us_if_set(sessions.last_start_us),
         last_traffic_at: rfc3339_us_if_set(row.last_traffic_us),
         dropped_at: gone.then(|| rfc3339_us(sessions.last_stop_us)),
         gone_seconds: gone.then(|| (at_us - sessions.last_stop_us) / 1_000_000),
-        unseen_days,
-        idle: state != FleetState::Online && unseen_days >= i64::from(request.idle_days),
+        unseen_days: class.unseen_days,
+        idle: class.idle,
     }
 }
 
@@ -744,7 +840,35 @@ mod tests {
     const AT_US: i64 = 100 * DAY_US;
 
     fn request() -> Request {
-        Request::parse(None, DEFAULT_FLEET_DROP_GRACE_SECONDS).unwrap()
+        let mut request = Request::parse(None, DEFAULT_FLEET_DROP_GRACE_SECONDS).unwrap();
+        request.at = u32::try_from(AT_US / 1_000_000).unwrap();
+        request
+    }
+
+    /// The report of these rows for every owner.
+    fn report_of(
+        request: &Request,
+        credentials: Vec<CredentialRow>,
+        totals: Vec<SessionTotalsRow>,
+        online: Vec<OnlineSessionRow>,
+    ) -> FleetReport {
+        let mut agents: HashMap<String, Vec<OnlineSessionRow>> = HashMap::new();
+        for row in online {
+            agents
+                .entry(row.credential_id.clone())
+                .or_default()
+                .push(row);
+        }
+        let rows = FleetSnapshot {
+            at: request.at,
+            credentials,
+            totals: totals
+                .into_iter()
+                .map(|row| (row.credential_id.clone(), row))
+                .collect(),
+            agents,
+        };
+        report(request, &rows, |_| true)
     }
 
     fn credential(id: &str, owner: &str, last_traffic_us: i64) -> CredentialRow {
@@ -781,9 +905,8 @@ mod tests {
     #[test]
     fn states_follow_the_sessions_and_the_grace() {
         let grace_us = i64::from(DEFAULT_FLEET_DROP_GRACE_SECONDS) * 1_000_000;
-        let report = report(
+        let report = report_of(
             &request(),
-            AT_US,
             vec![
                 credential("cr_a", "bot_1", 0),
                 credential("cr_b", "bot_1", AT_US - 1),
@@ -868,9 +991,8 @@ mod tests {
         let mut request = request();
         request.state = Some(FleetState::NeverSeen);
         request.limit = 1;
-        let report = report(
+        let report = report_of(
             &request,
-            AT_US,
             vec![
                 credential("cr_a", "bot_1", 0),
                 credential("cr_b", "bot_1", 0),

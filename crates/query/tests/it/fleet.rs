@@ -508,11 +508,53 @@ async fn the_gauges_count_the_fleet_now() {
     let (_db, state) = fleet_state("gauges").await;
     // Now (long after the fixture): cr_1 online with ts_2 (bot_a), cr_3 dropped (usr_b), cr_2
     // never seen; cr_4 revoked with bot_c and cr_5 deleted are no longer in the fleet.
-    let gauges = botmeter_query::api::fleet_gauges(&state).await.unwrap();
+    let gauges = botmeter_query::api::refresh_fleet(&state).await.unwrap();
     assert_eq!(gauges.agents_online, 1);
     assert_eq!(
         gauges.agents_online_by_owner_kind,
         BTreeMap::from([("bot_user".to_owned(), 1), ("user".to_owned(), 0)])
     );
     assert_eq!((gauges.dropped, gauges.reconnecting), (1, 0));
+}
+
+#[tokio::test]
+async fn without_at_a_fresh_snapshot_answers() {
+    let (db, state) = fleet_state("snapshot").await;
+    // No snapshot yet: read now.
+    let before = report(&state, "").await;
+    assert_eq!(before["summary"]["credentials"], 3, "{before}");
+    botmeter_query::api::refresh_fleet(&state).await.unwrap();
+    // A credential created after the snapshot: only a read as of now sees it.
+    db.writer()
+        .insert_control(&[credential(
+            "ev_c6",
+            "tunnel_credential_created.v0",
+            "2024-05-02 00:00:00",
+            "cr_6",
+            "bot_a",
+            "",
+        )])
+        .await
+        .unwrap();
+    let snapshot = report(&state, "").await;
+    let at = snapshot["at"].as_str().unwrap().to_owned();
+    let read = report(&state, &format!("at={at}")).await;
+    assert_eq!(read["summary"]["credentials"], 4, "{read}");
+    assert_eq!(snapshot["summary"]["credentials"], 3, "{snapshot}");
+    // Otherwise the same answer, for the whole fleet and for a customer.
+    let mut without_new = read.clone();
+    without_new["credentials"] = Value::Array(
+        read["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["credential_id"] != "cr_6")
+            .cloned()
+            .collect(),
+    );
+    assert_eq!(snapshot["credentials"], without_new["credentials"]);
+    let (status, customer) = call(&state, "", "acme-secret").await;
+    assert_eq!(status, StatusCode::OK, "{customer}");
+    assert_eq!(customer["at"], at.as_str());
+    assert_eq!(customer["summary"]["credentials"], 2, "{customer}");
 }
