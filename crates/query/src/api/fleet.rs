@@ -450,15 +450,51 @@ async fn fleet_report(
 pub struct FleetSnapshot {
     /// The instant (Unix seconds) the rows describe.
     at: u32,
-    credentials: Vec<CredentialRow>,
-    totals: HashMap<String, SessionTotalsRow>,
-    agents: HashMap<String, Vec<OnlineSessionRow>>,
+    /// In owner, credential order, each with its sessions (joined once, not per request).
+    credentials: Vec<FleetRow>,
+}
+
+/// One credential's rows.
+#[derive(Debug)]
+struct FleetRow {
+    credential: CredentialRow,
+    sessions: SessionTotalsRow,
+    online: Vec<OnlineSessionRow>,
 }
 
 impl FleetSnapshot {
     /// The instant (Unix seconds) the rows describe.
     pub fn at(&self) -> u32 {
         self.at
+    }
+
+    /// Each credential with its sessions (those of credentials not listed are dropped).
+    fn join(
+        at: u32,
+        credentials: Vec<CredentialRow>,
+        totals: Vec<SessionTotalsRow>,
+        online: Vec<OnlineSessionRow>,
+    ) -> Self {
+        let mut totals: HashMap<String, SessionTotalsRow> = totals
+            .into_iter()
+            .map(|row| (row.credential_id.clone(), row))
+            .collect();
+        let mut agents: HashMap<String, Vec<OnlineSessionRow>> = HashMap::new();
+        for row in online {
+            agents
+                .entry(row.credential_id.clone())
+                .or_default()
+                .push(row);
+        }
+        let credentials = credentials
+            .into_iter()
+            .map(|credential| FleetRow {
+                sessions: totals.remove(&credential.credential_id).unwrap_or_default(),
+                online: agents.remove(&credential.credential_id).unwrap_or_default(),
+                credential,
+            })
+            .collect();
+        Self { at, credentials }
     }
 }
 
@@ -498,22 +534,7 @@ async fn read_rows(
     });
     let (mut credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
     traffic_before(state, at, &mut credentials).await?;
-    let mut agents: HashMap<String, Vec<OnlineSessionRow>> = HashMap::new();
-    for row in online {
-        agents
-            .entry(row.credential_id.clone())
-            .or_default()
-            .push(row);
-    }
-    Ok(FleetSnapshot {
-        at,
-        credentials,
-        totals: totals
-            .into_iter()
-            .map(|row| (row.credential_id.clone(), row))
-            .collect(),
-        agents,
-    })
+    Ok(FleetSnapshot::join(at, credentials, totals, online))
 }
 
 /// Replaces the latest traffic of all time by the latest before `at` where they may differ: for
@@ -677,18 +698,20 @@ pub async fn run_fleet_gauges(state: AppState) {
 /// rendered (times as text, agents).
 fn report(request: &Request, rows: &FleetSnapshot, keep: impl Fn(&str) -> bool) -> FleetReport {
     let at_us = i64::from(request.at) * 1_000_000;
-    let no_sessions = SessionTotalsRow::default();
     let mut summary = FleetCounts::default();
     let mut owners: Vec<FleetOwner> = Vec::new();
     let mut owner_seen_us: Vec<i64> = Vec::new();
     let mut listed = Vec::new();
     let mut matched = 0_u64;
-    for row in rows.credentials.iter().filter(|c| keep(&c.owner_id)) {
-        let sessions = rows.totals.get(&row.credential_id).unwrap_or(&no_sessions);
-        let online = rows
-            .agents
-            .get(&row.credential_id)
-            .map_or(&[][..], Vec::as_slice);
+    for FleetRow {
+        credential: row,
+        sessions,
+        online,
+    } in rows
+        .credentials
+        .iter()
+        .filter(|r| keep(&r.credential.owner_id))
+    {
         let class = Class::of(request, at_us, row, sessions, online);
         summary.add(&class);
         if owners.last().is_none_or(|o| o.owner_id != row.owner_id) {
@@ -852,22 +875,7 @@ mod tests {
         totals: Vec<SessionTotalsRow>,
         online: Vec<OnlineSessionRow>,
     ) -> FleetReport {
-        let mut agents: HashMap<String, Vec<OnlineSessionRow>> = HashMap::new();
-        for row in online {
-            agents
-                .entry(row.credential_id.clone())
-                .or_default()
-                .push(row);
-        }
-        let rows = FleetSnapshot {
-            at: request.at,
-            credentials,
-            totals: totals
-                .into_iter()
-                .map(|row| (row.credential_id.clone(), row))
-                .collect(),
-            agents,
-        };
+        let rows = FleetSnapshot::join(request.at, credentials, totals, online);
         report(request, &rows, |_| true)
     }
 
