@@ -11,6 +11,7 @@
 #   scale-out  the same with 2 and 3 instances     exact totals, throughput per instance
 #   freshness  cargo bench --bench freshness       at half the median end-to-end rate just measured
 #   reports    cargo bench --bench reports         per-owner month and top-N over 100M events
+#   fleet      cargo bench --bench fleet           /v1/fleet over 100k credentials
 #   state      cargo bench -p botmeter-enrich --bench state_memory_mimalloc   RSS, 1M sessions
 #   receive    cargo bench --bench receive         Firehose → receive → Kafka vs bare produce, RSS
 # Full outputs go to target/bench/<harness>.log.
@@ -59,6 +60,7 @@ run() {
     run freshness env BOTMETER_BENCH_FRESHNESS_RATE="$((rate / 2))" \
         cargo bench --bench freshness
     run reports cargo bench --bench reports
+    run fleet cargo bench --bench fleet
     run state cargo bench -p botmeter-enrich --bench state_memory_mimalloc
     run receive cargo bench --bench receive
 } >"$out/targets.txt"

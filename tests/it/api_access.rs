@@ -294,16 +294,19 @@ fn request_for(path: &str, operation: &Value, c: &Customer) -> String {
 }
 
 /// Whether a route is about one customer (its report), one owner (its usage) or the credentials of
-/// one owner (the hygiene report, `owner_id` in its query): the only routes a customer key may
-/// read, for its own customer and bot users.
+/// one owner (the hygiene report and the fleet, `owner_id` in their query): the only routes a
+/// customer key may read, for its own customer and bot users.
 fn is_customer_route(path: &str) -> bool {
-    path.contains("{customer_id}") || path.contains("{owner_id}") || path == "/v1/credentials"
+    path.contains("{customer_id}")
+        || path.contains("{owner_id}")
+        || path == "/v1/credentials"
+        || path == "/v1/fleet"
 }
 
 /// What a customer's own answer on `path` must show of it: its bytes, or for the hygiene report
-/// (no usage figures) its credential.
+/// and the fleet (no usage figures) its credential.
 fn own_mark(path: &str, mine: &Customer) -> String {
-    if path == "/v1/credentials" {
+    if path == "/v1/credentials" || path == "/v1/fleet" {
         mine.credential.to_owned()
     } else {
         mine.bytes_out.to_string()

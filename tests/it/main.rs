@@ -27,6 +27,7 @@ mod cluster;
 mod dashboards;
 mod dead_letters;
 mod delivery;
+mod fleet_status;
 mod hardening;
 mod ngrok_account;
 mod pipeline_e2e;

@@ -53,7 +53,7 @@ fn usage_of(json: &Value) -> Usage {
     }
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     let response = http
         .get(url)
         .send()

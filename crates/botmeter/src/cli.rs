@@ -123,6 +123,13 @@ pub enum Command {
             default_value_t = query::api::DEFAULT_CREDENTIAL_ROTATION_DAYS,
             value_parser = clap::value_parser!(u32).range(1..=i64::from(query::api::MAX_ROTATION_DAYS)))]
         credential_rotation_days: u32,
+        /// Seconds a credential may have no agent online (its last session stopped) before
+        /// /v1/fleet reports it dropped rather than reconnecting (a request may ask for another
+        /// grace with drop_grace_seconds).
+        #[arg(long, env = "BOTMETER_FLEET_DROP_GRACE_SECONDS",
+            default_value_t = query::api::DEFAULT_FLEET_DROP_GRACE_SECONDS,
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(query::api::MAX_FLEET_DROP_GRACE_SECONDS)))]
+        fleet_drop_grace_seconds: u32,
         /// Report requests answered at once; one more is answered 503 with `Retry-After` at once
         /// (shed, not queued), so the API cannot pile queries onto ClickHouse.
         #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
@@ -421,6 +428,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             api_keys_file,
             customer_metadata_key,
             credential_rotation_days,
+            fleet_drop_grace_seconds,
             max_concurrent_requests,
             metrics_listen,
         } => {
@@ -429,8 +437,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_credential_rotation_days(credential_rotation_days)
                 .map_err(anyhow::Error::msg)
                 .context("invalid --credential-rotation-days")?
+                .with_fleet_drop_grace_seconds(fleet_drop_grace_seconds)
+                .map_err(anyhow::Error::msg)
+                .context("invalid --fleet-drop-grace-seconds")?
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
+            tokio::spawn(query::api::run_fleet_gauges(state.clone()));
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );

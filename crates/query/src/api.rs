@@ -18,11 +18,13 @@ mod catalog;
 mod customer_render;
 mod customers;
 mod error;
+mod fleet;
 mod health;
 mod hygiene;
 mod metadata_groups;
 mod openapi;
 mod overage;
+mod overage_forecast;
 mod owners;
 mod params;
 mod plan;
@@ -62,6 +64,12 @@ pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
+pub use fleet::{
+    fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
+    FleetGauges, FleetOwner, FleetReport, FleetSnapshot, FleetState,
+    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL,
+    FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
+};
 pub use hygiene::{
     CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,
     MAX_CREDENTIALS_LIMIT, MAX_ROTATION_DAYS,
@@ -70,6 +78,7 @@ pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
 pub use overage::{
     CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
 };
+pub use overage_forecast::{MetricForecast, OverageForecast, OwnerForecast, FORECAST_METHOD};
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
 pub use plan::{Metric, MetricPlan, MetricPlanFile, Plan, PlanFile};
@@ -91,6 +100,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/overage"),
     ("GET", "/v1/customers/{customer_id}/report"),
     ("GET", "/v1/credentials"),
+    ("GET", "/v1/fleet"),
 ];
 
 /// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
@@ -112,6 +122,10 @@ pub struct AppState {
     customer_metadata_key: Arc<str>,
     /// Days after which a live credential is due for rotation in `/v1/credentials`.
     credential_rotation_days: u32,
+    /// Seconds with no agent online before `/v1/fleet` calls a credential dropped.
+    fleet_drop_grace_seconds: u32,
+    /// The whole fleet as of a recent instant, for `/v1/fleet` without `at`.
+    fleet_snapshot: Arc<std::sync::RwLock<Option<Arc<FleetSnapshot>>>>,
 }
 
 impl fmt::Debug for AppState {
@@ -123,6 +137,7 @@ impl fmt::Debug for AppState {
             .field("plan", &self.plan.as_ref().map(|p| p.name.as_str()))
             .field("customer_metadata_key", &self.customer_metadata_key)
             .field("credential_rotation_days", &self.credential_rotation_days)
+            .field("fleet_drop_grace_seconds", &self.fleet_drop_grace_seconds)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +156,8 @@ impl AppState {
             plan: None,
             customer_metadata_key: Arc::from(""),
             credential_rotation_days: DEFAULT_CREDENTIAL_ROTATION_DAYS,
+            fleet_drop_grace_seconds: DEFAULT_FLEET_DROP_GRACE_SECONDS,
+            fleet_snapshot: Arc::default(),
         })
     }
 
@@ -196,6 +213,39 @@ impl AppState {
         Ok(self)
     }
 
+    /// Calls a credential dropped in `/v1/fleet` once it has had no agent online for longer than
+    /// this many seconds (0 to [`MAX_FLEET_DROP_GRACE_SECONDS`]; a request may ask for another).
+    pub fn with_fleet_drop_grace_seconds(
+        mut self,
+        seconds: u32,
+    ) -> std::result::Result<Self, String> {
+        if seconds > MAX_FLEET_DROP_GRACE_SECONDS {
+            return Err(format!(
+                "fleet drop grace: expected 0 to {MAX_FLEET_DROP_GRACE_SECONDS} seconds, found {seconds}"
+            ));
+        }
+        self.fleet_drop_grace_seconds = seconds;
+        Ok(self)
+    }
+
+    /// The fleet snapshot, when it describes an instant at most [`FLEET_SNAPSHOT_MAX_AGE_SECS`]
+    /// before `now` (Unix seconds).
+    pub(crate) fn fresh_fleet_snapshot(&self, now: u32) -> Option<Arc<FleetSnapshot>> {
+        let snapshot = self
+            .fleet_snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        (now.saturating_sub(snapshot.at()) <= FLEET_SNAPSHOT_MAX_AGE_SECS).then_some(snapshot)
+    }
+
+    pub(crate) fn set_fleet_snapshot(&self, snapshot: Arc<FleetSnapshot>) {
+        *self
+            .fleet_snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
+    }
+
     /// The customer metadata key, empty when none.
     pub(crate) fn metadata_key(&self) -> &str {
         &self.customer_metadata_key
@@ -228,6 +278,7 @@ pub fn router(state: AppState) -> Router {
         .merge(overage::router())
         .merge(customers::router())
         .merge(hygiene::router())
+        .merge(fleet::router())
         .route_layer(limit);
     Router::new()
         .merge(health::router())

@@ -82,6 +82,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0012_control_events_source.sql",
         include_str!("../../../schemas/clickhouse/0012_control_events_source.sql"),
     ),
+    (
+        "0013_fleet_state.sql",
+        include_str!("../../../schemas/clickhouse/0013_fleet_state.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.

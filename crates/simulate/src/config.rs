@@ -142,6 +142,13 @@ pub struct Scenarios {
     /// Usage is grouped by metadata as of each event's time
     /// ([`GroundTruth::by_metadata`](super::GroundTruth::by_metadata)).
     pub credential_metadata: usize,
+    /// Devices that drop and come back: this many authtokens or SSH keys with agents online
+    /// lose every agent session (`agent_session_stop.v0`, their endpoints deleted) at 30–45% of
+    /// the window, and every other one comes back at 55–70% (a new session from the same agent,
+    /// its endpoints on the same addresses). The ground truth's
+    /// [`fleet`](super::GroundTruth::fleet) says what `/v1/fleet` reports at any time. Not in
+    /// [`Scenarios::standard`].
+    pub device_drops: usize,
 }
 
 impl Scenarios {
@@ -161,6 +168,7 @@ impl Scenarios {
             bot_deletions_without_credential_deletes: 1,
             wildcard_sites: 2,
             credential_metadata: 2,
+            device_drops: 0,
         }
     }
 
@@ -169,7 +177,7 @@ impl Scenarios {
         *self == Self::default()
     }
 
-    fn counts(&self) -> [(&'static str, usize); 13] {
+    fn counts(&self) -> [(&'static str, usize); 14] {
         [
             ("scenarios.rotations", self.rotations),
             ("scenarios.bot_deactivations", self.bot_deactivations),
@@ -187,6 +195,7 @@ impl Scenarios {
             ),
             ("scenarios.wildcard_sites", self.wildcard_sites),
             ("scenarios.credential_metadata", self.credential_metadata),
+            ("scenarios.device_drops", self.device_drops),
         ]
     }
 }

@@ -198,6 +198,7 @@ impl World {
             unattributed: BTreeMap::new(),
             by_metadata: BTreeMap::new(),
             events: BTreeMap::new(),
+            fleet: self.fleet_truth(),
         }
     }
 

@@ -33,6 +33,7 @@ mod control;
 mod draw;
 mod edits;
 mod encode;
+mod fleet_truth;
 mod generate;
 mod late_control;
 pub mod ngrok_api;
@@ -49,10 +50,11 @@ mod tests;
 
 pub use cli::{run, SimulateArgs};
 pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
+pub use fleet_truth::ExpectedFleetCredential;
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
 pub use truth::{
-    hour_bucket, metadata_values, ExpectedEvent, GroundTruth, Inventory, MetadataUsage, OwnerTruth,
-    Usage, METADATA_KEYS, NO_METADATA_VALUE,
+    hour_bucket, metadata_values, ExpectedEvent, FleetCredential, FleetSession, GroundTruth,
+    Inventory, MetadataUsage, OwnerTruth, Usage, METADATA_KEYS, NO_METADATA_VALUE,
 };

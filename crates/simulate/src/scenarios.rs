@@ -11,7 +11,8 @@
 //! The kinds are applied, and draw from the scenarios' stream, in a fixed order (bot deletions,
 //! bot deactivations, bot deletions without credential deletes, rotations, hostname reuses, ACL
 //! violations, principal mismatches, unknown hostnames, sessions, credentials and owners,
-//! wildcard sites (in `wildcard_sites.rs`), credential metadata, late chains): changing it
+//! wildcard sites (in `wildcard_sites.rs`), credential metadata, device drops (in
+//! `fleet_truth.rs`), late chains): changing it
 //! changes the fleets. A kind whose count is 0 draws nothing, so adding one leaves the fleets
 //! without it as they were.
 
@@ -67,6 +68,7 @@ impl World {
         self.add_broken_chains(scenarios, &announced_owners, rng);
         self.add_wildcard_sites(scenarios.wildcard_sites, &mut touched, rng);
         self.add_credential_metadata(scenarios.credential_metadata, &mut touched, rng);
+        self.add_device_drops(scenarios.device_drops, &mut touched, rng);
         self.add_late_chains(config.late_control, &announced_owners, &touched.owners, rng);
     }
 

@@ -689,6 +689,7 @@ fn many_anomalies() -> FleetConfig {
             bot_deletions_without_credential_deletes: 2,
             wildcard_sites: 3,
             credential_metadata: 3,
+            device_drops: 2,
         },
         late_control: 3,
         ..FleetConfig::default()
@@ -2079,5 +2080,116 @@ fn fleets_without_the_new_scenarios_have_none_of_their_traces() {
             .keys()
             .collect::<Vec<_>>(),
         [NO_VALUE]
+    );
+}
+
+/// The fleet truth against the published control events read as raw JSON (independent of the
+/// generator's world): at several instants, each credential's agents online, endpoints online and
+/// last session start, and devices that drop and come back do.
+#[test]
+fn the_fleet_truth_equals_the_published_sessions_and_drops_come_back() {
+    let config = FleetConfig {
+        scenarios: Scenarios {
+            device_drops: 3,
+            ..Scenarios::standard()
+        },
+        ..anomalies()
+    };
+    let fleet = generate(&config);
+    let truth = &fleet.truth;
+    // Per session: (credential, start, stop); per endpoint: (session, created, deleted).
+    type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let mut sessions: BTreeMap<String, (String, Times)> = BTreeMap::new();
+    let mut endpoints: BTreeMap<String, (String, Times)> = BTreeMap::new();
+    for message in fleet.control.iter().chain(&fleet.late_control) {
+        let json: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        let object = &json["object"];
+        let at = Some(message.event_time);
+        match json["event_type"].as_str().unwrap() {
+            "agent_session_start.v0" | "agent_session_stop.v0" => {
+                let entry = sessions
+                    .entry(object["session"]["id"].as_str().unwrap().to_owned())
+                    .or_insert_with(|| {
+                        (
+                            object["credential"]["id"].as_str().unwrap().to_owned(),
+                            (None, None),
+                        )
+                    });
+                if json["event_type"] == "agent_session_start.v0" {
+                    entry.1 .0 = at;
+                } else {
+                    entry.1 .1 = at;
+                }
+            }
+            "endpoint_created.v0" => {
+                let session = object["tunnel_session"]["id"].as_str().unwrap().to_owned();
+                endpoints.insert(
+                    object["id"].as_str().unwrap().to_owned(),
+                    (session, (at, None)),
+                );
+            }
+            "endpoint_deleted.v0" => {
+                endpoints
+                    .get_mut(object["id"].as_str().unwrap())
+                    .unwrap()
+                    .1
+                     .1 = at;
+            }
+            _ => {}
+        }
+    }
+    let window = truth.window_end - truth.window_start;
+    let grace = chrono::Duration::minutes(5);
+    let mut states_seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for percent in [20, 40, 50, 80, 99] {
+        let at = truth.window_start + window * percent / 100;
+        let expected = truth.fleet_at(at, grace);
+        assert!(!expected.is_empty());
+        for (id, state) in &expected {
+            let live = |(start, stop): &Times| {
+                start.is_some_and(|s| s < at) && stop.is_none_or(|s| s >= at)
+            };
+            let mut online: Vec<String> = sessions
+                .iter()
+                .filter(|(_, (cred, times))| cred == id && live(times))
+                .map(|(session, _)| session.clone())
+                .collect();
+            online.sort();
+            assert_eq!(state.agents_online, online, "{id} at {at}");
+            let served = endpoints
+                .values()
+                .filter(|(session, times)| online.contains(session) && live(times))
+                .count() as u64;
+            assert_eq!(state.endpoints_online, served, "{id} at {at}");
+            let last_start = sessions
+                .values()
+                .filter(|(cred, (start, _))| cred == id && start.is_some_and(|s| s < at))
+                .filter_map(|(_, (start, _))| *start)
+                .max();
+            assert!(state.last_seen_at >= last_start, "{id} at {at}");
+            *states_seen.entry(state.state).or_default() += 1;
+        }
+    }
+    assert!(
+        states_seen.contains_key("online") && states_seen.contains_key("dropped"),
+        "{states_seen:?}"
+    );
+    // The dropped devices: dropped at 50%, the first and third back online at 80%, the second not.
+    let mid = truth.fleet_at(truth.window_start + window / 2, grace);
+    let late = truth.fleet_at(truth.window_start + window * 4 / 5, grace);
+    let dropped: Vec<&String> = mid
+        .iter()
+        .filter(|(_, s)| s.state == "dropped")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(dropped.len() >= 3, "{mid:?}");
+    let back = dropped
+        .iter()
+        .filter(|id| late[**id].state == "online")
+        .count();
+    assert!(back >= 2, "two of three come back");
+    assert!(
+        dropped.iter().any(|id| late[*id].state == "dropped"),
+        "one stays dropped"
     );
 }

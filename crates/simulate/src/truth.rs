@@ -228,6 +228,49 @@ pub struct GroundTruth {
     /// fleets of at most 200,000 traffic events).
     #[serde(default)]
     pub events: BTreeMap<String, ExpectedEvent>,
+    /// Per announced authtoken and SSH key, what the fleet status reads: owner, creation,
+    /// revocation, agent sessions and, when events are recorded, its attributed traffic's usage
+    /// times. [`GroundTruth::fleet_at`] gives the expected `/v1/fleet` at any instant.
+    #[serde(default)]
+    pub fleet: BTreeMap<String, FleetCredential>,
+}
+
+/// One authtoken or SSH key as the fleet status sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetCredential {
+    /// Its owner.
+    pub owner_id: String,
+    /// `authtoken` or `ssh_key`.
+    pub kind: String,
+    /// Its `*_created.v0`.
+    pub created_at: DateTime<Utc>,
+    /// Its deletion or its bot user's, whichever came first.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Its announced agent sessions.
+    pub sessions: Vec<FleetSession>,
+    /// Usage times of the traffic attributed to it (any order); empty unless events are
+    /// recorded.
+    #[serde(default)]
+    pub traffic: Vec<DateTime<Utc>>,
+}
+
+/// One agent session of a [`FleetCredential`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetSession {
+    /// Its id (`ts_…`).
+    pub session_id: String,
+    /// Its `agent_session_start.v0`.
+    pub started_at: DateTime<Utc>,
+    /// Its `agent_session_stop.v0`, if any.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// What its start event says.
+    pub region: String,
+    /// What its start event says.
+    pub os: String,
+    /// What its start event says.
+    pub user_agent: String,
+    /// The endpoints it served: (created, deleted).
+    pub endpoints: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
 
 /// The UTC hour an instant falls in, as its RFC 3339 start: `2026-01-01T05:00:00Z`.
@@ -282,6 +325,11 @@ impl GroundTruth {
             other => unreachable!("an event is either attributed or unattributed, not {other:?}"),
         }
         if record {
+            if let (Some(_), Some(credential)) = (&outcome.owner_id, &outcome.credential_id) {
+                if let Some(fleet) = self.fleet.get_mut(credential) {
+                    fleet.traffic.push(at);
+                }
+            }
             self.events.insert(event_id.to_owned(), outcome);
         }
     }

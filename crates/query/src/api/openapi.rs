@@ -80,6 +80,11 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
             .maximum(Some(max))
     };
     let boolean = || string().enum_values(Some(["true", "false"]));
+    if path == "/v1/fleet" {
+        if let Some(schema) = super::fleet::parameter_schema(name) {
+            return Some(schema);
+        }
+    }
     let credentials = path == "/v1/credentials";
     let schema = match name {
         "format" if credentials => {
@@ -97,7 +102,7 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
             .pattern(Some(ID_PATTERN))
             .min_length(Some(1))
             .max_length(Some(MAX_ID_LEN)),
-        "from" | "to" => string().pattern(Some(TIME_PATTERN)),
+        "from" | "to" | "as_of" => string().pattern(Some(TIME_PATTERN)),
         "month" => string().pattern(Some(MONTH_PATTERN)),
         "granularity" => string().enum_values(Some(choices::<super::report::Granularity>())),
         // The top route groups by metadata keys only; owner usage also by credential or endpoint.
@@ -163,6 +168,7 @@ impl Modify for ParameterSchemas {
         super::overage::overage,
         super::customers::customer_report,
         super::hygiene::credentials,
+        super::fleet::fleet,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &ParameterSchemas),
@@ -174,6 +180,7 @@ impl Modify for ParameterSchemas {
         (name = "overage", description = "Usage against the plan's quotas"),
         (name = "customers", description = "Per-customer monthly reports. A customer is its bot users (the one whose id is the customer id, and those whose metadata has the --customer-metadata-key at its top level naming it, while it does: metadata is read as of each event's time, so a bot user moved mid-month counts on each side for its own part of the month); it covers the credentials they own and their usage while they are the customer's only, never a credential of another owner, whatever its metadata says. A `customer:<id>` API key reads the usage of the same bot users only, while they are its customer's"),
         (name = "credentials", description = "Credential hygiene: age, last use, rotation due, unused days, ACLs that bind anywhere, ACL violations and use after the owner's deactivation, per credential. A `customer:<id>` key sees its customer's bot users' credentials only"),
+        (name = "fleet", description = "Fleet status: agents online per owner and credential (region, OS, agent version, endpoints), last seen, dropped devices, credentials never seen online and idle ones, as of any time. A `customer:<id>` key sees its customer's bot users' credentials only"),
         (name = "operations", description = "Health and this description"),
     )
 )]

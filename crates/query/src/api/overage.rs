@@ -9,6 +9,8 @@
 //!   the sum over metrics. Shares add up to the whole (to rounding).
 //! - With `owner_id`: that owner only, drilled down per credential and, inside each, per endpoint,
 //!   with the same rule (an endpoint has no session-hours: a session serves several endpoints).
+//! - While the month runs (or with `as_of=` inside it), `forecast` projects it to its end
+//!   ([`super::overage_forecast`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Access;
-use super::params::{rfc3339, QueryParams};
+use super::overage_forecast::{forecast, OverageForecast};
+use super::params::{quote, rfc3339, QueryParams, TimeRange};
 use super::plan::{round_money, Metric, Plan};
 use super::report::{self, Scope, SessionScope, UsageMetrics, GROUP_CREDENTIAL_ENDPOINT};
 use super::top::{owner_totals, OwnerTotalsRow, RankMetric};
@@ -49,6 +52,10 @@ pub struct OverageReport {
     pub total_amount: f64,
     /// Each owner's share, largest amount first (only the owner asked for, with `owner_id`).
     pub owners: Vec<OwnerShare>,
+    /// The month-end projection, while the month runs (as of now) or as of `as_of`; absent for
+    /// a month that is over or not begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<OverageForecast>,
 }
 
 /// One priced metric.
@@ -128,6 +135,7 @@ pub struct EndpointShare {
     params(
         ("month" = String, Query, description = "YYYY-MM, a UTC calendar month"),
         ("owner_id" = Option<String>, Query, description = "Drill down into one owner: per credential, per endpoint"),
+        ("as_of" = Option<String>, Query, description = "Project the month to its end as of this time inside it (RFC 3339 or YYYY-MM-DD; default now, while the month runs): month to date plus the trailing 7-day daily rate times the days left"),
     ),
     responses(
         (status = 200, body = OverageReport),
@@ -145,19 +153,17 @@ pub(super) async fn overage(
     RawQuery(query): RawQuery,
 ) -> Result<Json<OverageReport>, ApiError> {
     access.require_reader()?;
-    let params = QueryParams::parse(query.as_deref(), &["month", "owner_id"])?;
+    let params = QueryParams::parse(query.as_deref(), &["month", "owner_id", "as_of"])?;
     let month = params.month("month")?;
     let owner_id = params.id("owner_id")?;
+    let as_of = params.time("as_of")?;
+    let range = month.checked_range()?;
+    let as_of = forecast_instant(range, as_of, params.get("as_of").unwrap_or_default())?;
     let plan = state.plan.clone().ok_or_else(|| ApiError::NotConfigured {
         message: "no plan is configured: start botmeter serve with --plan <plan.toml>".to_owned(),
     })?;
-    let range = month.checked_range()?;
 
-    let (owners, sessions) = tokio::try_join!(
-        owner_totals(&state, range, RankMetric::BytesOut, u32::MAX),
-        report::fetch_sessions(&state, SessionScope::All, range),
-    )?;
-    let usage = usage_per_owner(&owners, &sessions);
+    let (usage, sessions) = usage_and_sessions(&state, range).await?;
     let lines = metric_lines(&plan, &account_usage(&usage));
     let total_amount = round_money(lines.iter().map(|l| l.amount).sum());
 
@@ -181,11 +187,59 @@ pub(super) async fn overage(
         metrics: lines,
         total_amount,
         owners: shares,
+        forecast: match as_of {
+            Some(as_of) => Some(forecast(&state, &plan, range, as_of, owner_id.as_deref()).await?),
+            None => None,
+        },
     }))
 }
 
+/// The instant to project the month from: `as_of` when given (it must lie inside the month),
+/// else now while the month runs; `None` for a month that is over or not begun.
+fn forecast_instant(
+    month: TimeRange,
+    as_of: Option<u32>,
+    raw: &str,
+) -> Result<Option<u32>, ApiError> {
+    let inside = |t: u32| month.from < t && t <= month.to;
+    match as_of {
+        Some(t) if inside(t) => Ok(Some(t)),
+        Some(_) => Err(ApiError::bad(
+            "invalid_parameter",
+            "as_of",
+            format!(
+                "query parameter as_of: expected a time after the month's start and at most its end ({} to {}), found {}",
+                rfc3339(month.from),
+                rfc3339(month.to),
+                quote(raw)
+            ),
+        )),
+        None => {
+            let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+            Ok(inside(now).then_some(now))
+        }
+    }
+}
+
+/// Each owner's usage over `range` (traffic and session-hours), and the sessions read for it.
+async fn usage_and_sessions(
+    state: &AppState,
+    range: TimeRange,
+) -> Result<(OwnerUsage, Vec<report::Session>), ApiError> {
+    let (owners, sessions) = tokio::try_join!(
+        owner_totals(state, range, RankMetric::BytesOut, u32::MAX),
+        report::fetch_sessions(state, SessionScope::All, range),
+    )?;
+    Ok((usage_per_owner(&owners, &sessions), sessions))
+}
+
+/// Each owner's usage over `range`, as the report counts it.
+pub(super) async fn usage_in(state: &AppState, range: TimeRange) -> Result<OwnerUsage, ApiError> {
+    Ok(usage_and_sessions(state, range).await?.0)
+}
+
 /// Per owner id: its kind (`user`, `bot_user`) and its usage in the month.
-type OwnerUsage = BTreeMap<String, (String, UsageMetrics)>;
+pub(super) type OwnerUsage = BTreeMap<String, (String, UsageMetrics)>;
 
 /// Each owner's traffic from SQL plus its session-hours from the audit log.
 fn usage_per_owner(owners: &[OwnerTotalsRow], sessions: &[report::Session]) -> OwnerUsage {
@@ -441,6 +495,12 @@ mod tests {
             ("/v1/overage", "month"),
             ("/v1/overage?month=2024-13", "month"),
             ("/v1/overage?month=2024-05&owner_id=a%20b", "owner_id"),
+            ("/v1/overage?month=2024-05&as_of=2024-06-02", "as_of"),
+            (
+                "/v1/overage?month=2024-05&as_of=2024-05-01T00:00:00Z",
+                "as_of",
+            ),
+            ("/v1/overage?month=2024-05&as_of=soon", "as_of"),
         ] {
             let (status, _, body) = call(unreachable_state(), "GET", uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");

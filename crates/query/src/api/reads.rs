@@ -252,6 +252,7 @@ pub fn describe_metrics() {
         Unit::Count,
         "ClickHouse queries killed because their request went away or their deadline passed"
     );
+    super::fleet::describe_gauges();
 }
 
 /// Whether queries may carry settings: learned once per state from the server.

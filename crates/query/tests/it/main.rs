@@ -14,8 +14,10 @@ mod common;
 
 mod clickhouse;
 mod credentials;
+mod fleet;
 mod limits;
 mod metadata_groups;
+mod overage_forecast;
 mod reports;
 mod rollup;
 mod tenancy;

@@ -1,0 +1,560 @@
+//! `GET /v1/fleet` against ClickHouse 18.16, on the rows of tests/python/test_fleet_chdb.py (which
+//! runs the same SQL on current ClickHouse), at several times, with every figure worked out by
+//! hand:
+//!
+//! - `cr_1` (authtoken of `bot_a`): agent `ts_1` (us, darwin, ngrok/3.18.4) from 09:00 with `ep_1`
+//!   and `ep_2` (deleted 09:30); `ts_1` stops at 10:00 (dropped); `ts_2` (SSH user agent) from
+//!   11:00 with `ep_3`. Traffic 09:20, 09:55 (restated: a -1 copy) and 09:56 (restated with the
+//!   same credential).
+//! - `cr_2` (SSH key of `bot_a`): never seen (a stop without a start is no session).
+//! - `cr_3` (authtoken of `usr_b`): `ts_3` 09:30 to 09:45, traffic 09:50.
+//! - `cr_4` (authtoken of `bot_c`): `ts_4` online from 09:00; revoked with `bot_c` at 12:00.
+//! - `cr_5` (authtoken of `bot_a`): never seen, deleted at 10:30. `ak_1`: an API key, never listed.
+//!
+//! `bot_a`'s metadata names the customer `acme`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use axum::http::StatusCode;
+use botmeter_query::api::{key_digest, ApiKeys, AppState, SettingsFormat};
+use botmeter_query::rows::{ControlRow, UsageRow};
+use serde_json::{json, Value};
+
+use crate::common::TestDb;
+use crate::reports::{bot_user, control, credential, get, session, usage, Traffic};
+
+fn start(
+    event_id: &str,
+    time: &str,
+    id: &str,
+    credential: &str,
+    (region, os, agent): (&str, &str, &str),
+) -> ControlRow {
+    control(
+        event_id,
+        "agent_session_start.v0",
+        time,
+        id,
+        json!({"session": {"id": id, "uri": ""}, "credential": {"id": credential, "uri": ""},
+               "region": region, "os": os, "user_agent": agent}),
+        "",
+    )
+}
+
+fn endpoint(
+    event_id: &str,
+    action: &str,
+    time: &str,
+    id: &str,
+    session: Option<&str>,
+) -> ControlRow {
+    let mut object = json!({"id": id, "region": "us"});
+    if let Some(session) = session {
+        object["tunnel_session"] = json!({"id": session, "uri": ""});
+    }
+    control(
+        event_id,
+        &format!("endpoint_{action}.v0"),
+        time,
+        id,
+        object,
+        "",
+    )
+}
+
+const NGROK_EU: (&str, &str, &str) = ("eu", "linux", "ngrok/3.18.4");
+
+fn control_rows() -> Vec<ControlRow> {
+    let created = "2024-05-01 08:00:00";
+    let authtoken = "tunnel_credential_created.v0";
+    let mut rejected = credential(
+        "ev_c1m",
+        "tunnel_credential_updated.v0",
+        "2024-05-01 08:30:00",
+        "cr_1",
+        "usr_b",
+        "",
+    );
+    rejected.anomalies = vec!["owner_change_rejected".to_owned()];
+    vec![
+        bot_user(
+            "ev_ba",
+            "created",
+            "2024-04-01 00:00:00",
+            "bot_a",
+            "fleet",
+            true,
+            Some(r#"{"customer":"acme"}"#),
+        ),
+        bot_user(
+            "ev_bc",
+            "created",
+            "2024-04-01 00:00:00",
+            "bot_c",
+            "other",
+            true,
+            None,
+        ),
+        credential("ev_c1", authtoken, created, "cr_1", "bot_a", ""),
+        credential(
+            "ev_c2",
+            "ssh_public_key_created.v0",
+            created,
+            "cr_2",
+            "bot_a",
+            "",
+        ),
+        credential("ev_c3", authtoken, created, "cr_3", "usr_b", ""),
+        credential("ev_c4", authtoken, created, "cr_4", "bot_c", ""),
+        credential("ev_c5", authtoken, created, "cr_5", "bot_a", ""),
+        credential(
+            "ev_c5x",
+            "tunnel_credential_deleted.v0",
+            "2024-05-01 10:30:00",
+            "cr_5",
+            "bot_a",
+            "",
+        ),
+        credential("ev_k1", "api_key_created.v0", created, "ak_1", "bot_a", ""),
+        rejected,
+        control(
+            "ev_bcx",
+            "bot_user_deleted.v0",
+            "2024-05-01 12:00:00",
+            "bot_c",
+            json!({"id": "bot_c"}),
+            "bot_c",
+        ),
+        start(
+            "ev_s1",
+            "2024-05-01 09:00:00",
+            "ts_1",
+            "cr_1",
+            ("us", "darwin", "ngrok/3.18.4"),
+        ),
+        endpoint(
+            "ev_e1",
+            "created",
+            "2024-05-01 09:00:01",
+            "ep_1",
+            Some("ts_1"),
+        ),
+        endpoint(
+            "ev_e2",
+            "created",
+            "2024-05-01 09:00:02",
+            "ep_2",
+            Some("ts_1"),
+        ),
+        endpoint("ev_e2x", "deleted", "2024-05-01 09:30:00", "ep_2", None),
+        session(
+            "ev_s1x",
+            "stop",
+            "2024-05-01 10:00:00",
+            "ts_1",
+            "cr_1",
+            None,
+        ),
+        start(
+            "ev_s2",
+            "2024-05-01 11:00:00",
+            "ts_2",
+            "cr_1",
+            ("eu", "linux", "SSH-2.0-OpenSSH_9.6"),
+        ),
+        endpoint(
+            "ev_e3",
+            "created",
+            "2024-05-01 11:00:01",
+            "ep_3",
+            Some("ts_2"),
+        ),
+        start("ev_s3", "2024-05-01 09:30:00", "ts_3", "cr_3", NGROK_EU),
+        session(
+            "ev_s3x",
+            "stop",
+            "2024-05-01 09:45:00",
+            "ts_3",
+            "cr_3",
+            None,
+        ),
+        start("ev_s4", "2024-05-01 09:00:00", "ts_4", "cr_4", NGROK_EU),
+        session(
+            "ev_s5x",
+            "stop",
+            "2024-05-01 09:00:00",
+            "ts_5",
+            "cr_2",
+            None,
+        ),
+    ]
+}
+
+fn usage_rows() -> Vec<UsageRow> {
+    let traffic = || Traffic {
+        bytes_out: 10,
+        ..Traffic::default()
+    };
+    let restated = || Traffic {
+        sign: -1,
+        ..traffic()
+    };
+    let flagged = Traffic {
+        flags: &["acl_violation"],
+        ..traffic()
+    };
+    vec![
+        usage(
+            "ev_1",
+            "2024-05-01 09:20:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_2",
+            "2024-05-01 09:50:00",
+            "ep_9",
+            "cr_3",
+            "usr_b",
+            traffic(),
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:55:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_r",
+            "2024-05-01 09:55:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            restated(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            traffic(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            restated(),
+        ),
+        usage(
+            "ev_f",
+            "2024-05-01 09:56:00",
+            "ep_1",
+            "cr_1",
+            "bot_a",
+            flagged,
+        ),
+    ]
+}
+
+async fn fleet_state(name: &str) -> (TestDb, AppState) {
+    let db = TestDb::migrated(&format!("fleet_{name}")).await;
+    let writer = db.writer();
+    writer.insert_usage(&usage_rows()).await.unwrap();
+    writer.insert_control(&control_rows()).await.unwrap();
+    let keys = format!(
+        "[[keys]]\nname = \"acme\"\nsha256 = \"{}\"\nrole = \"customer:acme\"\n\
+         [[keys]]\nname = \"grafana\"\nsha256 = \"{}\"\nrole = \"reader\"\n",
+        key_digest("acme-secret"),
+        key_digest("reader-secret")
+    );
+    let state = db
+        .state()
+        .with_customer_metadata_key("customer")
+        .unwrap()
+        .with_api_keys(
+            ApiKeys::parse(Path::new("keys.toml"), &keys, SettingsFormat::Toml).unwrap(),
+        );
+    (db, state)
+}
+
+async fn call(state: &AppState, query: &str, key: &str) -> (StatusCode, Value) {
+    let authorization = format!("Bearer {key}");
+    let (status, _, body) = get(
+        state,
+        &format!("/v1/fleet?{query}"),
+        &[("authorization", authorization.as_str())],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&body);
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{query}: {e}: {text}"));
+    (status, json)
+}
+
+async fn report(state: &AppState, query: &str) -> Value {
+    let (status, body) = call(state, query, "reader-secret").await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    body
+}
+
+/// The entry of `id` in a report's credentials.
+fn listed<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["credential_id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {report}"))
+}
+
+/// Per credential: (state, agents online, endpoints online, last seen, dropped at).
+fn states(report: &Value) -> BTreeMap<String, (String, u64, u64, String, String)> {
+    report["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let text = |name: &str| c[name].as_str().unwrap_or_default().to_owned();
+            (
+                text("credential_id"),
+                (
+                    text("state"),
+                    c["agents_online"].as_u64().unwrap(),
+                    c["endpoints_online"].as_u64().unwrap(),
+                    text("last_seen_at"),
+                    text("dropped_at"),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn expect(
+    rows: &[(&str, &str, u64, u64, &str, &str)],
+) -> BTreeMap<String, (String, u64, u64, String, String)> {
+    rows.iter()
+        .map(|(id, state, agents, endpoints, seen, dropped)| {
+            let time = |t: &str| {
+                if t.is_empty() {
+                    String::new()
+                } else {
+                    format!("2024-05-01T{t}Z")
+                }
+            };
+            (
+                (*id).to_owned(),
+                (
+                    (*state).to_owned(),
+                    *agents,
+                    *endpoints,
+                    time(seen),
+                    time(dropped),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_fleet_as_of_several_times() {
+    let (_db, state) = fleet_state("times").await;
+    // 09:40: ts_1 with ep_1 only, ts_3 and ts_4 online.
+    let at = report(&state, "at=2024-05-01T09:40:00Z").await;
+    assert_eq!(
+        states(&at),
+        expect(&[
+            ("cr_1", "online", 1, 1, "09:20:00", ""),
+            ("cr_2", "never_seen", 0, 0, "", ""),
+            ("cr_3", "online", 1, 0, "09:30:00", ""),
+            ("cr_4", "online", 1, 0, "09:00:00", ""),
+            ("cr_5", "never_seen", 0, 0, "", ""),
+        ])
+    );
+    let agent = &listed(&at, "cr_1")["agents"][0];
+    assert_eq!(
+        (
+            &agent["session_id"],
+            &agent["region"],
+            &agent["os"],
+            &agent["agent_version"]
+        ),
+        (
+            &json!("ts_1"),
+            &json!("us"),
+            &json!("darwin"),
+            &json!("3.18.4")
+        ),
+        "{at}"
+    );
+    assert_eq!(at["summary"]["agents_online"], 3, "{at}");
+    assert_eq!(at["summary"]["online"], 3, "{at}");
+    // 09:48: ts_3 stopped 3 minutes ago, within the 5 minutes' grace; at 09:51, 6 minutes on, it
+    // is within a grace of 600 s and past the default one, with traffic at 09:50 (seen, still
+    // dropped: only a session brings it back).
+    let at = report(&state, "at=2024-05-01T09:48:00Z").await;
+    assert_eq!(listed(&at, "cr_3")["state"], "reconnecting", "{at}");
+    assert_eq!(listed(&at, "cr_3")["gone_seconds"], 180, "{at}");
+    let at = report(&state, "at=2024-05-01T09:51:00Z&drop_grace_seconds=600").await;
+    assert_eq!(
+        states(&at)["cr_3"],
+        expect(&[("cr_3", "reconnecting", 0, 0, "09:50:00", "09:45:00")])["cr_3"]
+    );
+    let at = report(&state, "at=2024-05-01T09:51:00Z").await;
+    assert_eq!(states(&at)["cr_3"].0, "dropped");
+    // 10:30:00 exactly: cr_5's deletion is not before `at`.
+    let at = report(&state, "at=2024-05-01T10:30:00Z").await;
+    assert_eq!(
+        states(&at),
+        expect(&[
+            ("cr_1", "dropped", 0, 0, "09:56:00", "10:00:00"),
+            ("cr_2", "never_seen", 0, 0, "", ""),
+            ("cr_3", "dropped", 0, 0, "09:50:00", "09:45:00"),
+            ("cr_4", "online", 1, 0, "09:00:00", ""),
+            ("cr_5", "never_seen", 0, 0, "", ""),
+        ])
+    );
+    assert_eq!(listed(&at, "cr_1")["gone_seconds"], 1800, "{at}");
+    // 12:00:01: cr_1 back with ts_2 and ep_3; cr_5 deleted, cr_4 revoked with bot_c.
+    let at = report(&state, "at=2024-05-01T12:00:01Z").await;
+    assert_eq!(
+        states(&at),
+        expect(&[
+            ("cr_1", "online", 1, 1, "11:00:00", ""),
+            ("cr_2", "never_seen", 0, 0, "", ""),
+            ("cr_3", "dropped", 0, 0, "09:50:00", "09:45:00"),
+        ])
+    );
+    assert_eq!(
+        listed(&at, "cr_1")["agents"][0]["agent_version"],
+        "",
+        "{at}"
+    );
+    let owners: Vec<(&str, u64)> = at["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["owner_id"].as_str().unwrap(),
+                o["credentials"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(owners, [("bot_a", 2), ("usr_b", 1)], "{at}");
+    // Idle after 3 days unseen: cr_2 (created 08:00) and cr_3 (seen 09:50); cr_1 is online.
+    let later = report(&state, "at=2024-05-04T12:00:00Z&idle_days=3&idle=true").await;
+    let idle: Vec<&str> = later["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(idle, ["cr_2", "cr_3"], "{later}");
+    assert_eq!(later["summary"]["idle"], 2, "{later}");
+    // Filters.
+    let dropped = report(
+        &state,
+        "at=2024-05-01T10:30:00Z&state=dropped&owner_id=usr_b",
+    )
+    .await;
+    assert_eq!(dropped["matched"], 1, "{dropped}");
+    assert_eq!(
+        dropped["credentials"][0]["credential_id"], "cr_3",
+        "{dropped}"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_sees_its_bot_users_fleet_only() {
+    let (_db, state) = fleet_state("tenancy").await;
+    for query in [
+        "at=2024-05-01T09:40:00Z",
+        "at=2024-05-01T09:40:00Z&customer=acme",
+    ] {
+        let (status, body) = call(&state, query, "acme-secret").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let ids: Vec<&str> = body["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["credential_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["cr_1", "cr_2", "cr_5"], "{query}: {body}");
+        assert_eq!(body["summary"]["agents_online"], 1, "{body}");
+    }
+    // The reader narrows to the customer the same way.
+    let body = report(&state, "at=2024-05-01T09:40:00Z&customer=acme").await;
+    assert_eq!(body["summary"]["credentials"], 3, "{body}");
+    for query in [
+        "at=2024-05-01T09:40:00Z&customer=globex",
+        "at=2024-05-01T09:40:00Z&owner_id=usr_b",
+        "at=2024-05-01T09:40:00Z&owner_id=bot_c",
+    ] {
+        let (status, body) = call(&state, query, "acme-secret").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{query}: {body}");
+        assert!(!body.to_string().contains("cr_3"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn the_gauges_count_the_fleet_now() {
+    let (_db, state) = fleet_state("gauges").await;
+    // Now (long after the fixture): cr_1 online with ts_2 (bot_a), cr_3 dropped (usr_b), cr_2
+    // never seen; cr_4 revoked with bot_c and cr_5 deleted are no longer in the fleet.
+    let gauges = botmeter_query::api::refresh_fleet(&state).await.unwrap();
+    assert_eq!(gauges.agents_online, 1);
+    assert_eq!(
+        gauges.agents_online_by_owner_kind,
+        BTreeMap::from([("bot_user".to_owned(), 1), ("user".to_owned(), 0)])
+    );
+    assert_eq!((gauges.dropped, gauges.reconnecting), (1, 0));
+}
+
+#[tokio::test]
+async fn without_at_a_fresh_snapshot_answers() {
+    let (db, state) = fleet_state("snapshot").await;
+    // No snapshot yet: read now.
+    let before = report(&state, "").await;
+    assert_eq!(before["summary"]["credentials"], 3, "{before}");
+    botmeter_query::api::refresh_fleet(&state).await.unwrap();
+    // A credential created after the snapshot: only a read as of now sees it.
+    db.writer()
+        .insert_control(&[credential(
+            "ev_c6",
+            "tunnel_credential_created.v0",
+            "2024-05-02 00:00:00",
+            "cr_6",
+            "bot_a",
+            "",
+        )])
+        .await
+        .unwrap();
+    let snapshot = report(&state, "").await;
+    let at = snapshot["at"].as_str().unwrap().to_owned();
+    let read = report(&state, &format!("at={at}")).await;
+    assert_eq!(read["summary"]["credentials"], 4, "{read}");
+    assert_eq!(snapshot["summary"]["credentials"], 3, "{snapshot}");
+    // Otherwise the same answer, for the whole fleet and for a customer.
+    let mut without_new = read.clone();
+    without_new["credentials"] = Value::Array(
+        read["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["credential_id"] != "cr_6")
+            .cloned()
+            .collect(),
+    );
+    assert_eq!(snapshot["credentials"], without_new["credentials"]);
+    let (status, customer) = call(&state, "", "acme-secret").await;
+    assert_eq!(status, StatusCode::OK, "{customer}");
+    assert_eq!(customer["at"], at.as_str());
+    assert_eq!(customer["summary"]["credentials"], 2, "{customer}");
+}
