@@ -699,10 +699,29 @@ pub(crate) fn assigned(process: &BotmeterProcess) -> Option<String> {
     Some(line[start..end].to_owned())
 }
 
+/// Stops an instance that tansu left without partitions the way that leaves the group (SIGTERM:
+/// LeaveGroup), not by SIGKILL, which would leave one more dead member for tansu to assign
+/// partitions to; then waits out the session timeout so the member killed before it has expired
+/// when the next one joins.
+async fn leave_and_wait(run: &mut BotmeterProcess) {
+    let status = run.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
+    tokio::time::sleep(Duration::from_millis(
+        u64::from(ingest::config::DEFAULT_SESSION_TIMEOUT_MS) + 1_000,
+    ))
+    .await;
+}
+
 /// Starts `botmeter run` as `name` and waits until it holds traffic partitions. A restart right
 /// after a SIGKILL sometimes gets an empty assignment from tansu 0.6 and then never another one
 /// (its coordinator races the dead member's session expiry with the new member's join; see the
-/// report of this test file): such an instance is killed and started again, and said so.
+/// report of this test file): such an instance is stopped (it leaves the group) and started again
+/// once the dead member's session has expired, and said so. Killing it instead piled up dead
+/// members: one run saw four restarts in a row get nothing.
 async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
     for attempt in 0.. {
         let label = if attempt == 0 {
@@ -720,8 +739,8 @@ async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
                 Some(_) => {
                     let since = *empty_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(20) {
-                        eprintln!("{label}: tansu assigned it no partition and never rebalanced in 20 s; killing it and starting again");
-                        run.kill9();
+                        eprintln!("{label}: tansu assigned it no partition and never rebalanced in 20 s; stopping it and starting again");
+                        leave_and_wait(&mut run).await;
                         break;
                     }
                 }
@@ -729,10 +748,10 @@ async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
                 // completes: it is started again the same way.
                 None if started.elapsed() > Duration::from_secs(60) => {
                     eprintln!(
-                        "{label}: tansu never completed its group join in 60 s; killing it and starting again\n{}",
+                        "{label}: tansu never completed its group join in 60 s; stopping it and starting again\n{}",
                         run.log_tail()
                     );
-                    run.kill9();
+                    leave_and_wait(&mut run).await;
                     break;
                 }
                 None => {}
