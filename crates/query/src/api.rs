@@ -26,7 +26,7 @@ mod openapi;
 mod overage;
 mod overage_forecast;
 mod owners;
-mod params;
+pub(crate) mod params;
 mod plan;
 mod reads;
 mod report;
