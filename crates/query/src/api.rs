@@ -11,6 +11,7 @@
 //! SQL needs as a constant, the time zone, is bound as a literal only after it was found in the tz
 //! database, in that database's own spelling.
 
+mod alerts;
 mod anomalies;
 mod audit;
 mod auth;
@@ -54,6 +55,7 @@ use tracing::{info, warn};
 use crate::config::ValidClickHouseConfig;
 use crate::error::{Error, Result};
 
+pub use alerts::{AlertList, MAX_ALERTS};
 pub use anomalies::{
     AnomalyReport, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage,
     MAX_CONTROL_ANOMALIES,
@@ -273,6 +275,7 @@ pub fn router(state: AppState) -> Router {
         .merge(owners::router())
         .merge(top::router())
         .merge(anomalies::router())
+        .merge(alerts::router())
         .merge(audit::router())
         .merge(overage::router())
         .merge(customers::router())

@@ -201,14 +201,28 @@ fn invalid(
     }
 }
 
-fn check_url(rule: &str, field: &'static str, url: &str) -> Result<(), RulesError> {
+/// Webhooks are plain HTTP: this build has no TLS client (put a TLS-terminating proxy on
+/// loopback in front of an https receiver). `api_base_url` only appears in links, so it may be
+/// https.
+fn check_url(
+    rule: &str,
+    field: &'static str,
+    url: &str,
+    https_allowed: bool,
+) -> Result<(), RulesError> {
     match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
-        _ => Err(invalid(
+        Ok(u) if u.scheme() == "http" || (https_allowed && u.scheme() == "https") => Ok(()),
+        _ if https_allowed => Err(invalid(
             rule,
             field,
             format!("{url:?}"),
             "expected an http:// or https:// URL",
+        )),
+        _ => Err(invalid(
+            rule,
+            field,
+            format!("{url:?}"),
+            "expected an http:// URL (no TLS client in this build: use a local TLS proxy)",
         )),
     }
 }
@@ -248,13 +262,13 @@ impl AlertRules {
                 "expected 60 to 2592000 (30 days)",
             ));
         }
-        check_url(FILE, "api_base_url", &self.api_base_url)?;
+        check_url(FILE, "api_base_url", &self.api_base_url, true)?;
         let delivery = &self.delivery;
         for url in &delivery.webhook_urls {
-            check_url(FILE, "delivery.webhook_urls", url)?;
+            check_url(FILE, "delivery.webhook_urls", url, false)?;
         }
         for url in &delivery.alertmanager_urls {
-            check_url(FILE, "delivery.alertmanager_urls", url)?;
+            check_url(FILE, "delivery.alertmanager_urls", url, false)?;
         }
         if delivery.kafka_topic.is_empty()
             && delivery.webhook_urls.is_empty()
