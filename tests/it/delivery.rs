@@ -653,7 +653,7 @@ async fn clickhouse_outage_of_30s_under_load_loses_nothing() {
 }
 
 /// The traffic partitions a process's log says it holds now (its last assignment line).
-fn assigned(process: &BotmeterProcess) -> Option<String> {
+pub(crate) fn assigned(process: &BotmeterProcess) -> Option<String> {
     let log = process.log_text();
     let line = log.lines().rev().find(|l| {
         l.contains("traffic partitions assigned") || l.contains("traffic partitions revoked")
@@ -671,13 +671,22 @@ fn assigned(process: &BotmeterProcess) -> Option<String> {
 /// (its coordinator races the dead member's session expiry with the new member's join; see the
 /// report of this test file): such an instance is killed and started again, and said so.
 async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
+    spawn_assigned_with(env, name, &["run"]).await
+}
+
+/// [`spawn_assigned`] with the command line `args` (`["run", …]`).
+pub(crate) async fn spawn_assigned_with(
+    env: &TestEnv,
+    name: &str,
+    args: &[&str],
+) -> BotmeterProcess {
     for attempt in 0.. {
         let label = if attempt == 0 {
             name.to_owned()
         } else {
             format!("{name}-retry{attempt}")
         };
-        let mut run = env.spawn(&label, &["run"]);
+        let mut run = env.spawn(&label, args);
         let started = Instant::now();
         let mut empty_since = None;
         loop {

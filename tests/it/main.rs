@@ -16,6 +16,7 @@
 
 mod support;
 
+mod alerts;
 mod api_access;
 mod attribution;
 mod attribution_fleet;

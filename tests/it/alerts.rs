@@ -1,0 +1,351 @@
+//! Alerts on the real services (`botmeter run --alert-rules`, README, Alerts): a small fleet with
+//! a revoked token still in use, an ACL violation, an owner deactivated while its agent carries
+//! traffic, a burst of unattributed traffic, and a healthy owner. Every expected alert fires once
+//! (one alert id per episode), reaches the Kafka topic, a generic webhook and an Alertmanager
+//! receiver (axum servers on loopback; the webhook refuses its first request, so delivery is
+//! retried), resolves once its cause stops, and no other alert fires; `botmeter run` is
+//! SIGKILLed while the revoked token keeps being used, and its successor continues the same alert
+//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::attribution::{chain, producer, send, tcp, ts};
+use crate::delivery::spawn_assigned_with;
+use crate::support::{self, TestEnv};
+
+/// What the receivers got: (path, body).
+#[derive(Clone, Default)]
+struct Received {
+    bodies: Arc<Mutex<Vec<(String, Value)>>>,
+    refused_first: Arc<AtomicBool>,
+}
+
+async fn webhook(State(received): State<Received>, Json(body): Json<Value>) -> StatusCode {
+    if !received.refused_first.swap(true, Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    received.bodies.lock().unwrap().push(("/hook".into(), body));
+    StatusCode::OK
+}
+
+async fn alertmanager(State(received): State<Received>, Json(body): Json<Value>) -> StatusCode {
+    for alert in body.as_array().expect("an array of alerts") {
+        received
+            .bodies
+            .lock()
+            .unwrap()
+            .push(("/api/v2/alerts".into(), alert.clone()));
+    }
+    StatusCode::OK
+}
+
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route("/hook", post(webhook))
+        .route("/api/v2/alerts", post(alertmanager))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+/// (alert_id, state) → kind, owner and credential, from generic-JSON alerts.
+type Seen = BTreeMap<(String, String), (String, String, String)>;
+
+fn seen(alerts: impl Iterator<Item = Value>) -> Seen {
+    alerts
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (
+                (s("alert_id"), s("state")),
+                (s("kind"), s("owner_id"), s("credential_id")),
+            )
+        })
+        .collect()
+}
+
+fn webhook_seen(received: &Received) -> Seen {
+    let bodies = received.bodies.lock().unwrap().clone();
+    seen(
+        bodies
+            .into_iter()
+            .filter(|(p, _)| p == "/hook")
+            .map(|(_, b)| b),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
+    let env = TestEnv::new("alerts");
+    env.create_topics(1).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    let rules = format!(
+        r#"
+evaluate_every_seconds = 1
+lookback_seconds = 600
+api_base_url = "http://api.example"
+[delivery]
+kafka_topic = "{alerts_topic}"
+webhook_urls = ["{base}/hook"]
+alertmanager_urls = ["{base}"]
+initial_backoff_ms = 50
+[[rules]]
+name = "revoked"
+kind = "revoked_credential_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "acl"
+kind = "acl_violation"
+resolve_after_seconds = 8
+[[rules]]
+name = "inactive"
+kind = "inactive_owner_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "unattributed"
+kind = "unattributed_spike"
+interval_seconds = 3600
+threshold_bytes = 5000
+resolve_after_seconds = 8
+"#
+    );
+    let rules_path = env.log_dir.join("alert-rules.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let rules_arg = rules_path.to_str().unwrap().to_owned();
+    let args = ["run", "--alert-rules", &rules_arg];
+
+    // The control plane: five owners, then the revocation, the deactivation and a narrow ACL.
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let kafka = producer(&env.brokers);
+    let mut control = Vec::new();
+    for tag in ["rev", "acl", "ina", "ok"] {
+        let mut events = chain(tag, &format!("{tag}.example.com"), t0);
+        if tag == "acl" {
+            events[1]["object"]["acl"] = json!(["bind:allowed.example.com"]);
+        }
+        control.extend(events);
+    }
+    let later = t0 + chrono::Duration::seconds(1);
+    control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
+    control.push(json!({"event_id": "ev_ina_off", "event_type": "bot_user_updated.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "bot_ina", "name": "bot ina", "active": false, "created_at": ts(t0)}}));
+    for event in &control {
+        send(&kafka, &env.control_topic, event).await;
+    }
+
+    let mut run = spawn_assigned_with(&env, "run-0", &args).await;
+    crate::attribution::warm_up(&env, &mut run).await;
+    let traffic_at = Utc::now();
+    let mut n = 0;
+    for tag in ["rev", "acl", "ina", "ok"] {
+        for _ in 0..2 {
+            n += 1;
+            send(
+                &kafka,
+                &env.traffic_topic,
+                &tcp(tag, n, &format!("{tag}.example.com"), traffic_at, 100),
+            )
+            .await;
+        }
+    }
+    n += 1;
+    send(
+        &kafka,
+        &env.traffic_topic,
+        &tcp("nobody", n, "nobody.example.com", traffic_at, 10_000),
+    )
+    .await;
+
+    // Four alerts fire, each delivered to the webhook (after one refused attempt).
+    let expected: BTreeSet<(String, String, String)> = [
+        ("revoked_credential_used", "bot_rev", "cr_rev"),
+        ("acl_violation", "bot_acl", "cr_acl"),
+        ("inactive_owner_used", "bot_ina", "cr_ina"),
+        ("unattributed_spike", "", ""),
+    ]
+    .iter()
+    .map(|(k, o, c)| ((*k).to_owned(), (*o).to_owned(), (*c).to_owned()))
+    .collect();
+    let firing_of = |seen: &Seen| -> BTreeSet<(String, String, String)> {
+        seen.iter()
+            .filter(|((_, s), _)| s == "firing")
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let started = Instant::now();
+    while firing_of(&webhook_seen(&received)) != expected {
+        run.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "firing alerts: {:?}\n{}",
+            webhook_seen(&received),
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let revoked_id = webhook_seen(&received)
+        .iter()
+        .find(|(_, (kind, _, _))| kind == "revoked_credential_used")
+        .map(|((id, _), _)| id.clone())
+        .unwrap();
+
+    // SIGKILL mid-way; the revoked token keeps being used while botmeter is down and after.
+    run.kill9();
+    for i in 0..3 {
+        n += 1;
+        send(
+            &kafka,
+            &env.traffic_topic,
+            &tcp("rev", n, "rev.example.com", Utc::now(), 100 + i),
+        )
+        .await;
+    }
+    let mut run = spawn_assigned_with(&env, "run-1", &args).await;
+    env.wait_for_count(
+        &format!(
+            "SELECT count() FROM {}.usage_events WHERE credential_id = 'cr_rev'",
+            env.database
+        ),
+        5,
+        Duration::from_secs(60),
+        &mut run,
+    )
+    .await;
+
+    // Every alert resolves once its cause has been quiet for 8 s.
+    let started = Instant::now();
+    loop {
+        run.assert_running();
+        let seen = webhook_seen(&received);
+        let resolved: BTreeSet<_> = seen
+            .iter()
+            .filter(|((_, s), _)| s == "resolved")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if resolved == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "resolved alerts: {seen:?}\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Each sink saw each of the four alerts fire and resolve under one id: no second id, no
+    // unexpected alert.
+    let webhook = webhook_seen(&received);
+    let ids: BTreeSet<&String> = webhook.keys().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 4, "one id per alert: {webhook:?}");
+    assert_eq!(webhook.len(), 8, "each id fired and resolved: {webhook:?}");
+    assert!(
+        ids.contains(&revoked_id),
+        "the revoked token's alert kept its id across the SIGKILL: {webhook:?}"
+    );
+    let revoked_events = received
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, b)| {
+            p == "/hook" && b["alert_id"] == revoked_id.as_str() && b["state"] == "resolved"
+        })
+        .map(|(_, b)| b["evidence"]["events"].as_u64().unwrap())
+        .max();
+    assert_eq!(
+        revoked_events,
+        Some(5),
+        "the resolved alert counts the traffic before and after the kill"
+    );
+
+    let messages = support::read_topic_all(&env.brokers, &alerts_topic, Duration::from_secs(3));
+    let kafka_alerts: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        seen(kafka_alerts.into_iter()),
+        webhook,
+        "the Kafka topic holds the same alerts"
+    );
+
+    let bodies = received.bodies.lock().unwrap().clone();
+    let alertmanager: BTreeSet<(String, bool)> = bodies
+        .iter()
+        .filter(|(p, _)| p == "/api/v2/alerts")
+        .map(|(_, a)| {
+            assert!(
+                a["startsAt"].is_string()
+                    && a["generatorURL"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("http://api.example/v1/alerts?alert_id="),
+                "{a}"
+            );
+            (
+                a["labels"]["alert_id"].as_str().unwrap().to_owned(),
+                a.get("endsAt").is_some(),
+            )
+        })
+        .collect();
+    let expected_am: BTreeSet<(String, bool)> = ids
+        .iter()
+        .flat_map(|id| [((*id).clone(), false), ((*id).clone(), true)])
+        .collect();
+    assert_eq!(
+        alertmanager, expected_am,
+        "Alertmanager got each alert firing, then with endsAt"
+    );
+
+    // The API lists them from ClickHouse.
+    let (_serve, api) = env.serve().await;
+    let http = reqwest::Client::new();
+    let list: Value = http
+        .get(format!("{api}/v1/alerts?state=resolved"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: BTreeSet<&str> = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids.iter().map(|s| s.as_str()).collect(), "{list}");
+    let firing: Value = http
+        .get(format!("{api}/v1/alerts?state=firing"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(firing["alerts"], json!([]));
+    let bad = http
+        .get(format!("{api}/v1/alerts?state=burning"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let text = bad.text().await.unwrap();
+    assert!(text.contains("state") && text.contains("burning"), "{text}");
+
+    run.terminate(Duration::from_secs(30));
+    env.drop_database().await;
+}
