@@ -102,6 +102,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/customers/{customer_id}/report"),
     ("GET", "/v1/credentials"),
     ("GET", "/v1/fleet"),
+    ("GET", "/v1/alerts"),
 ];
 
 /// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
