@@ -337,6 +337,20 @@ resolve_after_seconds = 8
         .await
         .unwrap();
     assert_eq!(firing["alerts"], json!([]));
+    let one: Value = http
+        .get(format!("{api}/v1/alerts?alert_id={revoked_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["alerts"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["alerts"][0]["evidence"]["events"], 5, "{one}");
+    assert_eq!(
+        one["alerts"][0]["links"]["alert"],
+        format!("/v1/alerts?alert_id={revoked_id}")
+    );
     let bad = http
         .get(format!("{api}/v1/alerts?state=burning"))
         .send()

@@ -6,6 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::ToSchema;
 
 use super::auth::Access;
@@ -29,6 +30,21 @@ enum StateFilter {
 impl Choice for StateFilter {
     const ALL: &'static [(&'static str, Self)] =
         &[(FIRING, Self::Firing), (RESOLVED, Self::Resolved)];
+}
+
+/// The schema of `/v1/alerts`'s own parameters (`state`, `alert_id`); `from` and `to` are the
+/// shared ones.
+pub(super) fn parameter_schema(name: &str) -> Option<Schema> {
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let schema = match name {
+        "state" => string().enum_values(Some(StateFilter::ALL.iter().map(|(name, _)| *name))),
+        "alert_id" => string()
+            .pattern(Some(super::params::ID_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(super::params::MAX_ID_LEN)),
+        _ => return None,
+    };
+    Some(Schema::Object(schema.build()))
 }
 
 /// The response of `/v1/alerts`.

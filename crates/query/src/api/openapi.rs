@@ -80,6 +80,11 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
             return Some(schema);
         }
     }
+    if path == "/v1/alerts" {
+        if let Some(schema) = super::alerts::parameter_schema(name) {
+            return Some(schema);
+        }
+    }
     let credentials = path == "/v1/credentials";
     let schema = match name {
         "format" if credentials => {
