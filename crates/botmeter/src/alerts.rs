@@ -5,10 +5,12 @@
 //! recorded delivered only once every sink took it, so an alert is never lost: what a crash or a
 //! down sink left undelivered is delivered by a later evaluation, of this instance or another.
 //!
-//! Several instances may evaluate at once: they compute the same alert ids from the same rows,
-//! and the table keeps one row per id, so an alert fires once; a state may then be *delivered*
-//! more than once (at least once, same `alert_id` and `state`; receivers deduplicate by them,
-//! as Alertmanager does by labels).
+//! One instance of a consumer group evaluates: the one assigned the traffic topic's partition 0
+//! (leadership follows Kafka's group assignment; after a SIGKILL, the instance that inherits
+//! partition 0 takes over). Around a handover two instances may briefly both evaluate: they
+//! compute the same alert ids from the same rows and the table keeps one row per id, so an alert
+//! still fires once; a state may then be *delivered* twice (at least once, same `alert_id` and
+//! `state`; receivers deduplicate by them, as Alertmanager does by labels).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -241,6 +243,7 @@ pub async fn run(
     client: clickhouse::Client,
     rules: Arc<AlertRules>,
     sinks: Sinks,
+    leader: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) {
     let every = Duration::from_secs(rules.evaluate_every_seconds);
@@ -252,8 +255,21 @@ pub async fn run(
         alertmanagers = sinks.alertmanager_urls.len(),
         "alert evaluation started"
     );
+    let mut leading = false;
     while !stop.load(Ordering::SeqCst) {
         let started = tokio::time::Instant::now();
+        if leader.load(Ordering::SeqCst) != leading {
+            leading = !leading;
+            info!(
+                leading,
+                "alert evaluation leadership (traffic partition 0) changed"
+            );
+            metrics::gauge!("botmeter_alerts_leader").set(if leading { 1.0 } else { 0.0 });
+        }
+        if !leading {
+            tokio::time::sleep_until(started + every).await;
+            continue;
+        }
         if let Err(e) = evaluate_once(&client, &rules, &sinks).await {
             warn!(
                 error = format!("{e:#}"),

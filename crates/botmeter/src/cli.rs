@@ -604,6 +604,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             clickhouse.client(),
             Arc::new(rules),
             sinks,
+            stats.holds_partition_zero.clone(),
             stop.clone(),
         ));
     }
