@@ -86,13 +86,10 @@ fn webhook_seen(received: &Received) -> Seen {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
-    let env = TestEnv::new("alerts");
-    env.create_topics(1).await;
-    let alerts_topic = format!("{}.alerts", env.traffic_topic);
-    let (base, received) = receiver().await;
-    let rules = format!(
+/// The rules file of these tests: the four kinds, resolved after 8 s of quiet, delivered to
+/// `alerts_topic`, the webhook and the Alertmanager receiver at `base`.
+fn rules_toml(alerts_topic: &str, base: &str) -> String {
+    format!(
         r#"
 evaluate_every_seconds = 1
 lookback_seconds = 600
@@ -121,7 +118,16 @@ interval_seconds = 3600
 threshold_bytes = 5000
 resolve_after_seconds = 8
 "#
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
+    let env = TestEnv::new("alerts");
+    env.create_topics(1).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    let rules = rules_toml(&alerts_topic, &base);
     let rules_path = env.log_dir.join("alert-rules.toml");
     std::fs::write(&rules_path, rules).unwrap();
     let rules_arg = rules_path.to_str().unwrap().to_owned();
@@ -361,5 +367,95 @@ resolve_after_seconds = 8
     assert!(text.contains("state") && text.contains("burning"), "{text}");
 
     run.terminate(Duration::from_secs(30));
+    env.drop_database().await;
+}
+
+/// Two instances of one consumer group: only the one holding traffic partition 0 evaluates, so
+/// each alert is written and delivered by one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_of_a_group_evaluates() {
+    let env = TestEnv::new("alerts_two");
+    env.create_topics(2).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    let rules_path = env.log_dir.join("alert-rules.toml");
+    std::fs::write(&rules_path, rules_toml(&alerts_topic, &base)).unwrap();
+    let rules_arg = rules_path.to_str().unwrap().to_owned();
+    let args = ["run", "--alert-rules", &rules_arg];
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let kafka = producer(&env.brokers);
+    let mut control = chain("rev", "rev.example.com", t0);
+    control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(t0 + chrono::Duration::seconds(1)), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
+    for event in &control {
+        send(&kafka, &env.control_topic, event).await;
+    }
+    let mut a = spawn_assigned_with(&env, "run-a", &args).await;
+    let mut b = spawn_assigned_with(&env, "run-b", &args).await;
+    // Both hold a partition once the group has settled.
+    let started = Instant::now();
+    loop {
+        a.assert_running();
+        b.assert_running();
+        let held = |p: &support::BotmeterProcess| {
+            crate::delivery::assigned(p).is_some_and(|h| h.len() > 2)
+        };
+        if held(&a) && held(&b) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the group never settled\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in 0..4 {
+        send(
+            &kafka,
+            &env.traffic_topic,
+            &tcp("rev", n, "rev.example.com", Utc::now(), 100),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    while !webhook_seen(&received).keys().any(|(_, s)| s == "firing") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no alert\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more evaluations by both, had both been evaluating.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writers: Vec<&str> = [("a", &a), ("b", &b)]
+        .iter()
+        .filter(|(_, p)| p.log_text().contains("alert state"))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        writers.len(),
+        1,
+        "exactly one instance evaluates: {writers:?}\n{}\n{}",
+        a.log_tail(),
+        b.log_tail()
+    );
+    let leader = if writers == ["a"] { &a } else { &b };
+    assert!(
+        crate::delivery::assigned(leader).unwrap().contains('0'),
+        "the evaluator holds partition 0"
+    );
+    let firings = received
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, body)| p == "/hook" && body["state"] == "firing")
+        .count();
+    assert_eq!(firings, 1, "one delivery of the firing state");
+    a.terminate(Duration::from_secs(30));
+    b.terminate(Duration::from_secs(30));
     env.drop_database().await;
 }
