@@ -459,3 +459,34 @@ async fn one_instance_of_a_group_evaluates() {
     b.terminate(Duration::from_secs(30));
     env.drop_database().await;
 }
+
+/// A bad rules file stops `botmeter run` before any IO, naming the rule, the field and the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rules_file_is_refused_before_any_io() {
+    let env = TestEnv::new("alerts_bad");
+    let path = env.log_dir.join("bad-rules.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"burst\"\nkind = \"unattributed_spike\"\ninterval_seconds = 0\nthreshold_bytes = 1\n",
+    )
+    .unwrap();
+    let output = env
+        .command(&["run", "--alert-rules", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--alert-rules")
+            && stderr.contains("\"burst\"")
+            && stderr.contains("interval_seconds = 0"),
+        "{stderr}"
+    );
+    let databases = env
+        .clickhouse(&format!(
+            "SELECT count() FROM system.databases WHERE name = '{}'",
+            env.database
+        ))
+        .await;
+    assert_eq!(databases.trim(), "0", "nothing was created");
+}
