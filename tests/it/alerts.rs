@@ -1,6 +1,7 @@
 //! Alerts on the real services (`botmeter run --alert-rules`, README, Alerts): a small fleet with
 //! a revoked token still in use, an ACL violation, an owner deactivated while its agent carries
-//! traffic, a burst of unattributed traffic, and a healthy owner. Every expected alert fires once
+//! traffic, a burst of unattributed traffic, a device that drops and comes back, and a healthy
+//! owner. Every expected alert fires once
 //! (one alert id per episode), reaches the Kafka topic, a generic webhook and an Alertmanager
 //! receiver (axum servers on loopback; the webhook refuses its first request, so delivery is
 //! retried), resolves once its cause stops, and no other alert fires; `botmeter run` is
@@ -86,6 +87,15 @@ fn webhook_seen(received: &Received) -> Seen {
     )
 }
 
+/// An agent session of cr_drop starting or stopping at `at`.
+fn session_event(kind: &str, session: &str, at: chrono::DateTime<Utc>) -> Value {
+    let mut object = json!({"session": {"id": session}, "credential": {"id": "cr_drop"}, "started_at": ts(at - chrono::Duration::seconds(1))});
+    if kind == "agent_session_stop.v0" {
+        object["stopped_at"] = json!(ts(at));
+    }
+    json!({"event_id": format!("ev_{session}_{kind}"), "event_type": kind, "event_timestamp": ts(at), "account_id": "ac_it", "object": object})
+}
+
 /// The rules file of these tests: the four kinds, resolved after 8 s of quiet, delivered to
 /// `alerts_topic`, the webhook and the Alertmanager receiver at `base`.
 fn rules_toml(alerts_topic: &str, base: &str) -> String {
@@ -117,6 +127,10 @@ kind = "unattributed_spike"
 interval_seconds = 3600
 threshold_bytes = 5000
 resolve_after_seconds = 8
+[[rules]]
+name = "dropped"
+kind = "device_dropped"
+drop_grace_seconds = 2
 "#
     )
 }
@@ -137,7 +151,7 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     let t0 = Utc::now() - chrono::Duration::seconds(30);
     let kafka = producer(&env.brokers);
     let mut control = Vec::new();
-    for tag in ["rev", "acl", "ina", "ok"] {
+    for tag in ["rev", "acl", "ina", "ok", "drop"] {
         let mut events = chain(tag, &format!("{tag}.example.com"), t0);
         if tag == "acl" {
             events[1]["object"]["acl"] = json!(["bind:allowed.example.com"]);
@@ -147,6 +161,8 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     let later = t0 + chrono::Duration::seconds(1);
     control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
     control.push(json!({"event_id": "ev_ina_off", "event_type": "bot_user_updated.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "bot_ina", "name": "bot ina", "active": false, "created_at": ts(t0)}}));
+    // The device behind cr_drop loses its agent.
+    control.push(session_event("agent_session_stop.v0", "ts_drop", later));
     for event in &control {
         send(&kafka, &env.control_topic, event).await;
     }
@@ -180,6 +196,7 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         ("acl_violation", "bot_acl", "cr_acl"),
         ("inactive_owner_used", "bot_ina", "cr_ina"),
         ("unattributed_spike", "", ""),
+        ("device_dropped", "bot_drop", "cr_drop"),
     ]
     .iter()
     .map(|(k, o, c)| ((*k).to_owned(), (*o).to_owned(), (*c).to_owned()))
@@ -207,8 +224,15 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         .map(|((id, _), _)| id.clone())
         .unwrap();
 
-    // SIGKILL mid-way; the revoked token keeps being used while botmeter is down and after.
+    // SIGKILL mid-way; the revoked token keeps being used while botmeter is down and after, and
+    // the dropped device comes back.
     run.kill9();
+    send(
+        &kafka,
+        &env.control_topic,
+        &session_event("agent_session_start.v0", "ts_drop2", Utc::now()),
+    )
+    .await;
     for i in 0..3 {
         n += 1;
         send(
@@ -255,8 +279,8 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     // unexpected alert.
     let webhook = webhook_seen(&received);
     let ids: BTreeSet<&String> = webhook.keys().map(|(id, _)| id).collect();
-    assert_eq!(ids.len(), 4, "one id per alert: {webhook:?}");
-    assert_eq!(webhook.len(), 8, "each id fired and resolved: {webhook:?}");
+    assert_eq!(ids.len(), 5, "one id per alert: {webhook:?}");
+    assert_eq!(webhook.len(), 10, "each id fired and resolved: {webhook:?}");
     assert!(
         ids.contains(&revoked_id),
         "the revoked token's alert kept its id across the SIGKILL: {webhook:?}"

@@ -188,6 +188,7 @@ fn now() -> (u32, u64) {
 /// records each delivery. Returns how many states were delivered.
 pub async fn evaluate_once(
     client: &clickhouse::Client,
+    fleet: &query::AppState,
     rules: &AlertRules,
     sinks: &Sinks,
 ) -> anyhow::Result<usize> {
@@ -199,6 +200,7 @@ pub async fn evaluate_once(
         written.extend(
             alerts::evaluate_rule(
                 client,
+                fleet,
                 rule,
                 rules.lookback_seconds,
                 now_secs,
@@ -241,6 +243,7 @@ pub async fn evaluate_once(
 /// next tick (alerts are read back from ClickHouse, so nothing is lost meanwhile).
 pub async fn run(
     client: clickhouse::Client,
+    fleet: query::AppState,
     rules: Arc<AlertRules>,
     sinks: Sinks,
     leader: Arc<AtomicBool>,
@@ -270,7 +273,7 @@ pub async fn run(
             tokio::time::sleep_until(started + every).await;
             continue;
         }
-        if let Err(e) = evaluate_once(&client, &rules, &sinks).await {
+        if let Err(e) = evaluate_once(&client, &fleet, &rules, &sinks).await {
             warn!(
                 error = format!("{e:#}"),
                 "alert evaluation failed; retried at the next tick"

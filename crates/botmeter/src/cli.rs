@@ -330,7 +330,7 @@ pub struct RunArgs {
     pub ops_listen: SocketAddr,
     /// Alert rules (TOML; see `deploy/alert-rules.example.toml` and README, Alerts): evaluated
     /// against ClickHouse every `evaluate_every_seconds` (`revoked_credential_used`,
-    /// `acl_violation`, `inactive_owner_used`, `unattributed_spike`), each state change
+    /// `acl_violation`, `inactive_owner_used`, `unattributed_spike`, `device_dropped`), each state change
     /// (firing, resolved) delivered to the Kafka topic `botmeter.alerts` and the webhooks named
     /// in `[delivery]`, and listed by `botmeter serve` at `/v1/alerts`. Checked before any IO.
     #[arg(long, env = "BOTMETER_ALERT_RULES")]
@@ -600,8 +600,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .context("failed to create the alerts topic")?;
         }
+        let fleet = query::AppState::new(&clickhouse)
+            .context("failed to build the fleet reader of the device_dropped rules")?;
         tokio::spawn(crate::alerts::run(
             clickhouse.client(),
+            fleet,
             Arc::new(rules),
             sinks,
             stats.holds_partition_zero.clone(),

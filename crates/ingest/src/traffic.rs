@@ -446,6 +446,7 @@ mod tests {
             stored: Mutex::default(),
             generation: AtomicU64::new(0),
             writes: Arc::default(),
+            holds_partition_zero: Arc::default(),
         };
         assert_eq!(context.mark_stored(1, 999), 999);
         // A position read just after a seek to the partition's start: not a step back.

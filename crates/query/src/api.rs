@@ -65,6 +65,7 @@ pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
+pub(crate) use fleet::dropped_credentials;
 pub use fleet::{
     fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
     FleetGauges, FleetOwner, FleetReport, FleetSnapshot, FleetState,

@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::api::params::rfc3339;
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::AppState;
 pub use rules::{AlertRules, Delivery, Rule, RuleKind, RulesError};
 
 const FLAG_EVIDENCE_SQL: &str = include_str!("../../sql/alert_flag_evidence.sql");
@@ -39,6 +40,20 @@ pub const ALERTS_TABLE: &str = "alerts";
 pub const FIRING: &str = "firing";
 /// `state` of an alert whose cause has ended.
 pub const RESOLVED: &str = "resolved";
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// A ClickHouse query or insert failed.
+    #[error(transparent)]
+    ClickHouse(#[from] Error),
+    /// The fleet (for `device_dropped`) could not be read.
+    #[error("read the fleet for device_dropped: {0}")]
+    Fleet(String),
+}
+
+/// A result whose error is an [`AlertError`].
+pub type Result<T, E = AlertError> = std::result::Result<T, E>;
 
 /// Evidence of one rule for one (owner, credential).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
@@ -131,7 +146,7 @@ pub struct Alert {
     /// The rule's name.
     pub rule: String,
     /// The rule's kind (`revoked_credential_used`, `acl_violation`, `inactive_owner_used`,
-    /// `unattributed_spike`).
+    /// `unattributed_spike`, `device_dropped`).
     pub kind: String,
     /// `firing` or `resolved`.
     pub state: String,
@@ -202,12 +217,12 @@ fn clickhouse_error(action: &str) -> impl FnOnce(clickhouse::error::Error) -> Er
 
 /// The alerts an evaluation starts from: firing, undelivered, or resolved since `resolved_since`.
 pub async fn load_state(client: &Client, resolved_since: u32) -> Result<Vec<AlertRow>> {
-    client
+    Ok(client
         .query(STATE_SQL)
         .bind(resolved_since)
         .fetch_all::<AlertRow>()
         .await
-        .map_err(clickhouse_error("read the alerts' state"))
+        .map_err(clickhouse_error("read the alerts' state"))?)
 }
 
 /// Writes alert versions.
@@ -223,7 +238,7 @@ pub async fn write_alerts(client: &Client, rows: &[AlertRow]) -> Result<()> {
     for row in rows {
         insert.write(row).await.map_err(clickhouse_error(action))?;
     }
-    insert.end().await.map_err(clickhouse_error(action))
+    Ok(insert.end().await.map_err(clickhouse_error(action))?)
 }
 
 /// Which evidence to read: rows ingested since `ingested_since`, stamped after `event_after`,
@@ -236,6 +251,37 @@ struct EvidenceQuery<'a> {
     credential_id: &'a str,
 }
 
+/// The credentials dropped now, as `/v1/fleet` classifies them (reusing its queries and rules):
+/// one piece of evidence per credential, first and last seen the time it dropped.
+async fn dropped_evidence(fleet: &AppState, rule: &Rule, now: u32) -> Result<Vec<Evidence>> {
+    let grace = rule
+        .drop_grace_seconds
+        .unwrap_or(u64::from(crate::api::DEFAULT_FLEET_DROP_GRACE_SECONDS));
+    let dropped =
+        crate::api::dropped_credentials(fleet, now, u32::try_from(grace).unwrap_or(u32::MAX))
+            .await
+            .map_err(|e| match e {
+                crate::api::ApiError::Unavailable(e) => AlertError::ClickHouse(e),
+                other => AlertError::Fleet(format!("{other:?}")),
+            })?;
+    Ok(dropped
+        .into_iter()
+        .map(|credential| {
+            let gone = u32::try_from(credential.gone_seconds.unwrap_or(0).max(0)).unwrap_or(0);
+            let dropped_at = now.saturating_sub(gone);
+            Evidence {
+                owner_id: credential.owner_id,
+                credential_id: credential.credential_id,
+                events: 1,
+                bytes: 0,
+                first_seen: dropped_at,
+                last_seen: dropped_at,
+                last_ingested: dropped_at,
+            }
+        })
+        .collect())
+}
+
 async fn fetch_evidence(
     client: &Client,
     rule: &Rule,
@@ -243,6 +289,7 @@ async fn fetch_evidence(
 ) -> Result<Vec<Evidence>> {
     let action = "read alert evidence";
     let rows = match rule.kind {
+        RuleKind::DeviceDropped => unreachable!("device_dropped reads the fleet, not usage"),
         RuleKind::UnattributedSpike => {
             let interval = rule.interval_seconds.unwrap_or(60);
             client
@@ -277,8 +324,10 @@ async fn fetch_evidence(
 
 /// One evaluation of one rule at `now` (Unix seconds): the alert versions to write, given the
 /// stored alerts `known` (all rules; see [`load_state`]). `version` is the version new rows get.
+/// `fleet` reads the fleet for `device_dropped`.
 pub async fn evaluate_rule(
     client: &Client,
+    fleet: &AppState,
     rule: &Rule,
     lookback_seconds: u64,
     now: u32,
@@ -293,9 +342,14 @@ pub async fn evaluate_rule(
         credential_id: "",
     };
     let mut evidence = Vec::new();
-    for found in fetch_evidence(client, rule, all).await? {
+    let found_all = if rule.kind == RuleKind::DeviceDropped {
+        dropped_evidence(fleet, rule, now).await?
+    } else {
+        fetch_evidence(client, rule, all).await?
+    };
+    for found in found_all {
         let ended = last_resolved_evidence(rule, known, &found.owner_id, &found.credential_id);
-        if ended == 0 {
+        if ended == 0 || (rule.kind == RuleKind::DeviceDropped && found.last_seen > ended) {
             evidence.push(found);
         } else if found.last_seen > ended {
             // Only what came after the previous episode belongs to this one.
@@ -403,12 +457,23 @@ pub fn transitions(
         }
     }
     let resolve_after = u32::try_from(rule.resolve_after_seconds).unwrap_or(u32::MAX);
+    // device_dropped is a condition: over as soon as the credential is not dropped any more.
+    let condition = rule.kind == RuleKind::DeviceDropped;
+    let present: std::collections::BTreeSet<(&str, &str)> = evidence
+        .iter()
+        .map(|e| (e.owner_id.as_str(), e.credential_id.as_str()))
+        .collect();
     for (key, current) in firing {
         let latest = updated
             .remove(&(key.0.to_owned(), key.1.to_owned()))
             .unwrap_or_else(|| current.clone());
+        let over = if condition {
+            !present.contains(&key)
+        } else {
+            now.saturating_sub(latest.last_ingested) > resolve_after
+        };
         // A firing state is delivered before its resolution, so no sink sees only the latter.
-        if latest.delivered == 1 && now.saturating_sub(latest.last_ingested) > resolve_after {
+        if latest.delivered == 1 && over {
             out.push(AlertRow {
                 state: RESOLVED.to_owned(),
                 resolved_at: now,
@@ -434,7 +499,37 @@ mod tests {
             resolve_after_seconds: 60,
             interval_seconds: None,
             threshold_bytes: None,
+            drop_grace_seconds: None,
         }
+    }
+
+    #[test]
+    fn a_dropped_device_resolves_when_it_is_back_not_after_a_delay() {
+        let rule = Rule {
+            name: "dropped".into(),
+            kind: RuleKind::DeviceDropped,
+            ..rule()
+        };
+        let dropped = evidence(1, 900, 900, 900);
+        let fired = transitions(&rule, 1000, 1, std::slice::from_ref(&dropped), &[]);
+        assert_eq!(fired.len(), 1);
+        let delivered = AlertRow {
+            delivered: 1,
+            version: 2,
+            ..fired[0].clone()
+        };
+        // Still dropped long after resolve_after: still firing, nothing written.
+        assert!(transitions(
+            &rule,
+            5000,
+            3,
+            std::slice::from_ref(&dropped),
+            std::slice::from_ref(&delivered)
+        )
+        .is_empty());
+        // Back online: resolved at once.
+        let resolved = transitions(&rule, 5001, 4, &[], std::slice::from_ref(&delivered));
+        assert_eq!((resolved.len(), resolved[0].state.as_str()), (1, RESOLVED));
     }
 
     fn evidence(events: i64, first: u32, last: u32, ingested: u32) -> Evidence {

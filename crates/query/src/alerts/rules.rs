@@ -31,6 +31,10 @@ pub enum RuleKind {
     /// Unattributed bytes (in + out) over `threshold_bytes` in an interval of `interval_seconds`
     /// (by event time).
     UnattributedSpike,
+    /// A credential that had an agent online and has had none for longer than
+    /// `drop_grace_seconds`, as `/v1/fleet` classifies it (`dropped`); resolved once it is not
+    /// dropped any more (an agent is back, or the credential was deleted).
+    DeviceDropped,
 }
 
 impl RuleKind {
@@ -41,6 +45,7 @@ impl RuleKind {
             Self::AclViolation => "acl_violation",
             Self::InactiveOwnerUsed => "inactive_owner_used",
             Self::UnattributedSpike => "unattributed_spike",
+            Self::DeviceDropped => "device_dropped",
         }
     }
 
@@ -50,7 +55,7 @@ impl RuleKind {
             Self::RevokedCredentialUsed => &["credential_deleted"],
             Self::AclViolation => &["acl_violation"],
             Self::InactiveOwnerUsed => &["owner_inactive", "owner_deleted"],
-            Self::UnattributedSpike => &[],
+            Self::UnattributedSpike | Self::DeviceDropped => &[],
         }
     }
 }
@@ -72,6 +77,10 @@ pub struct Rule {
     /// `unattributed_spike` only: bytes (in + out) in one interval above which it fires.
     #[serde(default)]
     pub threshold_bytes: Option<u64>,
+    /// `device_dropped` only: seconds without an agent online before a credential is dropped
+    /// (default 300, like `botmeter serve --fleet-drop-grace-seconds`).
+    #[serde(default)]
+    pub drop_grace_seconds: Option<u64>,
 }
 
 fn default_resolve_after() -> u64 {
@@ -349,6 +358,14 @@ impl AlertRules {
             }
             match rule.kind {
                 RuleKind::UnattributedSpike => {
+                    if let Some(s) = rule.drop_grace_seconds {
+                        return Err(invalid(
+                            name,
+                            "drop_grace_seconds",
+                            s,
+                            "only device_dropped has a drop grace",
+                        ));
+                    }
                     match rule.interval_seconds {
                         None => {
                             return Err(invalid(
@@ -378,7 +395,43 @@ impl AlertRules {
                         Some(_) => {}
                     }
                 }
+                RuleKind::DeviceDropped => {
+                    if let Some(s) = rule.drop_grace_seconds {
+                        if s > 30 * 86_400 {
+                            return Err(invalid(
+                                name,
+                                "drop_grace_seconds",
+                                s,
+                                "expected 0 to 2592000 (30 days)",
+                            ));
+                        }
+                    }
+                    if let Some(s) = rule.interval_seconds {
+                        return Err(invalid(
+                            name,
+                            "interval_seconds",
+                            s,
+                            "only unattributed_spike has an interval",
+                        ));
+                    }
+                    if let Some(b) = rule.threshold_bytes {
+                        return Err(invalid(
+                            name,
+                            "threshold_bytes",
+                            b,
+                            "only unattributed_spike has a threshold",
+                        ));
+                    }
+                }
                 _ => {
+                    if let Some(s) = rule.drop_grace_seconds {
+                        return Err(invalid(
+                            name,
+                            "drop_grace_seconds",
+                            s,
+                            "only device_dropped has a drop grace",
+                        ));
+                    }
                     if let Some(s) = rule.interval_seconds {
                         return Err(invalid(
                             name,
@@ -412,7 +465,7 @@ mod tests {
     fn the_example_file_is_valid() {
         let rules = AlertRules::parse(EXAMPLE).unwrap();
         let kinds: BTreeSet<_> = rules.rules.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
     }
 
     fn error(text: &str) -> String {
