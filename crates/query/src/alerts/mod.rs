@@ -334,10 +334,14 @@ pub async fn evaluate_rule(
     version: u64,
     known: &[AlertRow],
 ) -> Result<Vec<AlertRow>> {
-    let ingested_since = now.saturating_sub(u32::try_from(lookback_seconds).unwrap_or(u32::MAX));
+    let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
+    let ingested_since = now.saturating_sub(lookback);
+    // Evidence is also stamped within two lookbacks of now: a bound on the partition key
+    // (month of event_time), so an evaluation reads recent months only, not the whole table.
+    let recent = ingested_since.saturating_sub(lookback);
     let all = EvidenceQuery {
         ingested_since,
-        event_after: 0,
+        event_after: recent,
         owner_id: "",
         credential_id: "",
     };
@@ -354,7 +358,7 @@ pub async fn evaluate_rule(
         } else if found.last_seen > ended {
             // Only what came after the previous episode belongs to this one.
             let keyed = EvidenceQuery {
-                event_after: ended,
+                event_after: ended.max(recent),
                 owner_id: &found.owner_id,
                 credential_id: &found.credential_id,
                 ..all
