@@ -141,7 +141,18 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     env.create_topics(1).await;
     let alerts_topic = format!("{}.alerts", env.traffic_topic);
     let (base, received) = receiver().await;
-    let rules = rules_toml(&alerts_topic, &base);
+    // The month's bytes out are projected over a 100-byte quota from the first traffic on.
+    let plan_path = env.log_dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"tiny\"\n[metrics.bytes_out]\nincluded = 100\nprice_per_unit = 1\n",
+    )
+    .unwrap();
+    let rules = format!(
+        "plan = {:?}\n{}\n[[rules]]\nname = \"overage\"\nkind = \"overage_forecast\"\nmetric = \"bytes_out\"\n",
+        plan_path.to_str().unwrap(),
+        rules_toml(&alerts_topic, &base)
+    );
     let rules_path = env.log_dir.join("alert-rules.toml");
     std::fs::write(&rules_path, rules).unwrap();
     let rules_arg = rules_path.to_str().unwrap().to_owned();
@@ -197,6 +208,7 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         ("inactive_owner_used", "bot_ina", "cr_ina"),
         ("unattributed_spike", "", ""),
         ("device_dropped", "bot_drop", "cr_drop"),
+        ("overage_forecast", "", ""),
     ]
     .iter()
     .map(|(k, o, c)| ((*k).to_owned(), (*o).to_owned(), (*c).to_owned()))
@@ -254,7 +266,10 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     )
     .await;
 
-    // Every alert resolves once its cause has been quiet for 8 s.
+    // Every alert resolves once its cause has been quiet for 8 s, but the month's projection,
+    // still over quota.
+    let mut expected = expected;
+    expected.remove(&("overage_forecast".to_owned(), String::new(), String::new()));
     let started = Instant::now();
     loop {
         run.assert_running();
@@ -279,8 +294,17 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     // unexpected alert.
     let webhook = webhook_seen(&received);
     let ids: BTreeSet<&String> = webhook.keys().map(|(id, _)| id).collect();
-    assert_eq!(ids.len(), 5, "one id per alert: {webhook:?}");
-    assert_eq!(webhook.len(), 10, "each id fired and resolved: {webhook:?}");
+    assert_eq!(ids.len(), 6, "one id per alert: {webhook:?}");
+    assert_eq!(
+        webhook.len(),
+        11,
+        "each id fired and resolved, the overage only fired: {webhook:?}"
+    );
+    let overage_id = webhook
+        .iter()
+        .find(|(_, (kind, _, _))| kind == "overage_forecast")
+        .map(|((id, _), _)| id.clone())
+        .unwrap();
     assert!(
         ids.contains(&revoked_id),
         "the revoked token's alert kept its id across the SIGKILL: {webhook:?}"
@@ -334,6 +358,7 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
     let expected_am: BTreeSet<(String, bool)> = ids
         .iter()
         .flat_map(|id| [((*id).clone(), false), ((*id).clone(), true)])
+        .filter(|(id, resolved)| !(*id == overage_id && *resolved))
         .collect();
     assert_eq!(
         alertmanager, expected_am,
@@ -357,7 +382,12 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap())
         .collect();
-    assert_eq!(listed, ids.iter().map(|s| s.as_str()).collect(), "{list}");
+    let resolved_ids: BTreeSet<&str> = ids
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|id| *id != overage_id)
+        .collect();
+    assert_eq!(listed, resolved_ids, "{list}");
     let firing: Value = http
         .get(format!("{api}/v1/alerts?state=firing"))
         .send()
@@ -366,7 +396,13 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         .json()
         .await
         .unwrap();
-    assert_eq!(firing["alerts"], json!([]));
+    assert_eq!(
+        firing["alerts"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["alert_id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(overage_id)]),
+        "{firing}"
+    );
     let one: Value = http
         .get(format!("{api}/v1/alerts?alert_id={revoked_id}"))
         .send()

@@ -201,6 +201,7 @@ pub async fn evaluate_once(
             alerts::evaluate_rule(
                 client,
                 fleet,
+                rules.loaded_plan.as_ref(),
                 rule,
                 rules.lookback_seconds,
                 now_secs,

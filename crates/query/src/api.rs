@@ -80,6 +80,7 @@ pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
 pub use overage::{
     CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
 };
+pub(crate) use overage_forecast::forecast_now;
 pub use overage_forecast::{MetricForecast, OverageForecast, OwnerForecast, FORECAST_METHOD};
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};

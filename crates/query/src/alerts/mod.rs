@@ -146,7 +146,7 @@ pub struct Alert {
     /// The rule's name.
     pub rule: String,
     /// The rule's kind (`revoked_credential_used`, `acl_violation`, `inactive_owner_used`,
-    /// `unattributed_spike`, `device_dropped`).
+    /// `unattributed_spike`, `device_dropped`, `overage_forecast`).
     pub kind: String,
     /// `firing` or `resolved`.
     pub state: String,
@@ -260,10 +260,7 @@ async fn dropped_evidence(fleet: &AppState, rule: &Rule, now: u32) -> Result<Vec
     let dropped =
         crate::api::dropped_credentials(fleet, now, u32::try_from(grace).unwrap_or(u32::MAX))
             .await
-            .map_err(|e| match e {
-                crate::api::ApiError::Unavailable(e) => AlertError::ClickHouse(e),
-                other => AlertError::Fleet(format!("{other:?}")),
-            })?;
+            .map_err(api_error)?;
     Ok(dropped
         .into_iter()
         .map(|credential| {
@@ -282,6 +279,47 @@ async fn dropped_evidence(fleet: &AppState, rule: &Rule, now: u32) -> Result<Vec
         .collect())
 }
 
+/// The month's projection of the rule's metric when it is over the plan's included amount: one
+/// piece of evidence, first and last seen the month's start (one alert per metric and month),
+/// `bytes` the projected amount of the metric, rounded.
+async fn overage_evidence(
+    fleet: &AppState,
+    plan: Option<&crate::api::Plan>,
+    rule: &Rule,
+    now: u32,
+) -> Result<Vec<Evidence>> {
+    let (Some(plan), Some(metric)) = (plan, rule.metric.as_deref()) else {
+        return Err(AlertError::Fleet(format!(
+            "rule {:?}: overage_forecast without a plan or metric",
+            rule.name
+        )));
+    };
+    let (month_start, forecast) = crate::api::forecast_now(fleet, plan, now)
+        .await
+        .map_err(api_error)?;
+    Ok(forecast
+        .metrics
+        .iter()
+        .filter(|m| m.metric == metric && m.projected > m.included)
+        .map(|m| Evidence {
+            owner_id: String::new(),
+            credential_id: String::new(),
+            events: 1,
+            bytes: m.projected.round() as i64,
+            first_seen: month_start,
+            last_seen: month_start,
+            last_ingested: month_start,
+        })
+        .collect())
+}
+
+fn api_error(e: crate::api::ApiError) -> AlertError {
+    match e {
+        crate::api::ApiError::Unavailable(e) => AlertError::ClickHouse(e),
+        other => AlertError::Fleet(format!("{other:?}")),
+    }
+}
+
 async fn fetch_evidence(
     client: &Client,
     rule: &Rule,
@@ -289,7 +327,9 @@ async fn fetch_evidence(
 ) -> Result<Vec<Evidence>> {
     let action = "read alert evidence";
     let rows = match rule.kind {
-        RuleKind::DeviceDropped => unreachable!("device_dropped reads the fleet, not usage"),
+        RuleKind::DeviceDropped | RuleKind::OverageForecast => {
+            unreachable!("device_dropped and overage_forecast read the fleet and the forecast")
+        }
         RuleKind::UnattributedSpike => {
             let interval = rule.interval_seconds.unwrap_or(60);
             client
@@ -324,10 +364,13 @@ async fn fetch_evidence(
 
 /// One evaluation of one rule at `now` (Unix seconds): the alert versions to write, given the
 /// stored alerts `known` (all rules; see [`load_state`]). `version` is the version new rows get.
-/// `fleet` reads the fleet for `device_dropped`.
+/// `fleet` reads the fleet for `device_dropped` and the usage for `overage_forecast` (against
+/// `plan`).
+#[allow(clippy::too_many_arguments)]
 pub async fn evaluate_rule(
     client: &Client,
     fleet: &AppState,
+    plan: Option<&crate::api::Plan>,
     rule: &Rule,
     lookback_seconds: u64,
     now: u32,
@@ -346,14 +389,14 @@ pub async fn evaluate_rule(
         credential_id: "",
     };
     let mut evidence = Vec::new();
-    let found_all = if rule.kind == RuleKind::DeviceDropped {
-        dropped_evidence(fleet, rule, now).await?
-    } else {
-        fetch_evidence(client, rule, all).await?
+    let found_all = match rule.kind {
+        RuleKind::DeviceDropped => dropped_evidence(fleet, rule, now).await?,
+        RuleKind::OverageForecast => overage_evidence(fleet, plan, rule, now).await?,
+        _ => fetch_evidence(client, rule, all).await?,
     };
     for found in found_all {
         let ended = last_resolved_evidence(rule, known, &found.owner_id, &found.credential_id);
-        if ended == 0 || (rule.kind == RuleKind::DeviceDropped && found.last_seen > ended) {
+        if ended == 0 || (rule.kind.is_condition() && found.last_seen > ended) {
             evidence.push(found);
         } else if found.last_seen > ended {
             // Only what came after the previous episode belongs to this one.
@@ -461,8 +504,8 @@ pub fn transitions(
         }
     }
     let resolve_after = u32::try_from(rule.resolve_after_seconds).unwrap_or(u32::MAX);
-    // device_dropped is a condition: over as soon as the credential is not dropped any more.
-    let condition = rule.kind == RuleKind::DeviceDropped;
+    // device_dropped and overage_forecast are conditions: over as soon as they do not hold.
+    let condition = rule.kind.is_condition();
     let present: std::collections::BTreeSet<(&str, &str)> = evidence
         .iter()
         .map(|e| (e.owner_id.as_str(), e.credential_id.as_str()))
@@ -504,6 +547,7 @@ mod tests {
             interval_seconds: None,
             threshold_bytes: None,
             drop_grace_seconds: None,
+            metric: None,
         }
     }
 

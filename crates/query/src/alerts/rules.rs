@@ -35,6 +35,9 @@ pub enum RuleKind {
     /// `drop_grace_seconds`, as `/v1/fleet` classifies it (`dropped`); resolved once it is not
     /// dropped any more (an agent is back, or the credential was deleted).
     DeviceDropped,
+    /// The account's month-end projection of `metric` (as `/v1/overage` makes it, with the
+    /// file's `plan`) over the plan's included amount; resolved once it is not any more.
+    OverageForecast,
 }
 
 impl RuleKind {
@@ -46,7 +49,15 @@ impl RuleKind {
             Self::InactiveOwnerUsed => "inactive_owner_used",
             Self::UnattributedSpike => "unattributed_spike",
             Self::DeviceDropped => "device_dropped",
+            Self::OverageForecast => "overage_forecast",
         }
+    }
+
+    /// Whether alerts of this kind describe a condition that holds now (a device dropped, a
+    /// projection over quota), resolved as soon as it does not, rather than evidence that
+    /// arrives and then stops.
+    pub fn is_condition(self) -> bool {
+        matches!(self, Self::DeviceDropped | Self::OverageForecast)
     }
 
     /// The usage flags that are evidence for a flag rule (empty for `unattributed_spike`).
@@ -55,7 +66,7 @@ impl RuleKind {
             Self::RevokedCredentialUsed => &["credential_deleted"],
             Self::AclViolation => &["acl_violation"],
             Self::InactiveOwnerUsed => &["owner_inactive", "owner_deleted"],
-            Self::UnattributedSpike | Self::DeviceDropped => &[],
+            Self::UnattributedSpike | Self::DeviceDropped | Self::OverageForecast => &[],
         }
     }
 }
@@ -81,6 +92,9 @@ pub struct Rule {
     /// (default 300, like `botmeter serve --fleet-drop-grace-seconds`).
     #[serde(default)]
     pub drop_grace_seconds: Option<u64>,
+    /// `overage_forecast` only: the plan's metric (`bytes_out`, `http_requests`, …).
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 fn default_resolve_after() -> u64 {
@@ -138,9 +152,16 @@ impl Default for Delivery {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRules {
+    /// The plan file (as `botmeter serve --plan`) the `overage_forecast` rules project against;
+    /// required by them, read by [`AlertRules::load`].
+    #[serde(default)]
+    pub plan: Option<std::path::PathBuf>,
+    /// The plan read from `plan`.
+    #[serde(skip)]
+    pub loaded_plan: Option<crate::api::Plan>,
     /// Seconds between evaluations.
     #[serde(default = "default_every")]
     pub evaluate_every_seconds: u64,
@@ -182,6 +203,9 @@ pub enum RulesError {
     /// Not TOML of the expected shape (the message names the field and line).
     #[error("alert rules: {0}")]
     Syntax(String),
+    /// The plan file could not be used.
+    #[error("alert rules: plan: {0}")]
+    Plan(String),
     /// A value is out of range or inconsistent.
     #[error("alert rules: rule {rule:?}: field {field} = {value}: {message}")]
     Invalid {
@@ -243,7 +267,25 @@ impl AlertRules {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        let mut rules = Self::parse(&text)?;
+        if let Some(plan_path) = &rules.plan {
+            let plan =
+                crate::api::Plan::load(plan_path).map_err(|e| RulesError::Plan(e.to_string()))?;
+            for rule in &rules.rules {
+                if let Some(metric) = &rule.metric {
+                    if !plan.metrics.iter().any(|(m, _)| m.name() == metric) {
+                        return Err(invalid(
+                            &rule.name,
+                            "metric",
+                            format!("{metric:?}"),
+                            "not a metric of the plan",
+                        ));
+                    }
+                }
+            }
+            rules.loaded_plan = Some(plan);
+        }
+        Ok(rules)
     }
 
     /// Parses and checks rules from TOML text.
@@ -395,6 +437,24 @@ impl AlertRules {
                         Some(_) => {}
                     }
                 }
+                RuleKind::OverageForecast => {
+                    if rule.metric.is_none() {
+                        return Err(invalid(
+                            name,
+                            "metric",
+                            "(missing)",
+                            "required by overage_forecast",
+                        ));
+                    }
+                    if self.plan.is_none() {
+                        return Err(invalid(
+                            name,
+                            "plan",
+                            "(missing)",
+                            "overage_forecast needs the file's top-level plan = \"<plan.toml>\"",
+                        ));
+                    }
+                }
                 RuleKind::DeviceDropped => {
                     if let Some(s) = rule.drop_grace_seconds {
                         if s > 30 * 86_400 {
@@ -424,6 +484,14 @@ impl AlertRules {
                     }
                 }
                 _ => {
+                    if let Some(metric) = &rule.metric {
+                        return Err(invalid(
+                            name,
+                            "metric",
+                            format!("{metric:?}"),
+                            "only overage_forecast has a metric",
+                        ));
+                    }
                     if let Some(s) = rule.drop_grace_seconds {
                         return Err(invalid(
                             name,
@@ -465,7 +533,11 @@ mod tests {
     fn the_example_file_is_valid() {
         let rules = AlertRules::parse(EXAMPLE).unwrap();
         let kinds: BTreeSet<_> = rules.rules.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        // And its plan is one: loaded from the repository's root, as documented.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let plan = crate::api::Plan::load(&root.join(rules.plan.unwrap())).unwrap();
+        assert!(plan.metrics.iter().any(|(m, _)| m.name() == "bytes_out"));
     }
 
     fn error(text: &str) -> String {
@@ -502,6 +574,18 @@ mod tests {
         let message =
             error("[[rules]]\nname = \"a\"\nkind = \"acl_violation\"\nthreshold_bytes = 5\n");
         assert!(message.contains("threshold_bytes = 5"), "{message}");
+        let message =
+            error("[[rules]]\nname = \"o\"\nkind = \"overage_forecast\"\nmetric = \"bytes_out\"\n");
+        assert!(
+            message.contains("\"o\"") && message.contains("plan"),
+            "{message}"
+        );
+        let message =
+            error("plan = \"p.toml\"\n[[rules]]\nname = \"o\"\nkind = \"overage_forecast\"\n");
+        assert!(
+            message.contains("metric") && message.contains("(missing)"),
+            "{message}"
+        );
         let message = error("rules = []\n");
         assert!(message.contains("at least one"), "{message}");
     }
