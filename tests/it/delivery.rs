@@ -723,13 +723,22 @@ async fn leave_and_wait(run: &mut BotmeterProcess) {
 /// once the dead member's session has expired, and said so. Killing it instead piled up dead
 /// members: one run saw four restarts in a row get nothing.
 async fn spawn_assigned(env: &TestEnv, name: &str) -> BotmeterProcess {
+    spawn_assigned_with(env, name, &["run"]).await
+}
+
+/// [`spawn_assigned`] with the command line `args` (`["run", …]`).
+pub(crate) async fn spawn_assigned_with(
+    env: &TestEnv,
+    name: &str,
+    args: &[&str],
+) -> BotmeterProcess {
     for attempt in 0.. {
         let label = if attempt == 0 {
             name.to_owned()
         } else {
             format!("{name}-retry{attempt}")
         };
-        let mut run = env.spawn(&label, &["run"]);
+        let mut run = env.spawn(&label, args);
         let started = Instant::now();
         let mut empty_since = None;
         loop {

@@ -18,6 +18,7 @@ mod browser;
 mod firehose_client;
 mod support;
 
+mod alerts;
 mod api_access;
 mod api_docs;
 mod attribution;

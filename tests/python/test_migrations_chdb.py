@@ -132,6 +132,7 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"
     )
     assert [r[0] for r in rows] == [
+        "alerts",
         "control_events",
         "control_events_log",
         "dead_letters",

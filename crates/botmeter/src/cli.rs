@@ -349,6 +349,14 @@ pub struct RunArgs {
     /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address.
     #[arg(long, env = "BOTMETER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
     pub ops_listen: SocketAddr,
+    /// Alert rules (TOML; see `deploy/alert-rules.example.toml` and README, Alerts): evaluated
+    /// against ClickHouse every `evaluate_every_seconds` (`revoked_credential_used`,
+    /// `acl_violation`, `inactive_owner_used`, `unattributed_spike`, `device_dropped`,
+    /// `overage_forecast`), each state change
+    /// (firing, resolved) delivered to the Kafka topic `botmeter.alerts` and the webhooks named
+    /// in `[delivery]`, and listed by `botmeter serve` at `/v1/alerts`. Checked before any IO.
+    #[arg(long, env = "BOTMETER_ALERT_RULES")]
+    pub alert_rules: Option<std::path::PathBuf>,
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, env = "BOTMETER_RUN_FOR_SECS", default_value_t = 0)]
     pub run_for_secs: u64,
@@ -556,6 +564,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let clickhouse = args.clickhouse.config()?;
     let kafka = args.kafka_config()?;
     let settings = args.settings()?;
+    let alert_rules = args
+        .alert_rules
+        .as_deref()
+        .map(query::alerts::AlertRules::load)
+        .transpose()
+        .context("invalid --alert-rules")?;
     let report = query::migrate(&clickhouse)
         .await
         .context("failed to migrate ClickHouse at start-up")?;
@@ -602,6 +616,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             eprintln!("second signal: exiting now");
             std::process::exit(130);
         });
+    }
+    if let Some(rules) = alert_rules {
+        let sinks = crate::alerts::Sinks::new(&rules, &kafka.brokers)?;
+        if let Some(topic) = sinks.kafka_topic() {
+            ingest::admin::ensure_topics(&kafka.brokers, &[(topic, 1)])
+                .await
+                .context("failed to create the alerts topic")?;
+        }
+        let fleet = query::AppState::new(&clickhouse)
+            .context("failed to build the fleet reader of the device_dropped rules")?;
+        tokio::spawn(crate::alerts::run(
+            clickhouse.client(),
+            fleet,
+            Arc::new(rules),
+            sinks,
+            stats.holds_partition_zero.clone(),
+            stop.clone(),
+        ));
     }
     let (stop_run, stats_run) = (stop.clone(), stats.clone());
     tokio::task::spawn_blocking(move || {

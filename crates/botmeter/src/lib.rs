@@ -2,6 +2,7 @@
 //! ingest → enrich → query together (the fleet simulator is the `simulate` crate). It holds no
 //! domain logic of its own.
 
+pub mod alerts;
 pub mod cli;
 pub mod ops;
 pub mod pipeline;

@@ -9,7 +9,7 @@
 //! [`TrafficSource::resume_from_stored`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ struct TrafficContext {
     stored: Mutex<HashMap<i32, i64>>,
     generation: AtomicU64,
     writes: Arc<WritesInFlight>,
+    /// Whether this member holds partition 0 now (set on assignment, cleared on revocation):
+    /// the one instance of a group that evaluates alerts (`botmeter run --alert-rules`).
+    holds_partition_zero: Arc<AtomicBool>,
 }
 
 /// Inserts of this reader's rows that have been started and have not ended yet.
@@ -199,18 +202,22 @@ impl ConsumerContext for TrafficContext {
                     }
                     assigned.insert(partition);
                 }
+                self.holds_partition_zero
+                    .store(assigned.contains(&0), Ordering::SeqCst);
                 info!(topic = %self.topic, partitions = ?assigned, resume = ?positions, "traffic partitions assigned");
                 if let Err(e) = base_consumer.assign(tpl) {
                     warn!(error = %e, "assign failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.holds_partition_zero.store(false, Ordering::SeqCst);
                 info!(topic = %self.topic, "traffic partitions revoked");
                 if let Err(e) = base_consumer.unassign() {
                     warn!(error = %e, "unassign failed");
                 }
             }
             other => {
+                self.holds_partition_zero.store(false, Ordering::SeqCst);
                 warn!(error = ?other, "rebalance error");
                 let _ = base_consumer.unassign();
             }
@@ -245,7 +252,18 @@ impl TrafficSource {
     /// Subscribes to the traffic topic in the consumer group; `positions` says where each
     /// assigned partition resumes.
     pub fn new(config: &ValidKafkaConfig, positions: PositionsFn) -> Result<Self> {
+        Self::with_partition_zero_flag(config, positions, Arc::default())
+    }
+
+    /// [`Self::new`], keeping `holds_partition_zero` set while this member is assigned the
+    /// traffic topic's partition 0 (leadership that follows the group's assignment).
+    pub fn with_partition_zero_flag(
+        config: &ValidKafkaConfig,
+        positions: PositionsFn,
+        holds_partition_zero: Arc<AtomicBool>,
+    ) -> Result<Self> {
         let context = TrafficContext {
+            holds_partition_zero,
             topic: config.traffic_topic.clone(),
             positions,
             rewind: config.resume_rewind_messages,
@@ -428,6 +446,7 @@ mod tests {
             stored: Mutex::default(),
             generation: AtomicU64::new(0),
             writes: Arc::default(),
+            holds_partition_zero: Arc::default(),
         };
         assert_eq!(context.mark_stored(1, 999), 999);
         // A position read just after a seek to the partition's start: not a step back.

@@ -11,6 +11,7 @@
 //! SQL needs as a constant, the time zone, is bound as a literal only after it was found in the tz
 //! database, in that database's own spelling.
 
+mod alerts;
 mod anomalies;
 mod audit;
 mod auth;
@@ -26,7 +27,7 @@ mod openapi;
 mod overage;
 mod overage_forecast;
 mod owners;
-mod params;
+pub(crate) mod params;
 mod plan;
 mod reads;
 mod report;
@@ -55,6 +56,7 @@ use tracing::{info, warn};
 use crate::config::ValidClickHouseConfig;
 use crate::error::{Error, Result};
 
+pub use alerts::{AlertList, MAX_ALERTS};
 pub use anomalies::{
     AnomalyReport, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage,
     MAX_CONTROL_ANOMALIES,
@@ -64,6 +66,7 @@ pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};
 pub use error::ApiError;
+pub(crate) use fleet::dropped_credentials;
 pub use fleet::{
     fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
     FleetGauges, FleetOwner, FleetReport, FleetSnapshot, FleetState,
@@ -78,6 +81,7 @@ pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
 pub use overage::{
     CredentialShare, EndpointShare, MetricOverage, OverageReport, OwnerShare, Share,
 };
+pub(crate) use overage_forecast::forecast_now;
 pub use overage_forecast::{MetricForecast, OverageForecast, OwnerForecast, FORECAST_METHOD};
 pub use owners::{Owner, OwnerList};
 pub use params::{parse_time, MAX_RANGE_DAYS};
@@ -101,6 +105,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/customers/{customer_id}/report"),
     ("GET", "/v1/credentials"),
     ("GET", "/v1/fleet"),
+    ("GET", "/v1/alerts"),
 ];
 
 /// Default for [`AppState::with_max_concurrent_requests`]: requests answered at once before the
@@ -274,6 +279,7 @@ pub fn router(state: AppState) -> Router {
         .merge(owners::router())
         .merge(top::router())
         .merge(anomalies::router())
+        .merge(alerts::router())
         .merge(audit::router())
         .merge(overage::router())
         .merge(customers::router())

@@ -6,6 +6,7 @@
 //! has no `RowBinaryWithNamesAndTypes`, so rows travel as plain `RowBinary`, positional, and the
 //! struct field order in [`rows`] must equal the table's column order (a real-service test guards it).
 
+pub mod alerts;
 pub mod api;
 pub mod cluster;
 pub mod config;

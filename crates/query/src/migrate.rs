@@ -86,6 +86,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0013_fleet_state.sql",
         include_str!("../../../schemas/clickhouse/0013_fleet_state.sql"),
     ),
+    (
+        "0015_alerts.sql",
+        include_str!("../../../schemas/clickhouse/0015_alerts.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.

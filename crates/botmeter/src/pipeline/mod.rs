@@ -141,6 +141,9 @@ pub struct RunStats {
     pub degraded: AtomicBool,
     /// The state is rebuilt and the readers run.
     pub started: AtomicBool,
+    /// This instance holds the traffic topic's partition 0 now: it is the one instance of the
+    /// consumer group that evaluates alerts (crate::alerts).
+    pub holds_partition_zero: Arc<AtomicBool>,
 }
 
 /// What both readers share.
@@ -195,7 +198,11 @@ pub fn run(
             .join()
             .map_err(|_| anyhow::anyhow!("control reader panicked"))?;
     };
-    let traffic = TrafficSource::new(&kafka, positions_fn(&shared))?;
+    let traffic = TrafficSource::with_partition_zero_flag(
+        &kafka,
+        positions_fn(&shared),
+        stats.holds_partition_zero.clone(),
+    )?;
     stats.started.store(true, Ordering::SeqCst);
     let result = TrafficLoop::new(
         traffic,

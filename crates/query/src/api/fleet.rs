@@ -422,6 +422,28 @@ pub(super) async fn fleet(
     Ok(Json(fleet_report(&state, &request, all, &owners).await?))
 }
 
+/// The credentials dropped as of `at` (no agent online for longer than `drop_grace_seconds`),
+/// classified exactly as `/v1/fleet?state=dropped` classifies them, at most [`MAX_FLEET_LIMIT`]:
+/// what the `device_dropped` alert rule reads (crate::alerts).
+pub(crate) async fn dropped_credentials(
+    state: &AppState,
+    at: u32,
+    drop_grace_seconds: u32,
+) -> Result<Vec<FleetCredential>, ApiError> {
+    let request = Request {
+        at,
+        explicit_at: true,
+        owner_id: None,
+        customer: None,
+        state: Some(FleetState::Dropped),
+        idle: None,
+        idle_days: DEFAULT_FLEET_IDLE_DAYS,
+        drop_grace_seconds,
+        limit: MAX_FLEET_LIMIT,
+    };
+    Ok(fleet_report(state, &request, true, &[]).await?.credentials)
+}
+
 /// The report for `request` over every credential (`all`) or those of `owners`: from the fleet
 /// snapshot when `at` was not asked for and the snapshot is fresh, else read now.
 async fn fleet_report(

@@ -85,6 +85,11 @@ fn parameter_schema(path: &str, name: &str) -> Option<Schema> {
             return Some(schema);
         }
     }
+    if path == "/v1/alerts" {
+        if let Some(schema) = super::alerts::parameter_schema(name) {
+            return Some(schema);
+        }
+    }
     let credentials = path == "/v1/credentials";
     let schema = match name {
         "format" if credentials => {
@@ -169,6 +174,7 @@ impl Modify for ParameterSchemas {
         super::customers::customer_report,
         super::hygiene::credentials,
         super::fleet::fleet,
+        super::alerts::alerts,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &ParameterSchemas),
@@ -181,6 +187,7 @@ impl Modify for ParameterSchemas {
         (name = "customers", description = "Per-customer monthly reports. A customer is its bot users (the one whose id is the customer id, and those whose metadata has the --customer-metadata-key at its top level naming it, while it does: metadata is read as of each event's time, so a bot user moved mid-month counts on each side for its own part of the month); it covers the credentials they own and their usage while they are the customer's only, never a credential of another owner, whatever its metadata says. A `customer:<id>` API key reads the usage of the same bot users only, while they are its customer's"),
         (name = "credentials", description = "Credential hygiene: age, last use, rotation due, unused days, ACLs that bind anywhere, ACL violations and use after the owner's deactivation, per credential. A `customer:<id>` key sees its customer's bot users' credentials only"),
         (name = "fleet", description = "Fleet status: agents online per owner and credential (region, OS, agent version, endpoints), last seen, dropped devices, credentials never seen online and idle ones, as of any time. A `customer:<id>` key sees its customer's bot users' credentials only"),
+        (name = "alerts", description = "Alerts fired by `botmeter run --alert-rules` (revoked credential used, ACL violation, inactive owner used, unattributed spike, device dropped, overage forecast), firing and resolved, each with a stable id, its owner, credential and evidence. Account-wide: a `customer:<id>` key is refused"),
         (name = "operations", description = "Health and this description"),
     )
 )]

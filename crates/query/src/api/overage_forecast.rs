@@ -107,6 +107,38 @@ pub(super) async fn forecast(
     Ok(project(plan, month, as_of, &to_date, &trailing, owner_id))
 }
 
+/// The account's projection of the month holding `now` (Unix seconds), as `/v1/overage` makes
+/// it, and the month's start: what the `overage_forecast` alert rule reads (crate::alerts).
+pub(crate) async fn forecast_now(
+    state: &AppState,
+    plan: &Plan,
+    now: u32,
+) -> Result<(u32, OverageForecast), ApiError> {
+    use chrono::Datelike as _;
+    let today = DateTime::from_timestamp(i64::from(now), 0)
+        .unwrap_or_default()
+        .date_naive();
+    let first = today.with_day(1).unwrap_or(today);
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    let secs = |day: chrono::NaiveDate| {
+        u32::try_from(
+            day.and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc()
+                .timestamp(),
+        )
+        .unwrap_or(0)
+    };
+    let month = TimeRange {
+        from: secs(first),
+        to: secs(next),
+    };
+    let as_of = now.clamp(month.from + 1, month.to);
+    Ok((month.from, forecast(state, plan, month, as_of, None).await?))
+}
+
 /// The projection from the usage per owner to date and over the trailing 7 days.
 fn project(
     plan: &Plan,

@@ -501,7 +501,7 @@ pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Unix seconds as RFC 3339 UTC (`2024-05-01T10:00:00Z`).
-pub(super) fn rfc3339(secs: u32) -> String {
+pub(crate) fn rfc3339(secs: u32) -> String {
     DateTime::<Utc>::from_timestamp(i64::from(secs), 0)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -1,0 +1,552 @@
+//! Alerts on the real services (`botmeter run --alert-rules`, README, Alerts): a small fleet with
+//! a revoked token still in use, an ACL violation, an owner deactivated while its agent carries
+//! traffic, a burst of unattributed traffic, a device that drops and comes back, and a healthy
+//! owner. Every expected alert fires once
+//! (one alert id per episode), reaches the Kafka topic, a generic webhook and an Alertmanager
+//! receiver (axum servers on loopback; the webhook refuses its first request, so delivery is
+//! retried), resolves once its cause stops, and no other alert fires; `botmeter run` is
+//! SIGKILLed while the revoked token keeps being used, and its successor continues the same alert
+//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::attribution::{chain, producer, send, tcp, ts};
+use crate::delivery::spawn_assigned_with;
+use crate::support::{self, TestEnv};
+
+/// What the receivers got: (path, body).
+#[derive(Clone, Default)]
+struct Received {
+    bodies: Arc<Mutex<Vec<(String, Value)>>>,
+    refused_first: Arc<AtomicBool>,
+}
+
+async fn webhook(State(received): State<Received>, Json(body): Json<Value>) -> StatusCode {
+    if !received.refused_first.swap(true, Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    received.bodies.lock().unwrap().push(("/hook".into(), body));
+    StatusCode::OK
+}
+
+async fn alertmanager(State(received): State<Received>, Json(body): Json<Value>) -> StatusCode {
+    for alert in body.as_array().expect("an array of alerts") {
+        received
+            .bodies
+            .lock()
+            .unwrap()
+            .push(("/api/v2/alerts".into(), alert.clone()));
+    }
+    StatusCode::OK
+}
+
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route("/hook", post(webhook))
+        .route("/api/v2/alerts", post(alertmanager))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+/// (alert_id, state) → kind, owner and credential, from generic-JSON alerts.
+type Seen = BTreeMap<(String, String), (String, String, String)>;
+
+fn seen(alerts: impl Iterator<Item = Value>) -> Seen {
+    alerts
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (
+                (s("alert_id"), s("state")),
+                (s("kind"), s("owner_id"), s("credential_id")),
+            )
+        })
+        .collect()
+}
+
+fn webhook_seen(received: &Received) -> Seen {
+    let bodies = received.bodies.lock().unwrap().clone();
+    seen(
+        bodies
+            .into_iter()
+            .filter(|(p, _)| p == "/hook")
+            .map(|(_, b)| b),
+    )
+}
+
+/// An agent session of cr_drop starting or stopping at `at`.
+fn session_event(kind: &str, session: &str, at: chrono::DateTime<Utc>) -> Value {
+    let mut object = json!({"session": {"id": session}, "credential": {"id": "cr_drop"}, "started_at": ts(at - chrono::Duration::seconds(1))});
+    if kind == "agent_session_stop.v0" {
+        object["stopped_at"] = json!(ts(at));
+    }
+    json!({"event_id": format!("ev_{session}_{kind}"), "event_type": kind, "event_timestamp": ts(at), "account_id": "ac_it", "object": object})
+}
+
+/// The rules file of these tests: the four kinds, resolved after 8 s of quiet, delivered to
+/// `alerts_topic`, the webhook and the Alertmanager receiver at `base`.
+fn rules_toml(alerts_topic: &str, base: &str) -> String {
+    format!(
+        r#"
+evaluate_every_seconds = 1
+lookback_seconds = 600
+api_base_url = "http://api.example"
+[delivery]
+kafka_topic = "{alerts_topic}"
+webhook_urls = ["{base}/hook"]
+alertmanager_urls = ["{base}"]
+initial_backoff_ms = 50
+[[rules]]
+name = "revoked"
+kind = "revoked_credential_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "acl"
+kind = "acl_violation"
+resolve_after_seconds = 8
+[[rules]]
+name = "inactive"
+kind = "inactive_owner_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "unattributed"
+kind = "unattributed_spike"
+interval_seconds = 3600
+threshold_bytes = 5000
+resolve_after_seconds = 8
+[[rules]]
+name = "dropped"
+kind = "device_dropped"
+drop_grace_seconds = 2
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
+    let env = TestEnv::new("alerts");
+    env.create_topics(1).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    // The month's bytes out are projected over a 100-byte quota from the first traffic on.
+    let plan_path = env.log_dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"tiny\"\n[metrics.bytes_out]\nincluded = 100\nprice_per_unit = 1\n",
+    )
+    .unwrap();
+    let rules = format!(
+        "plan = {:?}\n{}\n[[rules]]\nname = \"overage\"\nkind = \"overage_forecast\"\nmetric = \"bytes_out\"\n",
+        plan_path.to_str().unwrap(),
+        rules_toml(&alerts_topic, &base)
+    );
+    let rules_path = env.log_dir.join("alert-rules.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let rules_arg = rules_path.to_str().unwrap().to_owned();
+    let args = ["run", "--alert-rules", &rules_arg];
+
+    // The control plane: five owners, then the revocation, the deactivation and a narrow ACL.
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let kafka = producer(&env.brokers);
+    let mut control = Vec::new();
+    for tag in ["rev", "acl", "ina", "ok", "drop"] {
+        let mut events = chain(tag, &format!("{tag}.example.com"), t0);
+        if tag == "acl" {
+            events[1]["object"]["acl"] = json!(["bind:allowed.example.com"]);
+        }
+        control.extend(events);
+    }
+    let later = t0 + chrono::Duration::seconds(1);
+    control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
+    control.push(json!({"event_id": "ev_ina_off", "event_type": "bot_user_updated.v0", "event_timestamp": ts(later), "account_id": "ac_it", "object": {"id": "bot_ina", "name": "bot ina", "active": false, "created_at": ts(t0)}}));
+    // The device behind cr_drop loses its agent.
+    control.push(session_event("agent_session_stop.v0", "ts_drop", later));
+    for event in &control {
+        send(&kafka, &env.control_topic, event).await;
+    }
+
+    let mut run = spawn_assigned_with(&env, "run-0", &args).await;
+    crate::attribution::warm_up(&env, &mut run).await;
+    let traffic_at = Utc::now();
+    let mut n = 0;
+    for tag in ["rev", "acl", "ina", "ok"] {
+        for _ in 0..2 {
+            n += 1;
+            send(
+                &kafka,
+                &env.traffic_topic,
+                &tcp(tag, n, &format!("{tag}.example.com"), traffic_at, 100),
+            )
+            .await;
+        }
+    }
+    n += 1;
+    send(
+        &kafka,
+        &env.traffic_topic,
+        &tcp("nobody", n, "nobody.example.com", traffic_at, 10_000),
+    )
+    .await;
+
+    // Four alerts fire, each delivered to the webhook (after one refused attempt).
+    let expected: BTreeSet<(String, String, String)> = [
+        ("revoked_credential_used", "bot_rev", "cr_rev"),
+        ("acl_violation", "bot_acl", "cr_acl"),
+        ("inactive_owner_used", "bot_ina", "cr_ina"),
+        ("unattributed_spike", "", ""),
+        ("device_dropped", "bot_drop", "cr_drop"),
+        ("overage_forecast", "", ""),
+    ]
+    .iter()
+    .map(|(k, o, c)| ((*k).to_owned(), (*o).to_owned(), (*c).to_owned()))
+    .collect();
+    let firing_of = |seen: &Seen| -> BTreeSet<(String, String, String)> {
+        seen.iter()
+            .filter(|((_, s), _)| s == "firing")
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let started = Instant::now();
+    while firing_of(&webhook_seen(&received)) != expected {
+        run.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "firing alerts: {:?}\n{}",
+            webhook_seen(&received),
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let revoked_id = webhook_seen(&received)
+        .iter()
+        .find(|(_, (kind, _, _))| kind == "revoked_credential_used")
+        .map(|((id, _), _)| id.clone())
+        .unwrap();
+
+    // SIGKILL mid-way; the revoked token keeps being used while botmeter is down and after, and
+    // the dropped device comes back.
+    run.kill9();
+    send(
+        &kafka,
+        &env.control_topic,
+        &session_event("agent_session_start.v0", "ts_drop2", Utc::now()),
+    )
+    .await;
+    for i in 0..3 {
+        n += 1;
+        send(
+            &kafka,
+            &env.traffic_topic,
+            &tcp("rev", n, "rev.example.com", Utc::now(), 100 + i),
+        )
+        .await;
+    }
+    let mut run = spawn_assigned_with(&env, "run-1", &args).await;
+    env.wait_for_count(
+        &format!(
+            "SELECT count() FROM {}.usage_events WHERE credential_id = 'cr_rev'",
+            env.database
+        ),
+        5,
+        Duration::from_secs(60),
+        &mut run,
+    )
+    .await;
+
+    // Every alert resolves once its cause has been quiet for 8 s, but the month's projection,
+    // still over quota.
+    let mut expected = expected;
+    expected.remove(&("overage_forecast".to_owned(), String::new(), String::new()));
+    let started = Instant::now();
+    loop {
+        run.assert_running();
+        let seen = webhook_seen(&received);
+        let resolved: BTreeSet<_> = seen
+            .iter()
+            .filter(|((_, s), _)| s == "resolved")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if resolved == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "resolved alerts: {seen:?}\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Each sink saw each of the four alerts fire and resolve under one id: no second id, no
+    // unexpected alert.
+    let webhook = webhook_seen(&received);
+    let ids: BTreeSet<&String> = webhook.keys().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 6, "one id per alert: {webhook:?}");
+    assert_eq!(
+        webhook.len(),
+        11,
+        "each id fired and resolved, the overage only fired: {webhook:?}"
+    );
+    let overage_id = webhook
+        .iter()
+        .find(|(_, (kind, _, _))| kind == "overage_forecast")
+        .map(|((id, _), _)| id.clone())
+        .unwrap();
+    assert!(
+        ids.contains(&revoked_id),
+        "the revoked token's alert kept its id across the SIGKILL: {webhook:?}"
+    );
+    let revoked_events = received
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, b)| {
+            p == "/hook" && b["alert_id"] == revoked_id.as_str() && b["state"] == "resolved"
+        })
+        .map(|(_, b)| b["evidence"]["events"].as_u64().unwrap())
+        .max();
+    assert_eq!(
+        revoked_events,
+        Some(5),
+        "the resolved alert counts the traffic before and after the kill"
+    );
+
+    let messages = support::read_topic_all(&env.brokers, &alerts_topic, Duration::from_secs(3));
+    let kafka_alerts: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        seen(kafka_alerts.into_iter()),
+        webhook,
+        "the Kafka topic holds the same alerts"
+    );
+
+    let bodies = received.bodies.lock().unwrap().clone();
+    let alertmanager: BTreeSet<(String, bool)> = bodies
+        .iter()
+        .filter(|(p, _)| p == "/api/v2/alerts")
+        .map(|(_, a)| {
+            assert!(
+                a["startsAt"].is_string()
+                    && a["generatorURL"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("http://api.example/v1/alerts?alert_id="),
+                "{a}"
+            );
+            (
+                a["labels"]["alert_id"].as_str().unwrap().to_owned(),
+                a.get("endsAt").is_some(),
+            )
+        })
+        .collect();
+    let expected_am: BTreeSet<(String, bool)> = ids
+        .iter()
+        .flat_map(|id| [((*id).clone(), false), ((*id).clone(), true)])
+        .filter(|(id, resolved)| !(*id == overage_id && *resolved))
+        .collect();
+    assert_eq!(
+        alertmanager, expected_am,
+        "Alertmanager got each alert firing, then with endsAt"
+    );
+
+    // The API lists them from ClickHouse.
+    let (_serve, api) = env.serve().await;
+    let http = reqwest::Client::new();
+    let list: Value = http
+        .get(format!("{api}/v1/alerts?state=resolved"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: BTreeSet<&str> = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    let resolved_ids: BTreeSet<&str> = ids
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|id| *id != overage_id)
+        .collect();
+    assert_eq!(listed, resolved_ids, "{list}");
+    let firing: Value = http
+        .get(format!("{api}/v1/alerts?state=firing"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        firing["alerts"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["alert_id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(overage_id)]),
+        "{firing}"
+    );
+    let one: Value = http
+        .get(format!("{api}/v1/alerts?alert_id={revoked_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["alerts"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["alerts"][0]["evidence"]["events"], 5, "{one}");
+    assert_eq!(
+        one["alerts"][0]["links"]["alert"],
+        format!("/v1/alerts?alert_id={revoked_id}")
+    );
+    let bad = http
+        .get(format!("{api}/v1/alerts?state=burning"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let text = bad.text().await.unwrap();
+    assert!(text.contains("state") && text.contains("burning"), "{text}");
+
+    run.terminate(Duration::from_secs(30));
+    env.drop_database().await;
+}
+
+/// Two instances of one consumer group: only the one holding traffic partition 0 evaluates, so
+/// each alert is written and delivered by one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_of_a_group_evaluates() {
+    let env = TestEnv::new("alerts_two");
+    env.create_topics(2).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    let rules_path = env.log_dir.join("alert-rules.toml");
+    std::fs::write(&rules_path, rules_toml(&alerts_topic, &base)).unwrap();
+    let rules_arg = rules_path.to_str().unwrap().to_owned();
+    let args = ["run", "--alert-rules", &rules_arg];
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let kafka = producer(&env.brokers);
+    let mut control = chain("rev", "rev.example.com", t0);
+    control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(t0 + chrono::Duration::seconds(1)), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
+    for event in &control {
+        send(&kafka, &env.control_topic, event).await;
+    }
+    let mut a = spawn_assigned_with(&env, "run-a", &args).await;
+    let mut b = spawn_assigned_with(&env, "run-b", &args).await;
+    // Both hold a partition once the group has settled.
+    let started = Instant::now();
+    loop {
+        a.assert_running();
+        b.assert_running();
+        let held = |p: &support::BotmeterProcess| {
+            crate::delivery::assigned(p).is_some_and(|h| h.len() > 2)
+        };
+        if held(&a) && held(&b) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the group never settled\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in 0..4 {
+        send(
+            &kafka,
+            &env.traffic_topic,
+            &tcp("rev", n, "rev.example.com", Utc::now(), 100),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    while !webhook_seen(&received).keys().any(|(_, s)| s == "firing") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no alert\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more evaluations by both, had both been evaluating.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writers: Vec<&str> = [("a", &a), ("b", &b)]
+        .iter()
+        .filter(|(_, p)| p.log_text().contains("alert state"))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        writers.len(),
+        1,
+        "exactly one instance evaluates: {writers:?}\n{}\n{}",
+        a.log_tail(),
+        b.log_tail()
+    );
+    let leader = if writers == ["a"] { &a } else { &b };
+    assert!(
+        crate::delivery::assigned(leader).unwrap().contains('0'),
+        "the evaluator holds partition 0"
+    );
+    let firings = received
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, body)| p == "/hook" && body["state"] == "firing")
+        .count();
+    assert_eq!(firings, 1, "one delivery of the firing state");
+    a.terminate(Duration::from_secs(30));
+    b.terminate(Duration::from_secs(30));
+    env.drop_database().await;
+}
+
+/// A bad rules file stops `botmeter run` before any IO, naming the rule, the field and the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rules_file_is_refused_before_any_io() {
+    let env = TestEnv::new("alerts_bad");
+    let path = env.log_dir.join("bad-rules.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"burst\"\nkind = \"unattributed_spike\"\ninterval_seconds = 0\nthreshold_bytes = 1\n",
+    )
+    .unwrap();
+    let output = env
+        .command(&["run", "--alert-rules", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--alert-rules")
+            && stderr.contains("\"burst\"")
+            && stderr.contains("interval_seconds = 0"),
+        "{stderr}"
+    );
+    let databases = env
+        .clickhouse(&format!(
+            "SELECT count() FROM system.databases WHERE name = '{}'",
+            env.database
+        ))
+        .await;
+    assert_eq!(databases.trim(), "0", "nothing was created");
+}

@@ -1,0 +1,124 @@
+"""The alert SQL (crates/query/sql/alert_*.sql, alerts_*.sql) on current ClickHouse, in process (chDB).
+
+tests/it/alerts.rs runs the same files through `botmeter run` and `botmeter serve` against the
+ClickHouse 18.16 server; this checks them, with hand-computed numbers, on the ClickHouse chDB
+embeds. The files are the ones the Rust crate embeds; `?` is bound in order as the client binds.
+"""
+
+from test_migrations_chdb import bind, db, read_sql  # noqa: F401  (db is a fixture)
+
+T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+
+
+def usage(event_id, offset, flags, bytes_out, owner="bot_a", credential="cr_a", status="attributed", ingested=0, sign=1):
+    return {
+        "event_id": event_id,
+        "event_time": T0 + offset,
+        "status": status,
+        "flags": flags,
+        "owner_id": owner,
+        "credential_id": credential,
+        "bytes_in": 1,
+        "bytes_out": bytes_out,
+        "ingested_at": T0 + ingested,
+        "sign": sign,
+    }
+
+
+def test_flag_evidence_per_owner_and_credential(db):
+    db.insert(
+        "usage_events",
+        [
+            usage("a1", 0, ["credential_deleted"], 10, ingested=5),
+            usage("a2", 30, ["credential_deleted", "owner_inactive"], 20, ingested=40),
+            # Restated away: net zero.
+            usage("a3", 50, ["credential_deleted"], 99, credential="cr_b", ingested=50),
+            usage("a3", 50, ["credential_deleted"], 99, credential="cr_b", ingested=51, sign=-1),
+            usage("b1", 10, ["owner_deleted"], 7, owner="bot_b", credential="cr_c", ingested=10),
+            usage("c1", 10, [], 1000, owner="bot_c", credential="cr_d", ingested=10),
+        ],
+    )
+    sql = read_sql("alert_flag_evidence.sql")
+    _, rows = db.rows(bind(sql, "credential_deleted", "credential_deleted", T0, 0, "", "", "", ""))
+    assert rows == [["bot_a", "cr_a", 2, 32, T0, T0 + 30, T0 + 40]]
+    # Both flags of inactive_owner_used.
+    _, rows = db.rows(bind(sql, "owner_inactive", "owner_deleted", T0, 0, "", "", "", ""))
+    assert rows == [["bot_a", "cr_a", 1, 21, T0 + 30, T0 + 30, T0 + 40], ["bot_b", "cr_c", 1, 8, T0 + 10, T0 + 10, T0 + 10]]
+    # After the previous episode's last evidence, for one key.
+    _, rows = db.rows(bind(sql, "credential_deleted", "credential_deleted", T0, T0 + 10, "bot_a", "bot_a", "cr_a", "cr_a"))
+    assert rows == [["bot_a", "cr_a", 1, 21, T0 + 30, T0 + 30, T0 + 40]]
+    # Ingested too long ago: out of the lookback.
+    _, rows = db.rows(bind(sql, "credential_deleted", "credential_deleted", T0 + 41, 0, "", "", "", ""))
+    assert rows == []
+
+
+def test_unattributed_spike_sums_intervals_over_the_threshold(db):
+    db.insert(
+        "usage_events",
+        [
+            # 60 s intervals start at multiples of 60; T0 = 28333333 * 60 + 20, so u1 and u2 fall in
+            # [T0 - 20, T0 + 40) (6002 bytes), u3 alone in [T0 + 100, T0 + 160) (101), u4 in
+            # [T0 + 160, T0 + 220) (9001).
+            usage("u1", 0, [], 3000, owner="", credential="", status="unattributed", ingested=1),
+            usage("u2", 5, [], 3000, owner="", credential="", status="unattributed", ingested=6),
+            usage("u3", 100, [], 100, owner="", credential="", status="unattributed", ingested=101),
+            usage("u4", 160, [], 9000, owner="", credential="", status="unattributed", ingested=161),
+            usage("x1", 0, [], 50000, status="attributed", ingested=1),
+        ],
+    )
+    sql = read_sql("alert_unattributed_evidence.sql")
+    start = (T0 // 60) * 60
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 5000))
+    assert rows == [["", "", 3, 15003, start, start + 180, T0 + 161]]
+    # Nothing over the threshold: one row of zero events (the evaluator drops it).
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 100000))
+    assert rows[0][2] == 0
+
+
+def alert(alert_id, state, version, delivered=0, resolved_at=0, fired_at=10):
+    return {
+        "alert_id": alert_id,
+        "rule": "r",
+        "kind": "acl_violation",
+        "state": state,
+        "owner_id": "bot_a",
+        "credential_id": "cr_a",
+        "events": version,
+        "bytes": 1,
+        "first_seen": T0,
+        "last_seen": T0,
+        "last_ingested": T0,
+        "fired_at": T0 + fired_at,
+        "resolved_at": T0 + resolved_at if resolved_at else 0,
+        "delivered": delivered,
+        "version": version,
+    }
+
+
+def test_alert_state_and_list_read_the_newest_version(db):
+    db.insert(
+        "alerts",
+        [
+            alert("al_1", "firing", 1),
+            alert("al_1", "firing", 2, delivered=1),
+            alert("al_1", "resolved", 4, resolved_at=100),
+            alert("al_1", "resolved", 5, delivered=1, resolved_at=100),
+            alert("al_2", "firing", 1, fired_at=200),
+            alert("al_2", "firing", 2, delivered=1, fired_at=200),
+            alert("al_3", "resolved", 3, delivered=1, resolved_at=50, fired_at=20),
+        ],
+    )
+    state = read_sql("alerts_state.sql")
+    _, rows = db.rows(bind(state, T0 + 60))
+    # al_1 resolved at +100 (since +60), al_2 firing; al_3 resolved before +60 and delivered.
+    assert [(r[0], r[3], r[13], r[14]) for r in rows] == [("al_1", "resolved", 1, 5), ("al_2", "firing", 1, 2)]
+    listing = read_sql("alerts_list.sql")
+    _, rows = db.rows(bind(listing, T0 + 1000, T0, "", "", "", "", 100))
+    assert [(r[0], r[3]) for r in rows] == [("al_1", "resolved"), ("al_3", "resolved"), ("al_2", "firing")]
+    _, rows = db.rows(bind(listing, T0 + 1000, T0, "firing", "firing", "", "", 100))
+    assert [r[0] for r in rows] == ["al_2"]
+    # [T0 + 150, T0 + 1000): al_1 resolved at +100 and al_3 at +50 are over.
+    _, rows = db.rows(bind(listing, T0 + 1000, T0 + 150, "", "", "", "", 100))
+    assert [r[0] for r in rows] == ["al_2"]
+    _, rows = db.rows(bind(listing, T0 + 1000, T0, "", "", "al_3", "al_3", 100))
+    assert [r[0] for r in rows] == ["al_3"]
