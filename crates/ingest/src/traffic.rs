@@ -208,6 +208,15 @@ impl ConsumerContext for TrafficContext {
                 if let Err(e) = base_consumer.assign(tpl) {
                     warn!(error = %e, "assign failed");
                 }
+                // An application pause survives a new assignment: a partition this instance
+                // paused in a hold or a control wait, then lost and got back, would stay paused
+                // for good when the loop that paused it had already resumed "the current
+                // assignment" while it was empty (tansu runs a rebalance as a revoke, then an
+                // assign seconds later). A fresh assignment starts where ClickHouse says, running:
+                // a loop still paused notices the new generation and positions it again.
+                if let Err(e) = base_consumer.resume(tpl) {
+                    warn!(error = %e, "resume of the assigned partitions failed");
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.holds_partition_zero.store(false, Ordering::SeqCst);
