@@ -12,7 +12,8 @@ Every check runs (`--checks all`), none is excluded. The description gives every
 schema of what its parser accepts (patterns, enums, bounds: crates/query/src/api/openapi.rs), so
 schema-valid requests are accepted. Three rules span two parameters, which OpenAPI cannot say of
 query parameters: `from` before `to` and at most 366 days apart, `from` and `to` both or neither,
-and exactly one of `owner_id` and `credential_id` on /v1/audit. A `map_case` hook (HOOKS below)
+and exactly one of `owner_id` and `credential_id` on /v1/audit, `as_of` inside `month` on
+/v1/overage. A `map_case` hook (HOOKS below)
 makes generated *positive* cases keep them (and drops empty values that stateful links copy from
 responses, where "" means none); negative cases are sent as generated. A config file
 (CONFIG below) mixes the ids and months of the inserted data into generated values, so that
@@ -237,6 +238,18 @@ def map_case(context, case):
         if start is not None and end is not None and not start < end <= start + MAX_RANGE_SECONDS:
             later = datetime.fromtimestamp(start, timezone.utc) + timedelta(days=1)
             query["to"] = later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # /v1/overage projects the month from `as_of`, which must lie after the month's start and at
+    # most at its end.
+    if case.operation.path == "/v1/overage" and "as_of" in query and "month" in query:
+        as_of = seconds(query["as_of"])
+        try:
+            year, month = (int(part) for part in query["month"].split("-"))
+            first = datetime(year, month, 1, tzinfo=timezone.utc)
+            after = (first + timedelta(days=32)).replace(day=1)
+        except (ValueError, OverflowError):
+            first = None
+        if first is not None and as_of is not None and not first.timestamp() < as_of <= after.timestamp():
+            query["as_of"] = (first + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return case
 '''
 
