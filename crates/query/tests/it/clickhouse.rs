@@ -131,6 +131,7 @@ async fn migrations_apply_once_and_refuse_edited_history() {
     assert_eq!(
         tables,
         [
+            "alerts",
             "control_events",
             "control_events_log",
             "dead_letters",
