@@ -104,12 +104,24 @@ async fn a_repeated_event_id_is_kept_as_a_duplicate_and_counted_nowhere_also_aft
         repeats,
         "duplicate\trepeated_event_id\tbot_rep\t15\t15000\n"
     );
-    let metrics = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A batch's counters are recorded when its insert is finished, which may be a moment after
+    // its rows are visible: scrape until they are there.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = reqwest::get(format!("http://{ops}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|line| line == "botmeter_repeated_events_total 15")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         metrics
             .lines()
