@@ -378,6 +378,20 @@ pub(crate) mod test_support {
         (status, content_type, body)
     }
 
+    /// Asserts that each `(uri, parameter, value)` is answered 400 with a message naming the
+    /// parameter and quoting the value.
+    pub(crate) async fn assert_each_is_a_400_naming(cases: &[(&str, &str, &str)]) {
+        for (uri, parameter, value) in cases {
+            let (status, _, body) = call(unreachable_state(), "GET", uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(parameter) && message.contains(value),
+                "{uri}: {message}"
+            );
+        }
+    }
+
     /// Like [`call`], with an `Authorization` header; also returns `WWW-Authenticate`.
     pub(crate) async fn call_with(
         state: AppState,
