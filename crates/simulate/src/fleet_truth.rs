@@ -15,7 +15,7 @@ use model::CredentialKind;
 use rand_chacha::ChaCha8Rng;
 
 use super::draw::ngrok_id;
-use super::edits::{choose, NewEndpoint};
+use super::edits::NewEndpoint;
 use super::scenarios::Touched;
 use super::truth::{FleetCredential, FleetSession, GroundTruth};
 use super::world::{Probe, Session, Target, World};
@@ -154,17 +154,7 @@ impl World {
         rng: &mut ChaCha8Rng,
     ) {
         for drop in 0..count {
-            let live = self.live_sessions();
-            let Some(credential) = choose(
-                rng,
-                self.credentials.len(),
-                |c| touched.credentials.contains(&c),
-                |c| {
-                    self.credentials[c].kind != CredentialKind::ApiKey
-                        && self.stable(c)
-                        && live[c].is_some()
-                },
-            ) else {
+            let Some((credential, _)) = self.choose_live_tunnel_credential(touched, rng) else {
                 break;
             };
             touched.credentials.insert(credential);

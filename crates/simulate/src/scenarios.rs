@@ -392,21 +392,32 @@ impl World {
         self.probes.push(Probe::Phases(Target::Endpoint(second)));
     }
 
+    /// An untouched, stable tunnel credential (authtoken or SSH key) with a live session: the
+    /// credential and its latest live session.
+    pub(super) fn choose_live_tunnel_credential(
+        &self,
+        touched: &Touched,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<(usize, usize)> {
+        let live = self.live_sessions();
+        let credential = choose(
+            rng,
+            self.credentials.len(),
+            |c| touched.credentials.contains(&c),
+            |c| {
+                self.credentials[c].kind != CredentialKind::ApiKey
+                    && self.stable(c)
+                    && live[c].is_some()
+            },
+        )?;
+        Some((credential, live[credential]?))
+    }
+
     /// ACL violations: an endpoint its credential's bind rules do not allow. A credential with
     /// no rules (or `*`) allows everything, so it is given exact rules instead.
     fn add_acl_violations(&mut self, count: usize, touched: &mut Touched, rng: &mut ChaCha8Rng) {
         for _ in 0..count {
-            let live = self.live_sessions();
-            let Some(cred) = choose(
-                rng,
-                self.credentials.len(),
-                |c| touched.credentials.contains(&c),
-                |c| {
-                    self.credentials[c].kind != CredentialKind::ApiKey
-                        && self.stable(c)
-                        && live[c].is_some()
-                },
-            ) else {
+            let Some((cred, session)) = self.choose_live_tunnel_credential(touched, rng) else {
                 break;
             };
             if matches!(
@@ -416,7 +427,6 @@ impl World {
                 self.credentials[cred].acl_mode = AclMode::Exact;
             }
             touched.credentials.insert(cred);
-            let session = live[cred].expect("chosen among credentials with a session");
             let created_at = after(rng, self.sessions[session].started_at, self.step_ms);
             let endpoint = self.push_https_endpoint(rng, session, created_at);
             self.endpoints[endpoint].acl_violation = true;
