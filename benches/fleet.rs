@@ -22,10 +22,12 @@
 //! reuses it when it already holds the fleet. Results go to BENCHMARKS.md by hand, with the
 //! machine.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use query::rows::status;
+#[path = "support/serve.rs"]
+mod serve;
 #[path = "support/targets.rs"]
 #[expect(
     dead_code,
@@ -265,40 +267,7 @@ async fn main() {
     );
 
     // 2. The API.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_botmeter"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--clickhouse-database",
-            DATABASE,
-            "--clickhouse-url",
-            &url,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .env("BOTMETER_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn botmeter serve");
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}");
-    let ready = Instant::now();
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(
-            ready.elapsed() < Duration::from_secs(30),
-            "botmeter serve never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut serve, http, base) = serve::start(DATABASE, &url).await;
     let get = |path: String| {
         let (http, base) = (http.clone(), base.clone());
         async move {
