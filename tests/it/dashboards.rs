@@ -2846,3 +2846,301 @@ async fn check_overage_shares_only(world: &World, dashboard: &Dashboard, quotas:
         );
     }
 }
+
+// --- The fleet dashboard -------------------------------------------------------------------------
+
+/// `kind` of an owner id as the fleet dashboard's `owner_type` (and `OwnerKind::of`) reads it.
+fn fleet_owner_kind(owner_id: &str) -> &'static str {
+    if owner_id.starts_with("usr_") {
+        "user"
+    } else if owner_id.starts_with("bot_") || owner_id.starts_with("service_") {
+        "bot_user"
+    } else {
+        ""
+    }
+}
+
+/// Whole seconds of an RFC 3339 time in an API answer.
+fn api_seconds(value: &Value) -> Option<i64> {
+    value
+        .as_str()
+        .map(|text| DateTime::parse_from_rfc3339(text).unwrap().timestamp())
+}
+
+/// The fleet dashboard on a fleet whose devices drop and come back (with the standard rotations,
+/// revocations and bot user deletions), at several ends of the range around the drops: the
+/// summary, the dropped devices and every credential's last sighting equal the simulator's
+/// [`GroundTruth::fleet_at`] and `/v1/fleet?at=<end of the range>`; the agents online at every
+/// point of the time series equal the truth at that point (in all and by owner kind); the owner
+/// kind and owner variables narrow all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_dashboard_agrees_with_the_truth_and_the_api() {
+    use chrono::SubsecRound;
+
+    let config = FleetConfig {
+        seed: 16,
+        users: 2,
+        bot_users: 5,
+        traffic_events: 4_000,
+        scenarios: simulate::Scenarios {
+            device_drops: 3,
+            ..simulate::Scenarios::standard()
+        },
+        ..FleetConfig::default()
+    };
+    let fleet = generate(&config);
+    let quotas = Quotas {
+        data_out_gb: 1000.0,
+        requests: 1e7,
+        tcp_connections: 1e6,
+        endpoint_hours: 720.0,
+    };
+    let world = World::start("dash_fleet", fleet, quotas, Vec::new(), false).await;
+    let truth = &world.truth;
+    let dashboards = load_dashboards();
+    let dashboard = dashboards
+        .iter()
+        .find(|d| d.uid == "botmeter-fleet")
+        .expect("the fleet dashboard is shipped");
+    let grace = chrono::Duration::seconds(300);
+    let (from, to) = world.window();
+    let window = to - from;
+    let share = |percent: i32| (from + window * percent / 100).trunc_subsecs(0);
+    let first_drop = truth
+        .fleet
+        .values()
+        .flat_map(|c| &c.sessions)
+        .filter_map(|s| s.stopped_at)
+        .filter(|stop| *stop > share(30))
+        .min()
+        .expect("a device drops");
+    let just_after = (first_drop + chrono::Duration::seconds(61)).trunc_subsecs(0);
+    let mut states_seen: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut rows_checked = 0;
+    for (at, idle_days) in [
+        (share(33), 30),
+        (just_after, 30),
+        (share(50), 1),
+        (share(80), 30),
+        (to.trunc_subsecs(0), 1),
+    ] {
+        let expected = truth.fleet_at(at, grace);
+        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let api = world
+            .api(
+                "/v1/fleet",
+                &[
+                    ("at", at_text.as_str()),
+                    ("limit", "10000"),
+                    ("idle_days", &idle_days.to_string()),
+                ],
+            )
+            .await;
+        let expansion = Expansion::new(from, at, 3600)
+            .var("owner_kind", &["bot_user", "user"])
+            .var("owner", &["*"])
+            .var("drop_grace_seconds", &["300"])
+            .var("idle_days", &[&idle_days.to_string()]);
+        let results = run_dashboard(&world.ch, dashboard, &expansion).await;
+        let listed: BTreeSet<String> = results["variable owner"]
+            .rows()
+            .map(|r| r.str("owner_id"))
+            .collect();
+        for credential in truth.fleet.values() {
+            assert!(listed.contains(&credential.owner_id), "owner variable");
+        }
+
+        // The summary: the truth's counts, and the API's (idle too).
+        let stat = results["Fleet at the end of the range"].single();
+        let count = |state: &str| expected.values().filter(|c| c.state == state).count() as u64;
+        let agents: u64 = expected
+            .values()
+            .map(|c| c.agents_online.len() as u64)
+            .sum();
+        assert_eq!(stat.u64("credentials"), expected.len() as u64, "{at_text}");
+        assert_eq!(stat.u64("agents_online"), agents, "{at_text}");
+        for state in ["online", "reconnecting", "dropped", "never_seen"] {
+            assert_eq!(stat.u64(state), count(state), "{at_text}: {state}");
+            assert_eq!(
+                Some(stat.u64(state)),
+                api["summary"][state].as_u64(),
+                "{at_text}: {state}"
+            );
+            *states_seen.entry(state).or_default() += count(state);
+        }
+        for column in ["credentials", "agents_online", "idle"] {
+            assert_eq!(
+                Some(stat.u64(column)),
+                api["summary"][column].as_u64(),
+                "{at_text}: {column}"
+            );
+        }
+
+        // Dropped devices: exactly the truth's, with its drop time; the API's gone_seconds.
+        let api_credentials: BTreeMap<&str, &Value> = api["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["credential_id"].as_str().unwrap(), c))
+            .collect();
+        let dropped = &results["Dropped devices"];
+        let got: BTreeSet<String> = dropped.rows().map(|r| r.str("credential")).collect();
+        let want: BTreeSet<String> = expected
+            .iter()
+            .filter(|(_, c)| c.state == "dropped")
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(got, want, "{at_text}: dropped devices");
+        for r in dropped.rows() {
+            let id = r.str("credential");
+            let want = &expected[&id];
+            assert_eq!(
+                Some(r.time("dropped_at")),
+                want.dropped_at.map(|t| t.timestamp()),
+                "{at_text}: {id}"
+            );
+            assert_eq!(
+                Some(r.time("last_seen")),
+                want.last_seen_at.map(|t| t.timestamp()),
+                "{at_text}: {id}"
+            );
+            assert_eq!(r.str("owner"), truth.fleet[&id].owner_id, "{id}");
+            assert_eq!(r.str("kind"), truth.fleet[&id].kind, "{id}");
+            assert_eq!(
+                Some(r.i64("gone_for")),
+                api_credentials[id.as_str()]["gone_seconds"].as_i64(),
+                "{at_text}: {id}"
+            );
+        }
+
+        // Last seen per credential: every live credential, as the truth and the API say.
+        let seen = &results["Last seen per credential"];
+        let got: BTreeSet<String> = seen.rows().map(|r| r.str("credential")).collect();
+        assert_eq!(
+            got,
+            expected.keys().cloned().collect::<BTreeSet<_>>(),
+            "{at_text}: credentials"
+        );
+        for r in seen.rows() {
+            let id = r.str("credential");
+            let want = &expected[&id];
+            let api = api_credentials[id.as_str()];
+            assert_eq!(r.str("state"), want.state, "{at_text}: {id}");
+            assert_eq!(
+                r.u64("agents_online"),
+                want.agents_online.len() as u64,
+                "{at_text}: {id}"
+            );
+            let last_seen = r.str("last_seen");
+            assert_eq!(
+                (!last_seen.is_empty()).then(|| r.time("last_seen")),
+                want.last_seen_at.map(|t| t.timestamp()),
+                "{at_text}: {id}"
+            );
+            assert_eq!(
+                Some(r.time("created_at")),
+                api_seconds(&api["created_at"]),
+                "{id}"
+            );
+            assert_eq!(
+                Some(r.i64("unseen_days")),
+                api["unseen_days"].as_i64(),
+                "{at_text}: {id}"
+            );
+            assert_eq!(
+                r.u64("idle") == 1,
+                api["idle"].as_bool().unwrap(),
+                "{at_text}: {id}"
+            );
+            assert_eq!(r.str("owner_type"), fleet_owner_kind(&r.str("owner")));
+            rows_checked += 1;
+        }
+
+        // Agents online at every point: the truth at that instant, in all and by owner kind.
+        let series = &results["Agents online"];
+        let by_kind = &results["Agents online by owner kind"];
+        let first_point = (from.timestamp() + 3599) / 3600 * 3600;
+        let points: Vec<i64> = series.rows().map(|r| r.time("time")).collect();
+        assert_eq!(
+            points,
+            (first_point..=at.timestamp())
+                .step_by(3600)
+                .collect::<Vec<_>>(),
+            "{at_text}: one point per interval, zeros included"
+        );
+        for r in series.rows() {
+            let point = DateTime::from_timestamp(r.time("time"), 0).unwrap();
+            let truth_then = truth.fleet_at(point, grace);
+            let mut want: BTreeMap<&str, u64> = [("bot_user", 0), ("user", 0)].into();
+            for (id, c) in &truth_then {
+                *want
+                    .entry(fleet_owner_kind(&truth.fleet[id].owner_id))
+                    .or_default() += c.agents_online.len() as u64;
+            }
+            assert_eq!(
+                r.u64("agents_online"),
+                want.values().sum::<u64>(),
+                "agents online at {point}"
+            );
+            for (kind, agents) in want {
+                let got = by_kind.sum_where("agents", |k| {
+                    k.time("time") == point.timestamp() && k.str("owner_kind") == kind
+                });
+                assert_eq!(got as u64, agents, "{kind} agents online at {point}");
+            }
+        }
+        assert!(
+            series.sum_where("agents_online", |_| true) > 0.0,
+            "{at_text}: agents were online"
+        );
+    }
+    assert!(rows_checked > 0);
+    for state in ["online", "reconnecting", "dropped", "never_seen"] {
+        assert!(
+            states_seen[state] > 0,
+            "{state} at some end: {states_seen:?}"
+        );
+    }
+
+    // The variables narrow every panel: bot users only, then one owner.
+    let at = share(50);
+    let expected = truth.fleet_at(at, grace);
+    let bots_only = Expansion::new(from, at, 3600)
+        .var("owner_kind", &["bot_user"])
+        .var("owner", &["*"])
+        .var("drop_grace_seconds", &["300"])
+        .var("idle_days", &["30"]);
+    let results = run_dashboard(&world.ch, dashboard, &bots_only).await;
+    let bots: Vec<&String> = expected
+        .keys()
+        .filter(|id| fleet_owner_kind(&truth.fleet[*id].owner_id) == "bot_user")
+        .collect();
+    assert!(bots.len() < expected.len(), "users have credentials too");
+    assert_eq!(
+        results["Fleet at the end of the range"]
+            .single()
+            .u64("credentials"),
+        bots.len() as u64
+    );
+    assert!(results["Agents online by owner kind"]
+        .rows()
+        .all(|r| r.str("owner_kind") == "bot_user"));
+    let owner = &truth.fleet[bots[0]].owner_id;
+    let one_owner = Expansion::new(from, at, 3600)
+        .var("owner_kind", &["bot_user", "user"])
+        .var("owner", &[owner])
+        .var("drop_grace_seconds", &["300"])
+        .var("idle_days", &["30"]);
+    let results = run_dashboard(&world.ch, dashboard, &one_owner).await;
+    let theirs: BTreeSet<String> = expected
+        .keys()
+        .filter(|id| truth.fleet[*id].owner_id == *owner)
+        .cloned()
+        .collect();
+    let got: BTreeSet<String> = results["Last seen per credential"]
+        .rows()
+        .map(|r| r.str("credential"))
+        .collect();
+    assert_eq!(got, theirs, "{owner}'s credentials");
+    world.stop().await;
+}

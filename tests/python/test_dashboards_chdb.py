@@ -254,6 +254,8 @@ VARIABLES = {
     "quota_requests": "1",
     "quota_tcp_connections": "10",
     "quota_endpoint_hours": "4",
+    "drop_grace_seconds": "300",
+    "idle_days": "30",
 }
 
 
@@ -412,6 +414,100 @@ def test_anomalies(fleet):
     assert (anomaly["event_id"], anomaly["anomaly"], anomaly["named_owner"]) == ("c10", "owner_change_rejected", "bot_b")
     by_flag = {row["flag"]: row["data_out"] for row in r["Flagged data out by flag"][1]}
     assert by_flag == {"credential_deleted": 700_000_000, "acl_violation": 500_000_000}
+
+
+# --- The fleet dashboard ---------------------------------------------------------------------------
+# On 2026-03-01: cr_a (bot_a) has a session 01:00-05:00 and another from 06:00; cr_b (bot_b) one
+# 02:00-03:00 and traffic at 07:00; cr_c (usr_c) none; cr_d (bot_b) one from 01:00, never stopped,
+# but cr_d is deleted at 04:00; cr_e's bot user bot_e is deleted at 03:00 with a session from 02:00.
+
+DAY = ts("2026-03-01 00:00:00")
+
+
+def at(hhmm):
+    return DAY + int(hhmm[:2]) * 3600 + int(hhmm[3:]) * 60
+
+
+def device_event(event_id, event_type, hhmm, object_id, owner, object_):
+    return control(event_id, event_type, f"2026-03-01 {hhmm}:00", dict(object_, id=object_id), owner)
+
+
+DEVICES = [
+    device_event("f1", "tunnel_credential_created.v0", "00:00", "cr_a", "bot_a", {"owner_id": "bot_a"}),
+    device_event("f2", "tunnel_credential_created.v0", "00:00", "cr_b", "bot_b", {"owner_id": "bot_b"}),
+    device_event("f3", "ssh_public_key_created.v0", "00:00", "cr_c", "usr_c", {"owner_id": "usr_c"}),
+    device_event("f4", "tunnel_credential_created.v0", "00:00", "cr_d", "bot_b", {"owner_id": "bot_b"}),
+    device_event("f5", "tunnel_credential_deleted.v0", "04:00", "cr_d", "bot_b", {"owner_id": "bot_b"}),
+    device_event("f6", "tunnel_credential_created.v0", "00:00", "cr_e", "bot_e", {"owner_id": "bot_e"}),
+    device_event("f7", "bot_user_deleted.v0", "03:00", "bot_e", "bot_e", {}),
+    device_event("s1", "agent_session_start.v0", "01:00", "ts_1", "bot_a", {"credential": {"id": "cr_a"}}),
+    device_event("s2", "agent_session_stop.v0", "05:00", "ts_1", "bot_a", {"credential": {"id": "cr_a"}}),
+    device_event("s3", "agent_session_start.v0", "06:00", "ts_2", "bot_a", {"credential": {"id": "cr_a"}}),
+    device_event("s4", "agent_session_start.v0", "02:00", "ts_3", "bot_b", {"credential": {"id": "cr_b"}}),
+    device_event("s5", "agent_session_stop.v0", "03:00", "ts_3", "bot_b", {"credential": {"id": "cr_b"}}),
+    device_event("s6", "agent_session_start.v0", "01:00", "ts_4", "bot_b", {"credential": {"id": "cr_d"}}),
+    device_event("s7", "agent_session_start.v0", "02:00", "ts_5", "bot_e", {"credential": {"id": "cr_e"}}),
+]
+
+
+@pytest.fixture()
+def devices(db):  # noqa: F811  (the fixture imported above)
+    db.insert("control_events_log", DEVICES)
+    db.insert("usage_events", [usage("t1", "2026-03-01 07:00:00", "bot_b", "ep_b", "b.ngrok.app", bytes_out=10)])
+    return db
+
+
+def run_fleet(db, end, **variables):
+    path = by_name("fleet.json")
+    dashboard, panels = load(path)
+    values = {**VARIABLES, "owner": "*", **variables}
+    results = {}
+    for panel in panels:
+        (target,) = panel["targets"]
+        columns, rows = run(db, expand(target["rawSql"], DAY, end, 3600, values))
+        assert not used_columns(panel) - {c for c, _ in columns}, panel["title"]
+        results[panel["title"]] = rows
+    return results
+
+
+def test_fleet(devices):
+    r = run_fleet(devices, at("08:00"))
+    # cr_d and cr_e are revoked (their own deletion, their bot user's) before 08:00.
+    assert r["Fleet at the end of the range"] == [
+        {"credentials": 3, "agents_online": 1, "online": 1, "reconnecting": 0, "dropped": 1, "never_seen": 1, "idle": 0}]
+    assert r["Dropped devices"] == [{"credential": "cr_b", "kind": "authtoken", "owner": "bot_b", "owner_type": "bot_user",
+                                     "dropped_at": "2026-03-01 03:00:00", "gone_for": 5 * 3600, "last_seen": "2026-03-01 07:00:00"}]
+    seen = {row["credential"]: (row["state"], row["agents_online"], row["last_seen"]) for row in r["Last seen per credential"]}
+    assert seen == {"cr_a": ("online", 1, "2026-03-01 06:00:00"), "cr_b": ("dropped", 0, "2026-03-01 07:00:00"),
+                    "cr_c": ("never_seen", 0, "")}
+    # Sessions online at each hour (a stop at the point itself still counts, a start does not):
+    # 03:00 has ts_1, ts_3 (stopping then), ts_4 and ts_5 (bot_e deleted then); 06:00 none.
+    series = [(row["time"][11:16], row["agents_online"]) for row in r["Agents online"]]
+    assert series == [("00:00", 0), ("01:00", 0), ("02:00", 2), ("03:00", 4), ("04:00", 2), ("05:00", 1), ("06:00", 0),
+                      ("07:00", 1), ("08:00", 1)]
+    by_kind = {(row["time"][11:16], row["owner_kind"]): row["agents"] for row in r["Agents online by owner kind"]}
+    assert by_kind[("03:00", "bot_user")] == 4 and by_kind[("03:00", "user")] == 0 and len(by_kind) == 18
+
+    # At 04:30: cr_b's traffic at 07:00 is after the end, so its last sighting is its session start
+    # (read from the raw rows); cr_d was deleted at 04:00.
+    r = run_fleet(devices, at("04:30"))
+    seen = {row["credential"]: (row["state"], row["last_seen"]) for row in r["Last seen per credential"]}
+    assert seen == {"cr_a": ("online", "2026-03-01 01:00:00"), "cr_b": ("dropped", "2026-03-01 02:00:00"),
+                    "cr_c": ("never_seen", "")}
+    # Inside the grace: reconnecting, not dropped.
+    r = run_fleet(devices, at("03:04"))
+    assert r["Fleet at the end of the range"][0]["reconnecting"] == 1 and r["Dropped devices"] == []
+
+    # Two days on, idle after one day: cr_c (never seen, created two days before) and cr_b.
+    r = run_fleet(devices, ts("2026-03-03 00:00:00"), idle_days="1")
+    assert r["Fleet at the end of the range"][0]["idle"] == 2
+    assert [row["credential"] for row in r["Last seen per credential"] if row["idle"]] == ["cr_c", "cr_b"]
+
+    # Narrowed to users, then to bot_b.
+    r = run_fleet(devices, at("08:00"), owner_kind=["user"])
+    assert [row["credential"] for row in r["Last seen per credential"]] == ["cr_c"]
+    r = run_fleet(devices, at("08:00"), owner="bot_b")
+    assert [row["credential"] for row in r["Last seen per credential"]] == ["cr_b"]
 
 
 def test_interval_buckets_equal_the_plugin_macro(fleet):
