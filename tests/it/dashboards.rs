@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde_json::{json, Value};
 use simulate::{generate, Fleet, FleetConfig, GroundTruth, Usage};
 
@@ -2847,6 +2847,131 @@ async fn check_overage_shares_only(world: &World, dashboard: &Dashboard, quotas:
     }
 }
 
+// --- The Grafana alert rules --------------------------------------------------------------------
+
+/// The query (refId `A`) of one Grafana alert rule in `dashboards/provisioning/alerting/*.yaml`.
+#[derive(Debug)]
+struct AlertRule {
+    uid: String,
+    datasource_uid: String,
+    /// Its `relativeTimeRange`: the query covers `now - from` to `now - to` (seconds).
+    from_seconds: i64,
+    to_seconds: i64,
+    /// The ClickHouse rules' SQL (`None` for the Prometheus rules).
+    raw_sql: Option<String>,
+}
+
+/// Every provisioned alert rule.
+fn load_alert_rules() -> Vec<AlertRule> {
+    let dir = root().join("dashboards/provisioning/alerting");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let document: Value =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for rule in document["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        {
+            let uid = rule["uid"].as_str().unwrap().to_owned();
+            let query = rule["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["refId"] == "A")
+                .unwrap_or_else(|| panic!("{uid}: a query A"));
+            out.push(AlertRule {
+                datasource_uid: query["datasourceUid"].as_str().unwrap().to_owned(),
+                from_seconds: query["relativeTimeRange"]["from"].as_i64().unwrap(),
+                to_seconds: query["relativeTimeRange"]["to"].as_i64().unwrap(),
+                raw_sql: query["model"]["rawSql"].as_str().map(str::to_owned),
+                uid,
+            });
+        }
+    }
+    assert!(!out.is_empty(), "alert rules in {}", dir.display());
+    out
+}
+
+impl AlertRule {
+    /// Its query as the plugin runs it when Grafana evaluates the rule at `at`, on 18.16 (the
+    /// same SQL: no `$__timeInterval`).
+    async fn run(&self, ch: &Ch, at: DateTime<Utc>) -> QueryResult {
+        let sql = self.raw_sql.as_deref().expect("a ClickHouse rule");
+        let expansion = Expansion::new(
+            at - chrono::Duration::seconds(self.from_seconds),
+            at - chrono::Duration::seconds(self.to_seconds),
+            60,
+        );
+        let plugin = expansion.expand(sql, Flavor::Plugin);
+        assert_eq!(
+            plugin,
+            expansion.expand(sql, Flavor::ClickHouse1816),
+            "{}: 18.16 runs what the plugin sends",
+            self.uid
+        );
+        let result = ch.query(&plugin).await;
+        let numeric: Vec<&str> = result
+            .columns
+            .iter()
+            .filter(|(_, t)| !t.starts_with("String"))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            numeric.len(),
+            1,
+            "{}: one value column, the others labels: {:?}",
+            self.uid,
+            result.columns
+        );
+        result
+    }
+}
+
+#[test]
+fn alert_rules_query_clickhouse_like_the_dashboards() {
+    let rules = load_alert_rules();
+    let clickhouse: Vec<&AlertRule> = rules
+        .iter()
+        .filter(|r| r.datasource_uid == "botmeter-clickhouse")
+        .collect();
+    for uid in [
+        "botmeter-device-dropped",
+        "botmeter-revoked-credential-used",
+        "botmeter-unattributed-bytes",
+    ] {
+        assert!(
+            clickhouse.iter().any(|r| r.uid == uid),
+            "{uid} reads ClickHouse"
+        );
+    }
+    for rule in &clickhouse {
+        let sql = rule.raw_sql.as_deref().unwrap();
+        assert!(!sql.contains("${"), "{}: no dashboard variables", rule.uid);
+        assert!(
+            !sql.contains("$__timeInterval") && !sql.contains("toStartOfInterval"),
+            "{}",
+            rule.uid
+        );
+        assert!(
+            !sql.contains("count()") && !sql.contains("sum(bytes_out)"),
+            "{}: rows and metrics times sign",
+            rule.uid
+        );
+        let expanded = Expansion::new(Utc::now(), Utc::now(), 60).expand(sql, Flavor::Plugin);
+        assert!(!expanded.contains('$'), "{}: {expanded}", rule.uid);
+        assert!(rule.from_seconds > rule.to_seconds, "{}", rule.uid);
+    }
+}
+
 // --- The fleet dashboard -------------------------------------------------------------------------
 
 /// `kind` of an owner id as the fleet dashboard's `owner_type` (and `OwnerKind::of`) reads it.
@@ -2875,8 +3000,6 @@ fn api_seconds(value: &Value) -> Option<i64> {
 /// kind and owner variables narrow all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_dashboard_agrees_with_the_truth_and_the_api() {
-    use chrono::SubsecRound;
-
     let config = FleetConfig {
         seed: 16,
         users: 2,
@@ -3142,5 +3265,188 @@ async fn fleet_dashboard_agrees_with_the_truth_and_the_api() {
         .map(|r| r.str("credential"))
         .collect();
     assert_eq!(got, theirs, "{owner}'s credentials");
+
+    check_alert_rules(&world, &[share(33), just_after, share(50), share(80)]).await;
     world.stop().await;
+}
+
+/// The ClickHouse alert rules evaluated at the given instants (and, for the usage rules, soon
+/// after each flagged or unattributed event, up to 100 instants each) against the truth: `device_dropped` lists the
+/// credentials the truth has dropped (and the API's `gone_seconds`), `revoked_credential_used`
+/// the net events flagged `credential_deleted` per owner and credential in its window,
+/// `unattributed_bytes` the unattributed bytes in and out in its window. Every ClickHouse rule
+/// is checked.
+async fn check_alert_rules(world: &World, instants: &[DateTime<Utc>]) {
+    let truth = &world.truth;
+    let rules = load_alert_rules();
+    let rule = |uid: &str| rules.iter().find(|r| r.uid == uid).unwrap();
+    let grace = chrono::Duration::seconds(300);
+    let mut checked = BTreeSet::new();
+
+    let dropped = rule("botmeter-device-dropped");
+    let mut fired = 0;
+    for &at in instants {
+        let result = dropped.run(&world.ch, at).await;
+        let api = world
+            .api(
+                "/v1/fleet",
+                &[
+                    ("at", &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    ("state", "dropped"),
+                    ("limit", "10000"),
+                ],
+            )
+            .await;
+        let want: BTreeMap<String, (String, i64)> = api["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["credential_id"].as_str().unwrap().to_owned(),
+                    (
+                        c["owner_id"].as_str().unwrap().to_owned(),
+                        c["gone_seconds"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        let from_truth: BTreeSet<String> = truth
+            .fleet_at(at, grace)
+            .into_iter()
+            .filter(|(_, c)| c.state == "dropped")
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            want.keys().cloned().collect::<BTreeSet<_>>(),
+            from_truth,
+            "the API drops what the truth drops at {at}"
+        );
+        let got: BTreeMap<String, (String, i64)> = result
+            .rows()
+            .map(|r| {
+                (
+                    r.str("credential"),
+                    (r.str("owner"), r.f64("gone_for") as i64),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "device_dropped at {at}");
+        fired += got.len();
+    }
+    assert!(fired > 0, "device_dropped fires at some instant");
+    checked.insert(dropped.uid.clone());
+
+    // Usage rules: evaluated a minute after events of interest (at most 100 instants each).
+    let times: BTreeMap<String, DateTime<Utc>> = world
+        .fleet
+        .traffic
+        .iter()
+        .map(|m| {
+            let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+            (
+                payload["event_id"].as_str().unwrap().to_owned(),
+                m.event_time.trunc_subsecs(0),
+            )
+        })
+        .collect();
+    let in_window = |rule: &AlertRule, at: DateTime<Utc>, t: DateTime<Utc>| {
+        t >= at - chrono::Duration::seconds(rule.from_seconds)
+            && t <= at - chrono::Duration::seconds(rule.to_seconds)
+    };
+    let instants_after = |keep: &dyn Fn(&simulate::ExpectedEvent) -> bool| {
+        let mut out: Vec<DateTime<Utc>> = truth
+            .events
+            .iter()
+            .filter(|(_, e)| keep(e))
+            .map(|(id, _)| times[id] + chrono::Duration::seconds(60))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let step = out.len().div_ceil(100).max(1);
+        out = out.into_iter().step_by(step).collect();
+        out
+    };
+
+    let revoked = rule("botmeter-revoked-credential-used");
+    let is_revoked =
+        |e: &simulate::ExpectedEvent| e.flags.iter().any(|f| f == "credential_deleted");
+    let at_list = instants_after(&is_revoked);
+    let mut revoked_events = 0;
+    assert!(!at_list.is_empty(), "the fleet uses revoked credentials");
+    for at in at_list.into_iter().chain(instants.iter().copied()) {
+        let mut want: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for (id, e) in truth.events.iter().filter(|(_, e)| is_revoked(e)) {
+            if in_window(revoked, at, times[id]) {
+                *want
+                    .entry((
+                        e.owner_id.clone().unwrap(),
+                        e.credential_id.clone().unwrap(),
+                    ))
+                    .or_default() += 1;
+            }
+        }
+        let got: BTreeMap<(String, String), i64> = revoked
+            .run(&world.ch, at)
+            .await
+            .rows()
+            .map(|r| {
+                (
+                    (r.str("owner"), r.str("credential")),
+                    r.f64("events") as i64,
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "revoked_credential_used at {at}");
+        revoked_events += want.values().sum::<i64>();
+    }
+    eprintln!("revoked_credential_used: {revoked_events} events in the windows checked");
+    checked.insert(revoked.uid.clone());
+
+    let unattributed = rule("botmeter-unattributed-bytes");
+    let is_unattributed = |e: &simulate::ExpectedEvent| e.unattributed_reason.is_some();
+    let at_list = instants_after(&is_unattributed);
+    let mut restated_bytes = 0;
+    assert!(!at_list.is_empty(), "the fleet has unattributed usage");
+    for at in at_list.into_iter().chain(instants.iter().copied()) {
+        let want: u64 = truth
+            .events
+            .iter()
+            .filter(|(id, e)| is_unattributed(e) && in_window(unattributed, at, times[*id]))
+            .map(|(_, e)| e.usage.bytes_in + e.usage.bytes_out)
+            .sum();
+        let result = unattributed.run(&world.ch, at).await;
+        assert_eq!(
+            result.single().f64("unattributed_bytes") as u64,
+            want,
+            "unattributed_bytes at {at}"
+        );
+        // Restated rows (a -1 and a +1 copy) in the window: counted once only times sign.
+        let restated = world
+            .ch
+            .query(&format!(
+                "SELECT toUInt64(sum(bytes_in + bytes_out)) AS b FROM usage_events \
+                 WHERE status = 'unattributed' AND sign < 0 \
+                 AND event_time >= toDateTime({}) AND event_time <= toDateTime({})",
+                at.timestamp() - unattributed.from_seconds,
+                at.timestamp() - unattributed.to_seconds
+            ))
+            .await;
+        restated_bytes += restated.single().u64("b");
+    }
+    assert!(
+        restated_bytes > 0,
+        "restated unattributed rows are in some window checked"
+    );
+    checked.insert(unattributed.uid.clone());
+
+    let clickhouse: BTreeSet<String> = rules
+        .iter()
+        .filter(|r| r.raw_sql.is_some())
+        .map(|r| r.uid.clone())
+        .collect();
+    assert_eq!(
+        checked, clickhouse,
+        "every ClickHouse alert rule is checked"
+    );
 }
