@@ -37,4 +37,5 @@ mod reconcile;
 mod repeats;
 mod report_html;
 mod reports_fleet;
+mod serve_gauges;
 mod sync;

@@ -458,13 +458,16 @@ def test_prometheus_scrapes_run_and_serve():
 
 def published_metrics():
     """Metric name -> kind, from the constants botmeter's recorders are given (`ops.rs` `names` for
-    `botmeter run`, `reads.rs` `metric` for `botmeter serve`) and the describe_* call of each."""
+    `botmeter run`; for `botmeter serve`, `reads.rs` `metric`, the fleet gauges of `fleet.rs`
+    `fleet_gauge` and the alerts gauge of `alert_gauges.rs`) and the describe_* call of each."""
     out = {}
-    for path, module in ((ROOT / "crates/botmeter/src/ops.rs", "names"), (ROOT / "crates/query/src/api/reads.rs", "metric")):
+    for path, module in ((ROOT / "crates/botmeter/src/ops.rs", "names::"), (ROOT / "crates/query/src/api/reads.rs", "metric::"),
+                         (ROOT / "crates/query/src/api/fleet.rs", "fleet_gauge::"),
+                         (ROOT / "crates/query/src/api/alert_gauges.rs", "")):
         text = path.read_text()
         constants = dict(re.findall(r'pub const (\w+): &str = "(\w+)";', text))
         assert constants, path
-        kinds = {c: k for k, c in re.findall(r"describe_(counter|gauge|histogram)!\(\s*" + module + r"::(\w+)", text)}
+        kinds = {c: k for k, c in re.findall(r"describe_(counter|gauge|histogram)!\(\s*" + module + r"(\w+)", text)}
         for constant, name in constants.items():
             if name.startswith("botmeter_"):
                 out[name] = kinds.get(constant, "untyped")
@@ -539,6 +542,8 @@ def test_ops_dashboard_names_only_published_metrics():
         "botmeter_consumer_lag_messages", "botmeter_batch_write_seconds", "botmeter_events_total",
         "botmeter_dead_letters_total", "botmeter_degraded", "botmeter_repeated_events_total",
         "botmeter_api_requests_total", "botmeter_api_request_seconds", "botmeter_api_shed_total",
+        "botmeter_fleet_agents_online", "botmeter_fleet_agents_online_by_owner_kind", "botmeter_fleet_dropped_devices",
+        "botmeter_alerts_firing",
     }
     assert wanted <= used, f"not on the ops dashboard: {wanted - used}"
 

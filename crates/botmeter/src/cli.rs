@@ -451,6 +451,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
             tokio::spawn(query::api::run_fleet_gauges(state.clone()));
+            tokio::spawn(query::api::run_alert_gauges(state.clone()));
             println!(
                 "botmeter API on http://{listen}/ (try /v1/owners/<owner_id>/usage?from=…&to=…)"
             );

@@ -11,6 +11,7 @@
 //! SQL needs as a constant, the time zone, is bound as a literal only after it was found in the tz
 //! database, in that database's own spelling.
 
+mod alert_gauges;
 mod alerts;
 mod anomalies;
 mod audit;
@@ -56,6 +57,9 @@ use tracing::{info, warn};
 use crate::config::ValidClickHouseConfig;
 use crate::error::{Error, Result};
 
+pub use alert_gauges::{
+    refresh_alert_gauges, run_alert_gauges, AlertGauges, ALERTS_FIRING, ALERT_GAUGES_INTERVAL,
+};
 pub use alerts::{AlertList, MAX_ALERTS};
 pub use anomalies::{
     AnomalyReport, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage,

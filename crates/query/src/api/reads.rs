@@ -253,6 +253,7 @@ pub fn describe_metrics() {
         "ClickHouse queries killed because their request went away or their deadline passed"
     );
     super::fleet::describe_gauges();
+    super::alert_gauges::describe_gauges();
 }
 
 /// Whether queries may carry settings: learned once per state from the server.

@@ -12,6 +12,7 @@
 
 mod common;
 
+mod alert_gauges;
 mod clickhouse;
 mod credentials;
 mod fleet;
