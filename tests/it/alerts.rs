@@ -6,7 +6,8 @@
 //! receiver (axum servers on loopback; the webhook refuses its first request, so delivery is
 //! retried), resolves once its cause stops, and no other alert fires; `botmeter run` is
 //! SIGKILLed while the revoked token keeps being used, and its successor continues the same alert
-//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`.
+//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`; `/v1/audit`
+//! shows each alert's firing and resolution in the trails of its owner and its credential.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -417,6 +418,98 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         one["alerts"][0]["links"]["alert"],
         format!("/v1/alerts?alert_id={revoked_id}")
     );
+    // The audit log keeps them: the owner's and the credential's trails show each transition of
+    // their own alerts only, apart from the control-plane events.
+    let audit = |query: String| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let trail: Value = http
+                .get(format!("{api}/v1/audit?{query}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            trail
+        }
+    };
+    let transitions = |trail: &Value| -> Vec<(String, String, String, String)> {
+        trail["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no alerts in {trail}"))
+            .iter()
+            .map(|a| {
+                assert_eq!(a["source"], "botmeter-alerts", "{a}");
+                let s = |k: &str| a[k].as_str().unwrap().to_owned();
+                (s("alert_id"), s("action"), s("kind"), s("credential_id"))
+            })
+            .collect()
+    };
+    let revoked_transitions = vec![
+        (
+            revoked_id.clone(),
+            "alert_firing".to_owned(),
+            "revoked_credential_used".to_owned(),
+            "cr_rev".to_owned(),
+        ),
+        (
+            revoked_id.clone(),
+            "alert_resolved".to_owned(),
+            "revoked_credential_used".to_owned(),
+            "cr_rev".to_owned(),
+        ),
+    ];
+    let by_owner = audit("owner_id=bot_rev".to_owned()).await;
+    assert_eq!(transitions(&by_owner), revoked_transitions, "{by_owner}");
+    assert!(
+        by_owner["alerts"][1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("revoked_credential_used: 5 events"),
+        "{by_owner}"
+    );
+    assert!(
+        by_owner["lifecycle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("alert_id").is_none()),
+        "alerts are not control events: {by_owner}"
+    );
+    let by_credential = audit("credential_id=cr_rev".to_owned()).await;
+    assert_eq!(
+        transitions(&by_credential),
+        revoked_transitions,
+        "{by_credential}"
+    );
+    let acl = audit("credential_id=cr_acl".to_owned()).await;
+    assert_eq!(
+        transitions(&acl)
+            .iter()
+            .map(|(_, action, kind, _)| (action.as_str(), kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("alert_firing", "acl_violation"),
+            ("alert_resolved", "acl_violation")
+        ],
+        "{acl}"
+    );
+    assert_eq!(
+        transitions(&audit("owner_id=bot_ok".to_owned()).await),
+        [],
+        "a healthy owner has no alerts"
+    );
+    // A window that ends before the alert fired holds none of it.
+    let before = audit(format!(
+        "owner_id=bot_rev&from={}&to={}",
+        (t0 - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ"),
+        t0.format("%Y-%m-%dT%H:%M:%SZ")
+    ))
+    .await;
+    assert_eq!(transitions(&before), [], "{before}");
+
     let bad = http
         .get(format!("{api}/v1/alerts?state=burning"))
         .send()

@@ -122,3 +122,29 @@ def test_alert_state_and_list_read_the_newest_version(db):
     assert [r[0] for r in rows] == ["al_2"]
     _, rows = db.rows(bind(listing, T0 + 1000, T0, "", "", "al_3", "al_3", 100))
     assert [r[0] for r in rows] == ["al_3"]
+
+
+def test_alerts_audit_reads_an_owners_or_credentials_alerts_in_the_window(db):
+    other = dict(alert("al_9", "firing", 1, fired_at=30), owner_id="bot_b", credential_id="cr_b")
+    on_owner = dict(alert("al_4", "firing", 1, fired_at=40), credential_id="")
+    db.insert(
+        "alerts",
+        [
+            alert("al_1", "firing", 1),
+            alert("al_1", "resolved", 4, resolved_at=100),
+            alert("al_1", "resolved", 5, delivered=1, resolved_at=100),
+            alert("al_3", "resolved", 3, delivered=1, resolved_at=50, fired_at=20),
+            other,
+            on_owner,
+        ],
+    )
+    sql = read_sql("alerts_audit.sql")
+    # An owner's: its own and its credentials', newest version, oldest firing first.
+    _, rows = db.rows(bind(sql, ["bot_a"], ["cr_a"], 0, 4_000_000_000, 0, 4_000_000_000, 100))
+    assert [(r[0], r[3], r[14]) for r in rows] == [("al_1", "resolved", 5), ("al_3", "resolved", 3), ("al_4", "firing", 1)]
+    # A credential's only.
+    _, rows = db.rows(bind(sql, [], ["cr_b"], 0, 4_000_000_000, 0, 4_000_000_000, 100))
+    assert [r[0] for r in rows] == ["al_9"]
+    # [+60, +200): al_1 resolved at +100 (fired before); al_3 and al_4 fired and resolved before.
+    _, rows = db.rows(bind(sql, ["bot_a"], ["cr_a"], T0 + 60, T0 + 200, T0 + 60, T0 + 200, 100))
+    assert [r[0] for r in rows] == ["al_1"]

@@ -67,12 +67,16 @@ def literal(value):
 
 
 def bind(sql, *values):
-    """Replaces each `?` in order, as clickhouse::Query::bind does; the count must match."""
+    """Replaces each `?` in order, as clickhouse::Query::bind does: strings quoted, lists as
+    arrays; the count must match."""
     parts = sql.split("?")
     assert len(parts) == len(values) + 1, f"{len(parts) - 1} placeholders, {len(values)} values"
     out = [parts[0]]
     for value, part in zip(values, parts[1:]):
-        out.append(literal(value))
+        if isinstance(value, (list, tuple)):
+            out.append("[" + ",".join(literal(v) for v in value) + "]")
+        else:
+            out.append(literal(value))
         out.append(part)
     return "".join(out)
 

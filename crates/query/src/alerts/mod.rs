@@ -34,6 +34,8 @@ const UNATTRIBUTED_EVIDENCE_SQL: &str = include_str!("../../sql/alert_unattribut
 const STATE_SQL: &str = include_str!("../../sql/alerts_state.sql");
 /// Placeholders: to, from, state, state, alert_id, alert_id, limit.
 pub(crate) const LIST_SQL: &str = include_str!("../../sql/alerts_list.sql");
+/// Placeholders: owners, credentials, from, to, from, to, limit.
+pub(crate) const AUDIT_SQL: &str = include_str!("../../sql/alerts_audit.sql");
 /// The alerts table.
 pub const ALERTS_TABLE: &str = "alerts";
 /// `state` of an alert whose cause is ongoing.
