@@ -149,6 +149,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "fleet_traffic",
         "fleet_traffic_mv",
         "schema_migrations",
+        "usage_alert_evidence",
+        "usage_alert_evidence_mv",
         "usage_events",
         "usage_rollup",
         "usage_rollup_daily",
@@ -167,6 +169,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         ["control_events", "source", "String"],
         ["control_events_log", "anomalies", "Array(String)"],
         ["control_events_log", "source", "String"],
+        ["usage_alert_evidence", "sign", "Int8"],
+        ["usage_alert_evidence_mv", "sign", "Int8"],
         ["usage_events", "sign", "Int8"],
     ]
     # The audit log is read through a view that shows each Kafka position once.
