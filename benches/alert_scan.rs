@@ -11,9 +11,13 @@
 //! (default 30), timed, and the rows and bytes ClickHouse read for them are summed from
 //! `system.query_log` (the harness's queries, one after the other, carry one `query_id` of their own).
 //!
+//! Last, what the view of migration 0016 adds to an insert into `usage_events`: the same rows
+//! inserted into a bare copy of the table without and with a copy of the view, alternating.
+//!
 //! Run: `scripts/services.sh up && cargo bench --bench alert_scan`. Settings (environment):
 //! `BOTMETER_BENCH_SCAN_ROWS` (default 12,000,000), `BOTMETER_BENCH_SCAN_DAYS` (default 180),
-//! `BOTMETER_BENCH_SCAN_RUNS` (default 30), `BOTMETER_BENCH_SCAN_KEEP=1` keeps the database
+//! `BOTMETER_BENCH_SCAN_RUNS` (default 30), `BOTMETER_BENCH_SCAN_INSERT_ROWS` (rows per insert of
+//! the view's write cost below, default 2,000,000; 0 skips it), `BOTMETER_BENCH_SCAN_KEEP=1` keeps the database
 //! (`botmeter_bench_alert_scan`) and reuses it when it holds that many rows (migrating it first:
 //! a build with newer migrations is measured on the same rows). Results go to BENCHMARKS.md by
 //! hand, with the machine.
@@ -66,6 +70,86 @@ fn now_secs() -> u32 {
     .unwrap()
 }
 
+/// `INSERT … SELECT` of rows `written..written + n` of `rows` spread over `span` seconds from
+/// `first` into `table` (see the module docs for their shape).
+fn usage_insert_sql(table: &str, first: u64, span: u64, rows: u64, written: u64, n: u64) -> String {
+    format!(
+        "INSERT INTO {table} (event_id, event_type, event_time, event_time_us, account_id, status, flags, \
+         owner_id, owner_kind, credential_id, credential_kind, session_id, endpoint_id, hostname, port, bytes_in, \
+         bytes_out, http_requests, tcp_connections, status_code, kafka_topic, kafka_partition, kafka_offset, \
+         ingested_at, sign) \
+         SELECT concat('ev_', toString(n)), 'tcp_connection_closed.v0', \
+         toDateTime({first} + intDiv(n * {span}, {rows})) AS t, toInt64(toUInt32(t)) * 1000000, 'ac_bench', \
+         if(n % 997 = 0, '{unattributed}', '{attributed}') AS s, \
+         multiIf(s != '{attributed}', emptyArrayString(), n % 1000 = 0, ['credential_deleted'], \
+                 n % 2000 = 1, ['acl_violation'], n % 3000 = 2, ['owner_inactive'], emptyArrayString()), \
+         if(s = '{attributed}', concat('bot_', toString(c % 2000)), ''), 'bot_user', \
+         if(s = '{attributed}', concat('cr_', toString(c)), ''), 'authtoken', concat('ts_', toString(c)), \
+         concat('ep_', toString(c)), concat('h', toString(c), '.ngrok.app'), 443, 10, 100, 0, 1, 0, \
+         'traffic', toInt32(n % 8), toInt64(intDiv(n, 8)), toDateTime(toUInt32(t) + 1), 1 \
+         FROM (SELECT number + {written} AS n, cityHash64(number + {written}) % 100000 AS c \
+               FROM system.numbers LIMIT {n})",
+        attributed = status::ATTRIBUTED,
+        unattributed = status::UNATTRIBUTED,
+    )
+}
+
+/// What the view of migration 0016 adds to an insert: `rounds` inserts of `rows` rows into a bare
+/// copy of `usage_events` without the view, then with it (feeding a copy of
+/// `usage_alert_evidence`), alternating; the mean time per million rows of each.
+async fn view_insert_cost(client: &clickhouse::Client, rows: u64, rounds: usize) -> (f64, f64) {
+    const MIGRATION: &str = include_str!("../schemas/clickhouse/0016_usage_alert_evidence.sql");
+    let view_select = MIGRATION
+        .split("\n;\n")
+        .find(|s| s.contains("CREATE MATERIALIZED VIEW"))
+        .and_then(|s| s.split_once(" AS\n"))
+        .expect("the view's SELECT")
+        .1
+        .replace("FROM usage_events", "FROM scratch_usage");
+    for sql in [
+        "DROP TABLE IF EXISTS scratch_view",
+        "DROP TABLE IF EXISTS scratch_usage",
+        "DROP TABLE IF EXISTS scratch_evidence",
+        "CREATE TABLE scratch_usage AS usage_events",
+        "CREATE TABLE scratch_evidence AS usage_alert_evidence",
+    ] {
+        client.query(sql).execute().await.expect(sql);
+    }
+    let first = u64::from(now_secs()) - 86_400;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..rounds * 2 {
+        let viewed = round % 2 == 1;
+        if viewed {
+            client
+                .query(&format!(
+                    "CREATE MATERIALIZED VIEW scratch_view TO scratch_evidence AS {view_select}"
+                ))
+                .execute()
+                .await
+                .expect("create the view");
+        }
+        let sql = usage_insert_sql("scratch_usage", first, 86_400, rows, 0, rows);
+        let started = Instant::now();
+        client.query(&sql).execute().await.expect("insert");
+        let per_million = started.elapsed().as_secs_f64() * 1000.0 / (rows as f64 / 1e6);
+        if viewed {
+            with.push(per_million);
+            client
+                .query("DROP TABLE scratch_view")
+                .execute()
+                .await
+                .expect("drop the view");
+        } else {
+            without.push(per_million);
+        }
+    }
+    for sql in ["DROP TABLE scratch_usage", "DROP TABLE scratch_evidence"] {
+        client.query(sql).execute().await.expect(sql);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(&without), mean(&with))
+}
+
 #[tokio::main]
 async fn main() {
     let rows: u64 = env_or("BOTMETER_BENCH_SCAN_ROWS", 12_000_000);
@@ -109,25 +193,7 @@ async fn main() {
         let mut written = 0;
         while written < rows {
             let n = chunk.min(rows - written);
-            let sql = format!(
-                "INSERT INTO usage_events (event_id, event_type, event_time, event_time_us, account_id, status, flags, \
-                 owner_id, owner_kind, credential_id, credential_kind, session_id, endpoint_id, hostname, port, bytes_in, \
-                 bytes_out, http_requests, tcp_connections, status_code, kafka_topic, kafka_partition, kafka_offset, \
-                 ingested_at, sign) \
-                 SELECT concat('ev_', toString(n)), 'tcp_connection_closed.v0', \
-                 toDateTime({first} + intDiv(n * {span}, {rows})) AS t, toInt64(toUInt32(t)) * 1000000, 'ac_bench', \
-                 if(n % 997 = 0, '{unattributed}', '{attributed}') AS s, \
-                 multiIf(s != '{attributed}', emptyArrayString(), n % 1000 = 0, ['credential_deleted'], \
-                         n % 2000 = 1, ['acl_violation'], n % 3000 = 2, ['owner_inactive'], emptyArrayString()), \
-                 if(s = '{attributed}', concat('bot_', toString(c % 2000)), ''), 'bot_user', \
-                 if(s = '{attributed}', concat('cr_', toString(c)), ''), 'authtoken', concat('ts_', toString(c)), \
-                 concat('ep_', toString(c)), concat('h', toString(c), '.ngrok.app'), 443, 10, 100, 0, 1, 0, \
-                 'traffic', toInt32(n % 8), toInt64(intDiv(n, 8)), toDateTime(toUInt32(t) + 1), 1 \
-                 FROM (SELECT number + {written} AS n, cityHash64(number + {written}) % 100000 AS c \
-                       FROM system.numbers LIMIT {n})",
-                attributed = status::ATTRIBUTED,
-                unattributed = status::UNATTRIBUTED,
-            );
+            let sql = usage_insert_sql("usage_events", first, span, rows, written, n);
             client.query(&sql).execute().await.expect("generate usage");
             written += n;
         }
@@ -217,6 +283,15 @@ async fn main() {
         read_rows / runs.max(1) as u64,
         read_bytes as f64 / runs.max(1) as f64 / 1_048_576.0
     );
+    let insert_rows: u64 = env_or("BOTMETER_BENCH_SCAN_INSERT_ROWS", 2_000_000);
+    if insert_rows > 0 {
+        let (without, with) = view_insert_cost(&client, insert_rows, 3).await;
+        println!(
+            "insert of {insert_rows} usage rows into a bare copy of usage_events: {without:.0} ms per million rows \
+             without the view of 0016, {with:.0} ms with it (+{:.1}%; 3 rounds each, alternating)",
+            (with / without - 1.0) * 100.0
+        );
+    }
     if !keep {
         server
             .query(&format!("DROP DATABASE {DATABASE}"))
