@@ -6,7 +6,8 @@
 //! receiver (axum servers on loopback; the webhook refuses its first request, so delivery is
 //! retried), resolves once its cause stops, and no other alert fires; `botmeter run` is
 //! SIGKILLed while the revoked token keeps being used, and its successor continues the same alert
-//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`.
+//! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`; `/v1/audit`
+//! shows each alert's firing and resolution in the trails of its owner and its credential.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,16 +51,41 @@ async fn alertmanager(State(received): State<Received>, Json(body): Json<Value>)
     StatusCode::OK
 }
 
-async fn receiver() -> (String, Received) {
+fn receiver_app() -> (Router, Received) {
     let received = Received::default();
     let app = Router::new()
         .route("/hook", post(webhook))
         .route("/api/v2/alerts", post(alertmanager))
         .with_state(received.clone());
+    (app, received)
+}
+
+async fn receiver() -> (String, Received) {
+    let (app, received) = receiver_app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, received)
+}
+
+/// The receiver over https (rustls) with a self-signed certificate for 127.0.0.1: its base URL,
+/// what it received and the certificate (PEM).
+async fn tls_receiver() -> (String, Received, String) {
+    let (app, received) = receiver_app();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.clone().into_bytes(),
+        cert.key_pair.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
+    (base, received, cert_pem)
 }
 
 /// (alert_id, state) → kind, owner and credential, from generic-JSON alerts.
@@ -417,6 +443,98 @@ async fn alerts_fire_once_resolve_and_reach_every_sink_across_a_sigkill() {
         one["alerts"][0]["links"]["alert"],
         format!("/v1/alerts?alert_id={revoked_id}")
     );
+    // The audit log keeps them: the owner's and the credential's trails show each transition of
+    // their own alerts only, apart from the control-plane events.
+    let audit = |query: String| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let trail: Value = http
+                .get(format!("{api}/v1/audit?{query}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            trail
+        }
+    };
+    let transitions = |trail: &Value| -> Vec<(String, String, String, String)> {
+        trail["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no alerts in {trail}"))
+            .iter()
+            .map(|a| {
+                assert_eq!(a["source"], "botmeter-alerts", "{a}");
+                let s = |k: &str| a[k].as_str().unwrap().to_owned();
+                (s("alert_id"), s("action"), s("kind"), s("credential_id"))
+            })
+            .collect()
+    };
+    let revoked_transitions = vec![
+        (
+            revoked_id.clone(),
+            "alert_firing".to_owned(),
+            "revoked_credential_used".to_owned(),
+            "cr_rev".to_owned(),
+        ),
+        (
+            revoked_id.clone(),
+            "alert_resolved".to_owned(),
+            "revoked_credential_used".to_owned(),
+            "cr_rev".to_owned(),
+        ),
+    ];
+    let by_owner = audit("owner_id=bot_rev".to_owned()).await;
+    assert_eq!(transitions(&by_owner), revoked_transitions, "{by_owner}");
+    assert!(
+        by_owner["alerts"][1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("revoked_credential_used: 5 events"),
+        "{by_owner}"
+    );
+    assert!(
+        by_owner["lifecycle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("alert_id").is_none()),
+        "alerts are not control events: {by_owner}"
+    );
+    let by_credential = audit("credential_id=cr_rev".to_owned()).await;
+    assert_eq!(
+        transitions(&by_credential),
+        revoked_transitions,
+        "{by_credential}"
+    );
+    let acl = audit("credential_id=cr_acl".to_owned()).await;
+    assert_eq!(
+        transitions(&acl)
+            .iter()
+            .map(|(_, action, kind, _)| (action.as_str(), kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("alert_firing", "acl_violation"),
+            ("alert_resolved", "acl_violation")
+        ],
+        "{acl}"
+    );
+    assert_eq!(
+        transitions(&audit("owner_id=bot_ok".to_owned()).await),
+        [],
+        "a healthy owner has no alerts"
+    );
+    // A window that ends before the alert fired holds none of it.
+    let before = audit(format!(
+        "owner_id=bot_rev&from={}&to={}",
+        (t0 - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ"),
+        t0.format("%Y-%m-%dT%H:%M:%SZ")
+    ))
+    .await;
+    assert_eq!(transitions(&before), [], "{before}");
+
     let bad = http
         .get(format!("{api}/v1/alerts?state=burning"))
         .send()
@@ -549,4 +667,116 @@ async fn a_bad_rules_file_is_refused_before_any_io() {
         ))
         .await;
     assert_eq!(databases.trim(), "0", "nothing was created");
+}
+
+/// An https webhook whose certificate is of a private CA: without `delivery.ca_file` the
+/// delivery is refused (the certificate is not trusted), logged and retried, and the alert stays
+/// undelivered in ClickHouse; `botmeter run` restarted with the CA file delivers that same alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_of_a_private_ca_gets_the_alert_once_the_ca_is_given() {
+    let env = TestEnv::new("alerts_tls");
+    env.create_topics(1).await;
+    let (base, received, cert_pem) = tls_receiver().await;
+    let ca_path = env.log_dir.join("ca.pem");
+    std::fs::write(&ca_path, cert_pem).unwrap();
+    let rules = |ca: &str| {
+        format!(
+            "evaluate_every_seconds = 1\nlookback_seconds = 600\n[delivery]\nkafka_topic = \"\"\nwebhook_urls = [\"{base}/hook\"]\nmax_attempts = 2\ninitial_backoff_ms = 50\n{ca}\n[[rules]]\nname = \"revoked\"\nkind = \"revoked_credential_used\"\nresolve_after_seconds = 60\n"
+        )
+    };
+    let without_ca = env.log_dir.join("rules-without-ca.toml");
+    std::fs::write(&without_ca, rules("")).unwrap();
+    let with_ca = env.log_dir.join("rules-with-ca.toml");
+    std::fs::write(
+        &with_ca,
+        rules(&format!("ca_file = {:?}", ca_path.to_str().unwrap())),
+    )
+    .unwrap();
+
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let kafka = producer(&env.brokers);
+    let mut control = chain("rev", "rev.example.com", t0);
+    control.push(json!({"event_id": "ev_rev_delete", "event_type": "tunnel_credential_deleted.v0", "event_timestamp": ts(t0 + chrono::Duration::seconds(1)), "account_id": "ac_it", "object": {"id": "cr_rev", "owner_id": "bot_rev"}}));
+    for event in &control {
+        send(&kafka, &env.control_topic, event).await;
+    }
+    let mut run = spawn_assigned_with(
+        &env,
+        "run-no-ca",
+        &["run", "--alert-rules", without_ca.to_str().unwrap()],
+    )
+    .await;
+    crate::attribution::warm_up(&env, &mut run).await;
+    for n in 0..2 {
+        send(
+            &kafka,
+            &env.traffic_topic,
+            &tcp("rev", n, "rev.example.com", Utc::now(), 100),
+        )
+        .await;
+    }
+    // Refused for the certificate, logged, retried at later evaluations; nothing received.
+    let started = Instant::now();
+    loop {
+        run.assert_running();
+        let log = run.log_text();
+        let refusals = log
+            .matches("alert not delivered; retried at the next evaluation")
+            .count();
+        if refusals >= 2 {
+            assert!(
+                log.contains("alert delivery failed; retrying") && log.contains("certificate"),
+                "the refusal names the certificate\n{}",
+                run.log_tail()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no refused delivery\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(webhook_seen(&received).is_empty());
+    run.kill9();
+    let stored = env
+        .clickhouse(&format!(
+            "SELECT alert_id, argMax(state, version), argMax(delivered, version) FROM {}.alerts GROUP BY alert_id",
+            env.database
+        ))
+        .await;
+    let fields: Vec<&str> = stored.trim().split('\t').collect();
+    assert_eq!(
+        fields[1..],
+        ["firing", "0"],
+        "one firing alert, undelivered: {stored}"
+    );
+    let alert_id = fields[0].to_owned();
+
+    // With the CA: the same alert reaches the https webhook.
+    let mut run = spawn_assigned_with(
+        &env,
+        "run-ca",
+        &["run", "--alert-rules", with_ca.to_str().unwrap()],
+    )
+    .await;
+    let started = Instant::now();
+    while webhook_seen(&received).is_empty() {
+        run.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not delivered over https\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = webhook_seen(&received);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        [(alert_id, "firing".to_owned())],
+        "{seen:?}"
+    );
+    run.terminate(Duration::from_secs(30));
+    env.drop_database().await;
 }

@@ -5,7 +5,9 @@ ClickHouse 18.16 server; this checks them, with hand-computed numbers, on the Cl
 embeds. The files are the ones the Rust crate embeds; `?` is bound in order as the client binds.
 """
 
-from test_migrations_chdb import bind, db, read_sql  # noqa: F401  (db is a fixture)
+import time
+
+from test_migrations_chdb import Db, bind, chdb_session, db, migration_files, read_sql, split_statements  # noqa: F401  (db is a fixture)
 
 T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 
@@ -122,3 +124,75 @@ def test_alert_state_and_list_read_the_newest_version(db):
     assert [r[0] for r in rows] == ["al_2"]
     _, rows = db.rows(bind(listing, T0 + 1000, T0, "", "", "al_3", "al_3", 100))
     assert [r[0] for r in rows] == ["al_3"]
+
+
+def test_alerts_audit_reads_an_owners_or_credentials_alerts_in_the_window(db):
+    other = dict(alert("al_9", "firing", 1, fired_at=30), owner_id="bot_b", credential_id="cr_b")
+    on_owner = dict(alert("al_4", "firing", 1, fired_at=40), credential_id="")
+    db.insert(
+        "alerts",
+        [
+            alert("al_1", "firing", 1),
+            alert("al_1", "resolved", 4, resolved_at=100),
+            alert("al_1", "resolved", 5, delivered=1, resolved_at=100),
+            alert("al_3", "resolved", 3, delivered=1, resolved_at=50, fired_at=20),
+            other,
+            on_owner,
+        ],
+    )
+    sql = read_sql("alerts_audit.sql")
+    # An owner's: its own and its credentials', newest version, oldest firing first.
+    _, rows = db.rows(bind(sql, ["bot_a"], ["cr_a"], 0, 4_000_000_000, 0, 4_000_000_000, 100))
+    assert [(r[0], r[3], r[14]) for r in rows] == [("al_1", "resolved", 5), ("al_3", "resolved", 3), ("al_4", "firing", 1)]
+    # A credential's only.
+    _, rows = db.rows(bind(sql, [], ["cr_b"], 0, 4_000_000_000, 0, 4_000_000_000, 100))
+    assert [r[0] for r in rows] == ["al_9"]
+    # [+60, +200): al_1 resolved at +100 (fired before); al_3 and al_4 fired and resolved before.
+    _, rows = db.rows(bind(sql, ["bot_a"], ["cr_a"], T0 + 60, T0 + 200, T0 + 60, T0 + 200, 100))
+    assert [r[0] for r in rows] == ["al_1"]
+
+
+def test_alert_evidence_is_backfilled_once_and_then_fed_by_the_view(tmp_path):
+    """Migration 0016 on a database with usage: the flagged and unattributed rows stamped within
+    61 days are copied, once (the migration run again copies nothing), and later inserts reach
+    the table through the view; unflagged attributed rows never do."""
+    session = chdb_session.Session(str(tmp_path / "chdb"))
+    try:
+        session.query("CREATE DATABASE IF NOT EXISTS botmeter")
+        session.query("USE botmeter")
+        db = Db(session)
+        files = migration_files()
+        evidence_migration = [p for p in files if p.name.startswith("0016_")]
+        assert evidence_migration, "0016 creates usage_alert_evidence"
+        for path in files:
+            if path not in evidence_migration:
+                for statement in split_statements(path.read_text()):
+                    session.query(statement)
+        now = int(time.time())
+
+        def at(offset, event_id, flags=(), **kw):
+            row = usage(event_id, 0, list(flags), 10, **kw)
+            row["event_time"] = now + offset
+            row["ingested_at"] = now + offset + 1
+            return row
+
+        db.insert(
+            "usage_events",
+            [
+                at(-100, event_id="recent", flags=["credential_deleted"]),
+                at(-200, event_id="lost", owner="", credential="", status="unattributed"),
+                at(-80 * 86400, event_id="old", flags=["acl_violation"]),
+                at(-50, event_id="plain"),
+            ],
+        )
+        migration = evidence_migration[0].read_text()
+        for _ in range(2):
+            for statement in split_statements(migration):
+                session.query(statement)
+        _, rows = db.rows("SELECT status, flags, owner_id, sign FROM usage_alert_evidence ORDER BY ingested_at")
+        assert rows == [["unattributed", [], "", 1], ["attributed", ["credential_deleted"], "bot_a", 1]]
+        db.insert("usage_events", [at(-10, event_id="new", flags=["owner_inactive"]), at(-5, event_id="plain2")])
+        _, rows = db.rows("SELECT flags FROM usage_alert_evidence ORDER BY ingested_at")
+        assert rows == [[[]], [["credential_deleted"]], [["owner_inactive"]]]
+    finally:
+        session.close()

@@ -67,12 +67,16 @@ def literal(value):
 
 
 def bind(sql, *values):
-    """Replaces each `?` in order, as clickhouse::Query::bind does; the count must match."""
+    """Replaces each `?` in order, as clickhouse::Query::bind does: strings quoted, lists as
+    arrays; the count must match."""
     parts = sql.split("?")
     assert len(parts) == len(values) + 1, f"{len(parts) - 1} placeholders, {len(values)} values"
     out = [parts[0]]
     for value, part in zip(values, parts[1:]):
-        out.append(literal(value))
+        if isinstance(value, (list, tuple)):
+            out.append("[" + ",".join(literal(v) for v in value) + "]")
+        else:
+            out.append(literal(value))
         out.append(part)
     return "".join(out)
 
@@ -145,6 +149,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "fleet_traffic",
         "fleet_traffic_mv",
         "schema_migrations",
+        "usage_alert_evidence",
+        "usage_alert_evidence_mv",
         "usage_events",
         "usage_rollup",
         "usage_rollup_daily",
@@ -163,6 +169,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         ["control_events", "source", "String"],
         ["control_events_log", "anomalies", "Array(String)"],
         ["control_events_log", "source", "String"],
+        ["usage_alert_evidence", "sign", "Int8"],
+        ["usage_alert_evidence_mv", "sign", "Int8"],
         ["usage_events", "sign", "Int8"],
     ]
     # The audit log is read through a view that shows each Kafka position once.

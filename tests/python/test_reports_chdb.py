@@ -9,27 +9,13 @@ Rust client binds them.
 
 import pytest
 
-from test_migrations_chdb import db, literal, read_sql  # noqa: F401  (db is a fixture)
+from test_migrations_chdb import bind, db, read_sql  # noqa: F401  (db is a fixture)
 
 CREDENTIAL_TYPES = {
     "authtoken": "tunnel_credential",
     "ssh_key": "ssh_public_key",
     "api_key": "api_key",
 }
-
-
-def bind(sql, *values):
-    """Replaces each `?` in order, as clickhouse::Query::bind does: strings quoted, lists as arrays."""
-    parts = sql.split("?")
-    assert len(parts) == len(values) + 1, f"{len(parts) - 1} placeholders, {len(values)} values"
-    out = [parts[0]]
-    for value, part in zip(values, parts[1:]):
-        if isinstance(value, (list, tuple)):
-            out.append("[" + ",".join(literal(v) for v in value) + "]")
-        else:
-            out.append(literal(value))
-        out.append(part)
-    return "".join(out)
 
 
 def ts(text):

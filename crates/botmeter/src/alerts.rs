@@ -44,7 +44,8 @@ impl std::fmt::Debug for Sinks {
 }
 
 impl Sinks {
-    /// The sinks of `rules`, producing to `brokers`. Builds clients only (no IO).
+    /// The sinks of `rules`, producing to `brokers`. Builds clients only (no network IO); reads
+    /// and checks `delivery.ca_file`.
     pub fn new(rules: &AlertRules, brokers: &str) -> anyhow::Result<Self> {
         let delivery = &rules.delivery;
         let kafka = if delivery.kafka_topic.is_empty() {
@@ -57,10 +58,21 @@ impl Sinks {
                 .context("failed to build the alerts' Kafka producer")?;
             Some((producer, delivery.kafka_topic.clone()))
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(delivery.timeout_ms))
-            .build()
-            .context("failed to build the webhook client")?;
+        let mut http =
+            reqwest::Client::builder().timeout(Duration::from_millis(delivery.timeout_ms));
+        if let Some(path) = &delivery.ca_file {
+            for certificate in private_ca(path)? {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        // rustls checks each added certificate here.
+        let http = http.build().with_context(|| match &delivery.ca_file {
+            Some(path) => format!(
+                "alert rules: delivery.ca_file = {:?}: not a valid CA certificate",
+                path.display()
+            ),
+            None => "failed to build the webhook client".to_owned(),
+        })?;
         Ok(Self {
             kafka,
             http,
@@ -132,7 +144,12 @@ impl Sinks {
             match attempt().await {
                 Ok(()) => return Ok(()),
                 Err(e) if n < self.max_attempts => {
-                    warn!(sink, attempt = n, error = %e, "alert delivery failed; retrying");
+                    warn!(
+                        sink,
+                        attempt = n,
+                        error = format!("{e:#}"),
+                        "alert delivery failed; retrying"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2);
                 }
@@ -143,6 +160,21 @@ impl Sinks {
         }
         unreachable!("max_attempts is at least 1 (checked when the rules are loaded)")
     }
+}
+
+/// The certificates of `delivery.ca_file` (PEM): an error naming the field and the path when the
+/// file cannot be read or holds no PEM certificate.
+fn private_ca(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let field = || format!("alert rules: delivery.ca_file = {:?}", path.display());
+    let pem = std::fs::read(path).with_context(|| format!("{}: cannot read it", field()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("{}: not PEM certificates", field()))?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+        field()
+    );
+    Ok(certificates)
 }
 
 /// The Alertmanager v2 form of an alert: labels identify it (alertname = rule), annotations
@@ -287,6 +319,43 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sinks_with_ca(path: &std::path::Path) -> anyhow::Result<Sinks> {
+        let rules = AlertRules::parse(&format!(
+            "[delivery]\nkafka_topic = \"\"\nwebhook_urls = [\"https://127.0.0.1:1/hook\"]\nca_file = {:?}\n[[rules]]\nname = \"a\"\nkind = \"acl_violation\"\n",
+            path.to_str().unwrap()
+        ))?;
+        Sinks::new(&rules, "127.0.0.1:9092")
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_refused_naming_the_field_and_path() {
+        let dir = std::env::temp_dir().join(format!("botmeter-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let bad_der = dir.join("bad.pem");
+        std::fs::write(
+            &bad_der,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (path, why) in [
+            (&missing, "cannot read"),
+            (&not_pem, "no PEM certificate"),
+            (&bad_der, "not a valid CA certificate"),
+        ] {
+            let message = format!("{:#}", sinks_with_ca(path).unwrap_err());
+            assert!(
+                message.contains("delivery.ca_file")
+                    && message.contains(path.to_str().unwrap())
+                    && message.contains(why),
+                "{message}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn alertmanager_form_has_labels_annotations_and_ends_once_resolved() {

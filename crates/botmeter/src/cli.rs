@@ -571,6 +571,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(query::alerts::AlertRules::load)
         .transpose()
         .context("invalid --alert-rules")?;
+    // Built (and the CA file checked) before any network IO.
+    let alert_sinks = alert_rules
+        .as_ref()
+        .map(|rules| crate::alerts::Sinks::new(rules, &kafka.brokers))
+        .transpose()
+        .context("invalid --alert-rules")?;
     let report = query::migrate(&clickhouse)
         .await
         .context("failed to migrate ClickHouse at start-up")?;
@@ -618,8 +624,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         });
     }
-    if let Some(rules) = alert_rules {
-        let sinks = crate::alerts::Sinks::new(&rules, &kafka.brokers)?;
+    if let (Some(rules), Some(sinks)) = (alert_rules, alert_sinks) {
         if let Some(topic) = sinks.kafka_topic() {
             ingest::admin::ensure_topics(&kafka.brokers, &[(topic, 1)])
                 .await

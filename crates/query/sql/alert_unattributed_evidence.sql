@@ -1,8 +1,8 @@
 -- Evidence of an `unattributed_spike` rule (crates/query/src/alerts/mod.rs): the intervals (by
 -- event time) whose unattributed bytes (in + out), among the rows ingested since a time and
--- stamped after an event time, are over a threshold, summed into one row (first_seen is the
--- start of the first such interval, last_seen the start of the last). No such interval: one row
--- with a_events = 0.
+-- stamped after an event time (read from `usage_alert_evidence`, migration 0016), are over a
+-- threshold, summed into one row (first_seen is the start of the first such interval, last_seen
+-- the start of the last). No such interval: one row with a_events = 0.
 -- Placeholders, in order: interval seconds, interval seconds, ingested since, event time after
 -- (Unix seconds), threshold bytes.
 SELECT
@@ -20,7 +20,7 @@ FROM
         sum(sign)                                       AS b_events,
         sum((bytes_in + bytes_out) * sign)              AS b_bytes,
         max(ingested_at)                                AS b_ingested
-    FROM usage_events
+    FROM usage_alert_evidence
     WHERE status = 'unattributed'
       AND ingested_at >= toDateTime(?)
       AND event_time > toDateTime(?)

@@ -65,7 +65,9 @@ pub use anomalies::{
     AnomalyReport, ControlAnomaly, FlaggedUsage, TrafficSums, UnattributedUsage,
     MAX_CONTROL_ANOMALIES,
 };
-pub use audit::{AuditEvent, AuditReport, CredentialAudit, MAX_AUDIT_EVENTS};
+pub use audit::{
+    AuditAlert, AuditEvent, AuditReport, CredentialAudit, ALERTS_SOURCE, MAX_AUDIT_EVENTS,
+};
 pub use auth::{key_digest, Access, ApiKeyEntry, ApiKeys, ApiKeysFile, Role};
 pub use catalog::CredentialCounts;
 pub use customers::{CustomerBotUser, CustomerCredential, CustomerReport};

@@ -482,6 +482,46 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_evidence_follows_its_usage_rows_shard() {
+        let s = schema();
+        let migration = migrations()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.version == 16)
+            .unwrap();
+        let out: Vec<String> = migration
+            .statements()
+            .iter()
+            .flat_map(|statement| s.translate(16, statement).unwrap())
+            .collect();
+        assert_eq!(out.len(), 4, "{out:#?}");
+        assert!(
+            out[0].starts_with("CREATE TABLE IF NOT EXISTS db.usage_alert_evidence_local ON CLUSTER c")
+                && out[0].contains("ReplicatedMergeTree('/clickhouse/tables/{shard}/db/usage_alert_evidence_local', '{replica}')"),
+            "{}",
+            out[0]
+        );
+        // Sharded like `usage_events`, so the backfill puts rows where the view puts them.
+        assert!(
+            out[1].ends_with("Distributed(c, db, usage_alert_evidence_local, kafka_partition)"),
+            "{}",
+            out[1]
+        );
+        assert!(
+            out[2].starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS db.usage_alert_evidence_mv ON CLUSTER c TO db.usage_alert_evidence_local AS")
+                && out[2].contains("FROM db.usage_events_local"),
+            "{}",
+            out[2]
+        );
+        assert!(
+            out[3].starts_with("INSERT INTO usage_alert_evidence")
+                && out[3].contains("FROM usage_events"),
+            "{}",
+            out[3]
+        );
+    }
+
+    #[test]
     fn tables_become_replicated_local_tables_behind_distributed_ones() {
         let out = schema()
             .translate(

@@ -90,6 +90,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0015_alerts.sql",
         include_str!("../../../schemas/clickhouse/0015_alerts.sql"),
     ),
+    (
+        "0016_usage_alert_evidence.sql",
+        include_str!("../../../schemas/clickhouse/0016_usage_alert_evidence.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.

@@ -34,6 +34,8 @@ const UNATTRIBUTED_EVIDENCE_SQL: &str = include_str!("../../sql/alert_unattribut
 const STATE_SQL: &str = include_str!("../../sql/alerts_state.sql");
 /// Placeholders: to, from, state, state, alert_id, alert_id, limit.
 pub(crate) const LIST_SQL: &str = include_str!("../../sql/alerts_list.sql");
+/// Placeholders: owners, credentials, from, to, from, to, limit.
+pub(crate) const AUDIT_SQL: &str = include_str!("../../sql/alerts_audit.sql");
 /// The alerts table.
 pub const ALERTS_TABLE: &str = "alerts";
 /// `state` of an alert whose cause is ongoing.
@@ -379,8 +381,10 @@ pub async fn evaluate_rule(
 ) -> Result<Vec<AlertRow>> {
     let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
     let ingested_since = now.saturating_sub(lookback);
-    // Evidence is also stamped within two lookbacks of now: a bound on the partition key
-    // (month of event_time), so an evaluation reads recent months only, not the whole table.
+    // Evidence is read from `usage_alert_evidence` (migration 0016), ordered by ingestion time:
+    // the primary key skips what was ingested before the lookback. It is also stamped within two
+    // lookbacks of now: a bound on the partition key (month of event_time), so an evaluation
+    // reads recent months only.
     let recent = ingested_since.saturating_sub(lookback);
     let all = EvidenceQuery {
         ingested_since,

@@ -123,6 +123,10 @@ pub struct Delivery {
     /// Per-request timeout of a webhook (ms).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// PEM file of CA certificates trusted for `https://` webhooks and Alertmanagers, besides
+    /// the public (webpki) roots: for receivers with a certificate of a private CA.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_topic() -> String {
@@ -147,6 +151,7 @@ impl Default for Delivery {
             max_attempts: default_attempts(),
             initial_backoff_ms: default_backoff(),
             timeout_ms: default_timeout(),
+            ca_file: None,
         }
     }
 }
@@ -234,28 +239,15 @@ fn invalid(
     }
 }
 
-/// Webhooks are plain HTTP: this build has no TLS client (put a TLS-terminating proxy on
-/// loopback in front of an https receiver). `api_base_url` only appears in links, so it may be
-/// https.
-fn check_url(
-    rule: &str,
-    field: &'static str,
-    url: &str,
-    https_allowed: bool,
-) -> Result<(), RulesError> {
+/// URLs are `http://` or `https://` (rustls; a private CA with `delivery.ca_file`).
+fn check_url(rule: &str, field: &'static str, url: &str) -> Result<(), RulesError> {
     match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "http" || (https_allowed && u.scheme() == "https") => Ok(()),
-        _ if https_allowed => Err(invalid(
-            rule,
-            field,
-            format!("{url:?}"),
-            "expected an http:// or https:// URL",
-        )),
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
         _ => Err(invalid(
             rule,
             field,
             format!("{url:?}"),
-            "expected an http:// URL (no TLS client in this build: use a local TLS proxy)",
+            "expected an http:// or https:// URL",
         )),
     }
 }
@@ -313,13 +305,13 @@ impl AlertRules {
                 "expected 60 to 2592000 (30 days)",
             ));
         }
-        check_url(FILE, "api_base_url", &self.api_base_url, true)?;
+        check_url(FILE, "api_base_url", &self.api_base_url)?;
         let delivery = &self.delivery;
         for url in &delivery.webhook_urls {
-            check_url(FILE, "delivery.webhook_urls", url, false)?;
+            check_url(FILE, "delivery.webhook_urls", url)?;
         }
         for url in &delivery.alertmanager_urls {
-            check_url(FILE, "delivery.alertmanager_urls", url, false)?;
+            check_url(FILE, "delivery.alertmanager_urls", url)?;
         }
         if delivery.kafka_topic.is_empty()
             && delivery.webhook_urls.is_empty()

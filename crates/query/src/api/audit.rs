@@ -12,6 +12,13 @@
 //!
 //! For a credential: its lifecycle, its first and last use, and the actions made with it as API
 //! key. At most [`MAX_AUDIT_EVENTS`] events; `truncated` says when there were more.
+//!
+//! Both also list, in `alerts`, every transition of an alert (`botmeter run --alert-rules`) of
+//! the owner or of one of its credentials (of the credential): its firing at `fired_at` and its
+//! resolution at `resolved_at`, each with the alert's id, rule, kind and evidence, and `source`
+//! `botmeter-alerts`, apart from the control-plane events. Alerts are stored once per id, newest
+//! state only, so both transitions carry the newest evidence (as of the resolution once resolved).
+//! At most [`MAX_AUDIT_EVENTS`] alerts as well.
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -24,6 +31,7 @@ use super::auth::Access;
 use super::catalog::{self, CredentialFilter, CredentialRow};
 use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, QueryParams, TimeRange};
 use super::{ApiError, AppState};
+use crate::alerts::{AlertEvidence, AlertRow, AUDIT_SQL as ALERTS_AUDIT_SQL, FIRING, RESOLVED};
 use crate::rows::status;
 
 /// Placeholders: ids four times, from, to, limit.
@@ -64,8 +72,112 @@ pub struct AuditReport {
     pub credentials: Vec<CredentialAudit>,
     /// Audit events the owner acted as principal in (or made with the credential as API key).
     pub actions: Vec<AuditEvent>,
-    /// Whether events were cut at the limit.
+    /// Transitions of the alerts of the owner or its credentials (of the credential), oldest
+    /// first; not control-plane events (`source` `botmeter-alerts`).
+    pub alerts: Vec<AuditAlert>,
+    /// Whether events or alerts were cut at the limit.
     pub truncated: bool,
+}
+
+/// `source` of the alert entries of an audit trail.
+pub const ALERTS_SOURCE: &str = "botmeter-alerts";
+
+/// One transition of an alert (`botmeter run --alert-rules`, `GET /v1/alerts`) in an audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditAlert {
+    /// Always `botmeter-alerts`: made by botmeter's alert evaluation, not a control-plane event.
+    pub source: String,
+    /// `alert_firing` or `alert_resolved`.
+    pub action: String,
+    /// The transition: `firing` or `resolved`.
+    pub state: String,
+    /// When it happened (`fired_at` or `resolved_at`), RFC 3339 UTC.
+    pub time: String,
+    /// The alert's stable id (as in `/v1/alerts?alert_id=…` and every delivery).
+    pub alert_id: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's kind, e.g. `revoked_credential_used`.
+    pub kind: String,
+    /// The owner.
+    pub owner_id: String,
+    /// The credential.
+    pub credential_id: String,
+    /// The evidence, one line: kind, events, bytes, first and last event time.
+    pub summary: String,
+    /// The evidence (the alert's newest).
+    pub evidence: AlertEvidence,
+}
+
+/// The transitions of stored alerts that fall in `window`, oldest first (firing before
+/// resolved at the same second).
+fn alert_transitions(rows: &[AlertRow], window: TimeRange) -> Vec<AuditAlert> {
+    let mut out: Vec<(u32, AuditAlert)> = Vec::new();
+    for row in rows {
+        let alert = crate::alerts::Alert::from_row(row, "");
+        let summary = format!(
+            "{}: {} events, {} bytes, from {} to {}",
+            alert.kind,
+            alert.evidence.events,
+            alert.evidence.bytes,
+            alert.evidence.first_seen,
+            alert.evidence.last_seen
+        );
+        let mut transitions = vec![(row.fired_at, FIRING)];
+        if !row.is_firing() {
+            transitions.push((row.resolved_at, RESOLVED));
+        }
+        for (at, state) in transitions {
+            if !(window.from..window.to).contains(&at) {
+                continue;
+            }
+            out.push((
+                at,
+                AuditAlert {
+                    source: ALERTS_SOURCE.to_owned(),
+                    action: format!("alert_{state}"),
+                    state: state.to_owned(),
+                    time: rfc3339(at),
+                    alert_id: alert.alert_id.clone(),
+                    rule: alert.rule.clone(),
+                    kind: alert.kind.clone(),
+                    owner_id: alert.owner_id.clone(),
+                    credential_id: alert.credential_id.clone(),
+                    summary: summary.clone(),
+                    evidence: alert.evidence.clone(),
+                },
+            ));
+        }
+    }
+    out.sort_by(|(a, x), (b, y)| {
+        (a, x.state != FIRING, &x.alert_id).cmp(&(b, y.state != FIRING, &y.alert_id))
+    });
+    out.into_iter().map(|(_, alert)| alert).collect()
+}
+
+/// The alerts of the owners' or the credentials' that fired or resolved in `window`, one more
+/// than [`MAX_AUDIT_EVENTS`] to tell truncation.
+async fn fetch_alerts(
+    state: &AppState,
+    subject: &str,
+    owners: &[String],
+    credential_ids: &[String],
+    window: TimeRange,
+) -> Result<Vec<AlertRow>, ApiError> {
+    Ok(state
+        .read(format!("read the alerts of {subject:?}"), |client| {
+            client
+                .query(ALERTS_AUDIT_SQL)
+                .bind(owners)
+                .bind(credential_ids)
+                .bind(window.from)
+                .bind(window.to)
+                .bind(window.from)
+                .bind(window.to)
+                .bind(MAX_AUDIT_EVENTS + 1)
+                .fetch_all::<AlertRow>()
+        })
+        .await?)
 }
 
 /// One control-plane event.
@@ -173,7 +285,8 @@ fn action_of(row: &EventRow) -> &'static str {
     }
 }
 
-/// The audit trail of an owner or a credential.
+/// The audit trail of an owner or a credential: its control-plane events, its credentials' use,
+/// and the firings and resolutions of its alerts (`alerts`, source `botmeter-alerts`).
 #[utoipa::path(
     get,
     path = "/v1/audit",
@@ -227,9 +340,16 @@ pub(super) async fn audit(
         .collect();
     let trail = Trail::new(&subject, by_owner, &credential_ids);
     let window = range.unwrap_or(ALL_TIME);
-    let (mut events, uses) = tokio::try_join!(
+    // An owner's alerts are those it owns and those of its credentials; a credential's, its own.
+    let (alert_owners, alert_credentials) = if by_owner {
+        (one.to_vec(), credential_ids.clone())
+    } else {
+        (Vec::new(), one.to_vec())
+    };
+    let (mut events, uses, alert_rows) = tokio::try_join!(
         trail.fetch_events(&state, &subject, window),
         fetch_uses(&state, &subject, &credential_ids, window),
+        fetch_alerts(&state, &subject, &alert_owners, &alert_credentials, window),
     )?;
     let mut revoked = revocations(&credentials, window);
     // A revocation is its owner's deletion event: it has that event's source when the trail
@@ -241,8 +361,14 @@ pub(super) async fn audit(
     }
     events.extend(revoked);
     events.sort_by(|a, b| (a.time_us, &a.event_id).cmp(&(b.time_us, &b.event_id)));
-    let truncated = events.len() > MAX_AUDIT_EVENTS as usize;
+    let truncated =
+        events.len() > MAX_AUDIT_EVENTS as usize || alert_rows.len() > MAX_AUDIT_EVENTS as usize;
     let (lifecycle, actions) = trail.split(events);
+    let mut alerts = alert_transitions(
+        &alert_rows[..alert_rows.len().min(MAX_AUDIT_EVENTS as usize)],
+        window,
+    );
+    alerts.truncate(MAX_AUDIT_EVENTS as usize);
     Ok(Json(AuditReport {
         owner_id,
         credential_id,
@@ -251,6 +377,7 @@ pub(super) async fn audit(
         lifecycle,
         credentials: credential_audits(credentials, &uses),
         actions,
+        alerts,
         truncated,
     }))
 }
@@ -442,7 +569,67 @@ fn credential_audits(credentials: Vec<CredentialRow>, uses: &[UseRow]) -> Vec<Cr
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+    use super::*;
     use axum::http::StatusCode;
+
+    fn alert_row(alert_id: &str, state: &str, fired_at: u32, resolved_at: u32) -> AlertRow {
+        AlertRow {
+            alert_id: alert_id.into(),
+            rule: "revoked".into(),
+            kind: "revoked_credential_used".into(),
+            state: state.into(),
+            owner_id: "bot_a".into(),
+            credential_id: "cr_a".into(),
+            events: 5,
+            bytes: 500,
+            first_seen: 1_700_000_000,
+            last_seen: 1_700_000_010,
+            last_ingested: 1_700_000_011,
+            fired_at,
+            resolved_at,
+            delivered: 1,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_resolved_alert_is_two_transitions_within_the_window() {
+        let rows = [
+            alert_row("al_b", RESOLVED, 1_700_000_020, 1_700_000_100),
+            alert_row("al_a", FIRING, 1_700_000_100, 0),
+        ];
+        let all = alert_transitions(&rows, ALL_TIME);
+        let seen: Vec<(&str, &str, &str)> = all
+            .iter()
+            .map(|a| (a.alert_id.as_str(), a.action.as_str(), a.time.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("al_b", "alert_firing", "2023-11-14T22:13:40Z"),
+                ("al_a", "alert_firing", "2023-11-14T22:15:00Z"),
+                ("al_b", "alert_resolved", "2023-11-14T22:15:00Z"),
+            ]
+        );
+        assert!(all.iter().all(|a| a.source == ALERTS_SOURCE));
+        assert_eq!(
+            all[0].summary,
+            "revoked_credential_used: 5 events, 500 bytes, from 2023-11-14T22:13:20Z to 2023-11-14T22:13:30Z"
+        );
+        // Only the resolution of al_b is in [+50, +100]; al_a fired at the window's (exclusive) end.
+        let late = alert_transitions(
+            &rows,
+            TimeRange {
+                from: 1_700_000_050,
+                to: 1_700_000_101,
+            },
+        );
+        let seen: Vec<(&str, &str)> = late
+            .iter()
+            .map(|a| (a.alert_id.as_str(), a.state.as_str()))
+            .collect();
+        assert_eq!(seen, [("al_a", "firing"), ("al_b", "resolved")]);
+    }
 
     #[tokio::test]
     async fn exactly_one_subject() {

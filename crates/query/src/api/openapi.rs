@@ -182,7 +182,7 @@ impl Modify for ParameterSchemas {
         (name = "usage", description = "Attributed usage per owner and the top owners"),
         (name = "owners", description = "Users and bot users"),
         (name = "anomalies", description = "Flagged, unattributed and dead-lettered usage"),
-        (name = "audit", description = "The audit trail of an owner or credential (admin)"),
+        (name = "audit", description = "The audit trail of an owner or credential (admin): control-plane lifecycle events and actions, credential use, and, in `alerts` (source `botmeter-alerts`, never a control-plane event), every firing and resolution of an alert of the owner, its credentials or the credential, with the alert id, rule, kind and evidence"),
         (name = "overage", description = "Usage against the plan's quotas"),
         (name = "customers", description = "Per-customer monthly reports. A customer is its bot users (the one whose id is the customer id, and those whose metadata has the --customer-metadata-key at its top level naming it, while it does: metadata is read as of each event's time, so a bot user moved mid-month counts on each side for its own part of the month); it covers the credentials they own and their usage while they are the customer's only, never a credential of another owner, whatever its metadata says. A `customer:<id>` API key reads the usage of the same bot users only, while they are its customer's"),
         (name = "credentials", description = "Credential hygiene: age, last use, rotation due, unused days, ACLs that bind anywhere, ACL violations and use after the owner's deactivation, per credential. A `customer:<id>` key sees its customer's bot users' credentials only"),

@@ -759,6 +759,7 @@ mod tests {
             ("control_anomalies", anomalies::CONTROL_ANOMALIES_SQL, 3),
             ("audit_events", audit::AUDIT_EVENTS_SQL, 7),
             ("credential_use", audit::CREDENTIAL_USE_SQL, 4),
+            ("alerts_audit", crate::alerts::AUDIT_SQL, 7),
         ] {
             // A `?` in a comment would be a placeholder too: the client binds by position.
             assert_eq!(sql.matches('?').count(), binds, "{name}.sql");

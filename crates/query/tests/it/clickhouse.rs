@@ -144,6 +144,8 @@ async fn migrations_apply_once_and_refuse_edited_history() {
             "fleet_traffic",
             "fleet_traffic_mv",
             "schema_migrations",
+            "usage_alert_evidence",
+            "usage_alert_evidence_mv",
             "usage_events",
             "usage_rollup",
             "usage_rollup_daily",
