@@ -2,7 +2,8 @@
 //! from ClickHouse, and the alerts' state, kept in ClickHouse (`alerts`, migration 0015) so that
 //! every instance, and an instance after a restart, sees the same alerts.
 //!
-//! Semantics, per rule and (owner, credential):
+//! Semantics, per rule and (owner, credential) (the owner and `''` for `usage_spike`, `''` and
+//! `''` for `unattributed_spike` and `overage_forecast`):
 //! - an **episode** starts with the first evidence (usage row) after the previous episode of the
 //!   same key ended; its alert id is a hash of the rule's name, the owner, the credential and that
 //!   first evidence's event time, so two instances (or one before and after a restart) evaluating
@@ -31,6 +32,7 @@ pub use rules::{AlertRules, Delivery, Rule, RuleKind, RulesError};
 
 const FLAG_EVIDENCE_SQL: &str = include_str!("../../sql/alert_flag_evidence.sql");
 const UNATTRIBUTED_EVIDENCE_SQL: &str = include_str!("../../sql/alert_unattributed_evidence.sql");
+const USAGE_SPIKE_EVIDENCE_SQL: &str = include_str!("../../sql/alert_usage_spike_evidence.sql");
 const STATE_SQL: &str = include_str!("../../sql/alerts_state.sql");
 /// Placeholders: to, from, state, state, alert_id, alert_id, limit.
 pub(crate) const LIST_SQL: &str = include_str!("../../sql/alerts_list.sql");
@@ -146,7 +148,7 @@ pub struct Alert {
     /// The rule's name.
     pub rule: String,
     /// The rule's kind (`revoked_credential_used`, `acl_violation`, `inactive_owner_used`,
-    /// `unattributed_spike`, `device_dropped`, `overage_forecast`).
+    /// `unattributed_spike`, `device_dropped`, `overage_forecast`, `usage_spike`).
     pub kind: String,
     /// `firing` or `resolved`.
     pub state: String,
@@ -339,6 +341,24 @@ async fn fetch_evidence(
                 .bind(q.ingested_since)
                 .bind(q.event_after)
                 .bind(rule.threshold_bytes.unwrap_or(u64::MAX))
+                .fetch_all::<Evidence>()
+                .await
+        }
+        RuleKind::UsageSpike => {
+            let trailing_seconds = rule.spike_trailing_hours() * 3600;
+            client
+                .query(USAGE_SPIKE_EVIDENCE_SQL)
+                .bind(trailing_seconds)
+                .bind(q.ingested_since)
+                .bind(q.event_after)
+                .bind(q.owner_id)
+                .bind(q.owner_id)
+                .bind(u64::from(q.event_after).saturating_sub(trailing_seconds))
+                .bind(q.owner_id)
+                .bind(q.owner_id)
+                .bind(q.event_after)
+                .bind(rule.min_bytes_out.unwrap_or(u64::MAX))
+                .bind(rule.factor.unwrap_or(f64::MAX))
                 .fetch_all::<Evidence>()
                 .await
         }
@@ -541,13 +561,8 @@ mod tests {
 
     fn rule() -> Rule {
         Rule {
-            name: "revoked".into(),
-            kind: RuleKind::RevokedCredentialUsed,
             resolve_after_seconds: 60,
-            interval_seconds: None,
-            threshold_bytes: None,
-            drop_grace_seconds: None,
-            metric: None,
+            ..Rule::new("revoked", RuleKind::RevokedCredentialUsed)
         }
     }
 
@@ -642,6 +657,41 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_ne!(again[0].alert_id, alert.alert_id);
         assert_eq!(again[0].state, FIRING);
+    }
+
+    #[test]
+    fn a_usage_spike_is_one_alert_per_owner_and_episode() {
+        let rule = Rule {
+            factor: Some(3.0),
+            min_bytes_out: Some(1000),
+            ..Rule::new("spike", RuleKind::UsageSpike)
+        };
+        // Two spiking hours of one owner (evidence summed by the SQL): one alert, keyed by the
+        // first hour, with no credential.
+        let hour = 1_699_999_200;
+        let spike = Evidence {
+            owner_id: "bot_a".into(),
+            credential_id: String::new(),
+            events: 7,
+            bytes: 9000,
+            first_seen: hour,
+            last_seen: hour + 3600,
+            last_ingested: hour + 3700,
+        };
+        let fired = transitions(&rule, hour + 3700, 1, std::slice::from_ref(&spike), &[]);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].alert_id, alert_id("spike", "bot_a", "", hour));
+        assert_eq!((fired[0].kind.as_str(), fired[0].bytes), ("usage_spike", 9000));
+        let delivered = AlertRow {
+            delivered: 1,
+            version: 2,
+            ..fired[0].clone()
+        };
+        // The spiking hours stop getting rows: resolved once resolve_after has passed.
+        let quiet = hour + 3700 + 300;
+        assert!(transitions(&rule, quiet, 3, std::slice::from_ref(&spike), std::slice::from_ref(&delivered)).is_empty());
+        let resolved = transitions(&rule, quiet + 1, 4, &[spike], &[delivered]);
+        assert_eq!((resolved.len(), resolved[0].state.as_str()), (1, RESOLVED));
     }
 
     #[test]
