@@ -68,10 +68,15 @@ def test_unattributed_spike_sums_intervals_over_the_threshold(db):
     )
     sql = read_sql("alert_unattributed_evidence.sql")
     start = (T0 // 60) * 60
-    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 5000))
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 5000, 0))
     assert rows == [["", "", 3, 15003, start, start + 180, T0 + 161]]
+    # After an episode whose last interval started at `start`: u2 (stamped after `start`) does not
+    # bring that interval back; only the later one counts (else the next episode would start at
+    # `start` and reuse the resolved episode's id).
+    _, rows = db.rows(bind(sql, 60, 60, T0, start, 5000, start))
+    assert rows == [["", "", 1, 9001, start + 180, start + 180, T0 + 161]]
     # Nothing over the threshold: one row of zero events (the evaluator drops it).
-    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 100000))
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 100000, 0))
     assert rows[0][2] == 0
 
 
@@ -163,9 +168,9 @@ def test_usage_spike_compares_an_hour_with_the_owners_trailing_median(db):
     )
     sql = read_sql("alert_usage_spike_evidence.sql")
 
-    def spikes(trailing_hours, ingested_since=T0 - 100_000, event_after=T0 - 100_000, owner="", floor=1000, factor=3.0):
+    def spikes(trailing_hours, ingested_since=T0 - 100_000, event_after=T0 - 100_000, owner="", floor=1000, factor=3.0, hour_after=0):
         trailing = trailing_hours * 3600
-        _, rows = db.rows(bind(sql, trailing, ingested_since, event_after, owner, owner, event_after - trailing, owner, owner, event_after, floor, factor))
+        _, rows = db.rows(bind(sql, trailing, ingested_since, event_after, owner, owner, event_after - trailing - 3600, owner, owner, hour_after, floor, factor))
         return rows
 
     rows = spikes(24)
@@ -181,7 +186,9 @@ def test_usage_spike_compares_an_hour_with_the_owners_trailing_median(db):
     assert spikes(2)[2] == ["bot_e", "", 2, 13000, H0 - 3 * 3600, H0, T0]
     # One owner; after a previous episode's last hour nothing is new.
     assert spikes(24, owner="bot_a") == [["bot_a", "", 2, 5000, H0, H0, T0 + 40]]
-    assert spikes(24, owner="bot_a", event_after=H0) == []
+    assert spikes(24, owner="bot_a", event_after=H0, hour_after=H0) == []
+    # Rows stamped after a bound inside an hour: the whole hour counts (its sum, its trailing hours).
+    assert spikes(24, event_after=H0 + 30) == spikes(24)[:2] + spikes(24)[3:]
     # Hours with no row ingested since the bound do not alert (bot_a's hour 0 got one at +40).
     assert [r[0] for r in spikes(24, ingested_since=T0 + 35)] == ["bot_a"]
     # A higher factor or floor.

@@ -1,6 +1,7 @@
 -- Evidence of a `usage_spike` rule (crates/query/src/alerts/mod.rs): per owner, the UTC hours (by
 -- event time) whose attributed bytes out are over a floor and over a factor × the owner's trailing
--- median, among the hours that got rows ingested since a time and that start after an event time;
+-- median, among the hours that got rows ingested since a time (and stamped after an event time)
+-- and that start after a bound (the previous episode's last hour, if any);
 -- summed into one row per owner (a_events the net rows of those hours, a_bytes their bytes out,
 -- first_seen the start of the first such hour, last_seen the start of the last).
 --
@@ -14,8 +15,10 @@
 -- partition key); their sums and the trailing series from usage_rollup_hourly (migration 0010,
 -- ordered by status, owner, hour), so a long trailing window reads hourly rows, not events.
 -- Placeholders, in order: the trailing window in seconds, ingested since, event time after,
--- owner_id ('' for all), owner_id again, event time after minus the trailing window, owner_id,
--- owner_id again, event time after (again), the floor (bytes), the factor. Times are Unix seconds.
+-- owner_id ('' for all), owner_id again, event time after minus the trailing window and an hour
+-- (the hour holding event time after may alert), owner_id, owner_id again, hour start after (the
+-- previous episode's last hour, 0 for none), the floor (bytes), the factor. Times are Unix
+-- seconds.
 SELECT
     c_owner_id                      AS a_owner_id,
     ''                              AS a_credential_id,

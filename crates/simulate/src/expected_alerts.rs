@@ -144,12 +144,10 @@ impl GroundTruth {
                     }
                 }
                 RuleKind::DeviceDropped => {
-                    let grace = chrono::Duration::seconds(
-                        rule.drop_grace_seconds
-                            .map_or(i64::from(query::api::DEFAULT_FLEET_DROP_GRACE_SECONDS), |s| {
-                                i64::try_from(s).unwrap_or(i64::MAX)
-                            }),
-                    );
+                    let grace = chrono::Duration::seconds(rule.drop_grace_seconds.map_or(
+                        i64::from(query::api::DEFAULT_FLEET_DROP_GRACE_SECONDS),
+                        |s| i64::try_from(s).unwrap_or(i64::MAX),
+                    ));
                     let observations = stage_ends.iter().map(|&end| {
                         self.fleet_at(end, grace)
                             .into_iter()
@@ -248,8 +246,9 @@ fn buckets_over(rule: &Rule, events: &[Timed<'_>]) -> BTreeMap<String, Vec<i64>>
         let threshold = rule.threshold_bytes.unwrap_or(u64::MAX);
         let mut sums: BTreeMap<i64, u64> = BTreeMap::new();
         for e in events.iter().filter(|e| e.event.owner_id.is_none()) {
-            *sums.entry(e.second.div_euclid(interval) * interval).or_default() +=
-                e.event.usage.bytes_in + e.event.usage.bytes_out;
+            *sums
+                .entry(e.second.div_euclid(interval) * interval)
+                .or_default() += e.event.usage.bytes_in + e.event.usage.bytes_out;
         }
         let over: Vec<i64> = sums
             .into_iter()
@@ -391,7 +390,9 @@ mod tests {
         let plan = dir.join("plan.toml");
         std::fs::write(
             &plan,
-            format!("name = \"t\"\n[metrics.bytes_out]\nincluded = {included}\nprice_per_unit = 1\n"),
+            format!(
+                "name = \"t\"\n[metrics.bytes_out]\nincluded = {included}\nprice_per_unit = 1\n"
+            ),
         )
         .unwrap();
         let path = dir.join("rules.toml");
@@ -469,7 +470,11 @@ min_bytes_out = 1000000000
         let spikes = of(&alerts, "spike");
         assert_eq!(spikes.len(), 1, "{alerts:?}");
         assert_eq!(
-            (&spikes[0].owner_id, spikes[0].credential_id.as_str(), spikes[0].resolved),
+            (
+                &spikes[0].owner_id,
+                spikes[0].credential_id.as_str(),
+                spikes[0].resolved
+            ),
             (spiking[0], "", true)
         );
         // With a floor over the burst, nothing.
@@ -500,7 +505,10 @@ min_bytes_out = 1000000000
             .collect();
         assert!(!revoked.is_empty());
         assert_eq!(
-            revoked.iter().map(|a| a.credential_id.as_str()).collect::<BTreeSet<_>>(),
+            revoked
+                .iter()
+                .map(|a| a.credential_id.as_str())
+                .collect::<BTreeSet<_>>(),
             revoked_credentials
         );
         assert!(revoked.iter().all(|a| a.resolved && !a.owner_id.is_empty()));
@@ -605,7 +613,10 @@ min_bytes_out = 1000000000
         let mut hours = rules.clone();
         hours.rules.retain(|r| r.name == "overage");
         hours.rules[0].metric = Some("session_hours".into());
-        let message = truth.expected_alerts(&hours, &[end]).unwrap_err().to_string();
+        let message = truth
+            .expected_alerts(&hours, &[end])
+            .unwrap_err()
+            .to_string();
         assert!(
             message.contains("overage") && message.contains("session_hours"),
             "{message}"

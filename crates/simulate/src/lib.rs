@@ -55,10 +55,10 @@ pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
 pub use expected_alerts::{ExpectedAlert, ExpectedAlertsError};
 pub use fleet_truth::ExpectedFleetCredential;
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
-pub use usage_spikes::{SPIKE_BYTES_OUT, SPIKE_CONNECTIONS};
 pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
 pub use publish::{publish, PublishReport};
 pub use truth::{
     hour_bucket, metadata_values, ExpectedEvent, FleetCredential, FleetSession, GroundTruth,
     Inventory, MetadataUsage, OwnerTruth, Usage, METADATA_KEYS, NO_METADATA_VALUE,
 };
+pub use usage_spikes::{SPIKE_BYTES_OUT, SPIKE_CONNECTIONS};

@@ -43,7 +43,8 @@ impl World {
             let span = SPIKE_SPAN_MS.min((self.end - from).num_milliseconds() - 1);
             for _ in 0..SPIKE_CONNECTIONS {
                 let at = from + Duration::milliseconds(rng.gen_range(0..span));
-                self.probes.push(Probe::Spike(Target::Endpoint(endpoint), at));
+                self.probes
+                    .push(Probe::Spike(Target::Endpoint(endpoint), at));
             }
         }
     }
@@ -58,7 +59,9 @@ fn choose_spike_endpoint(world: &World, touched: &Touched, rng: &mut ChaCha8Rng)
         |e| {
             let credential = world.credential_of(e);
             touched.credentials.contains(&credential)
-                || touched.owners.contains(&world.credentials[credential].owner)
+                || touched
+                    .owners
+                    .contains(&world.credentials[credential].owner)
         },
         |e| {
             let endpoint = &world.endpoints[e];

@@ -249,6 +249,10 @@ pub async fn write_alerts(client: &Client, rows: &[AlertRow]) -> Result<()> {
 struct EvidenceQuery<'a> {
     ingested_since: u32,
     event_after: u32,
+    /// The bucket rules (`unattributed_spike`, `usage_spike`): only buckets (intervals, hours)
+    /// starting after this count: the previous episode's last bucket (0: none), so that rows
+    /// later in that bucket do not start the next episode at it (with the resolved one's id).
+    bucket_after: u32,
     owner_id: &'a str,
     credential_id: &'a str,
 }
@@ -341,6 +345,7 @@ async fn fetch_evidence(
                 .bind(q.ingested_since)
                 .bind(q.event_after)
                 .bind(rule.threshold_bytes.unwrap_or(u64::MAX))
+                .bind(q.bucket_after)
                 .fetch_all::<Evidence>()
                 .await
         }
@@ -353,10 +358,11 @@ async fn fetch_evidence(
                 .bind(q.event_after)
                 .bind(q.owner_id)
                 .bind(q.owner_id)
-                .bind(u64::from(q.event_after).saturating_sub(trailing_seconds))
+                // The hour holding event_after may be a candidate: its trailing hours too.
+                .bind(u64::from(q.event_after).saturating_sub(trailing_seconds + 3600))
                 .bind(q.owner_id)
                 .bind(q.owner_id)
-                .bind(q.event_after)
+                .bind(q.bucket_after)
                 .bind(rule.min_bytes_out.unwrap_or(u64::MAX))
                 .bind(rule.factor.unwrap_or(f64::MAX))
                 .fetch_all::<Evidence>()
@@ -405,6 +411,7 @@ pub async fn evaluate_rule(
     let all = EvidenceQuery {
         ingested_since,
         event_after: recent,
+        bucket_after: 0,
         owner_id: "",
         credential_id: "",
     };
@@ -422,6 +429,7 @@ pub async fn evaluate_rule(
             // Only what came after the previous episode belongs to this one.
             let keyed = EvidenceQuery {
                 event_after: ended.max(recent),
+                bucket_after: ended,
                 owner_id: &found.owner_id,
                 credential_id: &found.credential_id,
                 ..all
@@ -681,7 +689,10 @@ mod tests {
         let fired = transitions(&rule, hour + 3700, 1, std::slice::from_ref(&spike), &[]);
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].alert_id, alert_id("spike", "bot_a", "", hour));
-        assert_eq!((fired[0].kind.as_str(), fired[0].bytes), ("usage_spike", 9000));
+        assert_eq!(
+            (fired[0].kind.as_str(), fired[0].bytes),
+            ("usage_spike", 9000)
+        );
         let delivered = AlertRow {
             delivered: 1,
             version: 2,
@@ -689,7 +700,14 @@ mod tests {
         };
         // The spiking hours stop getting rows: resolved once resolve_after has passed.
         let quiet = hour + 3700 + 300;
-        assert!(transitions(&rule, quiet, 3, std::slice::from_ref(&spike), std::slice::from_ref(&delivered)).is_empty());
+        assert!(transitions(
+            &rule,
+            quiet,
+            3,
+            std::slice::from_ref(&spike),
+            std::slice::from_ref(&delivered)
+        )
+        .is_empty());
         let resolved = transitions(&rule, quiet + 1, 4, &[spike], &[delivered]);
         assert_eq!((resolved.len(), resolved[0].state.as_str()), (1, RESOLVED));
     }

@@ -631,7 +631,14 @@ fn validate_usage_spike(rule: &Rule) -> Result<(), RulesError> {
         ));
     }
     match rule.factor {
-        None => return Err(invalid(name, "factor", "(missing)", "required by usage_spike")),
+        None => {
+            return Err(invalid(
+                name,
+                "factor",
+                "(missing)",
+                "required by usage_spike",
+            ))
+        }
         Some(k) if !(k > 1.0 && k <= 1_000_000.0) => {
             return Err(invalid(
                 name,
@@ -691,22 +698,44 @@ mod tests {
         );
         for (fields, expected) in [
             ("min_bytes_out = 1\n", "field factor = (missing)"),
-            ("factor = 1.0\nmin_bytes_out = 1\n", "field factor = 1: expected more than 1"),
+            (
+                "factor = 1.0\nmin_bytes_out = 1\n",
+                "field factor = 1: expected more than 1",
+            ),
             ("factor = -3\nmin_bytes_out = 1\n", "field factor = -3"),
             ("factor = nan\nmin_bytes_out = 1\n", "field factor = NaN"),
             ("factor = 2\n", "field min_bytes_out = (missing)"),
             ("factor = 2\nmin_bytes_out = 0\n", "field min_bytes_out = 0"),
-            ("factor = 2\nmin_bytes_out = 1\ntrailing_hours = 0\n", "field trailing_hours = 0"),
-            ("factor = 2\nmin_bytes_out = 1\ntrailing_hours = 721\n", "field trailing_hours = 721"),
-            ("factor = 2\nmin_bytes_out = 1\nthreshold_bytes = 5\n", "field threshold_bytes = 5"),
-            ("factor = 2\nmin_bytes_out = 1\ninterval_seconds = 60\n", "field interval_seconds = 60"),
-            ("factor = 2\nmin_bytes_out = 1\nmetric = \"bytes_out\"\n", "field metric"),
-            ("factor = 2\nmin_bytes_out = 1\ndrop_grace_seconds = 5\n", "field drop_grace_seconds = 5"),
+            (
+                "factor = 2\nmin_bytes_out = 1\ntrailing_hours = 0\n",
+                "field trailing_hours = 0",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ntrailing_hours = 721\n",
+                "field trailing_hours = 721",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\nthreshold_bytes = 5\n",
+                "field threshold_bytes = 5",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ninterval_seconds = 60\n",
+                "field interval_seconds = 60",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\nmetric = \"bytes_out\"\n",
+                "field metric",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ndrop_grace_seconds = 5\n",
+                "field drop_grace_seconds = 5",
+            ),
             ("factor = \"big\"\nmin_bytes_out = 1\n", "factor"),
         ] {
             let message = spike(fields).unwrap_err().to_string();
             assert!(
-                message.contains(expected) && (message.contains("\"spike\"") || expected == "factor"),
+                message.contains(expected)
+                    && (message.contains("\"spike\"") || expected == "factor"),
                 "{fields:?}: {message}"
             );
         }
