@@ -693,21 +693,21 @@ initial_backoff_ms = 50
 [[rules]]
 name = "revoked"
 kind = "revoked_credential_used"
-resolve_after_seconds = 4
+resolve_after_seconds = 8
 [[rules]]
 name = "acl"
 kind = "acl_violation"
-resolve_after_seconds = 4
+resolve_after_seconds = 8
 [[rules]]
 name = "inactive"
 kind = "inactive_owner_used"
-resolve_after_seconds = 4
+resolve_after_seconds = 8
 [[rules]]
 name = "unattributed"
 kind = "unattributed_spike"
 interval_seconds = 3600
 threshold_bytes = 1
-resolve_after_seconds = 4
+resolve_after_seconds = 8
 [[rules]]
 name = "dropped"
 kind = "device_dropped"
@@ -722,7 +722,7 @@ kind = "usage_spike"
 factor = 4
 trailing_hours = 24
 min_bytes_out = 1000000000
-resolve_after_seconds = 4
+resolve_after_seconds = 8
 "#
         ),
     )

@@ -257,6 +257,23 @@ struct EvidenceQuery<'a> {
     credential_id: &'a str,
 }
 
+impl EvidenceQuery<'static> {
+    /// Every key's evidence at `now`: rows ingested within the lookback and, a bound on the
+    /// partition key (month of event_time) so that an evaluation reads recent months only, not
+    /// the whole table, stamped within two lookbacks of now.
+    fn all(lookback_seconds: u64, now: u32) -> Self {
+        let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
+        let ingested_since = now.saturating_sub(lookback);
+        Self {
+            ingested_since,
+            event_after: ingested_since.saturating_sub(lookback),
+            bucket_after: 0,
+            owner_id: "",
+            credential_id: "",
+        }
+    }
+}
+
 /// The credentials dropped now, as `/v1/fleet` classifies them (reusing its queries and rules):
 /// one piece of evidence per credential, first and last seen the time it dropped.
 async fn dropped_evidence(fleet: &AppState, rule: &Rule, now: u32) -> Result<Vec<Evidence>> {
@@ -388,6 +405,25 @@ async fn fetch_evidence(
     Ok(rows.into_iter().filter(|e| e.events > 0).collect())
 }
 
+/// The evidence a rule read from `usage_events` (flag and spike kinds, not `device_dropped` or
+/// `overage_forecast`) finds at `now` with no previous episode: what one evaluation queries
+/// first (the `usage_spike` bench measures it).
+pub async fn usage_evidence(
+    client: &Client,
+    rule: &Rule,
+    lookback_seconds: u64,
+    now: u32,
+) -> Result<Vec<Evidence>> {
+    if rule.kind.is_condition() {
+        return Err(AlertError::Fleet(format!(
+            "rule {:?}: {} does not read usage rows",
+            rule.name,
+            rule.kind.as_str()
+        )));
+    }
+    fetch_evidence(client, rule, EvidenceQuery::all(lookback_seconds, now)).await
+}
+
 /// One evaluation of one rule at `now` (Unix seconds): the alert versions to write, given the
 /// stored alerts `known` (all rules; see [`load_state`]). `version` is the version new rows get.
 /// `fleet` reads the fleet for `device_dropped` and the usage for `overage_forecast` (against
@@ -403,18 +439,8 @@ pub async fn evaluate_rule(
     version: u64,
     known: &[AlertRow],
 ) -> Result<Vec<AlertRow>> {
-    let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
-    let ingested_since = now.saturating_sub(lookback);
-    // Evidence is also stamped within two lookbacks of now: a bound on the partition key
-    // (month of event_time), so an evaluation reads recent months only, not the whole table.
-    let recent = ingested_since.saturating_sub(lookback);
-    let all = EvidenceQuery {
-        ingested_since,
-        event_after: recent,
-        bucket_after: 0,
-        owner_id: "",
-        credential_id: "",
-    };
+    let all = EvidenceQuery::all(lookback_seconds, now);
+    let recent = all.event_after;
     let mut evidence = Vec::new();
     let found_all = match rule.kind {
         RuleKind::DeviceDropped => dropped_evidence(fleet, rule, now).await?,
