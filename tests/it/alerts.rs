@@ -8,6 +8,10 @@
 //! SIGKILLed while the revoked token keeps being used, and its successor continues the same alert
 //! instead of firing a second one. `/v1/alerts` lists them, and refuses a bad `state`; `/v1/audit`
 //! shows each alert's firing and resolution in the trails of its owner and its credential.
+//!
+//! Then the same with a *simulated* fleet and all seven kinds (`usage_spike` too): the alerts
+//! delivered are exactly the simulator's expected alerts
+//! ([`simulate::GroundTruth::expected_alerts`]), across a SIGKILL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +22,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, Utc};
 use serde_json::{json, Value};
+use simulate::{ExpectedAlert, FleetConfig, Scenarios};
 
 use crate::attribution::{chain, producer, send, tcp, ts};
 use crate::delivery::spawn_assigned_with;
@@ -776,6 +781,257 @@ async fn an_https_webhook_of_a_private_ca_gets_the_alert_once_the_ca_is_given() 
         seen.keys().cloned().collect::<Vec<_>>(),
         [(alert_id, "firing".to_owned())],
         "{seen:?}"
+    );
+    run.terminate(Duration::from_secs(30));
+    env.drop_database().await;
+}
+
+/// The alerts the webhook got, one per alert id, in the simulator's terms (resolved once a
+/// resolved state of that id arrived), sorted.
+fn delivered_alerts(received: &Received) -> Vec<ExpectedAlert> {
+    let bodies = received.bodies.lock().unwrap().clone();
+    let mut by_id: BTreeMap<String, ExpectedAlert> = BTreeMap::new();
+    for (_, alert) in bodies.iter().filter(|(path, _)| path == "/hook") {
+        let s = |k: &str| alert[k].as_str().unwrap_or_default().to_owned();
+        let entry = by_id.entry(s("alert_id")).or_insert_with(|| ExpectedAlert {
+            rule: s("rule"),
+            kind: s("kind"),
+            owner_id: s("owner_id"),
+            credential_id: s("credential_id"),
+            resolved: false,
+        });
+        entry.resolved |= alert["state"] == "resolved";
+    }
+    let mut alerts: Vec<ExpectedAlert> = by_id.into_values().collect();
+    alerts.sort();
+    alerts
+}
+
+/// The alerts as fired, whether resolved since or not.
+fn fired(alerts: &[ExpectedAlert]) -> Vec<ExpectedAlert> {
+    let mut fired: Vec<ExpectedAlert> = alerts
+        .iter()
+        .map(|a| ExpectedAlert {
+            resolved: false,
+            ..a.clone()
+        })
+        .collect();
+    fired.sort();
+    fired
+}
+
+/// Waits until the webhook's alerts, as `view` sees them, are `expected`'s.
+async fn wait_for_alerts(
+    received: &Received,
+    expected: &[ExpectedAlert],
+    view: fn(&[ExpectedAlert]) -> Vec<ExpectedAlert>,
+    run: &mut support::BotmeterProcess,
+    what: &str,
+) {
+    let started = Instant::now();
+    loop {
+        run.assert_running();
+        let delivered = delivered_alerts(received);
+        if view(&delivered) == view(expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{what}: the webhook got\n{delivered:#?}\nexpected\n{expected:#?}\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The part of `fleet` stamped in `[from, to)`, to publish as one stage.
+fn stage(fleet: &simulate::Fleet, from: DateTime<Utc>, to: DateTime<Utc>) -> simulate::Fleet {
+    let within = |messages: &[simulate::SimMessage]| -> Vec<simulate::SimMessage> {
+        messages
+            .iter()
+            .filter(|m| m.event_time >= from && m.event_time < to)
+            .cloned()
+            .collect()
+    };
+    simulate::Fleet {
+        control: within(&fleet.control),
+        traffic: within(&fleet.traffic),
+        late_control: Vec::new(),
+        truth: fleet.truth.clone(),
+    }
+}
+
+/// A simulated fleet (the simulator's scenarios: devices that drop, one of them coming back, a
+/// rotated token still used after its deletion, an ACL violation, a deactivated bot user, an
+/// owner's usage spike, unknown hostnames, a month-end projection over a tiny quota) over the
+/// last two whole hours, published through `botmeter run --alert-rules` with all seven kinds in
+/// two stages split at the hour between them. The alerts delivered equal
+/// [`simulate::GroundTruth::expected_alerts`] for those stages exactly: each once (one id),
+/// resolved where its cause ended, none other. `botmeter run` is SIGKILLed once the first stage's
+/// alerts have fired; its successor resolves them under the same ids before the second stage is
+/// published. The Kafka topic holds what the webhook got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_fleets_alerts_are_the_simulators_expected_alerts_across_a_sigkill() {
+    let env = TestEnv::new("alerts_sim");
+    env.create_topics(1).await;
+    let alerts_topic = format!("{}.alerts", env.traffic_topic);
+    let (base, received) = receiver().await;
+    let last_hour = Utc::now()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap();
+    let config = FleetConfig {
+        seed: 16,
+        users: 2,
+        bot_users: 4,
+        traffic_events: 1_500,
+        start: last_hour - chrono::Duration::hours(2),
+        duration_hours: 2,
+        scenarios: Scenarios {
+            rotations: 1,
+            acl_violations: 1,
+            bot_deactivations: 1,
+            device_drops: 2,
+            usage_spikes: 1,
+            unknown_hostnames: 2,
+            ..Scenarios::default()
+        },
+        ..FleetConfig::default()
+    };
+    let fleet = simulate::generate(&config);
+    let truth = &fleet.truth;
+    // Half way: after the drops (30–45%), before the comebacks (55–70%), on an hour.
+    let cut = last_hour - chrono::Duration::hours(1);
+
+    let plan_path = env.log_dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"tiny\"\n[metrics.bytes_out]\nincluded = 1000\nprice_per_unit = 1\n",
+    )
+    .unwrap();
+    let rules_path = env.log_dir.join("alert-rules.toml");
+    std::fs::write(
+        &rules_path,
+        format!(
+            r#"
+evaluate_every_seconds = 1
+lookback_seconds = 86400
+plan = {plan_path:?}
+[delivery]
+kafka_topic = "{alerts_topic}"
+webhook_urls = ["{base}/hook"]
+initial_backoff_ms = 50
+[[rules]]
+name = "revoked"
+kind = "revoked_credential_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "acl"
+kind = "acl_violation"
+resolve_after_seconds = 8
+[[rules]]
+name = "inactive"
+kind = "inactive_owner_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "unattributed"
+kind = "unattributed_spike"
+interval_seconds = 3600
+threshold_bytes = 1
+resolve_after_seconds = 8
+[[rules]]
+name = "dropped"
+kind = "device_dropped"
+drop_grace_seconds = 2
+[[rules]]
+name = "overage"
+kind = "overage_forecast"
+metric = "bytes_out"
+[[rules]]
+name = "spike"
+kind = "usage_spike"
+factor = 4
+trailing_hours = 24
+min_bytes_out = 1000000000
+resolve_after_seconds = 8
+"#
+        ),
+    )
+    .unwrap();
+    let rules = query::alerts::AlertRules::load(&rules_path).unwrap();
+    let first_stage = truth.expected_alerts(&rules, &[cut]).unwrap();
+    let expected = truth
+        .expected_alerts(&rules, &[cut, truth.window_end])
+        .unwrap();
+    // The fleet has every kind of cause (else this test would prove less than it says).
+    let kinds: BTreeSet<&str> = expected.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds.len(), 7, "{expected:#?}");
+    assert!(
+        expected
+            .iter()
+            .any(|a| a.kind == "device_dropped" && a.resolved)
+            && expected
+                .iter()
+                .any(|a| a.kind == "device_dropped" && !a.resolved),
+        "a device comes back, another does not: {expected:#?}"
+    );
+
+    let rules_arg = rules_path.to_str().unwrap().to_owned();
+    let args = ["run", "--alert-rules", &rules_arg];
+    let mut run = spawn_assigned_with(&env, "run-0", &args).await;
+    let first = stage(&fleet, truth.window_start, cut);
+    env.publish(&first).await;
+    env.wait_for_count(
+        &format!("SELECT count() FROM {}.usage_events", env.database),
+        first.traffic.len() as u64,
+        Duration::from_secs(60),
+        &mut run,
+    )
+    .await;
+    wait_for_alerts(
+        &received,
+        &first_stage,
+        fired,
+        &mut run,
+        "first stage, fired",
+    )
+    .await;
+
+    // SIGKILL with the first stage's alerts firing; the successor resolves them (same ids).
+    run.kill9();
+    let mut run = spawn_assigned_with(&env, "run-1", &args).await;
+    wait_for_alerts(
+        &received,
+        &first_stage,
+        |a| a.to_vec(),
+        &mut run,
+        "first stage, resolved",
+    )
+    .await;
+
+    let second = stage(&fleet, cut, truth.window_end);
+    env.publish(&second).await;
+    wait_for_alerts(
+        &received,
+        &expected,
+        |a| a.to_vec(),
+        &mut run,
+        "both stages",
+    )
+    .await;
+    // A few more evaluations raise nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(delivered_alerts(&received), expected);
+
+    let webhook = webhook_seen(&received);
+    let messages = support::read_topic_all(&env.brokers, &alerts_topic, Duration::from_secs(3));
+    let kafka_alerts: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        seen(kafka_alerts.into_iter()),
+        webhook,
+        "the Kafka topic holds the same alerts and states"
     );
     run.terminate(Duration::from_secs(30));
     env.drop_database().await;

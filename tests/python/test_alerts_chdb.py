@@ -70,10 +70,15 @@ def test_unattributed_spike_sums_intervals_over_the_threshold(db):
     )
     sql = read_sql("alert_unattributed_evidence.sql")
     start = (T0 // 60) * 60
-    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 5000))
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 5000, 0))
     assert rows == [["", "", 3, 15003, start, start + 180, T0 + 161]]
+    # After an episode whose last interval started at `start`: u2 (stamped after `start`) does not
+    # bring that interval back; only the later one counts (else the next episode would start at
+    # `start` and reuse the resolved episode's id).
+    _, rows = db.rows(bind(sql, 60, 60, T0, start, 5000, start))
+    assert rows == [["", "", 1, 9001, start + 180, start + 180, T0 + 161]]
     # Nothing over the threshold: one row of zero events (the evaluator drops it).
-    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 100000))
+    _, rows = db.rows(bind(sql, 60, 60, T0, 0, 100000, 0))
     assert rows[0][2] == 0
 
 
@@ -196,3 +201,72 @@ def test_alert_evidence_is_backfilled_once_and_then_fed_by_the_view(tmp_path):
         assert rows == [[[]], [["credential_deleted"]], [["owner_inactive"]]]
     finally:
         session.close()
+
+
+H0 = (T0 // 3600) * 3600  # the UTC hour T0 is in
+
+
+def hour(h, owner, bytes_out, event_id, sign=1, ingested=0):
+    """One attributed connection of `owner`, a minute into hour H0 + h hours."""
+    offset = H0 - T0 + h * 3600 + 60
+    return usage(event_id, offset, [], bytes_out, owner=owner, credential="cr_" + owner, ingested=ingested, sign=sign)
+
+
+def test_usage_spike_compares_an_hour_with_the_owners_trailing_median(db):
+    db.insert(
+        "usage_events",
+        [
+            # bot_a: 100, 300, 200, then 5000 (median of [100, 200, 300] is 200; 5000 > 3 × 200).
+            hour(-3, "bot_a", 100, "a1"),
+            hour(-2, "bot_a", 300, "a2"),
+            hour(-1, "bot_a", 200, "a3"),
+            hour(0, "bot_a", 4000, "a4", ingested=30),
+            hour(0, "bot_a", 1000, "a5", ingested=40),
+            # bot_b: quiet; 50 is over 3 × its median (1) but under the floor.
+            hour(-2, "bot_b", 1, "b1"),
+            hour(0, "bot_b", 50, "b2"),
+            # bot_c: new, no trailing hour: median 0, only the floor applies.
+            hour(0, "bot_c", 2000, "c1"),
+            # bot_d: an even count; the median is the upper middle value (300), 800 < 3 × 300.
+            hour(-2, "bot_d", 100, "d1"),
+            hour(-1, "bot_d", 300, "d2"),
+            hour(0, "bot_d", 800, "d3"),
+            # bot_e: a big hour 3 hours back keeps 3000 from alerting with a 24-hour window.
+            hour(-3, "bot_e", 10000, "e1"),
+            hour(0, "bot_e", 3000, "e2"),
+            # bot_f: an hour restated away (net rows 0) is no hour of usage: not in the median.
+            hour(-1, "bot_f", 90000, "f1"),
+            hour(-1, "bot_f", 90000, "f1", sign=-1),
+            hour(0, "bot_f", 1500, "f2"),
+        ],
+    )
+    sql = read_sql("alert_usage_spike_evidence.sql")
+
+    def spikes(trailing_hours, ingested_since=T0 - 100_000, event_after=T0 - 100_000, owner="", floor=1000, factor=3.0, hour_after=0):
+        trailing = trailing_hours * 3600
+        _, rows = db.rows(bind(sql, trailing, ingested_since, event_after, owner, owner, event_after - trailing - 3600, owner, owner, hour_after, floor, factor))
+        return rows
+
+    rows = spikes(24)
+    assert rows == [
+        ["bot_a", "", 2, 5000, H0, H0, T0 + 40],
+        ["bot_c", "", 1, 2000, H0, H0, T0],
+        # bot_e's first hour has no trailing hour: over the floor, it is a spike itself.
+        ["bot_e", "", 1, 10000, H0 - 3 * 3600, H0 - 3 * 3600, T0],
+        ["bot_f", "", 1, 1500, H0, H0, T0],
+    ]
+    # A 2-hour window no longer sees bot_e's big hour: its hour 0 is a spike too.
+    assert [r[0] for r in spikes(2)] == ["bot_a", "bot_c", "bot_e", "bot_f"]
+    assert spikes(2)[2] == ["bot_e", "", 2, 13000, H0 - 3 * 3600, H0, T0]
+    # One owner; after a previous episode's last hour nothing is new.
+    assert spikes(24, owner="bot_a") == [["bot_a", "", 2, 5000, H0, H0, T0 + 40]]
+    assert spikes(24, owner="bot_a", event_after=H0, hour_after=H0) == []
+    # Rows stamped after a bound inside an hour: the whole hour counts (its sum, its trailing hours).
+    assert spikes(24, event_after=H0 + 30) == spikes(24)[:2] + spikes(24)[3:]
+    # Hours with no row ingested since the bound do not alert (bot_a's hour 0 got one at +40).
+    assert [r[0] for r in spikes(24, ingested_since=T0 + 35)] == ["bot_a"]
+    # A higher factor or floor.
+    assert [r[0] for r in spikes(24, factor=30.0)] == ["bot_c", "bot_e", "bot_f"]
+    assert [r[0] for r in spikes(24, floor=4000)] == ["bot_a", "bot_e"]
+    # bot_d: 300 over 1.5 × its one trailing hour (100).
+    assert [r[0] for r in spikes(24, factor=1.5, floor=150)] == ["bot_a", "bot_c", "bot_d", "bot_e", "bot_f"]

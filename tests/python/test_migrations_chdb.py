@@ -62,6 +62,8 @@ def literal(value):
         raise TypeError("no booleans")
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return repr(value)
     escaped = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{escaped}'"
 

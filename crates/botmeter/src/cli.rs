@@ -352,7 +352,7 @@ pub struct RunArgs {
     /// Alert rules (TOML; see `deploy/alert-rules.example.toml` and README, Alerts): evaluated
     /// against ClickHouse every `evaluate_every_seconds` (`revoked_credential_used`,
     /// `acl_violation`, `inactive_owner_used`, `unattributed_spike`, `device_dropped`,
-    /// `overage_forecast`), each state change
+    /// `overage_forecast`, `usage_spike`), each state change
     /// (firing, resolved) delivered to the Kafka topic `botmeter.alerts` and the webhooks named
     /// in `[delivery]`, and listed by `botmeter serve` at `/v1/alerts`. Checked before any IO.
     #[arg(long, env = "BOTMETER_ALERT_RULES")]

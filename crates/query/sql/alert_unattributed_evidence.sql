@@ -3,8 +3,11 @@
 -- stamped after an event time (read from `usage_alert_evidence`, migration 0016), are over a
 -- threshold, summed into one row (first_seen is the start of the first such interval, last_seen
 -- the start of the last). No such interval: one row with a_events = 0.
+-- Only intervals that start after a bound count: after a resolved episode (whose last_seen is its
+-- last interval's start) that interval's start, so that rows later in that same interval do not
+-- bring it back (the next episode would start at it and get the resolved episode's id); else 0.
 -- Placeholders, in order: interval seconds, interval seconds, ingested since, event time after
--- (Unix seconds), threshold bytes.
+-- (Unix seconds), threshold bytes, interval start after (Unix seconds, 0 for any).
 SELECT
     ''                                   AS a_owner_id,
     ''                                   AS a_credential_id,
@@ -26,4 +29,5 @@ FROM
       AND event_time > toDateTime(?)
     GROUP BY b_start
     HAVING b_bytes > ?
+       AND b_start > ?
 )

@@ -149,6 +149,15 @@ pub struct Scenarios {
     /// [`fleet`](super::GroundTruth::fleet) says what `/v1/fleet` reports at any time. Not in
     /// [`Scenarios::standard`].
     pub device_drops: usize,
+    /// Usage spikes: this many owners (untouched by the other scenarios while there are any,
+    /// each with a TCP endpoint up through the window) get a burst of
+    /// [`SPIKE_CONNECTIONS`](super::SPIKE_CONNECTIONS) TCP connections of
+    /// [`SPIKE_BYTES_OUT`](super::SPIKE_BYTES_OUT) bytes out each, within ten minutes starting
+    /// at 75–85% of the window: an hour of bytes out far over any multiple a `usage_spike` rule
+    /// would use of the owner's usual hours (an ordinary connection carries at most 10 MB). The
+    /// ground truth's [`expected_alerts`](super::GroundTruth::expected_alerts) says which alerts
+    /// a rules file must raise. Not in [`Scenarios::standard`].
+    pub usage_spikes: usize,
 }
 
 impl Scenarios {
@@ -169,6 +178,7 @@ impl Scenarios {
             wildcard_sites: 2,
             credential_metadata: 2,
             device_drops: 0,
+            usage_spikes: 0,
         }
     }
 
@@ -177,7 +187,7 @@ impl Scenarios {
         *self == Self::default()
     }
 
-    fn counts(&self) -> [(&'static str, usize); 14] {
+    fn counts(&self) -> [(&'static str, usize); 15] {
         [
             ("scenarios.rotations", self.rotations),
             ("scenarios.bot_deactivations", self.bot_deactivations),
@@ -196,6 +206,7 @@ impl Scenarios {
             ("scenarios.wildcard_sites", self.wildcard_sites),
             ("scenarios.credential_metadata", self.credential_metadata),
             ("scenarios.device_drops", self.device_drops),
+            ("scenarios.usage_spikes", self.usage_spikes),
         ]
     }
 }

@@ -33,6 +33,7 @@ mod control;
 mod draw;
 mod edits;
 mod encode;
+mod expected_alerts;
 mod fleet_truth;
 mod generate;
 mod late_control;
@@ -42,6 +43,7 @@ mod publish;
 mod scenarios;
 mod traffic;
 mod truth;
+mod usage_spikes;
 mod wildcard_sites;
 mod world;
 
@@ -50,6 +52,7 @@ mod tests;
 
 pub use cli::{run, SimulateArgs};
 pub use config::{ConfigError, FleetConfig, Scenarios, RECORD_EVENTS_UP_TO};
+pub use expected_alerts::{ExpectedAlert, ExpectedAlertsError};
 pub use fleet_truth::ExpectedFleetCredential;
 pub use generate::{generate, Fleet, SimMessage, TOKEN_MARKER};
 pub use late_control::{late_control_scenario, LATE_SCENARIO_TRAFFIC_EVENTS};
@@ -58,3 +61,4 @@ pub use truth::{
     hour_bucket, metadata_values, ExpectedEvent, FleetCredential, FleetSession, GroundTruth,
     Inventory, MetadataUsage, OwnerTruth, Usage, METADATA_KEYS, NO_METADATA_VALUE,
 };
+pub use usage_spikes::{SPIKE_BYTES_OUT, SPIKE_CONNECTIONS};

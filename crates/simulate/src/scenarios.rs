@@ -12,7 +12,7 @@
 //! bot deactivations, bot deletions without credential deletes, rotations, hostname reuses, ACL
 //! violations, principal mismatches, unknown hostnames, sessions, credentials and owners,
 //! wildcard sites (in `wildcard_sites.rs`), credential metadata, device drops (in
-//! `fleet_truth.rs`), late chains): changing it
+//! `fleet_truth.rs`), usage spikes (in `usage_spikes.rs`), late chains): changing it
 //! changes the fleets. A kind whose count is 0 draws nothing, so adding one leaves the fleets
 //! without it as they were.
 
@@ -69,6 +69,7 @@ impl World {
         self.add_wildcard_sites(scenarios.wildcard_sites, &mut touched, rng);
         self.add_credential_metadata(scenarios.credential_metadata, &mut touched, rng);
         self.add_device_drops(scenarios.device_drops, &mut touched, rng);
+        self.add_usage_spikes(scenarios.usage_spikes, &mut touched, rng);
         self.add_late_chains(config.late_control, &announced_owners, &touched.owners, rng);
     }
 

@@ -690,6 +690,7 @@ fn many_anomalies() -> FleetConfig {
             wildcard_sites: 3,
             credential_metadata: 3,
             device_drops: 2,
+            usage_spikes: 2,
         },
         late_control: 3,
         ..FleetConfig::default()
@@ -756,6 +757,7 @@ fn resolve_all(fleet: &Fleet, with_late: bool) -> Vec<(Event, ExpectedEvent)> {
                 endpoint_id: resolution.endpoint_id.clone(),
                 credential_id: resolution.credential_id.clone(),
                 usage: usage_of(&event),
+                usage_time: Some(event.usage_time()),
             };
             (event, outcome)
         })
@@ -1326,6 +1328,7 @@ fn expected_events_have_the_documented_json_shape() {
         "bytes_out",
         "http_requests",
         "tcp_connections",
+        "usage_time",
     ];
     for event in events.values() {
         let keys: HashSet<&str> = event
@@ -1558,6 +1561,7 @@ impl Rules {
         let t = event.usage_time();
         let mut expected = ExpectedEvent {
             usage: usage_of(event),
+            usage_time: Some(t),
             ..ExpectedEvent::default()
         };
         let missing = |expected: ExpectedEvent, reason: &str| RuledEvent {

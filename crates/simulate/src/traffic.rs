@@ -17,6 +17,7 @@ use super::draw::{log_uniform, pick, pick_str, HTTP_PATHS, SERVER_IPS, USER_AGEN
 use super::encode::{self, ts};
 use super::generate::{SimMessage, GUARD_MS};
 use super::truth::{metadata_values, ExpectedEvent, GroundTruth, Usage, METADATA_KEYS};
+use super::usage_spikes::SPIKE_BYTES_OUT;
 use super::world::{address, Probe, Scheme, Target, World};
 
 /// A credential's metadata values ([`metadata_values`]) from each instant on: its creation's,
@@ -65,6 +66,14 @@ impl Lookups {
             .unwrap_or(&history[0]);
         values
     }
+}
+
+/// One traffic event to draw: on `target` at `at`, a usage spike's connection or not.
+#[derive(Debug, Clone, Copy)]
+struct TrafficEvent {
+    target: Target,
+    at: DateTime<Utc>,
+    spike: bool,
 }
 
 /// Where and when one connection happens, as its `conn` reports it.
@@ -229,13 +238,18 @@ impl World {
         }
     }
 
-    /// The probes as (target, time): one event in every phase of every scenario target, and the
-    /// late chains' first events.
-    fn probe_times(&self, lookups: &Lookups, rng: &mut ChaCha8Rng) -> Vec<(Target, DateTime<Utc>)> {
+    /// The probes as (target, time, whether a usage spike's connection): one event in every
+    /// phase of every scenario target, the late chains' first events, and the usage spikes.
+    fn probe_times(
+        &self,
+        lookups: &Lookups,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<(Target, DateTime<Utc>, bool)> {
         let mut out = Vec::new();
         for probe in &self.probes {
             match *probe {
-                Probe::At(target, at) => out.push((target, at)),
+                Probe::At(target, at) => out.push((target, at, false)),
+                Probe::Spike(target, at) => out.push((target, at, true)),
                 Probe::Phases(target) => {
                     let (lo, hi, _) = self.span(lookups, target);
                     let boundaries = self.boundaries(lookups, target);
@@ -251,6 +265,7 @@ impl World {
                             out.push((
                                 target,
                                 Self::draw_time(rng, phase[0], phase[1], &boundaries),
+                                false,
                             ));
                         }
                     }
@@ -289,15 +304,21 @@ impl World {
         // Every phase of every scenario first, so that each occurs however small the fleet.
         let probes = self.probe_times(&lookups, rng);
         let forced = probes.len().min(count);
-        for (target, at) in probes.into_iter().take(count) {
-            out.push(self.traffic_event(rng, &lookups, target, at, record, truth));
+        for (target, at, spike) in probes.into_iter().take(count) {
+            let event = TrafficEvent { target, at, spike };
+            out.push(self.traffic_event(rng, &lookups, event, record, truth));
         }
         for _ in forced..count {
             let index = weights.sample(rng);
             let target = targets[index];
             let (lo, hi, _) = self.span(&lookups, target);
             let at = Self::draw_time(rng, lo, hi, &boundaries[index]);
-            out.push(self.traffic_event(rng, &lookups, target, at, record, truth));
+            let event = TrafficEvent {
+                target,
+                at,
+                spike: false,
+            };
+            out.push(self.traffic_event(rng, &lookups, event, record, truth));
         }
         out.sort_by_key(|m| m.event_time);
         out
@@ -308,11 +329,11 @@ impl World {
         &self,
         rng: &mut ChaCha8Rng,
         lookups: &Lookups,
-        target: Target,
-        at: DateTime<Utc>,
+        event: TrafficEvent,
         record: bool,
         truth: &mut GroundTruth,
     ) -> SimMessage {
+        let TrafficEvent { target, at, spike } = event;
         let (scheme, host, port) = match target {
             Target::Endpoint(index) => {
                 let e = &self.endpoints[index];
@@ -346,7 +367,7 @@ impl World {
         let (event_id, payload, usage) = if is_http {
             self.http_request(rng, &site)
         } else {
-            self.tcp_connection(rng, &site)
+            self.tcp_connection(rng, &site, spike)
         };
         let (outcome, credential) = match endpoint {
             Some(index) => self.expected(index, at, usage),
@@ -413,15 +434,22 @@ impl World {
         (env.event_id.clone(), encode::to_bytes(&env), Usage::http())
     }
 
-    /// A `tcp_connection_closed.v0` at `site`: its event id, payload and usage.
+    /// A `tcp_connection_closed.v0` at `site`: its event id, payload and usage; a usage spike's
+    /// (`spike`) carries [`SPIKE_BYTES_OUT`] bytes out.
     fn tcp_connection(
         &self,
         rng: &mut ChaCha8Rng,
         site: &ConnectionSite<'_>,
+        spike: bool,
     ) -> (String, Vec<u8>, Usage) {
         let duration_ms = rng.gen_range(1..site.since_up_ms.min(600_000));
         let bytes_in = log_uniform(rng, 1, 5);
-        let bytes_out = log_uniform(rng, 2, 7);
+        let drawn_bytes_out = log_uniform(rng, 2, 7);
+        let bytes_out = if spike {
+            SPIKE_BYTES_OUT
+        } else {
+            drawn_bytes_out
+        };
         let object = encode::TcpObject {
             conn: encode::Conn {
                 bytes_in: Some(bytes_in),

@@ -157,6 +157,10 @@ pub struct ExpectedEvent {
     /// Its metrics.
     #[serde(flatten)]
     pub usage: Usage,
+    /// Its usage time (`event_timestamp`, `conn.end_ts` for a connection), as recorded in
+    /// [`GroundTruth::events`]; what [`GroundTruth::expected_alerts`] places it in time by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_time: Option<DateTime<Utc>>,
 }
 
 impl ExpectedEvent {
@@ -291,10 +295,11 @@ impl GroundTruth {
         &mut self,
         event_id: &str,
         at: DateTime<Utc>,
-        outcome: ExpectedEvent,
+        mut outcome: ExpectedEvent,
         metadata: Option<&[String]>,
         record: bool,
     ) {
+        outcome.usage_time = Some(at);
         let usage = outcome.usage;
         self.totals.add(&usage);
         match (&outcome.owner_id, &outcome.unattributed_reason) {

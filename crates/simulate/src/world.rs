@@ -246,6 +246,9 @@ pub(super) enum Probe {
     Phases(Target),
     /// One event at this time.
     At(Target, DateTime<Utc>),
+    /// One TCP connection of a usage spike at this time, carrying
+    /// [`SPIKE_BYTES_OUT`](super::SPIKE_BYTES_OUT) bytes out (the target is a TCP endpoint).
+    Spike(Target, DateTime<Utc>),
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,8 @@
 //! from ClickHouse, and the alerts' state, kept in ClickHouse (`alerts`, migration 0015) so that
 //! every instance, and an instance after a restart, sees the same alerts.
 //!
-//! Semantics, per rule and (owner, credential):
+//! Semantics, per rule and (owner, credential) (the owner and `''` for `usage_spike`, `''` and
+//! `''` for `unattributed_spike` and `overage_forecast`):
 //! - an **episode** starts with the first evidence (usage row) after the previous episode of the
 //!   same key ended; its alert id is a hash of the rule's name, the owner, the credential and that
 //!   first evidence's event time, so two instances (or one before and after a restart) evaluating
@@ -31,6 +32,7 @@ pub use rules::{AlertRules, Delivery, Rule, RuleKind, RulesError};
 
 const FLAG_EVIDENCE_SQL: &str = include_str!("../../sql/alert_flag_evidence.sql");
 const UNATTRIBUTED_EVIDENCE_SQL: &str = include_str!("../../sql/alert_unattributed_evidence.sql");
+const USAGE_SPIKE_EVIDENCE_SQL: &str = include_str!("../../sql/alert_usage_spike_evidence.sql");
 const STATE_SQL: &str = include_str!("../../sql/alerts_state.sql");
 /// Placeholders: to, from, state, state, alert_id, alert_id, limit.
 pub(crate) const LIST_SQL: &str = include_str!("../../sql/alerts_list.sql");
@@ -148,7 +150,7 @@ pub struct Alert {
     /// The rule's name.
     pub rule: String,
     /// The rule's kind (`revoked_credential_used`, `acl_violation`, `inactive_owner_used`,
-    /// `unattributed_spike`, `device_dropped`, `overage_forecast`).
+    /// `unattributed_spike`, `device_dropped`, `overage_forecast`, `usage_spike`).
     pub kind: String,
     /// `firing` or `resolved`.
     pub state: String,
@@ -249,8 +251,30 @@ pub async fn write_alerts(client: &Client, rows: &[AlertRow]) -> Result<()> {
 struct EvidenceQuery<'a> {
     ingested_since: u32,
     event_after: u32,
+    /// The bucket rules (`unattributed_spike`, `usage_spike`): only buckets (intervals, hours)
+    /// starting after this count: the previous episode's last bucket (0: none), so that rows
+    /// later in that bucket do not start the next episode at it (with the resolved one's id).
+    bucket_after: u32,
     owner_id: &'a str,
     credential_id: &'a str,
+}
+
+impl EvidenceQuery<'static> {
+    /// Every key's evidence at `now`: rows ingested within the lookback (read from
+    /// `usage_alert_evidence`, migration 0016, ordered by ingestion time, so the primary key skips
+    /// what was ingested before) and, a bound on the partition key (month of event_time) so that
+    /// an evaluation reads recent months only, stamped within two lookbacks of now.
+    fn all(lookback_seconds: u64, now: u32) -> Self {
+        let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
+        let ingested_since = now.saturating_sub(lookback);
+        Self {
+            ingested_since,
+            event_after: ingested_since.saturating_sub(lookback),
+            bucket_after: 0,
+            owner_id: "",
+            credential_id: "",
+        }
+    }
 }
 
 /// The credentials dropped now, as `/v1/fleet` classifies them (reusing its queries and rules):
@@ -341,6 +365,26 @@ async fn fetch_evidence(
                 .bind(q.ingested_since)
                 .bind(q.event_after)
                 .bind(rule.threshold_bytes.unwrap_or(u64::MAX))
+                .bind(q.bucket_after)
+                .fetch_all::<Evidence>()
+                .await
+        }
+        RuleKind::UsageSpike => {
+            let trailing_seconds = rule.spike_trailing_hours() * 3600;
+            client
+                .query(USAGE_SPIKE_EVIDENCE_SQL)
+                .bind(trailing_seconds)
+                .bind(q.ingested_since)
+                .bind(q.event_after)
+                .bind(q.owner_id)
+                .bind(q.owner_id)
+                // The hour holding event_after may be a candidate: its trailing hours too.
+                .bind(u64::from(q.event_after).saturating_sub(trailing_seconds + 3600))
+                .bind(q.owner_id)
+                .bind(q.owner_id)
+                .bind(q.bucket_after)
+                .bind(rule.min_bytes_out.unwrap_or(u64::MAX))
+                .bind(rule.factor.unwrap_or(f64::MAX))
                 .fetch_all::<Evidence>()
                 .await
         }
@@ -364,6 +408,25 @@ async fn fetch_evidence(
     Ok(rows.into_iter().filter(|e| e.events > 0).collect())
 }
 
+/// The evidence a rule read from `usage_events` (flag and spike kinds, not `device_dropped` or
+/// `overage_forecast`) finds at `now` with no previous episode: what one evaluation queries
+/// first (the `usage_spike` bench measures it).
+pub async fn usage_evidence(
+    client: &Client,
+    rule: &Rule,
+    lookback_seconds: u64,
+    now: u32,
+) -> Result<Vec<Evidence>> {
+    if rule.kind.is_condition() {
+        return Err(AlertError::Fleet(format!(
+            "rule {:?}: {} does not read usage rows",
+            rule.name,
+            rule.kind.as_str()
+        )));
+    }
+    fetch_evidence(client, rule, EvidenceQuery::all(lookback_seconds, now)).await
+}
+
 /// One evaluation of one rule at `now` (Unix seconds): the alert versions to write, given the
 /// stored alerts `known` (all rules; see [`load_state`]). `version` is the version new rows get.
 /// `fleet` reads the fleet for `device_dropped` and the usage for `overage_forecast` (against
@@ -379,19 +442,8 @@ pub async fn evaluate_rule(
     version: u64,
     known: &[AlertRow],
 ) -> Result<Vec<AlertRow>> {
-    let lookback = u32::try_from(lookback_seconds).unwrap_or(u32::MAX);
-    let ingested_since = now.saturating_sub(lookback);
-    // Evidence is read from `usage_alert_evidence` (migration 0016), ordered by ingestion time:
-    // the primary key skips what was ingested before the lookback. It is also stamped within two
-    // lookbacks of now: a bound on the partition key (month of event_time), so an evaluation
-    // reads recent months only.
-    let recent = ingested_since.saturating_sub(lookback);
-    let all = EvidenceQuery {
-        ingested_since,
-        event_after: recent,
-        owner_id: "",
-        credential_id: "",
-    };
+    let all = EvidenceQuery::all(lookback_seconds, now);
+    let recent = all.event_after;
     let mut evidence = Vec::new();
     let found_all = match rule.kind {
         RuleKind::DeviceDropped => dropped_evidence(fleet, rule, now).await?,
@@ -406,6 +458,7 @@ pub async fn evaluate_rule(
             // Only what came after the previous episode belongs to this one.
             let keyed = EvidenceQuery {
                 event_after: ended.max(recent),
+                bucket_after: ended,
                 owner_id: &found.owner_id,
                 credential_id: &found.credential_id,
                 ..all
@@ -545,13 +598,8 @@ mod tests {
 
     fn rule() -> Rule {
         Rule {
-            name: "revoked".into(),
-            kind: RuleKind::RevokedCredentialUsed,
             resolve_after_seconds: 60,
-            interval_seconds: None,
-            threshold_bytes: None,
-            drop_grace_seconds: None,
-            metric: None,
+            ..Rule::new("revoked", RuleKind::RevokedCredentialUsed)
         }
     }
 
@@ -646,6 +694,51 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_ne!(again[0].alert_id, alert.alert_id);
         assert_eq!(again[0].state, FIRING);
+    }
+
+    #[test]
+    fn a_usage_spike_is_one_alert_per_owner_and_episode() {
+        let rule = Rule {
+            factor: Some(3.0),
+            min_bytes_out: Some(1000),
+            ..Rule::new("spike", RuleKind::UsageSpike)
+        };
+        // Two spiking hours of one owner (evidence summed by the SQL): one alert, keyed by the
+        // first hour, with no credential.
+        let hour = 1_699_999_200;
+        let spike = Evidence {
+            owner_id: "bot_a".into(),
+            credential_id: String::new(),
+            events: 7,
+            bytes: 9000,
+            first_seen: hour,
+            last_seen: hour + 3600,
+            last_ingested: hour + 3700,
+        };
+        let fired = transitions(&rule, hour + 3700, 1, std::slice::from_ref(&spike), &[]);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].alert_id, alert_id("spike", "bot_a", "", hour));
+        assert_eq!(
+            (fired[0].kind.as_str(), fired[0].bytes),
+            ("usage_spike", 9000)
+        );
+        let delivered = AlertRow {
+            delivered: 1,
+            version: 2,
+            ..fired[0].clone()
+        };
+        // The spiking hours stop getting rows: resolved once resolve_after has passed.
+        let quiet = hour + 3700 + 300;
+        assert!(transitions(
+            &rule,
+            quiet,
+            3,
+            std::slice::from_ref(&spike),
+            std::slice::from_ref(&delivered)
+        )
+        .is_empty());
+        let resolved = transitions(&rule, quiet + 1, 4, &[spike], &[delivered]);
+        assert_eq!((resolved.len(), resolved[0].state.as_str()), (1, RESOLVED));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum RuleKind {
     /// The account's month-end projection of `metric` (as `/v1/overage` makes it, with the
     /// file's `plan`) over the plan's included amount; resolved once it is not any more.
     OverageForecast,
+    /// An owner's attributed bytes out in one UTC hour (by event time) over `factor` × the
+    /// median of its hours with usage among the `trailing_hours` before it, and over
+    /// `min_bytes_out`.
+    UsageSpike,
 }
 
 impl RuleKind {
@@ -50,6 +54,7 @@ impl RuleKind {
             Self::UnattributedSpike => "unattributed_spike",
             Self::DeviceDropped => "device_dropped",
             Self::OverageForecast => "overage_forecast",
+            Self::UsageSpike => "usage_spike",
         }
     }
 
@@ -66,13 +71,23 @@ impl RuleKind {
             Self::RevokedCredentialUsed => &["credential_deleted"],
             Self::AclViolation => &["acl_violation"],
             Self::InactiveOwnerUsed => &["owner_inactive", "owner_deleted"],
-            Self::UnattributedSpike | Self::DeviceDropped | Self::OverageForecast => &[],
+            Self::UnattributedSpike
+            | Self::DeviceDropped
+            | Self::OverageForecast
+            | Self::UsageSpike => &[],
         }
     }
 }
 
+/// Default `trailing_hours` of a `usage_spike` rule.
+pub const DEFAULT_SPIKE_TRAILING_HOURS: u64 = 24;
+/// Largest `trailing_hours` of a `usage_spike` rule (7 days): an evaluation's query time grows
+/// with it (BENCHMARKS.md: about 0.1 s at 24 hours, 0.5 s at 168, seconds at 720, for 2,000
+/// active owners), and it runs every `evaluate_every_seconds`.
+pub const MAX_SPIKE_TRAILING_HOURS: u64 = 168;
+
 /// One rule, as written in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique name; part of every alert's id and labels.
@@ -95,6 +110,42 @@ pub struct Rule {
     /// `overage_forecast` only: the plan's metric (`bytes_out`, `http_requests`, …).
     #[serde(default)]
     pub metric: Option<String>,
+    /// `usage_spike` only (required): k, the multiple of the owner's trailing median hourly
+    /// bytes out an hour must exceed (more than 1, at most 1000000).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// `usage_spike` only: how many hours before an hour its trailing median is taken over
+    /// (1 to 168, default 24); hours in which the owner had no usage are left out of the median.
+    #[serde(default)]
+    pub trailing_hours: Option<u64>,
+    /// `usage_spike` only (required): bytes out an hour must also exceed, so that an owner
+    /// whose median is tiny (quiet, or new) does not alert on ordinary traffic (at least 1).
+    #[serde(default)]
+    pub min_bytes_out: Option<u64>,
+}
+
+impl Rule {
+    /// A rule of `kind` named `name` with every optional field unset and the default
+    /// `resolve_after_seconds`.
+    pub fn new(name: &str, kind: RuleKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            resolve_after_seconds: DEFAULT_RESOLVE_AFTER_SECONDS,
+            interval_seconds: None,
+            threshold_bytes: None,
+            drop_grace_seconds: None,
+            metric: None,
+            factor: None,
+            trailing_hours: None,
+            min_bytes_out: None,
+        }
+    }
+
+    /// `usage_spike`'s `trailing_hours`, or its default.
+    pub fn spike_trailing_hours(&self) -> u64 {
+        self.trailing_hours.unwrap_or(DEFAULT_SPIKE_TRAILING_HOURS)
+    }
 }
 
 fn default_resolve_after() -> u64 {
@@ -390,7 +441,29 @@ impl AlertRules {
                     "expected between evaluate_every_seconds and lookback_seconds",
                 ));
             }
+            if rule.kind != RuleKind::UsageSpike {
+                if let Some(k) = rule.factor {
+                    return Err(invalid(name, "factor", k, "only usage_spike has a factor"));
+                }
+                if let Some(h) = rule.trailing_hours {
+                    return Err(invalid(
+                        name,
+                        "trailing_hours",
+                        h,
+                        "only usage_spike has trailing hours",
+                    ));
+                }
+                if let Some(b) = rule.min_bytes_out {
+                    return Err(invalid(
+                        name,
+                        "min_bytes_out",
+                        b,
+                        "only usage_spike has a bytes-out floor",
+                    ));
+                }
+            }
             match rule.kind {
+                RuleKind::UsageSpike => validate_usage_spike(rule)?,
                 RuleKind::UnattributedSpike => {
                     if let Some(s) = rule.drop_grace_seconds {
                         return Err(invalid(
@@ -515,9 +588,162 @@ impl AlertRules {
     }
 }
 
+/// The fields of a `usage_spike` rule: `factor` and `min_bytes_out` required and in range,
+/// `trailing_hours` in range, and none of the other kinds' fields.
+fn validate_usage_spike(rule: &Rule) -> Result<(), RulesError> {
+    let name = rule.name.as_str();
+    if let Some(s) = rule.interval_seconds {
+        return Err(invalid(
+            name,
+            "interval_seconds",
+            s,
+            "usage_spike sums whole UTC hours; only unattributed_spike has an interval",
+        ));
+    }
+    if let Some(b) = rule.threshold_bytes {
+        return Err(invalid(
+            name,
+            "threshold_bytes",
+            b,
+            "only unattributed_spike has a threshold (usage_spike: min_bytes_out)",
+        ));
+    }
+    if let Some(s) = rule.drop_grace_seconds {
+        return Err(invalid(
+            name,
+            "drop_grace_seconds",
+            s,
+            "only device_dropped has a drop grace",
+        ));
+    }
+    if let Some(metric) = &rule.metric {
+        return Err(invalid(
+            name,
+            "metric",
+            format!("{metric:?}"),
+            "only overage_forecast has a metric",
+        ));
+    }
+    match rule.factor {
+        None => {
+            return Err(invalid(
+                name,
+                "factor",
+                "(missing)",
+                "required by usage_spike",
+            ))
+        }
+        Some(k) if !(k > 1.0 && k <= 1_000_000.0) => {
+            return Err(invalid(
+                name,
+                "factor",
+                k,
+                "expected more than 1 and at most 1000000",
+            ))
+        }
+        Some(_) => {}
+    }
+    if let Some(h) = rule.trailing_hours {
+        if !(1..=MAX_SPIKE_TRAILING_HOURS).contains(&h) {
+            return Err(invalid(
+                name,
+                "trailing_hours",
+                h,
+                "expected 1 to 168 (7 days)",
+            ));
+        }
+    }
+    match rule.min_bytes_out {
+        None => Err(invalid(
+            name,
+            "min_bytes_out",
+            "(missing)",
+            "required by usage_spike",
+        )),
+        Some(0) => Err(invalid(name, "min_bytes_out", 0, "expected at least 1")),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spike(fields: &str) -> Result<AlertRules, RulesError> {
+        AlertRules::parse(&format!(
+            "[[rules]]\nname = \"spike\"\nkind = \"usage_spike\"\n{fields}"
+        ))
+    }
+
+    #[test]
+    fn a_usage_spike_rule_needs_a_factor_over_1_and_a_floor() {
+        let rules = spike("factor = 4.5\nmin_bytes_out = 1000000\n").unwrap();
+        let rule = &rules.rules[0];
+        assert_eq!(
+            (rule.factor, rule.min_bytes_out, rule.spike_trailing_hours()),
+            (Some(4.5), Some(1_000_000), DEFAULT_SPIKE_TRAILING_HOURS)
+        );
+        assert_eq!(
+            spike("factor = 2\nmin_bytes_out = 1\ntrailing_hours = 6\n")
+                .unwrap()
+                .rules[0]
+                .spike_trailing_hours(),
+            6
+        );
+        for (fields, expected) in [
+            ("min_bytes_out = 1\n", "field factor = (missing)"),
+            (
+                "factor = 1.0\nmin_bytes_out = 1\n",
+                "field factor = 1: expected more than 1",
+            ),
+            ("factor = -3\nmin_bytes_out = 1\n", "field factor = -3"),
+            ("factor = nan\nmin_bytes_out = 1\n", "field factor = NaN"),
+            ("factor = 2\n", "field min_bytes_out = (missing)"),
+            ("factor = 2\nmin_bytes_out = 0\n", "field min_bytes_out = 0"),
+            (
+                "factor = 2\nmin_bytes_out = 1\ntrailing_hours = 0\n",
+                "field trailing_hours = 0",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ntrailing_hours = 721\n",
+                "field trailing_hours = 721",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\nthreshold_bytes = 5\n",
+                "field threshold_bytes = 5",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ninterval_seconds = 60\n",
+                "field interval_seconds = 60",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\nmetric = \"bytes_out\"\n",
+                "field metric",
+            ),
+            (
+                "factor = 2\nmin_bytes_out = 1\ndrop_grace_seconds = 5\n",
+                "field drop_grace_seconds = 5",
+            ),
+            ("factor = \"big\"\nmin_bytes_out = 1\n", "factor"),
+        ] {
+            let message = spike(fields).unwrap_err().to_string();
+            assert!(
+                message.contains(expected)
+                    && (message.contains("\"spike\"") || expected == "factor"),
+                "{fields:?}: {message}"
+            );
+        }
+        // The spike fields belong to usage_spike only.
+        for field in ["factor = 2", "trailing_hours = 3", "min_bytes_out = 9"] {
+            let message = error(&format!(
+                "[[rules]]\nname = \"acl\"\nkind = \"acl_violation\"\n{field}\n"
+            ));
+            assert!(
+                message.contains(&format!("field {field}")) && message.contains("only usage_spike"),
+                "{message}"
+            );
+        }
+    }
 
     const EXAMPLE: &str = include_str!("../../../../deploy/alert-rules.example.toml");
 
@@ -525,7 +751,7 @@ mod tests {
     fn the_example_file_is_valid() {
         let rules = AlertRules::parse(EXAMPLE).unwrap();
         let kinds: BTreeSet<_> = rules.rules.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        assert_eq!(kinds.len(), 7, "{kinds:?}");
         // And its plan is one: loaded from the repository's root, as documented.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let plan = crate::api::Plan::load(&root.join(rules.plan.unwrap())).unwrap();
@@ -576,6 +802,11 @@ mod tests {
             error("plan = \"p.toml\"\n[[rules]]\nname = \"o\"\nkind = \"overage_forecast\"\n");
         assert!(
             message.contains("metric") && message.contains("(missing)"),
+            "{message}"
+        );
+        let message = error("[[rules]]\nname = \"s\"\nkind = \"usage_spike\"\nmin_bytes_out = 1\n");
+        assert!(
+            message.contains("\"s\"") && message.contains("factor = (missing)"),
             "{message}"
         );
         let message = error("rules = []\n");
