@@ -505,20 +505,34 @@ pub fn transitions(
     evidence: &[Evidence],
     known: &[AlertRow],
 ) -> Vec<AlertRow> {
-    let mut firing: BTreeMap<(&str, &str), &AlertRow> = BTreeMap::new();
+    // device_dropped and overage_forecast are conditions: over as soon as they do not hold, and
+    // their evidence names its episode (the time the device dropped, the month): a condition
+    // that holds again with another start (a new month's forecast still over quota, a device
+    // back and dropped again between two evaluations) is a new alert, and the old one resolves.
+    let condition = rule.kind.is_condition();
+    let episode = |first_seen: u32| if condition { first_seen } else { 0 };
+    let mut firing: BTreeMap<(&str, &str, u32), &AlertRow> = BTreeMap::new();
     for alert in known
         .iter()
         .filter(|a| a.rule == rule.name && a.is_firing())
     {
         firing.insert(
-            (alert.owner_id.as_str(), alert.credential_id.as_str()),
+            (
+                alert.owner_id.as_str(),
+                alert.credential_id.as_str(),
+                episode(alert.first_seen),
+            ),
             alert,
         );
     }
     let mut out = Vec::new();
-    let mut updated: BTreeMap<(String, String), AlertRow> = BTreeMap::new();
+    let mut updated: BTreeMap<(&str, &str, u32), AlertRow> = BTreeMap::new();
     for e in evidence {
-        let key = (e.owner_id.as_str(), e.credential_id.as_str());
+        let key = (
+            e.owner_id.as_str(),
+            e.credential_id.as_str(),
+            episode(e.first_seen),
+        );
         let events = u64::try_from(e.events).unwrap_or(0);
         let bytes = u64::try_from(e.bytes).unwrap_or(0);
         match firing.get(&key) {
@@ -538,7 +552,7 @@ pub fn transitions(
                         version: version.max(current.version + 2),
                         ..(*current).clone()
                     };
-                    updated.insert((e.owner_id.clone(), e.credential_id.clone()), row);
+                    updated.insert(key, row);
                 }
             }
             None => out.push(AlertRow {
@@ -561,16 +575,18 @@ pub fn transitions(
         }
     }
     let resolve_after = u32::try_from(rule.resolve_after_seconds).unwrap_or(u32::MAX);
-    // device_dropped and overage_forecast are conditions: over as soon as they do not hold.
-    let condition = rule.kind.is_condition();
-    let present: std::collections::BTreeSet<(&str, &str)> = evidence
+    let present: std::collections::BTreeSet<(&str, &str, u32)> = evidence
         .iter()
-        .map(|e| (e.owner_id.as_str(), e.credential_id.as_str()))
+        .map(|e| {
+            (
+                e.owner_id.as_str(),
+                e.credential_id.as_str(),
+                episode(e.first_seen),
+            )
+        })
         .collect();
     for (key, current) in firing {
-        let latest = updated
-            .remove(&(key.0.to_owned(), key.1.to_owned()))
-            .unwrap_or_else(|| current.clone());
+        let latest = updated.remove(&key).unwrap_or_else(|| current.clone());
         let over = if condition {
             !present.contains(&key)
         } else {
@@ -739,6 +755,49 @@ mod tests {
         .is_empty());
         let resolved = transitions(&rule, quiet + 1, 4, &[spike], &[delivered]);
         assert_eq!((resolved.len(), resolved[0].state.as_str()), (1, RESOLVED));
+    }
+
+    #[test]
+    fn a_forecast_still_over_quota_in_a_new_month_is_a_new_alert() {
+        let rule = Rule {
+            name: "forecast".into(),
+            kind: RuleKind::OverageForecast,
+            ..rule()
+        };
+        let (november, december) = (1_698_796_800, 1_701_388_800);
+        let month = |start: u32| Evidence {
+            owner_id: String::new(),
+            credential_id: String::new(),
+            first_seen: start,
+            last_seen: start,
+            last_ingested: start,
+            ..evidence(1, start, start, start)
+        };
+        let fired = transitions(&rule, november + 10, 1, &[month(november)], &[]);
+        let delivered = AlertRow {
+            delivered: 1,
+            version: 2,
+            ..fired[0].clone()
+        };
+        // December's projection is over quota too: November's alert resolves and December's
+        // fires under its own id, instead of November's alert carrying December's evidence.
+        let mut next = transitions(&rule, december + 10, 3, &[month(december)], &[delivered]);
+        next.sort_by(|a, b| a.first_seen.cmp(&b.first_seen));
+        let states: Vec<(&str, &str, u32)> = next
+            .iter()
+            .map(|a| (a.alert_id.as_str(), a.state.as_str(), a.first_seen))
+            .collect();
+        let (november_id, december_id) = (
+            alert_id("forecast", "", "", november),
+            alert_id("forecast", "", "", december),
+        );
+        assert_eq!(
+            states,
+            [
+                (november_id.as_str(), RESOLVED, november),
+                (december_id.as_str(), FIRING, december)
+            ]
+        );
     }
 
     #[test]
