@@ -224,6 +224,19 @@ pub struct ClickHouseArgs {
         default_value = ""
     )]
     pub cluster: String,
+    /// On a cluster, the HTTP URLs of each shard's replicas, in the cluster's shard order
+    /// (`system.clusters`): shards separated by `;`, a shard's replicas by `,`, e.g.
+    /// `http://ch1:8123,http://ch2:8123;http://ch3:8123,http://ch4:8123`. `run` then inserts
+    /// each Kafka partition's usage straight into shard `partition % shards` (its `_local`
+    /// table, through the first replica that takes it), so a shard that is down pauses only its
+    /// own partitions. Checked against the cluster at start. Empty: usage goes through the
+    /// `Distributed` tables, and a shard down pauses every partition of the instance.
+    #[arg(
+        long = "clickhouse-shard-urls",
+        env = "BOTMETER_CLICKHOUSE_SHARD_URLS",
+        default_value = ""
+    )]
+    pub shard_urls: String,
 }
 
 /// How insert bodies travel to ClickHouse.
@@ -259,6 +272,7 @@ impl ClickHouseArgs {
             compress_inserts: self.insert_compression.compresses(&self.url),
             insert_timeout_ms: self.insert_timeout_ms,
             cluster: self.cluster.clone(),
+            shard_urls: query::parse_shard_urls(&self.shard_urls),
             ..ClickHouseConfig::default()
         };
         config.validate().context("invalid ClickHouse settings")
@@ -579,6 +593,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("failed to create the topics")?;
     let writer =
         query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
+    writer
+        .verify_shards()
+        .await
+        .context("invalid --clickhouse-shard-urls")?;
     let reader =
         query::Reader::new(&clickhouse).context("failed to build the ClickHouse reader")?;
     let stop = Arc::new(AtomicBool::new(false));
