@@ -446,6 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn shard_urls_parse_by_shard_and_are_checked() {
+        assert_eq!(
+            parse_shard_urls(" http://a:1 , http://b:1;http://c:1 "),
+            [vec!["http://a:1", "http://b:1"], vec!["http://c:1"]]
+        );
+        assert!(parse_shard_urls("  ").is_empty());
+        let on_cluster = |urls: &str| {
+            with(|c| {
+                c.cluster = "c".to_owned();
+                c.shard_urls = parse_shard_urls(urls);
+            })
+            .validate()
+        };
+        on_cluster("http://a:1,http://b:1;http://c:1").unwrap();
+        for bad in [
+            "http://a:1;;http://c:1",
+            "http://a:1;ftp://c",
+            "http://a:1;",
+        ] {
+            let error = on_cluster(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("shard_urls") && error.contains("shard 2"),
+                "{bad}: {error}"
+            );
+        }
+        let without_cluster = with(|c| c.shard_urls = parse_shard_urls("http://a:1")).validate();
+        assert_eq!(field_of(without_cluster), "shard_urls");
+    }
+
+    #[test]
     fn rejects_bad_urls() {
         for url in [
             "",
