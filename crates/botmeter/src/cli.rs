@@ -214,9 +214,9 @@ pub struct ClickHouseArgs {
     /// The ClickHouse cluster (its `remote_servers` name) the database lives on; empty for one
     /// server. `migrate` then creates every table `ON CLUSTER` as a Replicated*MergeTree
     /// `<table>_local` with a `Distributed` `<table>` in front (reads keep their names); `run`
-    /// inserts through the Distributed tables synchronously (each Kafka partition's rows land on
-    /// shard `partition % shards`) and relies on replication's block deduplication to retry an
-    /// insert whose answer was lost. Every command of one deployment needs the same value.
+    /// inserts each Kafka partition's rows on shard `partition % shards` (per shard with
+    /// `--clickhouse-shard-urls`, else through the Distributed tables synchronously) and relies
+    /// on replication's block deduplication to retry an insert whose answer was lost. Every command of one deployment needs the same value.
     #[arg(
         long = "clickhouse-cluster",
         visible_alias = "cluster",

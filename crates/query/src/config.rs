@@ -49,8 +49,9 @@ pub struct ClickHouseConfig {
     pub compress_inserts: bool,
     /// The ClickHouse cluster (a `remote_servers` name) holding the database, or empty for one
     /// server. Set, `migrate` creates the cluster schema (replicated local tables behind
-    /// `Distributed` ones, see [`crate::cluster`]), inserts go through the `Distributed` tables
-    /// synchronously, and positions are read once every live replica has caught up.
+    /// `Distributed` ones, see [`crate::cluster`]), inserts go per shard
+    /// ([`Self::shard_urls`]) or through the `Distributed` tables synchronously, and positions
+    /// are read once every live replica has caught up.
     pub cluster: String,
     /// On a cluster, the HTTP URLs of each shard's replicas, in the cluster's shard order
     /// (`system.clusters.shard_num`): traffic is then inserted per shard, straight into the
