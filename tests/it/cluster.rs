@@ -463,6 +463,7 @@ async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_lay
     let single = env
         .command(&["migrate"])
         .env_remove("BOTMETER_CLICKHOUSE_CLUSTER")
+        .env_remove("BOTMETER_CLICKHOUSE_SHARD_URLS")
         .output()
         .unwrap();
     let error = String::from_utf8_lossy(&single.stderr);
