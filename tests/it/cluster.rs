@@ -9,7 +9,9 @@
 //! the proof of the delivery tests, read through the `Distributed` tables: per-owner totals equal
 //! the simulator's truth exactly, every Kafka position nets to one row across all shards with no
 //! gap, `botmeter rollups check` and `botmeter reconcile --expect-caught-up` exit 0. And each
-//! partition's rows live on one shard, `partition % 2`.
+//! partition's rows live on one shard, `partition % 2`. The instances insert per shard
+//! (`--clickhouse-shard-urls`, from `BOTMETER_CLUSTER_SHARD_URLS`); a second test checks that
+//! while one shard is down the other's partitions keep flowing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
