@@ -1,7 +1,8 @@
 //! Single node against the local cluster, in one run (not a timed test): the same simulated
 //! backlog ingested by the release `botmeter run` (BOTMETER_BENCH_INSTANCES instances, default 2)
 //! into the single ClickHouse server and into the cluster of `scripts/services.sh cluster up`
-//! (2 shards × 2 replicas), then the latency of two reports through `botmeter serve` on each:
+//! (2 shards × 2 replicas), there twice: with per-shard inserts (`--clickhouse-shard-urls`, from
+//! BOTMETER_CLUSTER_SHARD_URLS) and through the `Distributed` tables; then the latency of two reports through `botmeter serve` on each:
 //! the top owners (`/v1/usage/top`, rollups) and one owner's daily usage
 //! (`/v1/owners/{id}/usage`), BOTMETER_BENCH_REQUESTS sequential requests each (default 200).
 //! Every run checks the stored rows: one per published event. Also printed: botmeter's CPU per
@@ -38,6 +39,8 @@ struct Target {
     label: &'static str,
     url: String,
     cluster: Option<String>,
+    /// `--clickhouse-shard-urls` (per-shard inserts), or none (through the `Distributed` tables).
+    shard_urls: Option<String>,
 }
 
 /// The cluster's ClickHouse servers' pids, from BOTMETER_CLUSTER_PIDS (`name=pidfile,...`).
@@ -112,6 +115,10 @@ fn botmeter(target: &Target, database: &str, topics: &[String; 3], group: &str) 
         .env(
             "BOTMETER_CLICKHOUSE_CLUSTER",
             target.cluster.as_deref().unwrap_or(""),
+        )
+        .env(
+            "BOTMETER_CLICKHOUSE_SHARD_URLS",
+            target.shard_urls.as_deref().unwrap_or(""),
         )
         .stdout(Stdio::null());
     command
@@ -346,16 +353,27 @@ async fn main() {
     let cluster = std::env::var("BOTMETER_CLUSTER").expect(
         "BOTMETER_CLUSTER: scripts/services.sh cluster up && eval \"$(scripts/services.sh cluster env)\"",
     );
+    let cluster_url = env_or("BOTMETER_CLUSTER_CLICKHOUSE_URL", "http://127.0.0.1:8131");
     let targets = [
         Target {
             label: "single node",
             url: env_or("BOTMETER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
             cluster: None,
+            shard_urls: None,
         },
         Target {
-            label: "cluster 2 shards x 2 replicas",
-            url: env_or("BOTMETER_CLUSTER_CLICKHOUSE_URL", "http://127.0.0.1:8131"),
+            label: "cluster 2x2, per-shard inserts",
+            url: cluster_url.clone(),
+            cluster: Some(cluster.clone()),
+            shard_urls: Some(std::env::var("BOTMETER_CLUSTER_SHARD_URLS").expect(
+                "BOTMETER_CLUSTER_SHARD_URLS: eval \"$(scripts/services.sh cluster env)\"",
+            )),
+        },
+        Target {
+            label: "cluster 2x2, through Distributed",
+            url: cluster_url,
             cluster: Some(cluster),
+            shard_urls: None,
         },
     ];
     let mut results = Vec::new();

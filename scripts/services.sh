@@ -644,8 +644,8 @@ cluster_status() {
     return "$ok"
 }
 
-# What the cluster tests read: the cluster's name, the node botmeter talks to (s1r1), every node's
-# URL and pid file (the fault test stops and restarts them) and ZooKeeper's pid file.
+# What the cluster tests read: the cluster's name, the node botmeter talks to (s1r1), the shards'
+# replica URLs, every node's URL and pid file (the fault test stops and restarts them) and ZooKeeper's pid file.
 cluster_env() {
     local node urls=() pids=()
     for node in "${CLUSTER_NODES[@]}"; do
@@ -654,6 +654,8 @@ cluster_env() {
     done
     echo "export BOTMETER_CLUSTER=$CLUSTER_NAME"
     echo "export BOTMETER_CLUSTER_CLICKHOUSE_URL=http://$HOST:$(node_http_port s1r1)"
+    # Each shard's replicas, for `botmeter run --clickhouse-shard-urls` (shards ';', replicas ',').
+    echo "export BOTMETER_CLUSTER_SHARD_URLS='http://$HOST:$(node_http_port s1r1),http://$HOST:$(node_http_port s1r2);http://$HOST:$(node_http_port s2r1),http://$HOST:$(node_http_port s2r2)'"
     echo "export BOTMETER_CLUSTER_NODES=$(IFS=,; echo "${urls[*]}")"
     echo "export BOTMETER_CLUSTER_PIDS=$(IFS=,; echo "${pids[*]}")"
     echo "export BOTMETER_CLUSTER_ZOOKEEPER_PID=$ZK_PID"

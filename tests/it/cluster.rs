@@ -9,7 +9,9 @@
 //! the proof of the delivery tests, read through the `Distributed` tables: per-owner totals equal
 //! the simulator's truth exactly, every Kafka position nets to one row across all shards with no
 //! gap, `botmeter rollups check` and `botmeter reconcile --expect-caught-up` exit 0. And each
-//! partition's rows live on one shard, `partition % 2`.
+//! partition's rows live on one shard, `partition % 2`. The instances insert per shard
+//! (`--clickhouse-shard-urls`, from `BOTMETER_CLUSTER_SHARD_URLS`); a second test checks that
+//! while one shard is down the other's partitions keep flowing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::delivery::{
     assert_exactly_once, clean_up, fleet, positions_sql, publish_copies, rows_sql,
-    wait_for_both_assigned, wait_until, DeleteTopicsOnDrop,
+    spawn_assigned_with, wait_for_both_assigned, wait_until, DeleteTopicsOnDrop,
 };
 use crate::support::TestEnv;
 
@@ -135,6 +137,15 @@ impl Cluster {
 /// Held by each test here: they share the cluster, and the fault test stops parts of it (under
 /// nextest, .config/nextest.toml runs them one at a time instead).
 static CLUSTER_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the stopped servers again when dropped: a failing test leaves the cluster whole.
+struct RestartOnDrop<'a>(&'a Cluster);
+
+impl Drop for RestartOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.restart_stopped();
+    }
+}
 
 /// Seconds to wait, drawn from `range`.
 async fn pause(rng: &mut ChaCha8Rng, range: std::ops::Range<u64>) {
@@ -265,6 +276,125 @@ async fn two_instances_through_a_replica_kill_a_zookeeper_pause_and_a_shard_outa
     clean_up(&env).await;
 }
 
+/// A shard down pauses only its own partitions (`run --clickhouse-shard-urls`): with shard 2's
+/// servers both killed, the next copy of the traffic reaches shard 1 in full while shard 2 is
+/// still down; once shard 2 is back its partitions resume, and the totals are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_shard_is_down_the_other_shards_partitions_keep_flowing() {
+    let Some(env) = TestEnv::on_cluster("cluster_shard_down") else {
+        eprintln!("SKIPPED: BOTMETER_CLUSTER is not set (scripts/services.sh cluster up)");
+        return;
+    };
+    let _exclusive = CLUSTER_IN_USE.lock().await;
+    let cluster = Cluster::from_env();
+    let _topics = DeleteTopicsOnDrop::new(&env);
+    env.create_topics(4).await;
+    let fleet = fleet(4242, 4_000);
+    let per_copy = fleet.truth.traffic_events;
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut run = spawn_assigned_with(&env, "run", &["run"]).await;
+    // Shard 1's rows of each copy (event ids end in -c<copy>), read on its first replica.
+    let shard_1_sql = format!(
+        "SELECT countIf(endsWith(event_id, '-c0')), countIf(endsWith(event_id, '-c1')) \
+         FROM {}.usage_events_local FORMAT TSV",
+        env.database
+    );
+    let shard_1 = || async {
+        let text = cluster.query("s1r1", &shard_1_sql).await;
+        let (first, second) = text.trim().split_once('\t').expect("two counts");
+        (
+            first.parse::<u64>().unwrap(),
+            second.parse::<u64>().unwrap(),
+        )
+    };
+
+    // Two copies of the traffic, 20 s apart; shard 2 goes down once the first is written.
+    let publishing = publish_copies(&env, fleet, 2, 4, Duration::from_secs(20));
+    let outage = async {
+        wait_until(
+            &env,
+            &positions_sql(&env),
+            |n| n >= per_copy,
+            Duration::from_secs(120),
+            &mut [],
+        )
+        .await;
+        cluster.kill("s2r1");
+        cluster.kill("s2r2");
+        eprintln!(
+            "shard 2 down; shard 1 holds {:?} rows of each copy",
+            shard_1().await
+        );
+    };
+    let _restart = RestartOnDrop(&cluster);
+    let (expected, ()) = tokio::join!(publishing, outage);
+
+    // The second copy's rows of partitions 0 and 2 (as many as the first's) reach shard 1 while
+    // shard 2 is down.
+    let started = Instant::now();
+    loop {
+        run.assert_running();
+        let (first, second) = shard_1().await;
+        assert!(
+            first > 0 && first < per_copy,
+            "shard 1 holds {first} rows of the first copy, of {per_copy}"
+        );
+        if second >= first {
+            assert_eq!(second, first, "shard 1's rows of the second copy");
+            eprintln!("shard 1 took the second copy ({second} rows) {:.1?} after it was published, shard 2 down", started.elapsed());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "shard 1 holds {second} rows of the second copy, {first} expected, 60 s into shard 2's outage: the healthy shard's partitions did not keep flowing\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in ["s2r1", "s2r2"] {
+        let answer = reqwest::Client::new()
+            .get(format!("{}/ping", cluster.nodes[node]))
+            .send()
+            .await;
+        assert!(answer.is_err(), "{node} was down all along");
+    }
+    assert!(
+        run.log_text().contains("the shard's partitions paused"),
+        "shard 2's inserts never failed\n{}",
+        run.log_tail()
+    );
+    cluster.restart_stopped();
+    eprintln!("shard 2 restarted");
+    wait_until(
+        &env,
+        &positions_sql(&env),
+        |n| n >= expected.traffic,
+        Duration::from_secs(180),
+        &mut [&mut run],
+    )
+    .await;
+    assert!(
+        run.log_text()
+            .contains("clickhouse writes to the shard recovered"),
+        "{}",
+        run.log_tail()
+    );
+    let status = run.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        run.log_tail()
+    );
+    cluster.sync_replicas(&env.database).await;
+    assert_exactly_once(&env, &expected, 1).await;
+    clean_up(&env).await;
+}
+
 /// `botmeter migrate --cluster` builds the cluster schema on every server, records each version
 /// once for the whole cluster, applies nothing the second time, and a single-node `migrate` of
 /// that database is refused.
@@ -335,6 +465,7 @@ async fn migrate_on_a_cluster_is_recorded_cluster_wide_and_refuses_the_other_lay
     let single = env
         .command(&["migrate"])
         .env_remove("BOTMETER_CLICKHOUSE_CLUSTER")
+        .env_remove("BOTMETER_CLICKHOUSE_SHARD_URLS")
         .output()
         .unwrap();
     let error = String::from_utf8_lossy(&single.stderr);

@@ -130,8 +130,17 @@ impl TestEnv {
             .env("BOTMETER_OPS_LISTEN", "127.0.0.1:0")
             .env("BOTMETER_METRICS_LISTEN", "127.0.0.1:0");
         match &self.cluster {
-            Some(cluster) => command.env("BOTMETER_CLICKHOUSE_CLUSTER", cluster),
-            None => command.env_remove("BOTMETER_CLICKHOUSE_CLUSTER"),
+            Some(cluster) => {
+                command.env("BOTMETER_CLICKHOUSE_CLUSTER", cluster);
+                // Per-shard inserts (`run --clickhouse-shard-urls`), as a deployment would run.
+                match std::env::var("BOTMETER_CLUSTER_SHARD_URLS") {
+                    Ok(urls) => command.env("BOTMETER_CLICKHOUSE_SHARD_URLS", urls),
+                    Err(_) => command.env_remove("BOTMETER_CLICKHOUSE_SHARD_URLS"),
+                }
+            }
+            None => command
+                .env_remove("BOTMETER_CLICKHOUSE_CLUSTER")
+                .env_remove("BOTMETER_CLICKHOUSE_SHARD_URLS"),
         };
         if args.first() == Some(&"serve") {
             // The API reads as the read-only user `scripts/services.sh` creates, as it should in

@@ -214,9 +214,9 @@ pub struct ClickHouseArgs {
     /// The ClickHouse cluster (its `remote_servers` name) the database lives on; empty for one
     /// server. `migrate` then creates every table `ON CLUSTER` as a Replicated*MergeTree
     /// `<table>_local` with a `Distributed` `<table>` in front (reads keep their names); `run`
-    /// inserts through the Distributed tables synchronously (each Kafka partition's rows land on
-    /// shard `partition % shards`) and relies on replication's block deduplication to retry an
-    /// insert whose answer was lost. Every command of one deployment needs the same value.
+    /// inserts each Kafka partition's rows on shard `partition % shards` (per shard with
+    /// `--clickhouse-shard-urls`, else through the Distributed tables synchronously) and relies
+    /// on replication's block deduplication to retry an insert whose answer was lost. Every command of one deployment needs the same value.
     #[arg(
         long = "clickhouse-cluster",
         visible_alias = "cluster",
@@ -224,6 +224,19 @@ pub struct ClickHouseArgs {
         default_value = ""
     )]
     pub cluster: String,
+    /// On a cluster, the HTTP URLs of each shard's replicas, in the cluster's shard order
+    /// (`system.clusters`): shards separated by `;`, a shard's replicas by `,`, e.g.
+    /// `http://ch1:8123,http://ch2:8123;http://ch3:8123,http://ch4:8123`. `run` then inserts
+    /// each Kafka partition's usage straight into shard `partition % shards` (its `_local`
+    /// table, through the first replica that takes it), so a shard that is down pauses only its
+    /// own partitions. Checked against the cluster at start. Empty: usage goes through the
+    /// `Distributed` tables, and a shard down pauses every partition of the instance.
+    #[arg(
+        long = "clickhouse-shard-urls",
+        env = "BOTMETER_CLICKHOUSE_SHARD_URLS",
+        default_value = ""
+    )]
+    pub shard_urls: String,
 }
 
 /// How insert bodies travel to ClickHouse.
@@ -259,6 +272,7 @@ impl ClickHouseArgs {
             compress_inserts: self.insert_compression.compresses(&self.url),
             insert_timeout_ms: self.insert_timeout_ms,
             cluster: self.cluster.clone(),
+            shard_urls: query::parse_shard_urls(&self.shard_urls),
             ..ClickHouseConfig::default()
         };
         config.validate().context("invalid ClickHouse settings")
@@ -586,6 +600,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("failed to create the topics")?;
     let writer =
         query::Writer::new(&clickhouse).context("failed to build the ClickHouse writer")?;
+    writer
+        .verify_shards()
+        .await
+        .context("invalid --clickhouse-shard-urls")?;
     let reader =
         query::Reader::new(&clickhouse).context("failed to build the ClickHouse reader")?;
     let stop = Arc::new(AtomicBool::new(false));

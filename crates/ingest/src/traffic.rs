@@ -244,6 +244,25 @@ pub struct Fence(u64);
 #[derive(Debug)]
 pub struct Paused(TopicPartitionList);
 
+impl Paused {
+    /// The paused partitions.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.0.elements().iter().map(|e| e.partition()).collect()
+    }
+
+    /// These, without the partitions `keep_paused` says stay paused (held elsewhere): what to
+    /// resume.
+    pub fn except(&self, keep_paused: impl Fn(i32) -> bool) -> Paused {
+        let mut rest = TopicPartitionList::new();
+        for element in self.0.elements() {
+            if !keep_paused(element.partition()) {
+                rest.add_partition(element.topic(), element.partition());
+            }
+        }
+        Paused(rest)
+    }
+}
+
 /// The traffic reader: a consumer-group member whose positions come from ClickHouse.
 pub struct TrafficSource {
     consumer: BaseConsumer<TrafficContext>,
@@ -334,18 +353,27 @@ impl TrafficSource {
     /// Pauses every assigned partition: polling then serves heartbeats and rebalances and
     /// fetches nothing, so the group keeps the member and memory stays bounded.
     pub fn pause(&self) -> Result<Paused> {
+        self.pause_where(|_| true)
+    }
+
+    /// Pauses the assigned partitions `which` selects (those of one ClickHouse shard), as
+    /// [`Self::pause`]; the others keep being fetched.
+    pub fn pause_where(&self, which: impl Fn(i32) -> bool) -> Result<Paused> {
         let assignment = self
             .consumer
             .assignment()
             .map_err(Error::kafka("read the assignment"))?;
-        self.consumer
-            .pause(&assignment)
-            .map_err(Error::kafka("pause the traffic partitions"))?;
-        Ok(Paused(assignment))
+        let selected = Paused(assignment).except(|partition| !which(partition)).0;
+        if selected.count() > 0 {
+            self.consumer
+                .pause(&selected)
+                .map_err(Error::kafka("pause the traffic partitions"))?;
+        }
+        Ok(Paused(selected))
     }
 
     /// Resumes paused partitions from what is durable: one past the last message handed out,
-    /// rewound and filtered like a fresh assignment.
+    /// rewound and filtered like a fresh assignment. Only the partitions of `paused` move.
     pub fn resume(&self, paused: Paused) -> Result<()> {
         let positions = self
             .consumer
@@ -355,7 +383,11 @@ impl TrafficSource {
             .resume(&paused.0)
             .map_err(Error::kafka("resume the traffic partitions"))?;
         let context = self.consumer.context();
+        let resumed = paused.partitions();
         for element in positions.elements() {
+            if !resumed.contains(&element.partition()) {
+                continue; // still paused (held elsewhere), or not paused at all
+            }
             if let Offset::Offset(next) = element.offset() {
                 let last = context.mark_stored(element.partition(), next - 1);
                 let start = start_offset(Some(last), context.rewind());

@@ -1,6 +1,7 @@
 //! botmeter on a ClickHouse cluster (shards × replicas, coordinated by ZooKeeper): how the
 //! single-node migrations become the cluster schema ([`ClusterSchema::translate`]), and the
-//! positions a consumer resumes from, read from every replica ([`replica_positions`]).
+//! positions a consumer resumes from, each partition's read from every replica of the shard that
+//! owns it ([`replica_positions`]).
 //!
 //! The cluster schema keeps every name readers use. Each table `T` of the migrations becomes
 //!
@@ -310,15 +311,17 @@ struct ReplicaState {
     zookeeper_path: String,
 }
 
+/// A server of a cluster (`system.clusters`).
 #[derive(Debug, Row, Deserialize)]
-struct ReplicaAddress {
-    shard_num: u32,
-    host_address: String,
-    port: u16,
+pub(crate) struct ReplicaAddress {
+    pub(crate) shard_num: u32,
+    pub(crate) host_address: String,
+    pub(crate) port: u16,
 }
 
 /// The highest Kafka offset stored per partition of `topic` (as [`crate::Reader::positions`]),
-/// over every replica of `cluster`, each read directly (`remote()` of its local tables): a replica
+/// each partition's from the replicas of the shard that owns it (`partition % shards`, where
+/// its rows are written), each replica read directly (`remote()` of its local tables): a replica
 /// that has not fetched the latest insert yet cannot hide it, and no ZooKeeper is needed.
 ///
 /// A replica that does not answer may hold parts no other replica has fetched yet; they are then
@@ -339,6 +342,17 @@ pub async fn replica_positions(
     if replicas.is_empty() {
         return Err(custom(format!("no cluster {cluster} in system.clusters")));
     }
+    // Shard i (0-based, in shard_num order) owns the partitions p with p % shards == i: the
+    // Distributed tables' sharding key and the per-shard inserts place them there, so a
+    // partition's position is read from its shard only.
+    let shard_index: BTreeMap<u32, i32> = replicas
+        .iter()
+        .map(|replica| replica.shard_num)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .zip(0..)
+        .collect();
+    let shards = shard_index.len() as i32;
     let mut positions: HashMap<i32, i64> = HashMap::new();
     let mut answering: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut silent = Vec::new();
@@ -364,7 +378,11 @@ pub async fn replica_positions(
             .await
         {
             Ok(rows) => {
-                for row in rows {
+                let owned = shard_index[&replica.shard_num];
+                for row in rows
+                    .into_iter()
+                    .filter(|row| row.kafka_partition.rem_euclid(shards) == owned)
+                {
                     let max = positions
                         .entry(row.kafka_partition)
                         .or_insert(row.max_offset);

@@ -49,9 +49,54 @@ pub struct ClickHouseConfig {
     pub compress_inserts: bool,
     /// The ClickHouse cluster (a `remote_servers` name) holding the database, or empty for one
     /// server. Set, `migrate` creates the cluster schema (replicated local tables behind
-    /// `Distributed` ones, see [`crate::cluster`]), inserts go through the `Distributed` tables
-    /// synchronously, and positions are read once every live replica has caught up.
+    /// `Distributed` ones, see [`crate::cluster`]), inserts go per shard
+    /// ([`Self::shard_urls`]) or through the `Distributed` tables synchronously, and positions
+    /// are read once every live replica has caught up.
     pub cluster: String,
+    /// On a cluster, the HTTP URLs of each shard's replicas, in the cluster's shard order
+    /// (`system.clusters.shard_num`): traffic is then inserted per shard, straight into the
+    /// shard's `_local` tables through one of its replicas (see [`crate::write`]), so a shard that
+    /// is down holds only its own Kafka partitions. Empty: inserts go through the `Distributed`
+    /// tables. Parse the command-line form with [`parse_shard_urls`].
+    pub shard_urls: Vec<Vec<String>>,
+}
+
+/// One replica of a shard, as [`ValidClickHouseConfig::shard_replicas`] builds it.
+#[derive(Clone)]
+pub struct ReplicaClients {
+    /// Its HTTP URL (for messages).
+    pub url: String,
+    /// For inserts (bodies compressed like [`ValidClickHouseConfig::insert_client`]'s).
+    pub insert: Client,
+    /// For queries (`KILL QUERY`, `system.processes`).
+    pub plain: Client,
+}
+
+impl fmt::Debug for ReplicaClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaClients")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shards' replica URLs from their command-line form: shards separated by `;`, each shard's
+/// replicas by `,`, shards in the cluster's order: `http://a:8123,http://b:8123;http://c:8123`.
+/// Empty text is no shards. The URLs themselves are checked by [`ClickHouseConfig::validate`].
+pub fn parse_shard_urls(text: &str) -> Vec<Vec<String>> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    text.split(';')
+        .map(|shard| {
+            shard
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
 }
 
 /// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`): an insert body then never
@@ -85,6 +130,7 @@ impl Default for ClickHouseConfig {
             ddl_timeout_ms: 60_000,
             compress_inserts: true,
             cluster: String::new(),
+            shard_urls: Vec::new(),
         }
     }
 }
@@ -108,6 +154,7 @@ impl fmt::Debug for ClickHouseConfig {
             .field("ddl_timeout_ms", &self.ddl_timeout_ms)
             .field("compress_inserts", &self.compress_inserts)
             .field("cluster", &self.cluster)
+            .field("shard_urls", &self.shard_urls)
             .finish()
     }
 }
@@ -151,6 +198,7 @@ impl ClickHouseConfig {
                 message,
             })?;
         }
+        self.check_shard_urls()?;
         if self.user.is_empty() {
             return Err(Error::Config {
                 field: "user",
@@ -167,6 +215,39 @@ impl ClickHouseConfig {
                     field,
                     message: "must be greater than 0, found 0".to_owned(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::shard_urls`]: only with a cluster, every shard with a replica, every URL valid.
+    fn check_shard_urls(&self) -> Result<()> {
+        let invalid = |message: String| Error::Config {
+            field: "shard_urls",
+            message,
+        };
+        if self.shard_urls.is_empty() {
+            return Ok(());
+        }
+        if self.cluster.is_empty() {
+            return Err(invalid(
+                "shard URLs are for a cluster; set cluster too (or no shard URLs)".to_owned(),
+            ));
+        }
+        for (index, shard) in self.shard_urls.iter().enumerate() {
+            if shard.is_empty() {
+                return Err(invalid(format!(
+                    "shard {} has no replica URL (shards are separated by ';', replicas by ',')",
+                    index + 1
+                )));
+            }
+            for url in shard {
+                validate_url(url).map_err(|e| match e {
+                    Error::Config { message, .. } => {
+                        invalid(format!("shard {}: {message}", index + 1))
+                    }
+                    other => other,
+                })?;
             }
         }
         Ok(())
@@ -204,12 +285,7 @@ impl ValidClickHouseConfig {
     /// [`ClickHouseConfig::compress_inserts`]. Use it for inserts only; its queries would ask for
     /// compressed responses.
     pub fn insert_client(&self) -> Client {
-        let compression = if self.compress_inserts {
-            Compression::Lz4
-        } else {
-            Compression::None
-        };
-        let client = self.client().with_compression(compression);
+        let client = self.compressed_inserts(self.client());
         if self.cluster().is_some() {
             // A Distributed table's insert returns once every shard has stored its rows (the
             // default queues them on this server and returns at once), so that a successful
@@ -220,11 +296,45 @@ impl ValidClickHouseConfig {
         }
     }
 
+    /// Clients of each shard's replicas ([`ClickHouseConfig::shard_urls`]), in the configured
+    /// order, for per-shard inserts into the shard's own tables. Builds only: no request is sent.
+    pub fn shard_replicas(&self) -> Vec<Vec<ReplicaClients>> {
+        self.shard_urls
+            .iter()
+            .map(|shard| {
+                shard
+                    .iter()
+                    .map(|url| {
+                        let plain = self.client_at(url).with_database(&self.database);
+                        ReplicaClients {
+                            url: url.clone(),
+                            insert: self.compressed_inserts(plain.clone()),
+                            plain,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn compressed_inserts(&self, client: Client) -> Client {
+        client.with_compression(if self.compress_inserts {
+            Compression::Lz4
+        } else {
+            Compression::None
+        })
+    }
+
     /// A client with no database selected, for statements that must run before the database
     /// exists (`CREATE DATABASE`, `SELECT version()`).
     pub(crate) fn server_client(&self) -> Client {
+        self.client_at(&self.url)
+    }
+
+    /// A client of the server at `url`, no database selected.
+    fn client_at(&self, url: &str) -> Client {
         Client::default()
-            .with_url(&self.url)
+            .with_url(url)
             .with_user(&self.user)
             .with_password(&self.password)
             .with_compression(Compression::None)
@@ -334,6 +444,36 @@ mod tests {
     fn default_is_valid() {
         let config = ClickHouseConfig::default().validate().unwrap();
         let _ = (config.client(), config.insert_client());
+    }
+
+    #[test]
+    fn shard_urls_parse_by_shard_and_are_checked() {
+        assert_eq!(
+            parse_shard_urls(" http://a:1 , http://b:1;http://c:1 "),
+            [vec!["http://a:1", "http://b:1"], vec!["http://c:1"]]
+        );
+        assert!(parse_shard_urls("  ").is_empty());
+        let on_cluster = |urls: &str| {
+            with(|c| {
+                c.cluster = "c".to_owned();
+                c.shard_urls = parse_shard_urls(urls);
+            })
+            .validate()
+        };
+        on_cluster("http://a:1,http://b:1;http://c:1").unwrap();
+        for bad in [
+            "http://a:1;;http://c:1",
+            "http://a:1;ftp://c",
+            "http://a:1;",
+        ] {
+            let error = on_cluster(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("shard_urls") && error.contains("shard 2"),
+                "{bad}: {error}"
+            );
+        }
+        let without_cluster = with(|c| c.shard_urls = parse_shard_urls("http://a:1")).validate();
+        assert_eq!(field_of(without_cluster), "shard_urls");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod rows;
 pub mod write;
 
 pub use api::{router, serve, AppState};
-pub use config::{is_loopback_url, ClickHouseConfig, ValidClickHouseConfig};
+pub use config::{is_loopback_url, parse_shard_urls, ClickHouseConfig, ValidClickHouseConfig};
 pub use error::{Error, Result};
 pub use migrate::{migrate, server_version, MigrationReport};
 pub use read::Reader;

@@ -9,6 +9,7 @@
 //! Nothing is acknowledged before it is durable: the resume point is what ClickHouse holds.
 
 mod control;
+mod held;
 mod report;
 #[cfg(test)]
 mod tests;

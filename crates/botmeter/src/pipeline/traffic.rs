@@ -3,7 +3,7 @@
 //! **attribute** each event as of its time, then **write** it (see [`super::write`]) while the
 //! next batch is collected.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +18,9 @@ use rdkafka::message::Message;
 use tracing::{debug, info, warn};
 
 use super::control::ControlWait;
+use super::held::HeldShard;
 use super::report::{dead_letter_rows, publish_dead_letters, record_lag, summarize};
-use super::write::{Batch, InFlight, Written};
+use super::write::{Batch, InFlight, ShardRuns, Written};
 use super::{RunSettings, Shared};
 use crate::ops::names;
 
@@ -43,6 +44,8 @@ pub(crate) struct TrafficLoop {
     repeats: RepeatWindow,
     /// Early evictions of the repeat window already published.
     repeats_evicted_published: u64,
+    /// On a cluster, the write shards whose inserts fail, by shard (see [`super::held`]).
+    pub(super) held: BTreeMap<usize, HeldShard>,
 }
 
 /// A batch as polled, before attribution.
@@ -126,6 +129,7 @@ impl TrafficLoop {
             in_flight: None,
             repeats,
             repeats_evicted_published: 0,
+            held: BTreeMap::new(),
         }
     }
 
@@ -136,6 +140,7 @@ impl TrafficLoop {
     /// Collects, attributes and writes batches until stopped.
     pub(crate) fn run(mut self) -> anyhow::Result<()> {
         while !self.stopping() {
+            self.drive_held()?;
             let collected = self.collect()?;
             // Also while idle, so that the gauge reaches 0 once the backlog is written.
             self.record_lag_now_and_then();
@@ -309,8 +314,38 @@ impl TrafficLoop {
             let (_, partition, offset) = row.position();
             (partition, offset, row.event_time())
         });
+        let runs = self.by_shard(batch.fence, runs)?;
         self.in_flight = Some(self.start(batch, runs));
         Ok(Step::Next)
+    }
+
+    /// Cuts each run by write shard (runs are sorted by partition, so each piece keeps its
+    /// partitions' offset order); a held shard's pieces join its queue instead (after what it
+    /// holds already), the rest are returned to be inserted.
+    fn by_shard(
+        &mut self,
+        fence: Fence,
+        runs: Vec<Vec<PendingUsage>>,
+    ) -> anyhow::Result<ShardRuns> {
+        let writer = self.shared.writer.clone();
+        let mut out = ShardRuns::new();
+        for run in runs {
+            let mut pieces: BTreeMap<usize, Vec<PendingUsage>> = BTreeMap::new();
+            for row in run {
+                pieces
+                    .entry(writer.shard_of(row.position().1))
+                    .or_default()
+                    .push(row);
+            }
+            for (shard, rows) in pieces {
+                if self.held.contains_key(&shard) {
+                    self.hold_shard(fence, shard, rows, None)?;
+                } else {
+                    out.push((shard, rows));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Publishes the consumer lag at most every [`LAG_EVERY`].
@@ -415,7 +450,7 @@ impl TrafficLoop {
             }
         };
         if let Some(paused) = paused {
-            self.source.resume(paused)?;
+            self.source.resume(paused.except(|p| self.is_held(p)))?;
         }
         Ok(waited)
     }

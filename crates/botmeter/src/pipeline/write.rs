@@ -4,10 +4,12 @@
 //! keeps polling, so it stays in its group and memory stays bounded), the rest is retried with
 //! backoff after dropping what had landed (a lost response must not double count), and the
 //! partitions resume right after what is durable ([`TrafficLoop::write_holding`]). On a cluster
-//! the same rows are sent again unchanged instead, and replication's block deduplication stores
-//! them once (see `query::Writer::deduplicates_retries`).
+//! a batch's usage is inserted per shard, and a shard whose insert fails holds only its own
+//! partitions while the loop goes on ([`super::held`]); its rows are sent again unchanged and
+//! replication's block deduplication stores them once (see `query::Writer::deduplicates_retries`),
+//! in place of the lost-response filter.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -44,9 +46,19 @@ pub(crate) struct Batch {
     pub(crate) started: Instant,
 }
 
-/// The runs of a batch (see [`query::write::runs::contiguous_runs`]), how many of them are
-/// durable, and the failure that stopped the next one, if any.
-type InsertOutcome = (Vec<Vec<PendingUsage>>, usize, Option<Failed>);
+/// A batch's inserts: each run of [`query::write::runs::contiguous_runs`] cut by write shard
+/// (see `query::Writer::shard_of`; one group on one server), as (shard, rows), in order.
+pub(crate) type ShardRuns = Vec<(usize, Vec<PendingUsage>)>;
+
+/// How a batch's inserts went.
+struct InsertOutcome {
+    runs: ShardRuns,
+    /// Indexes of the runs not written: on one server, every run from the first that failed; on
+    /// a cluster, every run of a shard from its first that failed (the other shards' go on).
+    unwritten: Vec<usize>,
+    /// The first failure per shard.
+    failures: BTreeMap<usize, Failed>,
+}
 
 /// A failed insert: its error, and its `query_id` (which may still run on the server).
 pub(crate) type Failed = (query::Error, String);
@@ -95,9 +107,6 @@ struct Hold {
     /// The failed insert not yet known to be over on the server: until it is, its rows are
     /// neither sent again nor looked for in the positions.
     unfenced: Option<String>,
-    /// On a cluster, earlier failed attempts not fenced (their retries are deduplicated instead):
-    /// fenced with [`Hold::unfenced`] before positions are read after a rebalance.
-    earlier: Vec<String>,
 }
 
 impl Hold {
@@ -124,37 +133,78 @@ enum Retry<'a, R> {
 
 impl TrafficLoop {
     /// Starts inserting a batch's runs, in order, on the runtime. The reader knows an insert is
-    /// running until it ends (a rebalance waits for it; see [`ingest::WriteInFlight`]).
-    pub(super) fn start(&self, batch: Batch, runs: Vec<Vec<PendingUsage>>) -> InFlight {
+    /// running until it ends (a rebalance waits for it; see [`ingest::WriteInFlight`]). On one
+    /// server the first failure stops the batch; on a cluster a shard's failure stops only that
+    /// shard's runs (see [`super::held`]).
+    pub(super) fn start(&self, batch: Batch, runs: ShardRuns) -> InFlight {
         let guard = self.source.write_started();
         let writer = self.shared.writer.clone();
+        let per_shard = writer.deduplicates_retries();
         let task = self.shared.handle.spawn(async move {
             let _guard = guard;
-            for (index, run) in runs.iter().enumerate() {
+            let mut outcome = InsertOutcome {
+                runs,
+                unwritten: Vec::new(),
+                failures: BTreeMap::new(),
+            };
+            for (index, (shard, run)) in outcome.runs.iter().enumerate() {
+                if outcome.failures.contains_key(shard) {
+                    outcome.unwritten.push(index);
+                    continue;
+                }
                 let query_id = query::query_id::new_query_id();
-                if let Err(e) = writer.insert_usage_as(run, &query_id).await {
-                    return (runs, index, Some((e, query_id)));
+                if let Err(e) = writer.insert_usage_into_shard(*shard, run, &query_id).await {
+                    outcome.failures.insert(*shard, (e, query_id));
+                    outcome.unwritten.push(index);
+                    if !per_shard {
+                        outcome.unwritten.extend(index + 1..outcome.runs.len());
+                        break;
+                    }
                 }
             }
-            let done = runs.len();
-            (runs, done, None)
+            outcome
         });
         InFlight { batch, task }
     }
 
-    /// Waits for a batch's insert; if it failed, holds the partitions and retries the rest. Then
+    /// Waits for a batch's insert; if it failed, holds the partitions and retries the rest (on a
+    /// cluster, holds only the failed shards' partitions and goes on: see [`super::held`]). Then
     /// does the batch's bookkeeping: metrics, counters, eviction and the informative commit.
     pub(super) fn finish(&mut self, in_flight: InFlight) -> anyhow::Result<Written> {
-        let InFlight { batch, task } = in_flight;
-        let (runs, done, error) = self
+        let InFlight { mut batch, task } = in_flight;
+        let InsertOutcome {
+            runs,
+            unwritten,
+            mut failures,
+        } = self
             .shared
             .handle
             .block_on(task)
             .context("the insert task panicked")?;
-        if let Some(error) = error {
+        let inserts = runs.len();
+        if self.shared.writer.deduplicates_retries() {
+            let mut runs: Vec<Option<(usize, Vec<PendingUsage>)>> =
+                runs.into_iter().map(Some).collect();
+            for index in unwritten {
+                if let Some((shard, rows)) = runs[index].take() {
+                    let failed = failures.remove(&shard);
+                    self.hold_shard(batch.fence, shard, rows, failed)?;
+                }
+            }
+            let writer = &self.shared.writer;
+            let held = &self.held;
+            batch
+                .commit
+                .retain(|partition, _| !held.contains_key(&writer.shard_of(*partition)));
+        } else if let Some(error) = failures.into_values().next() {
+            let rest: Vec<Vec<PendingUsage>> = runs
+                .into_iter()
+                .skip(unwritten.first().copied().unwrap_or(inserts))
+                .map(|(_, rows)| rows)
+                .collect();
             match self.write_holding(
                 batch.fence,
-                &runs[done..],
+                &rest,
                 Some(&USAGE_KEYS),
                 Some(error),
                 |rows, query_id| {
@@ -166,7 +216,7 @@ impl TrafficLoop {
                 other => return Ok(other),
             }
         }
-        self.count_written(&batch, runs.len());
+        self.count_written(&batch, inserts);
         if self.last_eviction.elapsed() >= EVICT_EVERY {
             if let Some(t_min) = batch.t_min {
                 self.evict(t_min);
@@ -241,7 +291,6 @@ impl TrafficLoop {
             paused: None,
             landed: None,
             unfenced: None,
-            earlier: Vec::new(),
         };
         let mut queue: VecDeque<&'a [R]> = runs
             .iter()
@@ -285,8 +334,11 @@ impl TrafficLoop {
             }
         }
         if let Some(paused) = hold.paused {
-            self.source.resume(paused)?;
-            self.shared.stats.degraded.store(false, Ordering::SeqCst);
+            self.source.resume(paused.except(|p| self.is_held(p)))?;
+            self.shared
+                .stats
+                .degraded
+                .store(!self.held.is_empty(), Ordering::SeqCst);
             info!("clickhouse writes recovered; partitions resumed");
         }
         if let Some((first, last)) = hold.landed {
@@ -329,8 +381,8 @@ impl TrafficLoop {
         }
         if !self.source.holds(hold.fence) {
             // Positions are read again right below: an insert of ours may not land after that.
-            for query_id in hold.earlier.drain(..).chain(hold.unfenced.take()) {
-                self.fence_until_over(&query_id);
+            if let Some(query_id) = hold.unfenced.take() {
+                self.fence_until_over(0, &query_id);
             }
             let partitions = self.source.resume_from_stored()?;
             info!(
@@ -340,19 +392,8 @@ impl TrafficLoop {
             self.shared.stats.degraded.store(false, Ordering::SeqCst);
             return Ok(Retry::Done(Written::Rebalanced));
         }
-        if let Some(keys) = keys.filter(|_| self.shared.writer.deduplicates_retries()) {
-            // On a cluster the same rows are sent again, unchanged: each shard stores a block it
-            // already holds once (replication's block deduplication), so neither the fence nor
-            // the lost-response filter is needed. Any failed attempt may have landed in part
-            // (in a shard, or before a materialized view's part): the rollups are checked once
-            // writes recover.
-            hold.earlier.extend(hold.unfenced.take());
-            hold.may_have_landed(run, keys);
-            hold.backoff.next_pause();
-            return Ok(Retry::Again);
-        }
         if let Some(query_id) = &hold.unfenced {
-            if !self.fenced(query_id) {
+            if !self.fenced(0, query_id) {
                 hold.backoff.next_pause();
                 return Ok(Retry::Unfenced(error));
             }
@@ -365,14 +406,14 @@ impl TrafficLoop {
         Ok(Retry::Again)
     }
 
-    /// One attempt at knowing the failed insert `query_id` over on the server (see
-    /// `query::Writer::fence`).
-    fn fenced(&self, query_id: &str) -> bool {
-        match self
-            .shared
-            .handle
-            .block_on(self.shared.writer.fence(query_id, FENCE_WITHIN))
-        {
+    /// One attempt at knowing the failed insert `query_id` over on the server (on a cluster, on
+    /// every replica of write shard `shard`; see `query::Writer::fence_shard`).
+    pub(super) fn fenced(&self, shard: usize, query_id: &str) -> bool {
+        match self.shared.handle.block_on(self.shared.writer.fence_shard(
+            shard,
+            query_id,
+            FENCE_WITHIN,
+        )) {
             Ok(true) => {
                 debug!(query_id, "the failed insert is over on the server");
                 true
@@ -390,9 +431,9 @@ impl TrafficLoop {
 
     /// Fences `query_id` before positions are read after a rebalance, polling the paused consumer
     /// between attempts; gives up (saying so) when stopping.
-    fn fence_until_over(&self, query_id: &str) {
+    pub(super) fn fence_until_over(&self, shard: usize, query_id: &str) {
         let mut backoff = Backoff::new(self.settings.max_backoff());
-        while !self.fenced(query_id) {
+        while !self.fenced(shard, query_id) {
             if !self.wait_paused(backoff.next_pause()) {
                 warn!(query_id, "stopping before the failed insert was known over");
                 return;
@@ -402,7 +443,7 @@ impl TrafficLoop {
 
     /// Polls the paused consumer for `pause` (heartbeats and rebalances; no messages of ours);
     /// `false` when stopping.
-    fn wait_paused(&self, pause: Duration) -> bool {
+    pub(super) fn wait_paused(&self, pause: Duration) -> bool {
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if self.shared.stop.load(Ordering::SeqCst) {
@@ -453,7 +494,7 @@ impl TrafficLoop {
     /// Compares the rollups with the raw rows after a landed insert (see
     /// [`query::write::verify`]) and reports lasting damage as an error naming the months to
     /// rebuild, and in `botmeter_rollup_damage_total`.
-    fn verify_rollups(&self, first: u32, last: u32) {
+    pub(super) fn verify_rollups(&self, first: u32, last: u32) {
         match self
             .shared
             .handle

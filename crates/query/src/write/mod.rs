@@ -11,13 +11,18 @@
 //! consumer's position: [`crate::Reader::positions`] is where a restarted or rebalanced instance
 //! resumes.
 //!
-//! On a cluster ([`crate::ClickHouseConfig::cluster`]) the tables written are `Distributed`, with
-//! `insert_distributed_sync = 1`: one insert sends each shard its rows (those of the Kafka
-//! partitions it owns, `partition % shards`) and returns once every shard stored them, and a
-//! retried insert is deduplicated by each shard ([`Writer::deduplicates_retries`]).
+//! On a cluster ([`crate::ClickHouseConfig::cluster`]) with shard URLs
+//! ([`crate::ClickHouseConfig::shard_urls`]), usage is inserted per shard ([`shards`]): the rows of
+//! the Kafka partitions shard `partition % shards` owns go straight into that shard's
+//! `usage_events_local` through one of its replicas, so a shard that is down fails only its own
+//! inserts. Without shard URLs, and for control events and dead letters, the tables written are
+//! the `Distributed` ones, with `insert_distributed_sync = 1`: one insert sends each shard its rows
+//! and returns once every shard stored them. Either way a retried insert is deduplicated by the
+//! shard ([`Writer::deduplicates_retries`]).
 
 pub mod retry;
 pub mod runs;
+pub mod shards;
 pub mod verify;
 
 use std::fmt;
@@ -26,7 +31,7 @@ use std::time::Duration;
 use clickhouse::{Client, RowOwned, RowWrite};
 use tracing::debug;
 
-use crate::config::ValidClickHouseConfig;
+use crate::config::{ReplicaClients, ValidClickHouseConfig};
 use crate::error::{with_deadline, Result};
 use crate::query_id::{self, new_query_id};
 use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRowRef};
@@ -49,6 +54,10 @@ pub struct Writer {
     insert_timeout: Duration,
     /// On a cluster: inserts go to replicated tables, which store an identical block once.
     deduplicates: bool,
+    /// On a cluster with shard URLs: each shard's replicas, in the cluster's shard order.
+    shards: Vec<Vec<ReplicaClients>>,
+    /// On a cluster: its name and the database (for [`Writer::verify_shards`]).
+    cluster: Option<(String, String)>,
 }
 
 impl fmt::Debug for Writer {
@@ -67,6 +76,10 @@ impl Writer {
             client: config.client(),
             insert_timeout: config.insert_timeout(),
             deduplicates: config.cluster().is_some(),
+            shards: config.shard_replicas(),
+            cluster: config
+                .cluster()
+                .map(|cluster| (cluster.to_owned(), config.database.clone())),
         })
     }
 
@@ -94,16 +107,24 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
-        let client = &self.insert_client;
+        self.insert_usage_via(&self.insert_client, USAGE_TABLE, rows, query_id)
+            .await
+    }
+
+    /// One `INSERT` of usage rows into `table` through `client`, within the insert deadline.
+    async fn insert_usage_via<R: AsUsageRow + Sync>(
+        &self,
+        client: &Client,
+        table: &str,
+        rows: &[R],
+        query_id: &str,
+    ) -> Result<()> {
         with_deadline(
-            format!(
-                "insert {} rows into {USAGE_TABLE} (query {query_id})",
-                rows.len()
-            ),
+            format!("insert {} rows into {table} (query {query_id})", rows.len()),
             self.insert_timeout,
             async move {
                 let mut insert = client
-                    .insert::<UsageRowRef<'_>>(USAGE_TABLE)
+                    .insert::<UsageRowRef<'_>>(table)
                     .await?
                     .with_option("query_id", query_id);
                 for row in rows {
@@ -113,7 +134,7 @@ impl Writer {
             },
         )
         .await?;
-        debug!(table = USAGE_TABLE, rows = rows.len(), "rows inserted");
+        debug!(table, rows = rows.len(), "rows inserted");
         Ok(())
     }
 
@@ -124,23 +145,7 @@ impl Writer {
     /// ClickHouse does not answer within `within`: then nothing is known, and the caller must not
     /// read positions or send those rows again.
     pub async fn fence(&self, query_id: &str, within: Duration) -> Result<bool> {
-        let client = &self.client;
-        with_deadline(
-            format!("kill query {query_id}"),
-            within,
-            query_id::kill(client, query_id, query_id::Wait::Sync),
-        )
-        .await?;
-        let running = with_deadline(
-            format!("look for query {query_id} in system.processes"),
-            within,
-            client
-                .query("SELECT count() FROM system.processes WHERE query_id = ?")
-                .bind(query_id)
-                .fetch_one::<u64>(),
-        )
-        .await?;
-        Ok(running == 0)
+        fence_on(&self.client, query_id, within).await
     }
 
     /// Inserts control-plane events in one `INSERT`.
@@ -179,6 +184,26 @@ impl Writer {
         debug!(table, rows = rows.len(), "rows inserted");
         Ok(())
     }
+}
+
+/// [`Writer::fence`] on the server of `client`.
+pub(crate) async fn fence_on(client: &Client, query_id: &str, within: Duration) -> Result<bool> {
+    with_deadline(
+        format!("kill query {query_id}"),
+        within,
+        query_id::kill(client, query_id, query_id::Wait::Sync),
+    )
+    .await?;
+    let running = with_deadline(
+        format!("look for query {query_id} in system.processes"),
+        within,
+        client
+            .query("SELECT count() FROM system.processes WHERE query_id = ?")
+            .bind(query_id)
+            .fetch_one::<u64>(),
+    )
+    .await?;
+    Ok(running == 0)
 }
 
 #[cfg(test)]
