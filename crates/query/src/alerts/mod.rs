@@ -782,7 +782,7 @@ mod tests {
         // December's projection is over quota too: November's alert resolves and December's
         // fires under its own id, instead of November's alert carrying December's evidence.
         let mut next = transitions(&rule, december + 10, 3, &[month(december)], &[delivered]);
-        next.sort_by(|a, b| a.first_seen.cmp(&b.first_seen));
+        next.sort_by_key(|a| a.first_seen);
         let states: Vec<(&str, &str, u32)> = next
             .iter()
             .map(|a| (a.alert_id.as_str(), a.state.as_str(), a.first_seen))
