@@ -607,6 +607,16 @@ cluster_node_wait() {
             sleep 1
         fi
         rm -f "$pid"
+        # A server SIGKILLed mid-insert (the fault tests do it) can find its parts differ from
+        # what ZooKeeper records and refuse to start ("doesn't look like the set of parts in
+        # ZooKeeper"). ClickHouse's documented recovery: the force_restore_data flag, with which it
+        # detaches the unexpected parts and fetches the missing ones from the other replica.
+        if tail -n 200 "$dir/log/clickhouse-server.err.log" 2>/dev/null |
+            grep -q "doesn't look like the set of parts in ZooKeeper"; then
+            log "cluster: $node's parts differ from ZooKeeper's; restarting it with force_restore_data"
+            mkdir -p "$dir/data/flags"
+            touch "$dir/data/flags/force_restore_data"
+        fi
         cluster_node_up "$node"
     done
     node_reachable "$node" || die "clickhouse $node did not start, see $dir/log/clickhouse-server.err.log"
