@@ -18,7 +18,10 @@
 //! inserts. Without shard URLs, and for control events and dead letters, the tables written are
 //! the `Distributed` ones, with `insert_distributed_sync = 1`: one insert sends each shard its rows
 //! and returns once every shard stored them. Either way a retried insert is deduplicated by the
-//! shard ([`Writer::deduplicates_retries`]).
+//! shard ([`Writer::deduplicates_retries`]). Control events and dead letters that a shard cannot
+//! store now are handed to the `Distributed` table's own queue instead
+//! ([`Writer::insert_control`]), so a shard that is down holds neither the control reader nor the
+//! other shards' partitions.
 
 pub mod retry;
 pub mod runs;
@@ -29,7 +32,7 @@ use std::fmt;
 use std::time::Duration;
 
 use clickhouse::{Client, RowOwned, RowWrite};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::{ReplicaClients, ValidClickHouseConfig};
 use crate::error::{with_deadline, Result};
@@ -58,6 +61,10 @@ pub struct Writer {
     shards: Vec<Vec<ReplicaClients>>,
     /// On a cluster: its name and the database (for [`Writer::verify_shards`]).
     cluster: Option<(String, String)>,
+    /// On a cluster: inserts into a `Distributed` table that return once the server has queued
+    /// the rows on its disk (`insert_distributed_sync = 0`), to forward them to their shards by
+    /// itself, retrying until each takes them.
+    forwarding_client: Option<Client>,
 }
 
 impl fmt::Debug for Writer {
@@ -73,6 +80,11 @@ impl Writer {
     pub fn new(config: &ValidClickHouseConfig) -> Result<Self> {
         Ok(Self {
             insert_client: config.insert_client(),
+            forwarding_client: config.cluster().map(|_| {
+                config
+                    .insert_client()
+                    .with_option("insert_distributed_sync", "0")
+            }),
             client: config.client(),
             insert_timeout: config.insert_timeout(),
             deduplicates: config.cluster().is_some(),
@@ -149,23 +161,55 @@ impl Writer {
     }
 
     /// Inserts control-plane events in one `INSERT`.
+    ///
+    /// On a cluster, rows that not every shard stores now (a shard down, ZooKeeper lost: the
+    /// synchronous insert fails) are handed to the `Distributed` table's queue on the server
+    /// botmeter writes to, which forwards them when their shard is back. The audit log is
+    /// deduplicated by Kafka position (a ReplacingMergeTree) and the part of the failed insert a
+    /// healthy shard stored is the same block again, which replication stores once; and the
+    /// audit log's rows never move a traffic partition's position. So a down shard holds neither
+    /// the control reader (nor, through it, traffic waiting for the control plane), at the cost
+    /// of that shard's audit rows showing up in reads once it is back. The queue is on that
+    /// server's disk: rows queued there are lost with the disk (the control topic still has
+    /// them).
     pub async fn insert_control(&self, rows: &[ControlRow]) -> Result<()> {
-        self.insert(CONTROL_TABLE, rows).await
+        self.insert_or_forward(CONTROL_TABLE, rows).await
     }
 
-    /// Inserts dead letters in one `INSERT`.
+    /// Inserts dead letters in one `INSERT`; on a cluster, queued for a shard that is down as
+    /// [`Self::insert_control`] does (dead letters are deduplicated by Kafka position, never move
+    /// a position, and are on the dead-letter topic too).
     pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> Result<()> {
-        self.insert(DEAD_LETTER_TABLE, rows).await
+        self.insert_or_forward(DEAD_LETTER_TABLE, rows).await
     }
 
-    async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<()>
+    async fn insert_or_forward<T>(&self, table: &'static str, rows: &[T]) -> Result<()>
+    where
+        T: RowOwned + RowWrite,
+    {
+        let error = match self.insert_with(&self.insert_client, table, rows).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let Some(forwarding) = &self.forwarding_client else {
+            return Err(error);
+        };
+        warn!(
+            table,
+            rows = rows.len(),
+            %error,
+            "not every shard stored the rows; queued on the server instead, to be forwarded when the shard is back"
+        );
+        self.insert_with(forwarding, table, rows).await
+    }
+
+    async fn insert_with<T>(&self, client: &Client, table: &'static str, rows: &[T]) -> Result<()>
     where
         T: RowOwned + RowWrite,
     {
         if rows.is_empty() {
             return Ok(());
         }
-        let client = &self.insert_client;
         let insert_timeout = self.insert_timeout;
         // The deadline covers the whole insert, sending included: a stalled server must not hold a
         // batch (and its partition's memory) forever.
