@@ -271,6 +271,23 @@ def test_services_wait_for_what_they_need():
         waits(name, "migrate-cluster", "service_completed_successfully")
 
 
+def test_the_cluster_pipeline_writes_per_shard_in_the_clusters_order():
+    """run-cluster lists every server of clickhouse-cluster/config.d/cluster.xml as its shard's
+    replica, shards in the cluster's order: a partition's rows then go to the shard the
+    Distributed tables' sharding key names (botmeter checks the order against system.clusters at
+    start, but only once the containers run)."""
+    import xml.etree.ElementTree as ET
+
+    cluster = ET.parse(ROOT / "clickhouse-cluster" / "config.d" / "cluster.xml").getroot()
+    shards = [
+        [f"http://{replica.findtext('host')}:8123" for replica in shard.findall("replica")]
+        for shard in cluster.find("remote_servers/botmeter_cluster").findall("shard")
+    ]
+    urls = services()["run-cluster"]["environment"].get("BOTMETER_CLICKHOUSE_SHARD_URLS", "")
+    assert [shard.split(",") for shard in urls.split(";")] == shards, urls
+    assert "--cluster" in services()["run-cluster"]["command"]
+
+
 def test_healthchecks_use_tools_the_images_have():
     runtime = runtime_stage()
     for name, service in botmeter_services().items():
