@@ -106,13 +106,13 @@ pub enum Command {
         /// Plan quotas and unit prices for /v1/overage (TOML, or JSON when it ends in .json).
         #[arg(long, env = "BOTMETER_PLAN")]
         plan: Option<std::path::PathBuf>,
-        /// API keys (SHA-256 digests with roles admin, reader, customer:<id>; TOML or .json): at
+        /// API keys (SHA-256 digests with roles admin, reader, customer:ID; TOML or .json): at
         /// least one, each digest once, else serve refuses to start. Without it the API is open
         /// to anyone who can reach it.
         #[arg(long, env = "BOTMETER_API_KEYS_FILE")]
         api_keys_file: Option<std::path::PathBuf>,
         /// Key at the top level of bot users' JSON metadata whose value names their customer
-        /// (/v1/customers/<value>/report), as of each event's time (a bot user moved mid-month
+        /// (/v1/customers/VALUE/report), as of each event's time (a bot user moved mid-month
         /// counts on each side for its own part); a customer's credentials are those its bot users
         /// own. Customers are bot user ids only without it.
         #[arg(long, env = "BOTMETER_CUSTOMER_METADATA_KEY")]

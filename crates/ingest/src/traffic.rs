@@ -56,7 +56,7 @@ struct WritesInFlight {
 }
 
 /// Held by an insert of rows from the traffic reader while it runs (see
-/// [`TrafficContext::write_started`]); dropping it marks the insert ended.
+/// `TrafficContext::write_started`); dropping it marks the insert ended.
 #[derive(Debug)]
 pub struct WriteInFlight(Arc<WritesInFlight>);
 

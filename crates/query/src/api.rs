@@ -1,7 +1,7 @@
 //! The HTTP API: reports answered from ClickHouse, plus liveness, readiness and the OpenAPI
 //! description ([`ROUTES`] lists every route).
 //!
-//! Each resource module has its own `router()`, merged by [`router`]; [`auth`] establishes who is
+//! Each resource module has its own `router()`, merged by [`router`]; `auth` establishes who is
 //! asking (API keys and roles, or open when none are configured) before any handler runs. Every
 //! failure goes through [`ApiError`], so every response that is not a report is a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`: bad input is a 400 naming the parameter and its

@@ -1,9 +1,9 @@
 //! How botmeter reaches ClickHouse: what the user sets, checked purely by [`ClickHouseConfig::validate`]
-//! before anything touches the network, then turned into a client by [`ClickHouseConfig::client`].
+//! before anything touches the network, then turned into a client by [`ValidClickHouseConfig::client`].
 //!
 //! Every client this crate builds has row validation off (`RowBinary`, not
 //! `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 does not know). Inserts are LZ4-compressed
-//! ([`ClickHouseConfig::insert_client`]); reads are not ([`ClickHouseConfig::client`]): ClickHouse
+//! ([`ValidClickHouseConfig::insert_client`]); reads are not ([`ValidClickHouseConfig::client`]): ClickHouse
 //! 18.16 answers `compress=1` with an empty body (its compressed response buffer is finalized after
 //! the response is sent), and what botmeter reads back is small (report buckets, positions).
 

@@ -2,7 +2,7 @@
 //! retry policy, the lost-response filter, the rollup check), the read side of its bookkeeping
 //! (positions, the control-event history), and the HTTP API that answers reports from the tables.
 //!
-//! Every client is built by [`ClickHouseConfig::client`], with row validation off: ClickHouse 18.16
+//! Every client is built by [`ValidClickHouseConfig::client`], with row validation off: ClickHouse 18.16
 //! has no `RowBinaryWithNamesAndTypes`, so rows travel as plain `RowBinary`, positional, and the
 //! struct field order in [`rows`] must equal the table's column order (a real-service test guards it).
 

@@ -5,7 +5,7 @@
 //!
 //! The materialized view keeps the rollup exact while every write goes through `usage_events`
 //! inserts. Two things can still leave it behind the raw rows: rows written before the view
-//! existed (an upgrade; [`crate::migrate`] rebuilds right after creating the view), and a ClickHouse
+//! existed (an upgrade; [`fn@crate::migrate`] rebuilds right after creating the view), and a ClickHouse
 //! crash between storing an insert's part and the view's part (18.16 writes them one after the
 //! other). [`check`] finds any difference, key by key; [`rebuild`] recomputes whole months from
 //! the raw rows and swaps each in with `REPLACE PARTITION`, so running it twice, or from two

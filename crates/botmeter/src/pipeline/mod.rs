@@ -1,8 +1,8 @@
 //! `botmeter run`: wires the crates into the data flow. Two threads poll Kafka:
 //!
-//! - the **control** reader ([`control`]) applies every control-plane event to the shared
+//! - the **control** reader (`control`) applies every control-plane event to the shared
 //!   [`OwnershipState`] and writes it to the audit log (`control_events`);
-//! - the **traffic** reader ([`traffic`]) collects a batch, waits until the control plane has been
+//! - the **traffic** reader (`traffic`) collects a batch, waits until the control plane has been
 //!   read past the batch's time, attributes each event as of its time, and writes the batch with
 //!   its Kafka positions in one insert ([`write`]), overlapping that insert with the next batch.
 //!

@@ -244,7 +244,7 @@ fn check_entry(
     })
 }
 
-/// Who is asking, as established by [`authenticate`].
+/// Who is asking, as established by `authenticate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// No keys are configured: everything is allowed.

@@ -466,7 +466,7 @@ async fn fleet_report(
     Ok(report(request, &rows, keep))
 }
 
-/// The whole fleet's rows as of one instant: what [`report`] reads. Kept as the snapshot that
+/// The whole fleet's rows as of one instant: what `report` reads. Kept as the snapshot that
 /// answers the requests without `at` ([`run_fleet_gauges`] refreshes it).
 #[derive(Debug, Default)]
 pub struct FleetSnapshot {

@@ -39,7 +39,7 @@ use crate::error::{with_deadline, Result};
 use crate::query_id::{self, new_query_id};
 use crate::rows::{AsUsageRow, ControlRow, DeadLetterRow, UsageRowRef};
 
-/// Table of [`UsageRow`].
+/// Table of [`crate::rows::UsageRow`].
 pub const USAGE_TABLE: &str = "usage_events";
 /// Table of [`ControlRow`]: the audit log, deduplicated by Kafka position (a ReplacingMergeTree;
 /// migration 0004). Readers use the view `control_events`, which shows each message once.
