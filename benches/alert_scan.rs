@@ -22,11 +22,13 @@
 //! a build with newer migrations is measured on the same rows). Results go to BENCHMARKS.md by
 //! hand, with the machine.
 
+#[path = "support/clickhouse.rs"]
+mod clickhouse_support;
+use clickhouse_support::{bench_database, env_or, BenchDatabase};
 use std::time::{Duration, Instant};
 
 use query::alerts::AlertRules;
 use query::rows::status;
-use query::ClickHouseConfig;
 
 const DATABASE: &str = "botmeter_bench_alert_scan";
 const RULES: &str = r#"
@@ -47,13 +49,6 @@ kind = "unattributed_spike"
 interval_seconds = 60
 threshold_bytes = 1000000
 "#;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -156,23 +151,11 @@ async fn main() {
     let days: u64 = env_or("BOTMETER_BENCH_SCAN_DAYS", 180);
     let runs: usize = env_or("BOTMETER_BENCH_SCAN_RUNS", 30);
     let keep = std::env::var("BOTMETER_BENCH_SCAN_KEEP").is_ok_and(|v| v == "1");
-    let url =
-        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let config = ClickHouseConfig {
-        url,
-        database: DATABASE.into(),
-        ..ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let server = ClickHouseConfig {
-        database: "system".into(),
-        ..ClickHouseConfig::clone(&config)
-    }
-    .validate()
-    .unwrap()
-    .client();
-    let client = config.client();
+    let BenchDatabase {
+        config,
+        server,
+        client,
+    } = bench_database(DATABASE);
 
     let existing: u64 = client
         .query("SELECT count() FROM usage_events")

@@ -22,6 +22,9 @@
 //! reuses it when it already holds the fleet. Results go to BENCHMARKS.md by hand, with the
 //! machine.
 
+#[path = "support/clickhouse.rs"]
+mod clickhouse_support;
+use clickhouse_support::{bench_database, env_or, BenchDatabase};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,7 +37,6 @@ mod serve;
     reason = "this harness reports only some kinds of target line"
 )]
 mod targets;
-use query::ClickHouseConfig;
 use targets::{report, Bar};
 
 const DATABASE: &str = "botmeter_bench_fleet";
@@ -42,13 +44,6 @@ const DATABASE: &str = "botmeter_bench_fleet";
 const MONTH_START: u32 = 1_790_812_800;
 const MONTH_SECS: u32 = 31 * 86_400;
 const DAY_SECS: u32 = 86_400;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -99,23 +94,11 @@ async fn main() {
     let owners = (credentials / 50).max(1);
     let runs: usize = env_or("BOTMETER_BENCH_FLEET_RUNS", 200);
     let keep = std::env::var("BOTMETER_BENCH_FLEET_KEEP").is_ok_and(|v| v == "1");
-    let url =
-        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let config = ClickHouseConfig {
-        url: url.clone(),
-        database: DATABASE.into(),
-        ..ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let server = ClickHouseConfig {
-        database: "system".into(),
-        ..ClickHouseConfig::clone(&config)
-    }
-    .validate()
-    .unwrap()
-    .client();
-    let client = config.client();
+    let BenchDatabase {
+        config,
+        server,
+        client,
+    } = bench_database(DATABASE);
 
     // 1. The fleet, unless a kept database already holds it.
     let existing: u64 = client
@@ -267,7 +250,7 @@ async fn main() {
     );
 
     // 2. The API.
-    let (mut serve, http, base) = serve::start(DATABASE, &url).await;
+    let (mut serve, http, base) = serve::start(DATABASE, &config.url).await;
     let get = |path: String| {
         let (http, base) = (http.clone(), base.clone());
         async move {

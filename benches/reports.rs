@@ -16,6 +16,9 @@
 //! `BOTMETER_BENCH_REPORT_KEEP=1` keeps the database (`botmeter_bench_reports`) and reuses it when
 //! it already holds the rows. Results go to BENCHMARKS.md by hand, with the machine.
 
+#[path = "support/clickhouse.rs"]
+mod clickhouse_support;
+use clickhouse_support::{bench_database, env_or, BenchDatabase};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,7 +31,6 @@ mod serve;
     reason = "this harness reports only some kinds of target line"
 )]
 mod targets;
-use query::ClickHouseConfig;
 use targets::{report, Bar};
 
 const DATABASE: &str = "botmeter_bench_reports";
@@ -37,13 +39,6 @@ const MONTH_START: u32 = 1_790_812_800;
 const MONTH_SECS: u32 = 31 * 86_400;
 const USAGE_BUCKETS_SQL: &str = include_str!("../crates/query/sql/usage_buckets.sql");
 const OWNER_TOTALS_SQL: &str = include_str!("../crates/query/sql/owner_totals.sql");
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -72,23 +67,11 @@ async fn main() {
     let runs: usize = env_or("BOTMETER_BENCH_REPORT_RUNS", 200);
     let raw_runs: usize = env_or("BOTMETER_BENCH_REPORT_RAW_RUNS", 5);
     let keep = std::env::var("BOTMETER_BENCH_REPORT_KEEP").is_ok_and(|v| v == "1");
-    let url =
-        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let config = ClickHouseConfig {
-        url: url.clone(),
-        database: DATABASE.into(),
-        ..ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let server = ClickHouseConfig {
-        database: "system".into(),
-        ..ClickHouseConfig::clone(&config)
-    }
-    .validate()
-    .unwrap()
-    .client();
-    let client = config.client();
+    let BenchDatabase {
+        config,
+        server,
+        client,
+    } = bench_database(DATABASE);
 
     // 1. The month of usage, unless a kept database already holds it.
     let existing: u64 = client
@@ -154,7 +137,7 @@ async fn main() {
     println!("rows {rows}, owners {owners}, credentials {credentials}, endpoints {endpoints}, rollup rows {rollup_rows}");
 
     // 2. The API, reading the rollup.
-    let (mut serve, http, base) = serve::start(DATABASE, &url).await;
+    let (mut serve, http, base) = serve::start(DATABASE, &config.url).await;
     let get = |path: String| {
         let (http, base) = (http.clone(), base.clone());
         async move {

@@ -12,20 +12,15 @@
 //! (`botmeter_bench_usage_spike`) and reuses it when it holds as many rows. Results go to
 //! BENCHMARKS.md by hand.
 
+#[path = "support/clickhouse.rs"]
+mod clickhouse_support;
+use clickhouse_support::{bench_database, env_or, BenchDatabase};
 use std::time::{Duration, Instant};
 
 use query::alerts::{usage_evidence, Rule, RuleKind};
-use query::ClickHouseConfig;
 
 const DATABASE: &str = "botmeter_bench_usage_spike";
 const DAYS: u64 = 30;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {
@@ -33,23 +28,11 @@ async fn main() {
     let owners: u64 = env_or("BOTMETER_BENCH_SPIKE_OWNERS", 2_000);
     let runs: usize = env_or("BOTMETER_BENCH_SPIKE_RUNS", 20);
     let keep = std::env::var("BOTMETER_BENCH_SPIKE_KEEP").is_ok_and(|v| v == "1");
-    let url =
-        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let config = ClickHouseConfig {
-        url,
-        database: DATABASE.into(),
-        ..ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let server = ClickHouseConfig {
-        database: "system".into(),
-        ..ClickHouseConfig::clone(&config)
-    }
-    .validate()
-    .unwrap()
-    .client();
-    let client = config.client();
+    let BenchDatabase {
+        config,
+        server,
+        client,
+    } = bench_database(DATABASE);
     let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap();
     let span = DAYS * 86_400;
 
