@@ -441,38 +441,10 @@ impl AlertRules {
                     "expected between evaluate_every_seconds and lookback_seconds",
                 ));
             }
-            if rule.kind != RuleKind::UsageSpike {
-                if let Some(k) = rule.factor {
-                    return Err(invalid(name, "factor", k, "only usage_spike has a factor"));
-                }
-                if let Some(h) = rule.trailing_hours {
-                    return Err(invalid(
-                        name,
-                        "trailing_hours",
-                        h,
-                        "only usage_spike has trailing hours",
-                    ));
-                }
-                if let Some(b) = rule.min_bytes_out {
-                    return Err(invalid(
-                        name,
-                        "min_bytes_out",
-                        b,
-                        "only usage_spike has a bytes-out floor",
-                    ));
-                }
-            }
+            refuse_other_kinds_fields(rule)?;
             match rule.kind {
                 RuleKind::UsageSpike => validate_usage_spike(rule)?,
                 RuleKind::UnattributedSpike => {
-                    if let Some(s) = rule.drop_grace_seconds {
-                        return Err(invalid(
-                            name,
-                            "drop_grace_seconds",
-                            s,
-                            "only device_dropped has a drop grace",
-                        ));
-                    }
                     match rule.interval_seconds {
                         None => {
                             return Err(invalid(
@@ -531,99 +503,73 @@ impl AlertRules {
                             ));
                         }
                     }
-                    if let Some(s) = rule.interval_seconds {
-                        return Err(invalid(
-                            name,
-                            "interval_seconds",
-                            s,
-                            "only unattributed_spike has an interval",
-                        ));
-                    }
-                    if let Some(b) = rule.threshold_bytes {
-                        return Err(invalid(
-                            name,
-                            "threshold_bytes",
-                            b,
-                            "only unattributed_spike has a threshold",
-                        ));
-                    }
                 }
-                _ => {
-                    if let Some(metric) = &rule.metric {
-                        return Err(invalid(
-                            name,
-                            "metric",
-                            format!("{metric:?}"),
-                            "only overage_forecast has a metric",
-                        ));
-                    }
-                    if let Some(s) = rule.drop_grace_seconds {
-                        return Err(invalid(
-                            name,
-                            "drop_grace_seconds",
-                            s,
-                            "only device_dropped has a drop grace",
-                        ));
-                    }
-                    if let Some(s) = rule.interval_seconds {
-                        return Err(invalid(
-                            name,
-                            "interval_seconds",
-                            s,
-                            "only unattributed_spike has an interval",
-                        ));
-                    }
-                    if let Some(b) = rule.threshold_bytes {
-                        return Err(invalid(
-                            name,
-                            "threshold_bytes",
-                            b,
-                            "only unattributed_spike has a threshold",
-                        ));
-                    }
-                }
+                _ => {}
             }
         }
         Ok(())
     }
 }
 
+/// Refuses a field that belongs to another kind than the rule's (each kind-specific field has
+/// one kind).
+fn refuse_other_kinds_fields(rule: &Rule) -> Result<(), RulesError> {
+    let fields: [(&'static str, Option<String>, RuleKind, &'static str); 7] = [
+        (
+            "factor",
+            rule.factor.map(|k| k.to_string()),
+            RuleKind::UsageSpike,
+            "only usage_spike has a factor",
+        ),
+        (
+            "trailing_hours",
+            rule.trailing_hours.map(|h| h.to_string()),
+            RuleKind::UsageSpike,
+            "only usage_spike has trailing hours",
+        ),
+        (
+            "min_bytes_out",
+            rule.min_bytes_out.map(|b| b.to_string()),
+            RuleKind::UsageSpike,
+            "only usage_spike has a bytes-out floor",
+        ),
+        (
+            "drop_grace_seconds",
+            rule.drop_grace_seconds.map(|s| s.to_string()),
+            RuleKind::DeviceDropped,
+            "only device_dropped has a drop grace",
+        ),
+        (
+            "interval_seconds",
+            rule.interval_seconds.map(|s| s.to_string()),
+            RuleKind::UnattributedSpike,
+            "only unattributed_spike has an interval (usage_spike sums whole UTC hours)",
+        ),
+        (
+            "threshold_bytes",
+            rule.threshold_bytes.map(|b| b.to_string()),
+            RuleKind::UnattributedSpike,
+            "only unattributed_spike has a threshold (usage_spike: min_bytes_out)",
+        ),
+        (
+            "metric",
+            rule.metric.as_ref().map(|m| format!("{m:?}")),
+            RuleKind::OverageForecast,
+            "only overage_forecast has a metric",
+        ),
+    ];
+    for (field, value, kind, message) in fields {
+        if let Some(value) = value.filter(|_| rule.kind != kind) {
+            return Err(invalid(&rule.name, field, value, message));
+        }
+    }
+    Ok(())
+}
+
 /// The fields of a `usage_spike` rule: `factor` and `min_bytes_out` required and in range,
-/// `trailing_hours` in range, and none of the other kinds' fields.
+/// `trailing_hours` in range (other kinds' fields are refused by `refuse_other_kinds_fields`).
 fn validate_usage_spike(rule: &Rule) -> Result<(), RulesError> {
     let name = rule.name.as_str();
-    if let Some(s) = rule.interval_seconds {
-        return Err(invalid(
-            name,
-            "interval_seconds",
-            s,
-            "usage_spike sums whole UTC hours; only unattributed_spike has an interval",
-        ));
-    }
-    if let Some(b) = rule.threshold_bytes {
-        return Err(invalid(
-            name,
-            "threshold_bytes",
-            b,
-            "only unattributed_spike has a threshold (usage_spike: min_bytes_out)",
-        ));
-    }
-    if let Some(s) = rule.drop_grace_seconds {
-        return Err(invalid(
-            name,
-            "drop_grace_seconds",
-            s,
-            "only device_dropped has a drop grace",
-        ));
-    }
-    if let Some(metric) = &rule.metric {
-        return Err(invalid(
-            name,
-            "metric",
-            format!("{metric:?}"),
-            "only overage_forecast has a metric",
-        ));
-    }
     match rule.factor {
         None => {
             return Err(invalid(
