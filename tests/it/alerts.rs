@@ -127,6 +127,21 @@ fn session_event(kind: &str, session: &str, at: chrono::DateTime<Utc>) -> Value 
     json!({"event_id": format!("ev_{session}_{kind}"), "event_type": kind, "event_timestamp": ts(at), "account_id": "ac_it", "object": object})
 }
 
+/// The three flag rules both rules files of these tests hold, resolved after 8 s of quiet.
+const FLAG_RULES: &str = r#"[[rules]]
+name = "revoked"
+kind = "revoked_credential_used"
+resolve_after_seconds = 8
+[[rules]]
+name = "acl"
+kind = "acl_violation"
+resolve_after_seconds = 8
+[[rules]]
+name = "inactive"
+kind = "inactive_owner_used"
+resolve_after_seconds = 8
+"#;
+
 /// The rules file of these tests: the four kinds, resolved after 8 s of quiet, delivered to
 /// `alerts_topic`, the webhook and the Alertmanager receiver at `base`.
 fn rules_toml(alerts_topic: &str, base: &str) -> String {
@@ -140,19 +155,7 @@ kafka_topic = "{alerts_topic}"
 webhook_urls = ["{base}/hook"]
 alertmanager_urls = ["{base}"]
 initial_backoff_ms = 50
-[[rules]]
-name = "revoked"
-kind = "revoked_credential_used"
-resolve_after_seconds = 8
-[[rules]]
-name = "acl"
-kind = "acl_violation"
-resolve_after_seconds = 8
-[[rules]]
-name = "inactive"
-kind = "inactive_owner_used"
-resolve_after_seconds = 8
-[[rules]]
+{FLAG_RULES}[[rules]]
 name = "unattributed"
 kind = "unattributed_spike"
 interval_seconds = 3600
@@ -920,19 +923,7 @@ plan = {plan_path:?}
 kafka_topic = "{alerts_topic}"
 webhook_urls = ["{base}/hook"]
 initial_backoff_ms = 50
-[[rules]]
-name = "revoked"
-kind = "revoked_credential_used"
-resolve_after_seconds = 8
-[[rules]]
-name = "acl"
-kind = "acl_violation"
-resolve_after_seconds = 8
-[[rules]]
-name = "inactive"
-kind = "inactive_owner_used"
-resolve_after_seconds = 8
-[[rules]]
+{FLAG_RULES}[[rules]]
 name = "unattributed"
 kind = "unattributed_spike"
 interval_seconds = 3600

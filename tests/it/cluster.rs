@@ -134,6 +134,29 @@ impl Cluster {
     }
 }
 
+/// `botmeter migrate` of the test's database on the cluster, which must succeed.
+fn migrate_cluster(env: &TestEnv) {
+    let migrate = env.command(&["migrate"]).output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+}
+
+/// The test database's ClickHouse config on the cluster, written through its `Distributed`
+/// tables (no shard URLs), for tests that drive `query::Writer` directly.
+fn cluster_config(env: &TestEnv) -> query::ValidClickHouseConfig {
+    query::ClickHouseConfig {
+        url: env.clickhouse_url.clone(),
+        database: env.database.clone(),
+        cluster: env.cluster.clone().unwrap(),
+        ..query::ClickHouseConfig::default()
+    }
+    .validate()
+    .unwrap()
+}
+
 /// Held by each test here: they share the cluster, and the fault test stops parts of it (under
 /// nextest, .config/nextest.toml runs them one at a time instead).
 static CLUSTER_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -291,12 +314,7 @@ async fn while_a_shard_is_down_the_other_shards_partitions_keep_flowing() {
     env.create_topics(4).await;
     let fleet = fleet(4242, 4_000);
     let per_copy = fleet.truth.traffic_events;
-    let migrate = env.command(&["migrate"]).output().unwrap();
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    migrate_cluster(&env);
     let mut run = spawn_assigned_with(&env, "run", &["run"]).await;
     // Shard 1's rows of each copy (event ids end in -c<copy>), read on its first replica.
     let shard_1_sql = format!(
@@ -522,12 +540,7 @@ async fn an_insert_sent_again_unchanged_is_stored_once_on_the_cluster() {
     };
     let _exclusive = CLUSTER_IN_USE.lock().await;
     let cluster = Cluster::from_env();
-    let migrate = env.command(&["migrate"]).output().unwrap();
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    migrate_cluster(&env);
     let db = &env.database;
     // 1000 rows over 4 partitions, inserted in number order: both shards get some.
     env.clickhouse(&format!(
@@ -537,14 +550,7 @@ async fn an_insert_sent_again_unchanged_is_stored_once_on_the_cluster() {
          FROM system.numbers LIMIT 1000"
     ))
     .await;
-    let config = query::ClickHouseConfig {
-        url: env.clickhouse_url.clone(),
-        database: db.clone(),
-        cluster: env.cluster.clone().unwrap(),
-        ..query::ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
+    let config = cluster_config(&env);
     let stored: Vec<query::rows::UsageRow> = config
         .client()
         .query("SELECT ?fields FROM usage_events ORDER BY kafka_partition, kafka_offset")
@@ -612,21 +618,9 @@ async fn while_a_shard_is_down_audit_rows_and_dead_letters_are_queued_for_it() {
     };
     let _exclusive = CLUSTER_IN_USE.lock().await;
     let cluster = Cluster::from_env();
-    let migrate = env.command(&["migrate"]).output().unwrap();
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    migrate_cluster(&env);
     let db = &env.database;
-    let config = query::ClickHouseConfig {
-        url: env.clickhouse_url.clone(),
-        database: db.clone(),
-        cluster: env.cluster.clone().unwrap(),
-        ..query::ClickHouseConfig::default()
-    }
-    .validate()
-    .unwrap();
+    let config = cluster_config(&env);
     let writer = query::Writer::new(&config).unwrap();
     let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
         .unwrap()
