@@ -90,6 +90,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0015_alerts.sql",
         include_str!("../../../schemas/clickhouse/0015_alerts.sql"),
     ),
+    (
+        "0017_fleet_traffic_seconds.sql",
+        include_str!("../../../schemas/clickhouse/0017_fleet_traffic_seconds.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.
