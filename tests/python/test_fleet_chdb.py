@@ -199,15 +199,20 @@ def test_fleet_timeline(db):  # noqa: F811
 def test_fleet_traffic_seconds(db):  # noqa: F811
     """Migration 0017's table, fed by its view, read whole and since a time."""
     fleet_db(db)
-    types, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 0))
+    types, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 0, 1, 0))
     assert types == ["String", "Int64"]
     # Attributed rows with sign +1 only (the -1 copies and the unattributed row are not traffic).
-    assert sorted(set(tuple(r) for r in rows)) == [
+    expected = [
         ("cr_1", us("2024-05-01 09:20:00")),
         ("cr_1", us("2024-05-01 09:55:00")),
         ("cr_1", us("2024-05-01 09:56:00")),
         ("cr_3", us("2024-05-01 09:50:00")),
     ]
+    assert sorted(set(tuple(r) for r in rows)) == expected
+    # Read in parts, each credential in exactly one.
+    parts = [db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 0, 3, part))[1] for part in range(3)]
+    assert sorted(set(tuple(r) for part in parts for r in part)) == expected
+    assert sum(1 for part in parts if any(r[0] == "cr_1" for r in part)) == 1
     # Rows are stamped with the minute they were inserted: none is from the future.
-    _, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 4_000_000_000))
+    _, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 4_000_000_000, 1, 0))
     assert rows == []

@@ -790,17 +790,15 @@ struct SessionTotals {
 enum AgentsAt<'a> {
     /// Read as of the time.
     Rows(&'a [OnlineSessionRow]),
-    /// All its sessions, those online at the time kept.
-    Timeline(&'a [timeline::TimelineSession]),
+    /// Its range of the timeline's sessions, those online at the time kept.
+    Timeline(&'a FleetTimeline, (u32, u32)),
 }
 
 impl AgentsAt<'_> {
     fn online(&self, at_us: i64) -> Vec<OnlineSessionRow> {
         match self {
             Self::Rows(rows) => rows.to_vec(),
-            Self::Timeline(sessions) => timeline::online_sessions(sessions, at_us)
-                .map(|s| s.online_row(at_us))
-                .collect(),
+            Self::Timeline(timeline, sessions) => timeline.online_rows(*sessions, at_us),
         }
     }
 }
