@@ -458,7 +458,7 @@ async fn fleet_report(
     all: bool,
     owners: &[String],
 ) -> Result<FleetReport, ApiError> {
-    let keep = |c: &CredentialRow| all || owners.iter().any(|o| *o == c.owner_id);
+    let keep = |c: &CredentialRow| all || owners.contains(&c.owner_id);
     if let Some(timeline) = state.fresh_fleet_timeline() {
         if !request.explicit_at || request.at <= timeline.at() {
             let request = Request {

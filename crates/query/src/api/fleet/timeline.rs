@@ -360,7 +360,7 @@ impl TrafficTimes {
             })
             .await?;
         let (since, parts) = match self.read_since {
-            Some(previous) if self.reads % FULL_TRAFFIC_READ_EVERY != 0 => {
+            Some(previous) if !self.reads.is_multiple_of(FULL_TRAFFIC_READ_EVERY) => {
                 (previous.saturating_sub(INSERT_SLACK_SECS), 1)
             }
             _ => (0, WHOLE_READ_PARTS),
