@@ -1,9 +1,11 @@
 //! `GET /v1/fleet`: which devices are online, per owner and per credential, as the audit log and
-//! the attributed usage in ClickHouse knew it at a time `at` (default now). Everything is read
-//! from ClickHouse on each request, never from one instance's memory, so every instance answers
-//! the same, before and after a restart: from the fleet state tables of migration 0013 (one row
-//! per credential, session, endpoint; fed by materialized views), and for an `at` before a
-//! credential's latest traffic, its traffic before `at` from the raw usage rows.
+//! the attributed usage in ClickHouse knew it at a time `at` (default now). Nothing is one
+//! instance's own state, so every instance answers the same, before and after a restart: a
+//! request is answered from the fleet timeline ([`timeline`], rebuilt from ClickHouse every
+//! [`FLEET_GAUGES_INTERVAL`]) when `at` is not after its last refresh, else read for the request
+//! from the fleet state tables of migration 0013 (one row per credential, session, endpoint; fed
+//! by materialized views) and, for an `at` before a credential's latest traffic, its traffic
+//! before `at` from the raw usage rows. Both give the same answer for the same rows.
 //!
 //! What each field means, exactly (`crates/query/sql/fleet_*.sql` read the rows):
 //! - The fleet is every authtoken and SSH key (the credentials an agent starts a session with; API
