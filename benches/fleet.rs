@@ -7,8 +7,10 @@
 //!   100k credentials, the list the first 1000);
 //! - the dropped devices only (`state=dropped`);
 //! - one owner's fleet (`owner_id`), a different owner each time;
-//! - the whole fleet as of a time (`at`), which reads ClickHouse on every request (the three
-//!   above are answered from the snapshot `serve` refreshes every 10 s), a quarter as many runs.
+//! - the whole fleet as of a time (`at`, a different time of the month each request), answered
+//!   from the fleet timeline `serve` rebuilds from ClickHouse every 10 s (as are the three above);
+//! - the same from a second `serve --no-fleet-timeline`, which reads ClickHouse for every
+//!   request, a tenth as many runs. Both servers' answers are compared at five times first.
 //!
 //! The fleet: owner `bot_{i % owners}` (a fiftieth of the credentials, so 50 credentials each)
 //! owns `cr_i`; every tenth credential never connects; the others start session `ts_i` on day 1
@@ -18,8 +20,8 @@
 //! Run: `scripts/services.sh up && cargo bench --bench fleet`. Settings (environment):
 //! `BOTMETER_BENCH_FLEET_CREDENTIALS` (default 100,000), `BOTMETER_BENCH_FLEET_USAGE_ROWS` (usage
 //! rows over the month, default 10,000,000), `BOTMETER_BENCH_FLEET_RUNS` (requests per query,
-//! default 200), `BOTMETER_BENCH_FLEET_KEEP=1` keeps the database (`botmeter_bench_fleet`) and
-//! reuses it when it already holds the fleet. Results go to BENCHMARKS.md by hand, with the
+//! default 200), `BOTMETER_BENCH_FLEET_KEEP=1` keeps the database (`botmeter_bench_fleet`, or
+//! `BOTMETER_BENCH_FLEET_DATABASE`) and reuses it when it already holds the fleet. Results go to BENCHMARKS.md by hand, with the
 //! machine.
 
 #[path = "support/clickhouse.rs"]
@@ -39,7 +41,9 @@ mod serve;
 mod targets;
 use targets::{report, Bar};
 
-const DATABASE: &str = "botmeter_bench_fleet";
+/// The bench database unless `BOTMETER_BENCH_FLEET_DATABASE` names another (two harnesses on one
+/// server must not share it).
+const DEFAULT_DATABASE: &str = "botmeter_bench_fleet";
 /// 2026-10-01T00:00:00Z: the month of the fleet is October 2026.
 const MONTH_START: u32 = 1_790_812_800;
 const MONTH_SECS: u32 = 31 * 86_400;
@@ -94,11 +98,14 @@ async fn main() {
     let owners = (credentials / 50).max(1);
     let runs: usize = env_or("BOTMETER_BENCH_FLEET_RUNS", 200);
     let keep = std::env::var("BOTMETER_BENCH_FLEET_KEEP").is_ok_and(|v| v == "1");
+    let database: String = env_or("BOTMETER_BENCH_FLEET_DATABASE", DEFAULT_DATABASE.to_owned());
+    let database = database.as_str();
     let BenchDatabase {
         config,
         server,
         client,
-    } = bench_database(DATABASE);
+    } = bench_database(database);
+    let url = config.url.clone();
 
     // 1. The fleet, unless a kept database already holds it.
     let existing: u64 = client
@@ -108,7 +115,7 @@ async fn main() {
         .unwrap_or(0);
     if existing != usage_rows {
         server
-            .query(&format!("DROP DATABASE IF EXISTS {DATABASE}"))
+            .query(&format!("DROP DATABASE IF EXISTS {database}"))
             .execute()
             .await
             .unwrap();
@@ -249,10 +256,14 @@ async fn main() {
         "credentials {credentials}, owners {owners}, control events {control_rows}, usage rows {usage_rows}"
     );
 
-    // 2. The API.
-    let (mut serve, http, base) = serve::start(DATABASE, &config.url).await;
-    let get = |path: String| {
-        let (http, base) = (http.clone(), base.clone());
+    // 2. The API: one server with the fleet timeline (the default), one reading ClickHouse for
+    // every request (--no-fleet-timeline, what every `?at=` did before the timeline).
+    let started = Instant::now();
+    let (mut serve, http, base) = serve::start(database, &url).await;
+    let (mut reading, _, reading_base) =
+        serve::start_with(database, &url, &["--no-fleet-timeline"]).await;
+    let get = |base: String, path: String| {
+        let http = http.clone();
         async move {
             let started = Instant::now();
             let response = http.get(format!("{base}{path}")).send().await.unwrap();
@@ -265,14 +276,40 @@ async fn main() {
             (started.elapsed(), body)
         }
     };
-    // The answer is checked against the fleet's construction once.
-    let at = format!(
-        "at={}",
-        chrono::DateTime::from_timestamp(i64::from(MONTH_START + MONTH_SECS), 0)
+    let at_of = |secs: u32| {
+        format!(
+            "at={}",
+            chrono::DateTime::from_timestamp(i64::from(secs), 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    };
+    // The timeline is read when serve starts: wait until a request without `at` answers from it
+    // (its `at` is no longer the request's own now).
+    loop {
+        let asked = chrono::Utc::now().timestamp();
+        let (_, body) = get(base.clone(), "/v1/fleet?limit=1".to_owned()).await;
+        let answered = chrono::DateTime::parse_from_rfc3339(body["at"].as_str().unwrap())
             .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .timestamp();
+        if answered < asked {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the timeline never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "first timeline answered {:.1}s after serve started",
+        started.elapsed().as_secs_f64()
     );
-    let (_, whole) = get(format!("/v1/fleet?{at}")).await;
+    // The answer is checked against the fleet's construction once, from both servers.
+    let at = at_of(MONTH_START + MONTH_SECS);
+    let (_, whole) = get(base.clone(), format!("/v1/fleet?{at}")).await;
+    let (_, read) = get(reading_base.clone(), format!("/v1/fleet?{at}")).await;
+    assert_eq!(whole, read, "the timeline answers as the read does");
     let summary_json = &whole["summary"];
     let never = credentials.div_ceil(10);
     let dropped = (0..credentials)
@@ -287,34 +324,71 @@ async fn main() {
         "{summary_json}"
     );
     println!("summary at the month's end: {summary_json}");
+    // Times through the month (a different one each run, not on whole hours): before, during and
+    // after the drops, with traffic before and after each.
+    let at_in_month = |run: usize| at_of(MONTH_START + 1_800 + (run as u32 * 86_413) % MONTH_SECS);
+    // And the same from both servers at a few of them.
+    for run in [3, 19, 22, 30] {
+        let path = format!("/v1/fleet?{}", at_in_month(run));
+        let (_, timeline) = get(base.clone(), path.clone()).await;
+        let (_, read) = get(reading_base.clone(), path.clone()).await;
+        assert_eq!(
+            timeline, read,
+            "{path}: the timeline answers as the read does"
+        );
+    }
 
-    // The snapshot is taken when serve starts: wait until a request without `at` answers from it
-    // (its `at` is no longer the request's own now).
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let (mut all, mut drops, mut owner) = (
+    let (mut all, mut drops, mut owner, mut as_of) = (
+        Vec::with_capacity(runs),
         Vec::with_capacity(runs),
         Vec::with_capacity(runs),
         Vec::with_capacity(runs),
     );
     for run in 0..runs {
-        all.push(get("/v1/fleet".to_owned()).await.0);
-        drops.push(get("/v1/fleet?state=dropped".to_owned()).await.0);
+        all.push(get(base.clone(), "/v1/fleet".to_owned()).await.0);
+        drops.push(
+            get(base.clone(), "/v1/fleet?state=dropped".to_owned())
+                .await
+                .0,
+        );
         let id = format!("bot_{}", (run as u64 * 7_919) % owners);
-        owner.push(get(format!("/v1/fleet?owner_id={id}")).await.0);
+        owner.push(
+            get(base.clone(), format!("/v1/fleet?owner_id={id}"))
+                .await
+                .0,
+        );
+        as_of.push(
+            get(base.clone(), format!("/v1/fleet?{}", at_in_month(run)))
+                .await
+                .0,
+        );
     }
-    let mut as_of = Vec::with_capacity(runs / 4);
-    for _ in 0..(runs / 4).max(1) {
-        as_of.push(get(format!("/v1/fleet?{at}")).await.0);
+    let mut as_of_read = Vec::with_capacity(runs / 10);
+    for run in 0..(runs / 10).max(1) {
+        as_of_read.push(
+            get(
+                reading_base.clone(),
+                format!("/v1/fleet?{}", at_in_month(run)),
+            )
+            .await
+            .0,
+        );
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status();
-    let _ = serve.wait();
+    for child in [&mut serve, &mut reading] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
 
     let (_, all_p99) = summary("whole fleet (limit 1000), API", all);
     let (_, drops_p99) = summary("dropped devices, API", drops);
     let (_, owner_p99) = summary("one owner's fleet, API", owner);
-    let (_, as_of_p99) = summary("whole fleet as of a time (read), API", as_of);
+    let (_, as_of_p99) = summary("whole fleet as of a time (timeline), API", as_of);
+    let (_, as_of_read_p99) = summary(
+        "whole fleet as of a time (--no-fleet-timeline), API",
+        as_of_read,
+    );
     let thousands = credentials as f64 / 1e3;
     report(
         &format!("/v1/fleet over {thousands:.0}k credentials, p99 (n = {runs})"),
@@ -335,17 +409,23 @@ async fn main() {
         Bar::AtMost(50.0),
     );
     report(
-        &format!(
-            "/v1/fleet?at over {thousands:.0}k credentials (read from ClickHouse), p99 (n = {})",
-            (runs / 4).max(1)
-        ),
+        &format!("/v1/fleet?at over {thousands:.0}k credentials (timeline), p99 (n = {runs})"),
         as_of_p99.as_secs_f64() * 1e3,
+        "ms",
+        Bar::AtMost(50.0),
+    );
+    report(
+        &format!(
+            "/v1/fleet?at over {thousands:.0}k credentials (--no-fleet-timeline: read from ClickHouse), p99 (n = {})",
+            (runs / 10).max(1)
+        ),
+        as_of_read_p99.as_secs_f64() * 1e3,
         "ms",
         Bar::AtMost(50.0),
     );
     if !keep {
         server
-            .query(&format!("DROP DATABASE IF EXISTS {DATABASE}"))
+            .query(&format!("DROP DATABASE IF EXISTS {database}"))
             .execute()
             .await
             .unwrap();

@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 /// Starts `botmeter serve` on `database` at `url`; returns the process, an HTTP client and the
 /// API's base URL once it is ready.
 pub(crate) async fn start(database: &str, url: &str) -> (Child, reqwest::Client, String) {
+    start_with(database, url, &[]).await
+}
+
+/// [`start`] with more `serve` arguments.
+#[allow(dead_code, reason = "only some harnesses pass more arguments")]
+pub(crate) async fn start_with(
+    database: &str,
+    url: &str,
+    more: &[&str],
+) -> (Child, reqwest::Client, String) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -22,6 +32,7 @@ pub(crate) async fn start(database: &str, url: &str) -> (Child, reqwest::Client,
             "--metrics-listen",
             "127.0.0.1:0",
         ])
+        .args(more)
         .env("BOTMETER_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

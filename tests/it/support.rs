@@ -825,8 +825,15 @@ impl TestEnv {
     /// Starts `botmeter serve` on a free port and waits until it is ready; returns the process
     /// and the API's base URL.
     pub(crate) async fn serve(&self) -> (BotmeterProcess, String) {
+        self.serve_with(&[]).await
+    }
+
+    /// [`Self::serve`] with more arguments.
+    pub(crate) async fn serve_with(&self, more: &[&str]) -> (BotmeterProcess, String) {
         let listen = format!("127.0.0.1:{}", free_port());
-        let mut serve = self.spawn("serve", &["serve", "--listen", &listen]);
+        let mut args = vec!["serve", "--listen", &listen];
+        args.extend_from_slice(more);
+        let mut serve = self.spawn("serve", &args);
         let http = reqwest::Client::new();
         let base = format!("http://{listen}");
         for _ in 0..200 {

@@ -163,3 +163,56 @@ def test_fleet_sessions(db):  # noqa: F811
     assert online(db, "2024-05-01 11:00:05")[0] == [
         "ts_2", "cr_1", us("2024-05-01 11:00:00"), "eu", "linux", "SSH-2.0-OpenSSH_9.6", 1
     ]
+
+
+def test_fleet_timeline(db):  # noqa: F811
+    """The timeline's reads (every time at once; `/v1/fleet` filters them by `at` in memory)."""
+    fleet_db(db)
+    created = us("2024-05-01 08:00:00")
+    types, rows = db.rows(read_sql("fleet_timeline_credentials.sql"))
+    assert types == ["String", "String", "String", "Int64", "Int64", "Int64"]
+    assert rows == [
+        ["cr_1", "authtoken", "bot_a", created, 0, 0],
+        ["cr_2", "ssh_key", "bot_a", created, 0, 0],
+        ["cr_5", "authtoken", "bot_a", created, us("2024-05-01 10:30:00"), 0],
+        ["cr_4", "authtoken", "bot_c", created, 0, us("2024-05-01 12:00:00")],
+        ["cr_3", "authtoken", "usr_b", created, 0, 0],
+    ]
+    types, rows = db.rows(read_sql("fleet_timeline_sessions.sql"))
+    assert types == ["String", "String", "Int64", "Int64", "String", "String", "String"]
+    # ts_5 (a stop without a start) is no session.
+    assert rows == [
+        ["ts_1", "cr_1", us("2024-05-01 09:00:00"), us("2024-05-01 10:00:00"), "us", "darwin", "ngrok/3.18.4"],
+        ["ts_2", "cr_1", us("2024-05-01 11:00:00"), 0, "eu", "linux", "SSH-2.0-OpenSSH_9.6"],
+        ["ts_3", "cr_3", us("2024-05-01 09:30:00"), us("2024-05-01 09:45:00"), "eu", "linux", "ngrok/3.18.4"],
+        ["ts_4", "cr_4", us("2024-05-01 09:00:00"), 0, "eu", "linux", "ngrok/3.18.4"],
+    ]
+    types, rows = db.rows(read_sql("fleet_timeline_endpoints.sql"))
+    assert types == ["String", "Int64", "Int64"]
+    assert sorted(rows) == [
+        ["ts_1", us("2024-05-01 09:00:01"), 0],
+        ["ts_1", us("2024-05-01 09:00:02"), us("2024-05-01 09:30:00")],
+        ["ts_2", us("2024-05-01 11:00:01"), 0],
+    ]
+
+
+def test_fleet_traffic_seconds(db):  # noqa: F811
+    """Migration 0017's table, fed by its view, read whole and since a time."""
+    fleet_db(db)
+    types, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 0, 1, 0))
+    assert types == ["String", "Int64"]
+    # Attributed rows with sign +1 only (the -1 copies and the unattributed row are not traffic).
+    expected = [
+        ("cr_1", us("2024-05-01 09:20:00")),
+        ("cr_1", us("2024-05-01 09:55:00")),
+        ("cr_1", us("2024-05-01 09:56:00")),
+        ("cr_3", us("2024-05-01 09:50:00")),
+    ]
+    assert sorted(set(tuple(r) for r in rows)) == expected
+    # Read in parts, each credential in exactly one.
+    parts = [db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 0, 3, part))[1] for part in range(3)]
+    assert sorted(set(tuple(r) for part in parts for r in part)) == expected
+    assert sum(1 for part in parts if any(r[0] == "cr_1" for r in part)) == 1
+    # Rows are stamped with the minute they were inserted: none is from the future.
+    _, rows = db.rows(bind(read_sql("fleet_traffic_seconds.sql"), 4_000_000_000, 1, 0))
+    assert rows == []

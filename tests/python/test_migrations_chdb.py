@@ -150,6 +150,8 @@ def test_every_migration_applies_and_creates_the_tables(db):
         "fleet_sessions_mv",
         "fleet_traffic",
         "fleet_traffic_mv",
+        "fleet_traffic_seconds",
+        "fleet_traffic_seconds_mv",
         "schema_migrations",
         "usage_alert_evidence",
         "usage_alert_evidence_mv",

@@ -130,6 +130,11 @@ pub enum Command {
             default_value_t = query::api::DEFAULT_FLEET_DROP_GRACE_SECONDS,
             value_parser = clap::value_parser!(u32).range(0..=i64::from(query::api::MAX_FLEET_DROP_GRACE_SECONDS)))]
         fleet_drop_grace_seconds: u32,
+        /// Answer every /v1/fleet request by reading ClickHouse (about a second at 100k
+        /// credentials) instead of from the fleet timeline this server keeps in memory (rebuilt
+        /// from ClickHouse every 10 s; about 8 bytes per credential and second with traffic).
+        #[arg(long, env = "BOTMETER_NO_FLEET_TIMELINE")]
+        no_fleet_timeline: bool,
         /// Report requests answered at once; one more is answered 503 with `Retry-After` at once
         /// (shed, not queued), so the API cannot pile queries onto ClickHouse.
         #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
@@ -451,6 +456,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             customer_metadata_key,
             credential_rotation_days,
             fleet_drop_grace_seconds,
+            no_fleet_timeline,
             max_concurrent_requests,
             metrics_listen,
         } => {
@@ -462,6 +468,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_fleet_drop_grace_seconds(fleet_drop_grace_seconds)
                 .map_err(anyhow::Error::msg)
                 .context("invalid --fleet-drop-grace-seconds")?
+                .with_fleet_timeline(!no_fleet_timeline)
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
             tokio::spawn(query::api::run_fleet_gauges(state.clone()));

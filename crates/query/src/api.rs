@@ -75,7 +75,7 @@ pub use error::ApiError;
 pub(crate) use fleet::dropped_credentials;
 pub use fleet::{
     fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
-    FleetGauges, FleetOwner, FleetReport, FleetSnapshot, FleetState,
+    FleetGauges, FleetOwner, FleetReport, FleetState, FleetTimeline,
     DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL,
     FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
 };
@@ -135,8 +135,12 @@ pub struct AppState {
     credential_rotation_days: u32,
     /// Seconds with no agent online before `/v1/fleet` calls a credential dropped.
     fleet_drop_grace_seconds: u32,
-    /// The whole fleet as of a recent instant, for `/v1/fleet` without `at`.
-    fleet_snapshot: Arc<std::sync::RwLock<Option<Arc<FleetSnapshot>>>>,
+    /// The whole fleet over time as of a recent refresh, for `/v1/fleet`.
+    fleet_timeline: Arc<std::sync::RwLock<Option<Arc<FleetTimeline>>>>,
+    /// Whether the fleet refresh builds the timeline (else every `/v1/fleet` reads ClickHouse).
+    fleet_timeline_enabled: bool,
+    /// The traffic the timeline is built with, kept between refreshes.
+    fleet_traffic_times: Arc<tokio::sync::Mutex<fleet::TrafficTimes>>,
 }
 
 impl fmt::Debug for AppState {
@@ -168,7 +172,9 @@ impl AppState {
             customer_metadata_key: Arc::from(""),
             credential_rotation_days: DEFAULT_CREDENTIAL_ROTATION_DAYS,
             fleet_drop_grace_seconds: DEFAULT_FLEET_DROP_GRACE_SECONDS,
-            fleet_snapshot: Arc::default(),
+            fleet_timeline: Arc::default(),
+            fleet_timeline_enabled: true,
+            fleet_traffic_times: Arc::default(),
         })
     }
 
@@ -239,22 +245,39 @@ impl AppState {
         Ok(self)
     }
 
-    /// The fleet snapshot, when it describes an instant at most [`FLEET_SNAPSHOT_MAX_AGE_SECS`]
-    /// before `now` (Unix seconds).
-    pub(crate) fn fresh_fleet_snapshot(&self, now: u32) -> Option<Arc<FleetSnapshot>> {
-        let snapshot = self
-            .fleet_snapshot
+    /// Whether [`fleet::refresh_fleet`] keeps the fleet timeline that answers `/v1/fleet` (the
+    /// default); without it every request reads ClickHouse and only the gauges are refreshed.
+    pub fn with_fleet_timeline(mut self, enabled: bool) -> Self {
+        self.fleet_timeline_enabled = enabled;
+        self
+    }
+
+    pub(crate) fn fleet_timeline_enabled(&self) -> bool {
+        self.fleet_timeline_enabled
+    }
+
+    /// The fleet timeline, when its refresh began at most [`FLEET_SNAPSHOT_MAX_AGE_SECS`] before
+    /// now.
+    pub(crate) fn fresh_fleet_timeline(&self) -> Option<Arc<FleetTimeline>> {
+        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+        let timeline = self
+            .fleet_timeline
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()?;
-        (now.saturating_sub(snapshot.at()) <= FLEET_SNAPSHOT_MAX_AGE_SECS).then_some(snapshot)
+        (now.saturating_sub(timeline.at()) <= FLEET_SNAPSHOT_MAX_AGE_SECS).then_some(timeline)
     }
 
-    pub(crate) fn set_fleet_snapshot(&self, snapshot: Arc<FleetSnapshot>) {
+    pub(crate) fn set_fleet_timeline(&self, timeline: Arc<FleetTimeline>) {
         *self
-            .fleet_snapshot
+            .fleet_timeline
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(timeline);
+    }
+
+    /// The traffic the fleet timeline is built with.
+    pub(crate) fn fleet_traffic_times(&self) -> Arc<tokio::sync::Mutex<fleet::TrafficTimes>> {
+        self.fleet_traffic_times.clone()
     }
 
     /// The customer metadata key, empty when none.

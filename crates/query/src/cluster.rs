@@ -623,6 +623,50 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_traffic_seconds_migration_translates() {
+        let s = schema();
+        let m = migrations()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.version == 17)
+            .expect("migration 0017");
+        let out: Vec<Vec<String>> = m
+            .statements()
+            .into_iter()
+            .map(|statement| s.translate(17, statement).unwrap())
+            .collect();
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(
+            out[0][0].contains(
+                "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/fleet_traffic_seconds_local', '{replica}')"
+            ),
+            "{}",
+            out[0][0]
+        );
+        assert_eq!(
+            out[0][1],
+            "CREATE TABLE IF NOT EXISTS db.fleet_traffic_seconds ON CLUSTER c AS db.fleet_traffic_seconds_local ENGINE = Distributed(c, db, fleet_traffic_seconds_local, rand())"
+        );
+        // Each shard's view writes its local table from its local usage rows.
+        assert!(
+            out[1][0].starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS db.fleet_traffic_seconds_mv ON CLUSTER c TO db.fleet_traffic_seconds_local AS SELECT"),
+            "{}",
+            out[1][0]
+        );
+        assert!(
+            out[1][0].contains("FROM db.usage_events_local"),
+            "{}",
+            out[1][0]
+        );
+        // The backfill runs once, through the Distributed tables.
+        assert!(
+            out[2][0].starts_with("INSERT INTO fleet_traffic_seconds"),
+            "{}",
+            out[2][0]
+        );
+    }
+
+    #[test]
     fn an_unknown_statement_is_refused_with_its_version() {
         let err = schema()
             .translate(14, "RENAME TABLE a TO b")

@@ -94,6 +94,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0016_usage_alert_evidence.sql",
         include_str!("../../../schemas/clickhouse/0016_usage_alert_evidence.sql"),
     ),
+    (
+        "0017_fleet_traffic_seconds.sql",
+        include_str!("../../../schemas/clickhouse/0017_fleet_traffic_seconds.sql"),
+    ),
 ];
 
 /// Where applied migrations are recorded, inside the configured database.

@@ -1,9 +1,11 @@
 //! `GET /v1/fleet`: which devices are online, per owner and per credential, as the audit log and
-//! the attributed usage in ClickHouse knew it at a time `at` (default now). Everything is read
-//! from ClickHouse on each request, never from one instance's memory, so every instance answers
-//! the same, before and after a restart: from the fleet state tables of migration 0013 (one row
-//! per credential, session, endpoint; fed by materialized views), and for an `at` before a
-//! credential's latest traffic, its traffic before `at` from the raw usage rows.
+//! the attributed usage in ClickHouse knew it at a time `at` (default now). Nothing is one
+//! instance's own state, so every instance answers the same, before and after a restart: a
+//! request is answered from the fleet timeline ([`timeline`], rebuilt from ClickHouse every
+//! [`FLEET_GAUGES_INTERVAL`]) when `at` is not after its last refresh, else read for the request
+//! from the fleet state tables of migration 0013 (one row per credential, session, endpoint; fed
+//! by materialized views) and, for an `at` before a credential's latest traffic, its traffic
+//! before `at` from the raw usage rows. Both give the same answer for the same rows.
 //!
 //! What each field means, exactly (`crates/query/sql/fleet_*.sql` read the rows):
 //! - The fleet is every authtoken and SSH key (the credentials an agent starts a session with; API
@@ -42,6 +44,11 @@ use model::OwnerKind;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::ToSchema;
+
+mod timeline;
+
+pub use timeline::FleetTimeline;
+pub(crate) use timeline::TrafficTimes;
 
 use super::auth::Access;
 use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, Choice, QueryParams};
@@ -445,34 +452,40 @@ pub(crate) async fn dropped_credentials(
 }
 
 /// The report for `request` over every credential (`all`) or those of `owners`: from the fleet
-/// snapshot when `at` was not asked for and the snapshot is fresh, else read now.
+/// timeline when it is fresh and reaches `at` (without `at`: as of the timeline's instant), else
+/// read from ClickHouse now.
 async fn fleet_report(
     state: &AppState,
     request: &Request,
     all: bool,
     owners: &[String],
 ) -> Result<FleetReport, ApiError> {
-    let keep = |owner_id: &str| all || owners.iter().any(|o| o == owner_id);
-    if !request.explicit_at {
-        if let Some(snapshot) = state.fresh_fleet_snapshot(request.at) {
+    let keep = |c: &CredentialRow| all || owners.contains(&c.owner_id);
+    if let Some(timeline) = state.fresh_fleet_timeline() {
+        if !request.explicit_at || request.at <= timeline.at() {
             let request = Request {
-                at: snapshot.at,
+                at: if request.explicit_at {
+                    request.at
+                } else {
+                    timeline.at()
+                },
                 ..request.clone()
             };
-            return Ok(report(&request, &snapshot, keep));
+            let at_us = i64::from(request.at) * 1_000_000;
+            metrics::counter!(fleet_gauge::ANSWERS, "source" => "timeline").increment(1);
+            return Ok(report(&request, timeline.credentials_at(at_us, keep)));
         }
     }
+    metrics::counter!(fleet_gauge::ANSWERS, "source" => "clickhouse").increment(1);
     let rows = read_rows(state, request.at, all, owners).await?;
-    Ok(report(request, &rows, keep))
+    Ok(report(request, rows.credentials_at(keep)))
 }
 
-/// The whole fleet's rows as of one instant: what `report` reads. Kept as the snapshot that
-/// answers the requests without `at` ([`run_fleet_gauges`] refreshes it).
+/// The fleet's rows as of one instant, read from ClickHouse for one request (when the timeline
+/// does not answer).
 #[derive(Debug, Default)]
-pub struct FleetSnapshot {
-    /// The instant (Unix seconds) the rows describe.
-    at: u32,
-    /// In owner, credential order, each with its sessions (joined once, not per request).
+struct FleetSnapshot {
+    /// In owner, credential order, each with its sessions.
     credentials: Vec<FleetRow>,
 }
 
@@ -485,14 +498,30 @@ struct FleetRow {
 }
 
 impl FleetSnapshot {
-    /// The instant (Unix seconds) the rows describe.
-    pub fn at(&self) -> u32 {
-        self.at
+    /// Each credential `keep` keeps, as [`report`] reads it.
+    fn credentials_at(
+        &self,
+        keep: impl Fn(&CredentialRow) -> bool,
+    ) -> impl Iterator<Item = CredentialAt<'_>> {
+        self.credentials
+            .iter()
+            .filter(move |row| keep(&row.credential))
+            .map(|row| CredentialAt {
+                credential: &row.credential,
+                last_traffic_us: row.credential.last_traffic_us,
+                sessions: SessionTotals {
+                    sessions: row.sessions.sessions,
+                    last_start_us: row.sessions.last_start_us,
+                    last_stop_us: row.sessions.last_stop_us,
+                },
+                agents_online: row.online.len() as u64,
+                endpoints_online: row.online.iter().map(|s| s.endpoints).sum(),
+                agents: AgentsAt::Rows(&row.online),
+            })
     }
 
     /// Each credential with its sessions (those of credentials not listed are dropped).
     fn join(
-        at: u32,
         credentials: Vec<CredentialRow>,
         totals: Vec<SessionTotalsRow>,
         online: Vec<OnlineSessionRow>,
@@ -516,7 +545,7 @@ impl FleetSnapshot {
                 credential,
             })
             .collect();
-        Self { at, credentials }
+        Self { credentials }
     }
 }
 
@@ -556,7 +585,7 @@ async fn read_rows(
     });
     let (mut credentials, totals, online) = tokio::try_join!(credentials, totals, online)?;
     traffic_before(state, at, &mut credentials).await?;
-    Ok(FleetSnapshot::join(at, credentials, totals, online))
+    Ok(FleetSnapshot::join(credentials, totals, online))
 }
 
 /// Replaces the latest traffic of all time by the latest before `at` where they may differ: for
@@ -612,12 +641,15 @@ pub mod fleet_gauge {
     pub const DROPPED: &str = "botmeter_fleet_dropped_devices";
     /// Credentials `reconnecting` now.
     pub const RECONNECTING: &str = "botmeter_fleet_reconnecting_devices";
+    /// `/v1/fleet` answers, by `source`: `timeline` (this instance's timeline, rebuilt from
+    /// ClickHouse) or `clickhouse` (read for the request).
+    pub const ANSWERS: &str = "botmeter_fleet_answers_total";
 }
 
 /// How often [`run_fleet_gauges`] reads the fleet (the snapshot and the gauges).
 pub const FLEET_GAUGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Oldest snapshot (seconds before the request) that answers a request without `at`; an older
+/// Oldest timeline (seconds from its refresh to the request) that answers a request; an older
 /// one (the refresher is behind or failing) is passed over for a read.
 pub const FLEET_SNAPSHOT_MAX_AGE_SECS: u32 = 30;
 
@@ -665,6 +697,11 @@ pub(super) fn describe_gauges() {
         Unit::Count,
         "Credentials with no agent online for longer than --fleet-drop-grace-seconds"
     );
+    metrics::describe_counter!(
+        fleet_gauge::ANSWERS,
+        Unit::Count,
+        "/v1/fleet answers by source: timeline (in memory, rebuilt from ClickHouse) or clickhouse"
+    );
     describe_gauge!(
         fleet_gauge::RECONNECTING,
         Unit::Count,
@@ -672,14 +709,27 @@ pub(super) fn describe_gauges() {
     );
 }
 
-/// Reads the whole fleet now, makes it the snapshot that answers requests without `at`, and
-/// returns its figures (with the server's drop grace).
+/// Reads the whole fleet again into the timeline that answers requests (without `at`, and with an
+/// `at` up to the refresh), and returns its figures now (with the server's drop grace).
 pub async fn refresh_fleet(state: &AppState) -> Result<FleetGauges, ApiError> {
+    let started = std::time::Instant::now();
     let mut request = Request::parse(Some("limit=1"), state.fleet_drop_grace_seconds)?;
-    request.explicit_at = true;
-    let rows = Arc::new(read_rows(state, request.at, true, &[]).await?);
-    let report = report(&request, &rows, |_| true);
-    state.set_fleet_snapshot(rows);
+    let report = if state.fleet_timeline_enabled() {
+        let timeline = Arc::new(timeline::read_timeline(state).await?);
+        request.at = timeline.at();
+        let at_us = i64::from(request.at) * 1_000_000;
+        let report = report(&request, timeline.credentials_at(at_us, |_| true));
+        state.set_fleet_timeline(timeline);
+        report
+    } else {
+        let rows = read_rows(state, request.at, true, &[]).await?;
+        report(&request, rows.credentials_at(|_| true))
+    };
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        timeline = state.fleet_timeline_enabled(),
+        "refreshed the fleet"
+    );
     let mut by_kind: BTreeMap<String, u64> = ["user", "bot_user"]
         .into_iter()
         .map(|kind| (kind.to_owned(), 0))
@@ -700,8 +750,8 @@ pub async fn refresh_fleet(state: &AppState) -> Result<FleetGauges, ApiError> {
     })
 }
 
-/// Refreshes the fleet snapshot and gauges every [`FLEET_GAUGES_INTERVAL`] until the task is
-/// dropped; a read that fails leaves them as they were (a snapshot older than
+/// Refreshes the fleet timeline and gauges every [`FLEET_GAUGES_INTERVAL`] until the task is
+/// dropped; a read that fails leaves them as they were (a timeline older than
 /// [`FLEET_SNAPSHOT_MAX_AGE_SECS`] no longer answers) and is logged.
 pub async fn run_fleet_gauges(state: AppState) {
     let mut ticks = tokio::time::interval(FLEET_GAUGES_INTERVAL);
@@ -715,26 +765,58 @@ pub async fn run_fleet_gauges(state: AppState) {
     }
 }
 
-/// The report from the rows (credentials in owner, credential order), for the credentials whose
-/// owner `keep`s. Every credential is classified from its numbers; only the listed ones are
-/// rendered (times as text, agents).
-fn report(request: &Request, rows: &FleetSnapshot, keep: impl Fn(&str) -> bool) -> FleetReport {
+/// One credential as of a time: what [`report`] reads, from a timeline or from rows read for the
+/// time.
+struct CredentialAt<'a> {
+    /// Its `last_traffic_us` is not read (see `last_traffic_us`).
+    credential: &'a CredentialRow,
+    /// Its latest traffic before the time; 0 when none.
+    last_traffic_us: i64,
+    sessions: SessionTotals,
+    agents_online: u64,
+    endpoints_online: u64,
+    agents: AgentsAt<'a>,
+}
+
+/// A credential's sessions before a time, in numbers.
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionTotals {
+    /// Started before the time.
+    sessions: u64,
+    last_start_us: i64,
+    /// The latest stop before the time; 0 when none.
+    last_stop_us: i64,
+}
+
+/// Where a listed credential's agents online are rendered from.
+enum AgentsAt<'a> {
+    /// Read as of the time.
+    Rows(&'a [OnlineSessionRow]),
+    /// Its range of the timeline's sessions, those online at the time kept.
+    Timeline(&'a FleetTimeline, (u32, u32)),
+}
+
+impl AgentsAt<'_> {
+    fn online(&self, at_us: i64) -> Vec<OnlineSessionRow> {
+        match self {
+            Self::Rows(rows) => rows.to_vec(),
+            Self::Timeline(timeline, sessions) => timeline.online_rows(*sessions, at_us),
+        }
+    }
+}
+
+/// The report of the credentials (in owner, credential order). Every credential is classified
+/// from its numbers; only the listed ones are rendered (times as text, agents).
+fn report<'a>(request: &Request, rows: impl Iterator<Item = CredentialAt<'a>>) -> FleetReport {
     let at_us = i64::from(request.at) * 1_000_000;
     let mut summary = FleetCounts::default();
     let mut owners: Vec<FleetOwner> = Vec::new();
     let mut owner_seen_us: Vec<i64> = Vec::new();
     let mut listed = Vec::new();
     let mut matched = 0_u64;
-    for FleetRow {
-        credential: row,
-        sessions,
-        online,
-    } in rows
-        .credentials
-        .iter()
-        .filter(|r| keep(&r.credential.owner_id))
-    {
-        let class = Class::of(request, at_us, row, sessions, online);
+    for credential in rows {
+        let row = credential.credential;
+        let class = Class::of(request, at_us, &credential);
         summary.add(&class);
         if owners.last().is_none_or(|o| o.owner_id != row.owner_id) {
             owners.push(FleetOwner {
@@ -752,7 +834,7 @@ fn report(request: &Request, rows: &FleetSnapshot, keep: impl Fn(&str) -> bool) 
         if request.keeps(&class) {
             matched += 1;
             if listed.len() < request.limit as usize {
-                listed.push(fleet_credential(at_us, row, sessions, online, &class));
+                listed.push(fleet_credential(at_us, &credential, &class));
             }
         }
     }
@@ -783,15 +865,10 @@ struct Class {
 }
 
 impl Class {
-    fn of(
-        request: &Request,
-        at_us: i64,
-        row: &CredentialRow,
-        sessions: &SessionTotalsRow,
-        online: &[OnlineSessionRow],
-    ) -> Self {
-        let last_seen_us = row.last_traffic_us.max(sessions.last_start_us);
-        let agents_online = online.len() as u64;
+    fn of(request: &Request, at_us: i64, credential: &CredentialAt<'_>) -> Self {
+        let (row, sessions) = (credential.credential, &credential.sessions);
+        let last_seen_us = credential.last_traffic_us.max(sessions.last_start_us);
+        let agents_online = credential.agents_online;
         let state = if agents_online > 0 {
             FleetState::Online
         } else if sessions.sessions == 0 {
@@ -810,7 +887,7 @@ impl Class {
         Self {
             state,
             agents_online,
-            endpoints_online: online.iter().map(|s| s.endpoints).sum(),
+            endpoints_online: credential.endpoints_online,
             last_seen_us,
             unseen_days,
             idle: state != FleetState::Online && unseen_days >= i64::from(request.idle_days),
@@ -826,23 +903,20 @@ fn owner_kind(owner_id: &str) -> String {
 }
 
 /// One listed credential, rendered.
-fn fleet_credential(
-    at_us: i64,
-    row: &CredentialRow,
-    sessions: &SessionTotalsRow,
-    online: &[OnlineSessionRow],
-    class: &Class,
-) -> FleetCredential {
+fn fleet_credential(at_us: i64, credential: &CredentialAt<'_>, class: &Class) -> FleetCredential {
+    let (row, sessions) = (credential.credential, &credential.sessions);
     let gone = matches!(class.state, FleetState::Dropped | FleetState::Reconnecting);
-    let agents: Vec<FleetAgent> = online
-        .iter()
+    let agents: Vec<FleetAgent> = credential
+        .agents
+        .online(at_us)
+        .into_iter()
         .map(|s| FleetAgent {
             agent_version: agent_version(&s.user_agent).to_owned(),
-            session_id: s.session_id.clone(),
+            session_id: s.session_id,
             started_at: rfc3339_us(s.start_us),
-            region: s.region.clone(),
-            os: s.os.clone(),
-            user_agent: s.user_agent.clone(),
+            region: s.region,
+            os: s.os,
+            user_agent: s.user_agent,
             endpoints_online: s.endpoints,
         })
         .collect();
@@ -858,7 +932,7 @@ fn fleet_credential(
         agents,
         last_seen_at: rfc3339_us_if_set(class.last_seen_us),
         last_session_start_at: rfc3339_us_if_set(sessions.last_start_us),
-        last_traffic_at: rfc3339_us_if_set(row.last_traffic_us),
+        last_traffic_at: rfc3339_us_if_set(credential.last_traffic_us),
         dropped_at: gone.then(|| rfc3339_us(sessions.last_stop_us)),
         gone_seconds: gone.then(|| (at_us - sessions.last_stop_us) / 1_000_000),
         unseen_days: class.unseen_days,
@@ -897,8 +971,8 @@ mod tests {
         totals: Vec<SessionTotalsRow>,
         online: Vec<OnlineSessionRow>,
     ) -> FleetReport {
-        let rows = FleetSnapshot::join(request.at, credentials, totals, online);
-        report(request, &rows, |_| true)
+        let rows = FleetSnapshot::join(credentials, totals, online);
+        report(request, rows.credentials_at(|_| true))
     }
 
     fn credential(id: &str, owner: &str, last_traffic_us: i64) -> CredentialRow {

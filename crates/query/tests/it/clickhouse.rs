@@ -143,6 +143,8 @@ async fn migrations_apply_once_and_refuse_edited_history() {
             "fleet_sessions_mv",
             "fleet_traffic",
             "fleet_traffic_mv",
+            "fleet_traffic_seconds",
+            "fleet_traffic_seconds_mv",
             "schema_migrations",
             "usage_alert_evidence",
             "usage_alert_evidence_mv",

@@ -269,20 +269,22 @@ async fn fleet_state(name: &str) -> (TestDb, AppState) {
     let writer = db.writer();
     writer.insert_usage(&usage_rows()).await.unwrap();
     writer.insert_control(&control_rows()).await.unwrap();
+    let state = api_state(&db);
+    (db, state)
+}
+
+/// The API over `db`, with the `acme` customer key and the `grafana` reader key.
+fn api_state(db: &TestDb) -> AppState {
     let keys = format!(
         "[[keys]]\nname = \"acme\"\nsha256 = \"{}\"\nrole = \"customer:acme\"\n\
          [[keys]]\nname = \"grafana\"\nsha256 = \"{}\"\nrole = \"reader\"\n",
         key_digest("acme-secret"),
         key_digest("reader-secret")
     );
-    let state = db
-        .state()
+    db.state()
         .with_customer_metadata_key("customer")
         .unwrap()
-        .with_api_keys(
-            ApiKeys::parse(Path::new("keys.toml"), &keys, SettingsFormat::Toml).unwrap(),
-        );
-    (db, state)
+        .with_api_keys(ApiKeys::parse(Path::new("keys.toml"), &keys, SettingsFormat::Toml).unwrap())
 }
 
 async fn call(state: &AppState, query: &str, key: &str) -> (StatusCode, Value) {
@@ -518,13 +520,13 @@ async fn the_gauges_count_the_fleet_now() {
 }
 
 #[tokio::test]
-async fn without_at_a_fresh_snapshot_answers() {
+async fn without_at_a_fresh_timeline_answers() {
     let (db, state) = fleet_state("snapshot").await;
-    // No snapshot yet: read now.
+    // No timeline yet: read now.
     let before = report(&state, "").await;
     assert_eq!(before["summary"]["credentials"], 3, "{before}");
     botmeter_query::api::refresh_fleet(&state).await.unwrap();
-    // A credential created after the snapshot: only a read as of now sees it.
+    // A credential created after the refresh: only a read sees it.
     db.writer()
         .insert_control(&[credential(
             "ev_c6",
@@ -538,23 +540,160 @@ async fn without_at_a_fresh_snapshot_answers() {
         .unwrap();
     let snapshot = report(&state, "").await;
     let at = snapshot["at"].as_str().unwrap().to_owned();
-    let read = report(&state, &format!("at={at}")).await;
-    assert_eq!(read["summary"]["credentials"], 4, "{read}");
     assert_eq!(snapshot["summary"]["credentials"], 3, "{snapshot}");
-    // Otherwise the same answer, for the whole fleet and for a customer.
-    let mut without_new = read.clone();
-    without_new["credentials"] = Value::Array(
-        read["credentials"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["credential_id"] != "cr_6")
-            .cloned()
-            .collect(),
+    // As of the timeline's instant, the timeline answers (what ClickHouse held at the refresh).
+    let same = report(&state, &format!("at={at}")).await;
+    assert_eq!(same, snapshot);
+    // A second later is after the timeline: read now.
+    let later = chrono::DateTime::parse_from_rfc3339(&at).unwrap() + chrono::Duration::seconds(1);
+    let read = report(
+        &state,
+        &format!(
+            "at={}",
+            later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    )
+    .await;
+    assert_eq!(read["summary"]["credentials"], 4, "{read}");
+    // Otherwise the same credentials in the same states, for the whole fleet and for a customer.
+    let mut without_new = states(&read);
+    without_new.remove("cr_6");
+    assert_eq!(
+        states(&snapshot)
+            .into_iter()
+            .map(|(id, (state, ..))| (id, state))
+            .collect::<Vec<_>>(),
+        without_new
+            .into_iter()
+            .map(|(id, (state, ..))| (id, state))
+            .collect::<Vec<_>>()
     );
-    assert_eq!(snapshot["credentials"], without_new["credentials"]);
     let (status, customer) = call(&state, "", "acme-secret").await;
     assert_eq!(status, StatusCode::OK, "{customer}");
     assert_eq!(customer["at"], at.as_str());
     assert_eq!(customer["summary"]["credentials"], 2, "{customer}");
+    // The next refresh sees it.
+    botmeter_query::api::refresh_fleet(&state).await.unwrap();
+    assert_eq!(report(&state, "").await["summary"]["credentials"], 4);
+}
+
+/// Every `at` of the fixture's day, and the queries of the other tests: the timeline answers
+/// exactly as a read of ClickHouse does; a control event and usage stored late (old event times,
+/// inserted after a refresh) are in the timeline after the next refresh, and not before.
+#[tokio::test]
+async fn the_timeline_answers_every_past_at_as_a_read_does() {
+    let (db, timeline) = fleet_state("timeline").await;
+    let reading = api_state(&db).with_fleet_timeline(false);
+    botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
+    botmeter_query::api::refresh_fleet(&reading).await.unwrap();
+    const TIMES: [&str; 25] = [
+        "2024-04-30T00:00:00Z",
+        "2024-05-01T08:00:00Z",
+        "2024-05-01T08:00:01Z",
+        "2024-05-01T09:00:00Z",
+        "2024-05-01T09:00:01Z",
+        "2024-05-01T09:00:02Z",
+        "2024-05-01T09:00:03Z",
+        "2024-05-01T09:20:00Z",
+        "2024-05-01T09:20:01Z",
+        "2024-05-01T09:30:00Z",
+        "2024-05-01T09:45:01Z",
+        "2024-05-01T09:50:01Z",
+        "2024-05-01T09:55:01Z",
+        "2024-05-01T09:56:01Z",
+        "2024-05-01T09:58:00Z",
+        "2024-05-01T09:58:01Z",
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T10:00:01Z",
+        "2024-05-01T10:05:01Z",
+        "2024-05-01T10:30:00Z",
+        "2024-05-01T10:30:01Z",
+        "2024-05-01T11:00:01Z",
+        "2024-05-01T12:00:00Z",
+        "2024-05-01T12:00:01Z",
+        "2024-06-15T00:00:00Z",
+    ];
+    let compare = |label: &'static str, times: &'static [&'static str]| {
+        let (timeline, reading) = (timeline.clone(), reading.clone());
+        async move {
+            let mut differ = Vec::new();
+            for at in times {
+                for (rest, key) in [
+                    ("", "reader-secret"),
+                    (
+                        "&owner_id=bot_a&idle_days=1&state=dropped&drop_grace_seconds=0",
+                        "reader-secret",
+                    ),
+                    ("", "acme-secret"),
+                ] {
+                    let query = format!("at={at}{rest}");
+                    let from_timeline = call(&timeline, &query, key).await;
+                    let read = call(&reading, &query, key).await;
+                    assert_eq!(from_timeline.0, StatusCode::OK, "{label} {query}");
+                    if from_timeline != read {
+                        differ.push(query);
+                    }
+                }
+            }
+            differ
+        }
+    };
+    assert_eq!(compare("first refresh", &TIMES).await, Vec::<String>::new());
+    // A timeline answers while its refresh is at most 30 s old: a fresh one for what follows.
+    botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
+
+    // Stored late: cr_2 starts a session at 09:57 and cr_3 has traffic at 09:58:00.7.
+    db.writer()
+        .insert_control(&[start(
+            "ev_late",
+            "2024-05-01 09:57:00",
+            "ts_late",
+            "cr_2",
+            NGROK_EU,
+        )])
+        .await
+        .unwrap();
+    let mut late = usage(
+        "ev_late",
+        "2024-05-01 09:58:00",
+        "ep_9",
+        "cr_3",
+        "usr_b",
+        Traffic::default(),
+    );
+    late.event_time_us += 700_000;
+    db.writer().insert_usage(&[late]).await.unwrap();
+    // (A few times only: the timeline answers while at most 30 s old.)
+    let differ = compare(
+        "before the next refresh",
+        &[
+            "2024-05-01T09:20:00Z",
+            "2024-05-01T09:58:00Z",
+            "2024-05-01T09:58:01Z",
+        ],
+    )
+    .await;
+    assert!(
+        differ.contains(&"at=2024-05-01T09:58:01Z".to_owned())
+            && !differ.contains(&"at=2024-05-01T09:20:00Z".to_owned()),
+        "the timeline answers from its refresh: {differ:?}"
+    );
+    botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
+    assert_eq!(
+        compare("after the next refresh", &TIMES).await,
+        Vec::<String>::new()
+    );
+    let after = report(&timeline, "at=2024-05-01T09:58:01Z").await;
+    assert_eq!(
+        listed(&after, "cr_3")["last_traffic_at"],
+        "2024-05-01T09:58:00.700Z",
+        "{after}"
+    );
+    assert_eq!(listed(&after, "cr_2")["state"], "online", "{after}");
+    let before = report(&timeline, "at=2024-05-01T09:58:00Z").await;
+    assert_eq!(
+        listed(&before, "cr_3")["last_traffic_at"],
+        "2024-05-01T09:50:00Z",
+        "{before}"
+    );
 }
