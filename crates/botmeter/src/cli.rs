@@ -132,9 +132,18 @@ pub enum Command {
         fleet_drop_grace_seconds: u32,
         /// Answer every /v1/fleet request by reading ClickHouse (about a second at 100k
         /// credentials) instead of from the fleet timeline this server keeps in memory (rebuilt
-        /// from ClickHouse every 10 s; about 8 bytes per credential and second with traffic).
+        /// from ClickHouse every 10 s).
         #[arg(long, env = "BOTMETER_NO_FLEET_TIMELINE")]
         no_fleet_timeline: bool,
+        /// Memory for the fleet timeline's traffic, in MiB: 12 bytes per credential and second
+        /// with traffic, plus 8 bytes per credential per segment. Past it the oldest seconds are
+        /// dropped; /v1/fleet?at= before the oldest second kept (the gauge
+        /// botmeter_fleet_timeline_horizon_seconds) reads ClickHouse instead, exact but slower.
+        #[arg(long, env = "BOTMETER_FLEET_TIMELINE_MAX_MIB", value_name = "MIB",
+            default_value_t = query::api::DEFAULT_FLEET_TIMELINE_MAX_MIB,
+            value_parser = clap::value_parser!(u64)
+                .range(query::api::MIN_FLEET_TIMELINE_MAX_MIB..=query::api::MAX_FLEET_TIMELINE_MAX_MIB))]
+        fleet_timeline_max_mib: u64,
         /// Report requests answered at once; one more is answered 503 with `Retry-After` at once
         /// (shed, not queued), so the API cannot pile queries onto ClickHouse.
         #[arg(long, env = "BOTMETER_MAX_CONCURRENT_REQUESTS",
@@ -457,6 +466,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             credential_rotation_days,
             fleet_drop_grace_seconds,
             no_fleet_timeline,
+            fleet_timeline_max_mib,
             max_concurrent_requests,
             metrics_listen,
         } => {
@@ -469,6 +479,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)
                 .context("invalid --fleet-drop-grace-seconds")?
                 .with_fleet_timeline(!no_fleet_timeline)
+                .with_fleet_timeline_max_mib(fleet_timeline_max_mib)
+                .map_err(anyhow::Error::msg)
+                .context("invalid --fleet-timeline-max-mib")?
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
             tokio::spawn(query::api::run_fleet_gauges(state.clone()));

@@ -76,7 +76,8 @@ pub(crate) use fleet::dropped_credentials;
 pub use fleet::{
     fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
     FleetGauges, FleetOwner, FleetReport, FleetState, FleetTimeline,
-    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, FLEET_GAUGES_INTERVAL,
+    DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, DEFAULT_FLEET_TIMELINE_MAX_MIB,
+    FLEET_GAUGES_INTERVAL, MAX_FLEET_TIMELINE_MAX_MIB, MIN_FLEET_TIMELINE_MAX_MIB,
     FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
 };
 pub use hygiene::{
@@ -140,7 +141,12 @@ pub struct AppState {
     /// Whether the fleet refresh builds the timeline (else every `/v1/fleet` reads ClickHouse).
     fleet_timeline_enabled: bool,
     /// The traffic the timeline is built with, kept between refreshes.
-    fleet_traffic_times: Arc<tokio::sync::Mutex<fleet::TrafficTimes>>,
+    fleet_traffic: Arc<tokio::sync::Mutex<fleet::TrafficReader>>,
+}
+
+/// `mib` MiB in bytes (all of memory when that does not fit).
+fn mib_bytes(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
 impl fmt::Debug for AppState {
@@ -174,7 +180,9 @@ impl AppState {
             fleet_drop_grace_seconds: DEFAULT_FLEET_DROP_GRACE_SECONDS,
             fleet_timeline: Arc::default(),
             fleet_timeline_enabled: true,
-            fleet_traffic_times: Arc::default(),
+            fleet_traffic: Arc::new(tokio::sync::Mutex::new(fleet::TrafficReader::new(
+                mib_bytes(DEFAULT_FLEET_TIMELINE_MAX_MIB),
+            ))),
         })
     }
 
@@ -276,8 +284,23 @@ impl AppState {
     }
 
     /// The traffic the fleet timeline is built with.
-    pub(crate) fn fleet_traffic_times(&self) -> Arc<tokio::sync::Mutex<fleet::TrafficTimes>> {
-        self.fleet_traffic_times.clone()
+    pub(crate) fn fleet_traffic(&self) -> Arc<tokio::sync::Mutex<fleet::TrafficReader>> {
+        self.fleet_traffic.clone()
+    }
+
+    /// Bounds the fleet timeline's traffic to `max_mib` MiB (default
+    /// [`DEFAULT_FLEET_TIMELINE_MAX_MIB`]): past it the oldest seconds are dropped and an `at`
+    /// before what is kept reads ClickHouse. Set before serving (it starts the traffic empty).
+    pub fn with_fleet_timeline_max_mib(mut self, max_mib: u64) -> Result<Self, String> {
+        if !(MIN_FLEET_TIMELINE_MAX_MIB..=MAX_FLEET_TIMELINE_MAX_MIB).contains(&max_mib) {
+            return Err(format!(
+                "fleet timeline budget {max_mib} MiB is outside {MIN_FLEET_TIMELINE_MAX_MIB}..={MAX_FLEET_TIMELINE_MAX_MIB}"
+            ));
+        }
+        self.fleet_traffic = Arc::new(tokio::sync::Mutex::new(fleet::TrafficReader::new(
+            mib_bytes(max_mib),
+        )));
+        Ok(self)
     }
 
     /// The customer metadata key, empty when none.

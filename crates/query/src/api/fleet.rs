@@ -2,7 +2,8 @@
 //! the attributed usage in ClickHouse knew it at a time `at` (default now). Nothing is one
 //! instance's own state, so every instance answers the same, before and after a restart: a
 //! request is answered from the fleet timeline ([`timeline`], rebuilt from ClickHouse every
-//! [`FLEET_GAUGES_INTERVAL`]) when `at` is not after its last refresh, else read for the request
+//! [`FLEET_GAUGES_INTERVAL`]) when `at` is not after its last refresh nor before its horizon (the
+//! oldest traffic its memory budget keeps, see [`traffic`]), else read for the request
 //! from the fleet state tables of migration 0013 (one row per credential, session, endpoint; fed
 //! by materialized views) and, for an `at` before a credential's latest traffic, its traffic
 //! before `at` from the raw usage rows. Both give the same answer for the same rows.
@@ -46,9 +47,10 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::ToSchema;
 
 mod timeline;
+mod traffic;
 
 pub use timeline::FleetTimeline;
-pub(crate) use timeline::TrafficTimes;
+pub(crate) use timeline::TrafficReader;
 
 use super::auth::Access;
 use super::params::{rfc3339, rfc3339_us, rfc3339_us_if_set, Choice, QueryParams};
@@ -73,6 +75,16 @@ const MAX_LISTED_CREDENTIALS: usize = 1_000;
 /// Default of `serve --fleet-drop-grace-seconds`: how long a credential with no agent online is
 /// `reconnecting` before it counts as `dropped`.
 pub const DEFAULT_FLEET_DROP_GRACE_SECONDS: u32 = 300;
+
+/// Default memory (MiB) for the fleet timeline's traffic: about 40M credential-seconds with
+/// traffic (12 bytes each, plus a checkpoint of 8 bytes per credential every [`seal_entries`]).
+///
+/// [`seal_entries`]: traffic::seal_entries
+pub const DEFAULT_FLEET_TIMELINE_MAX_MIB: u64 = 512;
+/// Smallest budget accepted for the fleet timeline's traffic.
+pub const MIN_FLEET_TIMELINE_MAX_MIB: u64 = 16;
+/// Largest budget accepted for the fleet timeline's traffic (1 TiB).
+pub const MAX_FLEET_TIMELINE_MAX_MIB: u64 = 1 << 20;
 
 /// Longest drop grace a request or the server may set (30 days).
 pub const MAX_FLEET_DROP_GRACE_SECONDS: u32 = 30 * 86_400;
@@ -462,18 +474,22 @@ async fn fleet_report(
 ) -> Result<FleetReport, ApiError> {
     let keep = |c: &CredentialRow| all || owners.contains(&c.owner_id);
     if let Some(timeline) = state.fresh_fleet_timeline() {
-        if !request.explicit_at || request.at <= timeline.at() {
+        let at = if request.explicit_at {
+            request.at
+        } else {
+            timeline.at()
+        };
+        if let Some(latest_traffic) = timeline.traffic_at(at) {
             let request = Request {
-                at: if request.explicit_at {
-                    request.at
-                } else {
-                    timeline.at()
-                },
+                at,
                 ..request.clone()
             };
-            let at_us = i64::from(request.at) * 1_000_000;
+            let at_us = i64::from(at) * 1_000_000;
             metrics::counter!(fleet_gauge::ANSWERS, "source" => "timeline").increment(1);
-            return Ok(report(&request, timeline.credentials_at(at_us, keep)));
+            return Ok(report(
+                &request,
+                timeline.credentials_at(at_us, &latest_traffic, keep),
+            ));
         }
     }
     metrics::counter!(fleet_gauge::ANSWERS, "source" => "clickhouse").increment(1);
@@ -644,6 +660,11 @@ pub mod fleet_gauge {
     /// `/v1/fleet` answers, by `source`: `timeline` (this instance's timeline, rebuilt from
     /// ClickHouse) or `clickhouse` (read for the request).
     pub const ANSWERS: &str = "botmeter_fleet_answers_total";
+    /// Bytes the fleet timeline's traffic holds (at most `--fleet-timeline-max-mib`).
+    pub const TIMELINE_TRAFFIC_BYTES: &str = "botmeter_fleet_timeline_traffic_bytes";
+    /// The oldest second (Unix time) the fleet timeline answers `at` from; earlier ones read
+    /// ClickHouse.
+    pub const TIMELINE_HORIZON: &str = "botmeter_fleet_timeline_horizon_seconds";
 }
 
 /// How often [`run_fleet_gauges`] reads the fleet (the snapshot and the gauges).
@@ -703,6 +724,16 @@ pub(super) fn describe_gauges() {
         "/v1/fleet answers by source: timeline (in memory, rebuilt from ClickHouse) or clickhouse"
     );
     describe_gauge!(
+        fleet_gauge::TIMELINE_TRAFFIC_BYTES,
+        Unit::Bytes,
+        "Bytes of traffic the /v1/fleet timeline holds in memory (at most --fleet-timeline-max-mib)"
+    );
+    describe_gauge!(
+        fleet_gauge::TIMELINE_HORIZON,
+        Unit::Seconds,
+        "Oldest second (Unix time) /v1/fleet?at= answers from memory; earlier ones read ClickHouse"
+    );
+    describe_gauge!(
         fleet_gauge::RECONNECTING,
         Unit::Count,
         "Credentials with no agent online, within --fleet-drop-grace-seconds of their last stop"
@@ -718,7 +749,18 @@ pub async fn refresh_fleet(state: &AppState) -> Result<FleetGauges, ApiError> {
         let timeline = Arc::new(timeline::read_timeline(state).await?);
         request.at = timeline.at();
         let at_us = i64::from(request.at) * 1_000_000;
-        let report = report(&request, timeline.credentials_at(at_us, |_| true));
+        let report = match timeline.traffic_at(request.at) {
+            Some(latest_traffic) => report(
+                &request,
+                timeline.credentials_at(at_us, &latest_traffic, |_| true),
+            ),
+            // Traffic after now trimmed what is before it (event times ahead of this clock):
+            // the figures are read instead.
+            None => {
+                let rows = read_rows(state, request.at, true, &[]).await?;
+                report(&request, rows.credentials_at(|_| true))
+            }
+        };
         state.set_fleet_timeline(timeline);
         report
     } else {

@@ -11,16 +11,18 @@
 //! answers any `at` up to the instant its refresh began exactly as a read of ClickHouse at that
 //! moment would (tests/it/fleet_status.rs and crates/query/tests/it/fleet.rs compare both).
 //!
-//! The latest traffic before a whole second `at` is exact from per-second maxima: an event of a
-//! second before `at` is before it, one of the second `at` or later is not. Memory: 8 bytes per
-//! credential and second with traffic (80 MB for the 10M sparse usage rows of benches/fleet.rs),
-//! plus the control rows.
+//! The traffic is a [`TrafficLog`] (module `traffic`): every credential's latest traffic per
+//! second, bounded by `--fleet-timeline-max-mib`; an `at` before its horizon (the oldest second it
+//! still holds) is not answered here but read from ClickHouse. The control rows take what the 0013
+//! tables hold (a few hundred bytes per credential, session and endpoint).
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::traffic::{TrafficLog, TrafficView};
 use super::{AgentsAt, CredentialAt, CredentialRow, OnlineSessionRow, SessionTotals};
 use crate::api::{ApiError, AppState};
 
@@ -36,8 +38,6 @@ pub(in crate::api) const FLEET_TIMELINE_ENDPOINTS_SQL: &str =
 /// Placeholders: since (Unix seconds), parts, part.
 pub(in crate::api) const FLEET_TRAFFIC_SECONDS_SQL: &str =
     include_str!("../../../sql/fleet_traffic_seconds.sql");
-
-const SECOND_US: i64 = 1_000_000;
 
 /// Refreshes between two whole reads of the traffic (an hour at the 10 s interval): they pick up
 /// rows an incremental read missed (an insert that became visible more than
@@ -105,8 +105,11 @@ pub struct FleetTimeline {
     session_rows: Vec<OnlineSessionRow>,
     /// Each session's endpoints in turn: creation, deletion (0 when never).
     endpoints: Vec<(i64, i64)>,
-    /// Each credential's latest traffic of each second with traffic in turn, ascending.
-    traffic: Vec<i64>,
+    /// The traffic as the refresh read it.
+    traffic: TrafficView,
+    /// Each credential's latest traffic before `at`, by traffic index (what most requests ask);
+    /// `None` when `at` is before the traffic's horizon.
+    latest_at: Option<Vec<i64>>,
 }
 
 #[derive(Debug)]
@@ -119,12 +122,12 @@ struct TimelineCredential {
     owner_deleted_us: i64,
     /// Its range of [`FleetTimeline::sessions`].
     sessions: (u32, u32),
-    /// Its range of [`FleetTimeline::traffic`].
-    traffic: (u32, u32),
-    /// Its first and latest traffic (0 when none): most `at`s are answered from these, without
-    /// reading `traffic`.
-    traffic_bounds: (i64, i64),
+    /// Its index in [`FleetTimeline::traffic`]; [`NO_TRAFFIC`] when it has none.
+    traffic: u32,
 }
+
+/// The traffic index of a credential without traffic.
+const NO_TRAFFIC: u32 = u32::MAX;
 
 /// One session over time.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +163,23 @@ impl FleetTimeline {
         self.at
     }
 
+    /// The first second whose `at` it answers (its traffic's horizon).
+    pub fn horizon(&self) -> u32 {
+        self.traffic.horizon()
+    }
+
+    /// Each credential's latest traffic before second `at` (µs, by traffic index), when `at` is
+    /// within the timeline: from its horizon to its refresh.
+    pub(super) fn traffic_at(&self, at: u32) -> Option<Cow<'_, [i64]>> {
+        if at == self.at {
+            return self.latest_at.as_deref().map(Cow::Borrowed);
+        }
+        if at > self.at {
+            return None;
+        }
+        self.traffic.latest_before(at).map(Cow::Owned)
+    }
+
     fn endpoints_at(&self, session: &SessionSpan, at_us: i64) -> u64 {
         slice(&self.endpoints, session.endpoints)
             .iter()
@@ -182,12 +202,14 @@ impl FleetTimeline {
     }
 
     /// The credentials `keep` keeps in the fleet at `at_us` (created before it, neither it nor
-    /// its bot user deleted before it), in owner, credential order, as of `at_us`.
-    pub(super) fn credentials_at(
-        &self,
+    /// its bot user deleted before it), in owner, credential order, as of `at_us`, with the
+    /// latest traffic of [`Self::traffic_at`] for its second.
+    pub(super) fn credentials_at<'a>(
+        &'a self,
         at_us: i64,
-        keep: impl Fn(&CredentialRow) -> bool,
-    ) -> impl Iterator<Item = CredentialAt<'_>> {
+        latest_traffic: &'a [i64],
+        keep: impl Fn(&CredentialRow) -> bool + 'a,
+    ) -> impl Iterator<Item = CredentialAt<'a>> {
         self.credentials
             .iter()
             .filter(move |c| {
@@ -213,14 +235,10 @@ impl FleetTimeline {
                         endpoints_online += self.endpoints_at(s, at_us);
                     }
                 }
-                let (first, latest) = c.traffic_bounds;
-                let last_traffic_us = if first == 0 || first >= at_us {
-                    0
-                } else if latest < at_us {
-                    latest
-                } else {
-                    last_before(slice(&self.traffic, c.traffic), at_us)
-                };
+                let last_traffic_us = latest_traffic
+                    .get(c.traffic as usize)
+                    .copied()
+                    .unwrap_or(0);
                 CredentialAt {
                     credential: &c.row,
                     last_traffic_us,
@@ -238,7 +256,7 @@ impl FleetTimeline {
         credentials: Vec<TimelineCredentialRow>,
         sessions: Vec<TimelineSessionRow>,
         endpoints: Vec<TimelineEndpointRow>,
-        traffic: &TrafficTimes,
+        traffic: &TrafficLog,
     ) -> Self {
         let mut by_session: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
         for e in endpoints {
@@ -262,7 +280,8 @@ impl FleetTimeline {
             sessions: Vec::new(),
             session_rows: Vec::new(),
             endpoints: Vec::new(),
-            traffic: Vec::new(),
+            traffic: traffic.view(),
+            latest_at: None,
         };
         for c in credentials {
             let first_session = timeline.sessions.len();
@@ -288,16 +307,11 @@ impl FleetTimeline {
                     });
                 }
             }
-            let first_time = timeline.traffic.len();
-            let times = traffic.of(&c.credential_id);
-            timeline.traffic.extend_from_slice(times);
             timeline.credentials.push(TimelineCredential {
-                traffic_bounds: (
-                    times.first().copied().unwrap_or(0),
-                    times.last().copied().unwrap_or(0),
-                ),
                 sessions: range_from(first_session, &timeline.sessions),
-                traffic: range_from(first_time, &timeline.traffic),
+                traffic: traffic
+                    .credential_index(&c.credential_id)
+                    .unwrap_or(NO_TRAFFIC),
                 deleted_us: c.deleted_us,
                 owner_deleted_us: c.owner_deleted_us,
                 row: CredentialRow {
@@ -309,50 +323,32 @@ impl FleetTimeline {
                 },
             });
         }
+        timeline.latest_at = timeline.traffic.latest_before(at);
         timeline
     }
 }
 
-/// Every credential's latest traffic per second, kept between refreshes and read incrementally.
-#[derive(Debug, Default)]
-pub(crate) struct TrafficTimes {
-    index: HashMap<String, usize>,
-    /// By index (each timeline copies them, in its credentials' order).
-    times: Vec<Vec<i64>>,
+/// The fleet's traffic, kept between refreshes and read incrementally.
+#[derive(Debug)]
+pub(crate) struct TrafficReader {
+    log: TrafficLog,
     /// ClickHouse's clock when the previous read began; `None` before the first.
     read_since: Option<u32>,
     reads: u64,
-    /// Credentials added to since they were last sorted (a read cut short leaves some).
-    unsettled: HashSet<usize>,
 }
 
-impl TrafficTimes {
-    fn of(&self, credential_id: &str) -> &[i64] {
-        self.index
-            .get(credential_id)
-            .map_or(&[], |&i| &self.times[i])
-    }
-
-    /// Adds one second's latest traffic ([`Self::settle`] sorts it in).
-    fn add(&mut self, credential_id: String, last_us: i64) {
-        let next = self.times.len();
-        let index = *self.index.entry(credential_id).or_insert(next);
-        if index == next {
-            self.times.push(Vec::new());
-        }
-        self.times[index].push(last_us);
-        self.unsettled.insert(index);
-    }
-
-    /// Sorts the times added to and keeps the latest of each second.
-    fn settle(&mut self) {
-        for index in std::mem::take(&mut self.unsettled) {
-            keep_latest_per_second(&mut self.times[index]);
+impl TrafficReader {
+    /// Nothing read yet; the log keeps at most `max_bytes`.
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            log: TrafficLog::new(max_bytes),
+            read_since: None,
+            reads: 0,
         }
     }
 
     /// Reads the rows inserted since the previous read (all of them the first time and every
-    /// [`FULL_TRAFFIC_READ_EVERY`] reads).
+    /// [`FULL_TRAFFIC_READ_EVERY`] reads) into the log.
     async fn read(&mut self, state: &AppState) -> crate::Result<()> {
         let clickhouse_now: u32 = state
             .read("read clickhouse's clock", |client| {
@@ -365,107 +361,50 @@ impl TrafficTimes {
             }
             _ => (0, WHOLE_READ_PARTS),
         };
-        self.settle();
         for part in 0..parts {
-            let times = &mut *self;
+            let mut rows = Vec::new();
             let read = state
-                .read("read the fleet's traffic by second", |client| async move {
-                    let mut cursor = client
-                        .query(FLEET_TRAFFIC_SECONDS_SQL)
-                        .bind(since)
-                        .bind(parts)
-                        .bind(part)
-                        .fetch::<TrafficSecondRow>()?;
-                    while let Some(row) = cursor.next().await? {
-                        times.add(row.credential_id, row.last_us);
+                .read("read the fleet's traffic by second", |client| {
+                    let rows = &mut rows;
+                    async move {
+                        let mut cursor = client
+                            .query(FLEET_TRAFFIC_SECONDS_SQL)
+                            .bind(since)
+                            .bind(parts)
+                            .bind(part)
+                            .fetch::<TrafficSecondRow>()?;
+                        while let Some(row) = cursor.next().await? {
+                            rows.push((row.credential_id, row.last_us));
+                        }
+                        Ok(())
                     }
-                    Ok(())
                 })
                 .await;
-            // What was read is kept (a maximum is the same read twice); the next read starts
+            // What was read is kept (a maximum is the same added twice); the next read starts
             // where this one did.
-            self.settle();
+            self.log.add(rows);
             read?;
         }
         self.read_since = Some(clickhouse_now);
         self.reads += 1;
+        metrics::gauge!(super::fleet_gauge::TIMELINE_TRAFFIC_BYTES).set(self.log.bytes() as f64);
+        metrics::gauge!(super::fleet_gauge::TIMELINE_HORIZON).set(f64::from(self.log.horizon()));
         tracing::debug!(
             since,
-            credentials = self.times.len(),
+            credentials = self.log.credentials(),
+            bytes = self.log.bytes(),
+            horizon = self.log.horizon(),
             "read the fleet's traffic"
         );
         Ok(())
     }
 }
 
-/// The latest of ascending `times` before `at_us`; 0 when none. Starts where `at_us` would be
-/// were the times evenly spread between the first and the last, then gallops to it: one or two
-/// cache lines for traffic spread over time, where a binary search misses the cache at every
-/// step (the timeline's traffic is far larger than the cache).
-fn last_before(times: &[i64], at_us: i64) -> i64 {
-    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
-        return 0;
-    };
-    if first >= at_us {
-        return 0;
-    }
-    if last < at_us {
-        return last;
-    }
-    // first < at_us <= last, so last > first and the guess is below len - 1.
-    let span = i128::from(last) - i128::from(first);
-    let offset = i128::from(at_us) - i128::from(first);
-    let guess = usize::try_from(offset * (times.len() as i128 - 1) / span).unwrap_or(0);
-    // Bracket the first time at or after `at_us` between `low` (before) and `high` (not).
-    let (mut low, mut high);
-    if times[guess] < at_us {
-        let mut step = 1;
-        low = guess;
-        high = (guess + step).min(times.len() - 1);
-        while times[high] < at_us {
-            low = high;
-            step *= 2;
-            high = (high + step).min(times.len() - 1);
-        }
-    } else {
-        let mut step = 1;
-        high = guess;
-        low = guess.saturating_sub(step);
-        while times[low] >= at_us {
-            high = low;
-            step *= 2;
-            low = low.saturating_sub(step);
-        }
-    }
-    // times[low] < at_us <= times[high]
-    while high - low > 1 {
-        let middle = low + (high - low) / 2;
-        if times[middle] < at_us {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    times[low]
-}
-
-/// Sorts `times` and keeps the latest of each second (microsecond times).
-fn keep_latest_per_second(times: &mut Vec<i64>) {
-    times.sort_unstable();
-    times.dedup_by(|later, kept| {
-        let same_second = later.div_euclid(SECOND_US) == kept.div_euclid(SECOND_US);
-        if same_second {
-            *kept = *later;
-        }
-        same_second
-    });
-}
-
 /// Reads the whole fleet again (and the traffic inserted since the previous read) into a
 /// timeline that answers any `at` up to now.
 pub(super) async fn read_timeline(state: &AppState) -> Result<FleetTimeline, ApiError> {
     let at = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
-    let traffic = state.fleet_traffic_times();
+    let traffic = state.fleet_traffic();
     let mut traffic = traffic.lock().await;
     let credentials = state.read("read the fleet's credentials", |client| {
         client
@@ -489,74 +428,13 @@ pub(super) async fn read_timeline(state: &AppState) -> Result<FleetTimeline, Api
         credentials,
         sessions,
         endpoints,
-        &traffic,
+        &traffic.log,
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_latest_of_each_second_is_kept_in_order() {
-        let mut times = vec![3_000_001, 1_500_000, 1_000_000, 3_999_999, 1_999_999, 7];
-        keep_latest_per_second(&mut times);
-        assert_eq!(times, [7, 1_999_999, 3_999_999]);
-        let mut empty: Vec<i64> = Vec::new();
-        keep_latest_per_second(&mut empty);
-        assert!(empty.is_empty());
-    }
-
-    #[test]
-    fn the_latest_before_is_what_a_scan_finds() {
-        let naive = |times: &[i64], at: i64| times.iter().copied().filter(|&t| t < at).max();
-        // Even, bursty and lopsided spreads; every `at` around every time.
-        let spreads: Vec<Vec<i64>> = vec![
-            vec![],
-            vec![5],
-            (1..200).map(|i| i * 1_000).collect(),
-            (1..100)
-                .map(|i| i * 10)
-                .chain([1_000_000, 1_000_001, 5_000_000])
-                .collect(),
-            [1, 2, 3, 4]
-                .into_iter()
-                .chain((1..300).map(|i| 10_000_000 + i * i * 37))
-                .collect(),
-        ];
-        for times in &spreads {
-            for &t in times {
-                for at in [t - 1, t, t + 1] {
-                    assert_eq!(
-                        last_before(times, at),
-                        naive(times, at).unwrap_or(0),
-                        "{at} in {times:?}"
-                    );
-                }
-            }
-            assert_eq!(
-                last_before(times, i64::MAX),
-                naive(times, i64::MAX).unwrap_or(0)
-            );
-            assert_eq!(last_before(times, 0), 0);
-        }
-    }
-
-    #[test]
-    fn later_reads_merge_into_each_credentials_seconds() {
-        let mut traffic = TrafficTimes::default();
-        traffic.add("cr_a".to_owned(), 2_000_000);
-        traffic.add("cr_b".to_owned(), 5_000_000);
-        traffic.settle();
-        traffic.add("cr_a".to_owned(), 1_000_001);
-        traffic.add("cr_a".to_owned(), 2_500_000);
-        // The same row read twice changes nothing.
-        traffic.add("cr_b".to_owned(), 5_000_000);
-        traffic.settle();
-        assert_eq!(traffic.of("cr_a"), [1_000_001, 2_500_000]);
-        assert_eq!(traffic.of("cr_b"), [5_000_000]);
-        assert!(traffic.of("cr_z").is_empty());
-    }
 
     fn session(id: &str, credential: &str, start_us: i64, stop_us: i64) -> TimelineSessionRow {
         TimelineSessionRow {
@@ -580,10 +458,11 @@ mod tests {
             deleted_us: 0,
             owner_deleted_us: 0,
         };
-        let mut traffic = TrafficTimes::default();
-        traffic.add("cr_b".to_owned(), 7_000_000);
-        traffic.add("cr_b".to_owned(), 9_000_000);
-        traffic.settle();
+        let mut traffic = TrafficLog::new(usize::MAX);
+        traffic.add([
+            ("cr_b".to_owned(), 7_000_000),
+            ("cr_b".to_owned(), 9_000_000),
+        ]);
         let timeline = FleetTimeline::join(
             100,
             vec![credential("cr_b", "bot_1"), credential("cr_a", "bot_2")],
@@ -609,8 +488,10 @@ mod tests {
             &traffic,
         );
         let at = |at_us: i64| {
+            let second = u32::try_from(at_us / 1_000_000).unwrap();
+            let latest = timeline.traffic_at(second).expect("within the timeline");
             timeline
-                .credentials_at(at_us, |_| true)
+                .credentials_at(at_us, &latest, |_| true)
                 .map(|c| {
                     (
                         c.credential.credential_id.clone(),
