@@ -479,9 +479,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)
                 .context("invalid --fleet-drop-grace-seconds")?
                 .with_fleet_timeline(!no_fleet_timeline)
-                .with_fleet_timeline_max_mib(fleet_timeline_max_mib)
-                .map_err(anyhow::Error::msg)
-                .context("invalid --fleet-timeline-max-mib")?
+                .with_fleet_timeline_max_bytes(query::api::mib_bytes(fleet_timeline_max_mib))
                 .with_max_concurrent_requests(max_concurrent_requests);
             serve_metrics(metrics_listen).await?;
             tokio::spawn(query::api::run_fleet_gauges(state.clone()));

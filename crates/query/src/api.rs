@@ -77,8 +77,8 @@ pub use fleet::{
     fleet_gauge, refresh_fleet, run_fleet_gauges, FleetAgent, FleetCounts, FleetCredential,
     FleetGauges, FleetOwner, FleetReport, FleetState, FleetTimeline,
     DEFAULT_FLEET_DROP_GRACE_SECONDS, DEFAULT_FLEET_IDLE_DAYS, DEFAULT_FLEET_TIMELINE_MAX_MIB,
-    FLEET_GAUGES_INTERVAL, MAX_FLEET_TIMELINE_MAX_MIB, MIN_FLEET_TIMELINE_MAX_MIB,
-    FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS, MAX_FLEET_LIMIT,
+    FLEET_GAUGES_INTERVAL, FLEET_SNAPSHOT_MAX_AGE_SECS, MAX_FLEET_DROP_GRACE_SECONDS,
+    MAX_FLEET_LIMIT, MAX_FLEET_TIMELINE_MAX_MIB, MIN_FLEET_TIMELINE_MAX_MIB,
 };
 pub use hygiene::{
     CredentialHygiene, CredentialHygieneReport, DEFAULT_CREDENTIAL_ROTATION_DAYS,
@@ -145,7 +145,7 @@ pub struct AppState {
 }
 
 /// `mib` MiB in bytes (all of memory when that does not fit).
-fn mib_bytes(mib: u64) -> usize {
+pub fn mib_bytes(mib: u64) -> usize {
     usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
@@ -276,6 +276,16 @@ impl AppState {
         (now.saturating_sub(timeline.at()) <= FLEET_SNAPSHOT_MAX_AGE_SECS).then_some(timeline)
     }
 
+    /// The first second the current fleet timeline answers `at` from (earlier ones are read from
+    /// ClickHouse); `None` before its first refresh.
+    pub fn fleet_timeline_horizon(&self) -> Option<u32> {
+        self.fleet_timeline
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|timeline| timeline.horizon())
+    }
+
     pub(crate) fn set_fleet_timeline(&self, timeline: Arc<FleetTimeline>) {
         *self
             .fleet_timeline
@@ -288,19 +298,16 @@ impl AppState {
         self.fleet_traffic.clone()
     }
 
-    /// Bounds the fleet timeline's traffic to `max_mib` MiB (default
-    /// [`DEFAULT_FLEET_TIMELINE_MAX_MIB`]): past it the oldest seconds are dropped and an `at`
-    /// before what is kept reads ClickHouse. Set before serving (it starts the traffic empty).
-    pub fn with_fleet_timeline_max_mib(mut self, max_mib: u64) -> Result<Self, String> {
-        if !(MIN_FLEET_TIMELINE_MAX_MIB..=MAX_FLEET_TIMELINE_MAX_MIB).contains(&max_mib) {
-            return Err(format!(
-                "fleet timeline budget {max_mib} MiB is outside {MIN_FLEET_TIMELINE_MAX_MIB}..={MAX_FLEET_TIMELINE_MAX_MIB}"
-            ));
-        }
+    /// Bounds the fleet timeline's traffic to `max_bytes` (default
+    /// [`DEFAULT_FLEET_TIMELINE_MAX_MIB`] MiB; `botmeter serve --fleet-timeline-max-mib` accepts
+    /// [`MIN_FLEET_TIMELINE_MAX_MIB`]..=[`MAX_FLEET_TIMELINE_MAX_MIB`]): past it the oldest
+    /// seconds are dropped and an `at` before what is kept reads ClickHouse. Set before serving
+    /// (it starts the traffic empty).
+    pub fn with_fleet_timeline_max_bytes(mut self, max_bytes: usize) -> Self {
         self.fleet_traffic = Arc::new(tokio::sync::Mutex::new(fleet::TrafficReader::new(
-            mib_bytes(max_mib),
+            max_bytes,
         )));
-        Ok(self)
+        self
     }
 
     /// The customer metadata key, empty when none.

@@ -577,6 +577,60 @@ async fn without_at_a_fresh_timeline_answers() {
     assert_eq!(report(&state, "").await["summary"]["credentials"], 4);
 }
 
+/// Times of the fixture's day and around it, each side of its events.
+const TIMES: [&str; 25] = [
+    "2024-04-30T00:00:00Z",
+    "2024-05-01T08:00:00Z",
+    "2024-05-01T08:00:01Z",
+    "2024-05-01T09:00:00Z",
+    "2024-05-01T09:00:01Z",
+    "2024-05-01T09:00:02Z",
+    "2024-05-01T09:00:03Z",
+    "2024-05-01T09:20:00Z",
+    "2024-05-01T09:20:01Z",
+    "2024-05-01T09:30:00Z",
+    "2024-05-01T09:45:01Z",
+    "2024-05-01T09:50:01Z",
+    "2024-05-01T09:55:01Z",
+    "2024-05-01T09:56:01Z",
+    "2024-05-01T09:58:00Z",
+    "2024-05-01T09:58:01Z",
+    "2024-05-01T10:00:00Z",
+    "2024-05-01T10:00:01Z",
+    "2024-05-01T10:05:01Z",
+    "2024-05-01T10:30:00Z",
+    "2024-05-01T10:30:01Z",
+    "2024-05-01T11:00:01Z",
+    "2024-05-01T12:00:00Z",
+    "2024-05-01T12:00:01Z",
+    "2024-06-15T00:00:00Z",
+];
+
+/// The `at` of each of `times` with the queries of the other tests (whole fleet, one owner's
+/// dropped credentials, a customer's fleet) that `timeline` answers differently from `reading`.
+async fn differences(timeline: &AppState, reading: &AppState, times: &[&str]) -> Vec<String> {
+    let mut differ = Vec::new();
+    for at in times {
+        for (rest, key) in [
+            ("", "reader-secret"),
+            (
+                "&owner_id=bot_a&idle_days=1&state=dropped&drop_grace_seconds=0",
+                "reader-secret",
+            ),
+            ("", "acme-secret"),
+        ] {
+            let query = format!("at={at}{rest}");
+            let from_timeline = call(timeline, &query, key).await;
+            let read = call(reading, &query, key).await;
+            assert_eq!(from_timeline.0, StatusCode::OK, "{query}");
+            if from_timeline != read {
+                differ.push(query);
+            }
+        }
+    }
+    differ
+}
+
 /// Every `at` of the fixture's day, and the queries of the other tests: the timeline answers
 /// exactly as a read of ClickHouse does; a control event and usage stored late (old event times,
 /// inserted after a refresh) are in the timeline after the next refresh, and not before.
@@ -586,59 +640,10 @@ async fn the_timeline_answers_every_past_at_as_a_read_does() {
     let reading = api_state(&db).with_fleet_timeline(false);
     botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
     botmeter_query::api::refresh_fleet(&reading).await.unwrap();
-    const TIMES: [&str; 25] = [
-        "2024-04-30T00:00:00Z",
-        "2024-05-01T08:00:00Z",
-        "2024-05-01T08:00:01Z",
-        "2024-05-01T09:00:00Z",
-        "2024-05-01T09:00:01Z",
-        "2024-05-01T09:00:02Z",
-        "2024-05-01T09:00:03Z",
-        "2024-05-01T09:20:00Z",
-        "2024-05-01T09:20:01Z",
-        "2024-05-01T09:30:00Z",
-        "2024-05-01T09:45:01Z",
-        "2024-05-01T09:50:01Z",
-        "2024-05-01T09:55:01Z",
-        "2024-05-01T09:56:01Z",
-        "2024-05-01T09:58:00Z",
-        "2024-05-01T09:58:01Z",
-        "2024-05-01T10:00:00Z",
-        "2024-05-01T10:00:01Z",
-        "2024-05-01T10:05:01Z",
-        "2024-05-01T10:30:00Z",
-        "2024-05-01T10:30:01Z",
-        "2024-05-01T11:00:01Z",
-        "2024-05-01T12:00:00Z",
-        "2024-05-01T12:00:01Z",
-        "2024-06-15T00:00:00Z",
-    ];
-    let compare = |label: &'static str, times: &'static [&'static str]| {
-        let (timeline, reading) = (timeline.clone(), reading.clone());
-        async move {
-            let mut differ = Vec::new();
-            for at in times {
-                for (rest, key) in [
-                    ("", "reader-secret"),
-                    (
-                        "&owner_id=bot_a&idle_days=1&state=dropped&drop_grace_seconds=0",
-                        "reader-secret",
-                    ),
-                    ("", "acme-secret"),
-                ] {
-                    let query = format!("at={at}{rest}");
-                    let from_timeline = call(&timeline, &query, key).await;
-                    let read = call(&reading, &query, key).await;
-                    assert_eq!(from_timeline.0, StatusCode::OK, "{label} {query}");
-                    if from_timeline != read {
-                        differ.push(query);
-                    }
-                }
-            }
-            differ
-        }
-    };
-    assert_eq!(compare("first refresh", &TIMES).await, Vec::<String>::new());
+    assert_eq!(
+        differences(&timeline, &reading, &TIMES).await,
+        Vec::<String>::new()
+    );
     // A timeline answers while its refresh is at most 30 s old: a fresh one for what follows.
     botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
 
@@ -664,8 +669,9 @@ async fn the_timeline_answers_every_past_at_as_a_read_does() {
     late.event_time_us += 700_000;
     db.writer().insert_usage(&[late]).await.unwrap();
     // (A few times only: the timeline answers while at most 30 s old.)
-    let differ = compare(
-        "before the next refresh",
+    let differ = differences(
+        &timeline,
+        &reading,
         &[
             "2024-05-01T09:20:00Z",
             "2024-05-01T09:58:00Z",
@@ -680,7 +686,7 @@ async fn the_timeline_answers_every_past_at_as_a_read_does() {
     );
     botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
     assert_eq!(
-        compare("after the next refresh", &TIMES).await,
+        differences(&timeline, &reading, &TIMES).await,
         Vec::<String>::new()
     );
     let after = report(&timeline, "at=2024-05-01T09:58:01Z").await;
@@ -695,5 +701,39 @@ async fn the_timeline_answers_every_past_at_as_a_read_does() {
         listed(&before, "cr_3")["last_traffic_at"],
         "2024-05-01T09:50:00Z",
         "{before}"
+    );
+}
+
+/// A timeline whose traffic budget holds less than the fixture's traffic keeps only its latest
+/// seconds (and every credential's latest traffic before them): an `at` from there on is answered
+/// from memory, an earlier one is read from ClickHouse, and every answer is still exact. With
+/// the budget too small even for one checkpoint, the timeline answers only after the last
+/// traffic. The fixture's traffic is 4 entries of 12 bytes (credential and second) and a
+/// checkpoint of 2 credentials (16 bytes): 40 bytes keep its last 2 entries.
+#[tokio::test]
+async fn a_timeline_over_its_memory_budget_answers_earlier_times_from_clickhouse() {
+    let (db, _) = fleet_state("budget").await;
+    let reading = api_state(&db).with_fleet_timeline(false);
+    let mut horizons = Vec::new();
+    for max_bytes in [40, 1] {
+        let timeline = api_state(&db).with_fleet_timeline_max_bytes(max_bytes);
+        botmeter_query::api::refresh_fleet(&timeline).await.unwrap();
+        let horizon = timeline
+            .fleet_timeline_horizon()
+            .expect("a timeline was read");
+        assert!(
+            horizon > 1_714_550_400 && horizon < 1_714_575_600,
+            "{max_bytes} bytes: horizon {horizon} is within the fixture's day"
+        );
+        assert_eq!(
+            differences(&timeline, &reading, &TIMES).await,
+            Vec::<String>::new(),
+            "{max_bytes} bytes: horizon {horizon}"
+        );
+        horizons.push(horizon);
+    }
+    assert!(
+        horizons[0] < horizons[1],
+        "a larger budget keeps more seconds: {horizons:?}"
     );
 }

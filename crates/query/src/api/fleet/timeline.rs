@@ -235,10 +235,7 @@ impl FleetTimeline {
                         endpoints_online += self.endpoints_at(s, at_us);
                     }
                 }
-                let last_traffic_us = latest_traffic
-                    .get(c.traffic as usize)
-                    .copied()
-                    .unwrap_or(0);
+                let last_traffic_us = latest_traffic.get(c.traffic as usize).copied().unwrap_or(0);
                 CredentialAt {
                     credential: &c.row,
                     last_traffic_us,

@@ -235,12 +235,9 @@ impl TrafficLog {
             rest = &rest[below..];
         }
         for k in 0..self.segments.len() {
-            let end = self
-                .segments
-                .get(k + 1)
-                .map_or(rest.len(), |next| {
-                    rest.partition_point(|&(key, _)| split(key).0 < next.first_second)
-                });
+            let end = self.segments.get(k + 1).map_or(rest.len(), |next| {
+                rest.partition_point(|&(key, _)| split(key).0 < next.first_second)
+            });
             let (own, later) = rest.split_at(end);
             rest = later;
             if own.is_empty() || !self.segments[k].changed_by(own) {
@@ -277,17 +274,44 @@ impl TrafficLog {
             .push(Arc::new(Segment::empty(next_second, before)));
     }
 
-    /// Drops the oldest segments while over the budget (sealing the open one when it alone is).
+    /// Drops the oldest segments while over the budget; when the open segment alone is, drops
+    /// its oldest seconds (into its checkpoint) until the rest fits.
     fn trim(&mut self) {
-        while self.bytes() > self.max_bytes {
-            if self.segments.len() == 1 {
-                if self.segments[0].keys.is_empty() {
-                    return;
-                }
-                self.seal();
-            }
+        while self.bytes() > self.max_bytes && self.segments.len() > 1 {
             self.segments.remove(0);
         }
+        if self.bytes() <= self.max_bytes {
+            return;
+        }
+        let open = &self.segments[0];
+        let checkpoint_bytes = self.index.len().max(open.before.len()) * 8;
+        let fit = self.max_bytes.saturating_sub(checkpoint_bytes) / ENTRY_BYTES;
+        // The first entry of a second from which at most `fit` entries remain.
+        let mut cut = open.keys.len().saturating_sub(fit);
+        while cut > 0
+            && cut < open.keys.len()
+            && split(open.keys[cut]).0 == split(open.keys[cut - 1]).0
+        {
+            cut += 1;
+        }
+        let first_second = match open.keys.get(cut) {
+            Some(&key) => split(key).0,
+            None => match open.keys.last() {
+                Some(&last) => split(last).0.saturating_add(1),
+                None => return,
+            },
+        };
+        let dropped = Segment {
+            keys: open.keys[..cut].to_vec(),
+            micros: open.micros[..cut].to_vec(),
+            ..Segment::empty(open.first_second, open.before.clone())
+        };
+        let kept = Segment {
+            keys: open.keys[cut..].to_vec(),
+            micros: open.micros[cut..].to_vec(),
+            ..Segment::empty(first_second, dropped.after(self.index.len()))
+        };
+        self.segments = vec![Arc::new(kept)];
     }
 }
 
@@ -403,11 +427,17 @@ mod tests {
         assert!(answers(&log, horizon - 1).is_none());
         for at in [horizon, horizon + 1, 39_000, 40_000, 50_000] {
             let answer = answers(&log, at).expect("at or after the horizon");
-            assert_eq!(answer["cr_7"], (i64::from(at).min(40_000) - 1) * SECOND_US + 7);
+            assert_eq!(
+                answer["cr_7"],
+                (i64::from(at).min(40_000) - 1) * SECOND_US + 7
+            );
         }
         // A late row below the horizon still counts for every later `at`.
         log.add([("cr_new".to_owned(), 5 * SECOND_US)]);
-        assert_eq!(answers(&log, horizon).expect("kept")["cr_new"], 5 * SECOND_US);
+        assert_eq!(
+            answers(&log, horizon).expect("kept")["cr_new"],
+            5 * SECOND_US
+        );
     }
 
     #[test]
@@ -428,12 +458,12 @@ mod tests {
         fn every_answer_is_a_scans(
             rows in proptest::collection::vec((0_u8..12, 0_i64..600_000_000), 0..3_000),
             batches in 1_usize..6,
-            budget_kib in 6_usize..200,
+            budget in 0_usize..48_000,
             seal in proptest::bool::ANY,
         ) {
             let rows: Vec<(String, i64)> =
                 rows.into_iter().map(|(c, t)| (format!("cr_{c}"), t)).collect();
-            let mut log = TrafficLog::new(budget_kib << 10);
+            let mut log = TrafficLog::new(budget);
             let batch = rows.len().div_ceil(batches).max(1);
             for chunk in rows.chunks(batch) {
                 log.add(chunk.iter().cloned());
