@@ -9,8 +9,11 @@
 //! - one owner's fleet (`owner_id`), a different owner each time;
 //! - the whole fleet as of a time (`at`, a different time of the month each request), answered
 //!   from the fleet timeline `serve` rebuilds from ClickHouse every 10 s (as are the three above);
-//! - the same from a second `serve --no-fleet-timeline`, which reads ClickHouse for every
-//!   request, a tenth as many runs. Both servers' answers are compared at five times first.
+//! - the same from a second `serve --fleet-timeline-max-mib 64` (`BOTMETER_BENCH_FLEET_BOUNDED_MIB`),
+//!   whose timeline keeps only the latest part of the month, at times from its horizon on;
+//! - the same from a third `serve --no-fleet-timeline`, which reads ClickHouse for every
+//!   request, a tenth as many runs. The servers' answers are compared at five times first, and
+//!   each one's memory (timeline gauges, resident set) is printed.
 //!
 //! The fleet: owner `bot_{i % owners}` (a fiftieth of the credentials, so 50 credentials each)
 //! owns `cr_i`; every tenth credential never connects; the others start session `ts_i` on day 1
@@ -31,6 +34,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use query::rows::status;
+#[path = "support/proc.rs"]
+#[expect(dead_code, reason = "this harness reads memory, not CPU")]
+mod proc;
 #[path = "support/serve.rs"]
 mod serve;
 #[path = "support/targets.rs"]
@@ -256,12 +262,24 @@ async fn main() {
         "credentials {credentials}, owners {owners}, control events {control_rows}, usage rows {usage_rows}"
     );
 
-    // 2. The API: one server with the fleet timeline (the default), one reading ClickHouse for
-    // every request (--no-fleet-timeline, what every `?at=` did before the timeline).
+    // 2. The API: one server with the fleet timeline (the default budget), one with the smallest
+    // budget that still holds part of the month (`bounded_mib`), one reading ClickHouse for every
+    // request (--no-fleet-timeline, what every `?at=` did before the timeline).
+    let bounded_mib: u32 = env_or("BOTMETER_BENCH_FLEET_BOUNDED_MIB", 64);
     let started = Instant::now();
-    let (mut serve, http, base) = serve::start(database, &url).await;
-    let (mut reading, _, reading_base) =
-        serve::start_with(database, &url, &["--no-fleet-timeline"]).await;
+    let serve::Serve {
+        child: mut serve,
+        http,
+        base,
+        metrics,
+    } = serve::start(database, &url).await;
+    let bounded = serve::start_with(
+        database,
+        &url,
+        &["--fleet-timeline-max-mib", &bounded_mib.to_string()],
+    )
+    .await;
+    let reading = serve::start_with(database, &url, &["--no-fleet-timeline"]).await;
     let get = |base: String, path: String| {
         let http = http.clone();
         async move {
@@ -285,30 +303,77 @@ async fn main() {
         )
     };
     // The timeline is read when serve starts: wait until a request without `at` answers from it
-    // (its `at` is no longer the request's own now).
-    loop {
-        let asked = chrono::Utc::now().timestamp();
-        let (_, body) = get(base.clone(), "/v1/fleet?limit=1".to_owned()).await;
-        let answered = chrono::DateTime::parse_from_rfc3339(body["at"].as_str().unwrap())
-            .unwrap()
-            .timestamp();
-        if answered < asked {
-            break;
+    // (its `at` is no longer the request's own now), on both servers that hold one.
+    for server_base in [&base, &bounded.base] {
+        loop {
+            let asked = chrono::Utc::now().timestamp();
+            let (_, body) = get(server_base.clone(), "/v1/fleet?limit=1".to_owned()).await;
+            let answered = chrono::DateTime::parse_from_rfc3339(body["at"].as_str().unwrap())
+                .unwrap()
+                .timestamp();
+            if answered < asked {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "the timeline never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the timeline never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(
-        "first timeline answered {:.1}s after serve started",
+        "first timelines answered {:.1}s after the servers started",
         started.elapsed().as_secs_f64()
+    );
+    // What each timeline holds, from its gauges.
+    let gauge = |metrics: String, name: &'static str| {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        }
+    };
+    let traffic_bytes = gauge(metrics.clone(), "botmeter_fleet_timeline_traffic_bytes").await;
+    let bounded_bytes = gauge(
+        bounded.metrics.clone(),
+        "botmeter_fleet_timeline_traffic_bytes",
+    )
+    .await;
+    let bounded_horizon = gauge(
+        bounded.metrics.clone(),
+        "botmeter_fleet_timeline_horizon_seconds",
+    )
+    .await as u32;
+    println!(
+        "timeline traffic: {:.1} MiB (default budget), {:.1} MiB (--fleet-timeline-max-mib \
+         {bounded_mib}, horizon {} = day {:.1} of the month)",
+        traffic_bytes / 1_048_576.0,
+        bounded_bytes / 1_048_576.0,
+        at_of(bounded_horizon),
+        f64::from(bounded_horizon.saturating_sub(MONTH_START)) / f64::from(DAY_SECS),
+    );
+    assert!(
+        bounded_bytes <= f64::from(bounded_mib) * 1_048_576.0,
+        "the bounded timeline holds {bounded_bytes} bytes"
     );
     // The answer is checked against the fleet's construction once, from both servers.
     let at = at_of(MONTH_START + MONTH_SECS);
     let (_, whole) = get(base.clone(), format!("/v1/fleet?{at}")).await;
-    let (_, read) = get(reading_base.clone(), format!("/v1/fleet?{at}")).await;
+    let (_, read) = get(reading.base.clone(), format!("/v1/fleet?{at}")).await;
     assert_eq!(whole, read, "the timeline answers as the read does");
     let summary_json = &whole["summary"];
     let never = credentials.div_ceil(10);
@@ -326,19 +391,26 @@ async fn main() {
     println!("summary at the month's end: {summary_json}");
     // Times through the month (a different one each run, not on whole hours): before, during and
     // after the drops, with traffic before and after each.
-    let at_in_month = |run: usize| at_of(MONTH_START + 1_800 + (run as u32 * 86_413) % MONTH_SECS);
-    // And the same from both servers at a few of them.
+    let at_in_month = |run: usize| MONTH_START + 1_800 + (run as u32 * 86_413) % MONTH_SECS;
+    // And the same from all three servers at a few of them (the bounded one answers those before
+    // its horizon from ClickHouse).
     for run in [3, 19, 22, 30] {
-        let path = format!("/v1/fleet?{}", at_in_month(run));
+        let path = format!("/v1/fleet?{}", at_of(at_in_month(run)));
         let (_, timeline) = get(base.clone(), path.clone()).await;
-        let (_, read) = get(reading_base.clone(), path.clone()).await;
+        let (_, from_bounded) = get(bounded.base.clone(), path.clone()).await;
+        let (_, read) = get(reading.base.clone(), path.clone()).await;
         assert_eq!(
             timeline, read,
             "{path}: the timeline answers as the read does"
         );
+        assert_eq!(
+            from_bounded, read,
+            "{path}: the bounded timeline answers as the read does"
+        );
     }
 
-    let (mut all, mut drops, mut owner, mut as_of) = (
+    let (mut all, mut drops, mut owner, mut as_of, mut as_of_bounded) = (
+        Vec::with_capacity(runs),
         Vec::with_capacity(runs),
         Vec::with_capacity(runs),
         Vec::with_capacity(runs),
@@ -358,23 +430,54 @@ async fn main() {
                 .0,
         );
         as_of.push(
-            get(base.clone(), format!("/v1/fleet?{}", at_in_month(run)))
-                .await
-                .0,
+            get(
+                base.clone(),
+                format!("/v1/fleet?{}", at_of(at_in_month(run))),
+            )
+            .await
+            .0,
+        );
+        // The bounded timeline over the same times from its horizon on (earlier ones are reads,
+        // timed below).
+        let bounded_at = bounded_horizon
+            + (run as u32 * 3_607) % (MONTH_START + MONTH_SECS - bounded_horizon).max(1);
+        as_of_bounded.push(
+            get(
+                bounded.base.clone(),
+                format!("/v1/fleet?{}", at_of(bounded_at)),
+            )
+            .await
+            .0,
         );
     }
     let mut as_of_read = Vec::with_capacity(runs / 10);
     for run in 0..(runs / 10).max(1) {
         as_of_read.push(
             get(
-                reading_base.clone(),
-                format!("/v1/fleet?{}", at_in_month(run)),
+                reading.base.clone(),
+                format!("/v1/fleet?{}", at_of(at_in_month(run))),
             )
             .await
             .0,
         );
     }
-    for child in [&mut serve, &mut reading] {
+    // Memory: each server's resident set after the runs (the timeline's traffic is the part that
+    // grows with the fleet's history; --no-fleet-timeline holds none).
+    let resident = |name: &str, pid: u32| {
+        println!(
+            "{name}: VmRSS {:.0} MiB, VmHWM {:.0} MiB",
+            proc::status_mb(pid, "VmRSS"),
+            proc::status_mb(pid, "VmHWM")
+        );
+    };
+    resident("serve (default budget)", serve.id());
+    resident(
+        &format!("serve --fleet-timeline-max-mib {bounded_mib}"),
+        bounded.child.id(),
+    );
+    resident("serve --no-fleet-timeline", reading.child.id());
+    let (mut bounded_child, mut reading_child) = (bounded.child, reading.child);
+    for child in [&mut serve, &mut bounded_child, &mut reading_child] {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -385,6 +488,10 @@ async fn main() {
     let (_, drops_p99) = summary("dropped devices, API", drops);
     let (_, owner_p99) = summary("one owner's fleet, API", owner);
     let (_, as_of_p99) = summary("whole fleet as of a time (timeline), API", as_of);
+    let (_, as_of_bounded_p99) = summary(
+        &format!("whole fleet as of a time from the horizon on (--fleet-timeline-max-mib {bounded_mib}), API"),
+        as_of_bounded,
+    );
     let (_, as_of_read_p99) = summary(
         "whole fleet as of a time (--no-fleet-timeline), API",
         as_of_read,
@@ -411,6 +518,14 @@ async fn main() {
     report(
         &format!("/v1/fleet?at over {thousands:.0}k credentials (timeline), p99 (n = {runs})"),
         as_of_p99.as_secs_f64() * 1e3,
+        "ms",
+        Bar::AtMost(50.0),
+    );
+    report(
+        &format!(
+            "/v1/fleet?at over {thousands:.0}k credentials (timeline bounded to {bounded_mib} MiB, at from its horizon), p99 (n = {runs})"
+        ),
+        as_of_bounded_p99.as_secs_f64() * 1e3,
         "ms",
         Bar::AtMost(50.0),
     );

@@ -21,7 +21,7 @@ use simulate::{generate, publish, FleetConfig};
 mod proc;
 #[path = "support/targets.rs"]
 mod targets;
-use proc::cpu_seconds;
+use proc::{cpu_seconds, status_mb};
 use query::rows::UsageRow;
 use query::{ClickHouseConfig, Writer};
 use targets::{report, report_check, Bar};
@@ -71,17 +71,6 @@ fn wait_for_merges(url: &str) {
     {
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// One run's figures.
@@ -382,7 +371,7 @@ async fn measure(run: usize, events: usize, partitions: i32, instances: usize) -
                 .sum::<f64>() as u64
         })
         .collect();
-    let peak = rss_mb(pid);
+    let peak = status_mb(pid, "VmHWM");
     if let Some(profiler) = profiler.as_mut() {
         let _ = Command::new("kill")
             .args(["-INT", &profiler.id().to_string()])

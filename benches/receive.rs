@@ -23,6 +23,8 @@ use simulate::{generate, FleetConfig};
 
 #[path = "../tests/it/firehose_client.rs"]
 mod firehose_client;
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "support/targets.rs"]
 #[expect(
     dead_code,
@@ -30,6 +32,7 @@ mod firehose_client;
 )]
 mod targets;
 use firehose_client::{Batch, FirehoseClient};
+use proc::{cpu_seconds, status_mb};
 use targets::{report, Bar};
 
 const KEY: &str = "bench-firehose-key";
@@ -59,31 +62,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A `kB` field of `/proc/<pid>/status`, in MB.
-fn status_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// A running `botmeter receive`.

@@ -137,7 +137,12 @@ async fn main() {
     println!("rows {rows}, owners {owners}, credentials {credentials}, endpoints {endpoints}, rollup rows {rollup_rows}");
 
     // 2. The API, reading the rollup.
-    let (mut serve, http, base) = serve::start(DATABASE, &config.url).await;
+    let serve::Serve {
+        child: mut serve,
+        http,
+        base,
+        ..
+    } = serve::start(DATABASE, &config.url).await;
     let get = |path: String| {
         let (http, base) = (http.clone(), base.clone());
         async move {

@@ -4,22 +4,31 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `botmeter serve` on `database` at `url`; returns the process, an HTTP client and the
-/// API's base URL once it is ready.
-pub(crate) async fn start(database: &str, url: &str) -> (Child, reqwest::Client, String) {
+/// A ready `botmeter serve`.
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) http: reqwest::Client,
+    /// The API's base URL.
+    pub(crate) base: String,
+    /// Its Prometheus text (`/metrics` on `--metrics-listen`).
+    #[allow(dead_code, reason = "only some harnesses read the metrics")]
+    pub(crate) metrics: String,
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Starts `botmeter serve` on `database` at `url`; returns it once it is ready.
+pub(crate) async fn start(database: &str, url: &str) -> Serve {
     start_with(database, url, &[]).await
 }
 
 /// [`start`] with more `serve` arguments.
 #[allow(dead_code, reason = "only some harnesses pass more arguments")]
-pub(crate) async fn start_with(
-    database: &str,
-    url: &str,
-    more: &[&str],
-) -> (Child, reqwest::Client, String) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+pub(crate) async fn start_with(database: &str, url: &str, more: &[&str]) -> Serve {
+    let (addr, metrics_addr) = (free_addr(), free_addr());
     let serve = Command::new(env!("CARGO_BIN_EXE_botmeter"))
         .args([
             "serve",
@@ -30,7 +39,7 @@ pub(crate) async fn start_with(
             "--clickhouse-url",
             url,
             "--metrics-listen",
-            "127.0.0.1:0",
+            &metrics_addr.to_string(),
         ])
         .args(more)
         .env("BOTMETER_LOG", "warn")
@@ -52,5 +61,10 @@ pub(crate) async fn start_with(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (serve, http, base)
+    Serve {
+        child: serve,
+        http,
+        base,
+        metrics: format!("http://{metrics_addr}/metrics"),
+    }
 }

@@ -717,3 +717,32 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_budget(args: &[&str]) -> Result<u64, String> {
+        let cli = Cli::try_parse_from([&["botmeter", "serve"], args].concat())
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve {
+                fleet_timeline_max_mib,
+                ..
+            } => Ok(fleet_timeline_max_mib),
+            _ => unreachable!("parsed serve"),
+        }
+    }
+
+    #[test]
+    fn the_fleet_timeline_budget_defaults_and_is_range_checked() {
+        assert_eq!(serve_budget(&[]), Ok(512));
+        assert_eq!(serve_budget(&["--fleet-timeline-max-mib", "64"]), Ok(64));
+        let error = serve_budget(&["--fleet-timeline-max-mib", "8"]).unwrap_err();
+        assert!(
+            error.contains("--fleet-timeline-max-mib") && error.contains("16..=1048576"),
+            "{error}"
+        );
+    }
+}

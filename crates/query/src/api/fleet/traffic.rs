@@ -249,18 +249,46 @@ impl TrafficLog {
                 raise_before(segment, &latest);
             }
         }
-        self.seal_when_full();
+        self.split_full_segments();
         self.trim();
     }
 
-    /// Seals the open segment when it holds [`seal_entries`] entries and spans more than one
-    /// second, opening a new one after its last second.
-    fn seal_when_full(&mut self) {
-        let open = self.segments.last().expect("never empty");
-        if open.keys.len() < seal_entries(self.index.len()) {
-            return;
+    /// Keeps every segment near [`seal_entries`] entries, so an answer scans at most about that
+    /// many: the open segment is sealed once it holds that many (a new one opens after it), and
+    /// any segment that grew past twice that (a large first read, late rows merged into a sealed
+    /// segment) is cut at the second boundary after that many entries, the later part opening
+    /// with the earlier part's checkpoint after.
+    fn split_full_segments(&mut self) {
+        let credentials = self.index.len();
+        let seal = seal_entries(credentials);
+        let mut k = 0;
+        while k < self.segments.len() {
+            let open = k + 1 == self.segments.len();
+            let entries = self.segments[k].keys.len();
+            if entries < seal || (!open && entries < 2 * seal) {
+                k += 1;
+                continue;
+            }
+            let keys = &self.segments[k].keys;
+            let mut cut = seal;
+            while cut < keys.len() && split(keys[cut]).0 == split(keys[cut - 1]).0 {
+                cut += 1;
+            }
+            if cut < keys.len() {
+                let segment = Arc::make_mut(&mut self.segments[k]);
+                let (keys, micros) = (segment.keys.split_off(cut), segment.micros.split_off(cut));
+                let later = Segment {
+                    first_second: split(keys[0]).0,
+                    before: segment.after(credentials),
+                    keys,
+                    micros,
+                };
+                self.segments.insert(k + 1, Arc::new(later));
+            } else if open {
+                self.seal();
+            }
+            k += 1;
         }
-        self.seal();
     }
 
     fn seal(&mut self) {
@@ -407,6 +435,20 @@ mod tests {
         assert_eq!(at(u32::MAX)["cr_a"], 2_999_999);
     }
 
+    /// Asserts that `log` holds at most `budget` bytes, at least a third of it (the oldest
+    /// segments went, not all), and no segment of more than twice [`seal_entries`] entries;
+    /// returns its horizon.
+    fn budget_kept(log: &TrafficLog, budget: usize) -> u32 {
+        let bytes = log.bytes();
+        assert!(bytes <= budget && bytes >= budget / 3, "{bytes} bytes held");
+        let most = log.segments.iter().map(|s| s.keys.len()).max();
+        assert!(
+            most <= Some(2 * seal_entries(log.credentials())),
+            "a segment of {most:?} entries"
+        );
+        log.horizon()
+    }
+
     #[test]
     fn over_the_budget_the_oldest_seconds_go_and_the_rest_stay_exact() {
         // 200 credentials, one row a second each for 40,000 seconds (8M entries, 96 MB).
@@ -417,13 +459,24 @@ mod tests {
             })
             .collect();
         let budget = 20 << 20;
-        let mut log = TrafficLog::new(budget);
-        for chunk in rows.chunks(100_000) {
-            log.add(chunk.iter().cloned());
+        // Added a chunk at a time (rows arrive by time), then all at once (a first read).
+        for chunk_rows in [100_000, rows.len()] {
+            let mut log = TrafficLog::new(budget);
+            for chunk in rows.chunks(chunk_rows) {
+                log.add(chunk.iter().cloned());
+            }
+            budget_kept(&log, budget);
         }
-        assert!(log.bytes() <= budget, "{} bytes held", log.bytes());
-        let horizon = log.horizon();
-        assert!(horizon > 20_000 && horizon < 40_000, "horizon {horizon}");
+        // Read by credential (a whole read in parts): every part spans the whole time.
+        let mut log = TrafficLog::new(budget);
+        for part in 0..4 {
+            log.add(
+                rows.iter()
+                    .filter(|(credential, _)| credential[3..].parse::<usize>().unwrap() % 4 == part)
+                    .cloned(),
+            );
+        }
+        let horizon = budget_kept(&log, budget);
         assert!(answers(&log, horizon - 1).is_none());
         for at in [horizon, horizon + 1, 39_000, 40_000, 50_000] {
             let answer = answers(&log, at).expect("at or after the horizon");
