@@ -77,9 +77,8 @@ const MAX_LISTED_CREDENTIALS: usize = 1_000;
 pub const DEFAULT_FLEET_DROP_GRACE_SECONDS: u32 = 300;
 
 /// Default memory (MiB) for the fleet timeline's traffic: about 40M credential-seconds with
-/// traffic (12 bytes each, plus a checkpoint of 8 bytes per credential every [`seal_entries`]).
-///
-/// [`seal_entries`]: traffic::seal_entries
+/// traffic (12 bytes each, plus a checkpoint of 8 bytes per credential every segment of at
+/// least 8 entries per credential).
 pub const DEFAULT_FLEET_TIMELINE_MAX_MIB: u64 = 512;
 /// Smallest budget accepted for the fleet timeline's traffic.
 pub const MIN_FLEET_TIMELINE_MAX_MIB: u64 = 16;

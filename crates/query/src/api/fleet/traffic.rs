@@ -4,8 +4,9 @@
 //!
 //! Every credential's latest traffic before a whole second `at` is then the checkpoint of the
 //! segment holding `at`, updated by that segment's entries of the seconds before `at`: one copy of
-//! a dense array and one scan front to back of at most [`seal_entries`] entries, with no search
-//! per credential. The result is exact (a time of an earlier second is before `at`, one of the
+//! a dense array and one scan front to back of fewer than twice [`seal_entries`] entries (however
+//! rows arrive, segments are cut at second boundaries to stay near that size), with no search per
+//! credential. The result is exact (a time of an earlier second is before `at`, one of the
 //! second `at` or later is not).
 //!
 //! Memory is bounded: when the entries and checkpoints pass the budget, the oldest segments are
