@@ -14,21 +14,17 @@
 //! `BOTMETER_BENCH_VIEWS_ROUNDS` (default 6). Results go to BENCHMARKS.md by hand, with the
 //! machine and its load average.
 
+#[path = "support/clickhouse.rs"]
+mod clickhouse_support;
+use clickhouse_support::{bench_database, env_or, BenchDatabase};
 use std::time::Instant;
 
 use query::rows::{status, UsageRow};
-use query::{ClickHouseConfig, Writer};
+use query::Writer;
 
 const BATCH_ROWS: usize = 50_000;
 /// 2026-10-01T00:00:00Z.
 const DAY_START: u32 = 1_790_812_800;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Row `n` of `rows`: credential `cr_{hash % 100k}` of owner `bot_{…}`, at a time spread over
 /// the day (with microseconds).
@@ -77,8 +73,6 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() {
     let rows: u64 = env_or("BOTMETER_BENCH_VIEWS_ROWS", 1_000_000);
     let rounds: usize = env_or("BOTMETER_BENCH_VIEWS_ROUNDS", 6);
-    let url =
-        std::env::var("BOTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
     let data: Vec<UsageRow> = (0..rows).map(|n| usage_row(n, rows)).collect();
     let cases: [(&str, &[&str]); 4] = [
         ("every view", &[]),
@@ -95,24 +89,15 @@ async fn main() {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for (case, (name, dropped)) in cases.iter().enumerate() {
-            let config = ClickHouseConfig {
-                url: url.clone(),
-                database: format!("botmeter_bench_views_{case}"),
-                ..ClickHouseConfig::default()
-            }
-            .validate()
-            .unwrap();
-            let server = ClickHouseConfig {
-                database: "system".into(),
-                ..ClickHouseConfig::clone(&config)
-            }
-            .validate()
-            .unwrap()
-            .client();
-            let drop_database = format!("DROP DATABASE IF EXISTS botmeter_bench_views_{case}");
+            let database = format!("botmeter_bench_views_{case}");
+            let BenchDatabase {
+                config,
+                server,
+                client,
+            } = bench_database(&database);
+            let drop_database = format!("DROP DATABASE IF EXISTS {database}");
             server.query(&drop_database).execute().await.unwrap();
             query::migrate(&config).await.expect("migrate");
-            let client = config.client();
             for view in *dropped {
                 client
                     .query(&format!("DROP TABLE {view}"))
