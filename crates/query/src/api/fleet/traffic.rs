@@ -77,6 +77,39 @@ impl Segment {
         latest
     }
 
+    /// The first entry index at or after `index` that opens a second (`keys.len()` when none):
+    /// where the segment may be cut.
+    fn second_boundary(&self, mut index: usize) -> usize {
+        while index > 0
+            && index < self.keys.len()
+            && split(self.keys[index]).0 == split(self.keys[index - 1]).0
+        {
+            index += 1;
+        }
+        index.min(self.keys.len())
+    }
+
+    /// Cuts it before entry `cut` (a [`Self::second_boundary`], below `keys.len()` unless it
+    /// ends with an entry) and returns the later part: from the second of entry `cut` (or, for
+    /// `cut == keys.len()`, the second after its last entry; empty then), opening with the
+    /// checkpoint after the entries kept here.
+    fn split_off(&mut self, cut: usize, credentials: usize) -> Self {
+        let first_second = match self.keys.get(cut) {
+            Some(&key) => split(key).0,
+            None => self
+                .keys
+                .last()
+                .map_or(self.first_second, |&last| split(last).0.saturating_add(1)),
+        };
+        let (keys, micros) = (self.keys.split_off(cut), self.micros.split_off(cut));
+        Self {
+            first_second,
+            before: self.after(credentials),
+            keys,
+            micros,
+        }
+    }
+
     /// Whether merging `entries` (ascending keys) would change it.
     fn changed_by(&self, entries: &[(u64, u32)]) -> bool {
         entries
@@ -270,20 +303,9 @@ impl TrafficLog {
                 k += 1;
                 continue;
             }
-            let keys = &self.segments[k].keys;
-            let mut cut = seal;
-            while cut < keys.len() && split(keys[cut]).0 == split(keys[cut - 1]).0 {
-                cut += 1;
-            }
-            if cut < keys.len() {
-                let segment = Arc::make_mut(&mut self.segments[k]);
-                let (keys, micros) = (segment.keys.split_off(cut), segment.micros.split_off(cut));
-                let later = Segment {
-                    first_second: split(keys[0]).0,
-                    before: segment.after(credentials),
-                    keys,
-                    micros,
-                };
+            let cut = self.segments[k].second_boundary(seal);
+            if cut < entries {
+                let later = Arc::make_mut(&mut self.segments[k]).split_off(cut, credentials);
                 self.segments.insert(k + 1, Arc::new(later));
             } else if open {
                 self.seal();
@@ -292,15 +314,16 @@ impl TrafficLog {
         }
     }
 
+    /// Seals the open segment (when it holds any entry), opening a new one after its last second.
     fn seal(&mut self) {
-        let open = self.segments.last().expect("never empty");
-        let Some(&last) = open.keys.last() else {
+        let credentials = self.index.len();
+        let open = self.segments.last_mut().expect("never empty");
+        if open.keys.is_empty() {
             return;
-        };
-        let next_second = split(last).0.saturating_add(1);
-        let before = open.after(self.index.len());
-        self.segments
-            .push(Arc::new(Segment::empty(next_second, before)));
+        }
+        let cut = open.keys.len();
+        let next = Arc::make_mut(open).split_off(cut, credentials);
+        self.segments.push(Arc::new(next));
     }
 
     /// Drops the oldest segments while over the budget; when the open segment alone is, drops
@@ -312,34 +335,16 @@ impl TrafficLog {
         if self.bytes() <= self.max_bytes {
             return;
         }
+        let credentials = self.index.len();
         let open = &self.segments[0];
-        let checkpoint_bytes = self.index.len().max(open.before.len()) * 8;
+        if open.keys.is_empty() {
+            return;
+        }
+        let checkpoint_bytes = credentials.max(open.before.len()) * 8;
         let fit = self.max_bytes.saturating_sub(checkpoint_bytes) / ENTRY_BYTES;
         // The first entry of a second from which at most `fit` entries remain.
-        let mut cut = open.keys.len().saturating_sub(fit);
-        while cut > 0
-            && cut < open.keys.len()
-            && split(open.keys[cut]).0 == split(open.keys[cut - 1]).0
-        {
-            cut += 1;
-        }
-        let first_second = match open.keys.get(cut) {
-            Some(&key) => split(key).0,
-            None => match open.keys.last() {
-                Some(&last) => split(last).0.saturating_add(1),
-                None => return,
-            },
-        };
-        let dropped = Segment {
-            keys: open.keys[..cut].to_vec(),
-            micros: open.micros[..cut].to_vec(),
-            ..Segment::empty(open.first_second, open.before.clone())
-        };
-        let kept = Segment {
-            keys: open.keys[cut..].to_vec(),
-            micros: open.micros[cut..].to_vec(),
-            ..Segment::empty(first_second, dropped.after(self.index.len()))
-        };
+        let cut = open.second_boundary(open.keys.len().saturating_sub(fit));
+        let kept = Arc::make_mut(&mut self.segments[0]).split_off(cut, credentials);
         self.segments = vec![Arc::new(kept)];
     }
 }
