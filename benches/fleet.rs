@@ -34,6 +34,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use query::rows::status;
+#[path = "support/metrics.rs"]
+mod metrics;
 #[path = "support/proc.rs"]
 #[expect(dead_code, reason = "this harness reads memory, not CPU")]
 mod proc;
@@ -271,7 +273,7 @@ async fn main() {
         child: mut serve,
         http,
         base,
-        metrics,
+        metrics: metrics_url,
     } = serve::start(database, &url).await;
     let bounded = serve::start_with(
         database,
@@ -326,28 +328,12 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
     // What each timeline holds, from its gauges.
-    let gauge = |metrics: String, name: &'static str| {
-        let http = http.clone();
-        async move {
-            let text = http
-                .get(metrics)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find_map(|line| {
-                    line.strip_prefix(name)?
-                        .strip_prefix(' ')?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        }
+    let gauge = |url: String, name: &'static str| async move {
+        metrics::scrape(&url, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} not in {url}"))
     };
-    let traffic_bytes = gauge(metrics.clone(), "botmeter_fleet_timeline_traffic_bytes").await;
+    let traffic_bytes = gauge(metrics_url, "botmeter_fleet_timeline_traffic_bytes").await;
     let bounded_bytes = gauge(
         bounded.metrics.clone(),
         "botmeter_fleet_timeline_traffic_bytes",

@@ -23,6 +23,8 @@ use simulate::{generate, FleetConfig};
 
 #[path = "../tests/it/firehose_client.rs"]
 mod firehose_client;
+#[path = "support/metrics.rs"]
+mod metrics;
 #[path = "support/proc.rs"]
 mod proc;
 #[path = "support/targets.rs"]
@@ -130,17 +132,11 @@ impl Receive {
         panic!("receive never became ready (log in {})", dir.display());
     }
 
+    /// A counter's value, 0 before it is first counted.
     async fn counter(&self, name_and_labels: &str) -> f64 {
-        let text = reqwest::get(&self.metrics)
+        metrics::scrape(&self.metrics, name_and_labels)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name_and_labels))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+            .unwrap_or(0.0)
     }
 
     fn stop(mut self) {
